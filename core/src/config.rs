@@ -1,0 +1,224 @@
+//! The validated configuration the core runs on. The binary builds it from GitLab's `config.toml`
+//! (GitLab's key names live there); the simulator and the tests build it directly.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::period::{Period, PolicyValues};
+
+/// Global settings and every `[[runners]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Job slots across all runners (`concurrent`, ≥ 1).
+    pub concurrent: u32,
+    /// Pause between job requests of a runner after an empty answer (`check_interval`).
+    pub check_interval: Duration,
+    /// How long a forceful shutdown waits for aborted jobs (`shutdown_timeout`).
+    pub shutdown_timeout: Duration,
+    /// After a graceful shutdown, remove every machine instead of leaving them for the next start
+    /// (GitLab's `[machine.shutdown_drain] enabled`).
+    pub drain_machines_on_shutdown: bool,
+    /// How often to list the providers' machines and settle differences; `None` lists only on resume.
+    pub reconcile_interval: Option<Duration>,
+    /// Seeds machine-name suffixes. The driver draws it once and journals it with the config.
+    pub seed: u64,
+    pub runners: Vec<RunnerConfig>,
+}
+
+/// One `[[runners]]` entry, as far as scheduling is concerned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunnerConfig {
+    /// Unique among the runners; reloads match runners by it.
+    pub name: String,
+    /// GitLab's short token (first 9 characters after the `glrt-` prefix), the machine-name prefix.
+    pub short_token: String,
+    /// Jobs (and machines of every state) this runner may have; 0 = unlimited (`limit`).
+    pub limit: u32,
+    /// Job requests in flight at once (`request_concurrency`, ≥ 1).
+    pub request_concurrency: u32,
+    pub executor: Executor,
+}
+
+/// How a runner gets somewhere to run a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Executor {
+    /// `docker+machine`: an autoscaled pool of machines, one job at a time each.
+    Pool(MachinePolicy),
+    /// `docker`: jobs run directly on the runner's own engine; no machines to manage.
+    Direct,
+}
+
+/// `[runners.machine]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachinePolicy {
+    /// `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` outside every period.
+    pub base: PolicyValues,
+    /// Jobs per machine before it is removed; 0 = unlimited (`MaxBuilds`).
+    pub max_builds: u32,
+    /// Machines creating at once; 0 = unlimited (`MaxGrowthRate`).
+    pub max_growth_rate: u32,
+    /// Removal attempts before a machine is given up and reported (`MaxRemovalAttempts`).
+    pub max_removal_attempts: u32,
+    /// `MachineName`, containing `%s`.
+    pub machine_name: String,
+    /// `[[runners.machine.autoscaling]]` blocks; the last matching one wins.
+    pub periods: Vec<Period>,
+}
+
+/// A semantic error in a [`Config`] built outside the TOML layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("concurrent must be at least 1")]
+    ZeroConcurrent,
+    #[error("runner names must be unique: {0:?} appears twice")]
+    DuplicateRunner(String),
+    #[error("runner {0:?}: MachineName must contain %s")]
+    MachineNameWithoutPlaceholder(String),
+    #[error("too many runners (at most {max})", max = u16::MAX)]
+    TooManyRunners,
+}
+
+impl Config {
+    /// A config with GitLab's defaults and no runners.
+    pub fn new(concurrent: u32) -> Config {
+        Config {
+            concurrent,
+            check_interval: Duration::from_secs(3),
+            shutdown_timeout: Duration::from_secs(30),
+            drain_machines_on_shutdown: false,
+            reconcile_interval: Some(Duration::from_secs(300)),
+            seed: 0,
+            runners: Vec::new(),
+        }
+    }
+
+    pub fn with_runner(mut self, runner: RunnerConfig) -> Config {
+        self.runners.push(runner);
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrent == 0 {
+            return Err(ConfigError::ZeroConcurrent);
+        }
+        if self.runners.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::TooManyRunners);
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.runners {
+            if !names.insert(r.name.as_str()) {
+                return Err(ConfigError::DuplicateRunner(r.name.clone()));
+            }
+            if let Executor::Pool(p) = &r.executor {
+                if !p.machine_name.contains("%s") {
+                    return Err(ConfigError::MachineNameWithoutPlaceholder(r.name.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunnerConfig {
+    /// A `docker+machine` runner with GitLab's defaults and the given idle count and limit.
+    pub fn pool(name: &str, idle_count: u32, limit: u32) -> RunnerConfig {
+        RunnerConfig {
+            name: name.to_string(),
+            short_token: short_token("", name),
+            limit,
+            request_concurrency: 1,
+            executor: Executor::Pool(MachinePolicy {
+                base: PolicyValues {
+                    idle_count,
+                    ..PolicyValues::default()
+                },
+                max_builds: 0,
+                max_growth_rate: 0,
+                max_removal_attempts: 30,
+                machine_name: "auto-%s".to_string(),
+                periods: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> Option<&MachinePolicy> {
+        match &self.executor {
+            Executor::Pool(p) => Some(p),
+            Executor::Direct => None,
+        }
+    }
+
+    pub fn policy_mut(&mut self) -> Option<&mut MachinePolicy> {
+        match &mut self.executor {
+            Executor::Pool(p) => Some(p),
+            Executor::Direct => None,
+        }
+    }
+
+    /// The prefix of every machine name of this runner: `runner-<short token>-`.
+    pub fn machine_prefix(&self) -> String {
+        format!("runner-{}-", self.short_token)
+    }
+}
+
+/// GitLab's short token: the token without its `glrt-`/`glrtr-` prefix and `t<n>_` partition prefix,
+/// first 9 characters, lowercased to what a host name allows. Falls back to the runner name for a
+/// runner that has no token yet (simulations, `check-config` before registering).
+pub fn short_token(token: &str, fallback: &str) -> String {
+    let mut t = token;
+    for prefix in ["glrtr-", "glrt-"] {
+        if let Some(rest) = t.strip_prefix(prefix) {
+            t = rest;
+            break;
+        }
+    }
+    if let Some((part, rest)) = t.split_once('_') {
+        if part.len() >= 2 && part.starts_with('t') && part[1..].bytes().all(|b| b.is_ascii_digit())
+        {
+            t = rest;
+        }
+    }
+    let source = if t.is_empty() { fallback } else { t };
+    let cleaned: String = source
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(9)
+        .collect();
+    if cleaned.is_empty() {
+        "local".to_string()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_tokens_as_gitlab_writes_them() {
+        assert_eq!(short_token("glrt-t1_6sYkQxW9bN3pLmZr7cVd", ""), "6sykqxw9b");
+        assert_eq!(short_token("glrt-EXAMPLEEXAMPLEEXAMPLE", ""), "exampleex");
+        assert_eq!(short_token("", "autoscale-linux"), "autoscale");
+        assert_eq!(short_token("", ""), "local");
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(Config::new(0).validate(), Err(ConfigError::ZeroConcurrent));
+        let dup = Config::new(1)
+            .with_runner(RunnerConfig::pool("a", 1, 1))
+            .with_runner(RunnerConfig::pool("a", 1, 1));
+        assert_eq!(
+            dup.validate(),
+            Err(ConfigError::DuplicateRunner("a".into()))
+        );
+        let mut r = RunnerConfig::pool("b", 1, 1);
+        r.policy_mut().unwrap().machine_name = "fixed".into();
+        assert_eq!(
+            Config::new(1).with_runner(r).validate(),
+            Err(ConfigError::MachineNameWithoutPlaceholder("b".into()))
+        );
+    }
+}

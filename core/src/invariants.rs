@@ -1,0 +1,245 @@
+//! The invariants of design section 7, checked by full scans. For tests, the simulator's checker
+//! mode and `drover replay`; never on the dispatch path.
+
+use std::collections::BTreeMap;
+
+use crate::config::Executor;
+use crate::ids::{JobId, MachineId};
+use crate::scheduler::Core;
+use crate::state::{Counts, JobState, MachineState, STUCK_AFTER, Totals};
+
+/// A broken invariant, with enough detail to debug it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invariant violated: {0}")]
+pub struct Violation(pub String);
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(Violation(format!($($arg)*)));
+        }
+    };
+}
+
+impl Core {
+    /// Checks every invariant and that the incremental counters agree with a full recount.
+    pub fn check_invariants(&self) -> Result<(), Violation> {
+        let s = &self.state;
+        let mut counts: Vec<Counts> = vec![Counts::default(); s.runners.len()];
+        let mut totals = Totals::default();
+        let mut machine_jobs: BTreeMap<MachineId, JobId> = BTreeMap::new();
+
+        for (&id, m) in &s.machines {
+            ensure!(
+                m.runner.index() < s.runners.len(),
+                "{id} belongs to unknown {}",
+                m.runner
+            );
+            ensure!(
+                s.names.get(&m.name) == Some(&id),
+                "{id} is not indexed by its name {}",
+                m.name
+            );
+            let c = &mut counts[m.runner.index()];
+            match m.state {
+                MachineState::Creating => c.creating += 1,
+                MachineState::Idle => {
+                    c.idle += 1;
+                    ensure!(
+                        s.runners[m.runner.index()]
+                            .idle
+                            .contains(&(m.last_used, id)),
+                        "idle {id} missing from the idle index"
+                    );
+                }
+                MachineState::Busy(job) => {
+                    c.busy += 1;
+                    let j = s.jobs.get(&job);
+                    ensure!(
+                        matches!(j.map(|j| j.state), Some(JobState::Running { machine: Some(mm), .. }) if mm == id),
+                        "busy {id} runs {job}, which does not run on it"
+                    );
+                    machine_jobs.insert(id, job);
+                }
+                MachineState::Removing => {
+                    c.removing += 1;
+                    if m.removal_attempts >= STUCK_AFTER {
+                        c.stuck += 1;
+                    }
+                    if let Some(at) = m.retry_at {
+                        ensure!(
+                            s.removal_retries.contains(&(at, id)),
+                            "{id} waits for a retry nobody scheduled"
+                        );
+                    }
+                }
+            }
+        }
+        ensure!(
+            s.names.len() == s.machines.len(),
+            "name index has {} entries for {} machines",
+            s.names.len(),
+            s.machines.len()
+        );
+
+        let mut on_machine: BTreeMap<MachineId, JobId> = BTreeMap::new();
+        for (&job, j) in &s.jobs {
+            ensure!(
+                j.runner.index() < s.runners.len(),
+                "{job} belongs to unknown {}",
+                j.runner
+            );
+            let c = &mut counts[j.runner.index()];
+            match j.state {
+                JobState::Queued { deadline } => {
+                    c.queued += 1;
+                    totals.queued += 1;
+                    ensure!(
+                        s.runners[j.runner.index()]
+                            .queue
+                            .contains(&(j.received_at, job)),
+                        "queued {job} not in its queue"
+                    );
+                    ensure!(
+                        s.queue_deadlines.contains(&(deadline, job)),
+                        "queued {job} has no deadline entry"
+                    );
+                }
+                JobState::Running { machine, .. } => {
+                    c.running += 1;
+                    totals.running += 1;
+                    if let Some(m) = machine {
+                        if let Some(prev) = on_machine.insert(m, job) {
+                            return Err(Violation(format!("{m} runs both {prev} and {job}")));
+                        }
+                        // The machine may be gone (lost mid-job), but if it is busy it is busy with this job.
+                        if let Some(mm) = s.machines.get(&m) {
+                            ensure!(
+                                !matches!(mm.state, MachineState::Busy(other) if other != job),
+                                "{job} runs on {m}, which is busy with another job"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (i, r) in s.runners.iter().enumerate() {
+            counts[i].in_flight = r.counts.in_flight;
+            totals.in_flight += r.counts.in_flight;
+            ensure!(
+                counts[i] == r.counts,
+                "runner {i} ({}) counters {:?} differ from a recount {:?}",
+                r.config.name,
+                r.counts,
+                counts[i]
+            );
+            ensure!(
+                r.idle.len() as u32 == r.counts.idle,
+                "runner {i} idle index has {} entries",
+                r.idle.len()
+            );
+            ensure!(
+                r.queue.len() as u32 == r.counts.queued,
+                "runner {i} queue has {} entries",
+                r.queue.len()
+            );
+        }
+        ensure!(
+            totals == s.totals,
+            "totals {:?} differ from a recount {totals:?}",
+            s.totals
+        );
+        ensure!(
+            s.queue_deadlines.len() as u32 == s.totals.queued,
+            "deadline index has {} entries",
+            s.queue_deadlines.len()
+        );
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Checks the invariants that concern what a step emitted. Invariant 6: with IdleCount > 0 a job
+    /// is requested only when a free idle machine (not held for a queued job or another request) can take
+    /// it — so after a step that requested jobs, requests in flight never outnumber free idle machines.
+    ///
+    /// Invariant 1, checked where the core acts: it never creates a machine beyond `limit` (machines in
+    /// every state but stuck removals count) and never starts a job beyond `limit` or `concurrent`. (A
+    /// reload may lower a limit below what already runs; those drain instead of being killed.)
+    /// `event` is what produced `step`: after [`crate::Event::Resumed`] the creations are re-issues
+    /// of machines that already count, not new ones.
+    pub fn check_step(&self, event: &crate::Event, step: &crate::Step) -> Result<(), Violation> {
+        if matches!(event, crate::Event::Resumed) {
+            return Ok(());
+        }
+        let mut started_any = false;
+        for c in &step.commands {
+            match c {
+                crate::Command::CreateMachine { runner, .. } => {
+                    let r = &self.state.runners[runner.index()];
+                    ensure!(
+                        r.config.limit == 0 || r.counts.counted() <= r.config.limit,
+                        "runner {} created a machine: {} machines, limit {}",
+                        runner.0,
+                        r.counts.counted(),
+                        r.config.limit
+                    );
+                }
+                crate::Command::RunJob {
+                    runner, machine, ..
+                } => {
+                    started_any = true;
+                    // Invariant 3: no machine runs more than MaxBuilds jobs.
+                    let max_builds = self.state.runners[runner.index()]
+                        .config
+                        .policy()
+                        .map_or(0, |p| p.max_builds);
+                    if let Some(m) = machine.and_then(|m| self.state.machines.get(&m)) {
+                        ensure!(
+                            max_builds == 0 || m.used_count <= max_builds,
+                            "started job {} of {} on a machine with MaxBuilds {max_builds}",
+                            m.used_count,
+                            m.name
+                        );
+                    }
+                    let r = &self.state.runners[runner.index()];
+                    ensure!(
+                        r.config.limit == 0 || r.counts.running <= r.config.limit,
+                        "runner {} started a job: {} running, limit {}",
+                        runner.0,
+                        r.counts.running,
+                        r.config.limit
+                    );
+                }
+                _ => {}
+            }
+        }
+        ensure!(
+            !started_any || self.state.totals.running <= self.config.concurrent.max(1),
+            "started a job: {} running, concurrent {}",
+            self.state.totals.running,
+            self.config.concurrent
+        );
+        for (i, r) in self.state.runners.iter().enumerate() {
+            let requested = step
+                .commands
+                .iter()
+                .any(|c| matches!(c, crate::Command::RequestJob { runner } if runner.index() == i));
+            if !requested
+                || r.policy.values.idle_count == 0
+                || !matches!(r.config.executor, Executor::Pool(_))
+            {
+                continue;
+            }
+            let c = &r.counts;
+            ensure!(
+                c.in_flight + c.queued <= c.idle,
+                "runner {i} requested a job with {} requests in flight and {} queued jobs for {} idle machines",
+                c.in_flight,
+                c.queued,
+                c.idle
+            );
+        }
+        Ok(())
+    }
+}

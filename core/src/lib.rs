@@ -1,0 +1,50 @@
+//! drover's scheduling core: a pure, deterministic state machine.
+//!
+//! Events go in, commands come out. The core does no I/O, reads no clock, spawns no threads and draws
+//! no OS randomness; time is an argument of every call and iteration order is deterministic. The same
+//! core is driven by the production daemon, the discrete-event simulator and the property tests, and a
+//! journal of its inputs replays to the same states, digest for digest.
+//!
+//! # The run loop
+//!
+//! ```
+//! use drover_core::{Command, Config, Core, Event, RunnerConfig, Timestamp};
+//!
+//! let config = Config::new(4).with_runner(RunnerConfig::pool("linux", 2, 10));
+//! let mut core = Core::new(config, Timestamp(0));
+//! // 1. Hand the core an event with the current time (at start, a Tick).
+//! let step = core.handle(Timestamp(0), Event::Tick);
+//! // 2. Carry out every command; each result comes back later as an event.
+//! let creates = step.commands.iter().filter(|c| matches!(c, Command::CreateMachine { .. })).count();
+//! assert_eq!(creates, 2); // IdleCount = 2: two warm machines
+//! // 3. Sleep until `step.wake_at` or the next event, whichever comes first, then go to 1.
+//! ```
+//!
+//! Journal the event before handling it; commands are re-derived on replay.
+
+mod command;
+pub mod config;
+mod digest;
+mod event;
+mod ids;
+mod invariants;
+pub mod period;
+mod scale;
+mod scheduler;
+pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+mod time;
+
+pub use command::{Command, RemoveReason, Step};
+pub use config::{Config, ConfigError, Executor, MachinePolicy, RunnerConfig};
+pub use digest::{decode_snapshot, encode_snapshot};
+pub use event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
+pub use ids::{JobId, MachineId, RunnerId};
+pub use invariants::Violation;
+pub use period::{Period, PeriodError, PolicyValues};
+pub use scheduler::{
+    Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, creation_backoff, machine_name, removal_backoff,
+};
+pub use state::State;
+pub use time::{Timestamp, earliest, millis};

@@ -1,0 +1,326 @@
+//! Reconciliation, run after every event: timers, dispatch, job requests, reaping, creation, exit.
+//!
+//! Unlike GitLab, which scales only inside its job-request path (and so stops reaping and pre-creating
+//! while `limit` is reached), drover reconciles every runner after every event and tick. Each pass is
+//! O(runners · log n): counters are incremental and idle expiry looks only at the least recently used
+//! idle machine.
+
+use crate::command::{Command, RemoveReason};
+use crate::config::Executor;
+use crate::ids::RunnerId;
+use crate::period::{active_period, next_change};
+use crate::scheduler::Core;
+use crate::state::Shutdown;
+use crate::time::{Timestamp, earliest};
+
+impl Core {
+    /// Brings the fleet toward its targets and returns when to wake next.
+    pub(crate) fn reconcile(&mut self, out: &mut Vec<Command>) -> Option<Timestamp> {
+        let now = self.state.now;
+        let mut wake = None;
+
+        // Removal retries that are due.
+        while let Some(&(at, machine)) = self.state.removal_retries.first() {
+            if at > now {
+                wake = earliest(wake, Some(at));
+                break;
+            }
+            self.state.removal_retries.pop_first();
+            if let Some(m) = self.state.machines.get_mut(&machine) {
+                m.retry_at = None;
+                let reason = m.remove_reason.unwrap_or(RemoveReason::Lost);
+                out.push(Command::RemoveMachine {
+                    machine,
+                    runner: m.runner,
+                    name: m.name.clone(),
+                    reason,
+                });
+            }
+        }
+
+        // Jobs that waited for a machine longer than their timeout.
+        while let Some(&(at, job)) = self.state.queue_deadlines.first() {
+            if at > now {
+                wake = earliest(wake, Some(at));
+                break;
+            }
+            self.fail_job_deadline(job, out);
+        }
+
+        // Periodic reconciliation with the providers.
+        if let (Some(at), Some(interval)) =
+            (self.state.next_list_at, self.config.reconcile_interval)
+        {
+            if now >= at {
+                self.request_lists(out);
+                self.state.next_list_at = Some(now.after(interval));
+            }
+            wake = earliest(wake, self.state.next_list_at);
+        }
+
+        if let Shutdown::Forceful { .. } = self.state.shutdown {
+            self.fail_all_queued(out);
+        }
+
+        for i in 0..self.state.runners.len() {
+            let runner = RunnerId(i as u16);
+            let w = match self.state.runners[i].config.executor {
+                Executor::Pool(_) => self.reconcile_pool(runner, out),
+                Executor::Direct => self.reconcile_direct(runner, out),
+            };
+            wake = earliest(wake, w);
+        }
+
+        earliest(wake, self.check_exit(out))
+    }
+
+    fn can_start(&self, runner: RunnerId) -> bool {
+        let r = &self.state.runners[runner.index()];
+        self.state.totals.running < self.config.concurrent.max(1)
+            && (r.config.limit == 0 || r.counts.running < r.config.limit)
+    }
+
+    /// Whether a job slot is free for one more request (`limit` and `concurrent` count running, queued
+    /// and requested jobs).
+    fn has_request_slot(&self, runner: RunnerId) -> bool {
+        let r = &self.state.runners[runner.index()];
+        let c = &r.counts;
+        let t = &self.state.totals;
+        r.counts.in_flight < r.config.request_concurrency.max(1)
+            && (r.config.limit == 0 || c.running + c.queued + c.in_flight < r.config.limit)
+            && t.running + t.queued + t.in_flight < self.config.concurrent.max(1)
+    }
+
+    fn may_request(&self, runner: RunnerId) -> bool {
+        let r = &self.state.runners[runner.index()];
+        self.state.shutdown == Shutdown::None && !r.retired && !self.state.exited
+    }
+
+    fn reconcile_direct(&mut self, runner: RunnerId, out: &mut Vec<Command>) -> Option<Timestamp> {
+        // Machines left from before a reload turned this runner into a plain docker runner.
+        while let Some(&(_, m)) = self.state.runners[runner.index()].idle.first() {
+            self.start_removal(m, RemoveReason::ConfigChanged, out);
+        }
+        while !self.state.runners[runner.index()].queue.is_empty() && self.can_start(runner) {
+            if !self.start_job(runner, None, out) {
+                break;
+            }
+        }
+        if !self.may_request(runner) {
+            return None;
+        }
+        self.issue_requests(runner, out, |_| true)
+    }
+
+    /// Emits job requests while a slot is free and `has_capacity` holds; returns the next poll time
+    /// if the only thing in the way is the polling interval.
+    fn issue_requests(
+        &mut self,
+        runner: RunnerId,
+        out: &mut Vec<Command>,
+        has_capacity: impl Fn(&Core) -> bool,
+    ) -> Option<Timestamp> {
+        let now = self.state.now;
+        while self.has_request_slot(runner) && has_capacity(self) {
+            let r = &mut self.state.runners[runner.index()];
+            if now < r.next_poll_at {
+                return Some(r.next_poll_at);
+            }
+            r.counts.in_flight += 1;
+            self.state.totals.in_flight += 1;
+            out.push(Command::RequestJob { runner });
+        }
+        None
+    }
+
+    fn refresh_policy(&mut self, runner: RunnerId) -> Option<Timestamp> {
+        let now = self.state.now;
+        let r = &mut self.state.runners[runner.index()];
+        let Executor::Pool(policy) = &r.config.executor else {
+            return None;
+        };
+        if policy.periods.is_empty() {
+            r.policy.values = policy.base;
+            r.policy.period = None;
+            r.policy.valid_until = Timestamp::MAX;
+            return None;
+        }
+        if now >= r.policy.valid_until {
+            let period = active_period(&policy.periods, now);
+            r.policy.period = period;
+            r.policy.values = period.map_or(policy.base, |i| policy.periods[i].values);
+            r.policy.valid_until = next_change(&policy.periods, now).unwrap_or(Timestamp::MAX);
+        }
+        Some(r.policy.valid_until)
+    }
+
+    fn reconcile_pool(&mut self, runner: RunnerId, out: &mut Vec<Command>) -> Option<Timestamp> {
+        let now = self.state.now;
+        let mut wake = self.refresh_policy(runner);
+        let ri = runner.index();
+
+        // Dispatch: the oldest waiting job takes the most recently used idle machine.
+        while let Some(&(_, machine)) = self.state.runners[ri].idle.last() {
+            if self.state.runners[ri].queue.is_empty() || !self.can_start(runner) {
+                break;
+            }
+            if !self.start_job(runner, Some(machine), out) {
+                break;
+            }
+        }
+
+        let r = &self.state.runners[ri];
+        let Executor::Pool(policy) = &r.config.executor else {
+            return wake;
+        };
+        let values = r.policy.values;
+        let (max_growth, limit) = (policy.max_growth_rate, r.config.limit);
+        let shutdown = self.state.shutdown;
+        let retired = r.retired;
+        // With IdleCount > 0 a job is requested only when an idle machine can take it (GitLab's gate).
+        let gated = values.idle_count > 0;
+
+        // Targets. A graceful shutdown stops pre-creating; a forceful one stops creating at all.
+        let r = &self.state.runners[ri];
+        let c = r.counts.clone();
+        let target = if retired || shutdown != Shutdown::None {
+            0
+        } else {
+            values.idle_target(c.busy)
+        };
+        let want = target + c.queued;
+
+        // More machines than `limit` (a reload lowered it): remove idle ones now, least recently used first.
+        if limit > 0 && c.counted() > limit {
+            let excess = c.counted() - limit;
+            for _ in 0..excess {
+                let Some(&(_, m)) = self.state.runners[ri].idle.first() else {
+                    break;
+                };
+                self.start_removal(m, RemoveReason::TooManyMachines, out);
+            }
+        }
+
+        // Surplus idle machines past IdleTime go, least recently used first. While shutting down
+        // gracefully, idle machines stay for the next start unless draining was asked for.
+        let drain_all = retired
+            || (matches!(shutdown, Shutdown::Graceful { .. })
+                && self.config.drain_machines_on_shutdown);
+        let reap = drain_all || shutdown == Shutdown::None;
+        if reap {
+            let (reason, idle_time) = if retired {
+                (RemoveReason::RunnerRemoved, 0)
+            } else if drain_all {
+                (RemoveReason::Shutdown, 0)
+            } else {
+                (RemoveReason::TooManyIdle, values.idle_time_ms)
+            };
+            let c = &self.state.runners[ri].counts;
+            // Requests in flight hold idle machines for the job they may bring (GitLab's Acquired state);
+            // a drain does not wait for them.
+            let reserved = if gated && !drain_all { c.in_flight } else { 0 };
+            let mut surplus = c.supply().saturating_sub(want);
+            let mut idle = c.idle;
+            while surplus > 0 && idle > reserved {
+                let Some(&(last_used, m)) = self.state.runners[ri].idle.first() else {
+                    break;
+                };
+                let expires = Timestamp(last_used.0.saturating_add(idle_time));
+                if now < expires {
+                    wake = earliest(wake, Some(expires));
+                    break;
+                }
+                self.start_removal(m, reason, out);
+                surplus -= 1;
+                idle -= 1;
+            }
+        }
+
+        // Job requests, after reaping: a machine that expired is not offered for a new job.
+        if self.may_request(runner) {
+            let w = self.issue_requests(runner, out, |core| {
+                let r = &core.state.runners[ri];
+                let c = &r.counts;
+                let committed = c.queued + c.in_flight;
+                if c.idle > committed {
+                    return true;
+                }
+                if gated {
+                    return false;
+                }
+                // On demand: there must be room to create a machine for it.
+                let deficit = (committed + 1).saturating_sub(c.supply());
+                (limit == 0 || c.counted() + deficit <= limit)
+                    && (max_growth == 0 || c.creating + deficit <= max_growth)
+            });
+            wake = earliest(wake, w);
+        }
+
+        // Creation, throttled by limit, MaxGrowthRate and the failure backoff.
+        if !matches!(shutdown, Shutdown::Forceful { .. }) {
+            let r = &self.state.runners[ri];
+            let c = &r.counts;
+            let need = want.saturating_sub(c.supply());
+            if need > 0 {
+                if now < r.create_blocked_until {
+                    wake = earliest(wake, Some(r.create_blocked_until));
+                } else {
+                    let headroom = if limit == 0 {
+                        u32::MAX
+                    } else {
+                        limit.saturating_sub(c.counted())
+                    };
+                    let growth = if max_growth == 0 {
+                        u32::MAX
+                    } else {
+                        max_growth.saturating_sub(c.creating)
+                    };
+                    for _ in 0..need.min(headroom).min(growth) {
+                        self.create_machine(runner, out);
+                    }
+                }
+            }
+        }
+        wake
+    }
+
+    /// Emits `Exit` once everything a shutdown waits for has finished.
+    fn check_exit(&mut self, out: &mut Vec<Command>) -> Option<Timestamp> {
+        if self.state.exited {
+            return None;
+        }
+        let t = &self.state.totals;
+        let jobs_done = t.running == 0 && t.queued == 0 && t.in_flight == 0;
+        match self.state.shutdown {
+            Shutdown::None => None,
+            Shutdown::Forceful { deadline, .. } => {
+                if jobs_done || self.state.now >= deadline {
+                    self.state.exited = true;
+                    out.push(Command::Exit { clean: jobs_done });
+                    None
+                } else {
+                    Some(deadline)
+                }
+            }
+            Shutdown::Graceful { .. } => {
+                let (creating, removing, idle) =
+                    self.state.runners.iter().fold((0, 0, 0), |acc, r| {
+                        (
+                            acc.0 + r.counts.creating,
+                            acc.1 + r.counts.removing,
+                            acc.2 + r.counts.idle,
+                        )
+                    });
+                let removals_in_progress = removing as usize - self.state.removal_retries.len();
+                let machines_done = creating == 0
+                    && removals_in_progress == 0
+                    && (!self.config.drain_machines_on_shutdown || idle == 0);
+                if jobs_done && machines_done {
+                    self.state.exited = true;
+                    out.push(Command::Exit { clean: true });
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The core's state: read-only to everyone but [`crate::Core::handle`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::command::RemoveReason;
+use crate::config::RunnerConfig;
+use crate::event::JobInfo;
+use crate::ids::{JobId, MachineId, RunnerId};
+use crate::period::PolicyValues;
+use crate::time::Timestamp;
+
+/// Everything the core knows. Counters are kept incrementally so no event scans the fleet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub(crate) now: Timestamp,
+    /// Events handled so far.
+    pub(crate) seq: u64,
+    pub(crate) runners: Vec<RunnerState>,
+    pub(crate) machines: BTreeMap<MachineId, Machine>,
+    pub(crate) names: BTreeMap<String, MachineId>,
+    pub(crate) jobs: BTreeMap<JobId, Job>,
+    pub(crate) totals: Totals,
+    pub(crate) next_machine: u64,
+    /// Failed removals waiting for their next attempt.
+    pub(crate) removal_retries: BTreeSet<(Timestamp, MachineId)>,
+    /// Received jobs waiting for a machine, by the time they give up.
+    pub(crate) queue_deadlines: BTreeSet<(Timestamp, JobId)>,
+    pub(crate) next_list_at: Option<Timestamp>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) exited: bool,
+    pub(crate) anomalies: Anomalies,
+    pub(crate) stats: Stats,
+}
+
+/// Global counters across runners.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub running: u32,
+    pub queued: u32,
+    pub in_flight: u32,
+}
+
+/// Per-runner counters. `counted` machines are what `limit` caps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub creating: u32,
+    pub idle: u32,
+    pub busy: u32,
+    pub removing: u32,
+    /// Removing machines whose removal failed at least [`STUCK_AFTER`] times: reported, and no longer
+    /// counted against `limit`.
+    pub stuck: u32,
+    pub running: u32,
+    pub queued: u32,
+    pub in_flight: u32,
+}
+
+/// Failed removals after which a machine stops counting against `limit`.
+pub const STUCK_AFTER: u32 = 3;
+
+impl Counts {
+    /// Machines that count against `limit`: every state but stuck removals.
+    pub fn counted(&self) -> u32 {
+        self.creating + self.idle + self.busy + self.removing - self.stuck
+    }
+
+    /// Machines that can take a job now or soon.
+    pub fn supply(&self) -> u32 {
+        self.creating + self.idle
+    }
+}
+
+/// One runner's pool and job pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunnerState {
+    pub config: RunnerConfig,
+    /// Removed from the config by a reload: drains, then stays empty.
+    pub retired: bool,
+    pub counts: Counts,
+    /// Idle machines by last use; the last is the most recently used.
+    pub(crate) idle: BTreeSet<(Timestamp, MachineId)>,
+    /// Received jobs waiting for a machine, first come first served.
+    pub(crate) queue: BTreeSet<(Timestamp, JobId)>,
+    pub(crate) next_poll_at: Timestamp,
+    pub(crate) create_failures: u32,
+    pub(crate) create_blocked_until: Timestamp,
+    /// Creation failures the oldest waiting job has seen.
+    pub(crate) front_failures: u32,
+    pub(crate) policy: ActivePolicy,
+}
+
+/// The autoscaling values in force and until when they are known to hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivePolicy {
+    pub values: PolicyValues,
+    /// Index of the `[[runners.machine.autoscaling]]` block in force, if any.
+    pub period: Option<usize>,
+    pub valid_until: Timestamp,
+}
+
+impl RunnerState {
+    pub fn policy(&self) -> &ActivePolicy {
+        &self.policy
+    }
+
+    pub fn next_poll_at(&self) -> Timestamp {
+        self.next_poll_at
+    }
+
+    /// When creations may resume after failures.
+    pub fn create_blocked_until(&self) -> Timestamp {
+        self.create_blocked_until
+    }
+
+    /// Idle machines, least recently used first.
+    pub fn idle_machines(&self) -> impl DoubleEndedIterator<Item = MachineId> + '_ {
+        self.idle.iter().map(|&(_, m)| m)
+    }
+
+    /// Jobs waiting for a machine, oldest first.
+    pub fn queued_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.queue.iter().map(|&(_, j)| j)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MachineState {
+    Creating,
+    Idle,
+    Busy(JobId),
+    Removing,
+}
+
+impl MachineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Creating => "creating",
+            MachineState::Idle => "idle",
+            MachineState::Busy(_) => "busy",
+            MachineState::Removing => "removing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub runner: RunnerId,
+    pub name: String,
+    pub state: MachineState,
+    /// Jobs started on it.
+    pub used_count: u32,
+    pub created_at: Timestamp,
+    /// Start of the idle clock: creation, or the end of its last job.
+    pub last_used: Timestamp,
+    /// Event sequence number of its last state change (reconciliation ignores changes newer than a list).
+    pub changed_seq: u64,
+    pub removal_attempts: u32,
+    pub remove_reason: Option<RemoveReason>,
+    /// Set while a failed removal waits for its next attempt.
+    pub retry_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub runner: RunnerId,
+    pub info: JobInfo,
+    pub received_at: Timestamp,
+    pub state: JobState,
+    pub cancel_requested: bool,
+    pub aborted: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued {
+        deadline: Timestamp,
+    },
+    Running {
+        machine: Option<MachineId>,
+        started_at: Timestamp,
+    },
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shutdown {
+    #[default]
+    None,
+    Graceful {
+        since: Timestamp,
+    },
+    Forceful {
+        since: Timestamp,
+        deadline: Timestamp,
+    },
+}
+
+/// Running totals, for summaries and the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub jobs_received: u64,
+    pub jobs_started: u64,
+    pub jobs_finished: u64,
+    /// Jobs reported failed without ever starting.
+    pub jobs_failed_unstarted: u64,
+    pub machines_requested: u64,
+    pub machines_created: u64,
+    pub creation_failures: u64,
+    pub machines_removed: u64,
+    pub removal_failures: u64,
+    /// Machines given up after `MaxRemovalAttempts`: possibly orphaned at the provider.
+    pub machines_abandoned: u64,
+    pub orphans_found: u64,
+    pub machines_lost: u64,
+}
+
+/// Inputs that made no sense. The core records them and moves on; it never panics on them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Anomalies {
+    pub by_kind: BTreeMap<AnomalyKind, u64>,
+    /// The most recent ones, for logs and `drover status`.
+    pub recent: VecDeque<Anomaly>,
+}
+
+const RECENT_ANOMALIES: usize = 32;
+
+impl Anomalies {
+    pub(crate) fn record(&mut self, at: Timestamp, kind: AnomalyKind, subject: u64) {
+        *self.by_kind.entry(kind).or_default() += 1;
+        if self.recent.len() == RECENT_ANOMALIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Anomaly { at, kind, subject });
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_kind.values().sum()
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomaly {
+    pub at: Timestamp,
+    pub kind: AnomalyKind,
+    /// The job, machine or runner number it concerns.
+    pub subject: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AnomalyKind {
+    TimeWentBackwards,
+    UnknownRunner,
+    UnexpectedJobResponse,
+    DuplicateJob,
+    UnknownJob,
+    JobFinishedBeforeStart,
+    UnknownMachine,
+    UnexpectedMachineEvent,
+    MachineVanished,
+    MachineAbandoned,
+}
+
+impl AnomalyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::TimeWentBackwards => "time went backwards",
+            AnomalyKind::UnknownRunner => "event for an unknown runner",
+            AnomalyKind::UnexpectedJobResponse => "job response without a request in flight",
+            AnomalyKind::DuplicateJob => "job received twice",
+            AnomalyKind::UnknownJob => "event for an unknown job (duplicate finish?)",
+            AnomalyKind::JobFinishedBeforeStart => "job finished before it started",
+            AnomalyKind::UnknownMachine => "event for an unknown machine",
+            AnomalyKind::UnexpectedMachineEvent => "machine event that does not fit its state",
+            AnomalyKind::MachineVanished => "machine removed or lost outside our commands",
+            AnomalyKind::MachineAbandoned => "removal given up after MaxRemovalAttempts",
+        }
+    }
+}
+
+impl State {
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Events handled so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn runners(&self) -> &[RunnerState] {
+        &self.runners
+    }
+
+    pub fn runner(&self, id: RunnerId) -> Option<&RunnerState> {
+        self.runners.get(id.index())
+    }
+
+    /// The id of the runner with this name (stable across reloads).
+    pub fn runner_id(&self, name: &str) -> Option<RunnerId> {
+        self.runners
+            .iter()
+            .position(|r| r.config.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(RunnerId)
+    }
+
+    pub fn machines(&self) -> &BTreeMap<MachineId, Machine> {
+        &self.machines
+    }
+
+    pub fn machine(&self, id: MachineId) -> Option<&Machine> {
+        self.machines.get(&id)
+    }
+
+    pub fn machine_by_name(&self, name: &str) -> Option<MachineId> {
+        self.names.get(name).copied()
+    }
+
+    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
+        &self.jobs
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    pub fn anomalies(&self) -> &Anomalies {
+        &self.anomalies
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Failed removals waiting for a retry.
+    pub fn removals_waiting(&self) -> usize {
+        self.removal_retries.len()
+    }
+}

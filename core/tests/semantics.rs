@@ -1,0 +1,948 @@
+//! GitLab docker+machine semantics and drover's deliberate differences, one behaviour per test,
+//! written from /shared/reference/gitlab-autoscale.md.
+
+use std::time::Duration;
+
+use drover_core::state::MachineState;
+use drover_core::testkit::World;
+use drover_core::{
+    Command, Config, CreationFailure, Event, FailureReason, JobId, JobInfo, Outcome, Period,
+    PolicyValues, RemoveReason, RunnerConfig, RunnerId, Signal, Timestamp,
+};
+
+const R: RunnerId = RunnerId(0);
+const T0: Timestamp = Timestamp(1_767_571_200_000); // 2026-01-05T00:00:00Z, a Monday
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn pool(idle: u32, limit: u32) -> RunnerConfig {
+    RunnerConfig::pool("linux", idle, limit)
+}
+
+fn world(concurrent: u32, runner: RunnerConfig) -> World {
+    World::new(Config::new(concurrent).with_runner(runner), T0)
+}
+
+fn count(cmds: &[Command], f: impl Fn(&Command) -> bool) -> usize {
+    cmds.iter().filter(|c| f(c)).count()
+}
+
+fn creates(cmds: &[Command]) -> usize {
+    count(cmds, |c| matches!(c, Command::CreateMachine { .. }))
+}
+
+fn requests(cmds: &[Command]) -> usize {
+    count(cmds, |c| matches!(c, Command::RequestJob { .. }))
+}
+
+fn removals(cmds: &[Command], reason: RemoveReason) -> usize {
+    count(
+        cmds,
+        |c| matches!(c, Command::RemoveMachine { reason: r, .. } if *r == reason),
+    )
+}
+
+fn info() -> JobInfo {
+    JobInfo {
+        timeout_ms: 3_600_000,
+        queued_ms: 0,
+    }
+}
+
+#[test]
+fn idle_count_keeps_warm_machines() {
+    let mut w = world(10, pool(3, 10));
+    let cmds = w.handle(Event::Tick);
+    assert_eq!(creates(&cmds), 3);
+    // Gated: nothing is requested until a machine is idle.
+    assert_eq!(requests(&cmds), 0);
+    w.advance(secs(60));
+    assert_eq!(w.fleet(), (0, 3, 0, 0));
+    // One request (request_concurrency 1) now that idle machines exist.
+    assert_eq!(w.core.state().totals().in_flight, 1);
+    w.submit(R, secs(300));
+    w.advance(secs(1));
+    // The job took an idle machine; Available (creating + idle) is refilled to IdleCount.
+    let (creating, idle, busy, _) = w.fleet();
+    assert_eq!((creating + idle, busy), (3, 1));
+}
+
+#[test]
+fn machine_names_are_allocated_before_creation() {
+    let mut r = pool(1, 5);
+    r.short_token = "6sykqxw9b".into();
+    r.policy_mut().unwrap().machine_name = "ci-%s.example.com".into();
+    let mut w = world(5, r);
+    let cmds = w.handle(Event::Tick);
+    let Some(Command::CreateMachine { machine, name, .. }) = cmds.first() else {
+        panic!("{cmds:?}")
+    };
+    assert!(
+        name.starts_with("runner-6sykqxw9b-ci-1767571200-"),
+        "{name}"
+    );
+    assert!(name.ends_with(".example.com"), "{name}");
+    // Known to the core (and so to the journal) before the provider was asked.
+    assert_eq!(
+        w.core.state().machine(*machine).map(|m| m.state),
+        Some(MachineState::Creating)
+    );
+    assert_eq!(w.machine(name), Some(*machine));
+}
+
+#[test]
+fn idle_scale_factor_scales_with_machines_in_use() {
+    let mut r = pool(10, 100);
+    let p = r.policy_mut().unwrap();
+    p.base.idle_scale_factor = 0.5;
+    p.base.idle_count_min = 2;
+    let mut w = world(100, r);
+    let cmds = w.handle(Event::Tick);
+    assert_eq!(creates(&cmds), 2, "IdleCountMin floor with nothing in use");
+    w.advance(secs(60));
+    // Occupy 12 machines: the target grows to floor(12 * 0.5) = 6 available machines.
+    for _ in 0..12 {
+        w.submit(R, secs(100_000));
+    }
+    w.advance(secs(600));
+    let (creating, idle, busy, _) = w.fleet();
+    assert_eq!(busy, 12);
+    assert_eq!(creating + idle, 6);
+}
+
+#[test]
+fn on_demand_with_idle_count_zero() {
+    let mut w = world(10, pool(0, 10));
+    let cmds = w.handle(Event::Tick);
+    assert_eq!(creates(&cmds), 0);
+    // Not gated: a request goes out with no machine at all, because one can be created.
+    assert_eq!(requests(&cmds), 1);
+    let job = w.submit(R, secs(30));
+    w.advance(Duration::ZERO);
+    assert_eq!(
+        w.fleet(),
+        (1, 0, 0, 0),
+        "the received job created its machine"
+    );
+    assert!(matches!(
+        w.core.state().job(job).map(|j| j.state),
+        Some(drover_core::state::JobState::Queued { .. })
+    ));
+    w.advance(secs(60));
+    assert_eq!(
+        w.fleet().2,
+        1,
+        "the job runs on its machine once it is ready"
+    );
+}
+
+#[test]
+fn gated_runner_does_not_request_without_an_idle_machine() {
+    let mut w = world(10, pool(1, 10));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    assert_eq!(w.core.state().totals().in_flight, 1);
+    w.submit(R, secs(1000));
+    w.advance(secs(1));
+    // The only idle machine is busy and its replacement is still creating: no request in flight.
+    assert_eq!(w.fleet(), (1, 0, 1, 0));
+    assert_eq!(w.core.state().totals().in_flight, 0);
+    w.advance(secs(60));
+    assert_eq!(w.core.state().totals().in_flight, 1);
+}
+
+#[test]
+fn idle_time_removes_only_surplus_machines_least_recently_used_first() {
+    let mut r = pool(1, 10);
+    r.policy_mut().unwrap().base.idle_time_ms = 1_800_000;
+    r.request_concurrency = 4;
+    let mut w = world(10, r);
+    w.record = true;
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    // Jobs arrive while each one occupies the only idle machine: the fleet grows (gated, so one at a time).
+    for _ in 0..4 {
+        w.submit(R, secs(600));
+    }
+    w.advance(secs(1200));
+    let (_, idle, busy, _) = w.fleet();
+    assert_eq!(busy, 0);
+    assert!(idle >= 3, "surplus idle machines exist: {:?}", w.fleet());
+    // Within IdleTime of their last job they stay.
+    w.advance(secs(60));
+    assert_eq!(w.fleet().1, idle);
+    let before: Vec<(String, drover_core::Timestamp)> = {
+        let r = &w.core.state().runners()[0];
+        r.idle_machines()
+            .map(|m| {
+                (
+                    w.core.state().machine(m).unwrap().name.clone(),
+                    w.core.state().machine(m).unwrap().last_used,
+                )
+            })
+            .collect()
+    };
+    w.advance(secs(1800));
+    // Only the IdleCount floor survives, and it is the most recently used machine.
+    assert_eq!(w.fleet(), (0, 1, 0, 0));
+    let kept = w
+        .core
+        .state()
+        .machines()
+        .values()
+        .next()
+        .unwrap()
+        .name
+        .clone();
+    assert_eq!(kept, before.last().unwrap().0);
+}
+
+#[test]
+fn idle_machines_within_target_never_expire() {
+    let mut r = pool(2, 10);
+    r.policy_mut().unwrap().base.idle_time_ms = 1000;
+    let mut w = world(10, r);
+    w.handle(Event::Tick);
+    w.advance(secs(24 * 3600));
+    assert_eq!(w.fleet(), (0, 2, 0, 0));
+    assert_eq!(w.core.state().stats().machines_removed, 0);
+}
+
+#[test]
+fn max_builds_removes_a_machine_after_its_last_allowed_job() {
+    let mut r = pool(1, 10);
+    r.policy_mut().unwrap().max_builds = 2;
+    r.policy_mut().unwrap().base.idle_time_ms = 3_600_000;
+    let mut w = world(10, r);
+    w.record = true;
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    for _ in 0..2 {
+        w.submit(R, secs(10));
+        w.advance(secs(11));
+    }
+    let all: Vec<Command> = w.records.iter().flat_map(|r| r.commands.clone()).collect();
+    assert_eq!(removals(&all, RemoveReason::TooManyBuilds), 1, "{all:?}");
+    // Both jobs ran on the first machine (most recently used first), which was then replaced.
+    assert!(
+        w.core
+            .state()
+            .machines()
+            .values()
+            .all(|m| m.used_count <= 2)
+    );
+}
+
+#[test]
+fn jobs_go_to_the_most_recently_used_idle_machine() {
+    let mut r = pool(3, 10);
+    r.request_concurrency = 1;
+    let mut w = world(10, r);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let j1 = w.submit(R, secs(10));
+    w.advance(secs(20));
+    let m1 = match w
+        .core
+        .state()
+        .machines()
+        .values()
+        .find(|m| m.used_count == 1)
+    {
+        Some(m) => m.name.clone(),
+        None => panic!("no machine ran the first job"),
+    };
+    let _ = j1;
+    w.submit(R, secs(10));
+    w.advance(secs(20));
+    let again = w
+        .core
+        .state()
+        .machines()
+        .values()
+        .find(|m| m.name == m1)
+        .map(|m| m.used_count);
+    assert_eq!(
+        again,
+        Some(2),
+        "the second job reused the most recently used machine"
+    );
+}
+
+#[test]
+fn max_growth_rate_limits_concurrent_creations() {
+    let mut r = pool(20, 50);
+    r.policy_mut().unwrap().max_growth_rate = 5;
+    let mut w = world(50, r);
+    let cmds = w.handle(Event::Tick);
+    assert_eq!(creates(&cmds), 5);
+    w.advance(secs(60));
+    assert_eq!(w.fleet(), (5, 5, 0, 0));
+    w.advance(secs(120));
+    assert_eq!(w.fleet(), (5, 15, 0, 0));
+    w.advance(secs(60));
+    assert_eq!(w.fleet(), (0, 20, 0, 0));
+}
+
+#[test]
+fn limit_caps_machines_in_every_state_and_jobs() {
+    let mut w = world(100, pool(0, 3));
+    w.core = drover_core::Core::new(
+        Config::new(100).with_runner({
+            let mut r = pool(0, 3);
+            r.request_concurrency = 10;
+            r
+        }),
+        T0,
+    );
+    w.handle(Event::Tick);
+    for _ in 0..10 {
+        w.submit(R, secs(600));
+    }
+    w.advance(secs(300));
+    let (creating, idle, busy, removing) = w.fleet();
+    assert!(creating + idle + busy + removing <= 3);
+    assert_eq!(busy, 3);
+    assert_eq!(w.core.state().totals().running, 3);
+}
+
+#[test]
+fn concurrent_is_shared_by_runners() {
+    let mut a = RunnerConfig::pool("a", 0, 0);
+    a.request_concurrency = 10;
+    let mut b = RunnerConfig::pool("b", 0, 0);
+    b.request_concurrency = 10;
+    let mut w = World::new(Config::new(4).with_runner(a).with_runner(b), T0);
+    w.handle(Event::Tick);
+    for _ in 0..10 {
+        w.submit(RunnerId(0), secs(600));
+        w.submit(RunnerId(1), secs(600));
+    }
+    w.advance(secs(300));
+    assert_eq!(w.core.state().totals().running, 4);
+}
+
+#[test]
+fn request_concurrency_and_check_interval() {
+    let mut r = pool(0, 0);
+    r.request_concurrency = 3;
+    let mut c = Config::new(10).with_runner(r);
+    c.check_interval = secs(5);
+    let mut core = drover_core::Core::new(c, T0);
+    let step = core.handle(T0, Event::Tick);
+    assert_eq!(requests(&step.commands), 3);
+    let step = core.handle(T0, Event::JobRequestEmpty { runner: R });
+    assert_eq!(
+        requests(&step.commands),
+        0,
+        "waits check_interval after an empty answer"
+    );
+    assert_eq!(step.wake_at, Some(T0.after(secs(5))));
+    let step = core.handle(T0.after(secs(5)), Event::Tick);
+    assert_eq!(requests(&step.commands), 1);
+    // A received job does not pause polling.
+    let step = core.handle(
+        T0.after(secs(6)),
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    assert_eq!(requests(&step.commands), 1);
+    // A failed request honours the server's Retry-After.
+    let step = core.handle(
+        T0.after(secs(7)),
+        Event::JobRequestFailed {
+            runner: R,
+            retry_after_ms: Some(60_000),
+        },
+    );
+    assert_eq!(requests(&step.commands), 0);
+    let _ = core.handle(T0.after(secs(30)), Event::Tick);
+    let step = core.handle(T0.after(secs(67)), Event::Tick);
+    assert_eq!(requests(&step.commands), 1);
+}
+
+#[test]
+fn periods_last_match_wins_and_switch_at_boundaries() {
+    let mut r = pool(1, 20);
+    let p = r.policy_mut().unwrap();
+    p.base.idle_time_ms = 0;
+    p.periods = vec![
+        Period::new(
+            &["* * 9-17 * * mon-fri *"],
+            "UTC",
+            PolicyValues {
+                idle_count: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+        // Fridays override the office-hours block: last match wins, and replaces every value.
+        Period::new(
+            &["* * * * * fri *"],
+            "UTC",
+            PolicyValues {
+                idle_count: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    ];
+    let mut w = world(20, r);
+    let step_cmds = w.handle(Event::Tick);
+    assert_eq!(creates(&step_cmds), 1, "Monday 00:00: the base IdleCount");
+    w.run_until(T0.after(secs(9 * 3600 + 120)));
+    assert_eq!(w.fleet().1, 5, "Monday 09:00: office hours");
+    assert_eq!(w.core.state().runners()[0].policy().period, Some(0));
+    w.run_until(T0.after(secs(18 * 3600 + 60)));
+    assert_eq!(
+        w.fleet().1,
+        1,
+        "Monday 18:00: back to base, surplus gone (IdleTime 0)"
+    );
+    w.run_until(T0.after(secs(4 * 86400 + 10 * 3600)));
+    assert_eq!(w.fleet().1, 2, "Friday 10:00: the later block wins");
+    assert_eq!(w.core.state().runners()[0].policy().period, Some(1));
+}
+
+#[test]
+fn creation_failures_back_off_exponentially_without_storms() {
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(2, 10)), T0);
+    let step = core.handle(T0, Event::Tick);
+    let ids: Vec<_> = step
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CreateMachine { machine, .. } => Some(*machine),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let step = core.handle(
+        T0.after(secs(1)),
+        Event::MachineCreationFailed {
+            machine: ids[0],
+            failure: CreationFailure::Retryable,
+        },
+    );
+    assert_eq!(
+        removals(&step.commands, RemoveReason::CreationFailed),
+        1,
+        "leftovers are cleaned up"
+    );
+    assert_eq!(creates(&step.commands), 0, "no immediate retry");
+    let until = core.state().runners()[0].create_blocked_until();
+    assert_eq!(until, T0.after(secs(1 + 5)));
+    let step = core.handle(
+        T0.after(secs(2)),
+        Event::MachineCreationFailed {
+            machine: ids[1],
+            failure: CreationFailure::Retryable,
+        },
+    );
+    assert_eq!(creates(&step.commands), 0);
+    assert_eq!(
+        core.state().runners()[0].create_blocked_until(),
+        T0.after(secs(2 + 10)),
+        "doubles"
+    );
+    let step = core.handle(T0.after(secs(12)), Event::Tick);
+    assert_eq!(creates(&step.commands), 2, "retries after the backoff");
+    // Quota errors back off longer.
+    assert!(
+        drover_core::creation_backoff(CreationFailure::Quota, 1)
+            > drover_core::creation_backoff(CreationFailure::Retryable, 1)
+    );
+}
+
+#[test]
+fn waiting_jobs_fail_after_repeated_creation_failures() {
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(0, 10)), T0);
+    let _ = core.handle(T0, Event::Tick);
+    let mut t = T0;
+    let step = core.handle(
+        t,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(7),
+            info: info(),
+        },
+    );
+    let mut machine = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let mut failed = false;
+    for _ in 0..drover_core::PREPARE_ATTEMPTS {
+        let Some(m) = machine else { break };
+        t = t.after(secs(1));
+        let step = core.handle(
+            t,
+            Event::MachineCreationFailed {
+                machine: m,
+                failure: CreationFailure::Retryable,
+            },
+        );
+        failed |= step.commands.iter().any(|c| {
+            matches!(
+                c,
+                Command::FailJob {
+                    job: JobId(7),
+                    reason: FailureReason::RunnerSystemFailure,
+                    ..
+                }
+            )
+        });
+        t = core.state().runners()[0].create_blocked_until();
+        let step = core.handle(t, Event::Tick);
+        machine = step.commands.iter().find_map(|c| match c {
+            Command::CreateMachine { machine, .. } => Some(*machine),
+            _ => None,
+        });
+    }
+    assert!(
+        failed,
+        "the job is reported failed after {} failed creations",
+        drover_core::PREPARE_ATTEMPTS
+    );
+    assert!(core.state().job(JobId(7)).is_none());
+}
+
+#[test]
+fn fatal_creation_failure_fails_waiting_jobs_at_once() {
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(0, 10)), T0);
+    let _ = core.handle(T0, Event::Tick);
+    let step = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(7),
+            info: info(),
+        },
+    );
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let step = core.handle(
+        T0,
+        Event::MachineCreationFailed {
+            machine: m.unwrap(),
+            failure: CreationFailure::Fatal,
+        },
+    );
+    assert_eq!(
+        count(&step.commands, |c| matches!(c, Command::FailJob { .. })),
+        1
+    );
+}
+
+#[test]
+fn failed_removals_retry_with_backoff_and_stop_eating_the_limit() {
+    let mut r = pool(1, 1);
+    r.policy_mut().unwrap().max_removal_attempts = 5;
+    r.policy_mut().unwrap().max_builds = 1;
+    let mut w = world(10, r);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    w.submit(R, secs(10));
+    w.advance(secs(5));
+    // Intercept: the job finishes, the machine is removed (MaxBuilds 1), and removal keeps failing.
+    w.advance(secs(5));
+    let removing: Vec<_> = w
+        .core
+        .state()
+        .machines()
+        .iter()
+        .filter(|(_, m)| m.state == MachineState::Removing)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(removing.len(), 1);
+    let m = removing[0];
+    // The world will report MachineRemoved after 10 s; fail it first, three times.
+    let mut core = w.core.clone();
+    let mut t = w.now;
+    for attempt in 1..=3u32 {
+        let step = core.handle(t, Event::MachineRemovalFailed { machine: m });
+        assert_eq!(
+            creates(&step.commands),
+            if attempt < 3 { 0 } else { 1 },
+            "attempt {attempt}: {step:?}"
+        );
+        t = t.after(drover_core::removal_backoff(attempt));
+        let step = core.handle(t, Event::Tick);
+        assert_eq!(
+            removals(&step.commands, RemoveReason::TooManyBuilds),
+            1,
+            "retried after backoff"
+        );
+    }
+    // Stuck after three failures: it no longer counts against limit = 1, so a replacement was created.
+    assert_eq!(core.state().runners()[0].counts.stuck, 1);
+    for _ in 4..=5 {
+        let _ = core.handle(t, Event::MachineRemovalFailed { machine: m });
+        t = t.after(secs(600));
+        let _ = core.handle(t, Event::Tick);
+    }
+    assert!(
+        core.state().machine(m).is_none(),
+        "given up after MaxRemovalAttempts"
+    );
+    assert_eq!(core.state().stats().machines_abandoned, 1);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn graceful_shutdown_finishes_jobs_then_exits() {
+    let mut w = world(10, pool(2, 10));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    w.submit(R, secs(300));
+    w.advance(secs(1));
+    let cmds = w.handle(Event::Signal(Signal::Graceful));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::CancelRequests { .. }))
+    );
+    w.submit(R, secs(10));
+    w.advance(secs(100));
+    assert_eq!(w.exited, None, "a job is still running");
+    assert_eq!(
+        w.core.state().stats().jobs_started,
+        1,
+        "no new job was requested"
+    );
+    w.advance(secs(300));
+    assert_eq!(w.exited, Some(true));
+    // Machines stay for the next start unless draining is asked for.
+    assert!(w.fleet().1 >= 1);
+}
+
+#[test]
+fn graceful_shutdown_with_drain_removes_every_machine() {
+    let mut c = Config::new(10).with_runner(pool(2, 10));
+    c.drain_machines_on_shutdown = true;
+    let mut w = World::new(c, T0);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    w.handle(Event::Signal(Signal::Graceful));
+    w.advance(secs(60));
+    assert_eq!(w.exited, Some(true));
+    assert_eq!(w.fleet(), (0, 0, 0, 0));
+    assert!(w.provider_machines().is_empty());
+}
+
+#[test]
+fn forceful_shutdown_aborts_jobs_and_a_second_signal_exits_at_once() {
+    let mut w = world(10, pool(2, 10));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let job = w.submit(R, secs(300));
+    w.advance(secs(1));
+    let cmds = w.handle(Event::Signal(Signal::Forceful));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::AbortJob { job: j, .. } if *j == job))
+    );
+    w.advance(secs(1));
+    assert_eq!(
+        w.exited,
+        Some(true),
+        "exits clean once the aborted job reported back"
+    );
+
+    // A queued job is failed at once; the shutdown waits for the canceled request to come back.
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(0, 10)), T0);
+    let _ = core.handle(T0, Event::Tick);
+    let _ = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    let step = core.handle(T0, Event::Signal(Signal::Forceful));
+    assert!(
+        step.commands
+            .iter()
+            .any(|c| matches!(c, Command::FailJob { job: JobId(1), .. }))
+    );
+    assert!(
+        step.commands
+            .iter()
+            .any(|c| matches!(c, Command::CancelRequests { .. }))
+    );
+    let step = core.handle(T0, Event::JobRequestEmpty { runner: R });
+    assert!(
+        step.commands.contains(&Command::Exit { clean: true }),
+        "{step:?}"
+    );
+
+    // A job that never reports back: the shutdown timeout exits unclean.
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(1, 10)), T0);
+    let step = core.handle(T0, Event::Tick);
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let _ = core.handle(
+        T0,
+        Event::MachineCreated {
+            machine: m.unwrap(),
+        },
+    );
+    let _ = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    let step = core.handle(T0, Event::Signal(Signal::Forceful));
+    assert_eq!(step.wake_at, Some(T0.after(secs(30))));
+    let step = core.handle(T0.after(secs(29)), Event::Tick);
+    assert!(step.commands.is_empty(), "{step:?}");
+    let step = core.handle(T0.after(secs(30)), Event::Tick);
+    assert_eq!(step.commands, vec![Command::Exit { clean: false }]);
+
+    // A second forceful signal exits at once.
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(1, 10)), T0);
+    let step = core.handle(T0, Event::Tick);
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let _ = core.handle(
+        T0,
+        Event::MachineCreated {
+            machine: m.unwrap(),
+        },
+    );
+    let _ = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(2),
+            info: info(),
+        },
+    );
+    let _ = core.handle(T0, Event::Signal(Signal::Forceful));
+    let step = core.handle(T0.after(secs(1)), Event::Signal(Signal::Forceful));
+    assert_eq!(step.commands, vec![Command::Exit { clean: false }]);
+}
+
+#[test]
+fn reload_lowering_limit_drains_idle_never_busy() {
+    let mut w = world(20, pool(6, 10));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    for _ in 0..4 {
+        w.submit(R, secs(3600));
+        w.advance(secs(61));
+    }
+    let (_, idle, busy, _) = w.fleet();
+    assert_eq!(busy, 4);
+    assert!(idle >= 5);
+    let mut lowered = w.core.config().clone();
+    lowered.runners[0].limit = 5;
+    let cmds = w.handle(Event::Signal(Signal::Reload(Box::new(lowered))));
+    assert!(removals(&cmds, RemoveReason::TooManyMachines) >= 1);
+    w.advance(secs(30));
+    let (creating, idle, busy, _) = w.fleet();
+    assert_eq!(busy, 4, "busy machines are never removed");
+    assert_eq!(creating + idle + busy, 5);
+}
+
+#[test]
+fn reload_lowering_idle_count_drains_surplus_after_idle_time() {
+    let mut r = pool(6, 10);
+    r.policy_mut().unwrap().base.idle_time_ms = 300_000;
+    let mut w = world(20, r);
+    w.handle(Event::Tick);
+    w.advance(secs(600));
+    let mut lowered = w.core.config().clone();
+    lowered.runners[0].policy_mut().unwrap().base.idle_count = 2;
+    w.handle(Event::Signal(Signal::Reload(Box::new(lowered))));
+    w.advance(secs(1));
+    assert_eq!(
+        w.fleet().1,
+        2,
+        "all surplus machines were idle longer than IdleTime"
+    );
+}
+
+#[test]
+fn reload_removing_a_runner_drains_it() {
+    let mut w = World::new(
+        Config::new(10)
+            .with_runner(RunnerConfig::pool("a", 2, 5))
+            .with_runner(RunnerConfig::pool("b", 1, 5)),
+        T0,
+    );
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let only_b = Config::new(10).with_runner(RunnerConfig::pool("b", 1, 5));
+    w.handle(Event::Signal(Signal::Reload(Box::new(only_b))));
+    w.advance(secs(60));
+    let a = &w.core.state().runners()[0];
+    assert!(a.retired);
+    assert_eq!(a.counts.counted(), 0);
+    assert_eq!(
+        w.core.state().runner_id("b"),
+        Some(RunnerId(1)),
+        "ids are stable across reloads"
+    );
+    assert_eq!(w.core.state().runners()[1].counts.idle, 1);
+}
+
+#[test]
+fn resume_reissues_what_was_in_flight_and_reconciles() {
+    let mut r = pool(2, 10);
+    r.short_token = "abc".into();
+    let mut w = world(10, r);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    w.submit(R, secs(600));
+    w.advance(secs(1));
+    // A crash: the new process replays the journal into an identical core and resumes.
+    let mut core = w.core.clone();
+    let step = core.handle(w.now, Event::Resumed);
+    assert_eq!(
+        count(&step.commands, |c| matches!(c, Command::ResumeJob { .. })),
+        1
+    );
+    assert_eq!(
+        creates(&step.commands),
+        1,
+        "the replacement machine that was creating"
+    );
+    let request = step.commands.iter().find_map(|c| match c {
+        Command::ListMachines { request, .. } => Some(*request),
+        _ => None,
+    });
+    // The provider has a machine we never heard of with our prefix, and lost one of ours.
+    let mut names: Vec<String> = w.provider_machines().iter().cloned().collect();
+    let idle_name = core
+        .state()
+        .machines()
+        .values()
+        .find(|m| m.state == MachineState::Idle)
+        .map(|m| m.name.clone())
+        .unwrap();
+    names.retain(|n| *n != idle_name);
+    names.push("runner-abc-auto-1-deadbeef".into());
+    names.push("someone-else".into());
+    let step = core.handle(
+        w.now,
+        Event::MachinesListed {
+            runner: R,
+            request: request.unwrap(),
+            names,
+        },
+    );
+    assert_eq!(removals(&step.commands, RemoveReason::Orphan), 1);
+    assert_eq!(removals(&step.commands, RemoveReason::Lost), 1);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn nonsense_inputs_are_anomalies_not_panics() {
+    let mut core = drover_core::Core::new(Config::new(2).with_runner(pool(1, 2)), T0);
+    let _ = core.handle(
+        T0,
+        Event::JobFinished {
+            job: JobId(99),
+            outcome: Outcome::Success,
+        },
+    );
+    let _ = core.handle(
+        T0,
+        Event::MachineCreated {
+            machine: drover_core::MachineId(42),
+        },
+    );
+    let _ = core.handle(
+        T0,
+        Event::JobRequestEmpty {
+            runner: RunnerId(9),
+        },
+    );
+    let step = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: RunnerId(9),
+            job: JobId(5),
+            info: info(),
+        },
+    );
+    assert!(
+        step.commands
+            .iter()
+            .any(|c| matches!(c, Command::FailJob { job: JobId(5), .. }))
+    );
+    let _ = core.handle(Timestamp(0), Event::Tick);
+    assert_eq!(core.state().now(), T0, "time never goes backwards");
+    assert_eq!(core.state().anomalies().total(), 5);
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn direct_runners_run_jobs_without_machines() {
+    let mut r = RunnerConfig::pool("local", 0, 2);
+    r.executor = drover_core::Executor::Direct;
+    r.request_concurrency = 4;
+    let mut w = world(10, r);
+    let cmds = w.handle(Event::Tick);
+    assert_eq!(requests(&cmds), 2, "limit 2 caps requests too");
+    for _ in 0..3 {
+        w.submit(R, secs(10));
+    }
+    w.advance(secs(5));
+    assert_eq!(w.core.state().totals().running, 2);
+    assert!(w.core.state().machines().is_empty());
+    w.advance(secs(30));
+    assert_eq!(w.finished_jobs, 3);
+}
+
+#[test]
+fn canceled_jobs() {
+    let mut core = drover_core::Core::new(Config::new(4).with_runner(pool(0, 4)), T0);
+    let _ = core.handle(T0, Event::Tick);
+    let _ = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    let step = core.handle(T0, Event::JobCanceled { job: JobId(1) });
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::FailJob {
+            job: JobId(1),
+            reason: FailureReason::JobCanceled,
+            ..
+        }
+    )));
+
+    let mut w = world(4, pool(1, 4));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let job = w.submit(R, secs(600));
+    w.advance(secs(1));
+    let first = w.handle(Event::JobCanceled { job });
+    let second = w.handle(Event::JobCanceled { job });
+    assert_eq!(count(&first, |c| matches!(c, Command::CancelJob { .. })), 1);
+    assert_eq!(
+        count(&second, |c| matches!(c, Command::CancelJob { .. })),
+        0,
+        "asked once"
+    );
+}

@@ -1,0 +1,46 @@
+//! Where drover keeps its files by default, as GitLab Runner does for its own.
+
+use std::path::{Path, PathBuf};
+
+/// The config file when `-c/--config` is not given: `/etc/drover/config.toml` for root,
+/// `$XDG_CONFIG_HOME/drover/config.toml` (or `~/.config/drover/config.toml`) otherwise.
+pub fn default_config_path() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/etc/drover/config.toml");
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("drover").join("config.toml")
+}
+
+fn is_root() -> bool {
+    // The effective uid of this process; /proc is always there on Linux.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// `-c/--config FILE`, shared by every command that reads config.toml.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConfigArg {
+    /// The config file [default: /etc/drover/config.toml as root, else ~/.config/drover/config.toml]
+    #[arg(short = 'c', long = "config", env = "CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(default_config_path)
+    }
+}
+
+/// The state directory of a config when `--state-dir` is not given: `<config dir>/.drover-state/<config stem>`.
+pub fn default_state_dir(config: &Path) -> PathBuf {
+    let dir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "config".into());
+    dir.join(".drover-state").join(stem)
+}
