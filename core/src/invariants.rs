@@ -29,7 +29,7 @@ impl Core {
         let mut totals = Totals::default();
         let mut machine_jobs: BTreeMap<MachineId, JobId> = BTreeMap::new();
 
-        for (&id, m) in &s.machines {
+        for (id, m) in s.machines.sorted() {
             ensure!(
                 m.runner.index() < s.runners.len(),
                 "{id} belongs to unknown {}",
@@ -83,7 +83,7 @@ impl Core {
         );
 
         let mut on_machine: BTreeMap<MachineId, JobId> = BTreeMap::new();
-        for (&job, j) in &s.jobs {
+        for (job, j) in s.jobs.sorted() {
             ensure!(
                 j.runner.index() < s.runners.len(),
                 "{job} belongs to unknown {}",
@@ -97,11 +97,13 @@ impl Core {
                     ensure!(
                         s.runners[j.runner.index()]
                             .queue
-                            .contains(&(j.received_at, job)),
+                            .contains(&(j.enqueued, job)),
                         "queued {job} not in its queue"
                     );
                     ensure!(
-                        s.queue_deadlines.contains(&(deadline, job)),
+                        s.queue_deadlines
+                            .values()
+                            .any(|q| q.contains(&(deadline, j.enqueued, job))),
                         "queued {job} has no deadline entry"
                     );
                 }
@@ -133,26 +135,32 @@ impl Core {
                 r.counts,
                 counts[i]
             );
+            let idle = s.idle_machines(i);
             ensure!(
-                r.idle.len() as u32 == r.counts.idle,
-                "runner {i} idle index has {} entries",
-                r.idle.len()
+                idle.len() as u32 == r.counts.idle,
+                "runner {i} idle index has {} live entries for {} idle machines",
+                idle.len(),
+                r.counts.idle
             );
             ensure!(
-                r.queue.len() as u32 == r.counts.queued,
-                "runner {i} queue has {} entries",
-                r.queue.len()
+                r.idle
+                    .iter()
+                    .zip(r.idle.iter().skip(1))
+                    .all(|(a, b)| a.0 <= b.0),
+                "runner {i} idle index is not ordered by last use"
+            );
+            let queued = s.queued_jobs(i);
+            ensure!(
+                queued.len() as u32 == r.counts.queued,
+                "runner {i} queue has {} live entries for {} queued jobs",
+                queued.len(),
+                r.counts.queued
             );
         }
         ensure!(
             totals == s.totals,
             "totals {:?} differ from a recount {totals:?}",
             s.totals
-        );
-        ensure!(
-            s.queue_deadlines.len() as u32 == s.totals.queued,
-            "deadline index has {} entries",
-            s.queue_deadlines.len()
         );
         Ok(())
     }

@@ -39,13 +39,11 @@ impl Core {
         }
 
         // Jobs that waited for a machine longer than their timeout.
-        while let Some(&(at, job)) = self.state.queue_deadlines.first() {
-            if at > now {
-                wake = earliest(wake, Some(at));
-                break;
-            }
+        let (expired, next_deadline) = self.state.expired_jobs(now);
+        for job in expired {
             self.fail_job_deadline(job, out);
         }
+        wake = earliest(wake, next_deadline);
 
         // Periodic reconciliation with the providers.
         if let (Some(at), Some(interval)) =
@@ -98,10 +96,10 @@ impl Core {
 
     fn reconcile_direct(&mut self, runner: RunnerId, out: &mut Vec<Command>) -> Option<Timestamp> {
         // Machines left from before a reload turned this runner into a plain docker runner.
-        while let Some(&(_, m)) = self.state.runners[runner.index()].idle.first() {
+        while let Some(m) = self.state.pop_lru(runner.index()) {
             self.start_removal(m, RemoveReason::ConfigChanged, out);
         }
-        while !self.state.runners[runner.index()].queue.is_empty() && self.can_start(runner) {
+        while self.state.runners[runner.index()].counts.queued > 0 && self.can_start(runner) {
             if !self.start_job(runner, None, out) {
                 break;
             }
@@ -160,13 +158,11 @@ impl Core {
         let ri = runner.index();
 
         // Dispatch: the oldest waiting job takes the most recently used idle machine.
-        while let Some(&(_, machine)) = self.state.runners[ri].idle.last() {
-            if self.state.runners[ri].queue.is_empty() || !self.can_start(runner) {
+        while self.state.runners[ri].counts.queued > 0 && self.can_start(runner) {
+            let Some(machine) = self.state.pop_mru(ri) else {
                 break;
-            }
-            if !self.start_job(runner, Some(machine), out) {
-                break;
-            }
+            };
+            self.start_job(runner, Some(machine), out);
         }
 
         let r = &self.state.runners[ri];
@@ -194,7 +190,7 @@ impl Core {
         if limit > 0 && c.counted() > limit {
             let excess = c.counted() - limit;
             for _ in 0..excess {
-                let Some(&(_, m)) = self.state.runners[ri].idle.first() else {
+                let Some(m) = self.state.pop_lru(ri) else {
                     break;
                 };
                 self.start_removal(m, RemoveReason::TooManyMachines, out);
@@ -222,7 +218,7 @@ impl Core {
             let mut surplus = c.supply().saturating_sub(want);
             let mut idle = c.idle;
             while surplus > 0 && idle > reserved {
-                let Some(&(last_used, m)) = self.state.runners[ri].idle.first() else {
+                let Some((last_used, m)) = self.state.peek_lru(ri) else {
                     break;
                 };
                 let expires = Timestamp(last_used.0.saturating_add(idle_time));
@@ -230,6 +226,7 @@ impl Core {
                     wake = earliest(wake, Some(expires));
                     break;
                 }
+                self.state.pop_lru(ri);
                 self.start_removal(m, reason, out);
                 surplus -= 1;
                 idle -= 1;

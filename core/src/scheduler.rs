@@ -1,13 +1,14 @@
 //! [`Core`]: the event handlers. Scaling decisions live in `scale.rs`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::command::{Command, RemoveReason, Step};
 use crate::config::{Config, Executor, RunnerConfig};
 use crate::event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 use crate::ids::{JobId, MachineId, RunnerId};
+use crate::index::IdMap;
 use crate::state::{
     ActivePolicy, AnomalyKind, Counts, Job, JobState, Machine, MachineState, RunnerState,
     STUCK_AFTER, Shutdown, State,
@@ -41,13 +42,14 @@ impl Core {
             now,
             seq: 0,
             runners,
-            machines: BTreeMap::new(),
+            machines: IdMap::new(),
             names: BTreeMap::new(),
-            jobs: BTreeMap::new(),
+            jobs: IdMap::new(),
             totals: Default::default(),
             next_machine: 1,
             removal_retries: BTreeSet::new(),
-            queue_deadlines: BTreeSet::new(),
+            queue_deadlines: BTreeMap::new(),
+            next_deadline: None,
             next_list_at,
             shutdown: Shutdown::None,
             exited: false,
@@ -150,44 +152,34 @@ impl Core {
             Duration::from_millis(info.timeout_ms)
         };
         let deadline = now.after(timeout);
+        let seq = self.state.seq;
         self.state.jobs.insert(
             job,
             Job {
                 runner,
                 info,
                 received_at: now,
+                enqueued: seq,
                 state: JobState::Queued { deadline },
                 cancel_requested: false,
                 aborted: false,
             },
         );
-        self.enqueue(runner, job, now, deadline);
+        let r = &mut self.state.runners[runner.index()];
+        r.counts.queued += 1;
+        self.state.totals.queued += 1;
+        self.state.push_queued(runner.index(), seq, job);
+        self.state
+            .push_deadline(crate::time::millis(timeout), deadline, seq, job);
         self.state.stats.jobs_received += 1;
     }
 
-    fn enqueue(
-        &mut self,
-        runner: RunnerId,
-        job: JobId,
-        received_at: Timestamp,
-        deadline: Timestamp,
-    ) {
-        let r = &mut self.state.runners[runner.index()];
-        r.queue.insert((received_at, job));
-        r.counts.queued += 1;
-        self.state.totals.queued += 1;
-        self.state.queue_deadlines.insert((deadline, job));
-    }
-
-    /// Takes a queued job out of the queue and the job table.
+    /// Takes a queued job out of the job table (its index entries go stale).
     fn dequeue(&mut self, job: JobId) -> Option<Job> {
         let j = self.state.jobs.remove(&job)?;
-        if let JobState::Queued { deadline } = j.state {
-            let r = &mut self.state.runners[j.runner.index()];
-            r.queue.remove(&(j.received_at, job));
-            r.counts.queued -= 1;
+        if let JobState::Queued { .. } = j.state {
+            self.state.runners[j.runner.index()].counts.queued -= 1;
             self.state.totals.queued -= 1;
-            self.state.queue_deadlines.remove(&(deadline, job));
         }
         Some(j)
     }
@@ -257,7 +249,7 @@ impl Core {
             if let Some(m) = self.state.machines.get_mut(&mid) {
                 m.last_used = now;
             }
-            self.index_idle(mid);
+            self.state.push_idle(mid);
         }
     }
 
@@ -277,7 +269,8 @@ impl Core {
         }
     }
 
-    /// Starts the oldest queued job of `runner` on `machine` (or directly, without a pool).
+    /// Starts the oldest queued job of `runner` on `machine` (already taken out of the idle index),
+    /// or directly for runners without a pool. The caller checked that a job is queued.
     pub(crate) fn start_job(
         &mut self,
         runner: RunnerId,
@@ -285,24 +278,15 @@ impl Core {
         out: &mut Vec<Command>,
     ) -> bool {
         let now = self.state.now;
-        let r = &self.state.runners[runner.index()];
-        let Some(&(received_at, job)) = r.queue.first() else {
-            return false;
-        };
-        let Some(j) = self.state.jobs.get(&job) else {
-            return false;
-        };
-        let JobState::Queued { deadline } = j.state else {
+        let Some(job) = self.state.pop_queued(runner.index()) else {
             return false;
         };
         let r = &mut self.state.runners[runner.index()];
-        r.queue.remove(&(received_at, job));
         r.counts.queued -= 1;
         r.counts.running += 1;
         r.front_failures = 0;
         self.state.totals.queued -= 1;
         self.state.totals.running += 1;
-        self.state.queue_deadlines.remove(&(deadline, job));
         if let Some(j) = self.state.jobs.get_mut(&job) {
             j.state = JobState::Running {
                 machine,
@@ -310,7 +294,6 @@ impl Core {
             };
         }
         if let Some(mid) = machine {
-            self.unindex_idle(mid);
             self.set_machine_state(mid, MachineState::Busy(job));
             if let Some(m) = self.state.machines.get_mut(&mid) {
                 m.used_count += 1;
@@ -372,7 +355,7 @@ impl Core {
                 if let Some(m) = self.state.machines.get_mut(&machine) {
                     m.last_used = now;
                 }
-                self.index_idle(machine);
+                self.state.push_idle(machine);
                 let r = &mut self.state.runners[runner.index()];
                 r.create_failures = 0;
                 self.state.stats.machines_created += 1;
@@ -411,12 +394,16 @@ impl Core {
         r.create_failures = r.create_failures.saturating_add(1);
         r.create_blocked_until = now.after(creation_backoff(failure, r.create_failures));
         let doomed: Vec<JobId> = match failure {
-            CreationFailure::Fatal => r.queued_jobs().collect(),
+            CreationFailure::Fatal => self.state.queued_jobs(runner.index()),
             CreationFailure::Retryable | CreationFailure::Quota => {
                 r.front_failures += 1;
                 if r.front_failures >= PREPARE_ATTEMPTS {
                     r.front_failures = 0;
-                    r.queued_jobs().take(1).collect()
+                    self.state
+                        .queued_jobs(runner.index())
+                        .into_iter()
+                        .take(1)
+                        .collect()
                 } else {
                     Vec::new()
                 }
@@ -517,7 +504,8 @@ impl Core {
         let missing: Vec<MachineId> = self
             .state
             .machines
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, m)| {
                 m.runner == runner && m.changed_seq < request && !listed.contains(m.name.as_str())
             })
@@ -525,7 +513,7 @@ impl Core {
                 matches!(m.state, MachineState::Idle | MachineState::Busy(_))
                     || m.retry_at.is_some()
             })
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for id in missing {
             let waiting_retry = self
@@ -593,9 +581,6 @@ impl Core {
         if m.state == MachineState::Removing {
             return;
         }
-        if m.state == MachineState::Idle {
-            self.unindex_idle(machine);
-        }
         self.set_machine_state(machine, MachineState::Removing);
         let Some(m) = self.state.machines.get_mut(&machine) else {
             return;
@@ -615,9 +600,6 @@ impl Core {
         };
         let (runner, state, attempts, retry_at) =
             (m.runner, m.state, m.removal_attempts, m.retry_at);
-        if state == MachineState::Idle {
-            self.unindex_idle(machine);
-        }
         let counts = &mut self.state.runners[runner.index()].counts;
         dec_state(counts, state);
         if state == MachineState::Removing && attempts >= STUCK_AFTER {
@@ -646,22 +628,6 @@ impl Core {
             MachineState::Idle => counts.idle += 1,
             MachineState::Busy(_) => counts.busy += 1,
             MachineState::Removing => counts.removing += 1,
-        }
-    }
-
-    fn index_idle(&mut self, machine: MachineId) {
-        if let Some(m) = self.state.machines.get(&machine) {
-            self.state.runners[m.runner.index()]
-                .idle
-                .insert((m.last_used, machine));
-        }
-    }
-
-    fn unindex_idle(&mut self, machine: MachineId) {
-        if let Some(m) = self.state.machines.get(&machine) {
-            self.state.runners[m.runner.index()]
-                .idle
-                .remove(&(m.last_used, machine));
         }
     }
 
@@ -707,8 +673,9 @@ impl Core {
         let jobs: Vec<(JobId, JobState)> = self
             .state
             .jobs
-            .iter()
-            .map(|(&id, j)| (id, j.state))
+            .sorted()
+            .into_iter()
+            .map(|(id, j)| (id, j.state))
             .collect();
         for (job, state) in jobs {
             match state {
@@ -735,7 +702,8 @@ impl Core {
         let used_up: Vec<MachineId> = self
             .state
             .machines
-            .iter()
+            .sorted()
+            .into_iter()
             .filter(|(_, m)| m.state == MachineState::Idle)
             .filter(|(_, m)| {
                 let max = self.state.runners[m.runner.index()]
@@ -744,7 +712,7 @@ impl Core {
                     .map_or(0, |p| p.max_builds);
                 max > 0 && m.used_count >= max
             })
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for m in used_up {
             self.start_removal(m, RemoveReason::TooManyBuilds, out);
@@ -807,7 +775,7 @@ impl Core {
             r.counts.in_flight = 0;
             r.next_poll_at = now;
         }
-        for (&id, m) in &self.state.machines {
+        for (id, m) in self.state.machines.sorted() {
             match m.state {
                 MachineState::Creating => out.push(Command::CreateMachine {
                     machine: id,
@@ -825,7 +793,7 @@ impl Core {
                 _ => {}
             }
         }
-        for (&job, j) in &self.state.jobs {
+        for (job, j) in self.state.jobs.sorted() {
             if let JobState::Running { machine, .. } = j.state {
                 out.push(Command::ResumeJob {
                     job,
@@ -858,11 +826,8 @@ impl Core {
     }
 
     pub(crate) fn fail_all_queued(&mut self, out: &mut Vec<Command>) {
-        let jobs: Vec<JobId> = self
-            .state
-            .runners
-            .iter()
-            .flat_map(|r| r.queued_jobs())
+        let jobs: Vec<JobId> = (0..self.state.runners.len())
+            .flat_map(|r| self.state.queued_jobs(r))
             .collect();
         for job in jobs {
             self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
@@ -876,8 +841,8 @@ impl RunnerState {
             config,
             retired: false,
             counts: Counts::default(),
-            idle: BTreeSet::new(),
-            queue: BTreeSet::new(),
+            idle: VecDeque::new(),
+            queue: VecDeque::new(),
             next_poll_at: now,
             create_failures: 0,
             create_blocked_until: Timestamp::ZERO,

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::index::IdMap;
+
 use crate::command::RemoveReason;
 use crate::config::RunnerConfig;
 use crate::event::JobInfo;
@@ -17,15 +19,18 @@ pub struct State {
     /// Events handled so far.
     pub(crate) seq: u64,
     pub(crate) runners: Vec<RunnerState>,
-    pub(crate) machines: BTreeMap<MachineId, Machine>,
+    pub(crate) machines: IdMap<MachineId, Machine>,
     pub(crate) names: BTreeMap<String, MachineId>,
-    pub(crate) jobs: BTreeMap<JobId, Job>,
+    pub(crate) jobs: IdMap<JobId, Job>,
     pub(crate) totals: Totals,
     pub(crate) next_machine: u64,
     /// Failed removals waiting for their next attempt.
     pub(crate) removal_retries: BTreeSet<(Timestamp, MachineId)>,
-    /// Received jobs waiting for a machine, by the time they give up.
-    pub(crate) queue_deadlines: BTreeSet<(Timestamp, JobId)>,
+    /// Received jobs waiting for a machine, by the time they give up: a deque per distinct timeout
+    /// (see `queues.rs`).
+    pub(crate) queue_deadlines: BTreeMap<u64, VecDeque<(Timestamp, u64, JobId)>>,
+    /// No queued job gives up before this (an early bound: the job may have left the queue).
+    pub(crate) next_deadline: Option<Timestamp>,
     pub(crate) next_list_at: Option<Timestamp>,
     pub(crate) shutdown: Shutdown,
     pub(crate) exited: bool,
@@ -78,10 +83,11 @@ pub struct RunnerState {
     /// Removed from the config by a reload: drains, then stays empty.
     pub retired: bool,
     pub counts: Counts,
-    /// Idle machines by last use; the last is the most recently used.
-    pub(crate) idle: BTreeSet<(Timestamp, MachineId)>,
-    /// Received jobs waiting for a machine, first come first served.
-    pub(crate) queue: BTreeSet<(Timestamp, JobId)>,
+    /// Idle machines by last use; the back is the most recently used (see `queues.rs`).
+    pub(crate) idle: VecDeque<(Timestamp, MachineId)>,
+    /// Received jobs waiting for a machine, first come first served, with the sequence number at which
+    /// each was queued.
+    pub(crate) queue: VecDeque<(u64, JobId)>,
     pub(crate) next_poll_at: Timestamp,
     pub(crate) create_failures: u32,
     pub(crate) create_blocked_until: Timestamp,
@@ -111,16 +117,6 @@ impl RunnerState {
     /// When creations may resume after failures.
     pub fn create_blocked_until(&self) -> Timestamp {
         self.create_blocked_until
-    }
-
-    /// Idle machines, least recently used first.
-    pub fn idle_machines(&self) -> impl DoubleEndedIterator<Item = MachineId> + '_ {
-        self.idle.iter().map(|&(_, m)| m)
-    }
-
-    /// Jobs waiting for a machine, oldest first.
-    pub fn queued_jobs(&self) -> impl Iterator<Item = JobId> + '_ {
-        self.queue.iter().map(|&(_, j)| j)
     }
 }
 
@@ -166,6 +162,8 @@ pub struct Job {
     pub runner: RunnerId,
     pub info: JobInfo,
     pub received_at: Timestamp,
+    /// The event sequence number at which it was queued (identifies its queue entries).
+    pub enqueued: u64,
     pub state: JobState,
     pub cancel_requested: bool,
     pub aborted: bool,
@@ -304,8 +302,13 @@ impl State {
             .map(RunnerId)
     }
 
-    pub fn machines(&self) -> &BTreeMap<MachineId, Machine> {
-        &self.machines
+    /// Every machine, by id. O(n log n): for status and checks, not per event.
+    pub fn machines(&self) -> Vec<(MachineId, &Machine)> {
+        self.machines.sorted()
+    }
+
+    pub fn machine_count(&self) -> usize {
+        self.machines.len()
     }
 
     pub fn machine(&self, id: MachineId) -> Option<&Machine> {
@@ -316,8 +319,13 @@ impl State {
         self.names.get(name).copied()
     }
 
-    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
-        &self.jobs
+    /// Every job held (queued or running), by id. O(n log n): for status and checks, not per event.
+    pub fn jobs(&self) -> Vec<(JobId, &Job)> {
+        self.jobs.sorted()
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {

@@ -174,8 +174,10 @@ fn idle_time_removes_only_surplus_machines_least_recently_used_first() {
     w.advance(secs(60));
     assert_eq!(w.fleet().1, idle);
     let before: Vec<(String, drover_core::Timestamp)> = {
-        let r = &w.core.state().runners()[0];
-        r.idle_machines()
+        w.core
+            .state()
+            .idle_machines(0)
+            .into_iter()
             .map(|m| {
                 (
                     w.core.state().machine(m).unwrap().name.clone(),
@@ -191,7 +193,8 @@ fn idle_time_removes_only_surplus_machines_least_recently_used_first() {
         .core
         .state()
         .machines()
-        .values()
+        .into_iter()
+        .map(|(_, m)| m)
         .next()
         .unwrap()
         .name
@@ -230,7 +233,8 @@ fn max_builds_removes_a_machine_after_its_last_allowed_job() {
         w.core
             .state()
             .machines()
-            .values()
+            .into_iter()
+            .map(|(_, m)| m)
             .all(|m| m.used_count <= 2)
     );
 }
@@ -248,7 +252,8 @@ fn jobs_go_to_the_most_recently_used_idle_machine() {
         .core
         .state()
         .machines()
-        .values()
+        .into_iter()
+        .map(|(_, m)| m)
         .find(|m| m.used_count == 1)
     {
         Some(m) => m.name.clone(),
@@ -261,7 +266,8 @@ fn jobs_go_to_the_most_recently_used_idle_machine() {
         .core
         .state()
         .machines()
-        .values()
+        .into_iter()
+        .map(|(_, m)| m)
         .find(|m| m.name == m1)
         .map(|m| m.used_count);
     assert_eq!(
@@ -557,9 +563,9 @@ fn failed_removals_retry_with_backoff_and_stop_eating_the_limit() {
         .core
         .state()
         .machines()
-        .iter()
+        .into_iter()
         .filter(|(_, m)| m.state == MachineState::Removing)
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id)
         .collect();
     assert_eq!(removing.len(), 1);
     let m = removing[0];
@@ -831,7 +837,8 @@ fn resume_reissues_what_was_in_flight_and_reconciles() {
     let idle_name = core
         .state()
         .machines()
-        .values()
+        .into_iter()
+        .map(|(_, m)| m)
         .find(|m| m.state == MachineState::Idle)
         .map(|m| m.name.clone())
         .unwrap();

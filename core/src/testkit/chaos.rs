@@ -251,7 +251,13 @@ impl Chaos {
                 self.feed(Event::JobCanceled { job });
             }
             12 => {
-                let ids: Vec<MachineId> = self.core.state().machines().keys().copied().collect();
+                let ids: Vec<MachineId> = self
+                    .core
+                    .state()
+                    .machines()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
                 if let Some(&machine) = ids.get(a as usize % ids.len().max(1)) {
                     self.feed(Event::MachineLost { machine });
                 }
@@ -266,7 +272,8 @@ impl Chaos {
                     .core
                     .state()
                     .machines()
-                    .values()
+                    .into_iter()
+                    .map(|(_, m)| m)
                     .filter(|m| m.runner == RunnerId(0))
                     .map(|m| m.name.clone())
                     .enumerate()
@@ -398,7 +405,7 @@ impl Chaos {
         if !s.jobs().is_empty() {
             return Err(format!(
                 "jobs still held: {:?}",
-                s.jobs().keys().collect::<Vec<_>>()
+                s.jobs().into_iter().map(|(id, _)| id).collect::<Vec<_>>()
             ));
         }
         for r in s.runners() {
