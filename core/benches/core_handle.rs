@@ -99,7 +99,7 @@ impl Steady {
                 info: info(),
             },
         );
-        black_box(step);
+        black_box(&step);
     }
 }
 
