@@ -41,8 +41,8 @@ pub struct World {
     wake: Option<Timestamp>,
     /// Jobs waiting at the coordinator, per runner.
     pending: BTreeMap<RunnerId, VecDeque<(JobId, Duration)>>,
-    /// Long-polling requests waiting for a job, by when they run out.
-    waiting: BTreeMap<RunnerId, VecDeque<Timestamp>>,
+    /// Long-polling requests waiting for a job: the keys of their scheduled "ran out" answers.
+    waiting: BTreeMap<RunnerId, VecDeque<(Timestamp, u64)>>,
     durations: BTreeMap<JobId, Duration>,
     machines: BTreeSet<String>,
     next_job: u64,
@@ -110,11 +110,8 @@ impl World {
         let job = JobId(self.next_job);
         self.next_job += 1;
         self.durations.insert(job, duration);
-        if let Some(expiry) = self.waiting.get_mut(&runner).and_then(VecDeque::pop_front) {
-            self.cancel_scheduled(
-                |e| matches!(e, Event::JobRequestEmpty { runner: r } if *r == runner),
-                expiry,
-            );
+        if let Some(key) = self.waiting.get_mut(&runner).and_then(VecDeque::pop_front) {
+            self.scheduled.remove(&key);
             self.schedule(self.now, received(runner, job));
         } else {
             self.pending
@@ -125,9 +122,10 @@ impl World {
         job
     }
 
-    pub fn schedule(&mut self, at: Timestamp, event: Event) {
+    pub fn schedule(&mut self, at: Timestamp, event: Event) -> (Timestamp, u64) {
         self.seq += 1;
         self.scheduled.insert((at, self.seq), event);
+        (at, self.seq)
     }
 
     /// Processes everything due up to `until` (world events and the core's ticks), then sets the clock.
@@ -146,7 +144,13 @@ impl World {
             }
             self.now = self.now.max(next);
             if next_event == Some(next) {
-                if let Some((_, event)) = self.scheduled.pop_first() {
+                if let Some((key, event)) = self.scheduled.pop_first() {
+                    if let Event::JobRequestEmpty { runner } = &event {
+                        // A long poll ran out: it no longer waits for a job.
+                        if let Some(w) = self.waiting.get_mut(runner) {
+                            w.retain(|k| *k != key);
+                        }
+                    }
                     self.handle(event);
                 }
             } else {
@@ -177,22 +181,22 @@ impl World {
         match c {
             Command::RequestJob { runner } => {
                 match self.pending.get_mut(runner).and_then(VecDeque::pop_front) {
-                    Some((job, _)) => self.schedule(now, received(*runner, job)),
+                    Some((job, _)) => {
+                        self.schedule(now, received(*runner, job));
+                    }
                     None => {
-                        let expiry = now.after(self.long_poll);
-                        self.waiting.entry(*runner).or_default().push_back(expiry);
-                        self.schedule(expiry, Event::JobRequestEmpty { runner: *runner });
+                        let key = self.schedule(
+                            now.after(self.long_poll),
+                            Event::JobRequestEmpty { runner: *runner },
+                        );
+                        self.waiting.entry(*runner).or_default().push_back(key);
                     }
                 }
             }
             Command::CancelRequests { runner } => {
-                for expiry in self.waiting.remove(runner).unwrap_or_default() {
-                    let r0 = *runner;
-                    self.cancel_scheduled(
-                        |e| matches!(e, Event::JobRequestEmpty { runner: r } if *r == r0),
-                        expiry,
-                    );
-                    self.schedule(now, Event::JobRequestEmpty { runner: r0 });
+                for key in self.waiting.remove(runner).unwrap_or_default() {
+                    self.scheduled.remove(&key);
+                    self.schedule(now, Event::JobRequestEmpty { runner: *runner });
                 }
             }
             Command::CreateMachine { machine, name, .. } => {
@@ -270,18 +274,6 @@ impl World {
                 );
             }
             Command::Exit { clean } => self.exited = Some(*clean),
-        }
-    }
-
-    /// Drops the first scheduled event at `at` matching `f`.
-    fn cancel_scheduled(&mut self, f: impl Fn(&Event) -> bool, at: Timestamp) {
-        let key = self
-            .scheduled
-            .range((at, 0)..=(at, u64::MAX))
-            .find(|(_, e)| f(e))
-            .map(|(k, _)| *k);
-        if let Some(k) = key {
-            self.scheduled.remove(&k);
         }
     }
 

@@ -1,0 +1,108 @@
+//! The committed journal fixture is exactly what this recorder writes: a format change that would
+//! break old journals shows up here. Regenerate it with `DROVER_BLESS=1 cargo test -p drover-journal
+//! --test fixture` after bumping `FORMAT_VERSION`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_core::testkit::World;
+use drover_core::{Config, Event, RunnerConfig, RunnerId, Signal, Timestamp};
+use drover_journal::{Header, Writer};
+
+/// A morning of two runners: an autoscaled pool whose office-hours period starts at 09:00 Berlin, with
+/// MaxBuilds and MaxGrowthRate, and an on-demand pool whose limit a reload lowers; then a graceful
+/// shutdown.
+fn record(path: &Path) {
+    let t0 = Timestamp(1_767_592_800_000); // Monday 2026-01-05 06:00 UTC
+    let mut linux = RunnerConfig::pool("autoscale-linux", 2, 12);
+    linux.short_token = "exampleex".into();
+    linux.request_concurrency = 2;
+    let p = linux.policy_mut().unwrap();
+    p.max_builds = 5;
+    p.max_growth_rate = 3;
+    p.base.idle_time_ms = 600_000;
+    p.periods.push(
+        drover_core::Period::new(
+            &["* * 9-17 * * mon-fri *"],
+            "Europe/Berlin",
+            drover_core::PolicyValues {
+                idle_count: 6,
+                idle_time_ms: 1_800_000,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut burst = RunnerConfig::pool("on-demand", 0, 4);
+    burst.short_token = "ondemand0".into();
+    let mut config = Config::new(16).with_runner(linux).with_runner(burst);
+    config.seed = 42;
+    let mut w = World::new(config.clone(), t0);
+    w.record = true;
+    w.boot = Duration::from_secs(75);
+    w.handle(Event::Tick);
+    let mut minute = 0u64;
+    while minute < 5 * 60 {
+        let busy_hours = minute >= 2 * 60;
+        let every = if busy_hours { 3 } else { 20 };
+        if minute % every == 0 {
+            let runner = RunnerId(u16::from(minute % (every * 4) == 0));
+            w.submit(runner, Duration::from_secs(60 + (minute * 37) % 900));
+        }
+        if minute == 3 * 60 {
+            let mut reloaded = w.core.config().clone();
+            reloaded.runners[1].limit = 2;
+            w.handle(Event::Signal(Signal::Reload(Box::new(reloaded))));
+        }
+        w.advance(Duration::from_secs(60));
+        minute += 1;
+    }
+    w.handle(Event::Signal(Signal::Graceful));
+    w.advance(Duration::from_secs(3600));
+    assert_eq!(w.exited, Some(true));
+    assert_eq!(
+        w.core.state().anomalies().total(),
+        0,
+        "the recorded world is a sensible one"
+    );
+
+    let _ = std::fs::remove_file(path);
+    let header = Header {
+        created_at: t0,
+        drover_version: "0.1.0".into(),
+        config: config.clone(),
+    };
+    let mut writer = Writer::create(path, &header, false).unwrap();
+    let mut core = drover_core::Core::new(config, t0);
+    for (i, r) in w.records.iter().enumerate() {
+        writer
+            .append_event(core.state().seq(), r.now, &r.event, core.digest())
+            .unwrap();
+        let step = core.handle(r.now, r.event.clone());
+        assert_eq!(step.commands, r.commands);
+        if (i + 1) % 500 == 0 {
+            writer.append_snapshot(&core).unwrap();
+        }
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/journals/two-runners-day.journal")
+}
+
+#[test]
+fn committed_fixture_is_what_the_recorder_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.journal");
+    record(&fresh);
+    if std::env::var_os("DROVER_BLESS").is_some() {
+        std::fs::copy(&fresh, fixture()).unwrap();
+    }
+    let committed =
+        std::fs::read(fixture()).expect("fixtures/journals/two-runners-day.journal is committed");
+    assert!(
+        std::fs::read(&fresh).unwrap() == committed,
+        "the recorder no longer writes the committed fixture byte for byte: if the journal format \
+         changed, bump FORMAT_VERSION and regenerate with DROVER_BLESS=1"
+    );
+}
