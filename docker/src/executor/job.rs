@@ -1,0 +1,591 @@
+//! One job from start (or resume) to outcome: prepare, run the steps, report, clean up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::models::{ContainerSummary, NetworkCreateRequest, VolumeCreateOptions};
+use bollard::query_parameters::ListContainersOptions;
+use drover_core::{FailureReason, Outcome};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::spec::{BuildSpec, GitStrategy, StepName, When};
+use super::step::StepEnd;
+use super::{Control, ExecutorOptions, cleanup, services};
+use crate::image::{ImageError, Pull, PullPolicy, ensure_image};
+use crate::labels;
+use crate::provider::MachineEndpoint;
+use crate::trace::{LogCursor, Trace, TraceSink};
+
+/// The helper image is pulled only when missing, as GitLab Runner does.
+const HELPER_PULL_POLICY: [PullPolicy; 1] = [PullPolicy::IfNotPresent];
+
+pub(crate) enum Mode {
+    Fresh,
+    Resume(Option<LogCursor>),
+}
+
+/// Why a job could not go on.
+#[derive(Debug)]
+pub(crate) enum JobError {
+    ImagePull(String),
+    System(String),
+}
+
+impl From<bollard::errors::Error> for JobError {
+    fn from(err: bollard::errors::Error) -> JobError {
+        JobError::System(format!("Docker engine: {err}"))
+    }
+}
+
+impl From<ImageError> for JobError {
+    fn from(err: ImageError) -> JobError {
+        match err {
+            ImageError::Pull { .. } => JobError::ImagePull(err.to_string()),
+            ImageError::Engine { .. } => JobError::System(err.to_string()),
+        }
+    }
+}
+
+/// A step of the plan: the sources step (if any) comes first, then the spec's steps in order.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Planned {
+    pub index: u16,
+    pub kind: Kind,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Kind {
+    Sources,
+    User(usize),
+}
+
+/// Names of a job's objects on the engine: deterministic, so a restarted drover finds them.
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    fn new(spec: &BuildSpec) -> Names {
+        Names {
+            prefix: format!(
+                "drover-{}-job-{}",
+                labels::sanitize(&spec.runner),
+                spec.job_id
+            ),
+        }
+    }
+
+    pub(crate) fn step(&self, planned: &Planned, spec: &BuildSpec) -> String {
+        format!(
+            "{}-{}-{}",
+            self.prefix,
+            planned.index,
+            step_label(planned, spec)
+        )
+    }
+
+    pub(crate) fn service(&self, i: usize) -> String {
+        format!("{}-svc-{i}", self.prefix)
+    }
+
+    fn network(&self) -> String {
+        self.prefix.clone()
+    }
+
+    fn builds_volume(&self) -> String {
+        format!("{}-builds", self.prefix)
+    }
+
+    fn volume(&self, i: usize) -> String {
+        format!("{}-vol-{i}", self.prefix)
+    }
+}
+
+pub(crate) fn step_label(planned: &Planned, spec: &BuildSpec) -> &'static str {
+    match planned.kind {
+        Kind::Sources => "get_sources",
+        Kind::User(i) => spec.steps[i].name.as_str(),
+    }
+}
+
+/// Everything a running job needs.
+pub(crate) struct Job {
+    pub docker: Docker,
+    pub spec: Arc<BuildSpec>,
+    pub endpoint: MachineEndpoint,
+    pub options: ExecutorOptions,
+    pub trace: Trace,
+    pub control: watch::Receiver<Control>,
+    pub control_open: bool,
+    pub names: Names,
+    /// The job's deadline, Unix epoch milliseconds (a label on every step container).
+    pub deadline_ms: u64,
+    pub network: String,
+    /// Mounts of every step container, in `binds` syntax.
+    pub binds: Vec<String>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An epoch-milliseconds deadline as a tokio instant.
+pub(crate) fn instant_at(deadline_ms: u64) -> Instant {
+    later(
+        Instant::now(),
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms())),
+    )
+}
+
+/// `start + wait`, where an absurd `wait` (a "no timeout" `Duration::MAX`) means "in a century".
+pub(crate) fn later(start: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start.checked_add(wait.min(CENTURY)).unwrap_or(start)
+}
+
+pub(crate) async fn run(
+    endpoint: MachineEndpoint,
+    spec: Arc<BuildSpec>,
+    options: ExecutorOptions,
+    sink: TraceSink,
+    control: watch::Receiver<Control>,
+    mode: Mode,
+) -> Outcome {
+    let mut trace = Trace::new(Some(sink));
+    let docker = match endpoint.engine.connect().await {
+        Ok(docker) => docker,
+        Err(err) => {
+            let outcome = system_failure();
+            trace
+                .error(&format!("Job failed (system failure): {err}"))
+                .await;
+            return outcome;
+        }
+    };
+    let names = Names::new(&spec);
+    let network = endpoint.network.clone().unwrap_or_else(|| names.network());
+    let mut job = Job {
+        docker,
+        spec,
+        endpoint,
+        options,
+        trace,
+        control,
+        control_open: true,
+        names,
+        deadline_ms: 0,
+        network,
+        binds: Vec::new(),
+    };
+    job.binds = job.binds();
+    let result = match mode {
+        Mode::Fresh => job.fresh().await,
+        Mode::Resume(cursor) => job.resume(cursor).await,
+    };
+    let outcome = match result {
+        Ok(outcome) => {
+            job.final_line(outcome).await;
+            outcome
+        }
+        Err(JobError::ImagePull(message)) => {
+            job.trace.error(&format!("Job failed: {message}")).await;
+            Outcome::Failed {
+                reason: FailureReason::ImagePullFailure,
+                exit_code: None,
+            }
+        }
+        Err(JobError::System(message)) => {
+            job.trace
+                .error(&format!("Job failed (system failure): {message}"))
+                .await;
+            system_failure()
+        }
+    };
+    if let Err(err) = cleanup::remove_job(&job.docker, &job.spec.runner, job.spec.job_id).await {
+        tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
+    }
+    outcome
+}
+
+fn system_failure() -> Outcome {
+    Outcome::Failed {
+        reason: FailureReason::RunnerSystemFailure,
+        exit_code: None,
+    }
+}
+
+impl Job {
+    fn plan(&self) -> Vec<Planned> {
+        let sources = (self.spec.git.strategy != GitStrategy::None).then_some(Kind::Sources);
+        sources
+            .into_iter()
+            .chain((0..self.spec.steps.len()).map(Kind::User))
+            .enumerate()
+            .map(|(index, kind)| Planned {
+                index: index as u16,
+                kind,
+            })
+            .collect()
+    }
+
+    async fn fresh(&mut self) -> Result<Outcome, JobError> {
+        let timeout_ms = u64::try_from(self.spec.timeout.as_millis()).unwrap_or(u64::MAX);
+        self.deadline_ms = now_ms().saturating_add(timeout_ms);
+        let machine = match &self.endpoint.machine {
+            Some(name) => format!(" on machine {name}"),
+            None => String::new(),
+        };
+        self.trace
+            .say(format!(
+                "\x1b[1;mRunning with drover {}{machine}\x1b[0;m\n",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .await;
+        self.trace
+            .section("Preparing the \"docker\" executor")
+            .await;
+        let deadline = instant_at(self.deadline_ms);
+        // Its own receiver: `prepare` borrows the job. A cancel seen here is seen again (and
+        // ignored) by the step loop, which is never reached after it.
+        let (mut control, mut open) = (self.control.clone(), true);
+        let interrupted = tokio::select! {
+            prepared = self.prepare() => { prepared?; None }
+            control = next_control(&mut control, &mut open, Control::Run) => Some(Some(control)),
+            () = tokio::time::sleep_until(deadline) => Some(None),
+        };
+        // Nothing of the job ran yet: a cancel, an abort or the deadline ends it here.
+        match interrupted {
+            None => self.run_steps(BTreeMap::new(), None).await,
+            Some(Some(Control::Abort(reason))) => Ok(Outcome::Failed {
+                reason,
+                exit_code: None,
+            }),
+            Some(Some(_)) => Ok(Outcome::Canceled),
+            Some(None) => Ok(timed_out()),
+        }
+    }
+
+    async fn resume(&mut self, cursor: Option<LogCursor>) -> Result<Outcome, JobError> {
+        let filter = labels::filter(&[
+            (labels::RUNNER, Some(&self.spec.runner)),
+            (labels::JOB, Some(&self.spec.job_id.to_string())),
+            (labels::ROLE, Some(labels::ROLE_STEP)),
+        ]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filter),
+            ..Default::default()
+        };
+        let mut existing = BTreeMap::new();
+        for container in self.docker.list_containers(Some(options)).await? {
+            let label = |key| container.labels.as_ref().and_then(|l| l.get(key)).cloned();
+            let index = label(labels::STEP_INDEX).and_then(|i| i.parse::<u16>().ok());
+            if let Some(deadline) = label(labels::DEADLINE).and_then(|d| d.parse().ok()) {
+                self.deadline_ms = deadline;
+            }
+            if let Some(index) = index {
+                existing.insert(index, container);
+            }
+        }
+        if existing.is_empty() {
+            return Err(JobError::System(
+                "the job's containers are gone (the machine was removed or cleaned up while drover \
+                 was not running)"
+                    .to_string(),
+            ));
+        }
+        self.trace
+            .warn("drover restarted: re-attached to the job, its output continues")
+            .await;
+        self.run_steps(existing, cursor).await
+    }
+
+    /// Images, volumes, network and services: everything before the first step.
+    async fn prepare(&mut self) -> Result<(), JobError> {
+        // A new attempt of a job id starts clean: nothing of an earlier attempt may be adopted.
+        cleanup::remove_job(&self.docker, &self.spec.runner, self.spec.job_id).await?;
+        let spec = self.spec.clone();
+        self.trace
+            .say(format!(
+                "Using Docker executor with image {} ...\n",
+                spec.image.name
+            ))
+            .await;
+        let pull = |policies| Pull {
+            policies,
+            credentials: &spec.credentials,
+            mirrors: &spec.registry_mirrors,
+        };
+        ensure_image(
+            &self.docker,
+            &spec.image.name,
+            pull(&spec.image.pull_policy),
+            &mut self.trace,
+        )
+        .await?;
+        if let (Some(helper), GitStrategy::Fetch | GitStrategy::Clone) =
+            (&spec.helper_image, spec.git.strategy)
+        {
+            ensure_image(
+                &self.docker,
+                helper,
+                pull(&HELPER_PULL_POLICY),
+                &mut self.trace,
+            )
+            .await?;
+        }
+        for service in &spec.services {
+            ensure_image(
+                &self.docker,
+                &service.image.name,
+                pull(&service.image.pull_policy),
+                &mut self.trace,
+            )
+            .await?;
+        }
+        self.create_volumes().await?;
+        if self.endpoint.network.is_none() {
+            self.create_network().await?;
+        }
+        services::start(self).await
+    }
+
+    fn base_labels(&self) -> HashMap<String, String> {
+        let mut map = HashMap::from([
+            (labels::RUNNER.to_string(), self.spec.runner.clone()),
+            (labels::JOB.to_string(), self.spec.job_id.to_string()),
+        ]);
+        if let Some(machine) = &self.endpoint.machine {
+            map.insert(labels::MACHINE.to_string(), machine.clone());
+        }
+        map
+    }
+
+    pub(crate) fn labels(&self, role: &str) -> HashMap<String, String> {
+        let mut map = self.base_labels();
+        map.insert(labels::ROLE.to_string(), role.to_string());
+        map
+    }
+
+    /// The builds volume (the machine's, or one for this job) and the `volumes` mounts.
+    fn binds(&self) -> Vec<String> {
+        let builds = self
+            .endpoint
+            .builds_volume
+            .clone()
+            .unwrap_or_else(|| self.names.builds_volume());
+        let mut binds = vec![format!("{builds}:{}", self.spec.builds_dir)];
+        for (i, volume) in self.spec.volumes.iter().enumerate() {
+            if volume.contains(':') {
+                binds.push(volume.clone());
+            } else {
+                binds.push(format!("{}:{volume}", self.names.volume(i)));
+            }
+        }
+        binds
+    }
+
+    async fn create_volumes(&mut self) -> Result<(), JobError> {
+        let mut names = Vec::new();
+        if self.endpoint.builds_volume.is_none() {
+            names.push(self.names.builds_volume());
+        }
+        for (i, volume) in self.spec.volumes.iter().enumerate() {
+            if !volume.contains(':') {
+                names.push(self.names.volume(i));
+            }
+        }
+        for name in names {
+            let options = VolumeCreateOptions {
+                name: Some(name),
+                labels: Some(self.labels(labels::ROLE_BUILDS)),
+                ..Default::default()
+            };
+            self.docker.create_volume(options).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_network(&mut self) -> Result<(), JobError> {
+        let request = NetworkCreateRequest {
+            name: self.network.clone(),
+            driver: Some("bridge".to_string()),
+            labels: Some(self.labels(labels::ROLE_NETWORK)),
+            ..Default::default()
+        };
+        self.docker.create_network(request).await?;
+        Ok(())
+    }
+
+    /// Runs the plan. `existing` holds the step containers found after a restart, by step index;
+    /// `cursor` says how much of their output was already consumed.
+    async fn run_steps(
+        &mut self,
+        existing: BTreeMap<u16, ContainerSummary>,
+        cursor: Option<LogCursor>,
+    ) -> Result<Outcome, JobError> {
+        let plan = self.plan();
+        let last_existing = existing.keys().next_back().copied();
+        let mut outcome = Outcome::Success;
+        for planned in plan {
+            let adopted = existing.get(&planned.index);
+            if adopted.is_none() && last_existing.is_some_and(|last| planned.index < last) {
+                return Err(JobError::System(format!(
+                    "the container of step {} is gone while later steps exist",
+                    step_label(&planned, &self.spec)
+                )));
+            }
+            // A cancel or an abort that came between steps.
+            match *self.control.borrow_and_update() {
+                Control::Abort(reason) => {
+                    return Ok(Outcome::Failed {
+                        reason,
+                        exit_code: None,
+                    });
+                }
+                Control::Cancel if outcome == Outcome::Success => outcome = Outcome::Canceled,
+                _ => {}
+            }
+            let (when, allow_failure, bound_by_job) = match planned.kind {
+                Kind::Sources => (When::OnSuccess, false, true),
+                Kind::User(i) => {
+                    let step = &self.spec.steps[i];
+                    (step.when, step.allow_failure, step.name == StepName::Script)
+                }
+            };
+            if bound_by_job && outcome == Outcome::Success && now_ms() >= self.deadline_ms {
+                outcome = timed_out();
+            }
+            let runs = match when {
+                When::OnSuccess => outcome == Outcome::Success,
+                When::OnFailure => outcome != Outcome::Success,
+                When::Always => true,
+            };
+            if !runs && adopted.is_none() {
+                continue;
+            }
+            let skip = match cursor {
+                Some(c) if c.step > planned.index => u64::MAX,
+                Some(c) if c.step == planned.index => c.messages,
+                _ => 0,
+            };
+            let end = self.run_step(planned, adopted, skip, bound_by_job).await?;
+            let label = step_label(&planned, &self.spec);
+            match end {
+                StepEnd::Exited(0) => {}
+                StepEnd::Exited(code) if allow_failure => {
+                    self.trace
+                        .warn(&format!("{label} failed with exit code {code}"))
+                        .await;
+                }
+                StepEnd::Exited(code) => {
+                    if outcome == Outcome::Success {
+                        outcome = Outcome::Failed {
+                            reason: FailureReason::ScriptFailure,
+                            exit_code: Some(code),
+                        };
+                    }
+                }
+                StepEnd::TimedOut if allow_failure => {
+                    self.trace.warn(&format!("{label} timed out")).await;
+                }
+                StepEnd::TimedOut => {
+                    if outcome == Outcome::Success {
+                        outcome = timed_out();
+                    }
+                }
+                StepEnd::Canceled => outcome = Outcome::Canceled,
+                StepEnd::Aborted(reason) => {
+                    return Ok(Outcome::Failed {
+                        reason,
+                        exit_code: None,
+                    });
+                }
+            }
+            // Without sources there is nothing for the user's steps to work on.
+            if matches!(planned.kind, Kind::Sources) && outcome != Outcome::Success {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn final_line(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.trace.say("\x1b[32;1mJob succeeded\x1b[0;m\n").await,
+            Outcome::Canceled => self.trace.error("Job failed: canceled").await,
+            Outcome::Failed {
+                reason: FailureReason::ScriptFailure,
+                exit_code,
+            } => {
+                let code = exit_code.map_or("unknown".to_string(), |c| c.to_string());
+                self.trace
+                    .error(&format!("Job failed: exit code {code}"))
+                    .await;
+            }
+            Outcome::Failed {
+                reason: FailureReason::JobExecutionTimeout,
+                ..
+            } => {
+                let secs = self.spec.timeout.as_secs();
+                self.trace
+                    .error(&format!(
+                        "Job failed: execution took longer than {secs} seconds"
+                    ))
+                    .await;
+            }
+            Outcome::Failed { reason, .. } => {
+                self.trace
+                    .error(&format!("Job failed: {}", reason.as_str()))
+                    .await;
+            }
+        }
+    }
+}
+
+fn timed_out() -> Outcome {
+    Outcome::Failed {
+        reason: FailureReason::JobExecutionTimeout,
+        exit_code: None,
+    }
+}
+
+/// Resolves with the job's control once it is neither `Run` nor `handled` (a value acted on
+/// already); never if nobody can steer the job anymore.
+pub(crate) async fn next_control(
+    control: &mut watch::Receiver<Control>,
+    open: &mut bool,
+    handled: Control,
+) -> Control {
+    loop {
+        let current = *control.borrow_and_update();
+        if current != Control::Run && current != handled {
+            return current;
+        }
+        if !*open || control.changed().await.is_err() {
+            *open = false;
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_timeouts_do_not_overflow() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(instant_at(u64::MAX) > now);
+    }
+}

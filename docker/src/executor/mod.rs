@@ -1,0 +1,254 @@
+//! Runs one job on a machine's Docker engine.
+//!
+//! # Containers of a job
+//!
+//! Every step of a job (`get_sources`, `script`, `after_script`) runs as **its own container**, created
+//! from the job's image with the builds volume mounted and the job's network joined, labelled with the
+//! runner, machine, job, step name and step index. Not `docker exec` into one long-lived container:
+//! an exec's output and exit code are lost when drover restarts, a container's are not. Services run as
+//! sidecar containers with their aliases on the job's network (the machine's network when the job
+//! runs on a machine; else a network of its own).
+//!
+//! # Crash recovery
+//!
+//! The engine is the record. After a restart, [`Executor::resume`] takes the job's [`BuildSpec`] again
+//! (the daemon persists it) and the last [`LogCursor`] the daemon persisted, finds the job's
+//! containers by label, re-reads the running step's log from the cursor, and goes on with the steps
+//! that remain. Exit codes of finished steps come from their containers and the job's deadline from a
+//! label, so nothing else needs to survive. If the job's step containers are gone, the job fails with
+//! `runner_system_failure`.
+//!
+//! Known window: a job whose containers were already removed when drover died (its outcome computed,
+//! not yet reported) resumes as `runner_system_failure`.
+
+mod cleanup;
+mod job;
+mod script;
+mod services;
+pub mod spec;
+mod step;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::{FailureReason, Outcome};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::EngineConfig;
+use crate::provider::MachineEndpoint;
+use crate::trace::{LogCursor, TraceSink};
+use spec::BuildSpec;
+
+/// Knobs of the executor that are not per job.
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    /// How long a canceled step gets between SIGTERM and SIGKILL.
+    pub stop_timeout: Duration,
+    /// How long to wait for a service with a health check to become healthy (GitLab's
+    /// `wait_for_services_timeout`).
+    pub service_wait: Duration,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> ExecutorOptions {
+        ExecutorOptions {
+            stop_timeout: Duration::from_secs(10),
+            service_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A failure of the executor's maintenance calls ([`Executor::cleanup`], [`Executor::list_jobs`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("Docker engine {engine}: {action}: {source}")]
+    Docker {
+        engine: String,
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// Runs jobs. Cheap to clone; holds no connection (each job connects to its machine's engine).
+#[derive(Clone, Debug, Default)]
+pub struct Executor {
+    options: ExecutorOptions,
+}
+
+impl Executor {
+    pub fn new(options: ExecutorOptions) -> Executor {
+        Executor { options }
+    }
+
+    /// Starts a job on `endpoint`; its output streams into `sink`, which must be drained while the
+    /// job runs (a full sink holds the job back). Containers left by an earlier attempt of the same
+    /// job id are removed first. Must be called within a tokio runtime.
+    pub fn start(&self, endpoint: MachineEndpoint, spec: BuildSpec, sink: TraceSink) -> JobHandle {
+        self.spawn(endpoint, spec, sink, job::Mode::Fresh)
+    }
+
+    /// Re-attaches to a job started by an earlier drover process: the output continues after
+    /// `cursor` (`None`: from the very beginning), the remaining steps run, and the outcome is
+    /// reported. The job fails with `runner_system_failure` if its containers are gone.
+    pub fn resume(
+        &self,
+        endpoint: MachineEndpoint,
+        spec: BuildSpec,
+        cursor: Option<LogCursor>,
+        sink: TraceSink,
+    ) -> JobHandle {
+        self.spawn(endpoint, spec, sink, job::Mode::Resume(cursor))
+    }
+
+    fn spawn(
+        &self,
+        endpoint: MachineEndpoint,
+        spec: BuildSpec,
+        sink: TraceSink,
+        mode: job::Mode,
+    ) -> JobHandle {
+        let (control_tx, control_rx) = watch::channel(Control::Run);
+        let job_id = spec.job_id;
+        let task = tokio::spawn(job::run(
+            endpoint,
+            Arc::new(spec),
+            self.options.clone(),
+            sink,
+            control_rx,
+            mode,
+        ));
+        JobHandle {
+            job_id,
+            control: JobControl(Arc::new(control_tx)),
+            task,
+        }
+    }
+
+    /// Removes every container, network and volume of a job (idempotent). For reconciliation: the
+    /// executor already cleans up after each job it runs to its end.
+    pub async fn cleanup(
+        &self,
+        endpoint: &MachineEndpoint,
+        runner: &str,
+        job_id: u64,
+    ) -> Result<(), ExecutorError> {
+        let docker = endpoint.engine.connect().await?;
+        cleanup::remove_job(&docker, runner, job_id)
+            .await
+            .map_err(|source| ExecutorError::Docker {
+                engine: endpoint.engine.describe(),
+                action: format!("removing the objects of job {job_id}"),
+                source,
+            })
+    }
+
+    /// The ids of the jobs that have containers of `runner` on the engine, for reconciliation.
+    pub async fn list_jobs(
+        &self,
+        engine: &EngineConfig,
+        runner: &str,
+    ) -> Result<Vec<u64>, ExecutorError> {
+        let docker = engine.connect().await?;
+        cleanup::list_jobs(&docker, runner)
+            .await
+            .map_err(|source| ExecutorError::Docker {
+                engine: engine.describe(),
+                action: "listing job containers".to_string(),
+                source,
+            })
+    }
+}
+
+/// What the job should do next: set through [`JobControl`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    Run,
+    /// Stop the script, still run `after_script`; the outcome is `Canceled`.
+    Cancel,
+    /// Kill everything now; the outcome is `Failed { reason }`.
+    Abort(FailureReason),
+}
+
+/// Steers a running job. Clone it freely.
+#[derive(Clone, Debug)]
+pub struct JobControl(Arc<watch::Sender<Control>>);
+
+impl JobControl {
+    /// Graceful cancel (the coordinator canceled the job): the running script step is stopped
+    /// (SIGTERM, then SIGKILL after `stop_timeout`), `after_script` still runs, the outcome is
+    /// `Canceled`.
+    pub fn cancel(&self) {
+        self.0.send_if_modified(|c| match c {
+            Control::Run => {
+                *c = Control::Cancel;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Kills everything of the job now (forceful shutdown, `AbortJob`); the outcome is
+    /// `Failed { reason }`.
+    pub fn abort(&self, reason: FailureReason) {
+        self.0.send_if_modified(|c| match c {
+            Control::Abort(_) => false,
+            _ => {
+                *c = Control::Abort(reason);
+                true
+            }
+        });
+    }
+}
+
+/// A running job.
+#[derive(Debug)]
+pub struct JobHandle {
+    job_id: u64,
+    control: JobControl,
+    task: JoinHandle<Outcome>,
+}
+
+impl JobHandle {
+    pub fn job_id(&self) -> u64 {
+        self.job_id
+    }
+
+    pub fn control(&self) -> JobControl {
+        self.control.clone()
+    }
+
+    pub fn cancel(&self) {
+        self.control.cancel();
+    }
+
+    pub fn abort(&self, reason: FailureReason) {
+        self.control.abort(reason);
+    }
+
+    /// The job's outcome, once it has ended and its containers are removed.
+    pub async fn wait(self) -> Outcome {
+        match self.task.await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::error!(job = self.job_id, error = %err, "the executor task failed");
+                Outcome::Failed {
+                    reason: FailureReason::RunnerSystemFailure,
+                    exit_code: None,
+                }
+            }
+        }
+    }
+
+    /// Stops watching the job without touching its containers: what a crash does. The job keeps
+    /// running on its machine and a later [`Executor::resume`] picks it up. Returns once drover's
+    /// side has stopped.
+    pub async fn abandon(self) {
+        self.task.abort();
+        // A cancelled task's join error is the expected end here.
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,238 @@
+//! The shell scripts the step containers run, and the files put into each step container.
+
+use std::io;
+
+use super::spec::{BuildSpec, GitStrategy, Shell, StepSpec, without_credentials};
+
+/// Where drover's files live inside a step container. In the container's own filesystem, not the
+/// builds volume: they go away with the container, so file variables never outlive the job.
+pub(crate) const DROVER_DIR: &str = "/.drover";
+pub(crate) const SCRIPT_PATH: &str = "/.drover/step.sh";
+
+/// The path a file variable's content is written to (the variable's value in the environment).
+pub(crate) fn file_variable_path(key: &str) -> String {
+    format!("{DROVER_DIR}/vars/{}", crate::labels::sanitize(key))
+}
+
+/// `'…'` for a POSIX shell.
+pub(crate) fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn prologue(shell: Shell) -> &'static str {
+    match shell {
+        Shell::Sh => "set -e\n",
+        Shell::Bash => "set -eo pipefail\n",
+    }
+}
+
+fn enter_project_dir(out: &mut String, project_dir: &str) {
+    let dir = quote(project_dir);
+    out.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
+}
+
+/// A user step: each command is echoed in green (`$ cmd`), then run; the first failure ends it.
+pub(crate) fn user_step(spec: &BuildSpec, step: &StepSpec) -> String {
+    let mut out = String::from(prologue(spec.shell));
+    enter_project_dir(&mut out, &spec.project_dir);
+    for command in &step.script {
+        out.push_str(&format!(
+            "printf '\\033[32;1m$ %s\\033[0;m\\n' {}\n{command}\n",
+            quote(command)
+        ));
+    }
+    out
+}
+
+/// Fetches the sources into the project directory per `GIT_STRATEGY`. The repository URL (which may
+/// carry the job token) is never printed nor stored in `.git/config`.
+pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
+    let git = &spec.git;
+    let dir = quote(&spec.project_dir);
+    let mut out = String::from(prologue(spec.shell));
+    out.push_str(&format!(
+        "if ! command -v git >/dev/null 2>&1; then\n  \
+         echo 'ERROR: the image {image} has no git, so the sources cannot be fetched. \
+         Use an image that has git, set helper_image, or set GIT_STRATEGY=none.' >&2\n  \
+         exit 1\nfi\n",
+        image = image.replace('\'', "")
+    ));
+    out.push_str("cd /\n");
+    if git.strategy == GitStrategy::Clone {
+        out.push_str(&format!(
+            "echo 'Cloning repository into {}...'\nrm -rf {dir}\n",
+            spec.project_dir.replace('\'', "")
+        ));
+    } else {
+        out.push_str(&format!(
+            "if [ -d {dir}/.git ]; then echo 'Fetching changes...'; \
+             else echo 'Initialized empty repository, fetching changes...'; fi\n"
+        ));
+    }
+    out.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
+    let clean_url = without_credentials(&git.repo_url);
+    out.push_str(
+        "[ -d .git ] || git -c init.defaultBranch=main init -q --template= .\n\
+         git remote remove origin >/dev/null 2>&1 || true\n",
+    );
+    // The remote keeps the URL without credentials; the fetch gets the full one on its command
+    // line, so the job token is never written into the (possibly long-lived) builds volume.
+    out.push_str(&format!("git remote add origin {}\n", quote(&clean_url)));
+    let refspecs: Vec<String> = if git.refspecs.is_empty() {
+        vec![
+            "+refs/heads/*:refs/remotes/origin/*".into(),
+            "+refs/tags/*:refs/tags/*".into(),
+        ]
+    } else {
+        git.refspecs.clone()
+    };
+    let depth = if git.depth > 0 {
+        format!(" --depth {}", git.depth)
+    } else {
+        String::new()
+    };
+    let specs: Vec<String> = refspecs.iter().map(|r| quote(r)).collect();
+    out.push_str(&format!(
+        "git fetch -q --prune --no-recurse-submodules{depth} {} {}\n",
+        quote(&git.repo_url),
+        specs.join(" ")
+    ));
+    let target = if git.sha.is_empty() {
+        &git.ref_name
+    } else {
+        &git.sha
+    };
+    let short: String = target.chars().take(8).collect();
+    out.push_str(&format!(
+        "echo {}\ngit -c advice.detachedHead=false checkout -q -f {}\ngit clean -ffdxq\n",
+        quote(&format!("Checking out {short} as {}...", git.ref_name)),
+        quote(target)
+    ));
+    out
+}
+
+/// A file to put into a step container before it starts.
+pub(crate) struct FileEntry {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+/// A tar archive of `files`, to extract at `/`.
+pub(crate) fn archive(files: &[FileEntry]) -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        let relative = file.path.trim_start_matches('/');
+        let mut parent = std::path::Path::new(relative).parent();
+        let mut chain = Vec::new();
+        while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            chain.push(dir.to_path_buf());
+            parent = dir.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if dirs.insert(dir.clone()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, &dir, io::empty())?;
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(file.mode);
+        header.set_size(file.content.len() as u64);
+        builder.append_data(&mut header, relative, file.content.as_slice())?;
+    }
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::executor::spec::{GitSpec, ImageSpec, StepName, When};
+
+    fn spec() -> BuildSpec {
+        BuildSpec {
+            job_id: 1,
+            runner: "r".into(),
+            image: ImageSpec::new("img"),
+            credentials: vec![],
+            registry_mirrors: vec![],
+            variables: vec![],
+            steps: vec![],
+            services: vec![],
+            git: GitSpec::none(),
+            timeout: Duration::from_secs(60),
+            builds_dir: "/builds".into(),
+            project_dir: "/builds/g/p".into(),
+            shell: Shell::Sh,
+            volumes: vec![],
+            privileged: false,
+            helper_image: None,
+        }
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn user_steps_echo_then_run_each_command() {
+        let step = StepSpec {
+            name: StepName::Script,
+            script: vec!["echo 'hi'".into(), "false".into()],
+            timeout: Duration::from_secs(1),
+            when: When::OnSuccess,
+            allow_failure: false,
+        };
+        let script = user_step(&spec(), &step);
+        assert!(script.starts_with("set -e\n"));
+        assert!(script.contains("cd '/builds/g/p'\n"));
+        let echo = script.find(r"'echo '\''hi'\'''").unwrap();
+        let run = script.find("\necho 'hi'\n").unwrap();
+        assert!(echo < run && script.ends_with("\nfalse\n"), "{script}");
+    }
+
+    #[test]
+    fn sources_script_never_prints_nor_stores_the_token() {
+        let mut s = spec();
+        s.git = GitSpec {
+            strategy: GitStrategy::Clone,
+            repo_url: "https://gitlab-ci-token:glcbt-SECRET@gitlab.local/g/p.git".into(),
+            sha: "0123456789abcdef".into(),
+            ref_name: "main".into(),
+            refspecs: vec![],
+            depth: 20,
+        };
+        let script = get_sources(&s, "img");
+        let echoes: Vec<&str> = script.lines().filter(|l| l.starts_with("echo")).collect();
+        assert!(echoes.iter().all(|l| !l.contains("SECRET")), "{echoes:?}");
+        assert!(script.contains("--depth 20"));
+        assert!(script.contains("git remote add origin 'https://gitlab.local/g/p.git'\n"));
+        let stored: Vec<&str> = script.lines().filter(|l| l.contains("SECRET")).collect();
+        assert_eq!(stored.len(), 1, "only the fetch sees the token: {stored:?}");
+        assert!(stored[0].starts_with("git fetch"), "{stored:?}");
+        assert!(script.contains("Checking out 01234567 as main..."));
+    }
+
+    #[test]
+    fn archive_holds_files_with_their_parents() {
+        let tar = archive(&[FileEntry {
+            path: "/.drover/vars/K".into(),
+            content: b"v".to_vec(),
+            mode: 0o644,
+        }])
+        .unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec![".drover", ".drover/vars", ".drover/vars/K"]);
+    }
+}

@@ -1,0 +1,254 @@
+//! What the executor runs: an executor-level job description. The daemon maps GitLab's job payload
+//! (and the runner's `[runners.docker]` settings) onto it; nothing here knows GitLab's JSON.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{PullPolicy, RegistryCredential};
+
+/// One job, as the executor needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// GitLab's job id: part of every container's labels and name.
+    pub job_id: u64,
+    /// The runner's short token: labels and object names (sanitised for Docker).
+    pub runner: String,
+    /// The job's image (or the runner's default image).
+    pub image: ImageSpec,
+    /// Registry credentials for pulls (the job's `credentials` plus the runner's).
+    pub credentials: Vec<RegistryCredential>,
+    /// Docker Hub mirrors tried before Docker Hub (`engine-registry-mirror`).
+    pub registry_mirrors: Vec<String>,
+    /// The job's variables, in order; later keys win, as in a shell.
+    pub variables: Vec<Variable>,
+    /// `script` (before_script + script), then `after_script`, ... in order.
+    pub steps: Vec<StepSpec>,
+    pub services: Vec<ServiceSpec>,
+    pub git: GitSpec,
+    /// The job's timeout. `after_script` runs under its own step timeout even after this expired.
+    pub timeout: Duration,
+    /// Where the builds volume is mounted (GitLab's `builds_dir`, e.g. `/builds`).
+    pub builds_dir: String,
+    /// The job's working directory, under `builds_dir` (GitLab's `CI_PROJECT_DIR`).
+    pub project_dir: String,
+    pub shell: Shell,
+    /// Extra mounts, in `[runners.docker] volumes` syntax: `source:target[:mode]` binds a host path
+    /// or a named volume; a bare `/path` gets a volume that lives as long as the job.
+    pub volumes: Vec<String>,
+    /// `[runners.docker] privileged`.
+    pub privileged: bool,
+    /// The image that fetches the sources (`helper_image`); `None`: the job's image, which then
+    /// needs `git`.
+    pub helper_image: Option<String>,
+}
+
+/// An image and how to get it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub name: String,
+    /// Overrides the image's entrypoint; `Some(vec![])` or `Some(vec!["".into()])` clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Tried in order; empty means `[Always]`.
+    pub pull_policy: Vec<PullPolicy>,
+}
+
+impl ImageSpec {
+    pub fn new(name: impl Into<String>) -> ImageSpec {
+        ImageSpec {
+            name: name.into(),
+            entrypoint: None,
+            pull_policy: Vec::new(),
+        }
+    }
+}
+
+/// A job variable. Its value never appears in drover's logs (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    /// Written to a file; the environment variable holds the file's path.
+    pub file: bool,
+    /// Hidden in the trace (the trace buffer masks it downstream).
+    pub masked: bool,
+    pub public: bool,
+}
+
+impl Variable {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Variable {
+        Variable {
+            key: key.into(),
+            value: value.into(),
+            file: false,
+            masked: false,
+            public: true,
+        }
+    }
+}
+
+impl fmt::Debug for Variable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Variable")
+            .field("key", &self.key)
+            .field("value", &"[hidden]")
+            .field("file", &self.file)
+            .field("masked", &self.masked)
+            .finish()
+    }
+}
+
+/// A step of the job's script.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: StepName,
+    /// Shell commands, run in one shell that stops at the first failing one.
+    pub script: Vec<String>,
+    pub timeout: Duration,
+    pub when: When,
+    /// A failure of this step does not fail the job (`after_script`).
+    pub allow_failure: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepName {
+    /// `before_script` + `script`: bound by the job's timeout.
+    Script,
+    /// `after_script`: runs under its own timeout, also after a cancel or a job timeout.
+    AfterScript,
+}
+
+impl StepName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Script => "script",
+            StepName::AfterScript => "after_script",
+        }
+    }
+}
+
+/// When a step runs, given how the job is doing so far (a canceled job counts as failed).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+/// A sidecar container the job reaches by its aliases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub image: ImageSpec,
+    /// Host names on the job's network; empty: derived from the image name as GitLab does
+    /// (`tutum/wordpress:1` → `tutum-wordpress` and `tutum__wordpress`).
+    pub aliases: Vec<String>,
+    pub command: Option<Vec<String>>,
+    /// The service's own variables, added to the job's (non-file) variables.
+    pub variables: Vec<Variable>,
+}
+
+/// How the sources get into the project directory.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSpec {
+    pub strategy: GitStrategy,
+    /// May carry the job token (`https://gitlab-ci-token:TOKEN@host/…`): never logged.
+    pub repo_url: String,
+    pub sha: String,
+    pub ref_name: String,
+    /// Empty: all branches and tags.
+    pub refspecs: Vec<String>,
+    /// 0: full history.
+    pub depth: u32,
+}
+
+impl GitSpec {
+    pub fn none() -> GitSpec {
+        GitSpec {
+            strategy: GitStrategy::None,
+            repo_url: String::new(),
+            sha: String::new(),
+            ref_name: String::new(),
+            refspecs: Vec::new(),
+            depth: 0,
+        }
+    }
+}
+
+impl fmt::Debug for GitSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitSpec")
+            .field("strategy", &self.strategy)
+            .field("repo_url", &without_credentials(&self.repo_url))
+            .field("sha", &self.sha)
+            .field("ref_name", &self.ref_name)
+            .field("refspecs", &self.refspecs)
+            .field("depth", &self.depth)
+            .finish()
+    }
+}
+
+/// GitLab's `GIT_STRATEGY`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GitStrategy {
+    /// Leave the project directory as it is.
+    None,
+    /// Reuse the working copy in the builds volume if there is one.
+    Fetch,
+    /// Start from an empty directory.
+    Clone,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shell {
+    Sh,
+    Bash,
+}
+
+impl Shell {
+    pub fn program(self) -> &'static str {
+        match self {
+            Shell::Sh => "sh",
+            Shell::Bash => "bash",
+        }
+    }
+}
+
+/// `scheme://user:secret@host/path` → `scheme://host/path`.
+pub(crate) fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped_from_urls() {
+        assert_eq!(
+            without_credentials("https://gitlab-ci-token:glcbt-123@gitlab.local/g/p.git"),
+            "https://gitlab.local/g/p.git"
+        );
+        assert_eq!(without_credentials("file:///repo.git"), "file:///repo.git");
+        assert_eq!(without_credentials("https://host/a@b"), "https://host/a@b");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut v = Variable::new("TOKEN", "s3cret-value");
+        v.masked = true;
+        assert!(!format!("{v:?}").contains("s3cret"));
+        let git = GitSpec {
+            repo_url: "https://gitlab-ci-token:glcbt-xyz@h/p.git".into(),
+            ..GitSpec::none()
+        };
+        assert!(!format!("{git:?}").contains("glcbt-xyz"));
+    }
+}

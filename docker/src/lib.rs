@@ -1,0 +1,32 @@
+//! drover's Docker adapters: the job [`executor`] and the `docker` machine [`provider`].
+//!
+//! Both talk to Docker engines through bollard, negotiating the API version down to the engine's
+//! (Docker 20.10 speaks 1.41). Everything drover creates on an engine carries `drover.*` labels
+//! ([`labels`]): reconciliation after a crash and cleanup after a job find objects by label alone.
+//!
+//! - [`provider::DockerProvider`] implements [`provider::MachineProvider`]: a machine is a sandbox
+//!   (volume + network + anchor container) on an engine.
+//! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
+//!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
+
+mod engine;
+pub mod executor;
+mod image;
+pub mod labels;
+pub mod provider;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod trace;
+
+pub use engine::{EngineConfig, EngineError, TlsFiles};
+pub use executor::spec::{
+    BuildSpec, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName, StepSpec, Variable,
+    When,
+};
+pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
+pub use image::{ImageError, ImageRef, PullPolicy, RegistryCredential};
+pub use provider::{
+    DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,
+    ProviderErrorKind,
+};
+pub use trace::{LogCursor, TraceChunk, TraceSink};

@@ -1,0 +1,9 @@
+//! drover-docker against the real Docker engine. Without an engine these tests say "SKIPPED" on
+//! stderr, except in CI (`CI` set), where they fail.
+
+mod git;
+mod jobs;
+mod provider;
+mod resume;
+mod services;
+mod support;
