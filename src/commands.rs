@@ -5,6 +5,7 @@ pub mod list;
 pub mod register;
 pub mod replay;
 pub mod run;
+pub mod runner_entries;
 pub mod simulate;
 pub mod status;
 pub mod unregister;

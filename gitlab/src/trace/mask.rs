@@ -1,0 +1,353 @@
+//! Streaming redaction of the job log.
+//!
+//! Stages run in GitLab Runner's order: token prefixes (`glrt-…` → `glrt-[MASKED]`), then masked
+//! phrases (→ `[MASKED]`), then UTF-8 repair (invalid bytes → U+FFFD). Each stage holds back only
+//! what a later write could still turn into a match, so a secret split across writes is masked
+//! exactly as if it had arrived in one piece.
+
+use crate::mask::MASKED;
+
+/// Characters that can follow a token prefix (GitLab Runner's token alphabet).
+fn in_token_alphabet(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'=')
+}
+
+/// Masks `<prefix><token alphabet>+` as `<prefix>[MASKED]`. Holds back at most a partial prefix;
+/// token characters are swallowed as they come.
+#[derive(Debug, Clone)]
+struct PrefixStage {
+    prefix: Vec<u8>,
+    /// Bytes of `prefix` matched so far (held back).
+    matching: usize,
+    /// Inside a token body: its characters are being dropped.
+    in_token: bool,
+    /// At least one token character was dropped since the prefix.
+    swallowed: bool,
+}
+
+impl PrefixStage {
+    fn new(prefix: &str) -> Self {
+        PrefixStage {
+            prefix: prefix.as_bytes().to_vec(),
+            matching: 0,
+            in_token: false,
+            swallowed: false,
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            self.byte(b, out);
+        }
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if self.in_token {
+            if in_token_alphabet(b) {
+                self.swallowed = true;
+                return;
+            }
+            self.end_token(out);
+        }
+        if b == self.prefix[self.matching] {
+            self.matching += 1;
+            if self.matching == self.prefix.len() {
+                out.extend_from_slice(&self.prefix);
+                self.matching = 0;
+                self.in_token = true;
+                self.swallowed = false;
+            }
+            return;
+        }
+        // Mismatch: release the held partial prefix, except a suffix of it that may still start
+        // a prefix (together with `b`).
+        let held = std::mem::take(&mut self.matching);
+        let mut candidate: Vec<u8> = self.prefix[..held].to_vec();
+        candidate.push(b);
+        for start in 0..candidate.len() {
+            let tail = &candidate[start..];
+            if self.prefix.starts_with(tail) {
+                out.extend_from_slice(&candidate[..start]);
+                self.matching = tail.len();
+                if self.matching == self.prefix.len() {
+                    out.extend_from_slice(&self.prefix);
+                    self.matching = 0;
+                    self.in_token = true;
+                    self.swallowed = false;
+                }
+                return;
+            }
+        }
+        out.extend_from_slice(&candidate);
+    }
+
+    fn end_token(&mut self, out: &mut Vec<u8>) {
+        if self.swallowed {
+            out.extend_from_slice(MASKED.as_bytes());
+        }
+        self.in_token = false;
+        self.swallowed = false;
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.in_token {
+            self.end_token(out);
+        }
+        out.extend_from_slice(&self.prefix[..self.matching]);
+        self.matching = 0;
+    }
+}
+
+/// Masks whole phrases, leftmost-longest. Holds back the tail that is still a proper prefix of
+/// some phrase.
+#[derive(Debug, Clone)]
+struct PhraseStage {
+    phrases: Vec<Vec<u8>>,
+    /// Whether a byte can start a phrase: a fast skip for the common case.
+    first: [bool; 256],
+    pending: Vec<u8>,
+}
+
+enum Match {
+    Full(usize),
+    NeedMore,
+    None,
+}
+
+impl PhraseStage {
+    fn new(phrases: &[String]) -> Self {
+        let mut phrases: Vec<Vec<u8>> = phrases
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        phrases.sort();
+        phrases.dedup();
+        let mut first = [false; 256];
+        for p in &phrases {
+            first[p[0] as usize] = true;
+        }
+        PhraseStage {
+            phrases,
+            first,
+            pending: Vec::new(),
+        }
+    }
+
+    fn match_at(&self, s: &[u8], at_end: bool) -> Match {
+        let mut best = 0;
+        for p in &self.phrases {
+            if s.len() >= p.len() {
+                if s.starts_with(p) {
+                    best = best.max(p.len());
+                }
+            } else if !at_end && p.starts_with(s) {
+                // A longer phrase may still match here: wait, to mask leftmost-longest.
+                return Match::NeedMore;
+            }
+        }
+        if best > 0 {
+            Match::Full(best)
+        } else {
+            Match::None
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.phrases.is_empty() {
+            out.extend_from_slice(input);
+            return;
+        }
+        self.pending.extend_from_slice(input);
+        self.drain(out, false);
+    }
+
+    fn drain(&mut self, out: &mut Vec<u8>, at_end: bool) {
+        let mut i = 0;
+        let mut literal = 0;
+        while i < self.pending.len() {
+            if !self.first[self.pending[i] as usize] {
+                i += 1;
+                continue;
+            }
+            match self.match_at(&self.pending[i..], at_end) {
+                Match::Full(len) => {
+                    out.extend_from_slice(&self.pending[literal..i]);
+                    out.extend_from_slice(MASKED.as_bytes());
+                    i += len;
+                    literal = i;
+                }
+                Match::NeedMore => break,
+                Match::None => i += 1,
+            }
+        }
+        out.extend_from_slice(&self.pending[literal..i]);
+        self.pending.drain(..i);
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.drain(out, true);
+        out.append(&mut self.pending);
+    }
+}
+
+/// Replaces invalid UTF-8 with U+FFFD, holding back an incomplete sequence at the end.
+#[derive(Debug, Clone, Default)]
+struct Utf8Stage {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stage {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(input);
+        let mut rest: &[u8] = &self.pending;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    out.extend_from_slice(valid.as_bytes());
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.extend_from_slice(valid);
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.extend_from_slice(
+                                char::REPLACEMENT_CHARACTER.to_string().as_bytes(),
+                            );
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = rest.to_vec();
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            out.extend_from_slice(char::REPLACEMENT_CHARACTER.to_string().as_bytes());
+        }
+    }
+}
+
+/// The whole redaction pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Redactor {
+    prefixes: Vec<PrefixStage>,
+    phrases: PhraseStage,
+    utf8: Utf8Stage,
+}
+
+/// At most this many prefixes are honoured, as in GitLab Runner.
+const MAX_PREFIXES: usize = 10;
+
+impl Redactor {
+    pub(crate) fn new(phrases: &[String], token_prefixes: &[String]) -> Self {
+        let mut prefixes: Vec<String> = Vec::new();
+        for p in token_prefixes.iter().map(|p| p.trim()) {
+            if !p.is_empty() && !prefixes.iter().any(|q| q == p) && prefixes.len() < MAX_PREFIXES {
+                prefixes.push(p.to_owned());
+            }
+        }
+        // Longest first, so `glrtr-` is seen whole before a shorter prefix could claim part of it.
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Redactor {
+            prefixes: prefixes.iter().map(|p| PrefixStage::new(p)).collect(),
+            phrases: PhraseStage::new(phrases),
+            utf8: Utf8Stage::default(),
+        }
+    }
+
+    /// Redacts `input`, appending what is final to `out`.
+    pub(crate) fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut data = input.to_vec();
+        for stage in &mut self.prefixes {
+            let mut next = Vec::with_capacity(data.len());
+            stage.push(&data, &mut next);
+            data = next;
+        }
+        let mut masked = Vec::with_capacity(data.len());
+        self.phrases.push(&data, &mut masked);
+        self.utf8.push(&masked, out);
+    }
+
+    /// Flushes everything held back.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+        let mut data = Vec::new();
+        for i in 0..self.prefixes.len() {
+            let mut next = Vec::new();
+            self.prefixes[i].push(&data, &mut next);
+            self.prefixes[i].finish(&mut next);
+            data = next;
+        }
+        let mut masked = Vec::new();
+        self.phrases.push(&data, &mut masked);
+        self.phrases.finish(&mut masked);
+        self.utf8.push(&masked, out);
+        self.utf8.finish(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(phrases: &[&str], prefixes: &[&str], chunks: &[&[u8]]) -> String {
+        let phrases: Vec<String> = phrases.iter().map(|s| s.to_string()).collect();
+        let prefixes: Vec<String> = prefixes.iter().map(|s| s.to_string()).collect();
+        let mut r = Redactor::new(&phrases, &prefixes);
+        let mut out = Vec::new();
+        for c in chunks {
+            r.push(c, &mut out);
+        }
+        r.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn phrases_are_masked_whole_and_split() {
+        assert_eq!(run(&["s3cr3t"], &[], &[b"a s3cr3t b"]), "a [MASKED] b");
+        assert_eq!(
+            run(&["s3cr3t"], &[], &[b"a s3c", b"r3", b"t b"]),
+            "a [MASKED] b"
+        );
+        assert_eq!(run(&["s3cr3t"], &[], &[b"s3c", b"r"]), "s3cr");
+        // Self-overlapping phrase (a naive streaming matcher leaks here).
+        assert_eq!(run(&["aab"], &[], &[b"aa", b"ab"]), "a[MASKED]");
+        // Leftmost-longest.
+        assert_eq!(run(&["abc", "abcdef"], &[], &[b"xabcdefx"]), "x[MASKED]x");
+        assert_eq!(run(&["abc", "abcdef"], &[], &[b"xabcdex"]), "x[MASKED]dex");
+    }
+
+    #[test]
+    fn token_prefixes_keep_the_prefix() {
+        let p = ["glrt-", "glcbt-"];
+        assert_eq!(
+            run(&[], &p, &[b"t=glrt-abc_DEF.1 ok"]),
+            "t=glrt-[MASKED] ok"
+        );
+        assert_eq!(
+            run(&[], &p, &[b"t=gl", b"rt-ab", b"c ok"]),
+            "t=glrt-[MASKED] ok"
+        );
+        assert_eq!(run(&[], &p, &[b"end glcbt-xyz"]), "end glcbt-[MASKED]");
+        assert_eq!(run(&[], &p, &[b"just glrt- here"]), "just glrt- here");
+        assert_eq!(run(&[], &p, &[b"glglrt-x!"]), "glglrt-[MASKED]!");
+        assert_eq!(run(&[], &p, &[b"gl"]), "gl");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_split_chars_survive() {
+        let euro = "€".as_bytes();
+        assert_eq!(run(&[], &[], &[&euro[..1], &euro[1..]]), "€");
+        assert_eq!(run(&[], &[], &[b"a\xffb"]), "a\u{fffd}b");
+        assert_eq!(run(&[], &[], &[&euro[..2]]), "\u{fffd}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of drover-gitlab against its fake GitLab (one test binary).
+
+mod common;
+mod faults;
+mod fixtures;
+mod masking;
+mod protocol;
+mod strictness;
+mod tls;

@@ -1,0 +1,223 @@
+//! `drover replay JOURNAL`: re-run a journal through the scheduling core, verify its digests, and
+//! summarise what happened.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use drover_core::Command;
+use drover_journal::{Summary, command_kind};
+
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The journal file (in a daemon's state directory: `journal`)
+    #[arg(value_name = "JOURNAL")]
+    pub journal: PathBuf,
+    /// Also check every invariant of the core after every step
+    #[arg(long)]
+    pub check_invariants: bool,
+    /// Print every event and the commands it produced, one line each
+    #[arg(long)]
+    pub events: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let journal = drover_journal::read(&args.journal)
+        .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
+    let mut violation = None;
+    let mut lines = String::new();
+    let replay = drover_journal::replay(&journal, |now, event, step| {
+        if args.events {
+            let cmds: Vec<String> = step.commands.iter().map(describe).collect();
+            let _ = writeln!(lines, "{now} {:<24} -> {}", event.kind(), cmds.join(", "));
+        }
+    })
+    .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
+    if args.check_invariants {
+        // Replay again, checking after each step (kept out of the first pass so that pass stays fast).
+        let mut core = drover_core::Core::new(journal.header.config.clone(), journal.header.created_at);
+        for (offset, frame) in &journal.frames {
+            match frame {
+                drover_journal::Frame::Event { now, event, .. } => {
+                    let step = core.handle(*now, event.clone());
+                    if let Err(v) = core.check_invariants().and_then(|()| core.check_step(event, &step)) {
+                        violation = Some(format!("{v} (frame at offset {offset})"));
+                        break;
+                    }
+                }
+                drover_journal::Frame::Snapshot { seq, core: bytes, .. } if *seq != core.state().seq() => {
+                    core = drover_core::decode_snapshot(bytes)
+                        .with_context(|| format!("decoding the snapshot at offset {offset}"))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    print!("{lines}");
+    let stats = replay.core.state().stats().clone();
+    let anomalies = replay.core.state().anomalies();
+    if args.json {
+        let json = serde_json::json!({
+            "journal": args.journal,
+            "format": journal.format,
+            "drover_version": journal.header.drover_version,
+            "runners": journal.header.config.runners.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            "first": replay.summary.first.map(|t| t.to_string()),
+            "last": replay.summary.last.map(|t| t.to_string()),
+            "events": replay.summary.events,
+            "events_by_kind": replay.summary.events_by_kind,
+            "commands_by_kind": replay.summary.commands_by_kind,
+            "snapshots": replay.summary.snapshots,
+            "stats": {
+                "jobs_received": stats.jobs_received,
+                "jobs_started": stats.jobs_started,
+                "jobs_finished": stats.jobs_finished,
+                "jobs_failed_unstarted": stats.jobs_failed_unstarted,
+                "machines_requested": stats.machines_requested,
+                "machines_created": stats.machines_created,
+                "creation_failures": stats.creation_failures,
+                "machines_removed": stats.machines_removed,
+                "removal_failures": stats.removal_failures,
+                "machines_lost": stats.machines_lost,
+                "orphans_found": stats.orphans_found,
+                "machines_abandoned": stats.machines_abandoned,
+            },
+            "anomalies": anomalies.by_kind.iter().map(|(k, n)| (k.as_str(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "digests_checked": replay.digests_checked,
+            "divergences": replay.divergences.iter().map(|d| serde_json::json!({
+                "offset": d.offset, "seq": d.seq, "what": d.what,
+                "recorded": format!("{:016x}", d.recorded), "replayed": format!("{:016x}", d.replayed),
+            })).collect::<Vec<_>>(),
+            "torn_tail": journal.torn_tail.map(|t| serde_json::json!({"offset": t.offset, "bytes": t.len})),
+            "invariant_violation": violation,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_summary(&args, &journal, &replay.summary, &stats, anomalies);
+        println!(
+            "digests: {} verified, {} divergence{}",
+            replay.digests_checked,
+            replay.divergences.len(),
+            if replay.divergences.len() == 1 { "" } else { "s" }
+        );
+        for d in replay.divergences.iter().take(5) {
+            println!(
+                "  at byte offset {} (event {}): {} recorded {:016x}, replayed {:016x}",
+                d.offset, d.seq, d.what, d.recorded, d.replayed
+            );
+        }
+        if args.check_invariants {
+            match &violation {
+                None => println!("invariants: held after every step"),
+                Some(v) => println!("invariants: {v}"),
+            }
+        }
+    }
+    if let Some(t) = journal.torn_tail {
+        eprintln!(
+            "warning: {} ends in a torn frame at byte offset {} ({} bytes): a crash mid-write; \
+             `drover run` truncates it on its next start",
+            args.journal.display(),
+            t.offset,
+            t.len
+        );
+    }
+    if !replay.divergences.is_empty() {
+        return Err(exit::with_code(
+            exit::JOURNAL,
+            anyhow::anyhow!(
+                "the replay diverged from the recording {} time(s), first at byte offset {}: this \
+                 drover does not schedule as the one that wrote the journal",
+                replay.divergences.len(),
+                replay.divergences[0].offset
+            ),
+        ));
+    }
+    if let Some(v) = violation {
+        return Err(exit::with_code(exit::JOURNAL, anyhow::anyhow!("invariant violated during replay: {v}")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    args: &Args,
+    journal: &drover_journal::Journal,
+    summary: &Summary,
+    stats: &drover_core::state::Stats,
+    anomalies: &drover_core::state::Anomalies,
+) {
+    let cfg = &journal.header.config;
+    println!(
+        "journal {} (format {}, written by drover {})",
+        args.journal.display(),
+        journal.format,
+        journal.header.drover_version
+    );
+    let names: Vec<&str> = cfg.runners.iter().map(|r| r.name.as_str()).collect();
+    println!("config: concurrent {}, runners: {}", cfg.concurrent, names.join(", "));
+    if let (Some(first), Some(last)) = (summary.first, summary.last) {
+        let span = last.since(first);
+        println!(
+            "span: {first} .. {last} ({})",
+            humantime::format_duration(std::time::Duration::from_secs(span.as_secs()))
+        );
+    }
+    println!("events: {} in {} frames, {} snapshot(s)", summary.events, journal.frames.len(), summary.snapshots);
+    println!("  {}", join_counts(&summary.events_by_kind));
+    println!("commands:");
+    println!("  {}", join_counts(&summary.commands_by_kind));
+    println!(
+        "jobs: {} received, {} started, {} finished, {} failed before starting",
+        stats.jobs_received, stats.jobs_started, stats.jobs_finished, stats.jobs_failed_unstarted
+    );
+    println!(
+        "machines: {} requested, {} created, {} creation failures, {} removed, {} removal failures, \
+         {} lost, {} orphans removed, {} abandoned",
+        stats.machines_requested,
+        stats.machines_created,
+        stats.creation_failures,
+        stats.machines_removed,
+        stats.removal_failures,
+        stats.machines_lost,
+        stats.orphans_found,
+        stats.machines_abandoned
+    );
+    if anomalies.by_kind.is_empty() {
+        println!("anomalies: none");
+    } else {
+        println!("anomalies:");
+        for (kind, n) in &anomalies.by_kind {
+            println!("  {n} x {}", kind.as_str());
+        }
+    }
+}
+
+fn join_counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if m.is_empty() {
+        return "none".to_string();
+    }
+    m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// One command, short.
+fn describe(c: &Command) -> String {
+    match c {
+        Command::RequestJob { runner } => format!("request_job(runner {})", runner.0),
+        Command::CancelRequests { runner } => format!("cancel_requests(runner {})", runner.0),
+        Command::CreateMachine { name, .. } => format!("create_machine({name})"),
+        Command::RemoveMachine { name, reason, .. } => format!("remove_machine({name}, {})", reason.as_str()),
+        Command::RunJob { job, machine, .. } => format!("run_job({}, {})", job.0, machine.map_or("local".into(), |m| m.0.to_string())),
+        Command::ResumeJob { job, .. } => format!("resume_job({})", job.0),
+        Command::CancelJob { job } => format!("cancel_job({})", job.0),
+        Command::AbortJob { job, .. } => format!("abort_job({})", job.0),
+        Command::FailJob { job, reason, .. } => format!("fail_job({}, {})", job.0, reason.as_str()),
+        Command::ListMachines { runner, .. } => format!("list_machines(runner {})", runner.0),
+        c @ Command::Exit { .. } => command_kind(c).to_string(),
+    }
+}

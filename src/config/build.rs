@@ -1,0 +1,506 @@
+//! From the raw layer to the validated configs: the core's [`drover_core::Config`] and the
+//! daemon's settings. Every problem is collected with its place in the file, so one run of
+//! `drover check-config` shows them all.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use drover_core::{Config as CoreConfig, Executor, RunnerConfig};
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, KeyRef, Location, Warning, WarningKind};
+use super::raw::{RawConfig, RawRunner};
+use super::schema::{Walk, suggest};
+use super::settings::{
+    ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings, Secret, ShutdownDrain,
+};
+use super::timezone::LocalZone;
+use super::{docker, machine};
+
+/// GitLab Runner's defaults.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_OUTPUT_LIMIT_KB: u32 = 4096;
+
+/// Collects problems while building.
+pub struct Ctx<'a> {
+    pub text: &'a str,
+    pub local: &'a LocalZone,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Warning>,
+    /// The first period that needed `Local`, for the warning if it cannot be resolved.
+    local_zone_used: Option<(String, Range<usize>)>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(text: &'a str, local: &'a LocalZone) -> Ctx<'a> {
+        Ctx {
+            text,
+            local,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            local_zone_used: None,
+        }
+    }
+
+    pub fn error(&mut self, diagnostic: Diagnostic) {
+        self.errors.push(diagnostic);
+    }
+
+    /// A diagnostic pointing at `span`, to pass to [`Ctx::error`] or [`Ctx::warn_at`].
+    pub fn diag(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(message).at(self.text, span)
+    }
+
+    /// A warning about the key at `span`, named `path`.
+    pub fn warn_at(&mut self, kind: WarningKind, path: String, span: Range<usize>, d: Diagnostic) {
+        let d = d.at(self.text, span.clone());
+        let line = Location::of(self.text, span).line;
+        self.warnings.push(Warning {
+            kind,
+            keys: vec![KeyRef { path, line }],
+            diagnostic: d,
+        });
+    }
+
+    pub fn line(&self, span: Range<usize>) -> usize {
+        Location::of(self.text, span).line
+    }
+
+    /// The IANA name for `Local`, remembering where it was needed in case it is unknown.
+    pub fn local_zone(&mut self, path: &str, span: Range<usize>) -> String {
+        self.local_zone_used
+            .get_or_insert_with(|| (path.to_string(), span));
+        self.local.name().to_string()
+    }
+}
+
+/// Builds the validated configs, or returns `None` when errors were recorded in `ctx`.
+pub fn build(
+    raw: RawConfig,
+    walk: &Walk,
+    caches: Vec<Option<super::settings::CacheSettings>>,
+    ctx: &mut Ctx<'_>,
+) -> Option<(CoreConfig, GlobalSettings, Vec<RunnerSettings>)> {
+    key_warnings(walk, ctx);
+    let global = global(&raw, ctx);
+    let names = runner_names(&raw.runners, ctx);
+
+    let mut core_runners = Vec::new();
+    let mut runners = Vec::new();
+    for (i, (raw_runner, name)) in raw.runners.into_iter().zip(names).enumerate() {
+        if let Some((core, mut settings)) = runner(raw_runner, i, name, ctx) {
+            settings.cache = caches.get(i).cloned().flatten();
+            core_runners.push(core);
+            runners.push(settings);
+        }
+    }
+    if let Some((path, span)) = ctx.local_zone_used.clone()
+        && let LocalZone::Unknown { reason } = ctx.local {
+            let d = Diagnostic::new(format!(
+                "periods in the `Local` time zone are evaluated in UTC: {reason}"
+            ))
+            .hint("set `Timezone` to a zone name such as \"Europe/Berlin\", or set TZ");
+            ctx.warn_at(WarningKind::LocalTimezone, path, span, d);
+        }
+    if !ctx.errors.is_empty() {
+        return None;
+    }
+
+    let mut core = CoreConfig::new(global.concurrent);
+    core.check_interval = global.check_interval;
+    core.shutdown_timeout = global.shutdown_timeout;
+    core.drain_machines_on_shutdown = global.shutdown_drain.enabled;
+    core.runners = core_runners;
+    if let Err(e) = core.validate() {
+        // Everything `validate` checks was checked above with a location; this is a backstop.
+        ctx.error(Diagnostic::new(format!("invalid config: {e}")));
+        return None;
+    }
+    Some((core, global, runners))
+}
+
+/// One warning naming every ignored key, and one per kind of deprecation.
+fn key_warnings(walk: &Walk, ctx: &mut Ctx<'_>) {
+    if !walk.ignored.is_empty() {
+        let n = walk.ignored.len();
+        let mut d = Diagnostic::new(format!(
+            "{n} key{} GitLab Runner knows {} no effect in drover and {} ignored",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "has" } else { "have" },
+            if n == 1 { "is" } else { "are" },
+        ))
+        .hint("remove them to silence this warning; drover acts on the keys listed in its README");
+        d.listing = walk
+            .ignored
+            .iter()
+            .map(|k| (k.line, k.path.clone()))
+            .collect();
+        ctx.warnings.push(Warning {
+            kind: WarningKind::IgnoredKeys,
+            keys: walk.ignored.clone(),
+            diagnostic: d,
+        });
+    }
+    let mut by_hint: BTreeMap<&str, Vec<KeyRef>> = BTreeMap::new();
+    for (key, hint) in &walk.deprecated {
+        by_hint.entry(hint).or_default().push(key.clone());
+    }
+    for (hint, keys) in by_hint {
+        let mut d = Diagnostic::new("deprecated keys have no effect and are ignored").hint(hint);
+        d.listing = keys.iter().map(|k| (k.line, k.path.clone())).collect();
+        ctx.warnings.push(Warning {
+            kind: WarningKind::Deprecated,
+            keys,
+            diagnostic: d,
+        });
+    }
+}
+
+fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
+    let concurrent = match &raw.concurrent {
+        None => {
+            ctx.error(
+                Diagnostic::new("`concurrent` is missing")
+                    .hint("add `concurrent = N` at the top of the file: how many jobs drover runs at once across all runners"),
+            );
+            1
+        }
+        Some(c) if c.get_ref().0 == 0 => {
+            ctx.error(
+                ctx.diag(c.span(), "`concurrent` must be at least 1")
+                    .label("no job could ever run")
+                    .hint("set it to how many jobs may run at once across all runners, e.g. `concurrent = 10`"),
+            );
+            1
+        }
+        Some(c) => c.get_ref().0,
+    };
+    let secs_or = |v: Option<super::raw::Count>, default: Duration| match v {
+        Some(c) if c.0 > 0 => Duration::from_secs(u64::from(c.0)),
+        _ => default,
+    };
+    let log_level = raw.log_level.as_ref().and_then(|l| {
+        let level = LogLevel::parse(l.get_ref());
+        if level.is_none() {
+            ctx.error(
+                ctx.diag(l.span(), format!("unknown log_level {:?}", l.get_ref()))
+                    .hint("use one of \"debug\", \"info\", \"warning\", \"error\""),
+            );
+        }
+        level
+    });
+    let log_format = raw.log_format.as_ref().and_then(|l| {
+        let format = LogFormat::parse(l.get_ref());
+        if format.is_none() {
+            ctx.error(
+                ctx.diag(l.span(), format!("unknown log_format {:?}", l.get_ref()))
+                    .hint("use \"text\" (or GitLab Runner's \"runner\") or \"json\""),
+            );
+        }
+        format
+    });
+    let listen_address = raw.listen_address.as_ref().and_then(|a| {
+        let addr = a.get_ref().trim();
+        let port_ok = addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        if addr.is_empty() {
+            None
+        } else if port_ok {
+            Some(addr.to_string())
+        } else {
+            ctx.error(
+                ctx.diag(a.span(), format!("listen_address {addr:?} has no port"))
+                    .label("expected host:port")
+                    .hint("write the metrics address as \"host:port\", e.g. \"127.0.0.1:9252\" or \":9252\""),
+            );
+            None
+        }
+    });
+    let drain = raw.machine.as_ref().and_then(|m| m.shutdown_drain.as_ref());
+    let defaults = ShutdownDrain::default();
+    let shutdown_drain = match drain {
+        None => defaults,
+        Some(d) => ShutdownDrain {
+            enabled: d.enabled,
+            concurrency: d.concurrency.map_or(defaults.concurrency, |c| c.0.max(1)),
+            max_retries: d.max_retries.map_or(defaults.max_retries, |c| c.0),
+            retry_backoff: d.retry_backoff.map_or(defaults.retry_backoff, |b| b.0),
+        },
+    };
+    GlobalSettings {
+        concurrent,
+        check_interval: secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL),
+        shutdown_timeout: secs_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+        listen_address,
+        log_level,
+        log_format,
+        shutdown_drain,
+    }
+}
+
+/// Each runner's unique name: its own, or one derived from its token or position.
+fn runner_names(runners: &[Spanned<RawRunner>], ctx: &mut Ctx<'_>) -> Vec<String> {
+    let mut first_seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in runners {
+        if let Some(name) = r
+            .get_ref()
+            .name
+            .as_ref()
+            .filter(|n| !n.get_ref().trim().is_empty())
+        {
+            let line = ctx.line(name.span());
+            let key = name.get_ref().trim().to_string();
+            if let Some(first) = first_seen.get(&key) {
+                ctx.error(
+                    ctx.diag(name.span(), format!("two runners are named {key:?}"))
+                        .label("a second runner with this name")
+                        .note(format!("the first is on line {first}"))
+                        .hint("runner names must be unique: drover matches runners by name across reloads"),
+                );
+            } else {
+                first_seen.insert(key, line);
+            }
+        }
+    }
+    let mut taken: std::collections::BTreeSet<String> = first_seen.into_keys().collect();
+    let mut names = Vec::new();
+    for (i, r) in runners.iter().enumerate() {
+        let raw = r.get_ref();
+        if let Some(name) = raw.name.as_ref().filter(|n| !n.get_ref().trim().is_empty()) {
+            names.push(name.get_ref().trim().to_string());
+            continue;
+        }
+        let token = raw.token.as_deref().filter(|t| !t.is_empty());
+        let base = match token {
+            Some(t) => format!("runner-{}", drover_core::config::short_token(t, "")),
+            None => format!("runner-{}", i + 1),
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        taken.insert(name.clone());
+        let d = Diagnostic::new(format!(
+            "runner #{} has no name; drover calls it {name:?}",
+            i + 1
+        ))
+        .label("this [[runners]] entry")
+        .hint(
+            "add `name = \"...\"` to it: logs, metrics and config reloads identify runners by name",
+        );
+        let span = first_line(ctx.text, r.span());
+        ctx.warn_at(WarningKind::UnnamedRunner, format!("runners[{i}]"), span, d);
+        names.push(name);
+    }
+    names
+}
+
+/// The first line of a span: a table's span covers all its lines, its header is enough.
+pub fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
+    let start = span.start.min(text.len());
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    start..end.min(span.end.max(start + 1))
+}
+
+fn runner(
+    raw: Spanned<RawRunner>,
+    index: usize,
+    name: String,
+    ctx: &mut Ctx<'_>,
+) -> Option<(RunnerConfig, RunnerSettings)> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let errors_before = ctx.errors.len();
+    let executor = match &raw.executor {
+        None => {
+            ctx.error(
+                ctx.diag(
+                    first_line(ctx.text, span.clone()),
+                    format!("runner {name:?} has no `executor`"),
+                )
+                .label("this [[runners]] entry")
+                .hint(
+                    "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
+                         `executor = \"docker\"` (jobs on this host's Docker engine)",
+                ),
+            );
+            None
+        }
+        Some(e) => match e.get_ref().as_str() {
+            "docker+machine" => Some(ExecutorKind::DockerMachine),
+            "docker" => Some(ExecutorKind::Docker),
+            other => {
+                let known = ["docker+machine", "docker"];
+                let hint = match suggest(other, known.into_iter()) {
+                    Some(s) => format!("did you mean {s:?}?"),
+                    None => "drover supports \"docker+machine\" (an autoscaled pool of machines) \
+                             and \"docker\" (jobs on this host's Docker engine)"
+                        .into(),
+                };
+                ctx.error(
+                    ctx.diag(
+                        e.span(),
+                        format!("runner {name:?}: executor {other:?} is not supported"),
+                    )
+                    .label("drover runs jobs in Docker only")
+                    .hint(hint),
+                );
+                None
+            }
+        },
+    };
+
+    let url = raw.url.as_ref().and_then(|u| {
+        let url = u.get_ref().trim();
+        if url.is_empty() {
+            None
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            Some(url.to_string())
+        } else {
+            ctx.error(
+                ctx.diag(
+                    u.span(),
+                    format!("runner {name:?}: url {url:?} is not an http(s) URL"),
+                )
+                .hint("write the GitLab address in full, e.g. \"https://gitlab.example.com/\""),
+            );
+            None
+        }
+    });
+    let token = raw
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    let environment = key_values(
+        &raw.environment,
+        &format!("runners[{index}].environment"),
+        ctx,
+    );
+    let docker = raw
+        .docker
+        .map(|d| docker::settings(d, index, ctx))
+        .unwrap_or_else(docker::defaults);
+
+    let (core_executor, machine) = match executor {
+        Some(ExecutorKind::DockerMachine) => {
+            match machine::pool(raw.machine, index, &name, span.clone(), ctx) {
+                Some((policy, settings)) => (Some(Executor::Pool(policy)), Some(settings)),
+                None => (None, None),
+            }
+        }
+        Some(ExecutorKind::Docker) => {
+            if let Some(m) = &raw.machine {
+                let d = Diagnostic::new(format!(
+                    "runner {name:?} has executor \"docker\": its [runners.machine] section has no effect"
+                ))
+                .hint("remove the section, or set `executor = \"docker+machine\"` for an autoscaled pool");
+                let span = first_line(ctx.text, m.span());
+                ctx.warn_at(
+                    WarningKind::NoEffect,
+                    format!("runners[{index}].machine"),
+                    span,
+                    d,
+                );
+            }
+            (Some(Executor::Direct), None)
+        }
+        None => (None, None),
+    };
+
+    if ctx.errors.len() > errors_before {
+        return None;
+    }
+    let (core_executor, executor) = (core_executor?, executor?);
+    let limit = raw.limit.map_or(0, |c| c.0);
+    if let Executor::Pool(policy) = &core_executor {
+        let idle = policy.periods.iter().map(|p| p.values.idle_count);
+        let most = idle.chain([policy.base.idle_count]).max().unwrap_or(0);
+        if limit > 0 && most > limit {
+            let d = Diagnostic::new(format!(
+                "runner {name:?}: IdleCount {most} is above limit {limit}, so it is never reached"
+            ))
+            .label("this [[runners]] entry")
+            .hint("`limit` caps the machines of every state, idle ones included: raise it or lower IdleCount");
+            let span = first_line(ctx.text, span);
+            ctx.warn_at(
+                WarningKind::NoEffect,
+                format!("runners[{index}].limit"),
+                span,
+                d,
+            );
+        }
+    }
+    let request_concurrency = raw.request_concurrency.map_or(1, |c| c.0.max(1));
+    let short_token =
+        drover_core::config::short_token(token.as_ref().map_or("", |t| t.expose()), &name);
+    let core = RunnerConfig {
+        name: name.clone(),
+        short_token,
+        limit,
+        request_concurrency,
+        executor: core_executor,
+    };
+    let settings = RunnerSettings {
+        name,
+        url,
+        token,
+        id: raw.id.map(|c| c.0).filter(|&id| id != 0),
+        token_obtained_at: raw.token_obtained_at.as_ref().and_then(datetime),
+        token_expires_at: raw.token_expires_at.as_ref().and_then(datetime),
+        tls_ca_file: raw.tls_ca_file.filter(|f| !f.is_empty()),
+        executor,
+        output_limit_kb: raw
+            .output_limit
+            .map(|c| c.0)
+            .filter(|&kb| kb > 0)
+            .unwrap_or(DEFAULT_OUTPUT_LIMIT_KB),
+        environment,
+        builds_dir: raw.builds_dir.filter(|d| !d.is_empty()),
+        hooks: Hooks {
+            pre_get_sources_script: raw.pre_get_sources_script,
+            post_get_sources_script: raw.post_get_sources_script,
+            pre_build_script: raw.pre_build_script,
+            post_build_script: raw.post_build_script,
+        },
+        request_concurrency,
+        docker,
+        machine,
+        cache: None,
+    };
+    Some((core, settings))
+}
+
+/// GitLab writes `0001-01-01T00:00:00Z` for "never"; that and anything without an offset is `None`.
+fn datetime(d: &toml::value::Datetime) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = chrono::DateTime::parse_from_rfc3339(&d.to_string()).ok()?;
+    use chrono::Datelike;
+    (t.year() > 1).then(|| t.with_timezone(&chrono::Utc))
+}
+
+/// `KEY=value` entries (`environment`), each checked for its `=`.
+pub fn key_values(
+    entries: &[Spanned<String>],
+    path: &str,
+    ctx: &mut Ctx<'_>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in entries {
+        match e.get_ref().split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => out.push((k.to_string(), v.to_string())),
+            _ => {
+                ctx.error(
+                    ctx.diag(
+                        e.span(),
+                        format!("`{path}` entry {:?} is not KEY=value", e.get_ref()),
+                    )
+                    .hint("write each variable as \"NAME=value\", e.g. \"DOCKER_DRIVER=overlay2\""),
+                );
+            }
+        }
+    }
+    out
+}

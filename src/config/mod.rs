@@ -1,0 +1,283 @@
+//! `config.toml`: GitLab Runner's format, parsed into drover's validated configs.
+//!
+//! [`load`] (or [`parse`]) reads the file in three layers:
+//! 1. the TOML document, with the byte span of every key and value;
+//! 2. a walk over the document with the key lists of [`schema`], section by section;
+//! 3. the typed raw layer ([`raw`], GitLab Runner's key names), then validation into the core's
+//!    [`drover_core::Config`] plus the daemon's [`GlobalSettings`] and [`RunnerSettings`].
+//!
+//! Every error carries the file, line and column, the offending line with a caret, and a hint.
+//!
+//! # Which keys drover reads
+//!
+//! Sections drover owns: the top level, `[[runners]]`, `[runners.machine]`,
+//! `[[runners.machine.autoscaling]]`, `[runners.docker]`, `[[runners.docker.services]]`,
+//! `[machine.shutdown_drain]`. In those, a key that is neither read nor a known GitLab Runner key
+//! is an error with a "did you mean" hint (`IdelCount` → `IdleCount`). Keys are case-sensitive.
+//!
+//! | section | read and acted on |
+//! |---|---|
+//! | top level | `concurrent` (required, ≥ 1), `check_interval`, `shutdown_timeout`, `log_level`, `log_format`, `listen_address` |
+//! | `[machine.shutdown_drain]` | `enabled`, `concurrency`, `max_retries`, `retry_backoff` |
+//! | `[[runners]]` | `name`, `url`, `id`, `token`, `token_obtained_at`, `token_expires_at`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_get_sources_script`, `post_get_sources_script`, `pre_build_script`, `post_build_script` |
+//! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider` and `DockerHost` |
+//! | `[[runners.machine.autoscaling]]` | `Periods`, `Timezone`, `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` |
+//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_verify`, `tls_cert_path`, `shm_size`, `network_mode`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user`, `disable_cache` |
+//! | `[[runners.docker.services]]` | `name`, `alias`, `command`, `entrypoint`, `environment` |
+//!
+//! Accepted and ignored, named in one warning: at the top level `session_server`, `labels`,
+//! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[[runners]]` `tls-cert-file`,
+//! `tls-key-file`, `labels`, `shell`, `cache_dir`, `clone_url`, `cache` (parsed for display only),
+//! `custom_build_dir`, `feature_flags`, `referees`, `artifact`, `monitoring`, timeouts and other
+//! executors' sections (`kubernetes`, `autoscaler`, `custom`, `ssh`, ...); the rest of GitLab
+//! Runner's `[runners.docker]` keys. Everything under an ignored key is ignored with it.
+//! Deprecated, with a warning: `OffPeak*` (removed in GitLab Runner 14.0), `pre_clone_script`,
+//! `post_clone_script`.
+//!
+//! # Defaults and rules
+//!
+//! GitLab Runner's: `check_interval` 0 → 3 s, `shutdown_timeout` 0 → 30 s, `limit` 0 = unlimited,
+//! `request_concurrency` at least 1, `output_limit` 0 → 4096 KiB, `MaxBuilds`/`MaxGrowthRate`
+//! 0 = unlimited, `MaxRemovalAttempts` 0 → 30, `IdleTime` in whole seconds, `IdleScaleFactor` a
+//! float (`1` is refused, as GitLab Runner does), `Timezone` empty or `Local` → the local zone
+//! resolved here to an IANA name (`TZ`, then the system setting; UTC with a warning if neither
+//! names one). Periods with 5 or 6 cron fields get a warning: GitLab Runner prepends a `0`
+//! seconds field, so they are active only in second 0 of each minute.
+//! `executor` must be `docker+machine` or `docker`. `Provider` defaults to `docker-machine` when
+//! `MachineDriver` is set, else `docker`. A runner without a name gets `runner-<short token>` (or
+//! `runner-<n>`) and a warning; two runners with one name are an error.
+
+mod build;
+mod diagnostic;
+mod docker;
+mod machine;
+mod raw;
+mod schema;
+mod settings;
+mod timezone;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+// The API the rest of the binary uses; not every item has a caller yet.
+#[allow(unused_imports)]
+pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, WarningKind};
+#[allow(unused_imports)]
+pub use settings::{
+    CacheSettings, DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel,
+    MachineSettings, Provider, PullPolicy, RunnerSettings, Secret, ServiceSettings, ShutdownDrain,
+};
+pub use timezone::LocalZone;
+
+/// A valid config file, ready for the core and the daemon.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The file it came from (as given), for messages.
+    pub origin: PathBuf,
+    /// The scheduling config. `seed` is 0: the daemon draws its own.
+    pub core: drover_core::Config,
+    pub global: GlobalSettings,
+    /// One per `[[runners]]` entry, in the order and with the names of `core.runners`.
+    pub runners: Vec<RunnerSettings>,
+    /// Ignored and deprecated keys, derived names, suspicious periods; each names its keys and lines.
+    pub warnings: Vec<Warning>,
+}
+
+#[allow(dead_code)] // called by `drover run`
+impl Loaded {
+    /// Every runner's URL and token are there, or an error naming the first runner without them
+    /// and telling the operator to run `drover register`. `drover run` calls this; `check-config`
+    /// and `simulate` do not need registered runners.
+    pub fn require_registered(&self) -> Result<(), ConfigError> {
+        for runner in &self.runners {
+            if let Err(missing) = runner.registered() {
+                return Err(ConfigError::NotRegistered {
+                    origin: self.origin.clone(),
+                    runner: runner.name.clone(),
+                    missing,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The daemon settings of the runner the core knows as `name`.
+    pub fn runner(&self, name: &str) -> Option<&RunnerSettings> {
+        self.runners.iter().find(|r| r.name == name)
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `origin` names it in messages. `Local` time zones resolve
+/// to the process's zone.
+pub fn parse(text: &str, origin: &Path) -> Result<Loaded, ConfigError> {
+    parse_with_zone(text, origin, &LocalZone::detect())
+}
+
+/// [`parse`] with the zone `Local` stands for given, for reproducible results.
+pub fn parse_with_zone(
+    text: &str,
+    origin: &Path,
+    local: &LocalZone,
+) -> Result<Loaded, ConfigError> {
+    let invalid = |diagnostics| ConfigError::Invalid {
+        origin: origin.to_path_buf(),
+        diagnostics,
+    };
+    let mut doc = DeTable::parse(text).map_err(|e| invalid(vec![syntax_error(text, &e)]))?;
+    let (caches, cache_warnings) = caches(text, doc.get_ref());
+    let walk = schema::walk(text, doc.get_mut());
+    let mut errors = walk.errors.clone();
+    let raw = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            errors.push(type_error(text, &walk, &e));
+            None
+        }
+    };
+    let Some(raw) = raw.filter(|_| errors.is_empty()) else {
+        errors.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        return Err(invalid(errors));
+    };
+    let mut ctx = build::Ctx::new(text, local);
+    match build::build(raw, &walk, caches, &mut ctx) {
+        Some((core, global, runners)) => Ok(Loaded {
+            origin: origin.to_path_buf(),
+            core,
+            global,
+            runners,
+            warnings: ctx.warnings.into_iter().chain(cache_warnings).collect(),
+        }),
+        None => {
+            let mut errors = ctx.errors;
+            errors.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+            Err(invalid(errors))
+        }
+    }
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> Diagnostic {
+    let d = Diagnostic::new("this is not valid TOML").label(one_line(e.message()));
+    match e.span() {
+        Some(span) => d.at(text, span),
+        None => d,
+    }
+}
+
+/// A type error from the raw layer, pointed at the key whose value is wrong.
+fn type_error(text: &str, walk: &schema::Walk, e: &toml::de::Error) -> Diagnostic {
+    let message = one_line(e.message());
+    let Some(span) = e.span() else {
+        return Diagnostic::new(message);
+    };
+    let value = walk.value_at(&span);
+    if let Some(field) = missing_field(&message) {
+        // The span is the table that lacks the field.
+        let (path, expect) = match value.map(|v| (v, v.key.rule)) {
+            Some((v, schema::Rule::Section(s))) => {
+                let expect = s
+                    .keys
+                    .iter()
+                    .find(|k| k.name == field)
+                    .and_then(|k| match k.rule {
+                        schema::Rule::Read { expect } => Some(expect),
+                        _ => None,
+                    });
+                (v.path.clone(), expect)
+            }
+            _ => ("this table".to_string(), None),
+        };
+        let hint = match expect {
+            Some(expect) => format!("add `{field} = ...`: it takes {expect}"),
+            None => format!("add `{field} = ...`"),
+        };
+        return Diagnostic::new(format!("`{path}` entry has no `{field}`, which it needs"))
+            .at(text, span)
+            .hint(hint);
+    }
+    let d = match value {
+        Some(v) => Diagnostic::new(format!("wrong value for `{}`", v.path))
+            .at(text, span)
+            .label(message),
+        None => Diagnostic::new(message).at(text, span),
+    };
+    let hint = value.and_then(|v| match v.key.rule {
+        schema::Rule::Read { expect } => Some(format!("`{}` takes {expect}", v.key.name)),
+        schema::Rule::Section(s) => Some(format!(
+            "`{}` is a section: write it as {}",
+            v.key.name, s.header
+        )),
+        _ => None,
+    });
+    d.maybe_hint(hint)
+}
+
+/// The field serde's "missing field `x`" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', "; ")
+}
+
+/// `[runners.cache]` of each runner, read leniently: drover shows it but does not act on it, so a
+/// section it cannot read is a warning, not an error.
+fn caches(text: &str, root: &DeTable<'_>) -> (Vec<Option<CacheSettings>>, Vec<Warning>) {
+    let mut warnings = Vec::new();
+    let Some(DeValue::Array(runners)) = root.get("runners").map(|r| r.get_ref()) else {
+        return (Vec::new(), warnings);
+    };
+    let caches = runners
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let DeValue::Table(t) = r.get_ref() else {
+                return None;
+            };
+            let cache = t.get("cache")?.clone();
+            let span = cache.span();
+            let raw = match raw::RawCache::deserialize(toml::de::ValueDeserializer::from(cache)) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    let at = e.span().unwrap_or(span);
+                    let diagnostic =
+                        Diagnostic::new("[runners.cache] could not be read; drover ignores it")
+                            .at(text, at.clone())
+                            .label(one_line(e.message()));
+                    let line = Location::of(text, at).line;
+                    let path = format!("runners[{i}].cache");
+                    warnings.push(Warning {
+                        kind: WarningKind::Unreadable,
+                        keys: vec![KeyRef { path, line }],
+                        diagnostic,
+                    });
+                    return None;
+                }
+            };
+            let s3 = raw.s3.unwrap_or_default();
+            Some(CacheSettings {
+                kind: raw.Type,
+                path: raw.Path,
+                shared: raw.Shared,
+                server_address: s3.ServerAddress.or(raw.ServerAddress),
+                bucket_name: s3.BucketName.or(raw.BucketName),
+                bucket_location: s3.BucketLocation,
+            })
+        })
+        .collect();
+    (caches, warnings)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,490 @@
+//! The daemon's own settings: what `config.toml` says beyond the scheduling core's
+//! [`drover_core::Config`] — how to reach GitLab, how to run jobs in Docker, where machines live.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::diagnostic::ConfigError;
+
+/// Global settings (the top level of `config.toml`). The scheduling values (`concurrent`,
+/// `check_interval`, `shutdown_timeout`, shutdown drain) are in the core config too; they are
+/// repeated here for the daemon's convenience.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalSettings {
+    /// Job slots across all runners (`concurrent`, at least 1).
+    pub concurrent: u32,
+    /// `check_interval`; 0 or missing means 3 s.
+    pub check_interval: Duration,
+    /// `shutdown_timeout`; 0 or missing means 30 s.
+    pub shutdown_timeout: Duration,
+    /// Prometheus metrics address (`listen_address`, `host:port`); `None` serves no metrics.
+    pub listen_address: Option<String>,
+    /// `log_level`; `None` when the file does not say.
+    pub log_level: Option<LogLevel>,
+    /// `log_format`; `None` when the file does not say.
+    pub log_format: Option<LogFormat>,
+    /// `[machine.shutdown_drain]`.
+    pub shutdown_drain: ShutdownDrain,
+}
+
+/// `log_level`, with GitLab Runner's names mapped onto tracing's levels.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `panic`, `fatal` or `error`.
+    Error,
+    /// `warning` or `warn`.
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "panic" | "fatal" | "error" => LogLevel::Error,
+            "warning" | "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The name tracing's filters understand.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// `log_format`: GitLab Runner's `runner` and `text` are both human-readable text.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.to_ascii_lowercase().as_str() {
+            "runner" | "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// `[machine.shutdown_drain]`: remove every machine after a graceful shutdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownDrain {
+    /// `enabled` (default false); also `drover_core::Config::drain_machines_on_shutdown`.
+    pub enabled: bool,
+    /// Machines removed at once (`concurrency`, default 3).
+    pub concurrency: u32,
+    /// Retries per machine (`max_retries`, default 3).
+    pub max_retries: u32,
+    /// Backoff base, multiplied by the attempt (`retry_backoff`, default 5 s).
+    pub retry_backoff: Duration,
+}
+
+impl Default for ShutdownDrain {
+    fn default() -> ShutdownDrain {
+        ShutdownDrain {
+            enabled: false,
+            concurrency: 3,
+            max_retries: 3,
+            retry_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A runner token or other secret: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A form safe to show: a known token prefix and the first characters, e.g. `glrt-EXAM…`.
+    pub fn masked(&self) -> String {
+        let prefix = ["glrtr-", "glrt-"]
+            .into_iter()
+            .find(|p| self.0.starts_with(p))
+            .unwrap_or("");
+        let rest: String = self.0[prefix.len()..].chars().take(4).collect();
+        format!("{prefix}{rest}…")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.masked())
+    }
+}
+
+/// One `[[runners]]` entry, as far as the daemon is concerned. `{:?}` masks the token and the
+/// values of `environment` (they often hold credentials).
+#[derive(Clone, PartialEq)]
+pub struct RunnerSettings {
+    /// Unique; the same as the core's runner name. Derived when the file has none.
+    pub name: String,
+    /// The GitLab URL (`url`); `None` until registered.
+    pub url: Option<String>,
+    /// The runner authentication token (`token`); `None` until registered.
+    pub token: Option<Secret>,
+    /// GitLab's runner id (`id`).
+    pub id: Option<u64>,
+    /// When the token was obtained (`token_obtained_at`).
+    pub token_obtained_at: Option<DateTime<Utc>>,
+    /// When the token expires (`token_expires_at`); `None` when it never does.
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// A PEM file of CA certificates to trust for GitLab (`tls-ca-file`).
+    pub tls_ca_file: Option<String>,
+    pub executor: ExecutorKind,
+    /// Maximum job log size in KiB (`output_limit`, default 4096).
+    pub output_limit_kb: u32,
+    /// `KEY=value` variables added to every job (`environment`).
+    pub environment: Vec<(String, String)>,
+    /// Where builds are checked out inside the job container (`builds_dir`).
+    pub builds_dir: Option<String>,
+    /// Shell snippets run around the job (`pre_get_sources_script`, ...).
+    pub hooks: Hooks,
+    /// Job requests in flight at once (`request_concurrency`, at least 1).
+    pub request_concurrency: u32,
+    pub docker: DockerSettings,
+    /// `[runners.machine]`, for `docker+machine` runners.
+    pub machine: Option<MachineSettings>,
+    /// `[runners.cache]`, parsed for display; drover does not act on it.
+    pub cache: Option<CacheSettings>,
+}
+
+impl fmt::Debug for RunnerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let environment: Vec<String> = self
+            .environment
+            .iter()
+            .map(|(k, _)| format!("{k}=***"))
+            .collect();
+        f.debug_struct("RunnerSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .field("id", &self.id)
+            .field("token_obtained_at", &self.token_obtained_at)
+            .field("token_expires_at", &self.token_expires_at)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("executor", &self.executor)
+            .field("output_limit_kb", &self.output_limit_kb)
+            .field("environment", &environment)
+            .field("builds_dir", &self.builds_dir)
+            .field("hooks", &self.hooks)
+            .field("request_concurrency", &self.request_concurrency)
+            .field("docker", &self.docker)
+            .field("machine", &self.machine)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl RunnerSettings {
+    /// The GitLab URL and token, or an error telling the operator to register the runner first.
+    /// [`super::Loaded::require_registered`] checks every runner and names the file.
+    pub fn require_registered(&self) -> Result<(&str, &str), ConfigError> {
+        self.registered()
+            .map_err(|missing| ConfigError::NotRegistered {
+                origin: std::path::PathBuf::new(),
+                runner: self.name.clone(),
+                missing,
+            })
+    }
+
+    pub(super) fn registered(&self) -> Result<(&str, &str), &'static str> {
+        match (self.url.as_deref(), self.token.as_ref()) {
+            (Some(url), Some(token)) => Ok((url, token.expose())),
+            (None, None) => Err("`url` and no `token`"),
+            (None, Some(_)) => Err("`url`"),
+            (Some(_), None) => Err("`token`"),
+        }
+    }
+}
+
+/// `executor`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// `docker+machine`: jobs run on machines of an autoscaled pool.
+    DockerMachine,
+    /// `docker`: jobs run on the runner's own Docker engine.
+    Docker,
+}
+
+impl ExecutorKind {
+    /// The name as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::DockerMachine => "docker+machine",
+            ExecutorKind::Docker => "docker",
+        }
+    }
+}
+
+/// Shell snippets GitLab Runner runs around each job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub pre_get_sources_script: Option<String>,
+    pub post_get_sources_script: Option<String>,
+    pub pre_build_script: Option<String>,
+    pub post_build_script: Option<String>,
+}
+
+/// `[runners.docker]`, the keys drover uses. Defaults are GitLab Runner's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DockerSettings {
+    /// Default job image (`image`).
+    pub image: Option<String>,
+    /// `pull_policy`, never empty: `[Always]` when not set, as GitLab Runner does.
+    pub pull_policy: Vec<PullPolicy>,
+    /// Policies a job may ask for (`allowed_pull_policies`); empty means only `pull_policy`.
+    pub allowed_pull_policies: Vec<PullPolicy>,
+    pub allowed_images: Vec<String>,
+    pub allowed_services: Vec<String>,
+    pub privileged: bool,
+    pub volumes: Vec<String>,
+    /// The Docker engine for `docker` runners (`host`); `None` = local engine or `DOCKER_HOST`.
+    pub host: Option<String>,
+    pub tls_verify: bool,
+    pub tls_cert_path: Option<String>,
+    /// `/dev/shm` size in bytes (`shm_size`); `None` = the engine's default.
+    pub shm_size: Option<u64>,
+    pub network_mode: Option<String>,
+    pub helper_image: Option<String>,
+    pub extra_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// Memory limit of the job container in bytes (`memory`, e.g. `"512m"`).
+    pub memory: Option<u64>,
+    /// CPUs of the job container (`cpus`, e.g. `"1.5"`).
+    pub cpus: Option<f64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub devices: Vec<String>,
+    pub user: Option<String>,
+    pub disable_cache: bool,
+    /// Services started with every job (`[[runners.docker.services]]`).
+    pub services: Vec<ServiceSettings>,
+}
+
+/// `pull_policy` values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(s: &str) -> Option<PullPolicy> {
+        match s {
+            "always" => Some(PullPolicy::Always),
+            "if-not-present" => Some(PullPolicy::IfNotPresent),
+            "never" => Some(PullPolicy::Never),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+/// One `[[runners.docker.services]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The service image.
+    pub name: String,
+    /// Network aliases (`alias`, split on spaces and commas).
+    pub aliases: Vec<String>,
+    pub command: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub environment: Vec<(String, String)>,
+}
+
+/// Where a `docker+machine` runner's machines come from (drover's `Provider` key).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Sandboxes on a Docker engine: the local one, `DOCKER_HOST`, or `DockerHost`.
+    Docker,
+    /// Virtual machines through the `docker-machine` command (`MachineDriver`, `MachineOptions`).
+    DockerMachine,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Docker => "docker",
+            Provider::DockerMachine => "docker-machine",
+        }
+    }
+}
+
+/// `[runners.machine]`, beyond the scheduling values the core holds. `{:?}` masks option values
+/// that look like credentials (`digitalocean-access-token=...`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MachineSettings {
+    /// `Provider`: `docker-machine` when `MachineDriver` is set, else `docker`.
+    pub provider: Provider,
+    /// `DockerHost`, for the `docker` provider; `None` = local engine or `DOCKER_HOST`.
+    pub docker_host: Option<String>,
+    /// `MachineDriver`, for the `docker-machine` provider.
+    pub machine_driver: Option<String>,
+    /// `MachineName`, containing `%s`.
+    pub machine_name: String,
+    /// `MachineOptions`, passed to `docker-machine create` as `--<option>`.
+    pub machine_options: Vec<String>,
+    /// `MachineOptionsWithName`, with `%s` standing for the machine's name.
+    pub machine_options_with_name: Vec<String>,
+    /// Pull-through registry mirrors, from `engine-registry-mirror=` machine options.
+    pub registry_mirrors: Vec<String>,
+}
+
+impl fmt::Debug for MachineSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &[String]| v.iter().map(|o| mask_option(o)).collect::<Vec<_>>();
+        f.debug_struct("MachineSettings")
+            .field("provider", &self.provider)
+            .field("docker_host", &self.docker_host)
+            .field("machine_driver", &self.machine_driver)
+            .field("machine_name", &self.machine_name)
+            .field("machine_options", &mask(&self.machine_options))
+            .field(
+                "machine_options_with_name",
+                &mask(&self.machine_options_with_name),
+            )
+            .field("registry_mirrors", &self.registry_mirrors)
+            .finish()
+    }
+}
+
+/// A docker-machine option safe to show: the value of a credential-like option is masked.
+pub fn mask_option(option: &str) -> String {
+    const SECRET_WORDS: [&str; 5] = ["token", "secret", "password", "passwd", "key"];
+    match option.split_once('=') {
+        Some((name, value))
+            if !value.is_empty()
+                && SECRET_WORDS
+                    .iter()
+                    .any(|w| name.to_ascii_lowercase().contains(w)) =>
+        {
+            format!("{name}=***")
+        }
+        _ => option.to_string(),
+    }
+}
+
+/// `[runners.cache]`, for display only: drover does not act on it. Secrets are not kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// `Type`: `s3`, `gcs`, `azure`.
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub shared: bool,
+    pub server_address: Option<String>,
+    pub bucket_name: Option<String>,
+    pub bucket_location: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let token = Secret::new("glrt-EXAMPLEEXAMPLEEXAMPLE");
+        assert_eq!(format!("{token:?}"), "Secret(glrt-EXAM…)");
+        assert_eq!(token.expose(), "glrt-EXAMPLEEXAMPLEEXAMPLE");
+        assert_eq!(Secret::new("ab").masked(), "ab…");
+    }
+
+    #[test]
+    fn debug_output_masks_credentials() {
+        let mut r = runner(Some("https://g.example"), Some("glrt-SECRETSECRET"));
+        r.environment = vec![("AWS_SECRET_ACCESS_KEY".into(), "hunter2".into())];
+        r.machine = Some(MachineSettings {
+            provider: Provider::DockerMachine,
+            docker_host: None,
+            machine_driver: Some("digitalocean".into()),
+            machine_name: "ci-%s".into(),
+            machine_options: vec![
+                "digitalocean-access-token=MY_DIGITAL_OCEAN_TOKEN".into(),
+                "digitalocean-region=nyc2".into(),
+            ],
+            machine_options_with_name: vec![],
+            registry_mirrors: vec![],
+        });
+        let debug = format!("{r:?}");
+        for secret in ["SECRETSECRET", "hunter2", "MY_DIGITAL_OCEAN_TOKEN"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("AWS_SECRET_ACCESS_KEY=***"), "{debug}");
+        assert!(debug.contains("digitalocean-region=nyc2"), "{debug}");
+    }
+
+    fn runner(url: Option<&str>, token: Option<&str>) -> RunnerSettings {
+        RunnerSettings {
+            name: "seed".into(),
+            url: url.map(String::from),
+            token: token.map(Secret::new),
+            id: None,
+            token_obtained_at: None,
+            token_expires_at: None,
+            tls_ca_file: None,
+            executor: ExecutorKind::Docker,
+            output_limit_kb: 4096,
+            environment: Vec::new(),
+            builds_dir: None,
+            hooks: Hooks::default(),
+            request_concurrency: 1,
+            docker: DockerSettings::default(),
+            machine: None,
+            cache: None,
+        }
+    }
+
+    #[test]
+    fn run_refuses_unregistered_runners() {
+        let err = runner(None, None).require_registered().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "runner \"seed\" has no `url` and no `token`: it is not registered with GitLab\n  \
+             = hint: run `drover register` first, or add the runner's `url` and `token` to its \
+             [[runners]] entry"
+        );
+        let err = runner(Some("https://gitlab.example.com"), None)
+            .require_registered()
+            .unwrap_err();
+        assert!(err.to_string().contains("has no `token`"), "{err}");
+        let ok = runner(Some("https://g.example"), Some("glrt-x"));
+        assert_eq!(
+            ok.require_registered().unwrap(),
+            ("https://g.example", "glrt-x")
+        );
+    }
+}

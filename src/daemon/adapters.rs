@@ -1,0 +1,94 @@
+//! Building each runner's adapters from its settings: the GitLab link, the machine provider and the
+//! job context.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use drover_docker::{DockerProvider, DockerProviderConfig, EngineConfig, MachineEndpoint, TlsFiles};
+use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
+
+use super::build_spec::pull_policy;
+use super::coordinator::{RunnerLink, features};
+use super::jobs::RunnerContext;
+use crate::config::{ExecutorKind, Provider, RunnerSettings};
+
+pub fn identity() -> RunnerIdentity {
+    RunnerIdentity::drover(env!("CARGO_PKG_VERSION"), option_env!("DROVER_REVISION").unwrap_or("unknown"))
+}
+
+/// The GitLab link and the job context of a runner.
+pub fn runner_link(
+    settings: &RunnerSettings,
+    short_token: &str,
+    system_id: &str,
+    config_path: &Path,
+) -> anyhow::Result<(RunnerLink, Arc<RunnerContext>)> {
+    let (url, token) = settings.require_registered()?;
+    let mut client_config = ClientConfig::new(url, identity());
+    client_config.tls_ca_file = settings.tls_ca_file.as_ref().map(|f| {
+        let p = Path::new(f);
+        if p.is_relative() {
+            config_path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p.to_path_buf()
+        }
+    });
+    let client = Client::new(client_config)
+        .with_context(|| format!("runner {:?}: setting up the GitLab client for {url}", settings.name))?;
+    let executor = match settings.executor {
+        ExecutorKind::DockerMachine => "docker+machine",
+        ExecutorKind::Docker => "docker",
+    };
+    let info = identity().info(executor, "sh", features());
+    let token = drover_gitlab::Secret::new(token);
+    let link = RunnerLink::new(client.clone(), token, system_id.to_string(), info.clone());
+    let context = Arc::new(RunnerContext {
+        name: settings.name.clone(),
+        client,
+        info,
+        settings: settings.clone(),
+        short_token: short_token.to_string(),
+        registry_mirrors: settings.machine.as_ref().map(|m| m.registry_mirrors.clone()).unwrap_or_default(),
+    });
+    Ok((link, context))
+}
+
+/// The engine a plain `docker` runner runs its jobs on.
+pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
+    MachineEndpoint::engine_only(EngineConfig {
+        host: settings.docker.host.clone(),
+        tls: settings.docker.tls_cert_path.as_ref().map(TlsFiles::from_dir),
+    })
+}
+
+/// The machine provider of a `docker+machine` runner.
+pub async fn provider(
+    settings: &RunnerSettings,
+    short_token: &str,
+) -> anyhow::Result<Option<Arc<dyn drover_docker::MachineProvider>>> {
+    let Some(machine) = &settings.machine else {
+        return Ok(None);
+    };
+    match machine.provider {
+        Provider::Docker => {
+            let config = DockerProviderConfig {
+                engine: EngineConfig { host: machine.docker_host.clone(), tls: None },
+                runner: short_token.to_string(),
+                image: settings.docker.image.clone().unwrap_or_else(|| "alpine:latest".to_string()),
+                pull_policy: settings.docker.pull_policy.iter().copied().map(pull_policy).collect(),
+                credentials: Vec::new(),
+                registry_mirrors: machine.registry_mirrors.clone(),
+            };
+            let provider = DockerProvider::connect(config)
+                .await
+                .with_context(|| format!("runner {:?}: connecting to the machines' Docker engine", settings.name))?;
+            Ok(Some(Arc::new(provider)))
+        }
+        Provider::DockerMachine => anyhow::bail!(
+            "runner {:?}: the docker-machine provider is not available in this drover yet; set \
+             `Provider = \"docker\"` in [runners.machine] to run machines as Docker sandboxes",
+            settings.name
+        ),
+    }
+}

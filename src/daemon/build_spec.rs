@@ -1,0 +1,243 @@
+//! GitLab's job payload plus the runner's `[runners.docker]` settings → the executor's [`BuildSpec`].
+
+use std::time::Duration;
+
+use drover_docker::{
+    BuildSpec, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential, ServiceSpec, Shell,
+    StepName, StepSpec, Variable, When,
+};
+use drover_gitlab::api::{JobResponse, StepWhen, step_name};
+
+use crate::config::{self, RunnerSettings};
+
+/// Why a job cannot run here; it is reported as failed with the given reason and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unsupported {
+    pub reason: drover_core::FailureReason,
+    pub message: String,
+}
+
+fn unsupported(message: impl Into<String>) -> Unsupported {
+    Unsupported { reason: drover_core::FailureReason::RunnerSystemFailure, message: message.into() }
+}
+
+pub fn pull_policy(p: config::PullPolicy) -> PullPolicy {
+    match p {
+        config::PullPolicy::Always => PullPolicy::Always,
+        config::PullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
+        config::PullPolicy::Never => PullPolicy::Never,
+    }
+}
+
+/// The job's pull policies when allowed, else the runner's; GitLab's default is `always`.
+fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPolicy>, Unsupported> {
+    let runner_default: Vec<PullPolicy> = runner.docker.pull_policy.iter().copied().map(pull_policy).collect();
+    if job.is_empty() {
+        return Ok(runner_default);
+    }
+    let mut out = Vec::new();
+    for p in job {
+        let Some(parsed) = config::PullPolicy::parse(p) else {
+            return Err(Unsupported {
+                reason: drover_core::FailureReason::RunnerConfigurationError,
+                message: format!("unknown pull policy {p:?} (drover knows always, if-not-present, never)"),
+            });
+        };
+        let allowed = if runner.docker.allowed_pull_policies.is_empty() {
+            &runner.docker.pull_policy
+        } else {
+            &runner.docker.allowed_pull_policies
+        };
+        if !allowed.is_empty() && !allowed.contains(&parsed) {
+            return Err(Unsupported {
+                reason: drover_core::FailureReason::RunnerConfigurationError,
+                message: format!(
+                    "pull policy {p:?} is not allowed by this runner (allowed: {})",
+                    allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        out.push(pull_policy(parsed));
+    }
+    Ok(out)
+}
+
+fn step_timeout(seconds: i64, job: Duration) -> Duration {
+    u64::try_from(seconds).ok().filter(|s| *s > 0).map_or(job, Duration::from_secs)
+}
+
+/// Maps a job onto the executor's terms. `runner_short` names the runner's objects on the engine.
+pub fn build_spec(
+    job: &JobResponse,
+    runner: &RunnerSettings,
+    runner_short: &str,
+    registry_mirrors: &[String],
+) -> Result<BuildSpec, Unsupported> {
+    if !job.run.is_empty() {
+        return Err(unsupported("this job uses `run:` (step-runner steps), which drover does not support"));
+    }
+    if let Some(kind) = job.image.executor_opts.other.keys().next() {
+        return Err(unsupported(format!("unsupported image executor_opts key {kind:?}")));
+    }
+    let timeout = job.timeout();
+    let image_name = if job.image.name.is_empty() {
+        runner.docker.image.clone().ok_or_else(|| Unsupported {
+            reason: drover_core::FailureReason::RunnerConfigurationError,
+            message: "the job names no image and the runner has no [runners.docker] image".into(),
+        })?
+    } else {
+        job.image.name.clone()
+    };
+    let image = ImageSpec {
+        name: image_name,
+        entrypoint: (!job.image.entrypoint.is_empty()).then(|| job.image.entrypoint.clone()),
+        pull_policy: pull_policies(&job.image.pull_policy, runner)?,
+    };
+
+    let builds_dir = runner.builds_dir.clone().unwrap_or_else(|| "/builds".to_string());
+    let project_path = if job.job_info.project_full_path.is_empty() {
+        format!("project-{}", job.job_info.project_id)
+    } else {
+        job.job_info.project_full_path.clone()
+    };
+    let project_dir = format!("{}/{}", builds_dir.trim_end_matches('/'), project_path);
+
+    // The runner's environment first, then drover's own, then the job's: later keys win.
+    let mut variables: Vec<Variable> =
+        runner.environment.iter().map(|(k, v)| Variable::new(k.clone(), v.clone())).collect();
+    for (k, v) in [
+        ("CI_BUILDS_DIR", builds_dir.clone()),
+        ("CI_PROJECT_DIR", project_dir.clone()),
+        ("CI_RUNNER_SHORT_TOKEN", runner_short.to_string()),
+        ("CI_RUNNER_VERSION", format!("drover {}", env!("CARGO_PKG_VERSION"))),
+        ("CI_RUNNER_EXECUTABLE_ARCH", format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH)),
+        ("CI_DISPOSABLE_ENVIRONMENT", "true".to_string()),
+        ("CI_SERVER", "yes".to_string()),
+    ] {
+        variables.push(Variable::new(k, v));
+    }
+    variables.extend(job.variables.iter().map(|v| Variable {
+        key: v.key.clone(),
+        value: v.value.clone(),
+        file: v.file,
+        masked: v.masked,
+        public: v.public,
+    }));
+
+    let mut steps = Vec::new();
+    for step in &job.steps {
+        let name = match step.name.as_str() {
+            step_name::SCRIPT => StepName::Script,
+            step_name::AFTER_SCRIPT => StepName::AfterScript,
+            other => return Err(unsupported(format!("drover does not support the {other:?} step"))),
+        };
+        let mut script = step.script.clone();
+        if name == StepName::Script {
+            if let Some(pre) = &runner.hooks.pre_build_script {
+                script.insert(0, pre.clone());
+            }
+            if let Some(post) = &runner.hooks.post_build_script {
+                script.push(post.clone());
+            }
+        }
+        let when = match step.when {
+            StepWhen::OnSuccess => When::OnSuccess,
+            StepWhen::OnFailure => When::OnFailure,
+            StepWhen::Always => When::Always,
+            StepWhen::Unknown => return Err(unsupported(format!("unknown `when` in step {:?}", step.name))),
+        };
+        steps.push(StepSpec {
+            name,
+            script,
+            timeout: step_timeout(step.timeout, timeout),
+            when,
+            allow_failure: step.allow_failure,
+        });
+    }
+    if !steps.iter().any(|s| s.name == StepName::Script) {
+        return Err(unsupported("the job has no script step"));
+    }
+
+    let mut services: Vec<ServiceSpec> = runner
+        .docker
+        .services
+        .iter()
+        .map(|s| ServiceSpec {
+            image: ImageSpec {
+                name: s.name.clone(),
+                entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
+                pull_policy: runner.docker.pull_policy.iter().copied().map(pull_policy).collect(),
+            },
+            aliases: s.aliases.clone(),
+            command: (!s.command.is_empty()).then(|| s.command.clone()),
+            variables: s.environment.iter().map(|(k, v)| Variable::new(k.clone(), v.clone())).collect(),
+        })
+        .collect();
+    for s in &job.services {
+        services.push(ServiceSpec {
+            image: ImageSpec {
+                name: s.name.clone(),
+                entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
+                pull_policy: pull_policies(&s.pull_policy, runner)?,
+            },
+            aliases: s.aliases().into_iter().map(str::to_string).collect(),
+            command: (!s.command.is_empty()).then(|| s.command.clone()),
+            variables: s.variables.iter().map(|v| Variable::new(v.key.clone(), v.value.clone())).collect(),
+        });
+    }
+
+    let strategy = match job.variable("GIT_STRATEGY") {
+        Some("none") | Some("empty") => GitStrategy::None,
+        Some("fetch") => GitStrategy::Fetch,
+        Some("clone") => GitStrategy::Clone,
+        _ if job.allow_git_fetch => GitStrategy::Fetch,
+        _ => GitStrategy::Clone,
+    };
+    let depth = job
+        .variable("GIT_DEPTH")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(job.git_info.depth);
+    let git = if strategy == GitStrategy::None {
+        GitSpec::none()
+    } else {
+        GitSpec {
+            strategy,
+            repo_url: job.git_info.repo_url.clone(),
+            sha: job.git_info.sha.clone(),
+            ref_name: job.git_info.git_ref.clone(),
+            refspecs: job.git_info.refspecs.clone(),
+            depth,
+        }
+    };
+
+    let credentials = job
+        .credentials
+        .iter()
+        .filter(|c| c.kind == "registry")
+        .map(|c| RegistryCredential {
+            registry: c.url.clone(),
+            username: c.username.clone(),
+            password: c.password.expose().to_string(),
+        })
+        .collect();
+
+    Ok(BuildSpec {
+        job_id: job.id,
+        runner: runner_short.to_string(),
+        image,
+        credentials,
+        registry_mirrors: registry_mirrors.to_vec(),
+        variables,
+        steps,
+        services,
+        git,
+        timeout,
+        builds_dir,
+        project_dir,
+        shell: Shell::Sh,
+        volumes: runner.docker.volumes.clone(),
+        privileged: runner.docker.privileged,
+        helper_image: runner.docker.helper_image.clone(),
+    })
+}

@@ -1,0 +1,145 @@
+//! Job requests to GitLab, one task per `RequestJob`, answered as events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_core::{Event, RunnerId};
+use drover_gitlab::api::{FeaturesInfo, JobRequest, RunnerInfo};
+use drover_gitlab::{Client, RequestOutcome, Secret};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::Input;
+
+/// What drover tells GitLab it can do. Only what is implemented: artifacts, caches, sessions and
+/// step-runner steps are not.
+pub fn features() -> FeaturesInfo {
+    FeaturesInfo {
+        variables: true,
+        image: true,
+        services: true,
+        masking: true,
+        refspecs: true,
+        return_exit_code: true,
+        service_variables: true,
+        service_multiple_aliases: true,
+        cancel_gracefully: true,
+        ..FeaturesInfo::client_protocol()
+    }
+}
+
+/// One runner's link to GitLab.
+pub struct RunnerLink {
+    pub client: Client,
+    pub token: Secret,
+    pub system_id: String,
+    pub info: RunnerInfo,
+    last_update: Arc<Mutex<String>>,
+    unhealthy: Arc<Mutex<u32>>,
+    requests: Vec<CancellationToken>,
+}
+
+impl RunnerLink {
+    pub fn new(client: Client, token: Secret, system_id: String, info: RunnerInfo) -> RunnerLink {
+        RunnerLink {
+            client,
+            token,
+            system_id,
+            info,
+            last_update: Arc::default(),
+            unhealthy: Arc::default(),
+            requests: Vec::new(),
+        }
+    }
+}
+
+pub struct Coordinator {
+    links: Vec<Option<RunnerLink>>,
+    inputs: UnboundedSender<Input>,
+}
+
+impl Coordinator {
+    pub fn new(inputs: UnboundedSender<Input>) -> Coordinator {
+        Coordinator { links: Vec::new(), inputs }
+    }
+
+    /// Installs (or replaces, after a reload) the link of a runner.
+    pub fn set(&mut self, runner: RunnerId, link: RunnerLink) {
+        let i = runner.index();
+        if self.links.len() <= i {
+            self.links.resize_with(i + 1, || None);
+        }
+        let requests = self.links[i].take().map(|l| l.requests).unwrap_or_default();
+        self.links[i] = Some(RunnerLink { requests, ..link });
+    }
+
+    /// Asks GitLab for a job; the answer comes back as an input.
+    pub fn request(&mut self, runner: RunnerId) {
+        let inputs = self.inputs.clone();
+        let Some(link) = self.links.get_mut(runner.index()).and_then(Option::as_mut) else {
+            let _ = inputs.send(Input::Event(Event::JobRequestFailed { runner, retry_after_ms: Some(60_000) }));
+            return;
+        };
+        link.requests.retain(|t| !t.is_cancelled());
+        let cancel = CancellationToken::new();
+        link.requests.push(cancel.clone());
+        let client = link.client.clone();
+        let last_update = link.last_update.clone();
+        let unhealthy = link.unhealthy.clone();
+        let request = JobRequest {
+            info: link.info.clone(),
+            token: link.token.clone(),
+            system_id: link.system_id.clone(),
+            last_update: lock(&last_update).clone(),
+            session: None,
+        };
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                outcome = client.request_job(&request) => outcome,
+                () = cancel.cancelled() => RequestOutcome::NoJob { last_update: None },
+            };
+            cancel.cancel();
+            let input = match outcome {
+                RequestOutcome::Job(job) => {
+                    *lock(&unhealthy) = 0;
+                    tracing::info!(runner = runner.0, job = job.id, "received a job");
+                    Input::Job { runner, job }
+                }
+                RequestOutcome::NoJob { last_update: lu } => {
+                    *lock(&unhealthy) = 0;
+                    if let Some(lu) = lu {
+                        *lock(&last_update) = lu;
+                    }
+                    Input::Event(Event::JobRequestEmpty { runner })
+                }
+                RequestOutcome::Failed { status, retry_after, unhealthy: sick, message } => {
+                    let mut n = lock(&unhealthy);
+                    let backoff = if sick {
+                        *n += 1;
+                        // Unhealthy answers (403, no usable answer) back off up to 10 minutes.
+                        Some(Duration::from_secs(10).saturating_mul(1 << (*n - 1).min(6)).min(Duration::from_secs(600)))
+                    } else {
+                        None
+                    };
+                    tracing::warn!(runner = runner.0, status = ?status, "job request failed: {message}");
+                    let retry = retry_after.or(backoff).map(drover_core::millis);
+                    Input::Event(Event::JobRequestFailed { runner, retry_after_ms: retry })
+                }
+            };
+            let _ = inputs.send(input);
+        });
+    }
+
+    /// Cancels a runner's requests in flight: each answers as if it ran out.
+    pub fn cancel(&mut self, runner: RunnerId) {
+        if let Some(link) = self.links.get_mut(runner.index()).and_then(Option::as_mut) {
+            for t in link.requests.drain(..) {
+                t.cancel();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

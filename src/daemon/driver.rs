@@ -1,0 +1,433 @@
+//! The event loop and its start-up: recovery from the journal, reconciliation, signals, reloads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use drover_core::{Command, Core, Event, JobId, JobInfo, RunnerId, Signal, Timestamp};
+use drover_docker::{Executor, ExecutorOptions};
+use drover_gitlab::api::JobResponse;
+use drover_journal::{Header, Writer};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+
+use super::Input;
+use super::adapters;
+use super::clock::Clock;
+use super::coordinator::Coordinator;
+use super::jobs::{JobCommand, Jobs, RunnerContext};
+use super::machines::{Machines, Placement};
+use super::metrics::Metrics;
+use super::signals::{self, OpSignal};
+use super::state_dir::{StateDir, write_atomic};
+use super::status::Status;
+use crate::config::{self, ExecutorKind, Loaded};
+
+/// A snapshot every this many events bounds the work of a restart.
+const SNAPSHOT_EVERY: u64 = 2_000;
+/// The journal is rewritten from a snapshot when it grows past this.
+const COMPACT_AT_BYTES: u64 = 64 << 20;
+/// GitLab Runner checks the config file's modification time this often.
+const RELOAD_CHECK: Duration = Duration::from_secs(3);
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+struct Driver {
+    core: Core,
+    journal: Writer,
+    clock: Clock,
+    rx: UnboundedReceiver<Input>,
+    coordinator: Coordinator,
+    machines: Machines,
+    jobs: Jobs,
+    contexts: BTreeMap<RunnerId, Arc<RunnerContext>>,
+    local_engines: BTreeMap<RunnerId, drover_docker::MachineEndpoint>,
+    metrics: Metrics,
+    state_dir: StateDir,
+    config_path: PathBuf,
+    loaded: Loaded,
+    config_mtime: Option<SystemTime>,
+    system_id: String,
+    started_at: String,
+    wake: Option<Timestamp>,
+    exit: Option<bool>,
+    last_status: Option<std::time::Instant>,
+    pending_job: Option<Box<JobResponse>>,
+}
+
+/// Runs the daemon until a shutdown completes. The exit code is 0 after a clean shutdown.
+pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode> {
+    let state_dir = StateDir::open(&options.state_dir)?;
+    let _lock = state_dir.lock()?;
+    let system_id = crate::commands::runner_entries::system_id(&options.config)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+
+    // Recover the core from the journal, or start one.
+    let journal_path = state_dir.journal();
+    let mut clock = Clock::new(Timestamp::ZERO);
+    let (core, journal, recovered) = if journal_path.exists() {
+        let (writer, contents) = Writer::open(&journal_path, true)
+            .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+        if let Some(t) = contents.torn_tail {
+            tracing::warn!(
+                offset = t.offset,
+                bytes = t.len,
+                "the journal ended in a torn frame (a crash mid-write); it was truncated"
+            );
+        }
+        let core = drover_journal::recover(&contents).map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+        tracing::info!(events = core.state().seq(), "recovered the scheduling core from the journal");
+        (core, writer, true)
+    } else {
+        let now = clock.now();
+        let mut config = loaded.core.clone();
+        config.seed = rand::random();
+        let header = Header { created_at: now, drover_version: env!("CARGO_PKG_VERSION").into(), config: config.clone() };
+        let writer = Writer::create(&journal_path, &header, true).map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+        (Core::new(config, now), writer, false)
+    };
+    clock = Clock::new(core.state().now());
+
+    let executor = Executor::new(ExecutorOptions::default());
+    let metrics = Metrics::new();
+    if let Some(addr) = &loaded.global.listen_address {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on listen_address {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving metrics on /metrics");
+        tokio::spawn(super::metrics::serve(listener, metrics.clone()));
+    }
+
+    let mut driver = Driver {
+        core,
+        journal,
+        clock,
+        rx,
+        coordinator: Coordinator::new(tx.clone()),
+        machines: Machines::new(tx.clone()),
+        jobs: Jobs::new(state_dir.clone(), executor.clone(), tx.clone()),
+        contexts: BTreeMap::new(),
+        local_engines: BTreeMap::new(),
+        metrics,
+        state_dir,
+        config_path: options.config.clone(),
+        config_mtime: mtime(&options.config),
+        loaded,
+        system_id,
+        started_at: String::new(),
+        wake: None,
+        exit: None,
+        last_status: None,
+        pending_job: None,
+    };
+    driver.started_at = driver.clock.now().to_string();
+
+    // The file may have changed while drover was down: apply it as a reload.
+    let mut wanted = driver.loaded.core.clone();
+    wanted.seed = driver.core.config().seed;
+    if recovered && !same_config(driver.core.config(), &wanted) {
+        tracing::info!("the config file changed since the journal was written; applying it");
+        driver.step(Event::Signal(Signal::Reload(Box::new(wanted))))?;
+    }
+    driver.sync_adapters().await?;
+    driver.adopt_recovered_jobs();
+    driver.clean_stray_job_containers(&executor).await;
+    // Start from a snapshot so the journal does not grow without bound across restarts.
+    driver.journal = Writer::compact(&journal_path, &driver.core, env!("CARGO_PKG_VERSION"), true)
+        .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+    driver.step(Event::Resumed)?;
+    driver.run().await
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Equal but for the seed, which the journal keeps from its first start.
+fn same_config(a: &drover_core::Config, b: &drover_core::Config) -> bool {
+    a == b
+}
+
+impl Driver {
+    async fn run(mut self) -> anyhow::Result<ExitCode> {
+        let mut signals = signals::listen().context("installing signal handlers")?;
+        let mut reload_tick = tokio::time::interval(RELOAD_CHECK);
+        reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            runners = self.core.config().runners.len(),
+            concurrent = self.core.config().concurrent,
+            state_dir = %self.state_dir.root().display(),
+            "drover is running"
+        );
+        while self.exit.is_none() {
+            self.clock.now();
+            let sleep = self.wake.map(|t| self.clock.until(t));
+            tokio::select! {
+                Some(input) = self.rx.recv() => self.input(input)?,
+                () = tokio::time::sleep(sleep.unwrap_or(Duration::ZERO)), if sleep.is_some() => {
+                    self.wake = None;
+                    self.step(Event::Tick)?;
+                }
+                Some(signal) = signals.recv() => self.signal(signal).await?,
+                _ = reload_tick.tick() => {
+                    if mtime(&self.config_path) != self.config_mtime {
+                        self.reload().await?;
+                    }
+                    self.write_status(false);
+                }
+            }
+        }
+        let clean = self.exit.unwrap_or(false);
+        if let Err(e) = self.journal.append_snapshot(&self.core) {
+            tracing::error!("writing the final snapshot failed: {e}");
+        }
+        self.write_status(true);
+        tracing::info!(clean, "drover stopped");
+        Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+    }
+
+    fn input(&mut self, input: Input) -> anyhow::Result<()> {
+        match input {
+            Input::Event(event) => self.step(event),
+            Input::Job { runner, job } => {
+                // The payload is stored first: a journaled job always has it after a crash.
+                self.state_dir.save_job(&job).context("storing the job payload")?;
+                let info = JobInfo {
+                    timeout_ms: drover_core::millis(job.timeout()),
+                    queued_ms: (job.job_info.time_in_queue_seconds.max(0.0) * 1000.0) as u64,
+                };
+                let id = JobId(job.id);
+                self.pending_job = Some(job);
+                self.step(Event::JobReceived { runner, job: id, info })
+            }
+        }
+    }
+
+    async fn signal(&mut self, signal: OpSignal) -> anyhow::Result<()> {
+        match signal {
+            OpSignal::Quit => {
+                tracing::info!("SIGQUIT: finishing running jobs, then exiting");
+                self.step(Event::Signal(Signal::Graceful))
+            }
+            OpSignal::Terminate => {
+                tracing::info!("SIGTERM/SIGINT: aborting jobs and exiting (again to exit at once)");
+                self.step(Event::Signal(Signal::Forceful))
+            }
+            OpSignal::Hangup => self.reload().await,
+        }
+    }
+
+    /// Journal, handle, act: the write-ahead discipline.
+    fn step(&mut self, event: Event) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        self.journal
+            .append_event(self.core.state().seq(), now, &event, self.core.digest())
+            .context("appending to the journal (without it drover cannot continue safely)")?;
+        self.metrics.before(&self.core, now, &event);
+        let finished = match &event {
+            Event::JobFinished { job, .. } => Some(*job),
+            _ => None,
+        };
+        let step = self.core.handle(now, event);
+        if let Some(job) = self.pending_job.take()
+            && let Some(ctx) = self.context_of(JobId(job.id)) {
+                self.jobs.adopt(*job, ctx);
+            }
+        if let Some(job) = finished {
+            self.jobs.forget(job);
+        }
+        self.metrics.after(&self.core, now, &step.commands);
+        for command in step.commands {
+            self.execute(command);
+        }
+        self.wake = step.wake_at;
+        if self.journal.events_since_snapshot() >= SNAPSHOT_EVERY {
+            if self.journal.len() > COMPACT_AT_BYTES {
+                self.journal = Writer::compact(self.journal.path(), &self.core, env!("CARGO_PKG_VERSION"), true)?;
+            } else {
+                self.journal.append_snapshot(&self.core)?;
+            }
+        }
+        self.write_status(false);
+        Ok(())
+    }
+
+    fn context_of(&self, job: JobId) -> Option<Arc<RunnerContext>> {
+        let runner = self.core.state().job(job).map(|j| j.runner)?;
+        self.contexts.get(&runner).cloned()
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::RequestJob { runner } => self.coordinator.request(runner),
+            Command::CancelRequests { runner } => self.coordinator.cancel(runner),
+            Command::CreateMachine { machine, runner, name } => self.machines.create(runner, machine, name),
+            Command::RemoveMachine { machine, runner, name, reason } => {
+                self.machines.remove(runner, machine, name, reason.as_str())
+            }
+            Command::ListMachines { runner, request } => {
+                let prefix = self.core.state().runner(runner).map(|r| r.config.machine_prefix()).unwrap_or_default();
+                self.machines.list(runner, request, prefix);
+            }
+            Command::RunJob { job, runner, machine } => {
+                let placement = self.placement(runner, machine);
+                self.jobs.command(job, JobCommand::Run(placement));
+            }
+            Command::ResumeJob { job, runner, machine } => {
+                let placement = self.placement(runner, machine);
+                self.jobs.command(job, JobCommand::Resume(placement));
+            }
+            Command::CancelJob { job } => self.jobs.command(job, JobCommand::Cancel),
+            Command::AbortJob { job, reason } => self.jobs.command(job, JobCommand::Abort(reason)),
+            Command::FailJob { job, reason, .. } => {
+                if self.jobs.holds(job) {
+                    self.jobs.command(job, JobCommand::Fail(reason));
+                    self.jobs.release(job);
+                } else {
+                    tracing::error!(job = job.0, "cannot report a job drover holds no payload for");
+                }
+            }
+            Command::Exit { clean } => self.exit = Some(clean),
+        }
+    }
+
+    fn placement(&self, runner: RunnerId, machine: Option<drover_core::MachineId>) -> Placement {
+        match machine {
+            None => match self.local_engines.get(&runner) {
+                Some(endpoint) => Placement::Engine(endpoint.clone()),
+                None => Placement::Unavailable(format!("runner #{} has no Docker engine configured", runner.0)),
+            },
+            Some(m) => {
+                let name = self.core.state().machine(m).map(|m| m.name.clone());
+                match (self.machines.provider(runner), name) {
+                    (Some(provider), Some(name)) => Placement::Machine { provider, name },
+                    _ => Placement::Unavailable(format!("machine #{} is gone", m.0)),
+                }
+            }
+        }
+    }
+
+    /// Makes sure every runner the core knows has its adapters, built from the current settings.
+    async fn sync_adapters(&mut self) -> anyhow::Result<()> {
+        let runners: Vec<(RunnerId, String, String)> = self
+            .core
+            .state()
+            .runners()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.retired)
+            .map(|(i, r)| (RunnerId(i as u16), r.config.name.clone(), r.config.short_token.clone()))
+            .collect();
+        for (id, name, short) in runners {
+            let Some(settings) = self.loaded.runner(&name).cloned() else {
+                continue;
+            };
+            let unchanged = self.contexts.get(&id).is_some_and(|c| c.settings == settings);
+            if unchanged {
+                continue;
+            }
+            let (link, context) = adapters::runner_link(&settings, &short, &self.system_id, &self.config_path)?;
+            self.coordinator.set(id, link);
+            self.contexts.insert(id, context);
+            match settings.executor {
+                ExecutorKind::Docker => {
+                    self.local_engines.insert(id, adapters::local_engine(&settings));
+                }
+                ExecutorKind::DockerMachine => {
+                    if let Some(provider) = adapters::provider(&settings, &short).await? {
+                        self.machines.set(id, provider);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: a task for every job the core still holds. Payloads of jobs it does not hold
+    /// (stored just before a crash, never journaled) are dropped: GitLab re-queues unaccepted jobs.
+    fn adopt_recovered_jobs(&mut self) {
+        let held: Vec<(JobId, RunnerId)> = self.core.state().jobs().into_iter().map(|(id, j)| (id, j.runner)).collect();
+        for (job, runner) in &held {
+            match (self.state_dir.load_job(job.0), self.contexts.get(runner)) {
+                (Ok(payload), Some(ctx)) => self.jobs.adopt(payload, ctx.clone()),
+                (Err(e), _) => tracing::error!(job = job.0, "cannot resume the job: {e:#}"),
+                (_, None) => tracing::error!(job = job.0, "cannot resume the job: its runner is gone"),
+            }
+        }
+        for id in self.state_dir.jobs() {
+            if !held.iter().any(|(j, _)| j.0 == id) {
+                self.state_dir.remove_job(id);
+            }
+        }
+    }
+
+    /// Job containers on the engines that no job of the core accounts for are leftovers: remove them.
+    async fn clean_stray_job_containers(&self, executor: &Executor) {
+        for (id, ctx) in &self.contexts {
+            let endpoint = match self.local_engines.get(id) {
+                Some(e) => e.clone(),
+                None => match self.machines.provider(*id) {
+                    Some(_) => drover_docker::MachineEndpoint::engine_only(drover_docker::EngineConfig {
+                        host: ctx.settings.machine.as_ref().and_then(|m| m.docker_host.clone()),
+                        tls: None,
+                    }),
+                    None => continue,
+                },
+            };
+            match executor.list_jobs(&endpoint.engine, &ctx.short_token).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        if self.core.state().job(JobId(job)).is_none() {
+                            tracing::info!(job, "removing the containers of a job drover no longer holds");
+                            if let Err(e) = executor.cleanup(&endpoint, &ctx.short_token, job).await {
+                                tracing::warn!(job, "removing stray job containers failed: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(runner = %ctx.name, "listing job containers failed: {e}"),
+            }
+        }
+    }
+
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        self.config_mtime = mtime(&self.config_path);
+        let loaded = match config::load(&self.config_path).and_then(|l| l.require_registered().map(|()| l)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("the config file changed but cannot be used; keeping the running config:\n{e}");
+                return Ok(());
+            }
+        };
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let mut config = loaded.core.clone();
+        config.seed = self.core.config().seed;
+        self.loaded = loaded;
+        tracing::info!("reloading the config");
+        self.step(Event::Signal(Signal::Reload(Box::new(config))))?;
+        if let Err(e) = self.sync_adapters().await {
+            tracing::error!("applying the reloaded settings failed: {e:#}");
+        }
+        Ok(())
+    }
+
+    fn write_status(&mut self, force: bool) {
+        let due = self.last_status.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if !force && !due {
+            return;
+        }
+        self.last_status = Some(std::time::Instant::now());
+        let status = Status::of(&self.core, &self.config_path.display().to_string(), &self.started_at);
+        if let Ok(bytes) = serde_json::to_vec_pretty(&status)
+            && let Err(e) = write_atomic(&self.state_dir.status_file(), &bytes) {
+                tracing::warn!("writing the status file failed: {e:#}");
+            }
+    }
+}

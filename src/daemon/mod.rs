@@ -1,0 +1,30 @@
+//! The production driver: `drover run`.
+//!
+//! One `select!` loop turns coordinator answers, executor and provider results, the core's timer,
+//! signals and config-file changes into events; each event is journaled, then handled by the core,
+//! then its commands are carried out as tasks whose results come back as events. The driver is the
+//! only place that reads the clock.
+
+mod adapters;
+mod build_spec;
+mod clock;
+mod coordinator;
+mod driver;
+mod jobs;
+mod machines;
+mod metrics;
+mod signals;
+pub mod state_dir;
+pub mod status;
+
+use drover_core::{Event, RunnerId};
+use drover_gitlab::api::JobResponse;
+
+pub use driver::{RunOptions, run};
+
+/// What adapters hand the driver.
+pub enum Input {
+    Event(Event),
+    /// A job from GitLab: its payload is stored before the event is journaled.
+    Job { runner: RunnerId, job: Box<JobResponse> },
+}

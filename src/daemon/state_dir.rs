@@ -1,0 +1,172 @@
+//! The daemon's state directory: the journal, the lock, the status file, and one folder per job in
+//! flight (its payload, its stored trace and how far it got), all private to the daemon's user.
+//!
+//! ```text
+//! <state dir>/journal          the core's inputs (drover-journal)
+//! <state dir>/lock             held while a daemon runs; holds its pid
+//! <state dir>/status.json      what `drover status` shows
+//! <state dir>/jobs/<id>/job.json       the job payload (secrets: mode 0600)
+//! <state dir>/jobs/<id>/trace          the redacted trace stored so far
+//! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset, outcome
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use drover_docker::LogCursor;
+use drover_gitlab::api::JobResponse;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// How far a job got, persisted so a restarted daemon continues it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// GitLab acknowledged the job (two-phase commit).
+    pub accepted: bool,
+    /// Bytes of `trace` that belong to the job (a crash may leave more; they are cut).
+    pub trace_len: u64,
+    /// The executor's position in the job's output after those bytes.
+    pub cursor: Option<LogCursor>,
+    /// Bytes of the trace GitLab acknowledged.
+    pub acked: u64,
+    /// Set once the job ended, before its final update: a restart only repeats the update.
+    pub outcome: Option<drover_core::Outcome>,
+}
+
+impl StateDir {
+    pub fn open(root: &Path) -> anyhow::Result<StateDir> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join("jobs"))
+            .with_context(|| format!("creating the state directory {}", root.display()))?;
+        Ok(StateDir { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Takes the daemon lock, or says which process holds it.
+    pub fn lock(&self) -> anyhow::Result<File> {
+        let path = self.lock_file();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            anyhow::bail!(
+                "another drover (pid {}) is running with the state directory {}; stop it first or \
+                 use another --state-dir",
+                pid.trim(),
+                self.root.display()
+            );
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(file)
+    }
+
+    fn job_dir(&self, job: u64) -> PathBuf {
+        self.root.join("jobs").join(job.to_string())
+    }
+
+    pub fn save_job(&self, job: &JobResponse) -> anyhow::Result<()> {
+        let dir = self.job_dir(job.id);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        write_atomic(&dir.join("job.json"), &serde_json::to_vec(job)?)
+    }
+
+    pub fn load_job(&self, job: u64) -> anyhow::Result<JobResponse> {
+        let path = self.job_dir(job).join("job.json");
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        drover_gitlab::api::decode(&bytes).with_context(|| format!("decoding {}", path.display()))
+    }
+
+    pub fn load_progress(&self, job: u64) -> Progress {
+        fs::read(self.job_dir(job).join("progress.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_progress(&self, job: u64, progress: &Progress) -> anyhow::Result<()> {
+        write_atomic(&self.job_dir(job).join("progress.json"), &serde_json::to_vec(progress)?)
+    }
+
+    /// The stored trace, cut to what `progress` vouches for.
+    pub fn load_trace(&self, job: u64, progress: &Progress) -> Vec<u8> {
+        let mut bytes = fs::read(self.job_dir(job).join("trace")).unwrap_or_default();
+        bytes.truncate(progress.trace_len as usize);
+        bytes
+    }
+
+    /// Replaces the stored trace from `from` on with `bytes` (everything before stays).
+    pub fn store_trace(&self, job: u64, from: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.job_dir(job).join("trace");
+        let mut file = OpenOptions::new().create(true).write(true).truncate(false).mode(0o600).open(&path)?;
+        file.set_len(from)?;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(from))?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        Ok(())
+    }
+
+    pub fn remove_job(&self, job: u64) {
+        let _ = fs::remove_dir_all(self.job_dir(job));
+    }
+
+    /// Jobs with a folder.
+    pub fn jobs(&self) -> Vec<u64> {
+        let Ok(entries) = fs::read_dir(self.root.join("jobs")) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u64> =
+            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Writes a private file so that readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
