@@ -769,6 +769,9 @@ impl Core {
 
     fn on_resumed(&mut self, out: &mut Vec<Command>) {
         let now = self.state.now;
+        // A new process: whatever shutdown the old one was in is over.
+        self.state.shutdown = Shutdown::None;
+        self.state.exited = false;
         // Requests in flight died with the old process.
         for r in &mut self.state.runners {
             self.state.totals.in_flight -= r.counts.in_flight;

@@ -953,3 +953,26 @@ fn canceled_jobs() {
         "asked once"
     );
 }
+
+#[test]
+fn a_restart_after_a_shutdown_runs_normally() {
+    let mut w = world(4, pool(1, 4));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    w.handle(Event::Signal(Signal::Forceful));
+    w.advance(secs(1));
+    assert_eq!(w.exited, Some(true));
+    // The daemon starts again from the journal: the old shutdown is over.
+    w.exited = None;
+    w.handle(Event::Resumed);
+    w.advance(secs(60));
+    assert_eq!(
+        w.core.state().shutdown(),
+        drover_core::state::Shutdown::None
+    );
+    assert_eq!(w.core.state().totals().in_flight, 1, "polling again");
+    let job = w.submit(R, secs(10));
+    w.advance(secs(20));
+    assert!(w.core.state().job(job).is_none(), "the job ran");
+    assert_eq!(w.finished_jobs, 1);
+}
