@@ -48,14 +48,14 @@ impl Steady {
                 },
             );
             for c in step.commands {
-                if let Command::CreateMachine { machine, .. } = c {
-                    if j < machines {
-                        let step = core.handle(now, Event::MachineCreated { machine });
-                        running.extend(step.commands.iter().filter_map(|c| match c {
-                            Command::RunJob { job, .. } => Some(*job),
-                            _ => None,
-                        }));
-                    }
+                if let Command::CreateMachine { machine, .. } = c
+                    && j < machines
+                {
+                    let step = core.handle(now, Event::MachineCreated { machine });
+                    running.extend(step.commands.iter().filter_map(|c| match c {
+                        Command::RunJob { job, .. } => Some(*job),
+                        _ => None,
+                    }));
                 }
             }
         }

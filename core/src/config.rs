@@ -109,10 +109,10 @@ impl Config {
             if !names.insert(r.name.as_str()) {
                 return Err(ConfigError::DuplicateRunner(r.name.clone()));
             }
-            if let Executor::Pool(p) = &r.executor {
-                if !p.machine_name.contains("%s") {
-                    return Err(ConfigError::MachineNameWithoutPlaceholder(r.name.clone()));
-                }
+            if let Executor::Pool(p) = &r.executor
+                && !p.machine_name.contains("%s")
+            {
+                return Err(ConfigError::MachineNameWithoutPlaceholder(r.name.clone()));
             }
         }
         Ok(())
@@ -172,11 +172,12 @@ pub fn short_token(token: &str, fallback: &str) -> String {
             break;
         }
     }
-    if let Some((part, rest)) = t.split_once('_') {
-        if part.len() >= 2 && part.starts_with('t') && part[1..].bytes().all(|b| b.is_ascii_digit())
-        {
-            t = rest;
-        }
+    if let Some((part, rest)) = t.split_once('_')
+        && part.len() >= 2
+        && part.starts_with('t')
+        && part[1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        t = rest;
     }
     let source = if t.is_empty() { fallback } else { t };
     let cleaned: String = source

@@ -204,27 +204,33 @@ impl Core {
                 && self.config.drain_machines_on_shutdown);
         let reap = drain_all || shutdown == Shutdown::None;
         if reap {
+            // Draining removes at once; otherwise a machine goes once it has been idle longer than
+            // IdleTime (strictly, as GitLab: with IdleTime 0 not in the instant it was freed).
             let (reason, idle_time) = if retired {
-                (RemoveReason::RunnerRemoved, 0)
+                (RemoveReason::RunnerRemoved, None)
             } else if drain_all {
-                (RemoveReason::Shutdown, 0)
+                (RemoveReason::Shutdown, None)
             } else {
-                (RemoveReason::TooManyIdle, values.idle_time_ms)
+                (RemoveReason::TooManyIdle, Some(values.idle_time_ms))
             };
             let c = &self.state.runners[ri].counts;
             // Requests in flight hold idle machines for the job they may bring (GitLab's Acquired state);
             // a drain does not wait for them.
             let reserved = if gated && !drain_all { c.in_flight } else { 0 };
-            let mut surplus = c.supply().saturating_sub(want);
+            // Only idle machines beyond the target are surplus. Unlike GitLab, machines still creating do
+            // not make a ready machine surplus: that would trade it for one that is not ready yet.
+            let mut surplus = c.idle.saturating_sub(want);
             let mut idle = c.idle;
             while surplus > 0 && idle > reserved {
                 let Some((last_used, m)) = self.state.peek_lru(ri) else {
                     break;
                 };
-                let expires = Timestamp(last_used.0.saturating_add(idle_time));
-                if now < expires {
-                    wake = earliest(wake, Some(expires));
-                    break;
+                if let Some(idle_time) = idle_time {
+                    let expires = Timestamp(last_used.0.saturating_add(idle_time));
+                    if now <= expires {
+                        wake = earliest(wake, Some(Timestamp(expires.0.saturating_add(1))));
+                        break;
+                    }
                 }
                 self.state.pop_lru(ri);
                 self.start_removal(m, reason, out);

@@ -61,16 +61,28 @@ impl Core {
 
     /// Handles one event at `now` and returns what to do next. The only mutator; never panics.
     pub fn handle(&mut self, now: Timestamp, event: Event) -> Step {
+        let mut commands = Vec::new();
+        let wake_at = self.handle_into(now, event, &mut commands);
+        Step { commands, wake_at }
+    }
+
+    /// [`Core::handle`] that appends the commands to `out` instead of allocating a `Vec` per event:
+    /// for drivers that handle millions of events (the simulator). Returns `wake_at`.
+    pub fn handle_into(
+        &mut self,
+        now: Timestamp,
+        event: Event,
+        out: &mut Vec<Command>,
+    ) -> Option<Timestamp> {
         if now < self.state.now {
             self.anomaly(AnomalyKind::TimeWentBackwards, self.state.now.0 - now.0);
         } else {
             self.state.now = now;
         }
         self.state.seq += 1;
-        let mut out = Vec::new();
         match event {
             Event::JobReceived { runner, job, info } => {
-                self.on_job_received(runner, job, info, &mut out)
+                self.on_job_received(runner, job, info, out)
             }
             Event::JobRequestEmpty { runner } => self.on_request_done(runner, None),
             Event::JobRequestFailed {
@@ -79,29 +91,25 @@ impl Core {
             } => self.on_request_done(runner, Some(retry_after_ms.unwrap_or(0))),
             Event::MachineCreated { machine } => self.on_machine_created(machine),
             Event::MachineCreationFailed { machine, failure } => {
-                self.on_creation_failed(machine, failure, &mut out)
+                self.on_creation_failed(machine, failure, out)
             }
-            Event::MachineRemoved { machine } => self.on_machine_removed(machine, &mut out),
+            Event::MachineRemoved { machine } => self.on_machine_removed(machine, out),
             Event::MachineRemovalFailed { machine } => self.on_removal_failed(machine),
-            Event::MachineLost { machine } => self.on_machine_lost(machine, &mut out),
+            Event::MachineLost { machine } => self.on_machine_lost(machine, out),
             Event::MachinesListed {
                 runner,
                 request,
                 names,
-            } => self.on_machines_listed(runner, request, names, &mut out),
-            Event::JobFinished { job, outcome } => self.on_job_finished(job, outcome, &mut out),
-            Event::JobCanceled { job } => self.on_job_canceled(job, &mut out),
-            Event::Signal(Signal::Graceful) => self.on_graceful(&mut out),
-            Event::Signal(Signal::Forceful) => self.on_forceful(&mut out),
-            Event::Signal(Signal::Reload(config)) => self.on_reload(*config, &mut out),
-            Event::Resumed => self.on_resumed(&mut out),
+            } => self.on_machines_listed(runner, request, names, out),
+            Event::JobFinished { job, outcome } => self.on_job_finished(job, outcome, out),
+            Event::JobCanceled { job } => self.on_job_canceled(job, out),
+            Event::Signal(Signal::Graceful) => self.on_graceful(out),
+            Event::Signal(Signal::Forceful) => self.on_forceful(out),
+            Event::Signal(Signal::Reload(config)) => self.on_reload(*config, out),
+            Event::Resumed => self.on_resumed(out),
             Event::Tick => {}
         }
-        let wake_at = self.reconcile(&mut out);
-        Step {
-            commands: out,
-            wake_at,
-        }
+        self.reconcile(out)
     }
 
     pub fn state(&self) -> &State {
@@ -314,32 +322,50 @@ impl Core {
     pub(crate) fn create_machine(&mut self, runner: RunnerId, out: &mut Vec<Command>) {
         let now = self.state.now;
         let id = MachineId(self.state.next_machine);
-        self.state.next_machine += 1;
-        let r = &mut self.state.runners[runner.index()];
-        let name = machine_name(&r.config, self.config.seed, id, now);
-        r.counts.creating += 1;
-        self.state.machines.insert(
+        let name = machine_name(
+            &self.state.runners[runner.index()].config,
+            self.config.seed,
             id,
-            Machine {
-                runner,
-                name: name.clone(),
-                state: MachineState::Creating,
-                used_count: 0,
-                created_at: now,
-                last_used: now,
-                changed_seq: self.state.seq,
-                removal_attempts: 0,
-                remove_reason: None,
-                retry_at: None,
-            },
+            now,
         );
-        self.state.names.insert(name.clone(), id);
+        self.record_machine(runner, name.clone(), MachineState::Creating, None);
         self.state.stats.machines_requested += 1;
         out.push(Command::CreateMachine {
             machine: id,
             runner,
             name,
         });
+    }
+
+    /// Adds a machine record under the next id, counted in its state and indexed by name.
+    fn record_machine(
+        &mut self,
+        runner: RunnerId,
+        name: String,
+        state: MachineState,
+        remove_reason: Option<RemoveReason>,
+    ) -> MachineId {
+        let now = self.state.now;
+        let id = MachineId(self.state.next_machine);
+        self.state.next_machine += 1;
+        inc_state(&mut self.state.runners[runner.index()].counts, state);
+        self.state.names.insert(name.clone(), id);
+        self.state.machines.insert(
+            id,
+            Machine {
+                runner,
+                name,
+                state,
+                used_count: 0,
+                created_at: now,
+                last_used: now,
+                changed_seq: self.state.seq,
+                removal_attempts: 0,
+                remove_reason,
+                retry_at: None,
+            },
+        );
+        id
     }
 
     fn on_machine_created(&mut self, machine: MachineId) {
@@ -539,25 +565,12 @@ impl Core {
             if !name.starts_with(&prefix) || self.state.names.contains_key(&name) {
                 continue;
             }
-            let id = MachineId(self.state.next_machine);
-            self.state.next_machine += 1;
-            self.state.machines.insert(
-                id,
-                Machine {
-                    runner,
-                    name: name.clone(),
-                    state: MachineState::Removing,
-                    used_count: 0,
-                    created_at: self.state.now,
-                    last_used: self.state.now,
-                    changed_seq: self.state.seq,
-                    removal_attempts: 0,
-                    remove_reason: Some(RemoveReason::Orphan),
-                    retry_at: None,
-                },
+            let id = self.record_machine(
+                runner,
+                name.clone(),
+                MachineState::Removing,
+                Some(RemoveReason::Orphan),
             );
-            self.state.names.insert(name.clone(), id);
-            self.state.runners[runner.index()].counts.removing += 1;
             self.state.stats.orphans_found += 1;
             out.push(Command::RemoveMachine {
                 machine: id,
@@ -623,23 +636,18 @@ impl Core {
         m.changed_seq = seq;
         let counts = &mut self.state.runners[m.runner.index()].counts;
         dec_state(counts, from);
-        match to {
-            MachineState::Creating => counts.creating += 1,
-            MachineState::Idle => counts.idle += 1,
-            MachineState::Busy(_) => counts.busy += 1,
-            MachineState::Removing => counts.removing += 1,
-        }
+        inc_state(counts, to);
     }
 
     fn abort_job(&mut self, job: JobId, out: &mut Vec<Command>) {
-        if let Some(j) = self.state.jobs.get_mut(&job) {
-            if !j.aborted {
-                j.aborted = true;
-                out.push(Command::AbortJob {
-                    job,
-                    reason: FailureReason::RunnerSystemFailure,
-                });
-            }
+        if let Some(j) = self.state.jobs.get_mut(&job)
+            && !j.aborted
+        {
+            j.aborted = true;
+            out.push(Command::AbortJob {
+                job,
+                reason: FailureReason::RunnerSystemFailure,
+            });
         }
     }
 
@@ -852,6 +860,15 @@ impl RunnerState {
             front_failures: 0,
             policy: ActivePolicy::default(),
         }
+    }
+}
+
+fn inc_state(counts: &mut Counts, state: MachineState) {
+    match state {
+        MachineState::Creating => counts.creating += 1,
+        MachineState::Idle => counts.idle += 1,
+        MachineState::Busy(_) => counts.busy += 1,
+        MachineState::Removing => counts.removing += 1,
     }
 }
 

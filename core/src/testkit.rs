@@ -82,14 +82,13 @@ impl World {
             self.finished_jobs += 1;
         }
         let step = self.core.handle(self.now, event.clone());
-        if self.check {
-            if let Err(v) = self
+        if self.check
+            && let Err(v) = self
                 .core
                 .check_invariants()
                 .and_then(|()| self.core.check_step(&event, &step))
-            {
-                panic!("after {event:?} at {}: {v}", self.now);
-            }
+        {
+            panic!("after {event:?} at {}: {v}", self.now);
         }
         if self.record {
             self.records.push(Record {

@@ -976,3 +976,133 @@ fn a_restart_after_a_shutdown_runs_normally() {
     assert!(w.core.state().job(job).is_none(), "the job ran");
     assert_eq!(w.finished_jobs, 1);
 }
+
+#[test]
+fn a_ready_machine_is_not_traded_for_one_still_creating() {
+    // IdleCount 2, GitLab's default IdleTime 0. A job takes one of two idle machines, so a third is
+    // created; the job ends before it is ready. GitLab counts the creating machine as available and
+    // reaps a ready one; drover keeps both ready machines until the third is ready.
+    let mut core = drover_core::Core::new(Config::new(4).with_runner(pool(2, 10)), T0);
+    let step = core.handle(T0, Event::Tick);
+    let created: Vec<_> = step
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CreateMachine { machine, .. } => Some(*machine),
+            _ => None,
+        })
+        .collect();
+    for &m in &created {
+        let _ = core.handle(T0, Event::MachineCreated { machine: m });
+    }
+    let step = core.handle(
+        T0.after(secs(1)),
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    assert_eq!(
+        creates(&step.commands),
+        1,
+        "a replacement for the machine the job took"
+    );
+    let third = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let step = core.handle(
+        T0.after(secs(10)),
+        Event::JobFinished {
+            job: JobId(1),
+            outcome: Outcome::Success,
+        },
+    );
+    assert_eq!(
+        removals(&step.commands, RemoveReason::TooManyIdle),
+        0,
+        "{step:?}"
+    );
+    let step = core.handle(T0.after(secs(11)), Event::Tick);
+    assert_eq!(
+        removals(&step.commands, RemoveReason::TooManyIdle),
+        0,
+        "{step:?}"
+    );
+    assert_eq!(core.state().runners()[0].counts.idle, 2);
+    // Once the third is ready there are three idle machines for a target of two: the least recently
+    // used one, idle since T0, goes.
+    let step = core.handle(
+        T0.after(secs(60)),
+        Event::MachineCreated {
+            machine: third.unwrap(),
+        },
+    );
+    assert_eq!(
+        removals(&step.commands, RemoveReason::TooManyIdle),
+        1,
+        "{step:?}"
+    );
+    let removed = step.commands.iter().find_map(|c| match c {
+        Command::RemoveMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let lru = created.iter().copied().find(|m| *m != removed.unwrap());
+    assert!(
+        created.contains(&removed.unwrap()) && lru.is_some(),
+        "one of the first two"
+    );
+    let unused = core.state().machine(removed.unwrap());
+    assert!(
+        unused.is_some_and(|m| m.used_count == 0),
+        "the one unused since T0, not the one just freed"
+    );
+}
+
+#[test]
+fn idle_time_zero_still_waits_past_the_instant_a_machine_was_freed() {
+    // GitLab removes a machine idle *longer than* IdleTime: with 0, not in the very instant it was
+    // freed, so a request issued in that instant can still take it.
+    let mut core = drover_core::Core::new(Config::new(4).with_runner(pool(0, 10)), T0);
+    let _ = core.handle(T0, Event::Tick);
+    let step = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let _ = core.handle(
+        T0.after(secs(60)),
+        Event::MachineCreated {
+            machine: m.unwrap(),
+        },
+    );
+    let t = T0.after(secs(70));
+    let step = core.handle(
+        t,
+        Event::JobFinished {
+            job: JobId(1),
+            outcome: Outcome::Success,
+        },
+    );
+    assert_eq!(
+        removals(&step.commands, RemoveReason::TooManyIdle),
+        0,
+        "{step:?}"
+    );
+    let later = t.after(Duration::from_millis(1));
+    assert!(step.wake_at.is_some_and(|w| w <= later), "{step:?}");
+    let step = core.handle(later, Event::Tick);
+    assert_eq!(
+        removals(&step.commands, RemoveReason::TooManyIdle),
+        1,
+        "{step:?}"
+    );
+}

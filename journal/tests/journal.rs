@@ -43,7 +43,7 @@ fn record(path: &Path, snapshot_every: u64) -> World {
             .unwrap();
         let step = core.handle(r.now, r.event.clone());
         assert_eq!(step.commands, r.commands);
-        if (i as u64 + 1) % snapshot_every == 0 {
+        if (i as u64 + 1).is_multiple_of(snapshot_every) {
             writer.append_snapshot(&core).unwrap();
         }
     }

@@ -26,8 +26,8 @@ pub fn config(n: [u32; 8]) -> Config {
     let mut c = Config::new(1 + n[0] % 8);
     c.check_interval = Duration::from_secs(u64::from(1 + n[1] % 5));
     c.shutdown_timeout = Duration::from_secs(30);
-    c.drain_machines_on_shutdown = n[1] % 2 == 0;
-    c.reconcile_interval = if n[2] % 3 == 0 {
+    c.drain_machines_on_shutdown = n[1].is_multiple_of(2);
+    c.reconcile_interval = if n[2].is_multiple_of(3) {
         None
     } else {
         Some(Duration::from_secs(120))
@@ -39,18 +39,18 @@ pub fn config(n: [u32; 8]) -> Config {
         let l = n[5 + i * 2];
         let mut r = RunnerConfig::pool(&format!("r{i}"), k % 4, l % 7);
         r.request_concurrency = 1 + (k >> 2) % 3;
-        if (k >> 4) % 5 == 0 {
+        if (k >> 4).is_multiple_of(5) {
             r.executor = crate::config::Executor::Direct;
         } else if let Some(p) = r.policy_mut() {
             p.max_builds = (k >> 6) % 4;
             p.max_growth_rate = (k >> 8) % 3;
             p.max_removal_attempts = 1 + (k >> 10) % 5;
             p.base.idle_time_ms = u64::from((l >> 3) % 4) * 60_000;
-            if (l >> 5) % 3 == 0 {
+            if (l >> 5).is_multiple_of(3) {
                 p.base.idle_scale_factor = 0.5;
                 p.base.idle_count_min = (l >> 7) % 3;
             }
-            if (l >> 9) % 4 == 0 {
+            if (l >> 9).is_multiple_of(4) {
                 let values = PolicyValues {
                     idle_count: (l >> 11) % 5,
                     ..PolicyValues::default()
@@ -116,7 +116,11 @@ impl Chaos {
             Event::JobReceived { job, .. } => {
                 self.received.insert(*job);
             }
-            Event::Resumed => self.requests.clear(),
+            Event::Resumed => {
+                // A new process: none of the old requests, nor their cancellation, carries over.
+                self.requests.clear();
+                self.canceled.clear();
+            }
             _ => {}
         }
         self.inputs.push((self.now, event.clone()));

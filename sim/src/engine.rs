@@ -1,0 +1,722 @@
+//! The discrete-event engine: the real [`Core`] against a simulated coordinator, provider and executor.
+//!
+//! Virtual time jumps from event to event. Scheduled events live in a priority queue ordered by
+//! `(time, sequence)`, so events at the same instant run in the order they were scheduled. Answers
+//! the coordinator gives "at once" (a job for a waiting request, an empty answer) go to a FIFO that
+//! is drained before the heap: they happen at the current instant, before anything scheduled.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dary_heap::QuaternaryHeap;
+use drover_core::state::JobState;
+use drover_core::{
+    Command, Config, Core, CreationFailure, Event, JobId, JobInfo, MachineId, Outcome, RunnerId,
+    Step, Timestamp,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::SimError;
+use crate::arrivals::{ArrivalStream, NewJob};
+use crate::dist::exponential;
+use crate::report::{Perf, Report};
+use crate::routing::Routing;
+use crate::stats::{Series, SeriesPoint, Stats};
+use crate::workload::{DRAIN_LIMIT_MS, Polling, Workload};
+
+/// How long an aborted or canceled job takes to stop and report.
+pub const STOP_DELAY_MS: u64 = 1_000;
+
+/// Ticks at one instant after which the core is deemed stuck (it asked to be woken "now" forever).
+const STALL_LIMIT: u32 = 100_000;
+
+/// What to simulate: a config (the runners to simulate), a workload and a seed.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub config: Config,
+    pub workload: Arc<Workload>,
+    /// Seeds the traffic, the boot and removal times and the faults.
+    pub seed: u64,
+    routing: Routing,
+}
+
+impl Scenario {
+    /// Simulates every runner of `config`, or only `runner`: jobs routed to the other runners of the
+    /// file are then dropped. The seed is the workload's.
+    pub fn new(
+        mut config: Config,
+        workload: Arc<Workload>,
+        runner: Option<&str>,
+    ) -> Result<Scenario, SimError> {
+        config.validate()?;
+        let mut excluded = Vec::new();
+        if let Some(name) = runner {
+            let Some(i) = config.runners.iter().position(|r| r.name == name) else {
+                return Err(SimError::UnknownRunner {
+                    name: name.to_string(),
+                    known: config.runners.iter().map(|r| r.name.clone()).collect(),
+                });
+            };
+            let picked = config.runners.swap_remove(i);
+            excluded = config.runners.drain(..).map(|r| r.name).collect();
+            excluded.sort();
+            config.runners.push(picked);
+        }
+        if config.runners.is_empty() {
+            return Err(SimError::NoRunners);
+        }
+        let routing = Routing::resolve(&workload, &config, &excluded)?;
+        let seed = workload.seed;
+        config.seed = seed;
+        // The simulated provider never loses a machine silently (deaths come as MachineLost), so
+        // periodic listing would find nothing; it would only cost a scan of the fleet.
+        config.reconcile_interval = None;
+        Ok(Scenario {
+            config,
+            workload,
+            seed,
+            routing,
+        })
+    }
+
+    pub fn with_seed(mut self, seed: u64) -> Scenario {
+        self.seed = seed;
+        self.config.seed = seed;
+        self
+    }
+}
+
+/// Knobs of one run that do not change its outcome.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Collect about this many points over time for plots (0: none).
+    pub series_points: usize,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub report: Report,
+    /// Levels over time, when asked for.
+    pub series: Vec<SeriesPoint>,
+}
+
+/// Sees every step of a run: for tests (invariants, independent accounting) and debugging.
+pub trait Observer {
+    /// Whether [`Observer::on_step`] is wanted; `false` spares the engine a clone of each event.
+    const ACTIVE: bool = true;
+
+    fn on_step(&mut self, now: Timestamp, event: &Event, step: &Step, core: &Core);
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    const ACTIVE: bool = false;
+    fn on_step(&mut self, _: Timestamp, _: &Event, _: &Step, _: &Core) {}
+}
+
+/// Runs a scenario to its end.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunResult, SimError> {
+    run_observed(scenario, options, &mut NoObserver)
+}
+
+/// Runs a scenario, showing every step to `observer`.
+pub fn run_observed<O: Observer>(
+    scenario: &Scenario,
+    options: &RunOptions,
+    observer: &mut O,
+) -> Result<RunResult, SimError> {
+    let wall = Instant::now();
+    let mut world = World::new(scenario, options, observer);
+    world.run()?;
+    let end = world.end;
+    let perf = Perf::measure(world.stats.events, wall.elapsed());
+    let series = world
+        .stats
+        .series
+        .as_ref()
+        .map(|s| s.points(end))
+        .unwrap_or_default();
+    let report = Report::build(
+        scenario.seed,
+        &world.stats,
+        world.core.state(),
+        world.start,
+        end,
+        world.drained,
+        perf,
+    );
+    Ok(RunResult { report, series })
+}
+
+/// An event at a future instant.
+#[derive(Clone, Copy, Debug)]
+enum Scheduled {
+    Created(MachineId),
+    CreationFailed(MachineId),
+    Removed(MachineId),
+    RemovalFailed(MachineId),
+    JobDone(JobId),
+    JobStopped(JobId),
+    /// The machine running this job dies.
+    MachineLost(JobId),
+    /// A wake-up; stale unless its sequence number is the pending tick's.
+    Tick,
+}
+
+/// A queued event, ordered by `time << 64 | sequence` alone: one comparison orders both.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: u128,
+    what: Scheduled,
+}
+
+impl Entry {
+    fn new(at: Timestamp, seq: u64, what: Scheduled) -> Entry {
+        Entry {
+            key: (u128::from(at.0) << 64) | u128::from(seq),
+            what,
+        }
+    }
+
+    fn at(&self) -> Timestamp {
+        Timestamp((self.key >> 64) as u64)
+    }
+
+    fn seq(&self) -> u64 {
+        self.key as u64
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed: the heap pops its largest entry, and the earliest must come out first.
+    fn cmp(&self, other: &Entry) -> std::cmp::Ordering {
+        other.key.cmp(&self.key)
+    }
+}
+
+/// A coordinator answer given at the current instant.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Job { runner: RunnerId, job: JobId },
+    Empty { runner: RunnerId },
+    Listed { runner: RunnerId, request: u64 },
+}
+
+/// One runner's view of the coordinator: its pending jobs and its requests waiting for one.
+#[derive(Default)]
+struct Coordinator {
+    queue: VecDeque<JobId>,
+    parked: u32,
+}
+
+/// A job between its arrival and its end.
+struct JobRec {
+    arrival: Timestamp,
+    duration_ms: u64,
+    started: bool,
+    stopping: Option<Outcome>,
+}
+
+/// Jobs alive, indexed by id. Ids are given in arrival order, so the live jobs form a window.
+struct JobWindow {
+    base: u64,
+    slots: VecDeque<Option<JobRec>>,
+    live: usize,
+}
+
+impl JobWindow {
+    fn push(&mut self, rec: JobRec) -> JobId {
+        let id = JobId(self.base + self.slots.len() as u64);
+        self.slots.push_back(Some(rec));
+        self.live += 1;
+        id
+    }
+
+    fn slot(&mut self, id: JobId) -> Option<&mut Option<JobRec>> {
+        let i = usize::try_from(id.0.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)
+    }
+
+    fn get_mut(&mut self, id: JobId) -> Option<&mut JobRec> {
+        self.slot(id)?.as_mut()
+    }
+
+    fn remove(&mut self, id: JobId) -> Option<JobRec> {
+        let rec = self.slot(id)?.take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(rec)
+    }
+}
+
+/// What the simulated provider holds: machines from their creation request to their removal.
+struct ProviderMachine {
+    runner: RunnerId,
+    name: String,
+    ready_at: Timestamp,
+}
+
+struct World<'s, O> {
+    core: Core,
+    workload: &'s Workload,
+    start: Timestamp,
+    now: Timestamp,
+    end: Timestamp,
+    /// A 4-ary heap: half the depth of a binary heap, so fewer cache misses per pop.
+    heap: QuaternaryHeap<Entry>,
+    seq: u64,
+    answers: VecDeque<Answer>,
+    pending_tick: Option<(Timestamp, u64)>,
+    /// Reused for every step's commands (`Core::handle_into`): no allocation per event.
+    commands: Vec<Command>,
+    ticks_now: u32,
+    arrivals: ArrivalStream<'s>,
+    /// The next arrival and its sequence number: kept out of the heap, as there is always exactly
+    /// one (this saves a push and a pop per job).
+    next_job: Option<(NewJob, u64)>,
+    arrivals_done_at: Option<Timestamp>,
+    horizon_end: Option<Timestamp>,
+    coordinators: Vec<Coordinator>,
+    jobs: JobWindow,
+    provider: BTreeMap<MachineId, ProviderMachine>,
+    boot_rng: ChaCha8Rng,
+    removal_rng: ChaCha8Rng,
+    fault_rng: ChaCha8Rng,
+    stats: Stats,
+    drained: bool,
+    exited: bool,
+    observer: &'s mut O,
+}
+
+/// Independent random streams of one seed.
+fn stream(seed: u64, id: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(id);
+    rng
+}
+
+impl<'s, O: Observer> World<'s, O> {
+    fn new(scenario: &'s Scenario, options: &RunOptions, observer: &'s mut O) -> Self {
+        let w: &Workload = &scenario.workload;
+        let seed = scenario.seed;
+        let start = w.start;
+        let horizon_end = w.horizon_ms.map(|h| Timestamp(start.0.saturating_add(h)));
+        let series = (options.series_points > 0).then(|| {
+            let expected = w.horizon_ms.or_else(|| {
+                let per_min = w.mean_rate_per_min()?;
+                Some((w.jobs? as f64 / per_min * 60_000.0) as u64)
+            });
+            Series::new(start, expected.unwrap_or(86_400_000), options.series_points)
+        });
+        let arrivals = ArrivalStream::new(
+            w,
+            &scenario.routing,
+            [stream(seed, 1), stream(seed, 2), stream(seed, 3)],
+        );
+        World {
+            core: Core::new(scenario.config.clone(), start),
+            workload: w,
+            start,
+            now: start,
+            end: start,
+            heap: QuaternaryHeap::new(),
+            seq: 0,
+            answers: VecDeque::new(),
+            pending_tick: None,
+            commands: Vec::new(),
+            ticks_now: 0,
+            arrivals,
+            next_job: None,
+            arrivals_done_at: None,
+            horizon_end,
+            coordinators: scenario
+                .config
+                .runners
+                .iter()
+                .map(|_| Coordinator::default())
+                .collect(),
+            jobs: JobWindow {
+                base: 1,
+                slots: VecDeque::new(),
+                live: 0,
+            },
+            provider: BTreeMap::new(),
+            boot_rng: stream(seed, 4),
+            removal_rng: stream(seed, 5),
+            fault_rng: stream(seed, 6),
+            stats: Stats::new(start, series),
+            drained: false,
+            exited: false,
+            observer,
+        }
+    }
+
+    fn schedule(&mut self, at: Timestamp, what: Scheduled) {
+        self.seq += 1;
+        self.heap.push(Entry::new(at, self.seq, what));
+    }
+
+    fn schedule_arrival(&mut self) {
+        match self.arrivals.next_job() {
+            Some(mut job) => {
+                job.at = job.at.max(self.now);
+                self.seq += 1;
+                self.next_job = Some((job, self.seq));
+            }
+            None => self.arrivals_done_at = Some(self.now),
+        }
+    }
+
+    fn run(&mut self) -> Result<(), SimError> {
+        self.feed(Event::Tick);
+        self.schedule_arrival();
+        loop {
+            if self.exited {
+                break;
+            }
+            if let Some(answer) = self.answers.pop_front() {
+                self.answer(answer);
+                continue;
+            }
+            self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
+            let heap_next = self.heap.peek().map(|e| (e.at(), e.seq()));
+            let arrival_next = self.next_job.map(|(job, seq)| (job.at, seq));
+            let (at, from_heap) = match (arrival_next, heap_next) {
+                (Some(a), Some(h)) if h < a => (h.0, true),
+                (Some(a), _) => (a.0, false),
+                (None, Some(h)) => (h.0, true),
+                (None, None) => break,
+            };
+            if self.drained && self.horizon_end.is_none_or(|h| at >= h) {
+                break;
+            }
+            if let Some(done) = self.arrivals_done_at
+                && at.0 > done.0.saturating_add(DRAIN_LIMIT_MS)
+            {
+                break;
+            }
+            if at > self.now {
+                self.stats.advance(at);
+                self.now = at;
+                self.ticks_now = 0;
+            }
+            if !from_heap {
+                self.arrive();
+                continue;
+            }
+            let Some(entry) = self.heap.pop() else { break };
+            let (seq, what) = (entry.seq(), entry.what);
+            self.dispatch(seq, what)?;
+        }
+        self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
+        self.end = match self.horizon_end {
+            Some(h) if self.drained => h.max(self.now),
+            _ => self.now,
+        };
+        self.stats.advance(self.end);
+        Ok(())
+    }
+
+    fn dispatch(&mut self, seq: u64, what: Scheduled) -> Result<(), SimError> {
+        match what {
+            Scheduled::Tick => {
+                if self.pending_tick.is_some_and(|(_, s)| s == seq) {
+                    self.pending_tick = None;
+                    self.ticks_now += 1;
+                    if self.ticks_now > STALL_LIMIT {
+                        return Err(SimError::Stalled { at: self.now });
+                    }
+                    self.feed(Event::Tick);
+                }
+            }
+            Scheduled::Created(machine) => self.feed(Event::MachineCreated { machine }),
+            Scheduled::CreationFailed(machine) => self.feed(Event::MachineCreationFailed {
+                machine,
+                failure: CreationFailure::Retryable,
+            }),
+            Scheduled::Removed(machine) => {
+                self.provider.remove(&machine);
+                self.feed(Event::MachineRemoved { machine });
+            }
+            Scheduled::RemovalFailed(machine) => self.feed(Event::MachineRemovalFailed { machine }),
+            Scheduled::JobDone(job) => {
+                if self.jobs.get_mut(job).is_some_and(|j| j.stopping.is_none()) {
+                    self.jobs.remove(job);
+                    self.stats.completed += 1;
+                    self.feed(Event::JobFinished {
+                        job,
+                        outcome: Outcome::Success,
+                    });
+                }
+            }
+            Scheduled::JobStopped(job) => {
+                if let Some(outcome) = self.jobs.remove(job).and_then(|j| j.stopping) {
+                    self.stats.failed += 1;
+                    self.feed(Event::JobFinished { job, outcome });
+                }
+            }
+            Scheduled::MachineLost(job) => {
+                if self.jobs.get_mut(job).is_some_and(|j| j.stopping.is_none()) {
+                    let on = self.core.state().job(job).map(|j| j.state);
+                    if let Some(JobState::Running {
+                        machine: Some(machine),
+                        ..
+                    }) = on
+                    {
+                        self.feed(Event::MachineLost { machine });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn arrive(&mut self) {
+        let Some((job, _)) = self.next_job.take() else {
+            return;
+        };
+        let id = self.jobs.push(JobRec {
+            arrival: self.now,
+            duration_ms: job.duration_ms,
+            started: false,
+            stopping: None,
+        });
+        self.stats.arrived += 1;
+        self.stats.waiting += 1;
+        let c = &mut self.coordinators[job.runner.index()];
+        if c.parked > 0 {
+            c.parked -= 1;
+            self.answers.push_back(Answer::Job {
+                runner: job.runner,
+                job: id,
+            });
+        } else {
+            c.queue.push_back(id);
+        }
+        self.schedule_arrival();
+    }
+
+    fn answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Job { runner, job } => {
+                let queued_ms = self
+                    .jobs
+                    .get_mut(job)
+                    .map_or(0, |j| self.now.0 - j.arrival.0);
+                let info = JobInfo {
+                    timeout_ms: self.workload.job_timeout_ms,
+                    queued_ms,
+                };
+                self.feed(Event::JobReceived { runner, job, info })
+            }
+            Answer::Empty { runner } => self.feed(Event::JobRequestEmpty { runner }),
+            Answer::Listed { runner, request } => {
+                let names = self
+                    .provider
+                    .values()
+                    .filter(|m| m.runner == runner)
+                    .map(|m| m.name.clone())
+                    .collect();
+                self.feed(Event::MachinesListed {
+                    runner,
+                    request,
+                    names,
+                })
+            }
+        }
+    }
+
+    /// Hands one event to the core and carries out what it says.
+    fn feed(&mut self, event: Event) {
+        let seen = if O::ACTIVE { Some(event.clone()) } else { None };
+        let mut commands = std::mem::take(&mut self.commands);
+        let wake_at = self.core.handle_into(self.now, event, &mut commands);
+        self.stats.events += 1;
+        self.stats
+            .set_machines(self.core.state().runners().iter().map(|r| &r.counts));
+        if let Some(event) = seen {
+            let step = Step {
+                commands: commands.clone(),
+                wake_at,
+            };
+            self.observer.on_step(self.now, &event, &step, &self.core);
+        }
+        for command in commands.drain(..) {
+            self.command(command);
+        }
+        self.commands = commands;
+        if let Some(at) = wake_at {
+            let at = at.max(self.now);
+            if self.pending_tick.is_none_or(|(pending, _)| at < pending) {
+                self.schedule(at, Scheduled::Tick);
+                self.pending_tick = Some((at, self.seq));
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::RequestJob { runner } => {
+                let Some(c) = self.coordinators.get_mut(runner.index()) else {
+                    return;
+                };
+                if let Some(job) = c.queue.pop_front() {
+                    self.answers.push_back(Answer::Job { runner, job });
+                } else {
+                    match self.workload.polling {
+                        Polling::Long => c.parked += 1,
+                        Polling::Interval => self.answers.push_back(Answer::Empty { runner }),
+                    }
+                }
+            }
+            Command::CancelRequests { runner } => {
+                if let Some(c) = self.coordinators.get_mut(runner.index()) {
+                    for _ in 0..std::mem::take(&mut c.parked) {
+                        self.answers.push_back(Answer::Empty { runner });
+                    }
+                }
+            }
+            Command::CreateMachine {
+                machine,
+                runner,
+                name,
+            } => self.create(machine, runner, name),
+            Command::RemoveMachine { machine, .. } => self.remove(machine),
+            // Nothing restarts in a simulation; a resumed job would simply run.
+            Command::RunJob { job, machine, .. } | Command::ResumeJob { job, machine, .. } => {
+                self.start_job(job, machine)
+            }
+            Command::CancelJob { job } => self.stop_job(job, Outcome::Canceled),
+            Command::AbortJob { job, reason } => self.stop_job(
+                job,
+                Outcome::Failed {
+                    reason,
+                    exit_code: None,
+                },
+            ),
+            Command::FailJob { job, .. } => {
+                if let Some(rec) = self.jobs.remove(job) {
+                    if !rec.started {
+                        self.stats.waiting -= 1;
+                    }
+                    self.stats.failed += 1;
+                }
+            }
+            Command::ListMachines { runner, request } => {
+                self.answers.push_back(Answer::Listed { runner, request })
+            }
+            Command::Exit { .. } => self.exited = true,
+        }
+    }
+
+    fn create(&mut self, machine: MachineId, runner: RunnerId, name: String) {
+        let w = self.workload;
+        let mut boot = w.boot.sample_ms(&mut self.boot_rng);
+        if w.faults.slow_boot_rate > 0.0 && self.fault_rng.random::<f64>() < w.faults.slow_boot_rate
+        {
+            boot = (boot as f64 * w.faults.slow_boot_factor) as u64;
+        }
+        let fails =
+            w.boot_failure_rate > 0.0 && self.fault_rng.random::<f64>() < w.boot_failure_rate;
+        let ready_at = Timestamp(self.now.0.saturating_add(boot));
+        self.provider.insert(
+            machine,
+            ProviderMachine {
+                runner,
+                name,
+                ready_at,
+            },
+        );
+        self.schedule(
+            ready_at,
+            if fails {
+                Scheduled::CreationFailed(machine)
+            } else {
+                Scheduled::Created(machine)
+            },
+        );
+    }
+
+    fn remove(&mut self, machine: MachineId) {
+        let w = self.workload;
+        // A creation in progress finishes first.
+        let from = self
+            .provider
+            .get(&machine)
+            .map_or(self.now, |m| m.ready_at.max(self.now));
+        let at = Timestamp(
+            from.0
+                .saturating_add(w.removal.sample_ms(&mut self.removal_rng)),
+        );
+        let fails =
+            w.removal_failure_rate > 0.0 && self.fault_rng.random::<f64>() < w.removal_failure_rate;
+        self.schedule(
+            at,
+            if fails {
+                Scheduled::RemovalFailed(machine)
+            } else {
+                Scheduled::Removed(machine)
+            },
+        );
+    }
+
+    fn start_job(&mut self, job: JobId, machine: Option<MachineId>) {
+        let now = self.now;
+        let Some(rec) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if rec.started {
+            return;
+        }
+        rec.started = true;
+        let (wait, duration) = (now.0 - rec.arrival.0, rec.duration_ms);
+        self.stats.waiting -= 1;
+        self.stats.record_wait(now, wait);
+        let loss = self.workload.faults.machine_loss_per_hour;
+        if machine.is_some() && loss > 0.0 {
+            let death = exponential(&mut self.fault_rng, 3_600_000.0 / loss);
+            if death < duration as f64 {
+                self.schedule(Timestamp(now.0 + death as u64), Scheduled::MachineLost(job));
+                return;
+            }
+        }
+        self.schedule(
+            Timestamp(now.0.saturating_add(duration)),
+            Scheduled::JobDone(job),
+        );
+    }
+
+    fn stop_job(&mut self, job: JobId, outcome: Outcome) {
+        let Some(rec) = self.jobs.get_mut(job) else {
+            return;
+        };
+        if rec.stopping.is_some() {
+            return;
+        }
+        rec.stopping = Some(outcome);
+        let at = Timestamp(self.now.0 + STOP_DELAY_MS);
+        self.schedule(at, Scheduled::JobStopped(job));
+    }
+}

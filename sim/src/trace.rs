@@ -1,0 +1,276 @@
+//! CSV traces: one recorded job per line.
+//!
+//! ```text
+//! # comments and blank lines are skipped; the header is optional
+//! arrival,duration,runner
+//! 0s,5m,linux                   # offset from the workload's start ...
+//! 2026-01-05T08:00:00Z,310,linux  # ... or an RFC 3339 time; bare numbers are seconds
+//! ```
+//! Without a header the columns are `arrival[,duration[,runner]]`. Rows need not be sorted.
+
+use std::path::Path;
+
+use drover_core::Timestamp;
+
+use crate::workload::{Location, Trace, TraceRow, WorkloadError, parse_duration_ms, parse_instant};
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+enum Column {
+    Arrival,
+    Duration,
+    Runner,
+}
+
+/// Parses a trace whose offsets count from `start`.
+pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, WorkloadError> {
+    let err = |line: usize, column: usize, message: String, hint: Option<&str>| {
+        let source_line = text.lines().nth(line - 1).unwrap_or("");
+        let width = source_line
+            .chars()
+            .skip(column - 1)
+            .take_while(|c| *c != ',')
+            .count()
+            .max(1);
+        WorkloadError::Invalid {
+            at: Location {
+                path: path.to_path_buf(),
+                line,
+                column,
+                source_line: source_line.to_string(),
+                width,
+            },
+            message,
+            hint: hint.map(str::to_string),
+        }
+    };
+    let mut columns = vec![Column::Arrival, Column::Duration, Column::Runner];
+    let mut trace = Trace {
+        source: path.to_path_buf(),
+        ..Trace::default()
+    };
+    let mut first = true;
+    for (i, raw_line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let content = raw_line.split('#').next().unwrap_or("");
+        if content.trim().is_empty() {
+            continue;
+        }
+        let fields = split_fields(content);
+        if std::mem::take(&mut first) && is_header(&fields) {
+            columns.clear();
+            for &(col, name) in &fields {
+                let c = match name.to_ascii_lowercase().as_str() {
+                    "arrival" => Column::Arrival,
+                    "duration" => Column::Duration,
+                    "runner" => Column::Runner,
+                    other => {
+                        return Err(err(
+                            line_no,
+                            col,
+                            format!("unknown trace column {other:?}"),
+                            Some("columns are arrival, duration (optional) and runner (optional)"),
+                        ));
+                    }
+                };
+                if columns.contains(&c) {
+                    return Err(err(
+                        line_no,
+                        col,
+                        format!("column {name:?} appears twice"),
+                        None,
+                    ));
+                }
+                columns.push(c);
+            }
+            if !columns.contains(&Column::Arrival) {
+                return Err(err(
+                    line_no,
+                    1,
+                    "the header has no `arrival` column".into(),
+                    None,
+                ));
+            }
+            continue;
+        }
+        if fields.len() > columns.len() {
+            let (col, _) = fields[columns.len()];
+            return Err(err(
+                line_no,
+                col,
+                format!(
+                    "{} fields, but the trace has {} columns",
+                    fields.len(),
+                    columns.len()
+                ),
+                None,
+            ));
+        }
+        let mut row = TraceRow {
+            at: start,
+            duration_ms: None,
+            runner: None,
+            line: line_no as u32,
+        };
+        let mut has_arrival = false;
+        for (&(col, value), kind) in fields.iter().zip(&columns) {
+            match kind {
+                Column::Arrival => {
+                    row.at = arrival(value, start).map_err(|e| {
+                        err(line_no, col, format!("arrival {value:?}: {e}"), Some("write an offset like \"90s\" or \"1h5m\" (bare numbers are seconds), or an RFC 3339 time"))
+                    })?;
+                    has_arrival = true;
+                }
+                Column::Duration if value.is_empty() => {}
+                Column::Duration => {
+                    row.duration_ms = Some(seconds_or_duration(value).map_err(|e| {
+                        err(
+                            line_no,
+                            col,
+                            format!("duration {value:?}: {e}"),
+                            Some("write \"5m\", \"90s\" or a number of seconds"),
+                        )
+                    })?);
+                }
+                Column::Runner if value.is_empty() => {}
+                Column::Runner => {
+                    let idx = match trace.runners.iter().position(|r| r == value) {
+                        Some(i) => i,
+                        None => {
+                            trace.runners.push(value.to_string());
+                            trace.runners.len() - 1
+                        }
+                    };
+                    row.runner =
+                        Some(u16::try_from(idx).map_err(|_| {
+                            err(line_no, col, "too many runner names".into(), None)
+                        })?);
+                }
+            }
+        }
+        if !has_arrival {
+            return Err(err(line_no, 1, "row has no arrival".into(), None));
+        }
+        trace.rows.push(row);
+    }
+    // Stable: rows with equal times keep their file order.
+    trace.rows.sort_by_key(|r| r.at);
+    Ok(trace)
+}
+
+/// Fields with their 1-based starting column.
+fn split_fields(line: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut col = 1;
+    for field in line.split(',') {
+        let lead = field.chars().take_while(|c| c.is_whitespace()).count();
+        out.push((col + lead, field.trim()));
+        col += field.chars().count() + 1;
+    }
+    out
+}
+
+fn is_header(fields: &[(usize, &str)]) -> bool {
+    fields.first().is_some_and(|(_, f)| {
+        f.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && arrival(f, Timestamp::ZERO).is_err()
+    })
+}
+
+fn arrival(value: &str, start: Timestamp) -> Result<Timestamp, String> {
+    // `YYYY-` starts an absolute time.
+    if value.len() > 4
+        && value.as_bytes()[4] == b'-'
+        && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+    {
+        let t = parse_instant(value)?;
+        if t < start {
+            return Err(format!("is before the workload's start {start}"));
+        }
+        return Ok(t);
+    }
+    seconds_or_duration(value).map(|ms| Timestamp(start.0.saturating_add(ms)))
+}
+
+fn seconds_or_duration(value: &str) -> Result<u64, String> {
+    if let Ok(secs) = value.parse::<f64>() {
+        if !(secs >= 0.0 && secs.is_finite()) {
+            return Err("must be a finite number ≥ 0".into());
+        }
+        return Ok(libm::round(secs * 1000.0) as u64);
+    }
+    parse_duration_ms(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: Timestamp = Timestamp(1_000_000);
+
+    #[test]
+    fn rows_with_and_without_header() {
+        let t = parse_csv(
+            "# recorded\narrival,runner,duration\n5m,a,90\n0s,b,2m\n\n",
+            Path::new("t.csv"),
+            START,
+        )
+        .unwrap();
+        assert_eq!(t.runners, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            t.rows,
+            vec![
+                TraceRow {
+                    at: START,
+                    duration_ms: Some(120_000),
+                    runner: Some(1),
+                    line: 4
+                },
+                TraceRow {
+                    at: Timestamp(START.0 + 300_000),
+                    duration_ms: Some(90_000),
+                    runner: Some(0),
+                    line: 3
+                },
+            ]
+        );
+        let t = parse_csv("1970-01-01T00:20:00Z,1.5\n12\n", Path::new("t.csv"), START).unwrap();
+        assert_eq!(
+            t.rows[0],
+            TraceRow {
+                at: Timestamp(START.0 + 12_000),
+                duration_ms: None,
+                runner: None,
+                line: 2
+            }
+        );
+        assert_eq!(t.rows[1].at, Timestamp(1_200_000));
+        assert_eq!(t.rows[1].duration_ms, Some(1_500));
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let e = parse_csv(
+            "arrival,duration\n0s,5m\n10s, 5 parsecs\n",
+            Path::new("t.csv"),
+            START,
+        )
+        .unwrap_err();
+        let WorkloadError::Invalid { at, message, .. } = e else {
+            panic!()
+        };
+        assert_eq!((at.line, at.column), (3, 6));
+        assert!(message.contains("5 parsecs"), "{message}");
+        let e = parse_csv("arrival,flavour\n", Path::new("t.csv"), START).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("unknown trace column \"flavour\"\n --> t.csv:1:9\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("1 | arrival,flavour\n  |         ^^^^^^^"),
+            "{shown}"
+        );
+        let e = parse_csv("1969-12-31T00:00:00Z\n", Path::new("t.csv"), START).unwrap_err();
+        assert!(e.to_string().contains("t.csv:1:1"), "{e}");
+    }
+}

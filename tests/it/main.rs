@@ -1,0 +1,5 @@
+
+mod config;
+mod gitlab_cli;
+mod replay;
+mod simulate;
