@@ -34,10 +34,16 @@ impl std::error::Error for Coded {}
 
 /// Wraps an error with an exit code.
 pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> anyhow::Error {
-    anyhow::Error::new(Coded { code, error: error.into() })
+    anyhow::Error::new(Coded {
+        code,
+        error: error.into(),
+    })
 }
 
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
-    let code = err.chain().find_map(|e| e.downcast_ref::<Coded>()).map_or(FAILURE, |c| c.code);
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<Coded>())
+        .map_or(FAILURE, |c| c.code);
     ExitCode::from(code)
 }

@@ -13,7 +13,12 @@ mod paths;
 /// An autoscaling CI job runner for GitLab, with a deterministic scheduling core that can be
 /// simulated, journaled and replayed.
 #[derive(Parser)]
-#[command(name = "drover", version, propagate_version = true, max_term_width = 110)]
+#[command(
+    name = "drover",
+    version,
+    propagate_version = true,
+    max_term_width = 110
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -20,7 +20,11 @@ fn is_root() -> bool {
     // The effective uid of this process; /proc is always there on Linux.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -40,7 +44,13 @@ impl ConfigArg {
 
 /// The state directory of a config when `--state-dir` is not given: `<config dir>/.drover-state/<config stem>`.
 pub fn default_state_dir(config: &Path) -> PathBuf {
-    let dir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "config".into());
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
     dir.join(".drover-state").join(stem)
 }

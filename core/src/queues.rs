@@ -30,12 +30,9 @@ impl State {
         })
     }
 
-    /// Indexes an idle machine; its `last_used` must be the current time.
-    pub(crate) fn push_idle(&mut self, m: MachineId) {
-        if let Some(machine) = self.machines.get(&m) {
-            let entry = (machine.last_used, m);
-            self.runners[machine.runner.index()].idle.push_back(entry);
-        }
+    /// Indexes a machine that became idle at `at`, the current time (so the deque stays sorted).
+    pub(crate) fn push_idle(&mut self, runner: usize, at: Timestamp, m: MachineId) {
+        self.runners[runner].idle.push_back((at, m));
     }
 
     /// Takes the most recently used idle machine out of the index.
@@ -71,12 +68,24 @@ impl State {
         self.runners[runner].queue.push_back((seq, job));
     }
 
-    /// Takes the oldest queued job of a runner out of the queue index.
-    pub(crate) fn pop_queued(&mut self, runner: usize) -> Option<JobId> {
-        while let Some(&entry) = self.runners[runner].queue.front() {
-            self.runners[runner].queue.pop_front();
-            if self.queue_entry_valid(runner, entry) {
-                return Some(entry.1);
+    /// Takes the oldest queued job of a runner out of the queue and marks it running: one lookup.
+    pub(crate) fn start_queued(
+        &mut self,
+        runner: usize,
+        machine: Option<MachineId>,
+        now: Timestamp,
+    ) -> Option<JobId> {
+        while let Some((seq, job)) = self.runners[runner].queue.pop_front() {
+            if let Some(j) = self.jobs.get_mut(&job)
+                && j.enqueued == seq
+                && j.runner.index() == runner
+                && matches!(j.state, JobState::Queued { .. })
+            {
+                j.state = JobState::Running {
+                    machine,
+                    started_at: now,
+                };
+                return Some(job);
             }
         }
         None

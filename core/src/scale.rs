@@ -148,6 +148,7 @@ impl Core {
             r.policy.period = period;
             r.policy.values = period.map_or(policy.base, |i| policy.periods[i].values);
             r.policy.valid_until = next_change(&policy.periods, now).unwrap_or(Timestamp::MAX);
+            r.reap_after = Timestamp::ZERO;
         }
         Some(r.policy.valid_until)
     }
@@ -221,6 +222,12 @@ impl Core {
             // not make a ready machine surplus: that would trade it for one that is not ready yet.
             let mut surplus = c.idle.saturating_sub(want);
             let mut idle = c.idle;
+            let reap_after = self.state.runners[ri].reap_after;
+            if idle_time.is_some() && now < reap_after && surplus > 0 && idle > reserved {
+                // The least recently used machine was not due at the last look; none is before then.
+                wake = earliest(wake, Some(reap_after));
+                surplus = 0;
+            }
             while surplus > 0 && idle > reserved {
                 let Some((last_used, m)) = self.state.peek_lru(ri) else {
                     break;
@@ -228,7 +235,9 @@ impl Core {
                 if let Some(idle_time) = idle_time {
                     let expires = Timestamp(last_used.0.saturating_add(idle_time));
                     if now <= expires {
-                        wake = earliest(wake, Some(Timestamp(expires.0.saturating_add(1))));
+                        let due = Timestamp(expires.0.saturating_add(1));
+                        self.state.runners[ri].reap_after = due;
+                        wake = earliest(wake, Some(due));
                         break;
                     }
                 }

@@ -50,6 +50,7 @@ impl Core {
             removal_retries: BTreeSet::new(),
             queue_deadlines: BTreeMap::new(),
             next_deadline: None,
+            received_now: Vec::new(),
             next_list_at,
             shutdown: Shutdown::None,
             exited: false,
@@ -109,7 +110,30 @@ impl Core {
             Event::Resumed => self.on_resumed(out),
             Event::Tick => {}
         }
-        self.reconcile(out)
+        let mut wake = self.reconcile(out);
+        // Indexed by position: the buffer keeps its capacity from event to event.
+        for i in 0..self.state.received_now.len() {
+            let job = self.state.received_now[i];
+            wake = crate::time::earliest(wake, self.index_deadline(job));
+        }
+        self.state.received_now.clear();
+        wake
+    }
+
+    /// Indexes the deadline of a job received during this event if it is still waiting.
+    fn index_deadline(&mut self, job: JobId) -> Option<Timestamp> {
+        let j = self.state.jobs.get(&job)?;
+        let JobState::Queued { deadline } = j.state else {
+            return None;
+        };
+        let timeout = if j.info.timeout_ms == 0 {
+            crate::time::millis(DEFAULT_JOB_TIMEOUT)
+        } else {
+            j.info.timeout_ms
+        };
+        let seq = j.enqueued;
+        self.state.push_deadline(timeout, deadline, seq, job);
+        Some(deadline)
     }
 
     pub fn state(&self) -> &State {
@@ -177,8 +201,7 @@ impl Core {
         r.counts.queued += 1;
         self.state.totals.queued += 1;
         self.state.push_queued(runner.index(), seq, job);
-        self.state
-            .push_deadline(crate::time::millis(timeout), deadline, seq, job);
+        self.state.received_now.push(job);
         self.state.stats.jobs_received += 1;
     }
 
@@ -225,17 +248,17 @@ impl Core {
 
     fn on_job_finished(&mut self, job: JobId, _outcome: Outcome, out: &mut Vec<Command>) {
         let now = self.state.now;
-        let Some(j) = self.state.jobs.get(&job) else {
+        let Some(j) = self.state.jobs.remove(&job) else {
             self.anomaly(AnomalyKind::UnknownJob, job.0);
             return;
         };
         let JobState::Running { machine, .. } = j.state else {
             // Nonsense: it never started. It stays queued, so it still runs or is reported.
+            self.state.jobs.insert(job, j);
             self.anomaly(AnomalyKind::JobFinishedBeforeStart, job.0);
             return;
         };
         let runner = j.runner;
-        self.state.jobs.remove(&job);
         self.state.stats.jobs_finished += 1;
         let r = &mut self.state.runners[runner.index()];
         r.counts.running -= 1;
@@ -253,11 +276,7 @@ impl Core {
         } else if r.retired {
             self.start_removal(mid, RemoveReason::RunnerRemoved, out);
         } else {
-            self.set_machine_state(mid, MachineState::Idle);
-            if let Some(m) = self.state.machines.get_mut(&mid) {
-                m.last_used = now;
-            }
-            self.state.push_idle(mid);
+            self.make_idle(mid, now);
         }
     }
 
@@ -286,7 +305,7 @@ impl Core {
         out: &mut Vec<Command>,
     ) -> bool {
         let now = self.state.now;
-        let Some(job) = self.state.pop_queued(runner.index()) else {
+        let Some(job) = self.state.start_queued(runner.index(), machine, now) else {
             return false;
         };
         let r = &mut self.state.runners[runner.index()];
@@ -295,17 +314,10 @@ impl Core {
         r.front_failures = 0;
         self.state.totals.queued -= 1;
         self.state.totals.running += 1;
-        if let Some(j) = self.state.jobs.get_mut(&job) {
-            j.state = JobState::Running {
-                machine,
-                started_at: now,
-            };
-        }
-        if let Some(mid) = machine {
-            self.set_machine_state(mid, MachineState::Busy(job));
-            if let Some(m) = self.state.machines.get_mut(&mid) {
-                m.used_count += 1;
-            }
+        if let Some(mid) = machine
+            && let Some(m) = self.set_machine_state(mid, MachineState::Busy(job))
+        {
+            m.used_count += 1;
         }
         self.state.stats.jobs_started += 1;
         out.push(Command::RunJob {
@@ -377,11 +389,7 @@ impl Core {
         match m.state {
             MachineState::Creating => {
                 let runner = m.runner;
-                self.set_machine_state(machine, MachineState::Idle);
-                if let Some(m) = self.state.machines.get_mut(&machine) {
-                    m.last_used = now;
-                }
-                self.state.push_idle(machine);
+                self.make_idle(machine, now);
                 let r = &mut self.state.runners[runner.index()];
                 r.create_failures = 0;
                 self.state.stats.machines_created += 1;
@@ -626,17 +634,27 @@ impl Core {
         }
     }
 
-    fn set_machine_state(&mut self, machine: MachineId, to: MachineState) {
+    /// Moves a machine to another state, keeping the counters; returns it for further updates.
+    fn set_machine_state(&mut self, machine: MachineId, to: MachineState) -> Option<&mut Machine> {
         let seq = self.state.seq;
-        let Some(m) = self.state.machines.get_mut(&machine) else {
-            return;
-        };
+        let m = self.state.machines.get_mut(&machine)?;
         let from = m.state;
         m.state = to;
         m.changed_seq = seq;
         let counts = &mut self.state.runners[m.runner.index()].counts;
         dec_state(counts, from);
         inc_state(counts, to);
+        Some(m)
+    }
+
+    /// A machine becomes idle now: its idle clock starts and it joins the idle index.
+    fn make_idle(&mut self, machine: MachineId, now: Timestamp) {
+        let Some(m) = self.set_machine_state(machine, MachineState::Idle) else {
+            return;
+        };
+        m.last_used = now;
+        let runner = m.runner.index();
+        self.state.push_idle(runner, now, machine);
     }
 
     fn abort_job(&mut self, job: JobId, out: &mut Vec<Command>) {
@@ -753,6 +771,7 @@ impl Core {
                     r.config = rc.clone();
                     r.retired = false;
                     r.policy.valid_until = Timestamp::ZERO; // re-evaluate periods now
+                    r.reap_after = Timestamp::ZERO; // IdleTime may have changed
                 }
                 None if self.state.runners.len() < usize::from(u16::MAX) => {
                     self.state.runners.push(RunnerState::new(rc.clone(), now));
@@ -859,6 +878,7 @@ impl RunnerState {
             create_blocked_until: Timestamp::ZERO,
             front_failures: 0,
             policy: ActivePolicy::default(),
+            reap_after: Timestamp::ZERO,
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct State {
     pub(crate) queue_deadlines: BTreeMap<u64, VecDeque<(Timestamp, u64, JobId)>>,
     /// No queued job gives up before this (an early bound: the job may have left the queue).
     pub(crate) next_deadline: Option<Timestamp>,
+    /// Jobs received during the current event; those still queued when it is handled get a deadline
+    /// entry (most start at once and never need one). Always empty between events.
+    #[serde(skip)]
+    pub(crate) received_now: Vec<JobId>,
     pub(crate) next_list_at: Option<Timestamp>,
     pub(crate) shutdown: Shutdown,
     pub(crate) exited: bool,
@@ -94,6 +98,9 @@ pub struct RunnerState {
     /// Creation failures the oldest waiting job has seen.
     pub(crate) front_failures: u32,
     pub(crate) policy: ActivePolicy,
+    /// No idle machine of this runner expires before this (an early bound: reaping looks no further
+    /// until then). Reset whenever IdleTime may have changed.
+    pub(crate) reap_after: Timestamp,
 }
 
 /// The autoscaling values in force and until when they are known to hold.

@@ -195,12 +195,12 @@ pub(crate) async fn ensure_image(
     };
     let mut last_error = None;
     for (i, policy) in policies.iter().enumerate() {
-        if i > 0 {
-            if let Some(err) = &last_error {
-                trace
-                    .warn(&format!("{err}; trying pull policy {:?}", policy.as_str()))
-                    .await;
-            }
+        if i > 0
+            && let Some(err) = &last_error
+        {
+            trace
+                .warn(&format!("{err}; trying pull policy {:?}", policy.as_str()))
+                .await;
         }
         let result = match policy {
             PullPolicy::Never => match is_present(docker, image).await? {

@@ -809,3 +809,59 @@ async fn artifacts_are_stored_and_served_to_a_running_jobs_token() {
     assert!(matches!(err, Error::Forbidden { .. }), "{err}");
     assert_no_violations(&fake);
 }
+
+#[tokio::test]
+async fn the_token_seed_decides_the_tokens() {
+    let with_seed = |token_seed| FakeOptions {
+        token_seed,
+        ..FakeOptions::default()
+    };
+    let a = FakeGitlab::start(with_seed(1)).await.unwrap();
+    let b = FakeGitlab::start(with_seed(1)).await.unwrap();
+    let c = FakeGitlab::start(with_seed(2)).await.unwrap();
+    let (ta, tb, tc) = (
+        a.create_runner_token(),
+        b.create_runner_token(),
+        c.create_runner_token(),
+    );
+    assert!(ta.starts_with("glrt-"), "{ta}");
+    assert_eq!(ta, tb, "the same seed gives the same tokens");
+    assert_ne!(ta, tc, "another seed gives other tokens");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_limit_holds_back_what_the_owner_has_not_stored() {
+    let fake = fake().await;
+    let client = client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    let id = fake.enqueue_job(JobTemplate::new("limited"));
+    let job = take_job(&client, &token, false).await;
+    client.accept_job(&(&job).into(), &info(false)).await;
+    let (mut uploader, trace) = uploader(&client, &job, false);
+
+    trace.lock().limit_uploads_to(0);
+    trace.write(b"stored line\n");
+    trace.write(b"not stored yet\n");
+    assert_eq!(
+        uploader.tick().await,
+        TickOutcome::Idle,
+        "nothing stored, nothing sent"
+    );
+    assert!(fake.job(id).unwrap().trace.is_empty());
+
+    trace.lock().limit_uploads_to("stored line\n".len() as u64);
+    assert_eq!(uploader.tick().await, TickOutcome::Sent);
+    assert_eq!(fake.job(id).unwrap().trace, b"stored line\n");
+    assert_eq!(uploader.tick().await, TickOutcome::Idle);
+
+    // The final update sends everything: the owner stores the finished trace before it.
+    assert_eq!(
+        uploader.finish(JobResult::Success).await,
+        FinalOutcome::Accepted
+    );
+    assert_eq!(
+        fake.job(id).unwrap().trace,
+        b"stored line\nnot stored yet\n"
+    );
+    assert_no_violations(&fake);
+}

@@ -175,9 +175,10 @@ fn runner(
                 policy.machine_name
             );
             if let Some(m) = &s.machine
-                && !m.registry_mirrors.is_empty() {
-                    let _ = writeln!(out, "  registry mirrors: {}", m.registry_mirrors.join(", "));
-                }
+                && !m.registry_mirrors.is_empty()
+            {
+                let _ = writeln!(out, "  registry mirrors: {}", m.registry_mirrors.join(", "));
+            }
             schedule(out, policy, at, days);
         }
     }

@@ -28,8 +28,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let journal = drover_journal::read(&args.journal)
-        .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
+    let journal =
+        drover_journal::read(&args.journal).map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     let mut violation = None;
     let mut lines = String::new();
     let replay = drover_journal::replay(&journal, |now, event, step| {
@@ -41,17 +41,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     if args.check_invariants {
         // Replay again, checking after each step (kept out of the first pass so that pass stays fast).
-        let mut core = drover_core::Core::new(journal.header.config.clone(), journal.header.created_at);
+        let mut core =
+            drover_core::Core::new(journal.header.config.clone(), journal.header.created_at);
         for (offset, frame) in &journal.frames {
             match frame {
                 drover_journal::Frame::Event { now, event, .. } => {
                     let step = core.handle(*now, event.clone());
-                    if let Err(v) = core.check_invariants().and_then(|()| core.check_step(event, &step)) {
+                    if let Err(v) = core
+                        .check_invariants()
+                        .and_then(|()| core.check_step(event, &step))
+                    {
                         violation = Some(format!("{v} (frame at offset {offset})"));
                         break;
                     }
                 }
-                drover_journal::Frame::Snapshot { seq, core: bytes, .. } if *seq != core.state().seq() => {
+                drover_journal::Frame::Snapshot {
+                    seq, core: bytes, ..
+                } if *seq != core.state().seq() => {
                     core = drover_core::decode_snapshot(bytes)
                         .with_context(|| format!("decoding the snapshot at offset {offset}"))?;
                 }
@@ -104,7 +110,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "digests: {} verified, {} divergence{}",
             replay.digests_checked,
             replay.divergences.len(),
-            if replay.divergences.len() == 1 { "" } else { "s" }
+            if replay.divergences.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
         for d in replay.divergences.iter().take(5) {
             println!(
@@ -140,7 +150,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
     }
     if let Some(v) = violation {
-        return Err(exit::with_code(exit::JOURNAL, anyhow::anyhow!("invariant violated during replay: {v}")));
+        return Err(exit::with_code(
+            exit::JOURNAL,
+            anyhow::anyhow!("invariant violated during replay: {v}"),
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -160,7 +173,11 @@ fn print_summary(
         journal.header.drover_version
     );
     let names: Vec<&str> = cfg.runners.iter().map(|r| r.name.as_str()).collect();
-    println!("config: concurrent {}, runners: {}", cfg.concurrent, names.join(", "));
+    println!(
+        "config: concurrent {}, runners: {}",
+        cfg.concurrent,
+        names.join(", ")
+    );
     if let (Some(first), Some(last)) = (summary.first, summary.last) {
         let span = last.since(first);
         println!(
@@ -168,7 +185,12 @@ fn print_summary(
             humantime::format_duration(std::time::Duration::from_secs(span.as_secs()))
         );
     }
-    println!("events: {} in {} frames, {} snapshot(s)", summary.events, journal.frames.len(), summary.snapshots);
+    println!(
+        "events: {} in {} frames, {} snapshot(s)",
+        summary.events,
+        journal.frames.len(),
+        summary.snapshots
+    );
     println!("  {}", join_counts(&summary.events_by_kind));
     println!("commands:");
     println!("  {}", join_counts(&summary.commands_by_kind));
@@ -202,7 +224,10 @@ fn join_counts(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
     if m.is_empty() {
         return "none".to_string();
     }
-    m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    m.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One command, short.
@@ -211,8 +236,14 @@ fn describe(c: &Command) -> String {
         Command::RequestJob { runner } => format!("request_job(runner {})", runner.0),
         Command::CancelRequests { runner } => format!("cancel_requests(runner {})", runner.0),
         Command::CreateMachine { name, .. } => format!("create_machine({name})"),
-        Command::RemoveMachine { name, reason, .. } => format!("remove_machine({name}, {})", reason.as_str()),
-        Command::RunJob { job, machine, .. } => format!("run_job({}, {})", job.0, machine.map_or("local".into(), |m| m.0.to_string())),
+        Command::RemoveMachine { name, reason, .. } => {
+            format!("remove_machine({name}, {})", reason.as_str())
+        }
+        Command::RunJob { job, machine, .. } => format!(
+            "run_job({}, {})",
+            job.0,
+            machine.map_or("local".into(), |m| m.0.to_string())
+        ),
         Command::ResumeJob { job, .. } => format!("resume_job({})", job.0),
         Command::CancelJob { job } => format!("cancel_job({})", job.0),
         Command::AbortJob { job, .. } => format!("abort_job({})", job.0),

@@ -10,9 +10,11 @@ use crate::daemon::{RunOptions, run as run_daemon};
 use crate::exit;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Signals: SIGQUIT drains gracefully (running jobs finish, then exit 0); SIGTERM or \
+#[command(
+    after_help = "Signals: SIGQUIT drains gracefully (running jobs finish, then exit 0); SIGTERM or \
 SIGINT abort jobs and exit within shutdown_timeout (a second one exits at once); SIGHUP or a changed \
-config file reloads the config live.")]
+config file reloads the config live."
+)]
 pub struct Args {
     #[command(flatten)]
     pub config: crate::paths::ConfigArg,
@@ -24,12 +26,16 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.path();
     let loaded = crate::config::load(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
-    loaded.require_registered().map_err(|e| exit::with_code(exit::CONFIG, e))?;
+    loaded
+        .require_registered()
+        .map_err(|e| exit::with_code(exit::CONFIG, e))?;
     init_logging(loaded.global.log_format, loaded.global.log_level);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let state_dir = args.state_dir.unwrap_or_else(|| crate::paths::default_state_dir(&config));
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| crate::paths::default_state_dir(&config));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,7 +49,12 @@ fn init_logging(format: Option<LogFormat>, level: Option<LogLevel>) {
     use tracing_subscriber::EnvFilter;
     let default = level.map_or("info", |l| l.as_str());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         Some(LogFormat::Json) => builder.json().init(),
         _ => builder.init(),

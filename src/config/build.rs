@@ -97,13 +97,14 @@ pub fn build(
         }
     }
     if let Some((path, span)) = ctx.local_zone_used.clone()
-        && let LocalZone::Unknown { reason } = ctx.local {
-            let d = Diagnostic::new(format!(
-                "periods in the `Local` time zone are evaluated in UTC: {reason}"
-            ))
-            .hint("set `Timezone` to a zone name such as \"Europe/Berlin\", or set TZ");
-            ctx.warn_at(WarningKind::LocalTimezone, path, span, d);
-        }
+        && let LocalZone::Unknown { reason } = ctx.local
+    {
+        let d = Diagnostic::new(format!(
+            "periods in the `Local` time zone are evaluated in UTC: {reason}"
+        ))
+        .hint("set `Timezone` to a zone name such as \"Europe/Berlin\", or set TZ");
+        ctx.warn_at(WarningKind::LocalTimezone, path, span, d);
+    }
     if !ctx.errors.is_empty() {
         return None;
     }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use drover_docker::{DockerProvider, DockerProviderConfig, EngineConfig, MachineEndpoint, TlsFiles};
+use drover_docker::{
+    DockerProvider, DockerProviderConfig, EngineConfig, MachineEndpoint, TlsFiles,
+};
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
 use super::build_spec::pull_policy;
@@ -14,7 +16,10 @@ use super::jobs::RunnerContext;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
 
 pub fn identity() -> RunnerIdentity {
-    RunnerIdentity::drover(env!("CARGO_PKG_VERSION"), option_env!("DROVER_REVISION").unwrap_or("unknown"))
+    RunnerIdentity::drover(
+        env!("CARGO_PKG_VERSION"),
+        option_env!("DROVER_REVISION").unwrap_or("unknown"),
+    )
 }
 
 /// The GitLab link and the job context of a runner.
@@ -34,8 +39,12 @@ pub fn runner_link(
             p.to_path_buf()
         }
     });
-    let client = Client::new(client_config)
-        .with_context(|| format!("runner {:?}: setting up the GitLab client for {url}", settings.name))?;
+    let client = Client::new(client_config).with_context(|| {
+        format!(
+            "runner {:?}: setting up the GitLab client for {url}",
+            settings.name
+        )
+    })?;
     let executor = match settings.executor {
         ExecutorKind::DockerMachine => "docker+machine",
         ExecutorKind::Docker => "docker",
@@ -49,7 +58,11 @@ pub fn runner_link(
         info,
         settings: settings.clone(),
         short_token: short_token.to_string(),
-        registry_mirrors: settings.machine.as_ref().map(|m| m.registry_mirrors.clone()).unwrap_or_default(),
+        registry_mirrors: settings
+            .machine
+            .as_ref()
+            .map(|m| m.registry_mirrors.clone())
+            .unwrap_or_default(),
     });
     Ok((link, context))
 }
@@ -58,7 +71,11 @@ pub fn runner_link(
 pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
     MachineEndpoint::engine_only(EngineConfig {
         host: settings.docker.host.clone(),
-        tls: settings.docker.tls_cert_path.as_ref().map(TlsFiles::from_dir),
+        tls: settings
+            .docker
+            .tls_cert_path
+            .as_ref()
+            .map(TlsFiles::from_dir),
     })
 }
 
@@ -73,16 +90,32 @@ pub async fn provider(
     match machine.provider {
         Provider::Docker => {
             let config = DockerProviderConfig {
-                engine: EngineConfig { host: machine.docker_host.clone(), tls: None },
+                engine: EngineConfig {
+                    host: machine.docker_host.clone(),
+                    tls: None,
+                },
                 runner: short_token.to_string(),
-                image: settings.docker.image.clone().unwrap_or_else(|| "alpine:latest".to_string()),
-                pull_policy: settings.docker.pull_policy.iter().copied().map(pull_policy).collect(),
+                image: settings
+                    .docker
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| "alpine:latest".to_string()),
+                pull_policy: settings
+                    .docker
+                    .pull_policy
+                    .iter()
+                    .copied()
+                    .map(pull_policy)
+                    .collect(),
                 credentials: Vec::new(),
                 registry_mirrors: machine.registry_mirrors.clone(),
             };
-            let provider = DockerProvider::connect(config)
-                .await
-                .with_context(|| format!("runner {:?}: connecting to the machines' Docker engine", settings.name))?;
+            let provider = DockerProvider::connect(config).await.with_context(|| {
+                format!(
+                    "runner {:?}: connecting to the machines' Docker engine",
+                    settings.name
+                )
+            })?;
             Ok(Some(Arc::new(provider)))
         }
         Provider::DockerMachine => anyhow::bail!(

@@ -19,7 +19,10 @@ pub struct Unsupported {
 }
 
 fn unsupported(message: impl Into<String>) -> Unsupported {
-    Unsupported { reason: drover_core::FailureReason::RunnerSystemFailure, message: message.into() }
+    Unsupported {
+        reason: drover_core::FailureReason::RunnerSystemFailure,
+        message: message.into(),
+    }
 }
 
 pub fn pull_policy(p: config::PullPolicy) -> PullPolicy {
@@ -32,7 +35,13 @@ pub fn pull_policy(p: config::PullPolicy) -> PullPolicy {
 
 /// The job's pull policies when allowed, else the runner's; GitLab's default is `always`.
 fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPolicy>, Unsupported> {
-    let runner_default: Vec<PullPolicy> = runner.docker.pull_policy.iter().copied().map(pull_policy).collect();
+    let runner_default: Vec<PullPolicy> = runner
+        .docker
+        .pull_policy
+        .iter()
+        .copied()
+        .map(pull_policy)
+        .collect();
     if job.is_empty() {
         return Ok(runner_default);
     }
@@ -41,7 +50,9 @@ fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPoli
         let Some(parsed) = config::PullPolicy::parse(p) else {
             return Err(Unsupported {
                 reason: drover_core::FailureReason::RunnerConfigurationError,
-                message: format!("unknown pull policy {p:?} (drover knows always, if-not-present, never)"),
+                message: format!(
+                    "unknown pull policy {p:?} (drover knows always, if-not-present, never)"
+                ),
             });
         };
         let allowed = if runner.docker.allowed_pull_policies.is_empty() {
@@ -54,7 +65,11 @@ fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPoli
                 reason: drover_core::FailureReason::RunnerConfigurationError,
                 message: format!(
                     "pull policy {p:?} is not allowed by this runner (allowed: {})",
-                    allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -64,7 +79,10 @@ fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPoli
 }
 
 fn step_timeout(seconds: i64, job: Duration) -> Duration {
-    u64::try_from(seconds).ok().filter(|s| *s > 0).map_or(job, Duration::from_secs)
+    u64::try_from(seconds)
+        .ok()
+        .filter(|s| *s > 0)
+        .map_or(job, Duration::from_secs)
 }
 
 /// Maps a job onto the executor's terms. `runner_short` names the runner's objects on the engine.
@@ -75,10 +93,14 @@ pub fn build_spec(
     registry_mirrors: &[String],
 ) -> Result<BuildSpec, Unsupported> {
     if !job.run.is_empty() {
-        return Err(unsupported("this job uses `run:` (step-runner steps), which drover does not support"));
+        return Err(unsupported(
+            "this job uses `run:` (step-runner steps), which drover does not support",
+        ));
     }
     if let Some(kind) = job.image.executor_opts.other.keys().next() {
-        return Err(unsupported(format!("unsupported image executor_opts key {kind:?}")));
+        return Err(unsupported(format!(
+            "unsupported image executor_opts key {kind:?}"
+        )));
     }
     let timeout = job.timeout();
     let image_name = if job.image.name.is_empty() {
@@ -95,7 +117,10 @@ pub fn build_spec(
         pull_policy: pull_policies(&job.image.pull_policy, runner)?,
     };
 
-    let builds_dir = runner.builds_dir.clone().unwrap_or_else(|| "/builds".to_string());
+    let builds_dir = runner
+        .builds_dir
+        .clone()
+        .unwrap_or_else(|| "/builds".to_string());
     let project_path = if job.job_info.project_full_path.is_empty() {
         format!("project-{}", job.job_info.project_id)
     } else {
@@ -104,14 +129,23 @@ pub fn build_spec(
     let project_dir = format!("{}/{}", builds_dir.trim_end_matches('/'), project_path);
 
     // The runner's environment first, then drover's own, then the job's: later keys win.
-    let mut variables: Vec<Variable> =
-        runner.environment.iter().map(|(k, v)| Variable::new(k.clone(), v.clone())).collect();
+    let mut variables: Vec<Variable> = runner
+        .environment
+        .iter()
+        .map(|(k, v)| Variable::new(k.clone(), v.clone()))
+        .collect();
     for (k, v) in [
         ("CI_BUILDS_DIR", builds_dir.clone()),
         ("CI_PROJECT_DIR", project_dir.clone()),
         ("CI_RUNNER_SHORT_TOKEN", runner_short.to_string()),
-        ("CI_RUNNER_VERSION", format!("drover {}", env!("CARGO_PKG_VERSION"))),
-        ("CI_RUNNER_EXECUTABLE_ARCH", format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH)),
+        (
+            "CI_RUNNER_VERSION",
+            format!("drover {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "CI_RUNNER_EXECUTABLE_ARCH",
+            format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        ),
         ("CI_DISPOSABLE_ENVIRONMENT", "true".to_string()),
         ("CI_SERVER", "yes".to_string()),
     ] {
@@ -130,7 +164,11 @@ pub fn build_spec(
         let name = match step.name.as_str() {
             step_name::SCRIPT => StepName::Script,
             step_name::AFTER_SCRIPT => StepName::AfterScript,
-            other => return Err(unsupported(format!("drover does not support the {other:?} step"))),
+            other => {
+                return Err(unsupported(format!(
+                    "drover does not support the {other:?} step"
+                )));
+            }
         };
         let mut script = step.script.clone();
         if name == StepName::Script {
@@ -145,7 +183,12 @@ pub fn build_spec(
             StepWhen::OnSuccess => When::OnSuccess,
             StepWhen::OnFailure => When::OnFailure,
             StepWhen::Always => When::Always,
-            StepWhen::Unknown => return Err(unsupported(format!("unknown `when` in step {:?}", step.name))),
+            StepWhen::Unknown => {
+                return Err(unsupported(format!(
+                    "unknown `when` in step {:?}",
+                    step.name
+                )));
+            }
         };
         steps.push(StepSpec {
             name,
@@ -167,11 +210,21 @@ pub fn build_spec(
             image: ImageSpec {
                 name: s.name.clone(),
                 entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
-                pull_policy: runner.docker.pull_policy.iter().copied().map(pull_policy).collect(),
+                pull_policy: runner
+                    .docker
+                    .pull_policy
+                    .iter()
+                    .copied()
+                    .map(pull_policy)
+                    .collect(),
             },
             aliases: s.aliases.clone(),
             command: (!s.command.is_empty()).then(|| s.command.clone()),
-            variables: s.environment.iter().map(|(k, v)| Variable::new(k.clone(), v.clone())).collect(),
+            variables: s
+                .environment
+                .iter()
+                .map(|(k, v)| Variable::new(k.clone(), v.clone()))
+                .collect(),
         })
         .collect();
     for s in &job.services {
@@ -183,7 +236,11 @@ pub fn build_spec(
             },
             aliases: s.aliases().into_iter().map(str::to_string).collect(),
             command: (!s.command.is_empty()).then(|| s.command.clone()),
-            variables: s.variables.iter().map(|v| Variable::new(v.key.clone(), v.value.clone())).collect(),
+            variables: s
+                .variables
+                .iter()
+                .map(|v| Variable::new(v.key.clone(), v.value.clone()))
+                .collect(),
         });
     }
 

@@ -60,7 +60,10 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(inputs: UnboundedSender<Input>) -> Coordinator {
-        Coordinator { links: Vec::new(), inputs }
+        Coordinator {
+            links: Vec::new(),
+            inputs,
+        }
     }
 
     /// Installs (or replaces, after a reload) the link of a runner.
@@ -77,7 +80,10 @@ impl Coordinator {
     pub fn request(&mut self, runner: RunnerId) {
         let inputs = self.inputs.clone();
         let Some(link) = self.links.get_mut(runner.index()).and_then(Option::as_mut) else {
-            let _ = inputs.send(Input::Event(Event::JobRequestFailed { runner, retry_after_ms: Some(60_000) }));
+            let _ = inputs.send(Input::Event(Event::JobRequestFailed {
+                runner,
+                retry_after_ms: Some(60_000),
+            }));
             return;
         };
         link.requests.retain(|t| !t.is_cancelled());
@@ -112,18 +118,23 @@ impl Coordinator {
                     }
                     Input::Event(Event::JobRequestEmpty { runner })
                 }
-                RequestOutcome::Failed { status, retry_after, unhealthy: sick, message } => {
+                RequestOutcome::Failed {
+                    status,
+                    retry_after,
+                    unhealthy: sick,
+                    message,
+                } => {
                     let mut n = lock(&unhealthy);
-                    let backoff = if sick {
+                    if sick {
                         *n += 1;
-                        // Unhealthy answers (403, no usable answer) back off up to 10 minutes.
-                        Some(Duration::from_secs(10).saturating_mul(1 << (*n - 1).min(6)).min(Duration::from_secs(600)))
-                    } else {
-                        None
-                    };
+                    }
+                    let backoff = unhealthy_backoff(*n);
                     tracing::warn!(runner = runner.0, status = ?status, "job request failed: {message}");
                     let retry = retry_after.or(backoff).map(drover_core::millis);
-                    Input::Event(Event::JobRequestFailed { runner, retry_after_ms: retry })
+                    Input::Event(Event::JobRequestFailed {
+                        runner,
+                        retry_after_ms: retry,
+                    })
                 }
             };
             let _ = inputs.send(input);
@@ -140,6 +151,44 @@ impl Coordinator {
     }
 }
 
+/// Consecutive unhealthy answers (403, no usable answer) before a runner backs off, as GitLab
+/// Runner's `unhealthy_requests_limit`; a single dropped connection only waits `check_interval`.
+const UNHEALTHY_LIMIT: u32 = 3;
+
+/// The pause after `n` consecutive unhealthy answers: none below the limit, then 60 s doubling up
+/// to 10 minutes (GitLab Runner rests the runner for an hour at once; drover tries again sooner).
+fn unhealthy_backoff(n: u32) -> Option<Duration> {
+    let over = n.checked_sub(UNHEALTHY_LIMIT)?;
+    Some(
+        Duration::from_secs(60)
+            .saturating_mul(1 << over.min(4))
+            .min(Duration::from_secs(600)),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_backs_off_only_after_repeated_unhealthy_answers() {
+        assert_eq!(unhealthy_backoff(0), None);
+        assert_eq!(unhealthy_backoff(UNHEALTHY_LIMIT - 1), None);
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT + 1),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT + 30),
+            Some(Duration::from_secs(600))
+        );
+    }
 }

@@ -62,6 +62,9 @@ struct Driver {
 
 /// Runs the daemon until a shutdown completes. The exit code is 0 after a clean shutdown.
 pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode> {
+    // First of all: a signal during the start-up (recovery can take a while) is handled once the
+    // loop runs, instead of killing the process with the default action.
+    let signals = signals::listen().context("installing signal handlers")?;
     let state_dir = StateDir::open(&options.state_dir)?;
     let _lock = state_dir.lock()?;
     let system_id = crate::commands::runner_entries::system_id(&options.config)?;
@@ -80,15 +83,24 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
                 "the journal ended in a torn frame (a crash mid-write); it was truncated"
             );
         }
-        let core = drover_journal::recover(&contents).map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
-        tracing::info!(events = core.state().seq(), "recovered the scheduling core from the journal");
+        let core = drover_journal::recover(&contents)
+            .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+        tracing::info!(
+            events = core.state().seq(),
+            "recovered the scheduling core from the journal"
+        );
         (core, writer, true)
     } else {
         let now = clock.now();
         let mut config = loaded.core.clone();
         config.seed = rand::random();
-        let header = Header { created_at: now, drover_version: env!("CARGO_PKG_VERSION").into(), config: config.clone() };
-        let writer = Writer::create(&journal_path, &header, true).map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
+        let header = Header {
+            created_at: now,
+            drover_version: env!("CARGO_PKG_VERSION").into(),
+            config: config.clone(),
+        };
+        let writer = Writer::create(&journal_path, &header, true)
+            .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
         (Core::new(config, now), writer, false)
     };
     clock = Clock::new(core.state().now());
@@ -141,7 +153,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     driver.journal = Writer::compact(&journal_path, &driver.core, env!("CARGO_PKG_VERSION"), true)
         .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
     driver.step(Event::Resumed)?;
-    driver.run().await
+    driver.run(signals).await
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -154,8 +166,7 @@ fn same_config(a: &drover_core::Config, b: &drover_core::Config) -> bool {
 }
 
 impl Driver {
-    async fn run(mut self) -> anyhow::Result<ExitCode> {
-        let mut signals = signals::listen().context("installing signal handlers")?;
+    async fn run(mut self, mut signals: UnboundedReceiver<OpSignal>) -> anyhow::Result<ExitCode> {
         let mut reload_tick = tokio::time::interval(RELOAD_CHECK);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(
@@ -183,12 +194,20 @@ impl Driver {
             }
         }
         let clean = self.exit.unwrap_or(false);
+        // Failure reports of jobs that never started may still be on their way to GitLab.
+        if clean && !self.jobs.wait(self.core.config().shutdown_timeout).await {
+            tracing::warn!("some job reports did not reach GitLab before the shutdown timeout");
+        }
         if let Err(e) = self.journal.append_snapshot(&self.core) {
             tracing::error!("writing the final snapshot failed: {e}");
         }
         self.write_status(true);
         tracing::info!(clean, "drover stopped");
-        Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+        Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::exit::FAILURE)
+        })
     }
 
     fn input(&mut self, input: Input) -> anyhow::Result<()> {
@@ -196,14 +215,20 @@ impl Driver {
             Input::Event(event) => self.step(event),
             Input::Job { runner, job } => {
                 // The payload is stored first: a journaled job always has it after a crash.
-                self.state_dir.save_job(&job).context("storing the job payload")?;
+                self.state_dir
+                    .save_job(&job)
+                    .context("storing the job payload")?;
                 let info = JobInfo {
                     timeout_ms: drover_core::millis(job.timeout()),
                     queued_ms: (job.job_info.time_in_queue_seconds.max(0.0) * 1000.0) as u64,
                 };
                 let id = JobId(job.id);
                 self.pending_job = Some(job);
-                self.step(Event::JobReceived { runner, job: id, info })
+                self.step(Event::JobReceived {
+                    runner,
+                    job: id,
+                    info,
+                })
             }
         }
     }
@@ -235,9 +260,10 @@ impl Driver {
         };
         let step = self.core.handle(now, event);
         if let Some(job) = self.pending_job.take()
-            && let Some(ctx) = self.context_of(JobId(job.id)) {
-                self.jobs.adopt(*job, ctx);
-            }
+            && let Some(ctx) = self.context_of(JobId(job.id))
+        {
+            self.jobs.adopt(*job, ctx);
+        }
         if let Some(job) = finished {
             self.jobs.forget(job);
         }
@@ -248,7 +274,12 @@ impl Driver {
         self.wake = step.wake_at;
         if self.journal.events_since_snapshot() >= SNAPSHOT_EVERY {
             if self.journal.len() > COMPACT_AT_BYTES {
-                self.journal = Writer::compact(self.journal.path(), &self.core, env!("CARGO_PKG_VERSION"), true)?;
+                self.journal = Writer::compact(
+                    self.journal.path(),
+                    &self.core,
+                    env!("CARGO_PKG_VERSION"),
+                    true,
+                )?;
             } else {
                 self.journal.append_snapshot(&self.core)?;
             }
@@ -266,19 +297,39 @@ impl Driver {
         match command {
             Command::RequestJob { runner } => self.coordinator.request(runner),
             Command::CancelRequests { runner } => self.coordinator.cancel(runner),
-            Command::CreateMachine { machine, runner, name } => self.machines.create(runner, machine, name),
-            Command::RemoveMachine { machine, runner, name, reason } => {
-                self.machines.remove(runner, machine, name, reason.as_str())
-            }
+            Command::CreateMachine {
+                machine,
+                runner,
+                name,
+            } => self.machines.create(runner, machine, name),
+            Command::RemoveMachine {
+                machine,
+                runner,
+                name,
+                reason,
+            } => self.machines.remove(runner, machine, name, reason.as_str()),
             Command::ListMachines { runner, request } => {
-                let prefix = self.core.state().runner(runner).map(|r| r.config.machine_prefix()).unwrap_or_default();
+                let prefix = self
+                    .core
+                    .state()
+                    .runner(runner)
+                    .map(|r| r.config.machine_prefix())
+                    .unwrap_or_default();
                 self.machines.list(runner, request, prefix);
             }
-            Command::RunJob { job, runner, machine } => {
+            Command::RunJob {
+                job,
+                runner,
+                machine,
+            } => {
                 let placement = self.placement(runner, machine);
                 self.jobs.command(job, JobCommand::Run(placement));
             }
-            Command::ResumeJob { job, runner, machine } => {
+            Command::ResumeJob {
+                job,
+                runner,
+                machine,
+            } => {
                 let placement = self.placement(runner, machine);
                 self.jobs.command(job, JobCommand::Resume(placement));
             }
@@ -289,7 +340,10 @@ impl Driver {
                     self.jobs.command(job, JobCommand::Fail(reason));
                     self.jobs.release(job);
                 } else {
-                    tracing::error!(job = job.0, "cannot report a job drover holds no payload for");
+                    tracing::error!(
+                        job = job.0,
+                        "cannot report a job drover holds no payload for"
+                    );
                 }
             }
             Command::Exit { clean } => self.exit = Some(clean),
@@ -300,7 +354,10 @@ impl Driver {
         match machine {
             None => match self.local_engines.get(&runner) {
                 Some(endpoint) => Placement::Engine(endpoint.clone()),
-                None => Placement::Unavailable(format!("runner #{} has no Docker engine configured", runner.0)),
+                None => Placement::Unavailable(format!(
+                    "runner #{} has no Docker engine configured",
+                    runner.0
+                )),
             },
             Some(m) => {
                 let name = self.core.state().machine(m).map(|m| m.name.clone());
@@ -321,22 +378,33 @@ impl Driver {
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.retired)
-            .map(|(i, r)| (RunnerId(i as u16), r.config.name.clone(), r.config.short_token.clone()))
+            .map(|(i, r)| {
+                (
+                    RunnerId(i as u16),
+                    r.config.name.clone(),
+                    r.config.short_token.clone(),
+                )
+            })
             .collect();
         for (id, name, short) in runners {
             let Some(settings) = self.loaded.runner(&name).cloned() else {
                 continue;
             };
-            let unchanged = self.contexts.get(&id).is_some_and(|c| c.settings == settings);
+            let unchanged = self
+                .contexts
+                .get(&id)
+                .is_some_and(|c| c.settings == settings);
             if unchanged {
                 continue;
             }
-            let (link, context) = adapters::runner_link(&settings, &short, &self.system_id, &self.config_path)?;
+            let (link, context) =
+                adapters::runner_link(&settings, &short, &self.system_id, &self.config_path)?;
             self.coordinator.set(id, link);
             self.contexts.insert(id, context);
             match settings.executor {
                 ExecutorKind::Docker => {
-                    self.local_engines.insert(id, adapters::local_engine(&settings));
+                    self.local_engines
+                        .insert(id, adapters::local_engine(&settings));
                 }
                 ExecutorKind::DockerMachine => {
                     if let Some(provider) = adapters::provider(&settings, &short).await? {
@@ -351,18 +419,47 @@ impl Driver {
     /// After a restart: a task for every job the core still holds. Payloads of jobs it does not hold
     /// (stored just before a crash, never journaled) are dropped: GitLab re-queues unaccepted jobs.
     fn adopt_recovered_jobs(&mut self) {
-        let held: Vec<(JobId, RunnerId)> = self.core.state().jobs().into_iter().map(|(id, j)| (id, j.runner)).collect();
+        let held: Vec<(JobId, RunnerId)> = self
+            .core
+            .state()
+            .jobs()
+            .into_iter()
+            .map(|(id, j)| (id, j.runner))
+            .collect();
         for (job, runner) in &held {
             match (self.state_dir.load_job(job.0), self.contexts.get(runner)) {
                 (Ok(payload), Some(ctx)) => self.jobs.adopt(payload, ctx.clone()),
                 (Err(e), _) => tracing::error!(job = job.0, "cannot resume the job: {e:#}"),
-                (_, None) => tracing::error!(job = job.0, "cannot resume the job: its runner is gone"),
+                (_, None) => {
+                    tracing::error!(job = job.0, "cannot resume the job: its runner is gone")
+                }
             }
         }
         for id in self.state_dir.jobs() {
-            if !held.iter().any(|(j, _)| j.0 == id) {
-                self.state_dir.remove_job(id);
+            if held.iter().any(|(j, _)| j.0 == id) {
+                continue;
             }
+            // Accepted, out of the core, not reported: the core failed it and the crash cut the
+            // report short. Anything else is done, or was never GitLab's business with us.
+            let progress = self.state_dir.load_progress(id);
+            let runner = progress
+                .runner
+                .as_deref()
+                .and_then(|name| self.contexts.values().find(|c| c.name == name));
+            if let (true, false, Some(ctx), Ok(payload)) = (
+                progress.accepted,
+                progress.reported,
+                runner,
+                self.state_dir.load_job(id),
+            ) {
+                tracing::warn!(
+                    job = id,
+                    "reporting a job whose failure report a crash cut short"
+                );
+                self.jobs.report_interrupted(payload, ctx.clone());
+                continue;
+            }
+            self.state_dir.remove_job(id);
         }
     }
 
@@ -372,10 +469,16 @@ impl Driver {
             let endpoint = match self.local_engines.get(id) {
                 Some(e) => e.clone(),
                 None => match self.machines.provider(*id) {
-                    Some(_) => drover_docker::MachineEndpoint::engine_only(drover_docker::EngineConfig {
-                        host: ctx.settings.machine.as_ref().and_then(|m| m.docker_host.clone()),
-                        tls: None,
-                    }),
+                    Some(_) => {
+                        drover_docker::MachineEndpoint::engine_only(drover_docker::EngineConfig {
+                            host: ctx
+                                .settings
+                                .machine
+                                .as_ref()
+                                .and_then(|m| m.docker_host.clone()),
+                            tls: None,
+                        })
+                    }
                     None => continue,
                 },
             };
@@ -383,8 +486,12 @@ impl Driver {
                 Ok(jobs) => {
                     for job in jobs {
                         if self.core.state().job(JobId(job)).is_none() {
-                            tracing::info!(job, "removing the containers of a job drover no longer holds");
-                            if let Err(e) = executor.cleanup(&endpoint, &ctx.short_token, job).await {
+                            tracing::info!(
+                                job,
+                                "removing the containers of a job drover no longer holds"
+                            );
+                            if let Err(e) = executor.cleanup(&endpoint, &ctx.short_token, job).await
+                            {
                                 tracing::warn!(job, "removing stray job containers failed: {e}");
                             }
                         }
@@ -397,10 +504,14 @@ impl Driver {
 
     async fn reload(&mut self) -> anyhow::Result<()> {
         self.config_mtime = mtime(&self.config_path);
-        let loaded = match config::load(&self.config_path).and_then(|l| l.require_registered().map(|()| l)) {
+        let loaded = match config::load(&self.config_path)
+            .and_then(|l| l.require_registered().map(|()| l))
+        {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("the config file changed but cannot be used; keeping the running config:\n{e}");
+                tracing::error!(
+                    "the config file changed but cannot be used; keeping the running config:\n{e}"
+                );
                 return Ok(());
             }
         };
@@ -419,15 +530,22 @@ impl Driver {
     }
 
     fn write_status(&mut self, force: bool) {
-        let due = self.last_status.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let due = self
+            .last_status
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if !force && !due {
             return;
         }
         self.last_status = Some(std::time::Instant::now());
-        let status = Status::of(&self.core, &self.config_path.display().to_string(), &self.started_at);
+        let status = Status::of(
+            &self.core,
+            &self.config_path.display().to_string(),
+            &self.started_at,
+        );
         if let Ok(bytes) = serde_json::to_vec_pretty(&status)
-            && let Err(e) = write_atomic(&self.state_dir.status_file(), &bytes) {
-                tracing::warn!("writing the status file failed: {e:#}");
-            }
+            && let Err(e) = write_atomic(&self.state_dir.status_file(), &bytes)
+        {
+            tracing::warn!("writing the status file failed: {e:#}");
+        }
     }
 }

@@ -14,12 +14,17 @@ use drover_gitlab::trace::{
 };
 use drover_gitlab::{Client, JobCredentials, UpdateKind};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio_util::task::TaskTracker;
 
 use super::Input;
 use super::build_spec::{Unsupported, build_spec};
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
 use crate::config::RunnerSettings;
+
+/// Attempts to acknowledge a job at GitLab, 1 s apart and doubling (about half a minute in all).
+const ACCEPT_ATTEMPTS: u32 = 6;
+const ACCEPT_FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// What every job of a runner shares.
 pub struct RunnerContext {
@@ -43,6 +48,8 @@ pub enum JobCommand {
 
 pub struct Jobs {
     tasks: BTreeMap<JobId, UnboundedSender<JobCommand>>,
+    /// Every job task, so that a clean exit waits for the reports still on their way to GitLab.
+    tracker: TaskTracker,
     shared: Arc<Shared>,
 }
 
@@ -57,7 +64,13 @@ impl Jobs {
     pub fn new(state_dir: StateDir, executor: Executor, inputs: UnboundedSender<Input>) -> Jobs {
         Jobs {
             tasks: BTreeMap::new(),
-            shared: Arc::new(Shared { state_dir, executor, inputs, uploader: UploaderConfig::default() }),
+            tracker: TaskTracker::new(),
+            shared: Arc::new(Shared {
+                state_dir,
+                executor,
+                inputs,
+                uploader: UploaderConfig::default(),
+            }),
         }
     }
 
@@ -70,7 +83,26 @@ impl Jobs {
         let (tx, rx) = mpsc::unbounded_channel();
         self.tasks.insert(id, tx);
         let shared = self.shared.clone();
-        tokio::spawn(async move { job_task(shared, runner, job, rx).await });
+        self.tracker
+            .spawn(async move { job_task(shared, runner, job, rx).await });
+    }
+
+    /// After a restart: a job the core gave up on before the crash, whose failure report the
+    /// crash cut short. It is reported failed (`runner_system_failure`).
+    pub fn report_interrupted(&mut self, job: JobResponse, runner: Arc<RunnerContext>) {
+        let shared = self.shared.clone();
+        self.tracker.spawn(async move {
+            report_unstarted(&shared, &runner, &job, FailureReason::RunnerSystemFailure).await
+        });
+    }
+
+    /// Waits (at most `within`) until every job task has ended: at a clean exit, only reports of
+    /// jobs the core failed are still running. `false` if some did not end in time.
+    pub async fn wait(&self, within: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(within, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     pub fn command(&mut self, job: JobId, command: JobCommand) {
@@ -106,7 +138,9 @@ fn api_reason(r: FailureReason) -> api::FailureReason {
         FailureReason::ImagePullFailure => api::FailureReason::ImagePullFailure,
         FailureReason::UnknownFailure => api::FailureReason::UnknownFailure,
         FailureReason::RunnerConfigurationError => api::FailureReason::RunnerConfigurationError,
-        FailureReason::RunnerExternalDependencyFailure => api::FailureReason::RunnerExternalDependencyFailure,
+        FailureReason::RunnerExternalDependencyFailure => {
+            api::FailureReason::RunnerExternalDependencyFailure
+        }
         FailureReason::RunnerInterrupted => api::FailureReason::RunnerInterrupted,
         FailureReason::JobCanceled => api::FailureReason::JobCanceled,
     }
@@ -115,7 +149,10 @@ fn api_reason(r: FailureReason) -> api::FailureReason {
 fn job_result(outcome: Outcome) -> JobResult {
     match outcome {
         Outcome::Success => JobResult::Success,
-        Outcome::Failed { reason, exit_code } => JobResult::Failed { reason: api_reason(reason), exit_code },
+        Outcome::Failed { reason, exit_code } => JobResult::Failed {
+            reason: api_reason(reason),
+            exit_code,
+        },
         Outcome::Canceled => JobResult::Canceled,
     }
 }
@@ -124,11 +161,23 @@ fn job_result(outcome: Outcome) -> JobResult {
 fn footer(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Success => "\n\x1b[32;1mJob succeeded\x1b[0;m\n".to_string(),
-        Outcome::Failed { reason, exit_code: Some(code) } => {
-            format!("\n\x1b[31;1mERROR: Job failed: exit code {code} ({})\x1b[0;m\n", reason.as_str())
+        Outcome::Failed {
+            reason,
+            exit_code: Some(code),
+        } => {
+            format!(
+                "\n\x1b[31;1mERROR: Job failed: exit code {code} ({})\x1b[0;m\n",
+                reason.as_str()
+            )
         }
-        Outcome::Failed { reason, exit_code: None } => {
-            format!("\n\x1b[31;1mERROR: Job failed: {}\x1b[0;m\n", reason.as_str())
+        Outcome::Failed {
+            reason,
+            exit_code: None,
+        } => {
+            format!(
+                "\n\x1b[31;1mERROR: Job failed: {}\x1b[0;m\n",
+                reason.as_str()
+            )
         }
         Outcome::Canceled => "\n\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n".to_string(),
     }
@@ -144,20 +193,15 @@ async fn job_task(
     let creds = JobCredentials::from(&job);
     let mut progress = shared.state_dir.load_progress(job.id);
     let canceled = || {
-        let _ = shared.inputs.send(Input::Event(Event::JobCanceled { job: id }));
+        let _ = shared
+            .inputs
+            .send(Input::Event(Event::JobCanceled { job: id }));
     };
 
-    if !progress.accepted {
-        let result = runner.client.accept_job(&creds, &runner.info).await;
-        match result.kind {
-            UpdateKind::Abort | UpdateKind::NotFound => canceled(),
-            _ if result.cancel_requested() => canceled(),
-            UpdateKind::Failed(e) => tracing::warn!(job = job.id, "accepting the job failed: {e}"),
-            UpdateKind::Ok | UpdateKind::Accepted | UpdateKind::TraceInvalid => {
-                progress.accepted = true;
-                save(&shared, job.id, &progress);
-            }
-        }
+    if !progress.accepted && accept(&runner, &creds, &canceled).await {
+        progress.accepted = true;
+        progress.runner = Some(runner.name.clone());
+        save(&shared, job.id, &progress);
     }
 
     // Waiting for a machine: keep the job alive at GitLab and notice a cancel.
@@ -165,31 +209,103 @@ async fn job_task(
         tokio::time::Instant::now() + Duration::from_secs(30),
         Duration::from_secs(30),
     );
+    let mut cancel_reported = false;
     let command = loop {
         tokio::select! {
             command = rx.recv() => match command {
                 Some(c) => break c,
                 None => return,
             },
-            _ = keepalive.tick() => {
+            _ = keepalive.tick(), if progress.accepted && !cancel_reported => {
                 let request = UpdateJobRequest::keep_alive(runner.info.clone(), creds.token.clone(), JobOutput::default());
                 let result = runner.client.update_job(&creds, &request).await;
                 if matches!(result.kind, UpdateKind::Abort | UpdateKind::NotFound) || result.cancel_requested() {
+                    cancel_reported = true;
                     canceled();
                 }
             }
         }
     };
+    if !progress.accepted {
+        // GitLab never had the job acknowledged: it gives the job to a runner again. Run nothing,
+        // report nothing; a job the core already placed ends at once to free its machine.
+        tracing::warn!(
+            job = job.id,
+            "dropping a job GitLab did not let drover acknowledge"
+        );
+        if matches!(command, JobCommand::Run(_) | JobCommand::Resume(_)) {
+            let _ = shared.inputs.send(Input::Event(Event::JobFinished {
+                job: id,
+                outcome: Outcome::Canceled,
+            }));
+        } else {
+            shared.state_dir.remove_job(job.id);
+        }
+        return;
+    }
     match command {
-        JobCommand::Run(placement) => run(&shared, &runner, job, progress, placement, false, rx).await,
-        JobCommand::Resume(placement) => run(&shared, &runner, job, progress, placement, true, rx).await,
-        JobCommand::Fail(reason) | JobCommand::Abort(reason) => report_unstarted(&shared, &runner, &job, reason).await,
-        JobCommand::Cancel => report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled).await,
+        JobCommand::Run(placement) => {
+            run(&shared, &runner, job, progress, placement, false, rx).await
+        }
+        JobCommand::Resume(placement) => {
+            run(&shared, &runner, job, progress, placement, true, rx).await
+        }
+        JobCommand::Fail(reason) | JobCommand::Abort(reason) => {
+            report_unstarted(&shared, &runner, &job, reason).await
+        }
+        JobCommand::Cancel => {
+            report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled).await
+        }
     }
 }
 
+/// Acknowledges a job at GitLab (the two-phase commit), retrying failed attempts with backoff.
+/// `true` once GitLab runs the job on this runner; `false` (and the core told) when GitLab took
+/// it back or never answered.
+async fn accept(runner: &RunnerContext, creds: &JobCredentials, canceled: &impl Fn()) -> bool {
+    let mut wait = ACCEPT_FIRST_WAIT;
+    for attempt in 1..=ACCEPT_ATTEMPTS {
+        let result = runner.client.accept_job(creds, &runner.info).await;
+        match result.kind {
+            UpdateKind::Ok | UpdateKind::Accepted | UpdateKind::TraceInvalid => {
+                // Canceled while it was being assigned: it is ours to report as canceled.
+                if result.cancel_requested() {
+                    canceled();
+                }
+                return true;
+            }
+            UpdateKind::Abort | UpdateKind::NotFound => {
+                tracing::info!(
+                    job = creds.id,
+                    "GitLab took the job back before drover acknowledged it"
+                );
+                canceled();
+                return false;
+            }
+            UpdateKind::Failed(e) => {
+                tracing::warn!(
+                    job = creds.id,
+                    attempt,
+                    "acknowledging the job at GitLab failed: {e}"
+                );
+            }
+        }
+        if attempt < ACCEPT_ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+    canceled();
+    false
+}
+
 /// A job that never started: a line of trace and a final `failed`.
-async fn report_unstarted(shared: &Shared, runner: &RunnerContext, job: &JobResponse, reason: FailureReason) {
+async fn report_unstarted(
+    shared: &Shared,
+    runner: &RunnerContext,
+    job: &JobResponse,
+    reason: FailureReason,
+) {
     let options = TraceOptions::for_job(job, Some(u64::from(runner.settings.output_limit_kb)));
     let trace = SharedTrace::new(TraceBuffer::new(&options));
     let why = match reason {
@@ -198,14 +314,25 @@ async fn report_unstarted(shared: &Shared, runner: &RunnerContext, job: &JobResp
     };
     trace.write(format!("\x1b[31;1mERROR: {why}\x1b[0;m\n").as_bytes());
     trace.finish();
-    let mut uploader =
-        TraceUploader::new(runner.client.clone(), job, runner.info.clone(), trace, shared.uploader.clone());
+    let mut uploader = TraceUploader::new(
+        runner.client.clone(),
+        job,
+        runner.info.clone(),
+        trace,
+        shared.uploader.clone(),
+    );
     let result = match reason {
         FailureReason::JobCanceled => JobResult::Canceled,
-        r => JobResult::Failed { reason: api_reason(r), exit_code: None },
+        r => JobResult::Failed {
+            reason: api_reason(r),
+            exit_code: None,
+        },
     };
     let outcome = uploader.finish(result).await;
     tracing::info!(job = job.id, ?outcome, "reported a job that never started");
+    let mut progress = shared.state_dir.load_progress(job.id);
+    progress.reported = true;
+    save(shared, job.id, &progress);
     shared.state_dir.remove_job(job.id);
 }
 
@@ -215,17 +342,30 @@ fn save(shared: &Shared, job: u64, progress: &Progress) {
     }
 }
 
-/// Stores the trace written since the last call and where the executor is, together.
+/// Stores the trace written since the last call and where the executor is, together, then lets
+/// the uploader send what is stored.
 struct Persister {
     stored: u64,
     cursor: Option<LogCursor>,
 }
 
 impl Persister {
-    fn persist(&mut self, shared: &Shared, job: u64, trace: &SharedTrace, acked: u64, progress: &mut Progress) {
-        let (bytes, len) = {
+    fn persist(
+        &mut self,
+        shared: &Shared,
+        job: u64,
+        trace: &SharedTrace,
+        acked: u64,
+        progress: &mut Progress,
+    ) {
+        // The bytes and what redaction holds back after them, taken together.
+        let (bytes, len, redaction) = {
             let buf = trace.lock();
-            (buf.bytes()[self.stored as usize..].to_vec(), buf.len())
+            (
+                buf.bytes()[self.stored as usize..].to_vec(),
+                buf.len(),
+                buf.checkpoint(),
+            )
         };
         if let Err(e) = shared.state_dir.store_trace(job, self.stored, &bytes) {
             tracing::error!(job, "storing the trace failed: {e:#}");
@@ -235,8 +375,26 @@ impl Persister {
         progress.trace_len = len;
         progress.cursor = self.cursor;
         progress.acked = acked.min(len);
-        save(shared, job, progress);
+        progress.redaction = Some(redaction);
+        match shared.state_dir.save_progress(job, progress) {
+            // Stored for good: GitLab may have it now.
+            Ok(()) => trace.lock().limit_uploads_to(len),
+            Err(e) => tracing::error!(job, "saving the job's progress failed: {e:#}"),
+        }
     }
+}
+
+/// Whether GitLab has closed the job, asked with a keep-alive (answered `403` or `Job-Status`
+/// failed/canceled/success for a closed job, without side effects): a job whose final update may
+/// have gone through gets no more patches or updates then.
+async fn gitlab_closed(runner: &RunnerContext, job: &JobResponse, trace: &SharedTrace) -> bool {
+    let output = trace.lock().output();
+    let request = UpdateJobRequest::keep_alive(runner.info.clone(), job.token.clone(), output);
+    let reply = runner
+        .client
+        .update_job(&JobCredentials::from(job), &request)
+        .await;
+    matches!(reply.kind, UpdateKind::Abort | UpdateKind::NotFound)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -250,17 +408,62 @@ async fn run(
     mut rx: UnboundedReceiver<JobCommand>,
 ) {
     let id = JobId(job.id);
+    if let (true, Some(outcome)) = (progress.reported, progress.outcome) {
+        // GitLab has the final state already; the crash came before the core journaled the end.
+        tracing::info!(
+            job = job.id,
+            ?outcome,
+            "job finished before the restart; already reported"
+        );
+        let _ = shared
+            .inputs
+            .send(Input::Event(Event::JobFinished { job: id, outcome }));
+        return;
+    }
     let options = TraceOptions::for_job(&job, Some(u64::from(runner.settings.output_limit_kb)));
-    let (buffer, acked) = if resume {
+    let (mut buffer, acked) = if resume {
         let stored = shared.state_dir.load_trace(job.id, &progress);
         let acked = progress.acked.min(stored.len() as u64);
-        (TraceBuffer::resume(&options, stored), acked)
+        let mut buffer = TraceBuffer::resume(&options, stored);
+        if let Some(Err(e)) = progress.redaction.as_ref().map(|c| buffer.restore(c)) {
+            tracing::warn!(
+                job = job.id,
+                "{e}; the few bytes held back for masking at the crash are lost"
+            );
+        }
+        (buffer, acked)
     } else {
-        progress = Progress { accepted: progress.accepted, ..Progress::default() };
+        progress = Progress {
+            accepted: progress.accepted,
+            runner: progress.runner.take(),
+            ..Progress::default()
+        };
         (TraceBuffer::new(&options), 0)
     };
+    // GitLab gets only what the state directory holds, so that after a crash the stored trace
+    // always continues what GitLab has.
+    buffer.limit_uploads_to(buffer.len());
     let trace = SharedTrace::new(buffer);
-    let mut persister = Persister { stored: trace.lock().len(), cursor: progress.cursor };
+    if let (true, Some(outcome)) = (resume, progress.outcome)
+        && gitlab_closed(runner, &job, &trace).await
+    {
+        // The final update went through just before the crash (or GitLab ended the job since).
+        tracing::info!(
+            job = job.id,
+            ?outcome,
+            "job finished before the restart; GitLab has closed it"
+        );
+        progress.reported = true;
+        save(shared, job.id, &progress);
+        let _ = shared
+            .inputs
+            .send(Input::Event(Event::JobFinished { job: id, outcome }));
+        return;
+    }
+    let mut persister = Persister {
+        stored: trace.lock().len(),
+        cursor: progress.cursor,
+    };
     let uploader = TraceUploader::resume(
         runner.client.clone(),
         &job,
@@ -287,9 +490,21 @@ async fn run(
         // It ended before a restart; only the final update is left.
         Some(outcome) => outcome,
         None => {
-            let outcome = execute(shared, runner, &job, &placement, resume, &trace, &mut persister, &mut progress, &acked_rx, &mut remote, &mut rx, &mut remote_over).await;
-            trace.write(footer(&outcome).as_bytes());
-            outcome
+            execute(
+                shared,
+                runner,
+                &job,
+                &placement,
+                resume,
+                &trace,
+                &mut persister,
+                &mut progress,
+                &acked_rx,
+                &mut remote,
+                &mut rx,
+                &mut remote_over,
+            )
+            .await
         }
     };
     trace.finish();
@@ -302,10 +517,19 @@ async fn run(
             let fin = uploader.finish(job_result(outcome)).await;
             tracing::info!(job = job.id, ?outcome, final_update = ?fin, "job finished");
         }
-        Ok(_) => tracing::info!(job = job.id, ?outcome, "job finished; GitLab had already ended it"),
+        Ok(_) => tracing::info!(
+            job = job.id,
+            ?outcome,
+            "job finished; GitLab had already ended it"
+        ),
         Err(e) => tracing::error!(job = job.id, "the trace uploader failed: {e}"),
     }
-    let _ = shared.inputs.send(Input::Event(Event::JobFinished { job: id, outcome }));
+    // Before the core hears of the end: a crash from here on must not repeat the final update.
+    progress.reported = true;
+    save(shared, job.id, &progress);
+    let _ = shared
+        .inputs
+        .send(Input::Event(Event::JobFinished { job: id, outcome }));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -323,35 +547,48 @@ async fn execute(
     rx: &mut UnboundedReceiver<JobCommand>,
     remote_over: &mut bool,
 ) -> Outcome {
+    // The executor frames the trace (its first and last lines); a job it never sees gets its
+    // error and last line here.
+    let not_started = |message: String, outcome: Outcome| {
+        trace.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
+        trace.write(footer(&outcome).as_bytes());
+        outcome
+    };
     let endpoint = match placement.endpoint().await {
         Ok(e) => e,
         Err(e) => {
-            trace.write(format!("\x1b[31;1mERROR: the machine for this job is unreachable: {e}\x1b[0;m\n").as_bytes());
-            return Outcome::Failed { reason: FailureReason::RunnerSystemFailure, exit_code: None };
+            let outcome = Outcome::Failed {
+                reason: FailureReason::RunnerSystemFailure,
+                exit_code: None,
+            };
+            return not_started(
+                format!("the machine for this job is unreachable: {e}"),
+                outcome,
+            );
         }
     };
-    let spec = match build_spec(job, &runner.settings, &runner.short_token, &runner.registry_mirrors) {
+    let spec = match build_spec(
+        job,
+        &runner.settings,
+        &runner.short_token,
+        &runner.registry_mirrors,
+    ) {
         Ok(spec) => spec,
         Err(Unsupported { reason, message }) => {
-            trace.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
-            return Outcome::Failed { reason, exit_code: None };
+            return not_started(
+                message,
+                Outcome::Failed {
+                    reason,
+                    exit_code: None,
+                },
+            );
         }
     };
-    if !resume {
-        let on = endpoint.machine.as_deref().unwrap_or("the local engine");
-        trace.write(
-            format!(
-                "\x1b[1mRunning with drover {}\x1b[0;m\n  on {} {}\n\x1b[36;1mPreparing the \"docker\" executor on {on}\x1b[0;m\n",
-                env!("CARGO_PKG_VERSION"),
-                runner.name,
-                runner.short_token,
-            )
-            .as_bytes(),
-        );
-    }
     let (sink, mut chunks) = mpsc::channel(256);
     let handle = if resume {
-        shared.executor.resume(endpoint, spec, progress.cursor, sink)
+        shared
+            .executor
+            .resume(endpoint, spec, progress.cursor, sink)
     } else {
         shared.executor.start(endpoint, spec, sink)
     };

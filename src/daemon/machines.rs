@@ -16,7 +16,10 @@ pub struct Machines {
 
 impl Machines {
     pub fn new(inputs: UnboundedSender<Input>) -> Machines {
-        Machines { providers: BTreeMap::new(), inputs }
+        Machines {
+            providers: BTreeMap::new(),
+            inputs,
+        }
     }
 
     pub fn set(&mut self, runner: RunnerId, provider: Arc<dyn MachineProvider>) {
@@ -54,7 +57,9 @@ impl Machines {
                     let failure = match e.kind {
                         ProviderErrorKind::Quota => CreationFailure::Quota,
                         ProviderErrorKind::Fatal => CreationFailure::Fatal,
-                        ProviderErrorKind::Retryable | ProviderErrorKind::NotFound => CreationFailure::Retryable,
+                        ProviderErrorKind::Retryable | ProviderErrorKind::NotFound => {
+                            CreationFailure::Retryable
+                        }
                     };
                     Event::MachineCreationFailed { machine, failure }
                 }
@@ -65,7 +70,9 @@ impl Machines {
 
     pub fn remove(&self, runner: RunnerId, machine: MachineId, name: String, reason: &'static str) {
         if self.missing(runner) {
-            let _ = self.inputs.send(Input::Event(Event::MachineRemovalFailed { machine }));
+            let _ = self
+                .inputs
+                .send(Input::Event(Event::MachineRemovalFailed { machine }));
             return;
         }
         let provider = self.providers[&runner].clone();
@@ -91,7 +98,11 @@ impl Machines {
         tokio::spawn(async move {
             match provider.list(&prefix).await {
                 Ok(names) => {
-                    let _ = inputs.send(Input::Event(Event::MachinesListed { runner, request, names }));
+                    let _ = inputs.send(Input::Event(Event::MachinesListed {
+                        runner,
+                        request,
+                        names,
+                    }));
                 }
                 // Without an answer there is nothing to settle; the next list will.
                 Err(e) => tracing::warn!(runner = runner.0, "listing machines failed: {e}"),
@@ -103,7 +114,10 @@ impl Machines {
 /// Where a job runs: a machine of a provider, or straight on an engine.
 #[derive(Clone)]
 pub enum Placement {
-    Machine { provider: Arc<dyn MachineProvider>, name: String },
+    Machine {
+        provider: Arc<dyn MachineProvider>,
+        name: String,
+    },
     Engine(MachineEndpoint),
     /// Nowhere: the job fails with `runner_system_failure` and this message.
     Unavailable(String),
@@ -112,7 +126,9 @@ pub enum Placement {
 impl Placement {
     pub async fn endpoint(&self) -> Result<MachineEndpoint, String> {
         match self {
-            Placement::Machine { provider, name } => provider.endpoint(name).await.map_err(|e| e.to_string()),
+            Placement::Machine { provider, name } => {
+                provider.endpoint(name).await.map_err(|e| e.to_string())
+            }
             Placement::Engine(endpoint) => Ok(endpoint.clone()),
             Placement::Unavailable(why) => Err(why.clone()),
         }

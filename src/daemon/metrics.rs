@@ -86,21 +86,73 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register("jobs", "Jobs held, by runner and state (queued, running)", m.jobs.clone());
-            r.register("machines", "Machines, by runner and state (creating, idle, busy, removing, stuck)", m.machines.clone());
-            r.register("limit", "The runner's limit (0 = unlimited)", m.limit.clone());
-            r.register("idle_target", "Machines the runner keeps available now", m.idle_target.clone());
-            r.register("concurrent", "Job slots across runners", m.concurrent.clone());
-            r.register("job_requests", "Job requests to GitLab by outcome (job, empty, failed)", m.requests.clone());
-            r.register("jobs_finished", "Jobs that ended, by outcome", m.jobs_finished.clone());
+            r.register(
+                "jobs",
+                "Jobs held, by runner and state (queued, running)",
+                m.jobs.clone(),
+            );
+            r.register(
+                "machines",
+                "Machines, by runner and state (creating, idle, busy, removing, stuck)",
+                m.machines.clone(),
+            );
+            r.register(
+                "limit",
+                "The runner's limit (0 = unlimited)",
+                m.limit.clone(),
+            );
+            r.register(
+                "idle_target",
+                "Machines the runner keeps available now",
+                m.idle_target.clone(),
+            );
+            r.register(
+                "concurrent",
+                "Job slots across runners",
+                m.concurrent.clone(),
+            );
+            r.register(
+                "job_requests",
+                "Job requests to GitLab by outcome (job, empty, failed)",
+                m.requests.clone(),
+            );
+            r.register(
+                "jobs_finished",
+                "Jobs that ended, by outcome",
+                m.jobs_finished.clone(),
+            );
             r.register("machine_creations", "Machines created", m.creations.clone());
-            r.register("machine_creation_failures", "Machine creations that failed", m.creation_failures.clone());
-            r.register("machine_removals", "Machines removed, by reason asked", m.removals.clone());
-            r.register("machine_removal_failures", "Machine removals that failed", m.removal_failures.clone());
-            r.register("anomalies", "Inputs the core found nonsensical", m.anomalies.clone());
+            r.register(
+                "machine_creation_failures",
+                "Machine creations that failed",
+                m.creation_failures.clone(),
+            );
+            r.register(
+                "machine_removals",
+                "Machines removed, by reason asked",
+                m.removals.clone(),
+            );
+            r.register(
+                "machine_removal_failures",
+                "Machine removals that failed",
+                m.removal_failures.clone(),
+            );
+            r.register(
+                "anomalies",
+                "Inputs the core found nonsensical",
+                m.anomalies.clone(),
+            );
             r.register("events", "Events handled by the core", m.events.clone());
-            r.register("job_wait_seconds", "From a job's arrival in GitLab's queue to its start", m.job_wait.clone());
-            r.register("job_duration_seconds", "From a job's start to its end", m.job_duration.clone());
+            r.register(
+                "job_wait_seconds",
+                "From a job's arrival in GitLab's queue to its start",
+                m.job_wait.clone(),
+            );
+            r.register(
+                "job_duration_seconds",
+                "From a job's start to its end",
+                m.job_duration.clone(),
+            );
         }
         m
     }
@@ -109,9 +161,17 @@ impl Metrics {
     pub fn before(&self, core: &Core, now: Timestamp, event: &Event) {
         self.events.inc();
         let runner_of_machine = |m| {
-            core.state().machine(m).and_then(|m| core.state().runner(m.runner)).map(|r| r.config.name.clone())
+            core.state()
+                .machine(m)
+                .and_then(|m| core.state().runner(m.runner))
+                .map(|r| r.config.name.clone())
         };
-        let runner_name = |r: drover_core::RunnerId| core.state().runner(r).map(|r| r.config.name.clone()).unwrap_or_default();
+        let runner_name = |r: drover_core::RunnerId| {
+            core.state()
+                .runner(r)
+                .map(|r| r.config.name.clone())
+                .unwrap_or_default()
+        };
         match event {
             Event::JobReceived { runner, .. } => self.request(&runner_name(*runner), "job"),
             Event::JobRequestEmpty { runner } => self.request(&runner_name(*runner), "empty"),
@@ -123,12 +183,16 @@ impl Metrics {
             }
             Event::MachineCreationFailed { machine, .. } => {
                 if let Some(runner) = runner_of_machine(*machine) {
-                    self.creation_failures.get_or_create(&RunnerLabel { runner }).inc();
+                    self.creation_failures
+                        .get_or_create(&RunnerLabel { runner })
+                        .inc();
                 }
             }
             Event::MachineRemovalFailed { machine } => {
                 if let Some(runner) = runner_of_machine(*machine) {
-                    self.removal_failures.get_or_create(&RunnerLabel { runner }).inc();
+                    self.removal_failures
+                        .get_or_create(&RunnerLabel { runner })
+                        .inc();
                 }
             }
             Event::JobFinished { job, outcome } => {
@@ -136,7 +200,9 @@ impl Metrics {
                     let runner = runner_name(j.runner);
                     if let drover_core::state::JobState::Running { started_at, .. } = j.state {
                         self.job_duration
-                            .get_or_create(&RunnerLabel { runner: runner.clone() })
+                            .get_or_create(&RunnerLabel {
+                                runner: runner.clone(),
+                            })
                             .observe(now.since(started_at).as_secs_f64());
                     }
                     let outcome = match outcome {
@@ -144,7 +210,9 @@ impl Metrics {
                         drover_core::Outcome::Failed { reason, .. } => reason.as_str().to_string(),
                         drover_core::Outcome::Canceled => "canceled".to_string(),
                     };
-                    self.jobs_finished.get_or_create(&Outcome { runner, outcome }).inc();
+                    self.jobs_finished
+                        .get_or_create(&Outcome { runner, outcome })
+                        .inc();
                 }
             }
             _ => {}
@@ -152,7 +220,12 @@ impl Metrics {
     }
 
     fn request(&self, runner: &str, outcome: &str) {
-        self.requests.get_or_create(&Outcome { runner: runner.to_string(), outcome: outcome.to_string() }).inc();
+        self.requests
+            .get_or_create(&Outcome {
+                runner: runner.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// After the core handled an event: gauges, and what the commands tell.
@@ -169,12 +242,26 @@ impl Metrics {
                 ("removing", c.removing),
                 ("stuck", c.stuck),
             ] {
-                self.machines.get_or_create(&RunnerState { runner: name.clone(), state: state.into() }).set(i64::from(n));
+                self.machines
+                    .get_or_create(&RunnerState {
+                        runner: name.clone(),
+                        state: state.into(),
+                    })
+                    .set(i64::from(n));
             }
             for (state, n) in [("queued", c.queued), ("running", c.running)] {
-                self.jobs.get_or_create(&RunnerState { runner: name.clone(), state: state.into() }).set(i64::from(n));
+                self.jobs
+                    .get_or_create(&RunnerState {
+                        runner: name.clone(),
+                        state: state.into(),
+                    })
+                    .set(i64::from(n));
             }
-            self.limit.get_or_create(&RunnerLabel { runner: name.clone() }).set(i64::from(r.config.limit));
+            self.limit
+                .get_or_create(&RunnerLabel {
+                    runner: name.clone(),
+                })
+                .set(i64::from(r.config.limit));
             self.idle_target
                 .get_or_create(&RunnerLabel { runner: name })
                 .set(i64::from(r.policy().values.idle_target(c.busy)));
@@ -183,14 +270,22 @@ impl Metrics {
             match c {
                 Command::RunJob { job, runner, .. } => {
                     if let (Some(j), Some(r)) = (s.job(*job), s.runner(*runner)) {
-                        let wait = now.since(j.received_at).as_secs_f64() + j.info.queued_ms as f64 / 1000.0;
-                        self.job_wait.get_or_create(&RunnerLabel { runner: r.config.name.clone() }).observe(wait);
+                        let wait = now.since(j.received_at).as_secs_f64()
+                            + j.info.queued_ms as f64 / 1000.0;
+                        self.job_wait
+                            .get_or_create(&RunnerLabel {
+                                runner: r.config.name.clone(),
+                            })
+                            .observe(wait);
                     }
                 }
                 Command::RemoveMachine { runner, reason, .. } => {
                     if let Some(r) = s.runner(*runner) {
                         self.removals
-                            .get_or_create(&Reason { runner: r.config.name.clone(), reason: reason.as_str().into() })
+                            .get_or_create(&Reason {
+                                runner: r.config.name.clone(),
+                                reason: reason.as_str().into(),
+                            })
                             .inc();
                     }
                 }
@@ -198,7 +293,9 @@ impl Metrics {
             }
         }
         let total = s.anomalies().total() as i64;
-        let before = self.last_anomalies.swap(total, std::sync::atomic::Ordering::Relaxed);
+        let before = self
+            .last_anomalies
+            .swap(total, std::sync::atomic::Ordering::Relaxed);
         if total > before {
             self.anomalies.inc_by((total - before) as u64);
         }
@@ -224,7 +321,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) {
             let metrics = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     metrics.render(),
                 )
             }

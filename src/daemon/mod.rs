@@ -26,5 +26,8 @@ pub use driver::{RunOptions, run};
 pub enum Input {
     Event(Event),
     /// A job from GitLab: its payload is stored before the event is journaled.
-    Job { runner: RunnerId, job: Box<JobResponse> },
+    Job {
+        runner: RunnerId,
+        job: Box<JobResponse>,
+    },
 }

@@ -7,7 +7,8 @@
 //! <state dir>/status.json      what `drover status` shows
 //! <state dir>/jobs/<id>/job.json       the job payload (secrets: mode 0600)
 //! <state dir>/jobs/<id>/trace          the redacted trace stored so far
-//! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset, outcome
+//! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset,
+//!                                      redaction checkpoint, outcome (0600: it may hold secrets)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use drover_docker::LogCursor;
 use drover_gitlab::api::JobResponse;
+use drover_gitlab::trace::TraceCheckpoint;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug)]
@@ -30,14 +32,24 @@ pub struct StateDir {
 pub struct Progress {
     /// GitLab acknowledged the job (two-phase commit).
     pub accepted: bool,
+    /// The runner (by name) the job came for, to report it after a restart.
+    #[serde(default)]
+    pub runner: Option<String>,
     /// Bytes of `trace` that belong to the job (a crash may leave more; they are cut).
     pub trace_len: u64,
     /// The executor's position in the job's output after those bytes.
     pub cursor: Option<LogCursor>,
     /// Bytes of the trace GitLab acknowledged.
     pub acked: u64,
+    /// What the trace's redaction held back after those bytes (pieces of secrets, like the
+    /// payload: this file is private too).
+    #[serde(default)]
+    pub redaction: Option<TraceCheckpoint>,
     /// Set once the job ended, before its final update: a restart only repeats the update.
     pub outcome: Option<drover_core::Outcome>,
+    /// The final update is done (accepted, or GitLab had ended the job): a restart repeats nothing.
+    #[serde(default)]
+    pub reported: bool,
 }
 
 impl StateDir {
@@ -47,7 +59,9 @@ impl StateDir {
             .mode(0o700)
             .create(root.join("jobs"))
             .with_context(|| format!("creating the state directory {}", root.display()))?;
-        Ok(StateDir { root: root.to_path_buf() })
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -98,7 +112,10 @@ impl StateDir {
 
     pub fn save_job(&self, job: &JobResponse) -> anyhow::Result<()> {
         let dir = self.job_dir(job.id);
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
         write_atomic(&dir.join("job.json"), &serde_json::to_vec(job)?)
     }
 
@@ -116,7 +133,10 @@ impl StateDir {
     }
 
     pub fn save_progress(&self, job: u64, progress: &Progress) -> anyhow::Result<()> {
-        write_atomic(&self.job_dir(job).join("progress.json"), &serde_json::to_vec(progress)?)
+        write_atomic(
+            &self.job_dir(job).join("progress.json"),
+            &serde_json::to_vec(progress)?,
+        )
     }
 
     /// The stored trace, cut to what `progress` vouches for.
@@ -129,7 +149,12 @@ impl StateDir {
     /// Replaces the stored trace from `from` on with `bytes` (everything before stays).
     pub fn store_trace(&self, job: u64, from: u64, bytes: &[u8]) -> anyhow::Result<()> {
         let path = self.job_dir(job).join("trace");
-        let mut file = OpenOptions::new().create(true).write(true).truncate(false).mode(0o600).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
         file.set_len(from)?;
         use std::io::Seek;
         file.seek(std::io::SeekFrom::Start(from))?;
@@ -147,8 +172,10 @@ impl StateDir {
         let Ok(entries) = fs::read_dir(self.root.join("jobs")) else {
             return Vec::new();
         };
-        let mut ids: Vec<u64> =
-            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        let mut ids: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
         ids.sort_unstable();
         ids
     }

@@ -53,7 +53,11 @@ pub struct JobStatus {
 impl Status {
     pub fn of(core: &Core, config: &str, started_at: &str) -> Status {
         let s = core.state();
-        let runner_name = |r: drover_core::RunnerId| s.runner(r).map(|r| r.config.name.clone()).unwrap_or_default();
+        let runner_name = |r: drover_core::RunnerId| {
+            s.runner(r)
+                .map(|r| r.config.name.clone())
+                .unwrap_or_default()
+        };
         Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -99,14 +103,25 @@ impl Status {
                 .into_iter()
                 .map(|(id, j)| {
                     let (state, machine, since) = match j.state {
-                        drover_core::state::JobState::Queued { .. } => ("queued", None, j.received_at),
-                        drover_core::state::JobState::Running { machine, started_at } => (
+                        drover_core::state::JobState::Queued { .. } => {
+                            ("queued", None, j.received_at)
+                        }
+                        drover_core::state::JobState::Running {
+                            machine,
+                            started_at,
+                        } => (
                             "running",
                             machine.and_then(|m| s.machine(m)).map(|m| m.name.clone()),
                             started_at,
                         ),
                     };
-                    JobStatus { id: id.0, runner: runner_name(j.runner), state: state.into(), machine, since: since.to_string() }
+                    JobStatus {
+                        id: id.0,
+                        runner: runner_name(j.runner),
+                        state: state.into(),
+                        machine,
+                        since: since.to_string(),
+                    }
                 })
                 .collect(),
             anomalies: s.anomalies().total(),

@@ -1,5 +1,5 @@
-
 mod config;
+mod daemon;
 mod gitlab_cli;
 mod replay;
 mod simulate;

@@ -126,6 +126,8 @@ pub(crate) struct Job {
     pub network: String,
     /// Mounts of every step container, in `binds` syntax.
     pub binds: Vec<String>,
+    /// Re-attached after a restart of drover (said at the end of the trace).
+    pub resumed: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -181,6 +183,7 @@ pub(crate) async fn run(
         deadline_ms: 0,
         network,
         binds: Vec::new(),
+        resumed: false,
     };
     job.binds = job.binds();
     let result = match mode {
@@ -299,9 +302,9 @@ impl Job {
                     .to_string(),
             ));
         }
-        self.trace
-            .warn("drover restarted: re-attached to the job, its output continues")
-            .await;
+        // Said at the end, not here: a line here would cut into a line the job is writing (and
+        // into a secret being masked across the restart).
+        self.resumed = true;
         self.run_steps(existing, cursor).await
     }
 
@@ -516,6 +519,11 @@ impl Job {
     }
 
     async fn final_line(&mut self, outcome: Outcome) {
+        if self.resumed {
+            self.trace
+                .warn("drover restarted while this job ran and re-attached to it")
+                .await;
+        }
         match outcome {
             Outcome::Success => self.trace.say("\x1b[32;1mJob succeeded\x1b[0;m\n").await,
             Outcome::Canceled => self.trace.error("Job failed: canceled").await,

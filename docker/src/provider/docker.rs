@@ -227,10 +227,10 @@ impl DockerProvider {
         let filter = labels::filter(&[(labels::MACHINE, None)]);
         let mut names = BTreeSet::new();
         let mut keep = |labels: Option<&HashMap<String, String>>| {
-            if let Some(name) = labels.and_then(|l| l.get(labels::MACHINE)) {
-                if name.starts_with(prefix) {
-                    names.insert(name.clone());
-                }
+            if let Some(name) = labels.and_then(|l| l.get(labels::MACHINE))
+                && name.starts_with(prefix)
+            {
+                names.insert(name.clone());
             }
         };
         let options = ListContainersOptions {

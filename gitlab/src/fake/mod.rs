@@ -59,6 +59,10 @@ pub struct FakeOptions {
     pub tls: bool,
     /// Port on 127.0.0.1 (0: any free port).
     pub port: u16,
+    /// Seeds the runner and job tokens the fake hands out: the same seed gives the same tokens
+    /// (a test can be rerun and compared); fakes with different seeds give different ones, so
+    /// tests running side by side get runners with different short tokens.
+    pub token_seed: u64,
 }
 
 impl Default for FakeOptions {
@@ -72,6 +76,7 @@ impl Default for FakeOptions {
             job_request_rate_limit: None,
             tls: false,
             port: 0,
+            token_seed: 0x006c_6162_f00d,
         }
     }
 }

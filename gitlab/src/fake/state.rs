@@ -372,6 +372,8 @@ const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 
 impl State {
     pub(crate) fn new(options: FakeOptions, url: String) -> Self {
+        // Deterministic tokens: a test can be rerun and compared.
+        let rng = StdRng::seed_from_u64(options.token_seed);
         State {
             options,
             url,
@@ -384,8 +386,7 @@ impl State {
             faults: Vec::new(),
             requests: Vec::new(),
             violations: Vec::new(),
-            // Deterministic tokens: a test can be rerun and compared.
-            rng: StdRng::seed_from_u64(0x006c_6162_f00d),
+            rng,
         }
     }
 

@@ -5,6 +5,8 @@
 //! what a later write could still turn into a match, so a secret split across writes is masked
 //! exactly as if it had arrived in one piece.
 
+use serde::{Deserialize, Serialize};
+
 use crate::mask::MASKED;
 
 /// Characters that can follow a token prefix (GitLab Runner's token alphabet).
@@ -237,6 +239,35 @@ impl Utf8Stage {
     }
 }
 
+/// The held-back part of a [`Redactor`]: partial token prefixes, the tail that may still become a
+/// masked phrase, an incomplete UTF-8 sequence. It holds pieces of secrets: store it as privately
+/// as the job payload.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RedactorState {
+    prefixes: Vec<PrefixState>,
+    phrase_pending: Vec<u8>,
+    utf8_pending: Vec<u8>,
+}
+
+/// Never prints the held bytes: they may be the start of a secret.
+impl std::fmt::Debug for RedactorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactorState")
+            .field("prefixes", &self.prefixes.len())
+            .field("phrase_pending", &self.phrase_pending.len())
+            .field("utf8_pending", &self.utf8_pending.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PrefixState {
+    prefix: Vec<u8>,
+    matching: usize,
+    in_token: bool,
+    swallowed: bool,
+}
+
 /// The whole redaction pipeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
@@ -276,6 +307,49 @@ impl Redactor {
         let mut masked = Vec::with_capacity(data.len());
         self.phrases.push(&data, &mut masked);
         self.utf8.push(&masked, out);
+    }
+
+    /// What the stages hold back right now, to persist beside the redacted bytes.
+    pub(crate) fn state(&self) -> RedactorState {
+        RedactorState {
+            prefixes: self
+                .prefixes
+                .iter()
+                .map(|p| PrefixState {
+                    prefix: p.prefix.clone(),
+                    matching: p.matching,
+                    in_token: p.in_token,
+                    swallowed: p.swallowed,
+                })
+                .collect(),
+            phrase_pending: self.phrases.pending.clone(),
+            utf8_pending: self.utf8.pending.clone(),
+        }
+    }
+
+    /// Takes back what [`Redactor::state`] saved, so that the next writes continue exactly where
+    /// the saved redactor stopped. `false` (and nothing changed) when the state belongs to a
+    /// redactor with other token prefixes.
+    pub(crate) fn restore(&mut self, state: &RedactorState) -> bool {
+        let fits = state.prefixes.len() == self.prefixes.len()
+            && state
+                .prefixes
+                .iter()
+                .zip(&self.prefixes)
+                .all(|(saved, stage)| {
+                    saved.prefix == stage.prefix && saved.matching < stage.prefix.len()
+                });
+        if !fits {
+            return false;
+        }
+        for (saved, stage) in state.prefixes.iter().zip(&mut self.prefixes) {
+            stage.matching = saved.matching;
+            stage.in_token = saved.in_token;
+            stage.swallowed = saved.swallowed;
+        }
+        self.phrases.pending = state.phrase_pending.clone();
+        self.utf8.pending = state.utf8_pending.clone();
+        true
     }
 
     /// Flushes everything held back.

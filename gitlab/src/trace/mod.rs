@@ -10,6 +10,8 @@ pub use upload::{
     FinalOutcome, JobResult, RemoteState, TickOutcome, TraceUploader, UploaderConfig,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::api::{JobOutput, JobResponse};
 use crate::mask::TOKEN_PREFIXES;
 
@@ -53,6 +55,18 @@ pub fn limit_exceeded_message(limit_bytes: u64) -> String {
     )
 }
 
+/// The bytes a [`TraceBuffer`]'s redaction holds back (see [`TraceBuffer::checkpoint`]).
+/// Serializable; `{:?}` shows sizes only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceCheckpoint {
+    redactor: mask::RedactorState,
+}
+
+/// A [`TraceCheckpoint`] from a buffer with other token prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the trace checkpoint belongs to a job with other token prefixes")]
+pub struct CheckpointMismatch;
+
 /// The stored job log. Writes are redacted on the way in; what is stored is final (only the
 /// redaction tail is held back until [`TraceBuffer::finish`]).
 #[derive(Debug, Clone)]
@@ -63,6 +77,8 @@ pub struct TraceBuffer {
     data: Vec<u8>,
     crc: crc32fast::Hasher,
     finished: bool,
+    /// Bytes an uploader may send (`None`: all); see [`TraceBuffer::limit_uploads_to`].
+    upload_limit: Option<u64>,
 }
 
 impl TraceBuffer {
@@ -74,17 +90,40 @@ impl TraceBuffer {
             data: Vec::new(),
             crc: crc32fast::Hasher::new(),
             finished: false,
+            upload_limit: None,
         }
     }
 
     /// A buffer that continues a log persisted before a restart. `stored` must be bytes this
-    /// buffer type produced (already redacted); its checksum and size are recomputed.
+    /// buffer type produced (already redacted); its checksum and size are recomputed. What the
+    /// redaction held back at that point is lost unless [`TraceBuffer::restore`] follows.
     pub fn resume(options: &TraceOptions, stored: Vec<u8>) -> Self {
         let mut buffer = TraceBuffer::new(options);
         buffer.crc.update(&stored);
         buffer.limit_reached = stored.len() as u64 >= buffer.limit;
         buffer.data = stored;
         buffer
+    }
+
+    /// Continues the redaction from `checkpoint`, taken together with the `stored` bytes this
+    /// buffer was resumed with (call it before any write): a secret split across the restart is
+    /// still masked and no byte held back is lost. A checkpoint of a buffer with other token
+    /// prefixes is refused and nothing changes.
+    pub fn restore(&mut self, checkpoint: &TraceCheckpoint) -> Result<(), CheckpointMismatch> {
+        if self.redactor.restore(&checkpoint.redactor) {
+            Ok(())
+        } else {
+            Err(CheckpointMismatch)
+        }
+    }
+
+    /// What redaction holds back right now. Persist it in the same write as [`TraceBuffer::bytes`]
+    /// to resume exactly with [`TraceBuffer::restore`]. It may hold the start of a secret: store
+    /// it as privately as the job payload.
+    pub fn checkpoint(&self) -> TraceCheckpoint {
+        TraceCheckpoint {
+            redactor: self.redactor.state(),
+        }
     }
 
     /// Appends output of the job. After [`TraceBuffer::finish`] or past the limit it is dropped.
@@ -129,6 +168,23 @@ impl TraceBuffer {
     fn append(&mut self, bytes: &[u8]) {
         self.crc.update(bytes);
         self.data.extend_from_slice(bytes);
+    }
+
+    /// Holds uploads back to the first `len` bytes, for an owner that stores the trace itself:
+    /// GitLab then never holds bytes a crash could take from the owner's copy, and a resumed
+    /// upload always continues the owner's copy. Raise it as bytes are stored;
+    /// [`TraceUploader::finish`] lifts it (store the finished trace before calling it).
+    pub fn limit_uploads_to(&mut self, len: u64) {
+        self.upload_limit = Some(len);
+    }
+
+    /// The bytes an uploader may send now: all of them, or up to the upload limit.
+    pub fn uploadable(&self) -> u64 {
+        self.upload_limit.map_or(self.len(), |l| l.min(self.len()))
+    }
+
+    fn lift_upload_limit(&mut self) {
+        self.upload_limit = None;
     }
 
     /// Bytes stored.
@@ -267,6 +323,52 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(b.bytes())
         );
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_redaction_exactly_at_every_split() {
+        let opts = options(1 << 20, &["s3cr3t-value", "s3cr3t-value-long"]);
+        let input =
+            "a s3cr3t-value b s3cr3t-value-long c glrt-AbC_d.e f \u{20ac} s3cr3t-valu".as_bytes();
+        let mut whole = TraceBuffer::new(&opts);
+        whole.write(input);
+        whole.finish();
+        for split in 0..=input.len() {
+            let mut first = TraceBuffer::new(&opts);
+            first.write(&input[..split]);
+            let json = serde_json::to_string(&first.checkpoint()).unwrap();
+            let checkpoint: TraceCheckpoint = serde_json::from_str(&json).unwrap();
+            let mut resumed = TraceBuffer::resume(&opts, first.bytes().to_vec());
+            resumed.restore(&checkpoint).unwrap();
+            resumed.write(&input[split..]);
+            resumed.finish();
+            assert_eq!(
+                String::from_utf8_lossy(resumed.bytes()),
+                String::from_utf8_lossy(whole.bytes()),
+                "split at {split}"
+            );
+            assert_eq!(resumed.checksum(), whole.checksum(), "split at {split}");
+        }
+        let text = String::from_utf8_lossy(whole.bytes()).into_owned();
+        assert_eq!(
+            text,
+            "a [MASKED] b [MASKED] c glrt-[MASKED] f \u{20ac} s3cr3t-valu"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_never_shows_what_it_holds_and_fits_only_its_own_options() {
+        let opts = options(1 << 20, &["s3cr3t-value"]);
+        let mut b = TraceBuffer::new(&opts);
+        b.write(b"x s3cr3t-");
+        let checkpoint = b.checkpoint();
+        assert!(!format!("{checkpoint:?}").contains("s3cr3t"));
+        let other = TraceOptions {
+            token_prefixes: vec!["zz-".into()],
+            ..opts.clone()
+        };
+        let mut resumed = TraceBuffer::resume(&other, b.bytes().to_vec());
+        assert_eq!(resumed.restore(&checkpoint), Err(CheckpointMismatch));
     }
 
     #[test]

@@ -263,7 +263,8 @@ impl TraceUploader {
                 );
                 self.sent = trace.len();
             }
-            Bytes::copy_from_slice(trace.slice(self.sent, self.config.max_patch_size))
+            let allowed = trace.uploadable().saturating_sub(self.sent) as usize;
+            Bytes::copy_from_slice(trace.slice(self.sent, allowed.min(self.config.max_patch_size)))
         };
         if content.is_empty() {
             return None;
@@ -326,14 +327,18 @@ impl TraceUploader {
     }
 
     /// Sends the whole remaining trace and the final state, once. Call after the job's output
-    /// has ended (the trace is finished here if the caller did not). A second call returns
-    /// `GaveUp` without sending anything.
+    /// has ended (the trace is finished here if the caller did not; its upload limit is lifted).
+    /// A second call returns `GaveUp` without sending anything.
     pub async fn finish(&mut self, result: JobResult) -> FinalOutcome {
         if self.final_sent {
             return FinalOutcome::GaveUp("the final update was already sent for this job".into());
         }
         self.final_sent = true;
-        self.trace.finish();
+        {
+            let mut trace = self.trace.lock();
+            trace.finish();
+            trace.lift_upload_limit();
+        }
         // GitLab Runner falls back to the default interval and lets GitLab override it.
         self.interval = self.config.update_interval;
         let mut backoff =

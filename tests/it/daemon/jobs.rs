@@ -1,0 +1,223 @@
+//! Jobs end to end: how each ends, what GitLab is told, what the trace says.
+
+use drover_gitlab::fake::JobStatus;
+
+use super::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_succeed_and_fail_with_their_exit_code_and_after_script() {
+    let Some(mut env) = Env::new("jobs_outcomes", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let ok = env.enqueue(
+        job("ok", &["echo building widget", "echo tests passed"])
+            .after_script(["echo cleaning up"]),
+    );
+    let failing = env.enqueue(
+        job(
+            "failing",
+            &["echo about to fail", "exit 3", "echo never printed"],
+        )
+        .after_script(["echo after the failure"]),
+    );
+
+    let ok = env.finished(ok).await;
+    assert_final(&ok, JobStatus::Success, None, None);
+    let trace = text(&ok);
+    for line in ["building widget", "tests passed", "cleaning up"] {
+        assert_eq!(lines(&ok, line), 1, "{line:?} once in:\n{trace}");
+    }
+    assert_eq!(count(&ok.trace, "Job succeeded"), 1, "{trace}");
+    assert!(
+        trace.find("\ntests passed") < trace.find("\ncleaning up"),
+        "after_script runs after the script:\n{trace}"
+    );
+
+    let failing = env.finished(failing).await;
+    assert_final(&failing, JobStatus::Failed, Some("script_failure"), Some(3));
+    let trace = text(&failing);
+    assert!(trace.contains("about to fail"), "{trace}");
+    assert!(
+        !trace.contains("never printed"),
+        "the script stops at the failure:\n{trace}"
+    );
+    assert!(
+        trace.contains("after the failure"),
+        "after_script runs on failure too:\n{trace}"
+    );
+    assert!(trace.contains("exit code 3"), "{trace}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_fails_with_job_execution_timeout_and_runs_after_script() {
+    let Some(mut env) = Env::new("jobs_timeout", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(
+        job("slow", &["echo started", "sleep 60", "echo never printed"])
+            .after_script(["echo after the timeout"])
+            .timeout(3),
+    );
+    let view = within(PATIENCE, "the timeout", env.finished(id)).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("job_execution_timeout"),
+        None,
+    );
+    let trace = text(&view);
+    assert_eq!(lines(&view, "started"), 1, "{trace}");
+    assert_eq!(lines(&view, "never printed"), 0, "{trace}");
+    assert_eq!(lines(&view, "after the timeout"), 1, "{trace}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_canceled_mid_run_stops_runs_after_script_and_ends_canceled() {
+    let Some(mut env) = Env::new("jobs_cancel", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    // Output every half second: GitLab's cancel reaches drover with the answer to a trace patch
+    // (a silent job would hear of it with the keep-alive, 30 s later).
+    let id = env.enqueue(
+        job(
+            "cancel-me",
+            &[
+                "echo started",
+                "for i in $(seq 1 120); do echo tick; sleep 0.5; done",
+                "echo never printed",
+            ],
+        )
+        .after_script(["echo after the cancel"]),
+    );
+    env.trace_shows(id, "\nstarted").await;
+    env.fake.cancel_job(id);
+    assert_eq!(
+        env.job(id).status,
+        JobStatus::Canceling,
+        "drover declares cancel_gracefully: GitLab waits for it"
+    );
+    let view = env.finished(id).await;
+    // GitLab does not list job_canceled among the fake's failure reasons: the mapper's fallback.
+    assert_final(&view, JobStatus::Canceled, Some("unknown_failure"), None);
+    let trace = text(&view);
+    assert_eq!(lines(&view, "never printed"), 0, "{trace}");
+    assert_eq!(
+        lines(&view, "after the cancel"),
+        1,
+        "after_script runs on cancel:\n{trace}"
+    );
+    assert!(trace.contains("canceled"), "{trace}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_variables_never_reach_the_trace_even_split_across_writes() {
+    const SECRET: &str = "Sup3rS3cretValue42";
+    let settings = Settings {
+        json_logs: true,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("jobs_masked", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(
+        job(
+            "masked",
+            &[
+                "echo \"whole: $DEPLOY_KEY\"",
+                // The engine cuts a line into log messages of 16 KiB: this one is cut after the
+                // first 8 characters of the secret, so drover gets the secret in two pieces.
+                "printf 'split: '; head -c 16369 /dev/zero | tr '\\0' x; \
+                 printf '%s' \"$DEPLOY_KEY\"; echo ' :end'",
+                "echo \"job token: $CI_JOB_TOKEN\"",
+            ],
+        )
+        .masked_variable("DEPLOY_KEY", SECRET),
+    );
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    let trace = text(&view);
+    assert_eq!(lines(&view, "whole: [MASKED]"), 1, "{trace}");
+    let split = format!("split: {}[MASKED] :end", "x".repeat(16369));
+    assert_eq!(lines(&view, &split), 1, "{trace}");
+    assert_eq!(lines(&view, "job token: glcbt-[MASKED]"), 1, "{trace}");
+    for part in [SECRET, &SECRET[..8], &SECRET[8..]] {
+        assert!(
+            !trace.contains(part),
+            "{part:?} leaked into the trace:\n{trace}"
+        );
+    }
+    assert!(
+        !trace.contains(&view.token),
+        "the job token leaked:\n{trace}"
+    );
+    // log_format = "json": every line drover logs is a JSON object.
+    let log = env.last_log();
+    assert!(log.lines().count() > 3, "drover logged:\n{log}");
+    for line in log.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_reachable_by_its_alias() {
+    let Some(mut env) = Env::new("jobs_service", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let web = drover_gitlab::api::Service {
+        name: drover_docker::testing::BUSYBOX_IMAGE.into(),
+        alias: "web".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p /www && echo hello-from-the-service > /www/index.html && exec httpd -f -p 8080 -h /www"
+                .into(),
+        ],
+        ..Default::default()
+    };
+    let id = env.enqueue(
+        job(
+            "service",
+            &["for i in $(seq 1 100); do wget -q -O - http://web:8080/ && exit 0; sleep 0.1; done; exit 1"],
+        )
+        .service_full(web),
+    );
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    assert_eq!(lines(&view, "hello-from-the-service"), 1, "{}", text(&view));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_docker_executor_runs_a_job_without_a_machine() {
+    let Some(mut env) = Env::new("jobs_plain_docker", Settings::docker()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("plain", &["echo on the local engine"]));
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    let trace = text(&view);
+    assert_eq!(lines(&view, "on the local engine"), 1, "{trace}");
+    assert!(
+        !trace.contains("on machine"),
+        "no machine is involved:\n{trace}"
+    );
+    assert!(env.sandboxes().await.is_empty(), "no sandbox is created");
+    let status = env.status().expect("status.json");
+    assert_eq!(status["machines"], serde_json::json!([]), "{status}");
+    env.finish().await;
+}

@@ -1,0 +1,12 @@
+//! `drover run` end to end: the real binary against the fake GitLab and the real Docker engine.
+//!
+//! Every test runs its own daemon with its own runner (short token, machine prefix), so the tests
+//! run in parallel without seeing each other's machines. See `harness.rs`.
+
+mod faults;
+mod harness;
+mod jobs;
+mod ops;
+mod pool;
+mod recovery;
+mod signals;

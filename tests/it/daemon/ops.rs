@@ -1,0 +1,118 @@
+//! Operations: `drover status`, `/metrics`, live reloads.
+
+use drover_gitlab::fake::JobStatus;
+
+use super::harness::*;
+
+/// `drover status` exits 5 when no daemon runs for the config.
+const NOT_RUNNING: i32 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_show_the_machines_and_jobs() {
+    let settings = Settings {
+        idle_count: 2,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("ops_status", settings).await else {
+        return;
+    };
+    let (code, out) = env.status_command(false).await;
+    assert_eq!(code, NOT_RUNNING, "{out}");
+    assert!(out.contains("not running"), "{out}");
+
+    env.start().await;
+    let warm = env.sandboxes_become(2).await;
+    let id = env.enqueue(job(
+        "observed",
+        &[
+            "echo started",
+            "for i in $(seq 1 120); do echo tick; sleep 0.5; done",
+        ],
+    ));
+    env.trace_shows(id, "\nstarted").await;
+    // status.json is rewritten at least every few seconds.
+    eventually("the status file showing the job", async || {
+        let status = env.status()?;
+        (status["jobs"][0]["state"] == "running" && status["runners"][0]["idle"] == 2).then_some(())
+    })
+    .await;
+
+    let (code, out) = env.status_command(false).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is running"), "{out}");
+    assert!(out.contains("1 busy") && out.contains("2 idle"), "{out}");
+    for machine in &warm {
+        assert!(out.contains(machine.as_str()), "{machine} in:\n{out}");
+    }
+    assert!(out.contains(&id.to_string()), "{out}");
+    let (code, json) = env.status_command(true).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("status --json");
+    assert_eq!(json["running"], true);
+    assert_eq!(
+        json["status"]["machines"].as_array().map(Vec::len),
+        Some(3),
+        "{json}"
+    );
+
+    let metrics = env.metrics().await;
+    let runner = &env.name;
+    for line in [
+        format!("drover_machines{{runner=\"{runner}\",state=\"idle\"}} 2"),
+        format!("drover_machines{{runner=\"{runner}\",state=\"busy\"}} 1"),
+        format!("drover_jobs{{runner=\"{runner}\",state=\"running\"}} 1"),
+        format!("drover_machine_creations_total{{runner=\"{runner}\"}} 3"),
+        format!("drover_job_requests_total{{runner=\"{runner}\",outcome=\"job\"}} 1"),
+        format!("drover_limit{{runner=\"{runner}\"}} 4"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} in /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("drover_job_wait_seconds_bucket"),
+        "{metrics}"
+    );
+
+    env.fake.cancel_job(id);
+    let view = env.finished(id).await;
+    assert_eq!(view.status, JobStatus::Canceled);
+    env.quit().await;
+    let (code, out) = env.status_command(false).await;
+    assert_eq!(code, NOT_RUNNING, "{out}");
+    assert!(
+        out.contains("not running") && out.contains("0 machines"),
+        "{out}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_an_edited_config_file_reload_live() {
+    let settings = Settings {
+        idle_count: 1,
+        idle_time: 600,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("ops_reload", settings).await else {
+        return;
+    };
+    env.start().await;
+    env.sandboxes_become(1).await;
+
+    // SIGHUP: a higher IdleCount warms more machines.
+    env.settings.idle_count = 3;
+    env.write_config();
+    env.signal("HUP");
+    let three = env.sandboxes_become(3).await;
+
+    // No signal: drover notices the edited file by itself. A lower limit removes the surplus.
+    env.settings.limit = 1;
+    env.write_config();
+    let one = env.sandboxes_become(1).await;
+    assert!(three.contains(&one[0]), "{one:?} of {three:?}");
+    let log = env.last_log();
+    assert!(log.matches("reloading the config").count() >= 2, "{log}");
+    env.finish().await;
+}

@@ -1,0 +1,362 @@
+//! Recovery: `kill -9` at any point, a restart, and nothing is lost, leaked or reported twice.
+
+use std::time::Duration;
+
+use drover_gitlab::fake::{Fault, JobStatus, Route};
+
+use super::harness::*;
+
+/// The lines of the script's own output in a trace (not drover's framing, not the echo of the
+/// commands).
+fn output_lines(trace: &str) -> Vec<&str> {
+    trace
+        .lines()
+        .filter(|l| l.starts_with("line ") || l.starts_with("held back:"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_kill_9_with_its_full_trace_and_one_final_update() {
+    const SECRET: &str = "Sup3rS3cretValue42";
+    let Some(mut env) = Env::new("recovery_job", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(
+        job(
+            "survivor",
+            &[
+                "for i in $(seq 1 10); do echo \"line $i\"; sleep 0.05; done",
+                // The engine cuts a line into log messages of 16 KiB: this one after the first 8
+                // characters of the secret. drover dies in the pause that follows, while its
+                // redaction holds those 8 characters back.
+                "printf 'held back: '; head -c 16365 /dev/zero | tr '\\0' x; \
+                 printf '%s' \"${DEPLOY_KEY%??????????}\"; sleep 8; \
+                 printf '%s :end\\n' \"${DEPLOY_KEY#????????}\"",
+                "for i in $(seq 11 20); do echo \"line $i\"; sleep 0.05; done",
+            ],
+        )
+        .masked_variable("DEPLOY_KEY", SECRET),
+    );
+    // GitLab has the line up to the held-back start of the secret, and drover persisted at least
+    // as much.
+    let filler = format!("\nheld back: {}", "x".repeat(16365));
+    let uploaded = env.trace_shows(id, &filler).await;
+    assert!(
+        !contains(&uploaded.trace, &SECRET[..3]),
+        "{}",
+        text(&uploaded)
+    );
+    let uploaded = uploaded.trace.len() as u64;
+    eventually("the trace persisted past what GitLab has", async || {
+        let progress = env.progress(id)?;
+        (progress["trace_len"].as_u64()? >= uploaded).then_some(())
+    })
+    .await;
+    env.crash().await;
+    assert!(
+        !env.job(id).status.is_finished(),
+        "the crash came before the job's end"
+    );
+
+    env.start().await;
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    let trace = text(&view);
+    let mut expected: Vec<String> = (1..=10).map(|i| format!("line {i}")).collect();
+    expected.push(format!("held back: {}[MASKED] :end", "x".repeat(16365)));
+    expected.extend((11..=20).map(|i| format!("line {i}")));
+    assert_eq!(
+        output_lines(&trace),
+        expected,
+        "every line once, in order, the secret masked across the crash:\n{trace}"
+    );
+    for part in [SECRET, &SECRET[..8], &SECRET[8..]] {
+        assert!(!trace.contains(part), "{part:?} leaked:\n{trace}");
+    }
+    // drover's framing: once each, and the restart said at the end.
+    assert_eq!(count(&view.trace, "Running with drover"), 1, "{trace}");
+    assert_eq!(count(&view.trace, "Job succeeded"), 1, "{trace}");
+    let restarted = trace
+        .find("drover restarted while this job ran")
+        .unwrap_or_else(|| panic!("the trace says drover restarted:\n{trace}"));
+    assert!(trace.find("line 20") < Some(restarted), "{trace}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_containers_vanished_while_drover_was_down_fails_as_a_system_failure() {
+    let Some(mut env) = Env::new("recovery_vanished", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("vanishing", &["echo started", "sleep 60"]));
+    env.trace_shows(id, "\nstarted").await;
+    env.crash().await;
+    let removed = remove_job_containers(&env.docker, &env.short, id).await;
+    assert!(removed > 0, "the job's containers were running");
+
+    env.start().await;
+    let view = env.finished(id).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("runner_system_failure"),
+        None,
+    );
+    let trace = text(&view);
+    assert!(trace.contains("containers are gone"), "{trace}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_the_final_update_repeats_the_same_final_update() {
+    let Some(mut env) = Env::new("recovery_final", Settings::pool()).await else {
+        return;
+    };
+    // GitLab answers the first final updates 202 (trace not persisted yet): drover retries.
+    env.fake.inject(Fault::FinalNotCompleted { times: 2 });
+    env.start().await;
+    let id = env.enqueue(job("fails", &["echo about to fail", "exit 3"]));
+    env.wait_job(id, "a first final update", |j| !final_updates(j).is_empty())
+        .await;
+    env.crash().await;
+
+    // The job's containers are gone (it ended): running it again could only say
+    // runner_system_failure. The outcome saved before the final update is what is reported.
+    env.start().await;
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Failed, Some("script_failure"), Some(3));
+    assert!(final_updates(&view).len() >= 2, "{:?}", view.updates);
+    assert_eq!(count(&view.trace, "exit code 3"), 1, "{}", text(&view));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_the_final_update_sends_no_second_one() {
+    let Some(mut env) = Env::new("recovery_after_final", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("quick", &["echo done"]));
+    // Die the moment GitLab accepts the final update: most likely before drover journaled the
+    // job's end.
+    env.finished(id).await;
+    env.crash().await;
+
+    env.start().await;
+    // The restarted drover settles the job without a word to GitLab about it.
+    eventually("the job settled", async || {
+        let status = env.status()?;
+        let settled = status["jobs"] == serde_json::json!([]) && status["updated_at"] != "";
+        (settled && !env.state_dir().join("jobs").join(id.to_string()).exists()).then_some(())
+    })
+    .await;
+    let log = env.last_log();
+    let path = ["GitLab has closed it", "already reported"]
+        .into_iter()
+        .find(|p| log.contains(p));
+    eprintln!("the restart found the job: {path:?}");
+    let view = env.job(id);
+    assert_final(&view, JobStatus::Success, None, None);
+    assert_eq!(final_updates(&view).len(), 1, "{:?}", view.updates);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_report_cut_short_by_a_crash_is_sent_after_the_restart() {
+    let settings = Settings {
+        // No sandbox can be made (the image cannot be pulled here): jobs wait for a machine.
+        image: "drover-test/missing:1".into(),
+        shutdown_timeout: 120,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("recovery_report", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("stranded", &["echo never runs"]));
+    eventually("the job waiting for a machine", async || {
+        (env.status()?["jobs"][0]["state"] == "queued").then_some(())
+    })
+    .await;
+    // SIGTERM fails the waiting job; GitLab is slow to take the report, and drover dies meanwhile.
+    env.fake.inject(Fault::Delay {
+        route: Route::FinalUpdate,
+        delay: Duration::from_secs(300),
+        times: 1,
+    });
+    env.signal("TERM");
+    eventually("the failure report sent", async || {
+        env.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.json().is_some_and(|j| j["state"] == "failed"))
+            .then_some(())
+    })
+    .await;
+    env.crash().await;
+    assert!(!env.job(id).status.is_finished());
+
+    env.start().await;
+    let view = env.finished(id).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("runner_system_failure"),
+        None,
+    );
+    assert!(
+        text(&view).contains("could not start this job"),
+        "{}",
+        text(&view)
+    );
+    assert!(env.last_log().contains("failure report a crash cut short"));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_machine_creation_leaks_nothing() {
+    let settings = Settings {
+        idle_count: 3,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("recovery_creation", settings).await else {
+        return;
+    };
+    // A half-made sandbox and a job container from some earlier life, unknown to drover's journal.
+    let orphan = format!("{}e2e-orphan", env.prefix());
+    make_half_sandbox(&env, &orphan).await;
+    let stray = make_stray_job_container(&env, 999_999).await;
+
+    env.spawn();
+    // Die as soon as the first of the three machines appears on the engine.
+    let caught = within(PATIENCE, "a machine being created", async {
+        loop {
+            let objects = env.objects().await;
+            if objects.volumes.iter().any(|v| !v.contains("orphan")) {
+                return objects;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    env.crash().await;
+    eprintln!(
+        "crashed with {} volumes, {} networks, {} containers",
+        caught.volumes.len(),
+        caught.networks.len(),
+        caught.containers.len()
+    );
+
+    env.start().await;
+    let warm = env.sandboxes_become(3).await;
+    assert!(
+        warm.iter().all(|m| m.starts_with(&env.prefix())),
+        "{warm:?}"
+    );
+    eventually(
+        "the orphan and the stray job container removed",
+        async || {
+            let objects = env.objects().await;
+            let gone = !objects.volumes.iter().any(|v| v.contains("orphan"))
+                && !objects.networks.iter().any(|n| n.contains("orphan"))
+                && !objects.containers.contains(&stray);
+            gone.then_some(())
+        },
+    )
+    .await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_machine_removal_leaks_nothing() {
+    let settings = Settings {
+        idle_count: 3,
+        idle_time: 0,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("recovery_removal", settings).await else {
+        return;
+    };
+    env.start().await;
+    let warm = env.sandboxes_become(3).await;
+    env.settings.idle_count = 0;
+    env.write_config();
+    env.signal("HUP");
+    // Die as soon as the first sandbox starts to go.
+    within(PATIENCE, "a machine being removed", async {
+        loop {
+            if env.sandboxes().await.len() < warm.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    env.crash().await;
+    eprintln!("crashed with {:?} left", env.objects().await);
+
+    env.start().await;
+    eventually("every machine removed", async || {
+        env.objects().await.is_empty().then_some(())
+    })
+    .await;
+    env.finish().await;
+}
+
+/// A step container of a job drover's journal does not know (never started).
+async fn make_stray_job_container(env: &Env, job: u64) -> String {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptions;
+    let name = format!("drover-{}-job-{job}-0-script", env.short);
+    let labels = std::collections::HashMap::from([
+        ("drover.runner".to_string(), env.short.clone()),
+        ("drover.job".to_string(), job.to_string()),
+        ("drover.role".to_string(), "step".to_string()),
+        ("drover.step.index".to_string(), "0".to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(drover_docker::testing::BUSYBOX_IMAGE.to_string()),
+        cmd: Some(vec!["true".to_string()]),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    env.docker
+        .create_container(Some(options), body)
+        .await
+        .expect("creating the stray job container");
+    name
+}
+
+/// The volume and network of a sandbox, without its anchor: what a creation cut short leaves.
+async fn make_half_sandbox(env: &Env, name: &str) {
+    use bollard::models::{NetworkCreateRequest, VolumeCreateOptions};
+    let labels = |role: &str| {
+        std::collections::HashMap::from([
+            ("drover.machine".to_string(), name.to_string()),
+            ("drover.runner".to_string(), env.short.clone()),
+            ("drover.role".to_string(), role.to_string()),
+        ])
+    };
+    env.docker
+        .create_volume(VolumeCreateOptions {
+            name: Some(format!("{name}-builds")),
+            labels: Some(labels("builds")),
+            ..Default::default()
+        })
+        .await
+        .expect("creating the orphan's volume");
+    env.docker
+        .create_network(NetworkCreateRequest {
+            name: name.to_string(),
+            labels: Some(labels("network")),
+            ..Default::default()
+        })
+        .await
+        .expect("creating the orphan's network");
+}
