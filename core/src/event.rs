@@ -73,8 +73,9 @@ pub enum Outcome {
     Canceled,
 }
 
-/// GitLab's failure reasons, as the runner may report them.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// GitLab's failure reasons, as the runner may report them (serialized under GitLab's names).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     ScriptFailure,
     RunnerSystemFailure,

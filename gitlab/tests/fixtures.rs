@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use drover_gitlab::api::ServerReason;
 use drover_gitlab::api::{
     self, JobRequest, JobResponse, RegisterRunnerRequest, ResetTokenRequest, ResetTokenResponse,
     RunnerTokenResponse, StepWhen, UnregisterRequest, UpdateJobRequest, VerifyRunnerRequest,

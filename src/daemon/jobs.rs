@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
 use drover_docker::{Executor, LogCursor};
-use drover_gitlab::api::{self, JobOutput, JobResponse, RunnerInfo, UpdateJobRequest};
+use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
 };
@@ -130,27 +130,11 @@ impl Jobs {
     }
 }
 
-fn api_reason(r: FailureReason) -> api::FailureReason {
-    match r {
-        FailureReason::ScriptFailure => api::FailureReason::ScriptFailure,
-        FailureReason::RunnerSystemFailure => api::FailureReason::RunnerSystemFailure,
-        FailureReason::JobExecutionTimeout => api::FailureReason::JobExecutionTimeout,
-        FailureReason::ImagePullFailure => api::FailureReason::ImagePullFailure,
-        FailureReason::UnknownFailure => api::FailureReason::UnknownFailure,
-        FailureReason::RunnerConfigurationError => api::FailureReason::RunnerConfigurationError,
-        FailureReason::RunnerExternalDependencyFailure => {
-            api::FailureReason::RunnerExternalDependencyFailure
-        }
-        FailureReason::RunnerInterrupted => api::FailureReason::RunnerInterrupted,
-        FailureReason::JobCanceled => api::FailureReason::JobCanceled,
-    }
-}
-
 fn job_result(outcome: Outcome) -> JobResult {
     match outcome {
         Outcome::Success => JobResult::Success,
         Outcome::Failed { reason, exit_code } => JobResult::Failed {
-            reason: api_reason(reason),
+            reason,
             exit_code,
         },
         Outcome::Canceled => JobResult::Canceled,
@@ -324,7 +308,7 @@ async fn report_unstarted(
     let result = match reason {
         FailureReason::JobCanceled => JobResult::Canceled,
         r => JobResult::Failed {
-            reason: api_reason(r),
+            reason: r,
             exit_code: None,
         },
     };

@@ -31,41 +31,19 @@ impl JobState {
     }
 }
 
-/// Why a job failed, as the runner reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    ScriptFailure,
-    RunnerSystemFailure,
-    JobExecutionTimeout,
-    ImagePullFailure,
-    UnknownFailure,
-    RunnerConfigurationError,
-    RunnerExternalDependencyFailure,
-    RunnerInterrupted,
-    /// Internal: the job was canceled. Sent as `unknown_failure` unless the server knows it.
-    JobCanceled,
+/// Why a job failed: the core's reason, sent under GitLab's wire names.
+pub use drover_core::FailureReason;
+
+/// GitLab Runner's failure-reason mapper.
+pub trait ServerReason {
+    /// The reason to send to a GitLab that understands `supported` (the job's
+    /// `features.failure_reasons`): sent unchanged when supported or always supported, else a
+    /// documented fallback, else `unknown_failure` (which is also what `job_canceled` becomes).
+    fn for_server(self, supported: &[String]) -> &'static str;
 }
 
-impl FailureReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::ScriptFailure => "script_failure",
-            FailureReason::RunnerSystemFailure => "runner_system_failure",
-            FailureReason::JobExecutionTimeout => "job_execution_timeout",
-            FailureReason::ImagePullFailure => "image_pull_failure",
-            FailureReason::UnknownFailure => "unknown_failure",
-            FailureReason::RunnerConfigurationError => "runner_configuration_error",
-            FailureReason::RunnerExternalDependencyFailure => "runner_external_dependency_failure",
-            FailureReason::RunnerInterrupted => "runner_interrupted",
-            FailureReason::JobCanceled => "job_canceled",
-        }
-    }
-
-    /// The reason to send to a GitLab that understands `supported` (the job's
-    /// `features.failure_reasons`), following GitLab Runner's mapper: sent unchanged when
-    /// supported or always supported, else a documented fallback, else `unknown_failure`.
-    pub fn for_server(self, supported: &[String]) -> &'static str {
+impl ServerReason for FailureReason {
+    fn for_server(self, supported: &[String]) -> &'static str {
         use FailureReason::*;
         let always = matches!(
             self,

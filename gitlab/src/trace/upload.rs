@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::SharedTrace;
-use crate::api::{FailureReason, JobResponse, JobState, RunnerInfo, UpdateJobRequest};
+use crate::api::{
+    FailureReason, JobResponse, JobState, RunnerInfo, ServerReason, UpdateJobRequest,
+};
 use crate::client::{Client, JobCredentials, PatchKind, PatchResult, UpdateKind, UpdateResult};
 use crate::retry::Backoff;
 
