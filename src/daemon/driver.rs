@@ -139,30 +139,30 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     };
     driver.started_at = driver.clock.now().to_string();
 
-    // The file may have changed while drover was down: apply it as a reload.
+    // A new process: first the core re-issues what was in flight (and leaves any shutdown the
+    // last process was in), then a config file changed while drover was down applies as a reload
+    // (keeping the journal's seed, so machine names keep their scheme).
+    let mut commands = driver.handle(Event::Resumed)?;
     let mut wanted = driver.loaded.core.clone();
     wanted.seed = driver.core.config().seed;
-    if recovered && !same_config(driver.core.config(), &wanted) {
+    if recovered && *driver.core.config() != wanted {
         tracing::info!("the config file changed since the journal was written; applying it");
-        driver.step(Event::Signal(Signal::Reload(Box::new(wanted))))?;
+        commands.extend(driver.handle(Event::Signal(Signal::Reload(Box::new(wanted))))?);
     }
+    // Adapters and job tasks before any command: a runner the reload added needs its provider and
+    // GitLab link, a resumed job its task.
     driver.sync_adapters().await?;
     driver.adopt_recovered_jobs();
     driver.clean_stray_job_containers(&executor).await;
     // Start from a snapshot so the journal does not grow without bound across restarts.
     driver.journal = Writer::compact(&journal_path, &driver.core, env!("CARGO_PKG_VERSION"), true)
         .map_err(|e| crate::exit::with_code(crate::exit::JOURNAL, e))?;
-    driver.step(Event::Resumed)?;
+    driver.execute_all(commands);
     driver.run(signals).await
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Equal but for the seed, which the journal keeps from its first start.
-fn same_config(a: &drover_core::Config, b: &drover_core::Config) -> bool {
-    a == b
 }
 
 impl Driver {
@@ -249,6 +249,13 @@ impl Driver {
 
     /// Journal, handle, act: the write-ahead discipline.
     fn step(&mut self, event: Event) -> anyhow::Result<()> {
+        let commands = self.handle(event)?;
+        self.execute_all(commands);
+        Ok(())
+    }
+
+    /// Journals an event and hands it to the core; returns the commands to carry out.
+    fn handle(&mut self, event: Event) -> anyhow::Result<Vec<Command>> {
         let now = self.clock.now();
         self.journal
             .append_event(self.core.state().seq(), now, &event, self.core.digest())
@@ -268,9 +275,6 @@ impl Driver {
             self.jobs.forget(job);
         }
         self.metrics.after(&self.core, now, &step.commands);
-        for command in step.commands {
-            self.execute(command);
-        }
         self.wake = step.wake_at;
         if self.journal.events_since_snapshot() >= SNAPSHOT_EVERY {
             if self.journal.len() > COMPACT_AT_BYTES {
@@ -285,7 +289,13 @@ impl Driver {
             }
         }
         self.write_status(false);
-        Ok(())
+        Ok(step.commands)
+    }
+
+    fn execute_all(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            self.execute(command);
+        }
     }
 
     fn context_of(&self, job: JobId) -> Option<Arc<RunnerContext>> {
@@ -522,10 +532,12 @@ impl Driver {
         config.seed = self.core.config().seed;
         self.loaded = loaded;
         tracing::info!("reloading the config");
-        self.step(Event::Signal(Signal::Reload(Box::new(config))))?;
+        let commands = self.handle(Event::Signal(Signal::Reload(Box::new(config))))?;
+        // Adapters before the commands: a runner the reload added needs its provider and GitLab link.
         if let Err(e) = self.sync_adapters().await {
             tracing::error!("applying the reloaded settings failed: {e:#}");
         }
+        self.execute_all(commands);
         Ok(())
     }
 

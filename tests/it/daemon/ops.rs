@@ -116,3 +116,41 @@ async fn sighup_and_an_edited_config_file_reload_live() {
     assert!(log.matches("reloading the config").count() >= 2, "{log}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_edited_while_drover_was_down_applies_at_start() {
+    // Machines stay across the first stop; the second start finds a config asking for more.
+    let settings = Settings {
+        idle_count: 1,
+        drain: false,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("ops_restart_reload", settings).await else {
+        return;
+    };
+    env.start().await;
+    let first = env.sandboxes_become(1).await;
+    env.quit().await;
+    assert_eq!(
+        env.sandboxes().await,
+        first,
+        "a graceful stop keeps the machines"
+    );
+
+    env.settings.idle_count = 3;
+    env.settings.drain = true;
+    env.write_config();
+    env.start().await;
+    let three = env.sandboxes_become(3).await;
+    assert!(
+        three.contains(&first[0]),
+        "the kept machine is adopted: {three:?}"
+    );
+    let log = env.last_log();
+    assert!(
+        log.contains("the config file changed since the journal was written"),
+        "{log}"
+    );
+    assert!(!log.contains("no machine provider"), "{log}");
+    env.finish().await;
+}
