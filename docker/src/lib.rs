@@ -6,6 +6,8 @@
 //!
 //! - [`provider::DockerProvider`] implements [`provider::MachineProvider`]: a machine is a sandbox
 //!   (volume + network + anchor container) on an engine.
+//! - [`provider::DockerMachineProvider`] implements it with VMs made by the `docker-machine`
+//!   command (GitLab Runner's `MachineDriver` and `MachineOptions`).
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
 
@@ -26,6 +28,7 @@ pub use executor::spec::{
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, ImageRef, PullPolicy, RegistryCredential};
 pub use provider::{
+    DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
     DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,
     ProviderErrorKind,
 };

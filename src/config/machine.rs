@@ -61,6 +61,7 @@ pub fn pool(
                 ("MachineDriver", m.MachineDriver.as_ref()),
                 ("MachineOptions", m.MachineOptions.first()),
                 ("MachineOptionsWithName", m.MachineOptionsWithName.first()),
+                ("DockerMachinePath", m.DockerMachinePath.as_ref()),
             ];
             if let Some((key, first)) = unused.iter().find_map(|(k, v)| v.map(|v| (k, v))) {
                 let d = Diagnostic::new(format!(
@@ -89,6 +90,8 @@ pub fn pool(
             d,
         );
     }
+
+    let docker_machine_path = docker_machine_path(m.DockerMachinePath.as_ref(), runner, ctx);
 
     let machine_name = match &m.MachineName {
         Some(n) if !n.get_ref().contains("%s") => {
@@ -150,6 +153,7 @@ pub fn pool(
             .map(|h| h.into_inner())
             .filter(|h| !h.is_empty()),
         machine_driver: driver,
+        docker_machine_path,
         machine_name: machine_name?,
         registry_mirrors: registry_mirrors(&machine_options),
         machine_options,
@@ -190,6 +194,29 @@ fn provider(m: &RawMachine, runner: &str, ctx: &mut Ctx<'_>) -> Option<Provider>
             None
         }
     }
+}
+
+/// `DockerMachinePath`: an absolute path, or a bare program name looked up in `PATH`. A relative
+/// path would depend on the directory drover happens to be started in.
+fn docker_machine_path(
+    raw: Option<&Spanned<String>>,
+    runner: &str,
+    ctx: &mut Ctx<'_>,
+) -> Option<String> {
+    let raw = raw?;
+    let path = raw.get_ref().trim();
+    if path.is_empty() || path.starts_with('/') || !path.contains('/') {
+        return (!path.is_empty()).then(|| path.to_string());
+    }
+    ctx.error(
+        ctx.diag(
+            raw.span(),
+            format!("runner {runner:?}: DockerMachinePath must be an absolute path or a program name"),
+        )
+        .label("a relative path")
+        .hint("write the full path, e.g. \"/usr/local/bin/docker-machine\", or just \"docker-machine\" to search PATH"),
+    );
+    None
 }
 
 fn count(c: Option<super::raw::Count>) -> u32 {

@@ -86,6 +86,7 @@ pub struct RawMachine {
     pub MachineOptionsWithName: Vec<Spanned<String>>,
     pub Provider: Option<Spanned<String>>,
     pub DockerHost: Option<Spanned<String>>,
+    pub DockerMachinePath: Option<Spanned<String>>,
     #[serde(default, rename = "autoscaling")]
     pub autoscaling: Vec<Spanned<RawPeriod>>,
 }

@@ -227,7 +227,7 @@ pub static RUNNER: Section = Section {
 const OFF_PEAK: &str = "GitLab Runner 14.0 removed the OffPeak settings; write a \
                         [[runners.machine.autoscaling]] block with Periods instead";
 
-/// `[runners.machine]`, plus drover's own `Provider` and `DockerHost`.
+/// `[runners.machine]`, plus drover's own `Provider`, `DockerHost` and `DockerMachinePath`.
 pub static MACHINE: Section = Section {
     header: "[runners.machine]",
     keys: &[
@@ -262,6 +262,10 @@ pub static MACHINE: Section = Section {
         read(
             "DockerHost",
             "a Docker engine address, e.g. \"unix:///var/run/docker.sock\"",
+        ),
+        read(
+            "DockerMachinePath",
+            "the docker-machine program: an absolute path or a name looked up in PATH",
         ),
         section("autoscaling", &PERIOD),
         deprecated("OffPeakPeriods", OFF_PEAK),

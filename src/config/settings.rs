@@ -355,6 +355,9 @@ pub struct MachineSettings {
     pub docker_host: Option<String>,
     /// `MachineDriver`, for the `docker-machine` provider.
     pub machine_driver: Option<String>,
+    /// drover's `DockerMachinePath`: the docker-machine program, an absolute path or a name looked
+    /// up in `PATH`; `None` = `docker-machine` from `PATH`.
+    pub docker_machine_path: Option<String>,
     /// `MachineName`, containing `%s`.
     pub machine_name: String,
     /// `MachineOptions`, passed to `docker-machine create` as `--<option>`.
@@ -372,6 +375,7 @@ impl fmt::Debug for MachineSettings {
             .field("provider", &self.provider)
             .field("docker_host", &self.docker_host)
             .field("machine_driver", &self.machine_driver)
+            .field("docker_machine_path", &self.docker_machine_path)
             .field("machine_name", &self.machine_name)
             .field("machine_options", &mask(&self.machine_options))
             .field(
@@ -431,6 +435,7 @@ mod tests {
             provider: Provider::DockerMachine,
             docker_host: None,
             machine_driver: Some("digitalocean".into()),
+            docker_machine_path: None,
             machine_name: "ci-%s".into(),
             machine_options: vec![
                 "digitalocean-access-token=MY_DIGITAL_OCEAN_TOKEN".into(),

@@ -291,6 +291,10 @@ fn every_key_fixture_covers_the_schema_and_loads() {
     );
     let m = s.machine.as_ref().unwrap();
     assert_eq!(m.machine_options_with_name, ["google-tags=%s"]);
+    assert_eq!(
+        m.docker_machine_path.as_deref(),
+        Some("/usr/local/bin/docker-machine")
+    );
     let p = pool(&l, 0);
     assert_eq!(
         (p.max_removal_attempts, p.base.idle_scale_factor),
@@ -479,6 +483,40 @@ concurrent = 1
     assert_eq!(
         l.runners[2].machine.as_ref().unwrap().provider,
         Provider::DockerMachine
+    );
+}
+
+#[test]
+fn docker_machine_path_is_absolute_or_a_program_name() {
+    let config = |path: &str| {
+        format!(
+            "concurrent = 1\n[[runners]]\n  executor = \"docker+machine\"\n  \
+             [runners.machine]\n    MachineDriver = \"amazonec2\"\n    \
+             MachineName = \"vm-%s\"\n    DockerMachinePath = {path:?}\n"
+        )
+    };
+    let path = |text: &str| {
+        load_str(text).runners[0]
+            .machine
+            .as_ref()
+            .unwrap()
+            .docker_machine_path
+            .clone()
+    };
+    assert_eq!(
+        path(&config("/opt/dm/docker-machine")).as_deref(),
+        Some("/opt/dm/docker-machine")
+    );
+    assert_eq!(
+        path(&config("docker-machine-gitlab")).as_deref(),
+        Some("docker-machine-gitlab")
+    );
+    assert_eq!(path(&config("")), None);
+    let errors = errors(&config("bin/docker-machine"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].message,
+        "runner \"runner-1\": DockerMachinePath must be an absolute path or a program name"
     );
 }
 

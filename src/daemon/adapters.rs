@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use drover_docker::{
-    DockerProvider, DockerProviderConfig, EngineConfig, MachineEndpoint, TlsFiles,
+    DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig, EngineConfig,
+    MachineEndpoint, TlsFiles,
 };
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
@@ -118,10 +119,33 @@ pub async fn provider(
             })?;
             Ok(Some(Arc::new(provider)))
         }
-        Provider::DockerMachine => anyhow::bail!(
-            "runner {:?}: the docker-machine provider is not available in this drover yet; set \
-             `Provider = \"docker\"` in [runners.machine] to run machines as Docker sandboxes",
-            settings.name
-        ),
+        Provider::DockerMachine => {
+            let mut config = DockerMachineConfig::new(
+                machine.machine_driver.clone().unwrap_or_default(),
+                machine.machine_options.clone(),
+                machine.machine_options_with_name.clone(),
+            );
+            if let Some(path) = &machine.docker_machine_path {
+                config.program = path.into();
+            }
+            let provider = DockerMachineProvider::new(config).with_context(|| {
+                format!(
+                    "runner {:?}: setting up the docker-machine provider",
+                    settings.name
+                )
+            })?;
+            tracing::info!(
+                runner = %settings.name,
+                program = %provider.config().program.display(),
+                storage = %provider
+                    .config()
+                    .storage_path
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display(),
+                "machines come from docker-machine"
+            );
+            Ok(Some(Arc::new(provider)))
+        }
     }
 }

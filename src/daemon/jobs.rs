@@ -133,10 +133,7 @@ impl Jobs {
 fn job_result(outcome: Outcome) -> JobResult {
     match outcome {
         Outcome::Success => JobResult::Success,
-        Outcome::Failed { reason, exit_code } => JobResult::Failed {
-            reason,
-            exit_code,
-        },
+        Outcome::Failed { reason, exit_code } => JobResult::Failed { reason, exit_code },
         Outcome::Canceled => JobResult::Canceled,
     }
 }

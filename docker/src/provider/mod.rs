@@ -1,7 +1,9 @@
-//! Machine providers: where build machines come from. One trait, so that the `docker` provider here,
-//! a `docker-machine` provider (its CLI) and cloud providers are interchangeable for the daemon.
+//! Machine providers: where build machines come from. One trait, so that the `docker` provider
+//! (sandboxes on a Docker engine), the `docker-machine` provider (VMs through its CLI) and cloud
+//! providers are interchangeable for the daemon.
 
 mod docker;
+mod docker_machine;
 mod locks;
 
 use std::fmt;
@@ -12,6 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
 pub use docker::{DockerProvider, DockerProviderConfig};
+#[cfg(feature = "testing")]
+pub use docker_machine::fake::{FakeCall, FakeDockerMachine};
+pub use docker_machine::{
+    DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
+    default_storage_path, mask_option,
+};
 
 /// Where a machine's jobs run: its Docker engine, and the sandbox objects jobs attach to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

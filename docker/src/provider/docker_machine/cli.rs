@@ -1,0 +1,427 @@
+//! Running one docker-machine command: its own process group, a deadline, output read line by line
+//! (logged at debug, masked) and kept for error messages.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::output::Scrubber;
+
+/// Lines kept per stream: enough for any error docker-machine prints, bounded for chatty creations.
+const KEPT_LINES: usize = 200;
+/// How long to keep reading after the program exited, for output a child of it still holds open.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How to run docker-machine.
+pub(super) struct Cli {
+    program: PathBuf,
+    storage: PathBuf,
+    scrubber: Scrubber,
+    drain_grace: Duration,
+}
+
+/// A command that ran to its end.
+#[derive(Debug)]
+pub(super) struct Finished {
+    status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// `exit code N`, or the signal that ended it.
+    pub fn exit(&self) -> String {
+        match self.status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => self.status.to_string(),
+        }
+    }
+
+    /// stdout and stderr together, for classifying a failure.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// The last lines docker-machine printed on stderr (else stdout), on one line: what went wrong.
+    pub fn summary(&self) -> String {
+        let text = match self.stderr.trim().is_empty() {
+            true => &self.stdout,
+            false => &self.stderr,
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        match lines.len() {
+            0 => "no output".to_string(),
+            n => lines[n.saturating_sub(3)..].join(" / "),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CliError {
+    #[error("cannot run the program: {0}")]
+    Spawn(std::io::Error),
+    #[error("no answer within {}; the command was killed", humanize(*.0))]
+    TimedOut(Duration),
+    #[error("waiting for the program: {0}")]
+    Wait(std::io::Error),
+}
+
+impl Cli {
+    pub fn new(program: PathBuf, storage: PathBuf, scrubber: Scrubber) -> Cli {
+        Cli {
+            program,
+            storage,
+            scrubber,
+            drain_grace: DRAIN_GRACE,
+        }
+    }
+
+    /// The command line as it may be shown: credential-like option values masked.
+    pub fn display(&self, args: &[String]) -> String {
+        let shown: Vec<String> = args.iter().map(|a| self.scrubber.scrub(a)).collect();
+        format!("{} {}", self.program.display(), shown.join(" "))
+    }
+
+    /// Runs `docker-machine <args>`, killing its process group after `timeout`.
+    pub async fn run(
+        &self,
+        machine: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Finished, CliError> {
+        let mut command = Command::new(&self.program);
+        // As GitLab Runner does: no crash reports to docker-machine's authors unless asked for.
+        if std::env::var_os("MACHINE_BUGSNAG_API_TOKEN").is_none() {
+            command.arg("--bugsnag-api-token=no-report");
+        }
+        command
+            .args(args)
+            .env("MACHINE_STORAGE_PATH", &self.storage)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let op = args.first().map(String::as_str).unwrap_or("");
+        tracing::debug!(machine, command = %self.display(args), "running docker-machine");
+        let mut child = command.spawn().map_err(CliError::Spawn)?;
+        let mut group = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
+        let mut stdout = Lines::new(child.stdout.take());
+        let mut stderr = Lines::new(child.stderr.take());
+
+        let deadline = Instant::now() + timeout;
+        let mut status = None;
+        let mut drain_until = deadline;
+        loop {
+            if status.is_some() && stdout.done() && stderr.done() {
+                group.disarm();
+                break;
+            }
+            tokio::select! {
+                line = stdout.next(), if !stdout.done() => {
+                    if let Some(line) = line {
+                        self.log(machine, op, "stdout", &line);
+                    }
+                }
+                line = stderr.next(), if !stderr.done() => {
+                    if let Some(line) = line {
+                        self.log(machine, op, "stderr", &line);
+                    }
+                }
+                exited = child.wait(), if status.is_none() => {
+                    status = Some(exited.map_err(CliError::Wait)?);
+                    drain_until = deadline.min(Instant::now() + self.drain_grace);
+                }
+                () = tokio::time::sleep_until(drain_until) => {
+                    if status.is_none() {
+                        // `group` kills the process group on the way out.
+                        return Err(CliError::TimedOut(timeout));
+                    }
+                    // Exited, but something it started still holds its output open: stop that.
+                    break;
+                }
+            }
+        }
+        let status = status.ok_or(CliError::TimedOut(timeout))?;
+        Ok(Finished {
+            status,
+            stdout: self.scrubber.scrub(&stdout.text()),
+            stderr: self.scrubber.scrub(&stderr.text()),
+        })
+    }
+
+    fn log(&self, machine: &str, op: &str, stream: &str, line: &str) {
+        tracing::debug!(
+            machine,
+            command = op,
+            stream,
+            "docker-machine: {}",
+            self.scrubber.scrub(line)
+        );
+    }
+}
+
+/// Kills the process group of a command that did not finish (on timeout, or when the call is
+/// dropped), with whatever docker-machine started: driver plugins, ssh.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // On a timeout the leader is not reaped yet (tokio reaps after `kill_on_drop`, which
+            // runs after this), so the id cannot have been reused; after the drain grace the
+            // children still holding the output keep the group, and so its id, alive. ESRCH (all
+            // gone) is fine.
+            let _ = kill_process_group(pid, Signal::KILL);
+        }
+    }
+}
+
+/// One output stream, read line by line (cancel-safe: a partial line stays in `partial`).
+struct Lines<R> {
+    reader: Option<BufReader<R>>,
+    partial: Vec<u8>,
+    kept: VecDeque<String>,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    fn new(stream: Option<R>) -> Lines<R> {
+        Lines {
+            reader: stream.map(BufReader::new),
+            partial: Vec::new(),
+            kept: VecDeque::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.reader.is_none()
+    }
+
+    /// The next line; `None` at the end of the stream (which is then done) or for an empty line.
+    async fn next(&mut self) -> Option<String> {
+        let reader = self.reader.as_mut()?;
+        let read = reader.read_until(b'\n', &mut self.partial).await;
+        if matches!(read, Ok(0) | Err(_)) {
+            self.reader = None;
+            if self.partial.is_empty() {
+                return None;
+            }
+        }
+        let line = String::from_utf8_lossy(&self.partial)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
+        self.partial.clear();
+        if self.kept.len() == KEPT_LINES {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(line.clone());
+        (!line.is_empty()).then_some(line)
+    }
+
+    fn text(&self) -> String {
+        self.kept
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s if s > 0 => format!("{s} s"),
+        _ => format!("{} ms", d.as_millis()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A stand-in program: drops the `--bugsnag-api-token` flag, then runs its first argument as
+    /// a shell script (with the rest as `$1`...).
+    fn program(dir: &Path) -> PathBuf {
+        let path = dir.join("program");
+        let script = "#!/bin/sh\ncase \"$1\" in --bugsnag-api-token=*) shift ;; esac\n\
+                      script=\"$1\"; shift\neval \"$script\"\n";
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn cli(dir: &Path) -> Cli {
+        Cli::new(
+            program(dir),
+            dir.join("storage"),
+            Scrubber::new(["digitalocean-access-token=hunter22".to_string()].iter()),
+        )
+    }
+
+    /// Runs `script`; retries while the freshly written program is "text file busy" (another test
+    /// thread forked while it was being written).
+    async fn run(cli: &Cli, script: &str, timeout: Duration) -> Result<Finished, CliError> {
+        loop {
+            match cli.run("m1", &[script.to_string()], timeout).await {
+                Err(CliError::Spawn(e)) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    }
+
+    #[tokio::test]
+    async fn output_exit_code_and_storage_reach_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = cli(dir.path());
+        let f = run(
+            &cli,
+            "echo \"storage=$MACHINE_STORAGE_PATH\"; printf 'no newline'; \
+             echo 'bad: token hunter22' >&2; exit 3",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert!(!f.success());
+        assert_eq!(f.exit(), "exit code 3");
+        let storage = dir.path().join("storage");
+        assert_eq!(
+            f.stdout,
+            format!("storage={}\nno newline\n", storage.display())
+        );
+        assert_eq!(f.stderr, "bad: token ***\n", "secrets are masked");
+        assert_eq!(f.summary(), "bad: token ***");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = cli(dir.path());
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 300 & echo $! > {}; echo started; wait",
+            pid_file.display()
+        );
+        let err = run(&cli, &script, Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CliError::TimedOut(_)), "{err}");
+        assert!(err.to_string().contains("500 ms"), "{err}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let pid = pid.trim();
+        // SIGKILL is delivered at once, but the process may take a moment to die.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the background child {pid} outlived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn output_held_open_by_a_leftover_child_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = cli(dir.path());
+        cli.drain_grace = Duration::from_millis(100);
+        let pid_file = dir.path().join("pid");
+        // The background sleep inherits stdout and keeps it open after sh exits.
+        let script = format!("sleep 300 & echo $! > {}; echo done", pid_file.display());
+        let f = run(&cli, &script, Duration::from_secs(60)).await.unwrap();
+        assert!(f.success());
+        assert_eq!(f.stdout, "done\n");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid.trim()) {
+            assert!(
+                Instant::now() < deadline,
+                "the leftover child was not stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_spawn_error() {
+        let cli = Cli::new(
+            PathBuf::from("/nonexistent/docker-machine"),
+            PathBuf::from("/tmp"),
+            Scrubber::default(),
+        );
+        let err = cli
+            .run("m1", &["ls".to_string()], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CliError::Spawn(e) if e.kind() == std::io::ErrorKind::NotFound),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn summaries_take_the_last_lines_of_stderr() {
+        let finished = |stdout: &str, stderr: &str| Finished {
+            status: std::os::unix::process::ExitStatusExt::from_raw(256),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+        };
+        let f = finished("Creating machine...\n", "a\n\nb\nc\nd\n");
+        assert_eq!(f.summary(), "b / c / d");
+        assert_eq!(f.exit(), "exit code 1");
+        assert!(!f.success());
+        assert_eq!(finished("only out\n", " \n").summary(), "only out");
+        assert_eq!(finished("", "").summary(), "no output");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(humanize(Duration::from_secs(3600)), "1 h");
+        assert_eq!(humanize(Duration::from_secs(120)), "2 min");
+        assert_eq!(humanize(Duration::from_secs(90)), "90 s");
+        assert_eq!(humanize(Duration::from_millis(300)), "300 ms");
+    }
+
+    #[test]
+    fn the_command_line_is_shown_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = cli(dir.path());
+        let shown = cli.display(&[
+            "create".into(),
+            "--digitalocean-access-token=hunter22".into(),
+        ]);
+        assert!(
+            shown.ends_with("program create --digitalocean-access-token=***"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,671 @@
+//! The `docker-machine` provider: a machine is a virtual machine made by the `docker-machine`
+//! command from the runner's `MachineDriver` and `MachineOptions`, as GitLab Runner makes them, so an
+//! existing `config.toml` keeps working.
+//!
+//! - **create**: `docker-machine create --driver <driver> --<option>… <name>`. Each option is passed
+//!   as GitLab Runner passes it, `--` plus the option verbatim (`amazonec2-region=eu-west-1` →
+//!   `--amazonec2-region=eu-west-1`), so boolean options written `key=true` keep working.
+//!   Idempotent by name: a machine that exists and runs is adopted; one that exists but does not
+//!   run (a creation cut short, a crash, a stopped VM) is removed and created afresh, because a
+//!   half-made VM is cheaper to replace than to diagnose.
+//! - **remove**: nothing to do when the storage has no such machine (what `docker-machine inspect`
+//!   would read); a directory without `config.json` (no VM was ever asked for) is deleted directly,
+//!   since docker-machine can neither use nor remove it; otherwise `stop` (errors ignored: the VM
+//!   may be broken) then `rm -y`. A failure is returned, not retried here: the core retries with
+//!   backoff.
+//! - **list**: the directories of docker-machine's storage (`machines/<name>`), as GitLab Runner
+//!   lists them, so half-created machines are found and removed too.
+//! - **endpoint**: `docker-machine config <name>`, which also checks that the engine answers: the
+//!   VM's `tcp://ip:2376` and its TLS client certificates.
+//!
+//! Every docker-machine process runs in a process group of its own: a timeout (or a dropped call)
+//! kills the group, with the driver plugins and ssh clients docker-machine started, and a Ctrl-C at
+//! drover's terminal does not cut a creation short behind the core's back. Calls on one name are
+//! serialised; bounding how many run at once is the core's job (`MaxGrowthRate`).
+
+mod cli;
+#[cfg(feature = "testing")]
+pub mod fake;
+mod output;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use super::locks::NameLocks;
+use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
+use crate::engine::EngineConfig;
+use cli::{Cli, CliError, Finished};
+pub use output::mask_option;
+use output::{Scrubber, classify, does_not_exist, parse_config};
+
+/// The program GitLab Runner runs: `docker-machine`, looked up in `PATH`.
+const DEFAULT_PROGRAM: &str = "docker-machine";
+
+/// How long each docker-machine command may take before its process group is killed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DockerMachineTimeouts {
+    /// `create` (GitLab Runner: 1 h). A creation cut short is reported retryable; what it left is
+    /// removed by the `remove` the core sends after a failed creation.
+    pub create: Duration,
+    /// `stop` before `rm` (1 min); a stop that fails or times out does not stop the removal.
+    pub stop: Duration,
+    /// `rm` (GitLab Runner: 1 h).
+    pub remove: Duration,
+    /// `status` and `config` (1 min).
+    pub query: Duration,
+}
+
+impl Default for DockerMachineTimeouts {
+    fn default() -> DockerMachineTimeouts {
+        DockerMachineTimeouts {
+            create: Duration::from_secs(3600),
+            stop: Duration::from_secs(60),
+            remove: Duration::from_secs(3600),
+            query: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The settings of a runner's `docker-machine` provider. `{:?}` masks option values that look like
+/// credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DockerMachineConfig {
+    /// The docker-machine program: a path, or a name looked up in `PATH`.
+    pub program: PathBuf,
+    /// docker-machine's storage directory. `None`: `MACHINE_STORAGE_PATH`, else
+    /// `~/.docker/machine`, as docker-machine itself decides. drover passes the directory it uses to
+    /// every command (`MACHINE_STORAGE_PATH`), so both always agree.
+    pub storage_path: Option<PathBuf>,
+    /// `MachineDriver`.
+    pub driver: String,
+    /// `MachineOptions`: `key=value` or `key`.
+    pub options: Vec<String>,
+    /// `MachineOptionsWithName`: options in which `%s` stands for the machine's name.
+    pub options_with_name: Vec<String>,
+    pub timeouts: DockerMachineTimeouts,
+}
+
+impl DockerMachineConfig {
+    /// The settings for `driver` and its options, with docker-machine from `PATH`, its default
+    /// storage and GitLab Runner's timeouts.
+    pub fn new(
+        driver: impl Into<String>,
+        options: Vec<String>,
+        options_with_name: Vec<String>,
+    ) -> DockerMachineConfig {
+        DockerMachineConfig {
+            program: PathBuf::from(DEFAULT_PROGRAM),
+            storage_path: None,
+            driver: driver.into(),
+            options,
+            options_with_name,
+            timeouts: DockerMachineTimeouts::default(),
+        }
+    }
+}
+
+impl fmt::Debug for DockerMachineConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mask = |v: &[String]| v.iter().map(|o| mask_option(o)).collect::<Vec<_>>();
+        f.debug_struct("DockerMachineConfig")
+            .field("program", &self.program)
+            .field("storage_path", &self.storage_path)
+            .field("driver", &self.driver)
+            .field("options", &mask(&self.options))
+            .field("options_with_name", &mask(&self.options_with_name))
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// The provider cannot work on this host as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerMachineSetupError {
+    #[error(
+        "the docker-machine program {program:?} is not in PATH; install docker-machine (GitLab \
+         maintains a fork) or set `DockerMachinePath` in [runners.machine] to its full path"
+    )]
+    NotInPath { program: String },
+    #[error(
+        "the docker-machine program {}: {reason}; check `DockerMachinePath` in [runners.machine]",
+        path.display()
+    )]
+    NotExecutable { path: PathBuf, reason: String },
+    #[error(
+        "cannot tell where docker-machine keeps its machines: neither MACHINE_STORAGE_PATH nor HOME \
+         is set; set MACHINE_STORAGE_PATH in drover's environment"
+    )]
+    NoStoragePath,
+    #[error("`MachineDriver` is empty; name the docker-machine driver, e.g. \"amazonec2\"")]
+    NoDriver,
+}
+
+/// docker-machine's storage directory when none is configured: `MACHINE_STORAGE_PATH`, else
+/// `$HOME/.docker/machine` (docker-machine's own rule).
+pub fn default_storage_path() -> Option<PathBuf> {
+    let non_empty = |name| std::env::var_os(name).filter(|v: &std::ffi::OsString| !v.is_empty());
+    non_empty("MACHINE_STORAGE_PATH")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".docker/machine")))
+}
+
+/// Virtual machines through the `docker-machine` command.
+pub struct DockerMachineProvider {
+    config: DockerMachineConfig,
+    /// `<storage>/machines`: one directory per machine.
+    machines_dir: PathBuf,
+    cli: Cli,
+    locks: NameLocks,
+}
+
+/// What docker-machine's storage holds for a name.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stored {
+    Absent,
+    /// A directory without `config.json`: docker-machine saves the config before it asks the cloud
+    /// for a VM, so there is no VM behind it, and docker-machine itself can neither use nor remove it.
+    Debris,
+    Present,
+}
+
+impl DockerMachineProvider {
+    /// Checks that the program can be run and the storage directory is known; runs no command.
+    pub fn new(
+        mut config: DockerMachineConfig,
+    ) -> Result<DockerMachineProvider, DockerMachineSetupError> {
+        if config.driver.trim().is_empty() {
+            return Err(DockerMachineSetupError::NoDriver);
+        }
+        config.program = resolve_program(&config.program)?;
+        let storage = match &config.storage_path {
+            Some(path) => path.clone(),
+            None => default_storage_path().ok_or(DockerMachineSetupError::NoStoragePath)?,
+        };
+        config.storage_path = Some(storage.clone());
+        let scrubber = Scrubber::new(config.options.iter().chain(&config.options_with_name));
+        Ok(DockerMachineProvider {
+            machines_dir: storage.join("machines"),
+            cli: Cli::new(config.program.clone(), storage, scrubber),
+            config,
+            locks: NameLocks::default(),
+        })
+    }
+
+    /// The settings in force, with the program's full path and the storage directory resolved.
+    pub fn config(&self) -> &DockerMachineConfig {
+        &self.config
+    }
+
+    /// The arguments of `docker-machine create` for `name`.
+    fn create_args(&self, name: &str) -> Vec<String> {
+        let mut args = vec![
+            "create".to_string(),
+            "--driver".to_string(),
+            self.config.driver.clone(),
+        ];
+        let named = self
+            .config
+            .options_with_name
+            .iter()
+            .map(|o| o.replace("%s", name));
+        for option in self.config.options.iter().cloned().chain(named) {
+            // GitLab Runner prepends `--` to what the operator wrote; tolerate dashes written too.
+            let option = option.trim().trim_start_matches('-');
+            if !option.is_empty() {
+                args.push(format!("--{option}"));
+            }
+        }
+        args.push(name.to_string());
+        args
+    }
+
+    async fn stored(&self, name: &str) -> Result<Stored, ProviderError> {
+        let dir = self.machines_dir.join(name);
+        let exists = |path: PathBuf| async move {
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(ProviderError::new(
+                    name,
+                    ProviderErrorKind::Retryable,
+                    format!("reading docker-machine's storage {}: {e}", path.display()),
+                )),
+            }
+        };
+        Ok(
+            match (
+                exists(dir.clone()).await?,
+                exists(dir.join("config.json")).await?,
+            ) {
+                (false, _) => Stored::Absent,
+                (true, false) => Stored::Debris,
+                (true, true) => Stored::Present,
+            },
+        )
+    }
+
+    /// Runs one docker-machine command on `name`.
+    async fn run(
+        &self,
+        name: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Finished, ProviderError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.cli
+            .run(name, &args, timeout)
+            .await
+            .map_err(|e| cli_error(name, &args[0], e))
+    }
+
+    async fn create_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
+        match self.stored(name).await? {
+            Stored::Absent => {}
+            Stored::Debris => self.remove_debris(name).await?,
+            Stored::Present => {
+                if let Some(endpoint) = self.adopt(name).await? {
+                    return Ok(endpoint);
+                }
+                self.remove_locked(name).await.map_err(|e| {
+                    ProviderError::new(
+                        name,
+                        ProviderErrorKind::Retryable,
+                        format!(
+                            "a machine of this name exists but does not run, and removing it \
+                             failed: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            }
+        }
+        let args = self.create_args(name);
+        let finished = self
+            .cli
+            .run(name, &args, self.config.timeouts.create)
+            .await
+            .map_err(|e| cli_error(name, "create", e))?;
+        if !finished.success() {
+            let kind = classify(&finished.all_output());
+            let hint = match kind {
+                ProviderErrorKind::Fatal => {
+                    "; check MachineDriver and MachineOptions in [runners.machine] and the \
+                     driver's credentials"
+                }
+                ProviderErrorKind::Quota => "; the cloud refuses more machines for now",
+                _ => "",
+            };
+            return Err(ProviderError::new(
+                name,
+                kind,
+                format!(
+                    "docker-machine create failed ({}): {}{hint}",
+                    finished.exit(),
+                    finished.summary()
+                ),
+            ));
+        }
+        self.endpoint_locked(name).await.map_err(|e| {
+            ProviderError::new(
+                name,
+                ProviderErrorKind::Retryable,
+                format!("docker-machine created the machine, but {}", e.message),
+            )
+        })
+    }
+
+    /// The endpoint of an existing machine that runs; `None` when it does not run.
+    async fn adopt(&self, name: &str) -> Result<Option<MachineEndpoint>, ProviderError> {
+        let status = self
+            .run(name, &["status", name], self.config.timeouts.query)
+            .await?;
+        let state = status.stdout.trim();
+        if status.success() && state == "Running" {
+            match self.endpoint_locked(name).await {
+                Ok(endpoint) => {
+                    tracing::info!(machine = name, "adopting the existing machine");
+                    return Ok(Some(endpoint));
+                }
+                Err(e) => tracing::warn!(
+                    machine = name,
+                    "the existing machine runs but cannot be reached ({}); replacing it",
+                    e.message
+                ),
+            }
+        } else {
+            tracing::warn!(
+                machine = name,
+                state = if status.success() { state } else { "unknown" },
+                "the existing machine does not run (its creation was cut short?); replacing it"
+            );
+        }
+        Ok(None)
+    }
+
+    async fn remove_debris(&self, name: &str) -> Result<(), ProviderError> {
+        let dir = self.machines_dir.join(name);
+        tracing::info!(machine = name, dir = %dir.display(), "removing an unfinished machine directory");
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProviderError::new(
+                name,
+                ProviderErrorKind::Retryable,
+                format!("removing {}: {e}", dir.display()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
+        match self.stored(name).await? {
+            Stored::Absent => return Ok(()),
+            Stored::Debris => return self.remove_debris(name).await,
+            Stored::Present => {}
+        }
+        match self
+            .run(name, &["stop", name], self.config.timeouts.stop)
+            .await
+        {
+            Ok(f) if f.success() => {}
+            Ok(f) => tracing::debug!(machine = name, "docker-machine stop: {}", f.summary()),
+            Err(e) => tracing::debug!(machine = name, "docker-machine stop: {}", e.message),
+        }
+        let finished = self
+            .run(name, &["rm", "-y", name], self.config.timeouts.remove)
+            .await?;
+        if finished.success() || does_not_exist(&finished.stderr) {
+            return Ok(());
+        }
+        Err(ProviderError::new(
+            name,
+            ProviderErrorKind::Retryable,
+            format!(
+                "docker-machine rm failed ({}): {}",
+                finished.exit(),
+                finished.summary()
+            ),
+        ))
+    }
+
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
+        let mut entries = match tokio::fs::read_dir(&self.machines_dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage_error(prefix, &self.machines_dir, e)),
+        };
+        let mut names = Vec::new();
+        loop {
+            let entry = match entries.next_entry().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => return Err(storage_error(prefix, &self.machines_dir, e)),
+            };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
+            if is_dir && !name.starts_with('.') && name.starts_with(prefix) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn endpoint_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
+        if self.stored(name).await? != Stored::Present {
+            return Err(ProviderError::new(
+                name,
+                ProviderErrorKind::NotFound,
+                "docker-machine has no such machine (or its creation did not get far)",
+            ));
+        }
+        let finished = self
+            .run(name, &["config", name], self.config.timeouts.query)
+            .await?;
+        if !finished.success() {
+            let kind = match does_not_exist(&finished.stderr) {
+                true => ProviderErrorKind::NotFound,
+                false => ProviderErrorKind::Retryable,
+            };
+            return Err(ProviderError::new(
+                name,
+                kind,
+                format!(
+                    "docker-machine config failed ({}): {}; the machine's Docker engine cannot be \
+                     reached",
+                    finished.exit(),
+                    finished.summary()
+                ),
+            ));
+        }
+        let (host, tls) = parse_config(&finished.stdout).ok_or_else(|| {
+            ProviderError::new(
+                name,
+                ProviderErrorKind::Retryable,
+                format!(
+                    "docker-machine config printed no `-H=<engine address>`: {:?}",
+                    finished.stdout.trim()
+                ),
+            )
+        })?;
+        Ok(MachineEndpoint {
+            machine: Some(name.to_string()),
+            engine: EngineConfig {
+                host: Some(host),
+                tls,
+            },
+            // Each job gets a network of its own; the builds volume stays on the VM across its
+            // jobs (the engine makes it on first use), so `GIT_STRATEGY=fetch` reuses the checkout.
+            network: None,
+            builds_volume: Some(format!("{name}-builds")),
+        })
+    }
+}
+
+impl MachineProvider for DockerMachineProvider {
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+        async move {
+            check_name(name)?;
+            let _guard = self.locks.lock(name).await;
+            self.create_locked(name).await
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            check_name(name)?;
+            let _guard = self.locks.lock(name).await;
+            tracing::debug!(machine = name, "removing the machine with docker-machine");
+            self.remove_locked(name).await
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+        self.list_names(prefix).boxed()
+    }
+
+    fn endpoint<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+        async move {
+            check_name(name)?;
+            let _guard = self.locks.lock(name).await;
+            self.endpoint_locked(name).await
+        }
+        .boxed()
+    }
+}
+
+/// Names become paths in docker-machine's storage and arguments on its command line.
+fn check_name(name: &str) -> Result<(), ProviderError> {
+    let bad = name.is_empty() || name.starts_with(['-', '.']) || name.contains(['/', '\0']);
+    match bad {
+        false => Ok(()),
+        true => Err(ProviderError::new(
+            name,
+            ProviderErrorKind::Fatal,
+            "not a valid docker-machine name (letters, digits, `-` and `.`, not first)",
+        )),
+    }
+}
+
+/// The program's full path: as given when it contains a `/`, else the first match in `PATH`.
+fn resolve_program(program: &Path) -> Result<PathBuf, DockerMachineSetupError> {
+    let executable = |path: &Path| match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() => Err("not executable".to_string()),
+        Ok(_) => Err("not a file".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return executable(program)
+            .map(|()| program.to_path_buf())
+            .map_err(|reason| DockerMachineSetupError::NotExecutable {
+                path: program.to_path_buf(),
+                reason,
+            });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate).is_ok())
+        .ok_or_else(|| DockerMachineSetupError::NotInPath {
+            program: program.as_os_str().to_string_lossy().into_owned(),
+        })
+}
+
+fn cli_error(name: &str, command: impl AsRef<OsStr>, err: CliError) -> ProviderError {
+    let command = command.as_ref().to_string_lossy();
+    let kind = match &err {
+        // The program vanished since start-up: nothing works until an operator reinstalls it.
+        CliError::Spawn(e) if e.kind() == std::io::ErrorKind::NotFound => ProviderErrorKind::Fatal,
+        _ => ProviderErrorKind::Retryable,
+    };
+    ProviderError::new(name, kind, format!("docker-machine {command}: {err}"))
+}
+
+fn storage_error(prefix: &str, dir: &Path, err: std::io::Error) -> ProviderError {
+    ProviderError::new(
+        prefix,
+        ProviderErrorKind::Retryable,
+        format!(
+            "listing docker-machine's machines in {}: {err}",
+            dir.display()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(options: &[&str], with_name: &[&str]) -> DockerMachineProvider {
+        let mut config = DockerMachineConfig::new(
+            "amazonec2",
+            options.iter().map(|o| o.to_string()).collect(),
+            with_name.iter().map(|o| o.to_string()).collect(),
+        );
+        config.program = PathBuf::from("/bin/sh");
+        config.storage_path = Some(PathBuf::from("/nonexistent/storage"));
+        DockerMachineProvider::new(config).unwrap()
+    }
+
+    #[test]
+    fn create_arguments_follow_gitlab_runner() {
+        let p = provider(
+            &[
+                "amazonec2-region=eu-west-1",
+                "amazonec2-use-private-address=true",
+                "engine-registry-mirror=http://10.0.0.5:6000",
+                "amazonec2-request-spot-instance",
+                "--engine-label=written-with-dashes",
+                "  ",
+            ],
+            &["amazonec2-tags=runner,%s"],
+        );
+        assert_eq!(
+            p.create_args("runner-abc-auto-1"),
+            [
+                "create",
+                "--driver",
+                "amazonec2",
+                "--amazonec2-region=eu-west-1",
+                "--amazonec2-use-private-address=true",
+                "--engine-registry-mirror=http://10.0.0.5:6000",
+                "--amazonec2-request-spot-instance",
+                "--engine-label=written-with-dashes",
+                "--amazonec2-tags=runner,runner-abc-auto-1",
+                "runner-abc-auto-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn setup_errors_say_what_to_do() {
+        let mut config = DockerMachineConfig::new("amazonec2", vec![], vec![]);
+        config.program = PathBuf::from("drover-no-such-docker-machine");
+        let err = DockerMachineProvider::new(config.clone()).err().unwrap();
+        assert!(matches!(err, DockerMachineSetupError::NotInPath { .. }));
+        assert!(err.to_string().contains("DockerMachinePath"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("docker-machine");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        config.program = plain;
+        let err = DockerMachineProvider::new(config.clone()).err().unwrap();
+        assert!(err.to_string().contains("not executable"), "{err}");
+        config.program = dir.path().to_path_buf();
+        let err = DockerMachineProvider::new(config.clone()).err().unwrap();
+        assert!(err.to_string().contains("not a file"), "{err}");
+
+        config.program = PathBuf::from("/bin/sh");
+        config.driver = " ".to_string();
+        let err = DockerMachineProvider::new(config).err().unwrap();
+        assert!(matches!(err, DockerMachineSetupError::NoDriver), "{err}");
+    }
+
+    #[test]
+    fn a_program_name_is_found_in_path() {
+        let p = resolve_program(Path::new("sh")).unwrap();
+        assert!(p.is_absolute() && p.ends_with("sh"), "{p:?}");
+    }
+
+    #[test]
+    fn names_that_are_not_plain_names_are_refused() {
+        for bad in ["", "-rf", "../x", "a/b", ".hidden"] {
+            let err = check_name(bad).unwrap_err();
+            assert_eq!(err.kind, ProviderErrorKind::Fatal, "{bad:?}");
+        }
+        assert!(check_name("runner-abc-auto-1.example").is_ok());
+    }
+
+    #[test]
+    fn debug_masks_credentials() {
+        let config = DockerMachineConfig::new(
+            "digitalocean",
+            vec![
+                "digitalocean-access-token=s3cr3t-t0ken".into(),
+                "digitalocean-region=fra1".into(),
+            ],
+            vec![],
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t-t0ken"), "{shown}");
+        assert!(shown.contains("digitalocean-access-token=***"), "{shown}");
+        assert!(shown.contains("digitalocean-region=fra1"), "{shown}");
+    }
+}

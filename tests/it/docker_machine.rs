@@ -1,0 +1,185 @@
+//! `drover run` with `Provider = "docker-machine"`: the real binary against the fake GitLab and a
+//! fake `docker-machine` (no cloud, no VM, no Docker engine needed). Jobs are not run: the executor
+//! cannot reach a fake VM's engine. What is checked: a GitLab Runner config with `MachineDriver`
+//! starts, keeps `IdleCount` machines made with the configured options, removes a leftover machine
+//! of its prefix, drains on SIGQUIT, and keeps option secrets out of its log.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use drover_docker::provider::{FakeCall, FakeDockerMachine};
+use drover_gitlab::fake::{FakeGitlab, FakeOptions};
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const SECRET: &str = "fake-cloud-s3cr3t-value";
+
+/// Polls `check` until it holds, printing drover's log if it never does.
+async fn eventually(what: &str, log: &Path, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what}: not reached within {PATIENCE:?}; drover's log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("drover runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &pid])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -s {name} {pid} failed");
+}
+
+#[tokio::test]
+async fn a_docker_machine_runner_keeps_its_idle_machines_and_drains() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dm = FakeDockerMachine::install(dir.path()).expect("the fake docker-machine installs");
+    let gitlab = FakeGitlab::start(FakeOptions {
+        token_seed: u64::from(std::process::id()) << 8 | 0x5d,
+        long_poll: Duration::from_secs(2),
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("the fake GitLab starts");
+    let token = gitlab.create_runner_token();
+    let prefix = format!("runner-{}-", drover_core::config::short_token(&token, ""));
+
+    // A machine of this runner that no journal knows (left by an earlier installation).
+    let orphan = format!("{prefix}vm-orphan");
+    let orphan_dir = dm.storage.join("machines").join(&orphan);
+    std::fs::create_dir_all(&orphan_dir).unwrap();
+    std::fs::write(orphan_dir.join("config.json"), "{}").unwrap();
+    std::fs::write(orphan_dir.join("state"), "Running\n").unwrap();
+
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"concurrent = 2
+check_interval = 1
+shutdown_timeout = 30
+listen_address = "127.0.0.1:0"
+
+[machine.shutdown_drain]
+  enabled = true
+
+[[runners]]
+  name = "vms"
+  url = "{url}"
+  token = "{token}"
+  executor = "docker+machine"
+  limit = 3
+  [runners.docker]
+    image = "alpine:3.20"
+  [runners.machine]
+    IdleCount = 2
+    IdleTime = 600
+    MachineDriver = "fakecloud"
+    MachineName = "vm-%s"
+    MachineOptions = [
+      "fakecloud-region=eu-west-1",
+      "engine-registry-mirror=http://10.0.0.5:6000",
+      "fakecloud-access-token={SECRET}",
+    ]
+    MachineOptionsWithName = ["fakecloud-tags=ci,%s"]
+    DockerMachinePath = "{program}"
+"#,
+            url = gitlab.url(),
+            program = dm.program.display(),
+        ),
+    )
+    .unwrap();
+
+    let log = dir.path().join("drover.log");
+    let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "info,drover=debug,drover_docker=debug")
+        .env("MACHINE_STORAGE_PATH", &dm.storage)
+        .env_remove("CONFIG_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("drover starts");
+
+    // Two idle machines, made with the runner's options; the orphan removed.
+    let running = |dm: &FakeDockerMachine| {
+        dm.machines()
+            .into_iter()
+            .filter(|m| m.starts_with(&prefix) && dm.state(m).as_deref() == Some("Running"))
+            .collect::<Vec<_>>()
+    };
+    eventually("two running machines and no orphan", &log, || {
+        running(&dm).len() == 2 && !orphan_dir.exists()
+    })
+    .await;
+    let machines = running(&dm);
+    for machine in &machines {
+        assert!(
+            machine.starts_with(&format!("{prefix}vm-")),
+            "named after MachineName: {machine}"
+        );
+        let created = dm.started("create", machine);
+        assert_eq!(created.len(), 1, "{machine} was created once");
+        let args = &created[0];
+        let create_at = args.iter().position(|a| a == "create").unwrap();
+        assert_eq!(
+            args[create_at..],
+            [
+                "create".to_string(),
+                "--driver".to_string(),
+                "fakecloud".to_string(),
+                "--fakecloud-region=eu-west-1".to_string(),
+                "--engine-registry-mirror=http://10.0.0.5:6000".to_string(),
+                format!("--fakecloud-access-token={SECRET}"),
+                format!("--fakecloud-tags=ci,{machine}"),
+                machine.clone(),
+            ]
+        );
+    }
+    assert_eq!(dm.started("rm", &orphan).len(), 1, "the orphan was removed");
+
+    // SIGQUIT with the shutdown drain: every machine is removed, then drover exits 0.
+    signal(&drover, "QUIT");
+    let status = tokio::time::timeout(PATIENCE, drover.wait())
+        .await
+        .expect("drover exits after SIGQUIT")
+        .expect("waiting for drover");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "drover's log:\n{text}");
+    assert!(
+        dm.machines().iter().all(|m| !m.starts_with(&prefix)),
+        "machines left after the drain: {:?}\n{text}",
+        dm.machines()
+    );
+    for machine in &machines {
+        let removed = dm.calls().into_iter().any(|c| {
+            matches!(c, FakeCall::End { command, machine: m, exit_code: 0 }
+                if command == "rm" && &m == machine)
+        });
+        assert!(removed, "{machine} was removed with docker-machine rm");
+    }
+
+    assert!(
+        text.contains("machines come from docker-machine"),
+        "the provider says where machines come from:\n{text}"
+    );
+    assert!(
+        text.contains("fakecloud-access-token=***"),
+        "the create command line is logged, masked:\n{text}"
+    );
+    assert!(!text.contains(SECRET), "an option's secret reached the log");
+    assert!(!text.contains(&token), "the runner token reached the log");
+    assert!(gitlab.violations().is_empty(), "{:?}", gitlab.violations());
+}
