@@ -387,21 +387,9 @@ impl fmt::Debug for MachineSettings {
     }
 }
 
-/// A docker-machine option safe to show: the value of a credential-like option is masked.
-pub fn mask_option(option: &str) -> String {
-    const SECRET_WORDS: [&str; 5] = ["token", "secret", "password", "passwd", "key"];
-    match option.split_once('=') {
-        Some((name, value))
-            if !value.is_empty()
-                && SECRET_WORDS
-                    .iter()
-                    .any(|w| name.to_ascii_lowercase().contains(w)) =>
-        {
-            format!("{name}=***")
-        }
-        _ => option.to_string(),
-    }
-}
+/// A docker-machine option safe to show: the value of a credential-like option is masked (the
+/// provider's rule, so logs and `check-config` agree).
+pub use drover_docker::provider::mask_option;
 
 /// `[runners.cache]`, for display only: drover does not act on it. Secrets are not kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
