@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use drover_core::state::MachineState;
 use drover_core::{Command, Core, Event, JobId, JobInfo, RunnerId, Signal, Timestamp};
-use drover_docker::{Executor, ExecutorOptions};
+use drover_docker::{EngineConfig, Executor, ExecutorOptions, MachineEndpoint};
 use drover_gitlab::api::JobResponse;
 use drover_journal::{Header, Writer};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -23,7 +24,7 @@ use super::metrics::Metrics;
 use super::signals::{self, OpSignal};
 use super::state_dir::{StateDir, write_atomic};
 use super::status::Status;
-use crate::config::{self, ExecutorKind, Loaded};
+use crate::config::{self, ExecutorKind, Loaded, Provider};
 
 /// A snapshot every this many events bounds the work of a restart.
 const SNAPSHOT_EVERY: u64 = 2_000;
@@ -31,6 +32,9 @@ const SNAPSHOT_EVERY: u64 = 2_000;
 const COMPACT_AT_BYTES: u64 = 64 << 20;
 /// GitLab Runner checks the config file's modification time this often.
 const RELOAD_CHECK: Duration = Duration::from_secs(3);
+/// How long start-up waits for one engine (or one machine's address) while looking for stray job
+/// containers.
+const STRAY_SCAN_DEADLINE: Duration = Duration::from_secs(15);
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -474,42 +478,108 @@ impl Driver {
     }
 
     /// Job containers on the engines that no job of the core accounts for are leftovers: remove them.
+    /// Removes the containers of jobs the core does not hold (a job finished and forgotten before a
+    /// crash cut its cleanup short). Before any command runs, so no new job can be mistaken for a
+    /// stray; engines are scanned at once and each within a deadline, so a dead VM delays start-up
+    /// by seconds, not by a connection timeout per machine.
     async fn clean_stray_job_containers(&self, executor: &Executor) {
+        let mut scans = Vec::new();
         for (id, ctx) in &self.contexts {
-            let endpoint = match self.local_engines.get(id) {
-                Some(e) => e.clone(),
-                None => match self.machines.provider(*id) {
-                    Some(_) => {
-                        drover_docker::MachineEndpoint::engine_only(drover_docker::EngineConfig {
-                            host: ctx
-                                .settings
-                                .machine
-                                .as_ref()
-                                .and_then(|m| m.docker_host.clone()),
-                            tls: None,
-                        })
+            for endpoint in self.job_engines(*id, ctx).await {
+                scans.push(async move {
+                    let scan = self.clean_engine(executor, ctx, &endpoint);
+                    if tokio::time::timeout(STRAY_SCAN_DEADLINE, scan)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            runner = %ctx.name,
+                            engine = %endpoint.engine.describe(),
+                            "gave up looking for stray job containers: the engine did not answer"
+                        );
                     }
-                    None => continue,
-                },
-            };
-            match executor.list_jobs(&endpoint.engine, &ctx.short_token).await {
-                Ok(jobs) => {
-                    for job in jobs {
-                        if self.core.state().job(JobId(job)).is_none() {
-                            tracing::info!(
-                                job,
-                                "removing the containers of a job drover no longer holds"
-                            );
-                            if let Err(e) = executor.cleanup(&endpoint, &ctx.short_token, job).await
-                            {
-                                tracing::warn!(job, "removing stray job containers failed: {e}");
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(runner = %ctx.name, "listing job containers failed: {e}"),
+                });
             }
         }
+        futures_util::future::join_all(scans).await;
+    }
+
+    async fn clean_engine(&self, executor: &Executor, ctx: &RunnerContext, on: &MachineEndpoint) {
+        let jobs = match executor.list_jobs(&on.engine, &ctx.short_token).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(runner = %ctx.name, "listing job containers failed: {e}");
+                return;
+            }
+        };
+        for job in jobs {
+            if self.core.state().job(JobId(job)).is_some() {
+                continue;
+            }
+            tracing::info!(
+                job,
+                "removing the containers of a job drover no longer holds"
+            );
+            if let Err(e) = executor.cleanup(on, &ctx.short_token, job).await {
+                tracing::warn!(job, "removing stray job containers failed: {e}");
+            }
+        }
+    }
+
+    /// The engines a runner's job containers can be on, one endpoint per engine: the local engine
+    /// of a plain `docker` runner, the one shared engine of the `docker` provider's sandboxes, or
+    /// each live machine's own engine for `docker-machine` (its removed machines took their
+    /// containers with them).
+    async fn job_engines(&self, id: RunnerId, ctx: &RunnerContext) -> Vec<MachineEndpoint> {
+        if let Some(endpoint) = self.local_engines.get(&id) {
+            return vec![endpoint.clone()];
+        }
+        let (Some(provider), Some(machine)) =
+            (self.machines.provider(id), ctx.settings.machine.as_ref())
+        else {
+            return Vec::new();
+        };
+        if machine.provider == Provider::Docker {
+            return vec![MachineEndpoint::engine_only(EngineConfig {
+                host: machine.docker_host.clone(),
+                tls: None,
+            })];
+        }
+        let machines = self.core.state().machines();
+        let lookups = machines
+            .iter()
+            .filter(|(_, m)| {
+                m.runner == id && matches!(m.state, MachineState::Idle | MachineState::Busy(_))
+            })
+            .map(|(_, m)| {
+                let provider = &provider;
+                async move {
+                    match tokio::time::timeout(STRAY_SCAN_DEADLINE, provider.endpoint(&m.name))
+                        .await
+                    {
+                        Ok(Ok(endpoint)) => Some(endpoint),
+                        Ok(Err(e)) => {
+                            tracing::debug!(machine = %m.name, "no engine to clean: {e}");
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                }
+            });
+        let mut endpoints: Vec<MachineEndpoint> = Vec::new();
+        for endpoint in futures_util::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            if !endpoints
+                .iter()
+                .any(|known| known.engine == endpoint.engine)
+            {
+                endpoints.push(endpoint);
+            }
+        }
+        endpoints
     }
 
     async fn reload(&mut self) -> anyhow::Result<()> {

@@ -2,7 +2,8 @@
 //! fake `docker-machine` (no cloud, no VM, no Docker engine needed). Jobs are not run: the executor
 //! cannot reach a fake VM's engine. What is checked: a GitLab Runner config with `MachineDriver`
 //! starts, keeps `IdleCount` machines made with the configured options, removes a leftover machine
-//! of its prefix, drains on SIGQUIT, and keeps option secrets out of its log.
+//! of its prefix, adopts its machines after `kill -9`, drains on SIGQUIT, and keeps option secrets
+//! out of its log.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -96,22 +97,26 @@ listen_address = "127.0.0.1:0"
     )
     .unwrap();
 
+    let state = dir.path().join("state");
+    let start = |log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_drover"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RUST_LOG", "info,drover=debug,drover_docker=debug")
+            .env("MACHINE_STORAGE_PATH", &dm.storage)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("drover starts")
+    };
     let log = dir.path().join("drover.log");
-    let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("RUST_LOG", "info,drover=debug,drover_docker=debug")
-        .env("MACHINE_STORAGE_PATH", &dm.storage)
-        .env_remove("CONFIG_FILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("drover starts");
+    let mut drover = start(&log);
 
     // Two idle machines, made with the runner's options; the orphan removed.
     let running = |dm: &FakeDockerMachine| {
@@ -150,18 +155,42 @@ listen_address = "127.0.0.1:0"
     }
     assert_eq!(dm.started("rm", &orphan).len(), 1, "the orphan was removed");
 
+    // kill -9 and a restart: the journal's machines are adopted, not created again (their engines
+    // cannot be reached, so the search for stray job containers gives up on them quickly).
+    drover.kill().await.expect("kill -9");
+    let first_log = log;
+    let log = dir.path().join("drover-restarted.log");
+    let mut drover = start(&log);
+    eventually("the restarted drover is running", &log, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("drover is running"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("recovered the scheduling core"), "{text}");
+
     // SIGQUIT with the shutdown drain: every machine is removed, then drover exits 0.
     signal(&drover, "QUIT");
     let status = tokio::time::timeout(PATIENCE, drover.wait())
         .await
         .expect("drover exits after SIGQUIT")
         .expect("waiting for drover");
-    let text = std::fs::read_to_string(&log).unwrap();
+    // Both runs' logs, in order.
+    let text =
+        std::fs::read_to_string(&first_log).unwrap() + &std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "drover's log:\n{text}");
     assert!(
         dm.machines().iter().all(|m| !m.starts_with(&prefix)),
         "machines left after the drain: {:?}\n{text}",
         dm.machines()
+    );
+    let created = dm.calls().into_iter().filter(|c| {
+        matches!(c, FakeCall::End { command, machine, .. }
+            if command == "create" && machine.starts_with(&prefix))
+    });
+    assert_eq!(
+        created.count(),
+        2,
+        "the restart created machines again:\n{text}"
     );
     for machine in &machines {
         let removed = dm.calls().into_iter().any(|c| {
