@@ -80,6 +80,16 @@ pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
     })
 }
 
+/// Whether two versions of a runner's settings make the same machine provider. A reload that
+/// changes only other settings (`output_limit`, `environment`, the token, ...) keeps the provider, and
+/// with it the serialisation of calls on one machine (a removal waits for the creation in flight).
+pub fn same_provider(a: &RunnerSettings, b: &RunnerSettings) -> bool {
+    a.executor == b.executor
+        && a.machine == b.machine
+        && a.docker.image == b.docker.image
+        && a.docker.pull_policy == b.docker.pull_policy
+}
+
 /// The machine provider of a `docker+machine` runner.
 pub async fn provider(
     settings: &RunnerSettings,
@@ -147,5 +157,34 @@ pub async fn provider(
             );
             Ok(Some(Arc::new(provider)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn runner(output_limit: u32, options: &str) -> RunnerSettings {
+        let text = format!(
+            "concurrent = 4\n[[runners]]\nname = \"vms\"\nexecutor = \"docker+machine\"\n\
+             output_limit = {output_limit}\n[runners.docker]\nimage = \"alpine\"\n[runners.machine]\n\
+             IdleCount = 1\nMachineName = \"vm-%s\"\nMachineDriver = \"fakecloud\"\n\
+             MachineOptions = [\"{options}\"]\n"
+        );
+        let loaded = crate::config::parse(&text, Path::new("config.toml")).unwrap();
+        loaded.runners[0].clone()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_provider_unless_what_makes_machines_changes() {
+        let before = runner(4096, "fakecloud-region=eu");
+        let more = runner(8192, "fakecloud-region=eu");
+        assert!(before != more, "the settings differ, in output_limit");
+        assert!(same_provider(&before, &more));
+        assert!(!same_provider(
+            &before,
+            &runner(4096, "fakecloud-region=us")
+        ));
     }
 }

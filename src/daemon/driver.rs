@@ -404,11 +404,8 @@ impl Driver {
             let Some(settings) = self.loaded.runner(&name).cloned() else {
                 continue;
             };
-            let unchanged = self
-                .contexts
-                .get(&id)
-                .is_some_and(|c| c.settings == settings);
-            if unchanged {
+            let previous = self.contexts.get(&id).map(|c| c.settings.clone());
+            if previous.as_ref() == Some(&settings) {
                 continue;
             }
             let (link, context) =
@@ -421,6 +418,11 @@ impl Driver {
                         .insert(id, adapters::local_engine(&settings));
                 }
                 ExecutorKind::DockerMachine => {
+                    let keep = self.machines.provider(id).is_some()
+                        && previous.is_some_and(|p| adapters::same_provider(&p, &settings));
+                    if keep {
+                        continue;
+                    }
                     if let Some(provider) = adapters::provider(&settings, &short).await? {
                         self.machines.set(id, provider);
                     }
