@@ -81,8 +81,9 @@ pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
 }
 
 /// Whether two versions of a runner's settings make the same machine provider. A reload that
-/// changes only other settings (`output_limit`, `environment`, the token, ...) keeps the provider, and
-/// with it the serialisation of calls on one machine (a removal waits for the creation in flight).
+/// changes only other settings (`output_limit`, `environment`, the token, ...) keeps the provider,
+/// and with it the serialisation of calls on one machine (a removal waits for the creation in
+/// flight).
 pub fn same_provider(a: &RunnerSettings, b: &RunnerSettings) -> bool {
     a.executor == b.executor
         && a.machine == b.machine
