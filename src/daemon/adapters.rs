@@ -11,7 +11,7 @@ use drover_docker::{
 };
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
-use super::build_spec::pull_policy;
+use super::build_spec::runner_pull_policies;
 use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
@@ -112,13 +112,7 @@ pub async fn provider(
                     .image
                     .clone()
                     .unwrap_or_else(|| "alpine:latest".to_string()),
-                pull_policy: settings
-                    .docker
-                    .pull_policy
-                    .iter()
-                    .copied()
-                    .map(pull_policy)
-                    .collect(),
+                pull_policy: runner_pull_policies(settings),
                 credentials: Vec::new(),
                 registry_mirrors: machine.registry_mirrors.clone(),
             };

@@ -33,15 +33,20 @@ pub fn pull_policy(p: config::PullPolicy) -> PullPolicy {
     }
 }
 
-/// The job's pull policies when allowed, else the runner's; GitLab's default is `always`.
-fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPolicy>, Unsupported> {
-    let runner_default: Vec<PullPolicy> = runner
+/// The runner's `[runners.docker] pull_policy`, in order.
+pub fn runner_pull_policies(runner: &RunnerSettings) -> Vec<PullPolicy> {
+    runner
         .docker
         .pull_policy
         .iter()
         .copied()
         .map(pull_policy)
-        .collect();
+        .collect()
+}
+
+/// The job's pull policies when allowed, else the runner's; GitLab's default is `always`.
+fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPolicy>, Unsupported> {
+    let runner_default = runner_pull_policies(runner);
     if job.is_empty() {
         return Ok(runner_default);
     }
@@ -210,13 +215,7 @@ pub fn build_spec(
             image: ImageSpec {
                 name: s.name.clone(),
                 entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
-                pull_policy: runner
-                    .docker
-                    .pull_policy
-                    .iter()
-                    .copied()
-                    .map(pull_policy)
-                    .collect(),
+                pull_policy: runner_pull_policies(runner),
             },
             aliases: s.aliases.clone(),
             command: (!s.command.is_empty()).then(|| s.command.clone()),
