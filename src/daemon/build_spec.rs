@@ -295,5 +295,79 @@ pub fn build_spec(
         volumes: runner.docker.volumes.clone(),
         privileged: runner.docker.privileged,
         helper_image: runner.docker.helper_image.clone(),
+        warnings: not_done(job),
     })
+}
+
+/// The parts of a job drover runs without: the job goes on, and its trace says what is missing.
+fn not_done(job: &JobResponse) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !job.artifacts.is_empty() {
+        warnings.push(
+            "this job's `artifacts:` are not uploaded: drover does not implement artifacts yet"
+                .to_string(),
+        );
+    }
+    if job.dependencies.iter().any(|d| d.artifacts_file.is_some()) {
+        warnings.push(
+            "the artifacts of earlier jobs are not downloaded: drover does not implement artifacts yet"
+                .to_string(),
+        );
+    }
+    if !job.cache.is_empty() {
+        warnings.push(
+            "this job's `cache:` is neither restored nor saved: drover does not implement caches yet"
+                .to_string(),
+        );
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn fixture_job() -> JobResponse {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gitlab-api/job-response.json");
+        drover_gitlab::api::decode(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn runner() -> RunnerSettings {
+        let text = "concurrent = 1\n[[runners]]\nname = \"r\"\nexecutor = \"docker\"\n\
+                    [runners.docker]\nimage = \"alpine\"\npull_policy = [\"if-not-present\"]\n";
+        config::parse(text, Path::new("config.toml"))
+            .unwrap()
+            .runners[0]
+            .clone()
+    }
+
+    #[test]
+    fn artifacts_and_caches_the_job_asks_for_become_trace_warnings() {
+        let job = fixture_job();
+        assert!(!job.artifacts.is_empty() && !job.cache.is_empty());
+        let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
+        let warnings = spec.warnings.join("\n");
+        assert_eq!(spec.warnings.len(), 3, "{warnings}");
+        assert!(
+            warnings.contains("`artifacts:` are not uploaded"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("earlier jobs are not downloaded"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("`cache:` is neither restored nor saved"),
+            "{warnings}"
+        );
+
+        let mut plain = job;
+        plain.artifacts.clear();
+        plain.cache.clear();
+        plain.dependencies.clear();
+        let spec = build_spec(&plain, &runner(), "r", &[]).unwrap();
+        assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+    }
 }

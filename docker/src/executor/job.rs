@@ -249,6 +249,9 @@ impl Job {
                 env!("CARGO_PKG_VERSION")
             ))
             .await;
+        for warning in &self.spec.warnings {
+            self.trace.warn(warning).await;
+        }
         self.trace
             .section("Preparing the \"docker\" executor")
             .await;

@@ -172,6 +172,7 @@ mod tests {
             volumes: vec![],
             privileged: false,
             helper_image: None,
+            warnings: vec![],
         }
     }
 

@@ -42,6 +42,10 @@ pub struct BuildSpec {
     /// The image that fetches the sources (`helper_image`); `None`: the job's image, which then
     /// needs `git`.
     pub helper_image: Option<String>,
+    /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
+    /// top of its trace, so nobody has to guess why an artifact never arrived.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// An image and how to get it.

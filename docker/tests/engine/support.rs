@@ -145,6 +145,7 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
         volumes: vec![],
         privileged: false,
         helper_image: None,
+        warnings: vec![],
     }
 }
 
