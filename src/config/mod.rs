@@ -83,6 +83,9 @@ pub struct Loaded {
     pub runners: Vec<RunnerSettings>,
     /// Ignored and deprecated keys, derived names, suspicious periods; each names its keys and lines.
     pub warnings: Vec<Warning>,
+    /// The text it was parsed from: the daemon keeps a copy per runner, so that a runner deleted
+    /// from the file while drover was down can still have its machines removed.
+    pub text: String,
 }
 
 #[allow(dead_code)] // called by `drover run`
@@ -157,6 +160,7 @@ pub fn parse_with_zone(
             global,
             runners,
             warnings: ctx.warnings.into_iter().chain(cache_warnings).collect(),
+            text: text.to_string(),
         }),
         None => {
             let mut errors = ctx.errors;

@@ -24,7 +24,7 @@ use super::metrics::Metrics;
 use super::signals::{self, OpSignal};
 use super::state_dir::{StateDir, write_atomic};
 use super::status::Status;
-use crate::config::{self, ExecutorKind, Loaded, Provider};
+use crate::config::{self, ExecutorKind, Loaded, Provider, RunnerSettings};
 
 /// A snapshot every this many events bounds the work of a restart.
 const SNAPSHOT_EVERY: u64 = 2_000;
@@ -156,6 +156,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     // Adapters and job tasks before any command: a runner the reload added needs its provider and
     // GitLab link, a resumed job its task.
     driver.sync_adapters().await?;
+    driver.keep_runner_configs();
     driver.adopt_recovered_jobs();
     driver.clean_stray_job_containers(&executor).await;
     // Start from a snapshot so the journal does not grow without bound across restarts.
@@ -384,25 +385,38 @@ impl Driver {
     }
 
     /// Makes sure every runner the core knows has its adapters, built from the current settings.
+    /// A runner deleted from the file keeps the adapters it ran with while it drains; after a
+    /// restart it gets them from the copy of the config file kept when it was last applied.
     async fn sync_adapters(&mut self) -> anyhow::Result<()> {
-        let runners: Vec<(RunnerId, String, String)> = self
+        let runners: Vec<(RunnerId, String, String, bool)> = self
             .core
             .state()
             .runners()
             .iter()
             .enumerate()
-            .filter(|(_, r)| !r.retired)
             .map(|(i, r)| {
                 (
                     RunnerId(i as u16),
                     r.config.name.clone(),
                     r.config.short_token.clone(),
+                    r.retired,
                 )
             })
             .collect();
-        for (id, name, short) in runners {
-            let Some(settings) = self.loaded.runner(&name).cloned() else {
-                continue;
+        for (id, name, short, retired) in runners {
+            let settings = if retired {
+                if self.contexts.contains_key(&id) || !self.holds_anything(id) {
+                    continue;
+                }
+                match self.kept_settings(&name) {
+                    Some(settings) => settings,
+                    None => continue,
+                }
+            } else {
+                match self.loaded.runner(&name) {
+                    Some(settings) => settings.clone(),
+                    None => continue,
+                }
             };
             let previous = self.contexts.get(&id).map(|c| c.settings.clone());
             if previous.as_ref() == Some(&settings) {
@@ -430,6 +444,61 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Whether the core still holds machines or jobs of the runner.
+    fn holds_anything(&self, id: RunnerId) -> bool {
+        let state = self.core.state();
+        state.machines().iter().any(|(_, m)| m.runner == id)
+            || state.jobs().iter().any(|(_, j)| j.runner == id)
+    }
+
+    /// The settings a runner deleted from the config file ran with, from the copy kept for it.
+    fn kept_settings(&self, name: &str) -> Option<RunnerSettings> {
+        let kept = self.state_dir.load_runner_config(name);
+        let settings = kept.as_deref().and_then(|text| {
+            let origin = self.state_dir.root().join("runners");
+            match config::parse(text, &origin) {
+                Ok(loaded) => loaded.runner(name).cloned(),
+                Err(e) => {
+                    tracing::warn!(
+                        runner = name,
+                        "the kept copy of its config is unusable:\n{e}"
+                    );
+                    None
+                }
+            }
+        });
+        if settings.is_none() {
+            tracing::error!(
+                runner = name,
+                "this runner was deleted from the config file while drover was down and none of \
+                 its settings are kept: its machines and jobs cannot be finished; remove its \
+                 machines by hand"
+            );
+        }
+        settings
+    }
+
+    /// Keeps a copy of the config file for each runner it defines, and forgets the copies of
+    /// runners that are gone and hold nothing any more.
+    fn keep_runner_configs(&self) {
+        for runner in &self.loaded.runners {
+            if let Err(e) = self
+                .state_dir
+                .save_runner_config(&runner.name, &self.loaded.text)
+            {
+                tracing::warn!(runner = %runner.name, "keeping a copy of its config failed: {e:#}");
+            }
+        }
+        for name in self.state_dir.kept_runner_configs() {
+            let needed = self.core.state().runner_id(&name).is_some_and(|id| {
+                self.core.state().runner(id).is_some_and(|r| !r.retired) || self.holds_anything(id)
+            });
+            if !needed {
+                self.state_dir.forget_runner_config(&name);
+            }
+        }
     }
 
     /// After a restart: a task for every job the core still holds. Payloads of jobs it does not hold
@@ -609,6 +678,7 @@ impl Driver {
         if let Err(e) = self.sync_adapters().await {
             tracing::error!("applying the reloaded settings failed: {e:#}");
         }
+        self.keep_runner_configs();
         self.execute_all(commands);
         Ok(())
     }

@@ -115,8 +115,12 @@ async fn wait_until_ready(job: &mut Job, name: &str, image: &str) -> Result<(), 
             job.trace.say(tail).await;
             return Ok(());
         }
+        // Unhealthy is not final: Docker keeps probing, and a service that starts slower than its
+        // check's retries allow turns healthy later. Wait for either until the deadline.
         match state.health.and_then(|h| h.status) {
-            Some(HealthStatusEnum::STARTING) if Instant::now() < give_up => {
+            Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY)
+                if Instant::now() < give_up =>
+            {
                 tokio::time::sleep(HEALTH_POLL).await;
             }
             Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY) => {

@@ -1,8 +1,10 @@
 //! Services: sidecars on the job's network, reached by alias.
 
+use std::time::Duration;
+
 use drover_core::Outcome;
 use drover_docker::testing::{BUSYBOX_IMAGE, HEALTHCHECK_IMAGE};
-use drover_docker::{ImageSpec, PullPolicy, ServiceSpec, Variable};
+use drover_docker::{Executor, ExecutorOptions, ImageSpec, PullPolicy, ServiceSpec, Variable};
 
 use crate::support::*;
 
@@ -67,6 +69,29 @@ async fn the_job_starts_only_once_a_service_with_a_health_check_is_healthy() {
     let (outcome, out) = run_job(local(), spec).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("healthy-web"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn a_service_that_never_turns_healthy_is_a_warning_after_the_wait() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(&runner, 23, &["echo job-ran-$((2))"]);
+    spec.services = vec![healthcheck_service("exec sleep 3600")];
+    let executor = Executor::new(ExecutorOptions {
+        stop_timeout: Duration::from_secs(5),
+        service_wait: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (outcome, collected) = finish(executor.start(local(), spec, tx), rx).await;
+    let out = collected.text();
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("is not healthy; the job goes on without waiting"),
+        "{out}"
+    );
+    assert!(out.contains("job-ran-2"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
 

@@ -154,3 +154,36 @@ async fn a_config_edited_while_drover_was_down_applies_at_start() {
     assert!(!log.contains("no machine provider"), "{log}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_deleted_while_drover_was_down_has_its_machines_removed() {
+    let settings = Settings {
+        idle_count: 1,
+        drain: false,
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("ops_deleted_runner", settings).await else {
+        return;
+    };
+    env.start().await;
+    env.sandboxes_become(1).await;
+    env.quit().await;
+    assert_eq!(
+        env.sandboxes().await.len(),
+        1,
+        "a graceful stop keeps the machines"
+    );
+
+    // The file now holds another runner only (a plain docker one, with the same token so the
+    // engine objects stay this test's): the first runner's settings exist only in drover's copy.
+    let pool_runner = env.name.clone();
+    env.name = format!("{pool_runner}-plain");
+    env.settings.pool = false;
+    env.write_config();
+    env.start().await;
+    env.sandboxes_become(0).await;
+    let log = env.last_log();
+    assert!(!log.contains("no machine provider"), "{log}");
+    assert!(!log.contains("none of its settings are kept"), "{log}");
+    env.finish().await;
+}
