@@ -548,7 +548,6 @@ impl Driver {
         }
     }
 
-    /// Job containers on the engines that no job of the core accounts for are leftovers: remove them.
     /// Removes the containers of jobs the core does not hold (a job finished and forgotten before a
     /// crash cut its cleanup short). Before any command runs, so no new job can be mistaken for a
     /// stray; engines are scanned at once and each within a deadline, so a dead VM delays start-up
