@@ -68,6 +68,31 @@ impl State {
         self.runners[runner].queue.push_back((seq, job));
     }
 
+    /// The oldest queued job of a runner, dropping stale entries on the way.
+    pub(crate) fn front_queued(&mut self, runner: usize) -> Option<JobId> {
+        while let Some(&entry) = self.runners[runner].queue.front() {
+            if self.queue_entry_valid(runner, entry) {
+                return Some(entry.1);
+            }
+            self.runners[runner].queue.pop_front();
+        }
+        None
+    }
+
+    /// After a queued job left other than by starting (canceled, timed out, failed): without a
+    /// machine to start jobs, nothing else would ever drop its entry, and a runner whose machines
+    /// cannot be created would grow its queue by one entry per job. Drops stale entries at the
+    /// front, and rebuilds the deque once most of it is stale (amortized O(1) per job).
+    pub(crate) fn compact_queue(&mut self, runner: usize) {
+        self.front_queued(runner);
+        let live = self.runners[runner].counts.queued as usize;
+        if self.runners[runner].queue.len() > 2 * live + 16 {
+            let mut queue = std::mem::take(&mut self.runners[runner].queue);
+            queue.retain(|&entry| self.queue_entry_valid(runner, entry));
+            self.runners[runner].queue = queue;
+        }
+    }
+
     /// Takes the oldest queued job of a runner out of the queue and marks it running: one lookup.
     pub(crate) fn start_queued(
         &mut self,
@@ -168,5 +193,51 @@ impl State {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, RunnerConfig};
+    use crate::event::{Event, JobInfo};
+    use crate::ids::{JobId, RunnerId};
+    use crate::scheduler::Core;
+    use crate::time::Timestamp;
+
+    /// A runner whose machine never comes up: every job it receives is canceled while queued.
+    /// Its queue index must not keep an entry per job that ever passed through.
+    #[test]
+    fn jobs_leaving_the_queue_without_a_machine_leave_no_entries_behind() {
+        let t0 = Timestamp(1_767_571_200_000);
+        let mut core = Core::new(
+            Config::new(4).with_runner(RunnerConfig::pool("stuck", 0, 1)),
+            t0,
+        );
+        let info = JobInfo {
+            timeout_ms: 3_600_000,
+            queued_ms: 0,
+        };
+        for i in 0..1_000u64 {
+            let now = t0.after(Duration::from_millis(i));
+            let runner = RunnerId(0);
+            let _ = core.handle(
+                now,
+                Event::JobReceived {
+                    runner,
+                    job: JobId(i),
+                    info,
+                },
+            );
+            let _ = core.handle(now, Event::JobCanceled { job: JobId(i) });
+        }
+        let state = core.state();
+        assert_eq!(state.totals().queued, 0);
+        assert!(
+            state.runners()[0].queue.len() <= 16,
+            "{} stale queue entries",
+            state.runners()[0].queue.len()
+        );
     }
 }

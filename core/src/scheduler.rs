@@ -126,11 +126,7 @@ impl Core {
         let JobState::Queued { deadline } = j.state else {
             return None;
         };
-        let timeout = if j.info.timeout_ms == 0 {
-            crate::time::millis(DEFAULT_JOB_TIMEOUT)
-        } else {
-            j.info.timeout_ms
-        };
+        let timeout = crate::time::millis(job_timeout(&j.info));
         let seq = j.enqueued;
         self.state.push_deadline(timeout, deadline, seq, job);
         Some(deadline)
@@ -178,12 +174,7 @@ impl Core {
             self.anomaly(AnomalyKind::DuplicateJob, job.0);
             return;
         }
-        let timeout = if info.timeout_ms == 0 {
-            DEFAULT_JOB_TIMEOUT
-        } else {
-            Duration::from_millis(info.timeout_ms)
-        };
-        let deadline = now.after(timeout);
+        let deadline = now.after(job_timeout(&info));
         let seq = self.state.seq;
         self.state.jobs.insert(
             job,
@@ -211,6 +202,7 @@ impl Core {
         if let JobState::Queued { .. } = j.state {
             self.state.runners[j.runner.index()].counts.queued -= 1;
             self.state.totals.queued -= 1;
+            self.state.compact_queue(j.runner.index());
         }
         Some(j)
     }
@@ -434,9 +426,8 @@ impl Core {
                 if r.front_failures >= PREPARE_ATTEMPTS {
                     r.front_failures = 0;
                     self.state
-                        .queued_jobs(runner.index())
+                        .front_queued(runner.index())
                         .into_iter()
-                        .take(1)
                         .collect()
                 } else {
                     Vec::new()
@@ -856,6 +847,9 @@ impl Core {
     }
 
     pub(crate) fn fail_all_queued(&mut self, out: &mut Vec<Command>) {
+        if self.state.totals.queued == 0 {
+            return;
+        }
         let jobs: Vec<JobId> = (0..self.state.runners.len())
             .flat_map(|r| self.state.queued_jobs(r))
             .collect();
@@ -937,4 +931,13 @@ pub fn removal_backoff(attempts: u32) -> Duration {
     Duration::from_secs(5)
         .saturating_mul(1 << exp)
         .min(Duration::from_secs(300))
+}
+
+/// How long a job may wait for a machine: its own timeout, or GitLab's default when it has none.
+fn job_timeout(info: &JobInfo) -> Duration {
+    if info.timeout_ms == 0 {
+        DEFAULT_JOB_TIMEOUT
+    } else {
+        Duration::from_millis(info.timeout_ms)
+    }
 }

@@ -314,10 +314,6 @@ impl State {
         self.machines.sorted()
     }
 
-    pub fn machine_count(&self) -> usize {
-        self.machines.len()
-    }
-
     pub fn machine(&self, id: MachineId) -> Option<&Machine> {
         self.machines.get(&id)
     }
@@ -329,10 +325,6 @@ impl State {
     /// Every job held (queued or running), by id. O(n log n): for status and checks, not per event.
     pub fn jobs(&self) -> Vec<(JobId, &Job)> {
         self.jobs.sorted()
-    }
-
-    pub fn job_count(&self) -> usize {
-        self.jobs.len()
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
