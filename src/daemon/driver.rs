@@ -61,7 +61,8 @@ struct Driver {
     wake: Option<Timestamp>,
     exit: Option<bool>,
     last_status: Option<std::time::Instant>,
-    pending_job: Option<Box<JobResponse>>,
+    /// The payload of the job being handed to the core, and the runner it came for.
+    pending_job: Option<(RunnerId, Box<JobResponse>)>,
 }
 
 /// Runs the daemon until a shutdown completes. The exit code is 0 after a clean shutdown.
@@ -166,6 +167,16 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     driver.run(signals).await
 }
 
+/// Whether a job just handed to the core needs a task: while the core holds it, or when the core
+/// failed it in that very step (a job answer that arrives during a forceful shutdown), so the
+/// failure is still reported to GitLab.
+fn needs_task(core: &Core, commands: &[Command], job: JobId) -> bool {
+    core.state().job(job).is_some()
+        || commands
+            .iter()
+            .any(|c| matches!(c, Command::FailJob { job: failed, .. } if *failed == job))
+}
+
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -228,7 +239,7 @@ impl Driver {
                     queued_ms: (job.job_info.time_in_queue_seconds.max(0.0) * 1000.0) as u64,
                 };
                 let id = JobId(job.id);
-                self.pending_job = Some(job);
+                self.pending_job = Some((runner, job));
                 self.step(Event::JobReceived {
                     runner,
                     job: id,
@@ -271,8 +282,9 @@ impl Driver {
             _ => None,
         };
         let step = self.core.handle(now, event);
-        if let Some(job) = self.pending_job.take()
-            && let Some(ctx) = self.context_of(JobId(job.id))
+        if let Some((runner, job)) = self.pending_job.take()
+            && needs_task(&self.core, &step.commands, JobId(job.id))
+            && let Some(ctx) = self.contexts.get(&runner).cloned()
         {
             self.jobs.adopt(*job, ctx);
         }
@@ -301,11 +313,6 @@ impl Driver {
         for command in commands {
             self.execute(command);
         }
-    }
-
-    fn context_of(&self, job: JobId) -> Option<Arc<RunnerContext>> {
-        let runner = self.core.state().job(job).map(|j| j.runner)?;
-        self.contexts.get(&runner).cloned()
     }
 
     fn execute(&mut self, command: Command) {
@@ -448,9 +455,10 @@ impl Driver {
 
     /// Whether the core still holds machines or jobs of the runner.
     fn holds_anything(&self, id: RunnerId) -> bool {
-        let state = self.core.state();
-        state.machines().iter().any(|(_, m)| m.runner == id)
-            || state.jobs().iter().any(|(_, j)| j.runner == id)
+        self.core.state().runner(id).is_some_and(|r| {
+            let c = &r.counts;
+            c.creating + c.idle + c.busy + c.removing + c.running + c.queued > 0
+        })
     }
 
     /// The settings a runner deleted from the config file ran with, from the copy kept for it.
@@ -700,5 +708,49 @@ impl Driver {
         {
             tracing::warn!("writing the status file failed: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_core::{Config, RunnerConfig};
+
+    const T0: Timestamp = Timestamp(1_767_571_200_000);
+
+    fn received(core: &mut Core, runner: u16, job: u64) -> Vec<Command> {
+        let info = JobInfo {
+            timeout_ms: 3_600_000,
+            queued_ms: 0,
+        };
+        let runner = RunnerId(runner);
+        core.handle(
+            T0,
+            Event::JobReceived {
+                runner,
+                job: JobId(job),
+                info,
+            },
+        )
+        .commands
+    }
+
+    #[test]
+    fn a_job_failed_in_the_step_that_receives_it_still_gets_a_task_to_report_it() {
+        let mut core = Core::new(
+            Config::new(2).with_runner(RunnerConfig::pool("r", 0, 2)),
+            T0,
+        );
+        let commands = received(&mut core, 0, 1);
+        assert!(needs_task(&core, &commands, JobId(1)), "a queued job");
+        assert!(
+            !needs_task(&core, &commands, JobId(99)),
+            "a job nobody knows"
+        );
+
+        let _ = core.handle(T0, Event::Signal(Signal::Forceful));
+        let commands = received(&mut core, 0, 2);
+        assert!(core.state().job(JobId(2)).is_none(), "failed at once");
+        assert!(needs_task(&core, &commands, JobId(2)), "{commands:?}");
     }
 }
