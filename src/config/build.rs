@@ -48,7 +48,8 @@ impl<'a> Ctx<'a> {
         self.errors.push(diagnostic);
     }
 
-    /// A diagnostic pointing at `span`, to pass to [`Ctx::error`] or [`Ctx::warn_at`].
+    /// A diagnostic pointing at `span`, to pass to [`Ctx::error`] or [`Ctx::warn_at`]. A table's
+    /// span covers all its lines; the diagnostic shows only the first, its header.
     pub fn diag(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(message).at(self.text, span)
     }
@@ -292,18 +293,15 @@ fn runner_names(runners: &[Spanned<RawRunner>], ctx: &mut Ctx<'_>) -> Vec<String
         .hint(
             "add `name = \"...\"` to it: logs, metrics and config reloads identify runners by name",
         );
-        let span = first_line(ctx.text, r.span());
-        ctx.warn_at(WarningKind::UnnamedRunner, format!("runners[{i}]"), span, d);
+        ctx.warn_at(
+            WarningKind::UnnamedRunner,
+            format!("runners[{i}]"),
+            r.span(),
+            d,
+        );
         names.push(name);
     }
     names
-}
-
-/// The first line of a span: a table's span covers all its lines, its header is enough.
-pub fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
-    let start = span.start.min(text.len());
-    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    start..end.min(span.end.max(start + 1))
 }
 
 fn runner(
@@ -318,15 +316,12 @@ fn runner(
     let executor = match &raw.executor {
         None => {
             ctx.error(
-                ctx.diag(
-                    first_line(ctx.text, span.clone()),
-                    format!("runner {name:?} has no `executor`"),
-                )
-                .label("this [[runners]] entry")
-                .hint(
-                    "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
+                ctx.diag(span.clone(), format!("runner {name:?} has no `executor`"))
+                    .label("this [[runners]] entry")
+                    .hint(
+                        "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
                          `executor = \"docker\"` (jobs on this host's Docker engine)",
-                ),
+                    ),
             );
             None
         }
@@ -399,11 +394,10 @@ fn runner(
                     "runner {name:?} has executor \"docker\": its [runners.machine] section has no effect"
                 ))
                 .hint("remove the section, or set `executor = \"docker+machine\"` for an autoscaled pool");
-                let span = first_line(ctx.text, m.span());
                 ctx.warn_at(
                     WarningKind::NoEffect,
                     format!("runners[{index}].machine"),
-                    span,
+                    m.span(),
                     d,
                 );
             }
@@ -426,7 +420,6 @@ fn runner(
             ))
             .label("this [[runners]] entry")
             .hint("`limit` caps the machines of every state, idle ones included: raise it or lower IdleCount");
-            let span = first_line(ctx.text, span);
             ctx.warn_at(
                 WarningKind::NoEffect,
                 format!("runners[{index}].limit"),

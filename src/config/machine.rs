@@ -6,7 +6,7 @@ use drover_core::MachinePolicy;
 use drover_core::period::{CronExpr, Period, PeriodError, PolicyValues, parse_timezone};
 use toml::Spanned;
 
-use super::build::{Ctx, first_line};
+use super::build::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
 use super::raw::{RawMachine, RawPeriod, StrictFloat};
 use super::schema::suggest;
@@ -52,7 +52,7 @@ pub fn pool(
                 .as_ref()
                 .map_or(section_span.clone(), |p| p.span());
             ctx.error(
-                ctx.diag(first_line(ctx.text, at), format!("runner {runner:?}: the docker-machine provider needs a `MachineDriver`"))
+                ctx.diag(at, format!("runner {runner:?}: the docker-machine provider needs a `MachineDriver`"))
                     .hint("set `MachineDriver` in [runners.machine], e.g. `MachineDriver = \"amazonec2\"`, or `Provider = \"docker\"` for sandboxes on a Docker engine"),
             );
         }
@@ -108,7 +108,7 @@ pub fn pool(
         Some(n) => Some(n.get_ref().clone()),
         None if provider == Some(Provider::DockerMachine) => {
             ctx.error(
-                ctx.diag(first_line(ctx.text, section_span.clone()), format!("runner {runner:?}: `MachineName` is missing"))
+                ctx.diag(section_span.clone(), format!("runner {runner:?}: `MachineName` is missing"))
                     .hint("add `MachineName = \"auto-%s\"` to [runners.machine]: `%s` becomes a unique suffix per machine"),
             );
             None
@@ -249,8 +249,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
     if p.Periods.is_empty() {
         let d = Diagnostic::new(format!("runner {runner:?}: this autoscaling block has no Periods and never applies"))
             .hint("add `Periods = [\"* * 9-17 * * mon-fri *\"]` (sec min hour dom month dow year) or remove the block");
-        let span = first_line(ctx.text, raw.span());
-        ctx.warn_at(WarningKind::EmptyPeriod, path.to_string(), span, d);
+        ctx.warn_at(WarningKind::EmptyPeriod, path.to_string(), raw.span(), d);
     }
     for expr in &p.Periods {
         match CronExpr::parse(expr.get_ref()) {
@@ -318,7 +317,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
             }
         }
         Some(tz) => ctx.local_zone(&format!("{path}.Timezone"), tz.span()),
-        None => ctx.local_zone(path, first_line(ctx.text, raw.span())),
+        None => ctx.local_zone(path, raw.span()),
     };
     let values = PolicyValues {
         idle_count: count(p.IdleCount),
@@ -333,10 +332,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
     match Period::new(&exprs, &timezone, values) {
         Ok(period) => Some(period),
         Err(e) => {
-            ctx.error(ctx.diag(
-                first_line(ctx.text, raw.span()),
-                format!("runner {runner:?}: {e}"),
-            ));
+            ctx.error(ctx.diag(raw.span(), format!("runner {runner:?}: {e}")));
             None
         }
     }
