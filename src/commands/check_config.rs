@@ -138,11 +138,7 @@ fn runner(
             );
         }
     }
-    let limit = if core.limit == 0 {
-        "unlimited".to_string()
-    } else {
-        core.limit.to_string()
-    };
+    let limit = unlimited(core.limit);
     let image = s
         .docker
         .image

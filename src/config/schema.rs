@@ -82,6 +82,10 @@ const fn deprecated(name: &'static str, hint: &'static str) -> Key {
 }
 
 const COUNT: &str = "a whole number, 0 or more";
+const COUNT_OR_UNLIMITED: &str = "a whole number, 0 or more (0 = unlimited)";
+/// `IdleScaleFactor`, in `[runners.machine]` and its periods.
+const FACTOR: &str = "a float written with a decimal point, 0.0 or more, e.g. \
+                      `IdleScaleFactor = 1.0` (GitLab Runner refuses `1` too)";
 const SECONDS: &str = "a whole number of seconds, 0 or more";
 const STRING: &str = "a string";
 const STRINGS: &str = "a list of strings, e.g. [\"a\", \"b\"]";
@@ -161,7 +165,7 @@ pub static RUNNER: Section = Section {
         read("token_expires_at", "a date-time, e.g. 2026-01-01T00:00:00Z"),
         read("tls-ca-file", "a string, the path of a PEM file"),
         read("executor", "\"docker+machine\" or \"docker\""),
-        read("limit", "a whole number, 0 or more (0 = unlimited)"),
+        read("limit", COUNT_OR_UNLIMITED),
         read(
             "output_limit",
             "a whole number of kilobytes, 0 or more (0 = the default, 4096)",
@@ -231,16 +235,12 @@ const OFF_PEAK: &str = "GitLab Runner 14.0 removed the OffPeak settings; write a
 pub static MACHINE: Section = Section {
     header: "[runners.machine]",
     keys: &[
-        read("IdleCount", "a whole number, 0 or more"),
-        read("IdleCountMin", "a whole number, 0 or more"),
-        read(
-            "IdleScaleFactor",
-            "a float written with a decimal point, 0.0 or more, e.g. `IdleScaleFactor = 1.0` \
-             (GitLab Runner refuses `1` too)",
-        ),
+        read("IdleCount", COUNT),
+        read("IdleCountMin", COUNT),
+        read("IdleScaleFactor", FACTOR),
         read("IdleTime", SECONDS),
-        read("MaxBuilds", "a whole number, 0 or more (0 = unlimited)"),
-        read("MaxGrowthRate", "a whole number, 0 or more (0 = unlimited)"),
+        read("MaxBuilds", COUNT_OR_UNLIMITED),
+        read("MaxGrowthRate", COUNT_OR_UNLIMITED),
         read(
             "MaxRemovalAttempts",
             "a whole number, 0 or more (0 = the default, 30)",
@@ -287,13 +287,9 @@ pub static PERIOD: Section = Section {
             "Timezone",
             "an IANA time-zone name such as \"Europe/Berlin\", \"UTC\" or \"Local\"",
         ),
-        read("IdleCount", "a whole number, 0 or more"),
-        read("IdleCountMin", "a whole number, 0 or more"),
-        read(
-            "IdleScaleFactor",
-            "a float written with a decimal point, 0.0 or more, e.g. `IdleScaleFactor = 1.0` \
-             (GitLab Runner refuses `1` too)",
-        ),
+        read("IdleCount", COUNT),
+        read("IdleCountMin", COUNT),
+        read("IdleScaleFactor", FACTOR),
         read("IdleTime", SECONDS),
     ],
 };
