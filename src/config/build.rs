@@ -81,7 +81,6 @@ impl<'a> Ctx<'a> {
 pub fn build(
     raw: RawConfig,
     walk: &Walk,
-    caches: Vec<Option<super::settings::CacheSettings>>,
     ctx: &mut Ctx<'_>,
 ) -> Option<(CoreConfig, GlobalSettings, Vec<RunnerSettings>)> {
     key_warnings(walk, ctx);
@@ -91,8 +90,7 @@ pub fn build(
     let mut core_runners = Vec::new();
     let mut runners = Vec::new();
     for (i, (raw_runner, name)) in raw.runners.into_iter().zip(names).enumerate() {
-        if let Some((core, mut settings)) = runner(raw_runner, i, name, ctx) {
-            settings.cache = caches.get(i).cloned().flatten();
+        if let Some((core, settings)) = runner(raw_runner, i, name, ctx) {
             core_runners.push(core);
             runners.push(settings);
         }
@@ -463,7 +461,6 @@ fn runner(
         request_concurrency,
         docker,
         machine,
-        cache: None,
     };
     Some((core, settings))
 }

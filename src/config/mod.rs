@@ -27,7 +27,7 @@
 //!
 //! Accepted and ignored, named in one warning: at the top level `session_server`, `labels`,
 //! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[[runners]]` `tls-cert-file`,
-//! `tls-key-file`, `labels`, `shell`, `cache_dir`, `clone_url`, `cache` (parsed for display only),
+//! `tls-key-file`, `labels`, `shell`, `cache_dir`, `clone_url`, `cache`,
 //! `custom_build_dir`, `feature_flags`, `referees`, `artifact`, `monitoring`, timeouts and other
 //! executors' sections (`kubernetes`, `autoscaler`, `custom`, `ssh`, ...); the rest of GitLab
 //! Runner's `[runners.docker]` keys. Everything under an ignored key is ignored with it.
@@ -59,15 +59,15 @@ mod timezone;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
 // The API the rest of the binary uses; not every item has a caller yet.
 #[allow(unused_imports)]
 pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, WarningKind};
 #[allow(unused_imports)]
 pub use settings::{
-    CacheSettings, DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel,
-    MachineSettings, Provider, PullPolicy, RunnerSettings, Secret, ServiceSettings, ShutdownDrain,
+    DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, MachineSettings,
+    Provider, PullPolicy, RunnerSettings, Secret, ServiceSettings, ShutdownDrain,
 };
 pub use timezone::LocalZone;
 
@@ -138,7 +138,6 @@ pub fn parse_with_zone(
         diagnostics,
     };
     let mut doc = DeTable::parse(text).map_err(|e| invalid(vec![syntax_error(text, &e)]))?;
-    let (caches, cache_warnings) = caches(text, doc.get_ref());
     let walk = schema::walk(text, doc.get_mut());
     let mut errors = walk.errors.clone();
     let raw = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
@@ -153,13 +152,13 @@ pub fn parse_with_zone(
         return Err(invalid(errors));
     };
     let mut ctx = build::Ctx::new(text, local);
-    match build::build(raw, &walk, caches, &mut ctx) {
+    match build::build(raw, &walk, &mut ctx) {
         Some((core, global, runners)) => Ok(Loaded {
             origin: origin.to_path_buf(),
             core,
             global,
             runners,
-            warnings: ctx.warnings.into_iter().chain(cache_warnings).collect(),
+            warnings: ctx.warnings,
             text: text.to_string(),
         }),
         None => {
@@ -233,54 +232,6 @@ fn missing_field(message: &str) -> Option<&str> {
 
 fn one_line(message: &str) -> String {
     message.trim().replace('\n', "; ")
-}
-
-/// `[runners.cache]` of each runner, read leniently: drover shows it but does not act on it, so a
-/// section it cannot read is a warning, not an error.
-fn caches(text: &str, root: &DeTable<'_>) -> (Vec<Option<CacheSettings>>, Vec<Warning>) {
-    let mut warnings = Vec::new();
-    let Some(DeValue::Array(runners)) = root.get("runners").map(|r| r.get_ref()) else {
-        return (Vec::new(), warnings);
-    };
-    let caches = runners
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let DeValue::Table(t) = r.get_ref() else {
-                return None;
-            };
-            let cache = t.get("cache")?.clone();
-            let span = cache.span();
-            let raw = match raw::RawCache::deserialize(toml::de::ValueDeserializer::from(cache)) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    let at = e.span().unwrap_or(span);
-                    let diagnostic =
-                        Diagnostic::new("[runners.cache] could not be read; drover ignores it")
-                            .at(text, at.clone())
-                            .label(one_line(e.message()));
-                    let line = Location::of(text, at).line;
-                    let path = format!("runners[{i}].cache");
-                    warnings.push(Warning {
-                        kind: WarningKind::Unreadable,
-                        keys: vec![KeyRef { path, line }],
-                        diagnostic,
-                    });
-                    return None;
-                }
-            };
-            let s3 = raw.s3.unwrap_or_default();
-            Some(CacheSettings {
-                kind: raw.Type,
-                path: raw.Path,
-                shared: raw.Shared,
-                server_address: s3.ServerAddress.or(raw.ServerAddress),
-                bucket_name: s3.BucketName.or(raw.BucketName),
-                bucket_location: s3.BucketLocation,
-            })
-        })
-        .collect();
-    (caches, warnings)
 }
 
 #[cfg(test)]

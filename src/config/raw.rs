@@ -162,28 +162,6 @@ pub struct RawService {
     pub environment: Vec<Spanned<String>>,
 }
 
-/// `[runners.cache]`: read leniently (drover does not act on it), so unknown keys pass.
-#[derive(Debug, Default, Deserialize)]
-#[allow(non_snake_case)] // GitLab's key names, verbatim
-pub struct RawCache {
-    pub Type: Option<String>,
-    pub Path: Option<String>,
-    #[serde(default)]
-    pub Shared: bool,
-    /// GitLab Runner's pre-12.0 layout put the S3 keys directly in `[runners.cache]`.
-    pub ServerAddress: Option<String>,
-    pub BucketName: Option<String>,
-    pub s3: Option<RawCacheS3>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[allow(non_snake_case)] // GitLab's key names, verbatim
-pub struct RawCacheS3 {
-    pub ServerAddress: Option<String>,
-    pub BucketName: Option<String>,
-    pub BucketLocation: Option<String>,
-}
-
 /// A whole number, 0 or more, that fits in 32 bits.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Count(pub u32);

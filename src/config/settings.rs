@@ -169,8 +169,6 @@ pub struct RunnerSettings {
     pub docker: DockerSettings,
     /// `[runners.machine]`, for `docker+machine` runners.
     pub machine: Option<MachineSettings>,
-    /// `[runners.cache]`, parsed for display; drover does not act on it.
-    pub cache: Option<CacheSettings>,
 }
 
 impl fmt::Debug for RunnerSettings {
@@ -196,7 +194,6 @@ impl fmt::Debug for RunnerSettings {
             .field("request_concurrency", &self.request_concurrency)
             .field("docker", &self.docker)
             .field("machine", &self.machine)
-            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -391,18 +388,6 @@ impl fmt::Debug for MachineSettings {
 /// provider's rule, so logs and `check-config` agree).
 pub use drover_docker::provider::mask_option;
 
-/// `[runners.cache]`, for display only: drover does not act on it. Secrets are not kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheSettings {
-    /// `Type`: `s3`, `gcs`, `azure`.
-    pub kind: Option<String>,
-    pub path: Option<String>,
-    pub shared: bool,
-    pub server_address: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_location: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,7 +442,6 @@ mod tests {
             request_concurrency: 1,
             docker: DockerSettings::default(),
             machine: None,
-            cache: None,
         }
     }
 
