@@ -126,9 +126,8 @@ fn runner(
         s.executor.as_str()
     );
     match s.require_registered() {
-        Ok((url, _)) => {
-            let token = s.token.as_ref().map(|t| t.masked()).unwrap_or_default();
-            let _ = writeln!(out, "  registered with {url} (token {token})");
+        Ok((url, token)) => {
+            let _ = writeln!(out, "  registered with {url} (token {})", token.masked());
         }
         Err(_) => {
             let _ = writeln!(

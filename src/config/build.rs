@@ -7,13 +7,14 @@ use std::ops::Range;
 use std::time::Duration;
 
 use drover_core::{Config as CoreConfig, Executor, RunnerConfig};
+use drover_gitlab::Secret;
 use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, KeyRef, Location, Warning, WarningKind};
 use super::raw::{RawConfig, RawRunner};
 use super::schema::{Walk, suggest};
 use super::settings::{
-    ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings, Secret, ShutdownDrain,
+    ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings, ShutdownDrain,
 };
 use super::timezone::LocalZone;
 use super::{docker, machine};

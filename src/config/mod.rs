@@ -67,7 +67,7 @@ pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, Warning
 #[allow(unused_imports)]
 pub use settings::{
     DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, MachineSettings,
-    Provider, PullPolicy, RunnerSettings, Secret, ServiceSettings, ShutdownDrain,
+    Provider, PullPolicy, RunnerSettings, ServiceSettings, ShutdownDrain,
 };
 pub use timezone::LocalZone;
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use drover_gitlab::Secret;
 
 use super::diagnostic::ConfigError;
 
@@ -106,37 +107,6 @@ impl Default for ShutdownDrain {
     }
 }
 
-/// A runner token or other secret: never printed, not even by `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// A form safe to show: a known token prefix and the first characters, e.g. `glrt-EXAM…`.
-    pub fn masked(&self) -> String {
-        let prefix = ["glrtr-", "glrt-"]
-            .into_iter()
-            .find(|p| self.0.starts_with(p))
-            .unwrap_or("");
-        let rest: String = self.0[prefix.len()..].chars().take(4).collect();
-        format!("{prefix}{rest}…")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({})", self.masked())
-    }
-}
-
 /// One `[[runners]]` entry, as far as the daemon is concerned. `{:?}` masks the token and the
 /// values of `environment` (they often hold credentials).
 #[derive(Clone, PartialEq)]
@@ -201,7 +171,7 @@ impl fmt::Debug for RunnerSettings {
 impl RunnerSettings {
     /// The GitLab URL and token, or an error telling the operator to register the runner first.
     /// [`super::Loaded::require_registered`] checks every runner and names the file.
-    pub fn require_registered(&self) -> Result<(&str, &str), ConfigError> {
+    pub fn require_registered(&self) -> Result<(&str, &Secret), ConfigError> {
         self.registered()
             .map_err(|missing| ConfigError::NotRegistered {
                 origin: std::path::PathBuf::new(),
@@ -210,9 +180,9 @@ impl RunnerSettings {
             })
     }
 
-    pub(super) fn registered(&self) -> Result<(&str, &str), &'static str> {
+    pub(super) fn registered(&self) -> Result<(&str, &Secret), &'static str> {
         match (self.url.as_deref(), self.token.as_ref()) {
-            (Some(url), Some(token)) => Ok((url, token.expose())),
+            (Some(url), Some(token)) => Ok((url, token)),
             (None, None) => Err("`url` and no `token`"),
             (None, Some(_)) => Err("`url`"),
             (Some(_), None) => Err("`token`"),
@@ -395,9 +365,11 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let token = Secret::new("glrt-EXAMPLEEXAMPLEEXAMPLE");
-        assert_eq!(format!("{token:?}"), "Secret(glrt-EXAM…)");
+        assert_eq!(format!("{token:?}"), "\"glrt-EXAMPLEE[MASKED]\"");
         assert_eq!(token.expose(), "glrt-EXAMPLEEXAMPLEEXAMPLE");
-        assert_eq!(Secret::new("ab").masked(), "ab…");
+        let short = Secret::new("ab");
+        assert!(!short.masked().contains("ab"), "{}", short.masked());
+        assert!(!format!("{short:?}").contains("ab"), "{short:?}");
     }
 
     #[test]
@@ -461,7 +433,7 @@ mod tests {
         let ok = runner(Some("https://g.example"), Some("glrt-x"));
         assert_eq!(
             ok.require_registered().unwrap(),
-            ("https://g.example", "glrt-x")
+            ("https://g.example", &Secret::new("glrt-x"))
         );
     }
 }

@@ -92,7 +92,10 @@ fn gitlab_full_loads_with_its_values() {
     let s = &l.runners[0];
     assert_eq!(
         s.require_registered().unwrap(),
-        ("https://gitlab.example.com/", "glrt-EXAMPLEEXAMPLEEXAMPLE")
+        (
+            "https://gitlab.example.com/",
+            &drover_gitlab::Secret::new("glrt-EXAMPLEEXAMPLEEXAMPLE")
+        )
     );
     assert_eq!(s.id, Some(42));
     assert_eq!(

@@ -315,7 +315,7 @@ fn warnings_name_the_ignored_keys() {
 fn secrets_stay_out_of_the_report() {
     let out = drover(&["check-config", "fixtures/config/good/gitlab-full.toml"]);
     let all = text(&out.stdout) + &text(&out.stderr);
-    assert!(all.contains("token glrt-EXAM…"), "{all}");
+    assert!(all.contains("token glrt-EXAMPLEE[MASKED]"), "{all}");
     for secret in [
         "EXAMPLEEXAMPLEEXAMPLE",
         "SECONDRUNNERTOKEN",
