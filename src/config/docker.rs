@@ -1,11 +1,12 @@
 //! `[runners.docker]`: the keys the Docker executor and the docker provider use.
 
+use drover_docker::PullPolicy;
 use toml::Spanned;
 
 use super::build::{Ctx, key_values};
 use super::raw::{OneOrMany, RawDocker};
 use super::schema::suggest;
-use super::settings::{DockerSettings, PullPolicy, ServiceSettings};
+use super::settings::{DockerSettings, ServiceSettings};
 
 /// The settings of a runner without a `[runners.docker]` section.
 pub fn defaults() -> DockerSettings {

@@ -255,32 +255,8 @@ pub struct DockerSettings {
     pub services: Vec<ServiceSettings>,
 }
 
-/// `pull_policy` values.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    pub fn parse(s: &str) -> Option<PullPolicy> {
-        match s {
-            "always" => Some(PullPolicy::Always),
-            "if-not-present" => Some(PullPolicy::IfNotPresent),
-            "never" => Some(PullPolicy::Never),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "always",
-            PullPolicy::IfNotPresent => "if-not-present",
-            PullPolicy::Never => "never",
-        }
-    }
-}
+/// `pull_policy` values: the executor's own type, so the settings reach it unconverted.
+pub use drover_docker::PullPolicy;
 
 /// One `[[runners.docker.services]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
