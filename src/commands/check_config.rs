@@ -85,7 +85,7 @@ pub fn report(loaded: &Loaded, at: DateTime<Utc>, days: u32) -> String {
             Some(config::LogFormat::Json) => "json",
             _ => "text",
         },
-        if g.shutdown_drain.enabled {
+        if loaded.core.drain_machines_on_shutdown {
             "removed"
         } else {
             "kept"

@@ -13,9 +13,7 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, KeyRef, Location, Warning, WarningKind};
 use super::raw::{RawConfig, RawRunner};
 use super::schema::{Walk, suggest};
-use super::settings::{
-    ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings, ShutdownDrain,
-};
+use super::settings::{ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings};
 use super::timezone::LocalZone;
 use super::{docker, machine};
 
@@ -112,7 +110,11 @@ pub fn build(
     let mut core = CoreConfig::new(global.concurrent);
     core.check_interval = global.check_interval;
     core.shutdown_timeout = global.shutdown_timeout;
-    core.drain_machines_on_shutdown = global.shutdown_drain.enabled;
+    core.drain_machines_on_shutdown = raw
+        .machine
+        .as_ref()
+        .and_then(|m| m.shutdown_drain.as_ref())
+        .is_some_and(|d| d.enabled);
     core.runners = core_runners;
     if let Err(e) = core.validate() {
         // Everything `validate` checks was checked above with a location; this is a backstop.
@@ -218,17 +220,6 @@ fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
             None
         }
     });
-    let drain = raw.machine.as_ref().and_then(|m| m.shutdown_drain.as_ref());
-    let defaults = ShutdownDrain::default();
-    let shutdown_drain = match drain {
-        None => defaults,
-        Some(d) => ShutdownDrain {
-            enabled: d.enabled,
-            concurrency: d.concurrency.map_or(defaults.concurrency, |c| c.0.max(1)),
-            max_retries: d.max_retries.map_or(defaults.max_retries, |c| c.0),
-            retry_backoff: d.retry_backoff.map_or(defaults.retry_backoff, |b| b.0),
-        },
-    };
     GlobalSettings {
         concurrent,
         check_interval: secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL),
@@ -236,7 +227,6 @@ fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
         listen_address,
         log_level,
         log_format,
-        shutdown_drain,
     }
 }
 
@@ -454,8 +444,6 @@ fn runner(
         environment,
         builds_dir: raw.builds_dir.filter(|d| !d.is_empty()),
         hooks: Hooks {
-            pre_get_sources_script: raw.pre_get_sources_script,
-            post_get_sources_script: raw.post_get_sources_script,
             pre_build_script: raw.pre_build_script,
             post_build_script: raw.post_build_script,
         },

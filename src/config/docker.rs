@@ -96,10 +96,8 @@ pub fn settings(raw: RawDocker, index: usize, ctx: &mut Ctx<'_>) -> DockerSettin
         privileged: raw.privileged,
         volumes: raw.volumes,
         host: non_empty(raw.host),
-        tls_verify: raw.tls_verify,
         tls_cert_path: non_empty(raw.tls_cert_path),
         shm_size: raw.shm_size.map(|c| c.0).filter(|&n| n > 0),
-        network_mode: non_empty(raw.network_mode),
         helper_image: non_empty(raw.helper_image),
         extra_hosts: raw.extra_hosts,
         dns: raw.dns,
@@ -110,7 +108,6 @@ pub fn settings(raw: RawDocker, index: usize, ctx: &mut Ctx<'_>) -> DockerSettin
         cap_drop: raw.cap_drop,
         devices: raw.devices,
         user: non_empty(raw.user),
-        disable_cache: raw.disable_cache,
         services,
     }
 }

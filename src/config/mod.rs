@@ -18,19 +18,21 @@
 //! | section | read and acted on |
 //! |---|---|
 //! | top level | `concurrent` (required, ≥ 1), `check_interval`, `shutdown_timeout`, `log_level`, `log_format`, `listen_address` |
-//! | `[machine.shutdown_drain]` | `enabled`, `concurrency`, `max_retries`, `retry_backoff` |
-//! | `[[runners]]` | `name`, `url`, `id`, `token`, `token_obtained_at`, `token_expires_at`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_get_sources_script`, `post_get_sources_script`, `pre_build_script`, `post_build_script` |
-//! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider` and `DockerHost` |
+//! | `[machine.shutdown_drain]` | `enabled` |
+//! | `[[runners]]` | `name`, `url`, `id`, `token`, `token_obtained_at`, `token_expires_at`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_build_script`, `post_build_script` |
+//! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider`, `DockerHost` and `DockerMachinePath` |
 //! | `[[runners.machine.autoscaling]]` | `Periods`, `Timezone`, `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` |
-//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_verify`, `tls_cert_path`, `shm_size`, `network_mode`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user`, `disable_cache` |
+//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_cert_path`, `shm_size`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user` |
 //! | `[[runners.docker.services]]` | `name`, `alias`, `command`, `entrypoint`, `environment` |
 //!
 //! Accepted and ignored, named in one warning: at the top level `session_server`, `labels`,
-//! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[[runners]]` `tls-cert-file`,
-//! `tls-key-file`, `labels`, `shell`, `cache_dir`, `clone_url`, `cache`,
-//! `custom_build_dir`, `feature_flags`, `referees`, `artifact`, `monitoring`, timeouts and other
-//! executors' sections (`kubernetes`, `autoscaler`, `custom`, `ssh`, ...); the rest of GitLab
-//! Runner's `[runners.docker]` keys. Everything under an ignored key is ignored with it.
+//! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[machine.shutdown_drain]`
+//! `concurrency`, `max_retries`, `retry_backoff`; in `[[runners]]` `pre_get_sources_script`,
+//! `post_get_sources_script`, `tls-cert-file`, `tls-key-file`, `labels`, `shell`, `cache_dir`,
+//! `clone_url`, `cache`, `custom_build_dir`, `feature_flags`, `referees`, `artifact`,
+//! `monitoring`, timeouts and other executors' sections (`kubernetes`, `autoscaler`, `custom`,
+//! `ssh`, ...); the rest of GitLab Runner's `[runners.docker]` keys (`tls_verify`,
+//! `network_mode`, `disable_cache`, ...). Everything under an ignored key is ignored with it.
 //! Deprecated, with a warning: `OffPeak*` (removed in GitLab Runner 14.0), `pre_clone_script`,
 //! `post_clone_script`.
 //!
@@ -67,7 +69,7 @@ pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, Warning
 #[allow(unused_imports)]
 pub use settings::{
     DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, MachineSettings,
-    Provider, PullPolicy, RunnerSettings, ServiceSettings, ShutdownDrain,
+    Provider, PullPolicy, RunnerSettings, ServiceSettings,
 };
 pub use timezone::LocalZone;
 

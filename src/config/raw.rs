@@ -36,9 +36,6 @@ pub struct RawGlobalMachine {
 pub struct RawShutdownDrain {
     #[serde(default)]
     pub enabled: bool,
-    pub concurrency: Option<Count>,
-    pub max_retries: Option<Count>,
-    pub retry_backoff: Option<GoDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,8 +56,6 @@ pub struct RawRunner {
     #[serde(default)]
     pub environment: Vec<Spanned<String>>,
     pub builds_dir: Option<String>,
-    pub pre_get_sources_script: Option<String>,
-    pub post_get_sources_script: Option<String>,
     pub pre_build_script: Option<String>,
     pub post_build_script: Option<String>,
     pub docker: Option<RawDocker>,
@@ -122,11 +117,8 @@ pub struct RawDocker {
     #[serde(default)]
     pub volumes: Vec<String>,
     pub host: Option<String>,
-    #[serde(default)]
-    pub tls_verify: bool,
     pub tls_cert_path: Option<String>,
     pub shm_size: Option<Count64>,
-    pub network_mode: Option<String>,
     pub helper_image: Option<String>,
     #[serde(default)]
     pub extra_hosts: Vec<String>,
@@ -143,8 +135,6 @@ pub struct RawDocker {
     #[serde(default)]
     pub devices: Vec<String>,
     pub user: Option<String>,
-    #[serde(default)]
-    pub disable_cache: bool,
     #[serde(default)]
     pub services: Vec<RawService>,
 }
@@ -253,35 +243,6 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     items.push(item);
                 }
                 Ok(OneOrMany::Many(items))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A Go `time.Duration` as GitLab Runner's TOML library reads it: a string such as `"5s"` or
-/// `"1m30s"`, or an integer number of nanoseconds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct GoDuration(pub std::time::Duration);
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GoDuration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"5s\" or \"1m30s\", or whole nanoseconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                match u64::try_from(v) {
-                    Ok(n) => Ok(GoDuration(std::time::Duration::from_nanos(n))),
-                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
-                }
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                humantime::parse_duration(v)
-                    .map(GoDuration)
-                    .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
             }
         }
         d.deserialize_any(V)

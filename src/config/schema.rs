@@ -138,12 +138,10 @@ pub static SHUTDOWN_DRAIN: Section = Section {
     header: "[machine.shutdown_drain]",
     keys: &[
         read("enabled", BOOL),
-        read("concurrency", COUNT),
-        read("max_retries", COUNT),
-        read(
-            "retry_backoff",
-            "a duration such as \"5s\", or whole nanoseconds",
-        ),
+        // Removals during the drain follow drover's usual retries and backoff.
+        ignored("concurrency"),
+        ignored("max_retries"),
+        ignored("retry_backoff"),
     ],
 };
 
@@ -176,12 +174,12 @@ pub static RUNNER: Section = Section {
         ),
         read("environment", "a list of \"KEY=value\" strings"),
         read("builds_dir", STRING),
-        read("pre_get_sources_script", STRING),
-        read("post_get_sources_script", STRING),
         read("pre_build_script", STRING),
         read("post_build_script", STRING),
         section("docker", &DOCKER),
         section("machine", &MACHINE),
+        ignored("pre_get_sources_script"),
+        ignored("post_get_sources_script"),
         ignored("tls-cert-file"),
         ignored("tls-key-file"),
         ignored("labels"),
@@ -219,11 +217,11 @@ pub static RUNNER: Section = Section {
         ignored("autoscaler"),
         deprecated(
             "pre_clone_script",
-            "GitLab Runner renamed it `pre_get_sources_script`",
+            "GitLab Runner renamed it `pre_get_sources_script`, which drover does not run either",
         ),
         deprecated(
             "post_clone_script",
-            "GitLab Runner renamed it `post_get_sources_script`",
+            "GitLab Runner renamed it `post_get_sources_script`, which drover does not run either",
         ),
     ],
 };
@@ -316,10 +314,8 @@ pub static DOCKER: Section = Section {
             "host",
             "a Docker engine address, e.g. \"tcp://10.0.0.2:2376\"",
         ),
-        read("tls_verify", BOOL),
         read("tls_cert_path", STRING),
         read("shm_size", "a whole number of bytes, 0 or more"),
-        read("network_mode", STRING),
         read("helper_image", STRING),
         read("extra_hosts", STRINGS),
         read("dns", STRINGS),
@@ -330,8 +326,10 @@ pub static DOCKER: Section = Section {
         read("cap_drop", STRINGS),
         read("devices", STRINGS),
         read("user", STRING),
-        read("disable_cache", BOOL),
         section("services", &SERVICE),
+        ignored("tls_verify"),
+        ignored("network_mode"),
+        ignored("disable_cache"),
         ignored("hostname"),
         ignored("runtime"),
         ignored("memory_swap"),

@@ -9,9 +9,9 @@ use drover_gitlab::Secret;
 
 use super::diagnostic::ConfigError;
 
-/// Global settings (the top level of `config.toml`). The scheduling values (`concurrent`,
-/// `check_interval`, `shutdown_timeout`, shutdown drain) are in the core config too; they are
-/// repeated here for the daemon's convenience.
+/// Global settings (the top level of `config.toml`) beyond the scheduling values (`concurrent`,
+/// `check_interval`, `shutdown_timeout`, `[machine.shutdown_drain] enabled`), which are in the
+/// core config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GlobalSettings {
     /// Job slots across all runners (`concurrent`, at least 1).
@@ -26,8 +26,6 @@ pub struct GlobalSettings {
     pub log_level: Option<LogLevel>,
     /// `log_format`; `None` when the file does not say.
     pub log_format: Option<LogFormat>,
-    /// `[machine.shutdown_drain]`.
-    pub shutdown_drain: ShutdownDrain,
 }
 
 /// `log_level`, with GitLab Runner's names mapped onto tracing's levels.
@@ -83,30 +81,6 @@ impl LogFormat {
     }
 }
 
-/// `[machine.shutdown_drain]`: remove every machine after a graceful shutdown.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShutdownDrain {
-    /// `enabled` (default false); also `drover_core::Config::drain_machines_on_shutdown`.
-    pub enabled: bool,
-    /// Machines removed at once (`concurrency`, default 3).
-    pub concurrency: u32,
-    /// Retries per machine (`max_retries`, default 3).
-    pub max_retries: u32,
-    /// Backoff base, multiplied by the attempt (`retry_backoff`, default 5 s).
-    pub retry_backoff: Duration,
-}
-
-impl Default for ShutdownDrain {
-    fn default() -> ShutdownDrain {
-        ShutdownDrain {
-            enabled: false,
-            concurrency: 3,
-            max_retries: 3,
-            retry_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
 /// One `[[runners]]` entry, as far as the daemon is concerned. `{:?}` masks the token and the
 /// values of `environment` (they often hold credentials).
 #[derive(Clone, PartialEq)]
@@ -132,7 +106,7 @@ pub struct RunnerSettings {
     pub environment: Vec<(String, String)>,
     /// Where builds are checked out inside the job container (`builds_dir`).
     pub builds_dir: Option<String>,
-    /// Shell snippets run around the job (`pre_get_sources_script`, ...).
+    /// Shell snippets run around the job's script (`pre_build_script`, `post_build_script`).
     pub hooks: Hooks,
     /// Job requests in flight at once (`request_concurrency`, at least 1).
     pub request_concurrency: u32,
@@ -209,11 +183,9 @@ impl ExecutorKind {
     }
 }
 
-/// Shell snippets GitLab Runner runs around each job.
+/// Shell snippets GitLab Runner runs around each job's script.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hooks {
-    pub pre_get_sources_script: Option<String>,
-    pub post_get_sources_script: Option<String>,
     pub pre_build_script: Option<String>,
     pub post_build_script: Option<String>,
 }
@@ -233,11 +205,9 @@ pub struct DockerSettings {
     pub volumes: Vec<String>,
     /// The Docker engine for `docker` runners (`host`); `None` = local engine or `DOCKER_HOST`.
     pub host: Option<String>,
-    pub tls_verify: bool,
     pub tls_cert_path: Option<String>,
     /// `/dev/shm` size in bytes (`shm_size`); `None` = the engine's default.
     pub shm_size: Option<u64>,
-    pub network_mode: Option<String>,
     pub helper_image: Option<String>,
     pub extra_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -250,7 +220,6 @@ pub struct DockerSettings {
     pub cap_drop: Vec<String>,
     pub devices: Vec<String>,
     pub user: Option<String>,
-    pub disable_cache: bool,
     /// Services started with every job (`[[runners.docker.services]]`).
     pub services: Vec<ServiceSettings>,
 }

@@ -147,13 +147,16 @@ fn one_warning_names_every_ignored_key_with_its_line() {
         [
             ("session_server", 10),
             ("runners[0].custom_build_dir", 25),
+            ("runners[0].docker.tls_verify", 27),
+            ("runners[0].docker.disable_cache", 30),
             ("runners[0].cache", 34)
         ]
     );
     assert_eq!(
         l.warnings[0].to_string(),
-        "3 keys GitLab Runner knows have no effect in drover and are ignored: session_server \
-         (line 10), runners[0].custom_build_dir (line 25), runners[0].cache (line 34)"
+        "5 keys GitLab Runner knows have no effect in drover and are ignored: session_server \
+         (line 10), runners[0].custom_build_dir (line 25), runners[0].docker.tls_verify (line 27), \
+         runners[0].docker.disable_cache (line 30), runners[0].cache (line 34)"
     );
 }
 
@@ -238,15 +241,6 @@ fn every_key_fixture_covers_the_schema_and_loads() {
         (g.log_level, g.log_format),
         (Some(LogLevel::Debug), Some(LogFormat::Json))
     );
-    assert_eq!(
-        g.shutdown_drain,
-        ShutdownDrain {
-            enabled: true,
-            concurrency: 2,
-            max_retries: 4,
-            retry_backoff: Duration::from_secs(10)
-        }
-    );
     assert!(l.core.drain_machines_on_shutdown);
     let s = &l.runners[0];
     assert_eq!(s.tls_ca_file.as_deref(), Some("/etc/drover/ca.pem"));
@@ -274,7 +268,7 @@ fn every_key_fixture_covers_the_schema_and_loads() {
         (d.memory, d.cpus, d.shm_size),
         (Some(2 << 30), Some(1.5), Some(256 << 20))
     );
-    assert!(d.privileged && d.tls_verify && d.disable_cache);
+    assert!(d.privileged);
     assert_eq!(d.services[0].aliases, ["db", "postgres"]);
     assert_eq!(
         d.services[0].environment,
@@ -329,7 +323,6 @@ shutdown_timeout = 0
     assert_eq!(l.core.runners[0].limit, 0, "0 = unlimited");
     assert_eq!(l.runners[0].output_limit_kb, 4096);
     assert_eq!(pool(&l, 0).max_removal_attempts, 30);
-    assert_eq!(l.global.shutdown_drain, ShutdownDrain::default());
     assert!(!l.core.drain_machines_on_shutdown);
     assert_eq!(l.global.log_level, None);
 }
@@ -542,6 +535,45 @@ concurrent = 1
 }
 
 #[test]
+fn keys_drover_does_not_act_on_are_named_in_the_warning() {
+    let l = load_str(
+        r#"
+concurrent = 1
+[machine.shutdown_drain]
+  enabled = true
+  concurrency = 2
+  max_retries = 4
+  retry_backoff = "10s"
+[[runners]]
+  name = "a"
+  executor = "docker"
+  pre_get_sources_script = "echo pre"
+  post_get_sources_script = "echo post"
+  [runners.docker]
+    tls_verify = true
+    network_mode = "bridge"
+    disable_cache = true
+"#,
+    );
+    assert_eq!(kinds(&l), [WarningKind::IgnoredKeys]);
+    let keys: Vec<&str> = l.warnings[0].keys.iter().map(|k| k.path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "machine.shutdown_drain.concurrency",
+            "machine.shutdown_drain.max_retries",
+            "machine.shutdown_drain.retry_backoff",
+            "runners[0].pre_get_sources_script",
+            "runners[0].post_get_sources_script",
+            "runners[0].docker.tls_verify",
+            "runners[0].docker.network_mode",
+            "runners[0].docker.disable_cache",
+        ]
+    );
+    assert!(l.core.drain_machines_on_shutdown, "`enabled` is still read");
+}
+
+#[test]
 fn keys_under_ignored_sections_are_not_checked() {
     let l = load_str(
         r#"
@@ -611,10 +643,10 @@ fn wrong_types_point_at_the_value() {
             .starts_with("`concurrent` takes a whole number, at least 1")
     );
 
-    let e = errors("concurrent = 1\n[machine.shutdown_drain]\nretry_backoff = \"soon\"\n");
+    let e = errors("concurrent = 1\n[machine.shutdown_drain]\nenabled = \"yes\"\n");
     assert_eq!(
         e[0].message,
-        "wrong value for `machine.shutdown_drain.retry_backoff`"
+        "wrong value for `machine.shutdown_drain.enabled`"
     );
 
     let e = errors(
