@@ -83,7 +83,7 @@ pub fn build(
     ctx: &mut Ctx<'_>,
 ) -> Option<(CoreConfig, GlobalSettings, Vec<RunnerSettings>)> {
     key_warnings(walk, ctx);
-    let global = global(&raw, ctx);
+    let (mut core, global) = global(&raw, ctx);
     let names = runner_names(&raw.runners, ctx);
 
     let mut core_runners = Vec::new();
@@ -107,14 +107,6 @@ pub fn build(
         return None;
     }
 
-    let mut core = CoreConfig::new(global.concurrent);
-    core.check_interval = global.check_interval;
-    core.shutdown_timeout = global.shutdown_timeout;
-    core.drain_machines_on_shutdown = raw
-        .machine
-        .as_ref()
-        .and_then(|m| m.shutdown_drain.as_ref())
-        .is_some_and(|d| d.enabled);
     core.runners = core_runners;
     if let Err(e) = core.validate() {
         // Everything `validate` checks was checked above with a location; this is a backstop.
@@ -161,7 +153,8 @@ fn key_warnings(walk: &Walk, ctx: &mut Ctx<'_>) {
     }
 }
 
-fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
+/// The top level: the core's global values (its runners still to add) and the daemon's.
+fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> (CoreConfig, GlobalSettings) {
     let concurrent = match &raw.concurrent {
         None => {
             ctx.error(
@@ -220,14 +213,20 @@ fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
             None
         }
     });
-    GlobalSettings {
-        concurrent,
-        check_interval: secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL),
-        shutdown_timeout: secs_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+    let mut core = CoreConfig::new(concurrent);
+    core.check_interval = secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL);
+    core.shutdown_timeout = secs_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    core.drain_machines_on_shutdown = raw
+        .machine
+        .as_ref()
+        .and_then(|m| m.shutdown_drain.as_ref())
+        .is_some_and(|d| d.enabled);
+    let global = GlobalSettings {
         listen_address,
         log_level,
         log_format,
-    }
+    };
+    (core, global)
 }
 
 /// Each runner's unique name: its own, or one derived from its token or position.
@@ -431,9 +430,6 @@ fn runner(
         name,
         url,
         token,
-        id: raw.id.map(|c| c.0).filter(|&id| id != 0),
-        token_obtained_at: raw.token_obtained_at.as_ref().and_then(datetime),
-        token_expires_at: raw.token_expires_at.as_ref().and_then(datetime),
         tls_ca_file: raw.tls_ca_file.filter(|f| !f.is_empty()),
         executor,
         output_limit_kb: raw
@@ -447,18 +443,10 @@ fn runner(
             pre_build_script: raw.pre_build_script,
             post_build_script: raw.post_build_script,
         },
-        request_concurrency,
         docker,
         machine,
     };
     Some((core, settings))
-}
-
-/// GitLab writes `0001-01-01T00:00:00Z` for "never"; that and anything without an offset is `None`.
-fn datetime(d: &toml::value::Datetime) -> Option<chrono::DateTime<chrono::Utc>> {
-    let t = chrono::DateTime::parse_from_rfc3339(&d.to_string()).ok()?;
-    use chrono::Datelike;
-    (t.year() > 1).then(|| t.with_timezone(&chrono::Utc))
 }
 
 /// `KEY=value` entries (`environment`), each checked for its `=`.

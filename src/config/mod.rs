@@ -19,7 +19,7 @@
 //! |---|---|
 //! | top level | `concurrent` (required, ≥ 1), `check_interval`, `shutdown_timeout`, `log_level`, `log_format`, `listen_address` |
 //! | `[machine.shutdown_drain]` | `enabled` |
-//! | `[[runners]]` | `name`, `url`, `id`, `token`, `token_obtained_at`, `token_expires_at`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_build_script`, `post_build_script` |
+//! | `[[runners]]` | `name`, `url`, `token`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_build_script`, `post_build_script` |
 //! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider`, `DockerHost` and `DockerMachinePath` |
 //! | `[[runners.machine.autoscaling]]` | `Periods`, `Timezone`, `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` |
 //! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_cert_path`, `shm_size`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user` |
@@ -33,6 +33,8 @@
 //! `monitoring`, timeouts and other executors' sections (`kubernetes`, `autoscaler`, `custom`,
 //! `ssh`, ...); the rest of GitLab Runner's `[runners.docker]` keys (`tls_verify`,
 //! `network_mode`, `disable_cache`, ...). Everything under an ignored key is ignored with it.
+//! `id`, `token_obtained_at` and `token_expires_at`, which `drover register` writes as GitLab
+//! Runner does, are checked for their type and otherwise unused.
 //! Deprecated, with a warning: `OffPeak*` (removed in GitLab Runner 14.0), `pre_clone_script`,
 //! `post_clone_script`.
 //!
@@ -63,13 +65,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::de::DeTable;
 
-// The API the rest of the binary uses; not every item has a caller yet.
-#[allow(unused_imports)]
-pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, WarningKind};
-#[allow(unused_imports)]
+pub use diagnostic::{ConfigError, Diagnostic, Warning};
 pub use settings::{
-    DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, MachineSettings,
-    Provider, PullPolicy, RunnerSettings, ServiceSettings,
+    ExecutorKind, GlobalSettings, LogFormat, LogLevel, Provider, PullPolicy, RunnerSettings,
 };
 pub use timezone::LocalZone;
 
@@ -90,7 +88,6 @@ pub struct Loaded {
     pub text: String,
 }
 
-#[allow(dead_code)] // called by `drover run`
 impl Loaded {
     /// Every runner's URL and token are there, or an error naming the first runner without them
     /// and telling the operator to run `drover register`. `drover run` calls this; `check-config`

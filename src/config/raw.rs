@@ -43,10 +43,14 @@ pub struct RawShutdownDrain {
 pub struct RawRunner {
     pub name: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
-    pub id: Option<Count64>,
     pub token: Option<String>,
-    pub token_obtained_at: Option<Datetime>,
-    pub token_expires_at: Option<Datetime>,
+    /// Written by `drover register` as GitLab Runner does; checked for their type, not used.
+    #[serde(rename = "id")]
+    pub _id: Option<Count64>,
+    #[serde(rename = "token_obtained_at")]
+    pub _token_obtained_at: Option<Datetime>,
+    #[serde(rename = "token_expires_at")]
+    pub _token_expires_at: Option<Datetime>,
     #[serde(rename = "tls-ca-file")]
     pub tls_ca_file: Option<String>,
     pub executor: Option<Spanned<String>>,

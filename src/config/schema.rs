@@ -154,6 +154,7 @@ pub static RUNNER: Section = Section {
             "url",
             "a string, the GitLab URL, e.g. \"https://gitlab.example.com/\"",
         ),
+        // `id` and the token dates: written by `drover register`, checked for their type only.
         read("id", COUNT),
         read("token", STRING),
         read(

@@ -2,24 +2,16 @@
 //! [`drover_core::Config`] — how to reach GitLab, how to run jobs in Docker, where machines live.
 
 use std::fmt;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use drover_gitlab::Secret;
 
 use super::diagnostic::ConfigError;
 
 /// Global settings (the top level of `config.toml`) beyond the scheduling values (`concurrent`,
 /// `check_interval`, `shutdown_timeout`, `[machine.shutdown_drain] enabled`), which are in the
-/// core config.
+/// core's [`drover_core::Config`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GlobalSettings {
-    /// Job slots across all runners (`concurrent`, at least 1).
-    pub concurrent: u32,
-    /// `check_interval`; 0 or missing means 3 s.
-    pub check_interval: Duration,
-    /// `shutdown_timeout`; 0 or missing means 30 s.
-    pub shutdown_timeout: Duration,
     /// Prometheus metrics address (`listen_address`, `host:port`); `None` serves no metrics.
     pub listen_address: Option<String>,
     /// `log_level`; `None` when the file does not say.
@@ -91,12 +83,6 @@ pub struct RunnerSettings {
     pub url: Option<String>,
     /// The runner authentication token (`token`); `None` until registered.
     pub token: Option<Secret>,
-    /// GitLab's runner id (`id`).
-    pub id: Option<u64>,
-    /// When the token was obtained (`token_obtained_at`).
-    pub token_obtained_at: Option<DateTime<Utc>>,
-    /// When the token expires (`token_expires_at`); `None` when it never does.
-    pub token_expires_at: Option<DateTime<Utc>>,
     /// A PEM file of CA certificates to trust for GitLab (`tls-ca-file`).
     pub tls_ca_file: Option<String>,
     pub executor: ExecutorKind,
@@ -108,8 +94,6 @@ pub struct RunnerSettings {
     pub builds_dir: Option<String>,
     /// Shell snippets run around the job's script (`pre_build_script`, `post_build_script`).
     pub hooks: Hooks,
-    /// Job requests in flight at once (`request_concurrency`, at least 1).
-    pub request_concurrency: u32,
     pub docker: DockerSettings,
     /// `[runners.machine]`, for `docker+machine` runners.
     pub machine: Option<MachineSettings>,
@@ -126,16 +110,12 @@ impl fmt::Debug for RunnerSettings {
             .field("name", &self.name)
             .field("url", &self.url)
             .field("token", &self.token)
-            .field("id", &self.id)
-            .field("token_obtained_at", &self.token_obtained_at)
-            .field("token_expires_at", &self.token_expires_at)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("executor", &self.executor)
             .field("output_limit_kb", &self.output_limit_kb)
             .field("environment", &environment)
             .field("builds_dir", &self.builds_dir)
             .field("hooks", &self.hooks)
-            .field("request_concurrency", &self.request_concurrency)
             .field("docker", &self.docker)
             .field("machine", &self.machine)
             .finish()
@@ -347,16 +327,12 @@ mod tests {
             name: "seed".into(),
             url: url.map(String::from),
             token: token.map(Secret::new),
-            id: None,
-            token_obtained_at: None,
-            token_expires_at: None,
             tls_ca_file: None,
             executor: ExecutorKind::Docker,
             output_limit_kb: 4096,
             environment: Vec::new(),
             builds_dir: None,
             hooks: Hooks::default(),
-            request_concurrency: 1,
             docker: DockerSettings::default(),
             machine: None,
         }
