@@ -18,6 +18,18 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
+    const ALL: [PullPolicy; 3] = [
+        PullPolicy::Always,
+        PullPolicy::IfNotPresent,
+        PullPolicy::Never,
+    ];
+
+    /// The policy GitLab Runner names `s` (`always`, `if-not-present`, `never`), as written in
+    /// `config.toml` and in a job's `pull_policy`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<PullPolicy> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
     /// GitLab Runner's name for it (`always`, `if-not-present`, `never`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -343,6 +355,23 @@ mod tests {
     fn parsed(r: &str) -> (String, String, Option<String>, Option<String>) {
         let i = ImageRef::parse(r);
         (i.domain, i.path, i.tag, i.digest)
+    }
+
+    #[test]
+    fn pull_policies_parse_from_gitlab_names() {
+        for p in PullPolicy::ALL {
+            assert_eq!(PullPolicy::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(
+            PullPolicy::parse("if-not-present"),
+            Some(PullPolicy::IfNotPresent)
+        );
+        assert_eq!(
+            PullPolicy::parse("Always"),
+            None,
+            "GitLab's names are lowercase"
+        );
+        assert_eq!(PullPolicy::parse("if_not_present"), None);
     }
 
     #[test]

@@ -72,20 +72,20 @@ pub fn report(loaded: &Loaded, at: DateTime<Utc>, days: u32) -> String {
         loaded.origin.display(),
         if n == 1 { "" } else { "s" }
     );
-    let g = &loaded.global;
+    let (core, g) = (&loaded.core, &loaded.global);
     let _ = writeln!(
         out,
         "concurrent {}, check_interval {}, shutdown_timeout {}, metrics {}, log {} {}, machines {} on shutdown",
-        g.concurrent,
-        human(g.check_interval),
-        human(g.shutdown_timeout),
+        core.concurrent,
+        human(core.check_interval),
+        human(core.shutdown_timeout),
         g.listen_address.as_deref().unwrap_or("off"),
         g.log_level.map_or("info", |l| l.as_str()),
         match g.log_format {
             Some(config::LogFormat::Json) => "json",
             _ => "text",
         },
-        if g.shutdown_drain.enabled {
+        if core.drain_machines_on_shutdown {
             "removed"
         } else {
             "kept"
@@ -126,9 +126,8 @@ fn runner(
         s.executor.as_str()
     );
     match s.require_registered() {
-        Ok((url, _)) => {
-            let token = s.token.as_ref().map(|t| t.masked()).unwrap_or_default();
-            let _ = writeln!(out, "  registered with {url} (token {token})");
+        Ok((url, token)) => {
+            let _ = writeln!(out, "  registered with {url} (token {})", token.masked());
         }
         Err(_) => {
             let _ = writeln!(
@@ -138,11 +137,7 @@ fn runner(
             );
         }
     }
-    let limit = if core.limit == 0 {
-        "unlimited".to_string()
-    } else {
-        core.limit.to_string()
-    };
+    let limit = unlimited(core.limit);
     let image = s
         .docker
         .image

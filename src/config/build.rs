@@ -7,14 +7,13 @@ use std::ops::Range;
 use std::time::Duration;
 
 use drover_core::{Config as CoreConfig, Executor, RunnerConfig};
+use drover_gitlab::Secret;
 use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, KeyRef, Location, Warning, WarningKind};
 use super::raw::{RawConfig, RawRunner};
 use super::schema::{Walk, suggest};
-use super::settings::{
-    ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings, Secret, ShutdownDrain,
-};
+use super::settings::{ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings};
 use super::timezone::LocalZone;
 use super::{docker, machine};
 
@@ -48,7 +47,8 @@ impl<'a> Ctx<'a> {
         self.errors.push(diagnostic);
     }
 
-    /// A diagnostic pointing at `span`, to pass to [`Ctx::error`] or [`Ctx::warn_at`].
+    /// A diagnostic pointing at `span`, to pass to [`Ctx::error`] or [`Ctx::warn_at`]. A table's
+    /// span covers all its lines; the diagnostic shows only the first, its header.
     pub fn diag(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(message).at(self.text, span)
     }
@@ -80,18 +80,16 @@ impl<'a> Ctx<'a> {
 pub fn build(
     raw: RawConfig,
     walk: &Walk,
-    caches: Vec<Option<super::settings::CacheSettings>>,
     ctx: &mut Ctx<'_>,
 ) -> Option<(CoreConfig, GlobalSettings, Vec<RunnerSettings>)> {
     key_warnings(walk, ctx);
-    let global = global(&raw, ctx);
+    let (mut core, global) = global(&raw, ctx);
     let names = runner_names(&raw.runners, ctx);
 
     let mut core_runners = Vec::new();
     let mut runners = Vec::new();
     for (i, (raw_runner, name)) in raw.runners.into_iter().zip(names).enumerate() {
-        if let Some((core, mut settings)) = runner(raw_runner, i, name, ctx) {
-            settings.cache = caches.get(i).cloned().flatten();
+        if let Some((core, settings)) = runner(raw_runner, i, name, ctx) {
             core_runners.push(core);
             runners.push(settings);
         }
@@ -109,10 +107,6 @@ pub fn build(
         return None;
     }
 
-    let mut core = CoreConfig::new(global.concurrent);
-    core.check_interval = global.check_interval;
-    core.shutdown_timeout = global.shutdown_timeout;
-    core.drain_machines_on_shutdown = global.shutdown_drain.enabled;
     core.runners = core_runners;
     if let Err(e) = core.validate() {
         // Everything `validate` checks was checked above with a location; this is a backstop.
@@ -159,7 +153,8 @@ fn key_warnings(walk: &Walk, ctx: &mut Ctx<'_>) {
     }
 }
 
-fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
+/// The top level: the core's global values (its runners still to add) and the daemon's.
+fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> (CoreConfig, GlobalSettings) {
     let concurrent = match &raw.concurrent {
         None => {
             ctx.error(
@@ -218,26 +213,20 @@ fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> GlobalSettings {
             None
         }
     });
-    let drain = raw.machine.as_ref().and_then(|m| m.shutdown_drain.as_ref());
-    let defaults = ShutdownDrain::default();
-    let shutdown_drain = match drain {
-        None => defaults,
-        Some(d) => ShutdownDrain {
-            enabled: d.enabled,
-            concurrency: d.concurrency.map_or(defaults.concurrency, |c| c.0.max(1)),
-            max_retries: d.max_retries.map_or(defaults.max_retries, |c| c.0),
-            retry_backoff: d.retry_backoff.map_or(defaults.retry_backoff, |b| b.0),
-        },
-    };
-    GlobalSettings {
-        concurrent,
-        check_interval: secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL),
-        shutdown_timeout: secs_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT),
+    let mut core = CoreConfig::new(concurrent);
+    core.check_interval = secs_or(raw.check_interval, DEFAULT_CHECK_INTERVAL);
+    core.shutdown_timeout = secs_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+    core.drain_machines_on_shutdown = raw
+        .machine
+        .as_ref()
+        .and_then(|m| m.shutdown_drain.as_ref())
+        .is_some_and(|d| d.enabled);
+    let global = GlobalSettings {
         listen_address,
         log_level,
         log_format,
-        shutdown_drain,
-    }
+    };
+    (core, global)
 }
 
 /// Each runner's unique name: its own, or one derived from its token or position.
@@ -292,18 +281,15 @@ fn runner_names(runners: &[Spanned<RawRunner>], ctx: &mut Ctx<'_>) -> Vec<String
         .hint(
             "add `name = \"...\"` to it: logs, metrics and config reloads identify runners by name",
         );
-        let span = first_line(ctx.text, r.span());
-        ctx.warn_at(WarningKind::UnnamedRunner, format!("runners[{i}]"), span, d);
+        ctx.warn_at(
+            WarningKind::UnnamedRunner,
+            format!("runners[{i}]"),
+            r.span(),
+            d,
+        );
         names.push(name);
     }
     names
-}
-
-/// The first line of a span: a table's span covers all its lines, its header is enough.
-pub fn first_line(text: &str, span: Range<usize>) -> Range<usize> {
-    let start = span.start.min(text.len());
-    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    start..end.min(span.end.max(start + 1))
 }
 
 fn runner(
@@ -318,15 +304,12 @@ fn runner(
     let executor = match &raw.executor {
         None => {
             ctx.error(
-                ctx.diag(
-                    first_line(ctx.text, span.clone()),
-                    format!("runner {name:?} has no `executor`"),
-                )
-                .label("this [[runners]] entry")
-                .hint(
-                    "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
+                ctx.diag(span.clone(), format!("runner {name:?} has no `executor`"))
+                    .label("this [[runners]] entry")
+                    .hint(
+                        "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
                          `executor = \"docker\"` (jobs on this host's Docker engine)",
-                ),
+                    ),
             );
             None
         }
@@ -399,11 +382,10 @@ fn runner(
                     "runner {name:?} has executor \"docker\": its [runners.machine] section has no effect"
                 ))
                 .hint("remove the section, or set `executor = \"docker+machine\"` for an autoscaled pool");
-                let span = first_line(ctx.text, m.span());
                 ctx.warn_at(
                     WarningKind::NoEffect,
                     format!("runners[{index}].machine"),
-                    span,
+                    m.span(),
                     d,
                 );
             }
@@ -426,7 +408,6 @@ fn runner(
             ))
             .label("this [[runners]] entry")
             .hint("`limit` caps the machines of every state, idle ones included: raise it or lower IdleCount");
-            let span = first_line(ctx.text, span);
             ctx.warn_at(
                 WarningKind::NoEffect,
                 format!("runners[{index}].limit"),
@@ -449,9 +430,6 @@ fn runner(
         name,
         url,
         token,
-        id: raw.id.map(|c| c.0).filter(|&id| id != 0),
-        token_obtained_at: raw.token_obtained_at.as_ref().and_then(datetime),
-        token_expires_at: raw.token_expires_at.as_ref().and_then(datetime),
         tls_ca_file: raw.tls_ca_file.filter(|f| !f.is_empty()),
         executor,
         output_limit_kb: raw
@@ -462,24 +440,13 @@ fn runner(
         environment,
         builds_dir: raw.builds_dir.filter(|d| !d.is_empty()),
         hooks: Hooks {
-            pre_get_sources_script: raw.pre_get_sources_script,
-            post_get_sources_script: raw.post_get_sources_script,
             pre_build_script: raw.pre_build_script,
             post_build_script: raw.post_build_script,
         },
-        request_concurrency,
         docker,
         machine,
-        cache: None,
     };
     Some((core, settings))
-}
-
-/// GitLab writes `0001-01-01T00:00:00Z` for "never"; that and anything without an offset is `None`.
-fn datetime(d: &toml::value::Datetime) -> Option<chrono::DateTime<chrono::Utc>> {
-    let t = chrono::DateTime::parse_from_rfc3339(&d.to_string()).ok()?;
-    use chrono::Datelike;
-    (t.year() > 1).then(|| t.with_timezone(&chrono::Utc))
 }
 
 /// `KEY=value` entries (`environment`), each checked for its `=`.

@@ -275,8 +275,6 @@ pub enum WarningKind {
     LocalTimezone,
     /// A setting that has no effect with the rest of the runner's settings.
     NoEffect,
-    /// A section drover reads but could only partly understand (e.g. `[runners.cache]`).
-    Unreadable,
 }
 
 /// A key in the file, for warnings that name keys.

@@ -1,11 +1,12 @@
 //! `[runners.docker]`: the keys the Docker executor and the docker provider use.
 
+use drover_docker::PullPolicy;
 use toml::Spanned;
 
 use super::build::{Ctx, key_values};
 use super::raw::{OneOrMany, RawDocker};
 use super::schema::suggest;
-use super::settings::{DockerSettings, PullPolicy, ServiceSettings};
+use super::settings::{DockerSettings, ServiceSettings};
 
 /// The settings of a runner without a `[runners.docker]` section.
 pub fn defaults() -> DockerSettings {
@@ -95,10 +96,8 @@ pub fn settings(raw: RawDocker, index: usize, ctx: &mut Ctx<'_>) -> DockerSettin
         privileged: raw.privileged,
         volumes: raw.volumes,
         host: non_empty(raw.host),
-        tls_verify: raw.tls_verify,
         tls_cert_path: non_empty(raw.tls_cert_path),
         shm_size: raw.shm_size.map(|c| c.0).filter(|&n| n > 0),
-        network_mode: non_empty(raw.network_mode),
         helper_image: non_empty(raw.helper_image),
         extra_hosts: raw.extra_hosts,
         dns: raw.dns,
@@ -109,7 +108,6 @@ pub fn settings(raw: RawDocker, index: usize, ctx: &mut Ctx<'_>) -> DockerSettin
         cap_drop: raw.cap_drop,
         devices: raw.devices,
         user: non_empty(raw.user),
-        disable_cache: raw.disable_cache,
         services,
     }
 }

@@ -6,9 +6,9 @@ use drover_core::MachinePolicy;
 use drover_core::period::{CronExpr, Period, PeriodError, PolicyValues, parse_timezone};
 use toml::Spanned;
 
-use super::build::{Ctx, first_line};
+use super::build::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
-use super::raw::{RawMachine, RawPeriod, StrictFloat};
+use super::raw::{Count, RawMachine, RawPeriod, StrictFloat};
 use super::schema::suggest;
 use super::settings::{MachineSettings, Provider};
 use super::timezone::zone_names;
@@ -52,7 +52,7 @@ pub fn pool(
                 .as_ref()
                 .map_or(section_span.clone(), |p| p.span());
             ctx.error(
-                ctx.diag(first_line(ctx.text, at), format!("runner {runner:?}: the docker-machine provider needs a `MachineDriver`"))
+                ctx.diag(at, format!("runner {runner:?}: the docker-machine provider needs a `MachineDriver`"))
                     .hint("set `MachineDriver` in [runners.machine], e.g. `MachineDriver = \"amazonec2\"`, or `Provider = \"docker\"` for sandboxes on a Docker engine"),
             );
         }
@@ -108,7 +108,7 @@ pub fn pool(
         Some(n) => Some(n.get_ref().clone()),
         None if provider == Some(Provider::DockerMachine) => {
             ctx.error(
-                ctx.diag(first_line(ctx.text, section_span.clone()), format!("runner {runner:?}: `MachineName` is missing"))
+                ctx.diag(section_span.clone(), format!("runner {runner:?}: `MachineName` is missing"))
                     .hint("add `MachineName = \"auto-%s\"` to [runners.machine]: `%s` becomes a unique suffix per machine"),
             );
             None
@@ -116,12 +116,14 @@ pub fn pool(
         None => Some(DEFAULT_MACHINE_NAME.to_string()),
     };
 
-    let base = PolicyValues {
-        idle_count: count(m.IdleCount),
-        idle_count_min: count(m.IdleCountMin),
-        idle_scale_factor: factor(m.IdleScaleFactor.as_ref(), runner, ctx),
-        idle_time_ms: seconds_ms(m.IdleTime),
-    };
+    let base = policy_values(
+        m.IdleCount,
+        m.IdleCountMin,
+        m.IdleScaleFactor.as_ref(),
+        m.IdleTime,
+        runner,
+        ctx,
+    );
     let periods: Vec<Period> = m
         .autoscaling
         .iter()
@@ -219,12 +221,30 @@ fn docker_machine_path(
     None
 }
 
-fn count(c: Option<super::raw::Count>) -> u32 {
+fn count(c: Option<Count>) -> u32 {
     c.map_or(0, |c| c.0)
 }
 
-fn seconds_ms(c: Option<super::raw::Count>) -> u64 {
+fn seconds_ms(c: Option<Count>) -> u64 {
     u64::from(count(c)) * 1000
+}
+
+/// `IdleCount`, `IdleCountMin`, `IdleScaleFactor` and `IdleTime`, of `[runners.machine]` or of a
+/// period.
+fn policy_values(
+    idle_count: Option<Count>,
+    idle_count_min: Option<Count>,
+    idle_scale_factor: Option<&Spanned<StrictFloat>>,
+    idle_time: Option<Count>,
+    runner: &str,
+    ctx: &mut Ctx<'_>,
+) -> PolicyValues {
+    PolicyValues {
+        idle_count: count(idle_count),
+        idle_count_min: count(idle_count_min),
+        idle_scale_factor: factor(idle_scale_factor, runner, ctx),
+        idle_time_ms: seconds_ms(idle_time),
+    }
 }
 
 fn factor(f: Option<&Spanned<StrictFloat>>, runner: &str, ctx: &mut Ctx<'_>) -> f64 {
@@ -249,8 +269,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
     if p.Periods.is_empty() {
         let d = Diagnostic::new(format!("runner {runner:?}: this autoscaling block has no Periods and never applies"))
             .hint("add `Periods = [\"* * 9-17 * * mon-fri *\"]` (sec min hour dom month dow year) or remove the block");
-        let span = first_line(ctx.text, raw.span());
-        ctx.warn_at(WarningKind::EmptyPeriod, path.to_string(), span, d);
+        ctx.warn_at(WarningKind::EmptyPeriod, path.to_string(), raw.span(), d);
     }
     for expr in &p.Periods {
         match CronExpr::parse(expr.get_ref()) {
@@ -318,14 +337,16 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
             }
         }
         Some(tz) => ctx.local_zone(&format!("{path}.Timezone"), tz.span()),
-        None => ctx.local_zone(path, first_line(ctx.text, raw.span())),
+        None => ctx.local_zone(path, raw.span()),
     };
-    let values = PolicyValues {
-        idle_count: count(p.IdleCount),
-        idle_count_min: count(p.IdleCountMin),
-        idle_scale_factor: factor(p.IdleScaleFactor.as_ref(), runner, ctx),
-        idle_time_ms: seconds_ms(p.IdleTime),
-    };
+    let values = policy_values(
+        p.IdleCount,
+        p.IdleCountMin,
+        p.IdleScaleFactor.as_ref(),
+        p.IdleTime,
+        runner,
+        ctx,
+    );
     if ctx.errors.len() > errors_before {
         return None;
     }
@@ -333,10 +354,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
     match Period::new(&exprs, &timezone, values) {
         Ok(period) => Some(period),
         Err(e) => {
-            ctx.error(ctx.diag(
-                first_line(ctx.text, raw.span()),
-                format!("runner {runner:?}: {e}"),
-            ));
+            ctx.error(ctx.diag(raw.span(), format!("runner {runner:?}: {e}")));
             None
         }
     }

@@ -18,19 +18,23 @@
 //! | section | read and acted on |
 //! |---|---|
 //! | top level | `concurrent` (required, ≥ 1), `check_interval`, `shutdown_timeout`, `log_level`, `log_format`, `listen_address` |
-//! | `[machine.shutdown_drain]` | `enabled`, `concurrency`, `max_retries`, `retry_backoff` |
-//! | `[[runners]]` | `name`, `url`, `id`, `token`, `token_obtained_at`, `token_expires_at`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_get_sources_script`, `post_get_sources_script`, `pre_build_script`, `post_build_script` |
-//! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider` and `DockerHost` |
+//! | `[machine.shutdown_drain]` | `enabled` |
+//! | `[[runners]]` | `name`, `url`, `token`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_build_script`, `post_build_script` |
+//! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider`, `DockerHost` and `DockerMachinePath` |
 //! | `[[runners.machine.autoscaling]]` | `Periods`, `Timezone`, `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` |
-//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_verify`, `tls_cert_path`, `shm_size`, `network_mode`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user`, `disable_cache` |
+//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_cert_path`, `shm_size`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user` |
 //! | `[[runners.docker.services]]` | `name`, `alias`, `command`, `entrypoint`, `environment` |
 //!
 //! Accepted and ignored, named in one warning: at the top level `session_server`, `labels`,
-//! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[[runners]]` `tls-cert-file`,
-//! `tls-key-file`, `labels`, `shell`, `cache_dir`, `clone_url`, `cache` (parsed for display only),
-//! `custom_build_dir`, `feature_flags`, `referees`, `artifact`, `monitoring`, timeouts and other
-//! executors' sections (`kubernetes`, `autoscaler`, `custom`, `ssh`, ...); the rest of GitLab
-//! Runner's `[runners.docker]` keys. Everything under an ignored key is ignored with it.
+//! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[machine.shutdown_drain]`
+//! `concurrency`, `max_retries`, `retry_backoff`; in `[[runners]]` `pre_get_sources_script`,
+//! `post_get_sources_script`, `tls-cert-file`, `tls-key-file`, `labels`, `shell`, `cache_dir`,
+//! `clone_url`, `cache`, `custom_build_dir`, `feature_flags`, `referees`, `artifact`,
+//! `monitoring`, timeouts and other executors' sections (`kubernetes`, `autoscaler`, `custom`,
+//! `ssh`, ...); the rest of GitLab Runner's `[runners.docker]` keys (`tls_verify`,
+//! `network_mode`, `disable_cache`, ...). Everything under an ignored key is ignored with it.
+//! `id`, `token_obtained_at` and `token_expires_at`, which `drover register` writes as GitLab
+//! Runner does, are checked for their type and otherwise unused.
 //! Deprecated, with a warning: `OffPeak*` (removed in GitLab Runner 14.0), `pre_clone_script`,
 //! `post_clone_script`.
 //!
@@ -59,15 +63,11 @@ mod timezone;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
-// The API the rest of the binary uses; not every item has a caller yet.
-#[allow(unused_imports)]
-pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, WarningKind};
-#[allow(unused_imports)]
+pub use diagnostic::{ConfigError, Diagnostic, Warning};
 pub use settings::{
-    CacheSettings, DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel,
-    MachineSettings, Provider, PullPolicy, RunnerSettings, Secret, ServiceSettings, ShutdownDrain,
+    ExecutorKind, GlobalSettings, LogFormat, LogLevel, Provider, PullPolicy, RunnerSettings,
 };
 pub use timezone::LocalZone;
 
@@ -88,7 +88,6 @@ pub struct Loaded {
     pub text: String,
 }
 
-#[allow(dead_code)] // called by `drover run`
 impl Loaded {
     /// Every runner's URL and token are there, or an error naming the first runner without them
     /// and telling the operator to run `drover register`. `drover run` calls this; `check-config`
@@ -138,7 +137,6 @@ pub fn parse_with_zone(
         diagnostics,
     };
     let mut doc = DeTable::parse(text).map_err(|e| invalid(vec![syntax_error(text, &e)]))?;
-    let (caches, cache_warnings) = caches(text, doc.get_ref());
     let walk = schema::walk(text, doc.get_mut());
     let mut errors = walk.errors.clone();
     let raw = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
@@ -153,13 +151,13 @@ pub fn parse_with_zone(
         return Err(invalid(errors));
     };
     let mut ctx = build::Ctx::new(text, local);
-    match build::build(raw, &walk, caches, &mut ctx) {
+    match build::build(raw, &walk, &mut ctx) {
         Some((core, global, runners)) => Ok(Loaded {
             origin: origin.to_path_buf(),
             core,
             global,
             runners,
-            warnings: ctx.warnings.into_iter().chain(cache_warnings).collect(),
+            warnings: ctx.warnings,
             text: text.to_string(),
         }),
         None => {
@@ -233,54 +231,6 @@ fn missing_field(message: &str) -> Option<&str> {
 
 fn one_line(message: &str) -> String {
     message.trim().replace('\n', "; ")
-}
-
-/// `[runners.cache]` of each runner, read leniently: drover shows it but does not act on it, so a
-/// section it cannot read is a warning, not an error.
-fn caches(text: &str, root: &DeTable<'_>) -> (Vec<Option<CacheSettings>>, Vec<Warning>) {
-    let mut warnings = Vec::new();
-    let Some(DeValue::Array(runners)) = root.get("runners").map(|r| r.get_ref()) else {
-        return (Vec::new(), warnings);
-    };
-    let caches = runners
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let DeValue::Table(t) = r.get_ref() else {
-                return None;
-            };
-            let cache = t.get("cache")?.clone();
-            let span = cache.span();
-            let raw = match raw::RawCache::deserialize(toml::de::ValueDeserializer::from(cache)) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    let at = e.span().unwrap_or(span);
-                    let diagnostic =
-                        Diagnostic::new("[runners.cache] could not be read; drover ignores it")
-                            .at(text, at.clone())
-                            .label(one_line(e.message()));
-                    let line = Location::of(text, at).line;
-                    let path = format!("runners[{i}].cache");
-                    warnings.push(Warning {
-                        kind: WarningKind::Unreadable,
-                        keys: vec![KeyRef { path, line }],
-                        diagnostic,
-                    });
-                    return None;
-                }
-            };
-            let s3 = raw.s3.unwrap_or_default();
-            Some(CacheSettings {
-                kind: raw.Type,
-                path: raw.Path,
-                shared: raw.Shared,
-                server_address: s3.ServerAddress.or(raw.ServerAddress),
-                bucket_name: s3.BucketName.or(raw.BucketName),
-                bucket_location: s3.BucketLocation,
-            })
-        })
-        .collect();
-    (caches, warnings)
 }
 
 #[cfg(test)]

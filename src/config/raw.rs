@@ -36,9 +36,6 @@ pub struct RawGlobalMachine {
 pub struct RawShutdownDrain {
     #[serde(default)]
     pub enabled: bool,
-    pub concurrency: Option<Count>,
-    pub max_retries: Option<Count>,
-    pub retry_backoff: Option<GoDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,10 +43,14 @@ pub struct RawShutdownDrain {
 pub struct RawRunner {
     pub name: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
-    pub id: Option<Count64>,
     pub token: Option<String>,
-    pub token_obtained_at: Option<Datetime>,
-    pub token_expires_at: Option<Datetime>,
+    /// Written by `drover register` as GitLab Runner does; checked for their type, not used.
+    #[serde(rename = "id")]
+    pub _id: Option<Count64>,
+    #[serde(rename = "token_obtained_at")]
+    pub _token_obtained_at: Option<Datetime>,
+    #[serde(rename = "token_expires_at")]
+    pub _token_expires_at: Option<Datetime>,
     #[serde(rename = "tls-ca-file")]
     pub tls_ca_file: Option<String>,
     pub executor: Option<Spanned<String>>,
@@ -59,8 +60,6 @@ pub struct RawRunner {
     #[serde(default)]
     pub environment: Vec<Spanned<String>>,
     pub builds_dir: Option<String>,
-    pub pre_get_sources_script: Option<String>,
-    pub post_get_sources_script: Option<String>,
     pub pre_build_script: Option<String>,
     pub post_build_script: Option<String>,
     pub docker: Option<RawDocker>,
@@ -122,11 +121,8 @@ pub struct RawDocker {
     #[serde(default)]
     pub volumes: Vec<String>,
     pub host: Option<String>,
-    #[serde(default)]
-    pub tls_verify: bool,
     pub tls_cert_path: Option<String>,
     pub shm_size: Option<Count64>,
-    pub network_mode: Option<String>,
     pub helper_image: Option<String>,
     #[serde(default)]
     pub extra_hosts: Vec<String>,
@@ -144,8 +140,6 @@ pub struct RawDocker {
     pub devices: Vec<String>,
     pub user: Option<String>,
     #[serde(default)]
-    pub disable_cache: bool,
-    #[serde(default)]
     pub services: Vec<RawService>,
 }
 
@@ -160,28 +154,6 @@ pub struct RawService {
     pub entrypoint: Vec<String>,
     #[serde(default)]
     pub environment: Vec<Spanned<String>>,
-}
-
-/// `[runners.cache]`: read leniently (drover does not act on it), so unknown keys pass.
-#[derive(Debug, Default, Deserialize)]
-#[allow(non_snake_case)] // GitLab's key names, verbatim
-pub struct RawCache {
-    pub Type: Option<String>,
-    pub Path: Option<String>,
-    #[serde(default)]
-    pub Shared: bool,
-    /// GitLab Runner's pre-12.0 layout put the S3 keys directly in `[runners.cache]`.
-    pub ServerAddress: Option<String>,
-    pub BucketName: Option<String>,
-    pub s3: Option<RawCacheS3>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[allow(non_snake_case)] // GitLab's key names, verbatim
-pub struct RawCacheS3 {
-    pub ServerAddress: Option<String>,
-    pub BucketName: Option<String>,
-    pub BucketLocation: Option<String>,
 }
 
 /// A whole number, 0 or more, that fits in 32 bits.
@@ -275,35 +247,6 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     items.push(item);
                 }
                 Ok(OneOrMany::Many(items))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A Go `time.Duration` as GitLab Runner's TOML library reads it: a string such as `"5s"` or
-/// `"1m30s"`, or an integer number of nanoseconds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct GoDuration(pub std::time::Duration);
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GoDuration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"5s\" or \"1m30s\", or whole nanoseconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                match u64::try_from(v) {
-                    Ok(n) => Ok(GoDuration(std::time::Duration::from_nanos(n))),
-                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
-                }
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                humantime::parse_duration(v)
-                    .map(GoDuration)
-                    .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
             }
         }
         d.deserialize_any(V)

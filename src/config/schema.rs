@@ -82,6 +82,10 @@ const fn deprecated(name: &'static str, hint: &'static str) -> Key {
 }
 
 const COUNT: &str = "a whole number, 0 or more";
+const COUNT_OR_UNLIMITED: &str = "a whole number, 0 or more (0 = unlimited)";
+/// `IdleScaleFactor`, in `[runners.machine]` and its periods.
+const FACTOR: &str = "a float written with a decimal point, 0.0 or more, e.g. \
+                      `IdleScaleFactor = 1.0` (GitLab Runner refuses `1` too)";
 const SECONDS: &str = "a whole number of seconds, 0 or more";
 const STRING: &str = "a string";
 const STRINGS: &str = "a list of strings, e.g. [\"a\", \"b\"]";
@@ -134,12 +138,10 @@ pub static SHUTDOWN_DRAIN: Section = Section {
     header: "[machine.shutdown_drain]",
     keys: &[
         read("enabled", BOOL),
-        read("concurrency", COUNT),
-        read("max_retries", COUNT),
-        read(
-            "retry_backoff",
-            "a duration such as \"5s\", or whole nanoseconds",
-        ),
+        // Removals during the drain follow drover's usual retries and backoff.
+        ignored("concurrency"),
+        ignored("max_retries"),
+        ignored("retry_backoff"),
     ],
 };
 
@@ -152,6 +154,7 @@ pub static RUNNER: Section = Section {
             "url",
             "a string, the GitLab URL, e.g. \"https://gitlab.example.com/\"",
         ),
+        // `id` and the token dates: written by `drover register`, checked for their type only.
         read("id", COUNT),
         read("token", STRING),
         read(
@@ -161,7 +164,7 @@ pub static RUNNER: Section = Section {
         read("token_expires_at", "a date-time, e.g. 2026-01-01T00:00:00Z"),
         read("tls-ca-file", "a string, the path of a PEM file"),
         read("executor", "\"docker+machine\" or \"docker\""),
-        read("limit", "a whole number, 0 or more (0 = unlimited)"),
+        read("limit", COUNT_OR_UNLIMITED),
         read(
             "output_limit",
             "a whole number of kilobytes, 0 or more (0 = the default, 4096)",
@@ -172,12 +175,12 @@ pub static RUNNER: Section = Section {
         ),
         read("environment", "a list of \"KEY=value\" strings"),
         read("builds_dir", STRING),
-        read("pre_get_sources_script", STRING),
-        read("post_get_sources_script", STRING),
         read("pre_build_script", STRING),
         read("post_build_script", STRING),
         section("docker", &DOCKER),
         section("machine", &MACHINE),
+        ignored("pre_get_sources_script"),
+        ignored("post_get_sources_script"),
         ignored("tls-cert-file"),
         ignored("tls-key-file"),
         ignored("labels"),
@@ -215,11 +218,11 @@ pub static RUNNER: Section = Section {
         ignored("autoscaler"),
         deprecated(
             "pre_clone_script",
-            "GitLab Runner renamed it `pre_get_sources_script`",
+            "GitLab Runner renamed it `pre_get_sources_script`, which drover does not run either",
         ),
         deprecated(
             "post_clone_script",
-            "GitLab Runner renamed it `post_get_sources_script`",
+            "GitLab Runner renamed it `post_get_sources_script`, which drover does not run either",
         ),
     ],
 };
@@ -231,16 +234,12 @@ const OFF_PEAK: &str = "GitLab Runner 14.0 removed the OffPeak settings; write a
 pub static MACHINE: Section = Section {
     header: "[runners.machine]",
     keys: &[
-        read("IdleCount", "a whole number, 0 or more"),
-        read("IdleCountMin", "a whole number, 0 or more"),
-        read(
-            "IdleScaleFactor",
-            "a float written with a decimal point, 0.0 or more, e.g. `IdleScaleFactor = 1.0` \
-             (GitLab Runner refuses `1` too)",
-        ),
+        read("IdleCount", COUNT),
+        read("IdleCountMin", COUNT),
+        read("IdleScaleFactor", FACTOR),
         read("IdleTime", SECONDS),
-        read("MaxBuilds", "a whole number, 0 or more (0 = unlimited)"),
-        read("MaxGrowthRate", "a whole number, 0 or more (0 = unlimited)"),
+        read("MaxBuilds", COUNT_OR_UNLIMITED),
+        read("MaxGrowthRate", COUNT_OR_UNLIMITED),
         read(
             "MaxRemovalAttempts",
             "a whole number, 0 or more (0 = the default, 30)",
@@ -287,13 +286,9 @@ pub static PERIOD: Section = Section {
             "Timezone",
             "an IANA time-zone name such as \"Europe/Berlin\", \"UTC\" or \"Local\"",
         ),
-        read("IdleCount", "a whole number, 0 or more"),
-        read("IdleCountMin", "a whole number, 0 or more"),
-        read(
-            "IdleScaleFactor",
-            "a float written with a decimal point, 0.0 or more, e.g. `IdleScaleFactor = 1.0` \
-             (GitLab Runner refuses `1` too)",
-        ),
+        read("IdleCount", COUNT),
+        read("IdleCountMin", COUNT),
+        read("IdleScaleFactor", FACTOR),
         read("IdleTime", SECONDS),
     ],
 };
@@ -320,10 +315,8 @@ pub static DOCKER: Section = Section {
             "host",
             "a Docker engine address, e.g. \"tcp://10.0.0.2:2376\"",
         ),
-        read("tls_verify", BOOL),
         read("tls_cert_path", STRING),
         read("shm_size", "a whole number of bytes, 0 or more"),
-        read("network_mode", STRING),
         read("helper_image", STRING),
         read("extra_hosts", STRINGS),
         read("dns", STRINGS),
@@ -334,8 +327,10 @@ pub static DOCKER: Section = Section {
         read("cap_drop", STRINGS),
         read("devices", STRINGS),
         read("user", STRING),
-        read("disable_cache", BOOL),
         section("services", &SERVICE),
+        ignored("tls_verify"),
+        ignored("network_mode"),
+        ignored("disable_cache"),
         ignored("hostname"),
         ignored("runtime"),
         ignored("memory_swap"),

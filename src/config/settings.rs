@@ -2,31 +2,22 @@
 //! [`drover_core::Config`] — how to reach GitLab, how to run jobs in Docker, where machines live.
 
 use std::fmt;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use drover_gitlab::Secret;
 
 use super::diagnostic::ConfigError;
 
-/// Global settings (the top level of `config.toml`). The scheduling values (`concurrent`,
-/// `check_interval`, `shutdown_timeout`, shutdown drain) are in the core config too; they are
-/// repeated here for the daemon's convenience.
+/// Global settings (the top level of `config.toml`) beyond the scheduling values (`concurrent`,
+/// `check_interval`, `shutdown_timeout`, `[machine.shutdown_drain] enabled`), which are in the
+/// core's [`drover_core::Config`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GlobalSettings {
-    /// Job slots across all runners (`concurrent`, at least 1).
-    pub concurrent: u32,
-    /// `check_interval`; 0 or missing means 3 s.
-    pub check_interval: Duration,
-    /// `shutdown_timeout`; 0 or missing means 30 s.
-    pub shutdown_timeout: Duration,
     /// Prometheus metrics address (`listen_address`, `host:port`); `None` serves no metrics.
     pub listen_address: Option<String>,
     /// `log_level`; `None` when the file does not say.
     pub log_level: Option<LogLevel>,
     /// `log_format`; `None` when the file does not say.
     pub log_format: Option<LogFormat>,
-    /// `[machine.shutdown_drain]`.
-    pub shutdown_drain: ShutdownDrain,
 }
 
 /// `log_level`, with GitLab Runner's names mapped onto tracing's levels.
@@ -82,61 +73,6 @@ impl LogFormat {
     }
 }
 
-/// `[machine.shutdown_drain]`: remove every machine after a graceful shutdown.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShutdownDrain {
-    /// `enabled` (default false); also `drover_core::Config::drain_machines_on_shutdown`.
-    pub enabled: bool,
-    /// Machines removed at once (`concurrency`, default 3).
-    pub concurrency: u32,
-    /// Retries per machine (`max_retries`, default 3).
-    pub max_retries: u32,
-    /// Backoff base, multiplied by the attempt (`retry_backoff`, default 5 s).
-    pub retry_backoff: Duration,
-}
-
-impl Default for ShutdownDrain {
-    fn default() -> ShutdownDrain {
-        ShutdownDrain {
-            enabled: false,
-            concurrency: 3,
-            max_retries: 3,
-            retry_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A runner token or other secret: never printed, not even by `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// A form safe to show: a known token prefix and the first characters, e.g. `glrt-EXAM…`.
-    pub fn masked(&self) -> String {
-        let prefix = ["glrtr-", "glrt-"]
-            .into_iter()
-            .find(|p| self.0.starts_with(p))
-            .unwrap_or("");
-        let rest: String = self.0[prefix.len()..].chars().take(4).collect();
-        format!("{prefix}{rest}…")
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({})", self.masked())
-    }
-}
-
 /// One `[[runners]]` entry, as far as the daemon is concerned. `{:?}` masks the token and the
 /// values of `environment` (they often hold credentials).
 #[derive(Clone, PartialEq)]
@@ -147,12 +83,6 @@ pub struct RunnerSettings {
     pub url: Option<String>,
     /// The runner authentication token (`token`); `None` until registered.
     pub token: Option<Secret>,
-    /// GitLab's runner id (`id`).
-    pub id: Option<u64>,
-    /// When the token was obtained (`token_obtained_at`).
-    pub token_obtained_at: Option<DateTime<Utc>>,
-    /// When the token expires (`token_expires_at`); `None` when it never does.
-    pub token_expires_at: Option<DateTime<Utc>>,
     /// A PEM file of CA certificates to trust for GitLab (`tls-ca-file`).
     pub tls_ca_file: Option<String>,
     pub executor: ExecutorKind,
@@ -162,15 +92,11 @@ pub struct RunnerSettings {
     pub environment: Vec<(String, String)>,
     /// Where builds are checked out inside the job container (`builds_dir`).
     pub builds_dir: Option<String>,
-    /// Shell snippets run around the job (`pre_get_sources_script`, ...).
+    /// Shell snippets run around the job's script (`pre_build_script`, `post_build_script`).
     pub hooks: Hooks,
-    /// Job requests in flight at once (`request_concurrency`, at least 1).
-    pub request_concurrency: u32,
     pub docker: DockerSettings,
     /// `[runners.machine]`, for `docker+machine` runners.
     pub machine: Option<MachineSettings>,
-    /// `[runners.cache]`, parsed for display; drover does not act on it.
-    pub cache: Option<CacheSettings>,
 }
 
 impl fmt::Debug for RunnerSettings {
@@ -184,19 +110,14 @@ impl fmt::Debug for RunnerSettings {
             .field("name", &self.name)
             .field("url", &self.url)
             .field("token", &self.token)
-            .field("id", &self.id)
-            .field("token_obtained_at", &self.token_obtained_at)
-            .field("token_expires_at", &self.token_expires_at)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("executor", &self.executor)
             .field("output_limit_kb", &self.output_limit_kb)
             .field("environment", &environment)
             .field("builds_dir", &self.builds_dir)
             .field("hooks", &self.hooks)
-            .field("request_concurrency", &self.request_concurrency)
             .field("docker", &self.docker)
             .field("machine", &self.machine)
-            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -204,7 +125,7 @@ impl fmt::Debug for RunnerSettings {
 impl RunnerSettings {
     /// The GitLab URL and token, or an error telling the operator to register the runner first.
     /// [`super::Loaded::require_registered`] checks every runner and names the file.
-    pub fn require_registered(&self) -> Result<(&str, &str), ConfigError> {
+    pub fn require_registered(&self) -> Result<(&str, &Secret), ConfigError> {
         self.registered()
             .map_err(|missing| ConfigError::NotRegistered {
                 origin: std::path::PathBuf::new(),
@@ -213,9 +134,9 @@ impl RunnerSettings {
             })
     }
 
-    pub(super) fn registered(&self) -> Result<(&str, &str), &'static str> {
+    pub(super) fn registered(&self) -> Result<(&str, &Secret), &'static str> {
         match (self.url.as_deref(), self.token.as_ref()) {
-            (Some(url), Some(token)) => Ok((url, token.expose())),
+            (Some(url), Some(token)) => Ok((url, token)),
             (None, None) => Err("`url` and no `token`"),
             (None, Some(_)) => Err("`url`"),
             (Some(_), None) => Err("`token`"),
@@ -242,11 +163,9 @@ impl ExecutorKind {
     }
 }
 
-/// Shell snippets GitLab Runner runs around each job.
+/// Shell snippets GitLab Runner runs around each job's script.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hooks {
-    pub pre_get_sources_script: Option<String>,
-    pub post_get_sources_script: Option<String>,
     pub pre_build_script: Option<String>,
     pub post_build_script: Option<String>,
 }
@@ -266,11 +185,9 @@ pub struct DockerSettings {
     pub volumes: Vec<String>,
     /// The Docker engine for `docker` runners (`host`); `None` = local engine or `DOCKER_HOST`.
     pub host: Option<String>,
-    pub tls_verify: bool,
     pub tls_cert_path: Option<String>,
     /// `/dev/shm` size in bytes (`shm_size`); `None` = the engine's default.
     pub shm_size: Option<u64>,
-    pub network_mode: Option<String>,
     pub helper_image: Option<String>,
     pub extra_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -283,37 +200,12 @@ pub struct DockerSettings {
     pub cap_drop: Vec<String>,
     pub devices: Vec<String>,
     pub user: Option<String>,
-    pub disable_cache: bool,
     /// Services started with every job (`[[runners.docker.services]]`).
     pub services: Vec<ServiceSettings>,
 }
 
-/// `pull_policy` values.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    pub fn parse(s: &str) -> Option<PullPolicy> {
-        match s {
-            "always" => Some(PullPolicy::Always),
-            "if-not-present" => Some(PullPolicy::IfNotPresent),
-            "never" => Some(PullPolicy::Never),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "always",
-            PullPolicy::IfNotPresent => "if-not-present",
-            PullPolicy::Never => "never",
-        }
-    }
-}
+/// `pull_policy` values: the executor's own type, so the settings reach it unconverted.
+pub use drover_docker::PullPolicy;
 
 /// One `[[runners.docker.services]]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -391,18 +283,6 @@ impl fmt::Debug for MachineSettings {
 /// provider's rule, so logs and `check-config` agree).
 pub use drover_docker::provider::mask_option;
 
-/// `[runners.cache]`, for display only: drover does not act on it. Secrets are not kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheSettings {
-    /// `Type`: `s3`, `gcs`, `azure`.
-    pub kind: Option<String>,
-    pub path: Option<String>,
-    pub shared: bool,
-    pub server_address: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_location: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,9 +290,11 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let token = Secret::new("glrt-EXAMPLEEXAMPLEEXAMPLE");
-        assert_eq!(format!("{token:?}"), "Secret(glrt-EXAM…)");
+        assert_eq!(format!("{token:?}"), "\"glrt-EXAMPLEE[MASKED]\"");
         assert_eq!(token.expose(), "glrt-EXAMPLEEXAMPLEEXAMPLE");
-        assert_eq!(Secret::new("ab").masked(), "ab…");
+        let short = Secret::new("ab");
+        assert!(!short.masked().contains("ab"), "{}", short.masked());
+        assert!(!format!("{short:?}").contains("ab"), "{short:?}");
     }
 
     #[test]
@@ -445,19 +327,14 @@ mod tests {
             name: "seed".into(),
             url: url.map(String::from),
             token: token.map(Secret::new),
-            id: None,
-            token_obtained_at: None,
-            token_expires_at: None,
             tls_ca_file: None,
             executor: ExecutorKind::Docker,
             output_limit_kb: 4096,
             environment: Vec::new(),
             builds_dir: None,
             hooks: Hooks::default(),
-            request_concurrency: 1,
             docker: DockerSettings::default(),
             machine: None,
-            cache: None,
         }
     }
 
@@ -477,7 +354,7 @@ mod tests {
         let ok = runner(Some("https://g.example"), Some("glrt-x"));
         assert_eq!(
             ok.require_registered().unwrap(),
-            ("https://g.example", "glrt-x")
+            ("https://g.example", &Secret::new("glrt-x"))
         );
     }
 }

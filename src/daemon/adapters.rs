@@ -51,7 +51,7 @@ pub fn runner_link(
         ExecutorKind::Docker => "docker",
     };
     let info = identity().info(executor, "sh", features());
-    let token = drover_gitlab::Secret::new(token);
+    let token = token.clone();
     let link = RunnerLink::new(client.clone(), token, system_id.to_string(), info.clone());
     let context = Arc::new(RunnerContext {
         name: settings.name.clone(),

@@ -25,23 +25,9 @@ fn unsupported(message: impl Into<String>) -> Unsupported {
     }
 }
 
-pub fn pull_policy(p: config::PullPolicy) -> PullPolicy {
-    match p {
-        config::PullPolicy::Always => PullPolicy::Always,
-        config::PullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
-        config::PullPolicy::Never => PullPolicy::Never,
-    }
-}
-
 /// The runner's `[runners.docker] pull_policy`, in order.
 pub fn runner_pull_policies(runner: &RunnerSettings) -> Vec<PullPolicy> {
-    runner
-        .docker
-        .pull_policy
-        .iter()
-        .copied()
-        .map(pull_policy)
-        .collect()
+    runner.docker.pull_policy.clone()
 }
 
 /// The job's pull policies when allowed, else the runner's; GitLab's default is `always`.
@@ -78,7 +64,7 @@ fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPoli
                 ),
             });
         }
-        out.push(pull_policy(parsed));
+        out.push(parsed);
     }
     Ok(out)
 }
