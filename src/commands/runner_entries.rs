@@ -45,8 +45,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// One `[[runners]]` entry as the commands need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerEntry {
-    /// Position in the `runners` array.
-    pub index: usize,
+    /// Position in the `runners` array; `None` for a runner that is not in the file.
+    pub index: Option<usize>,
     pub name: String,
     pub url: String,
     pub token: String,
@@ -148,7 +148,7 @@ impl ConfigFile {
             .iter()
             .enumerate()
             .map(|(index, t)| RunnerEntry {
-                index,
+                index: Some(index),
                 name: text(t, "name"),
                 url: text(t, "url"),
                 token: text(t, "token"),

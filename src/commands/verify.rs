@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Verdict::Valid => println!("Verifying runner... is valid      {who}"),
             Verdict::Invalid(why) => {
                 println!("Verifying runner... is removed    {who}\n    {why}");
-                invalid.push(runner.index);
+                invalid.extend(runner.index);
             }
             Verdict::Unknown(why) => {
                 println!("Verifying runner... not checked   {who}\n    {why}");

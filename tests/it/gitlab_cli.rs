@@ -593,3 +593,60 @@ async fn unregister_keeps_what_gitlab_did_not_confirm() {
     );
     assert_no_violations(&fake);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregister_without_a_system_id_never_deletes_a_runner_created_in_gitlab() {
+    let fake = FakeGitlab::start(FakeOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let config_arg = config.to_str().unwrap();
+    let glrt = fake.create_runner_token();
+    // A config copied to a fresh host: the runner's entry, but no .runner_system_id beside it.
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\n[[runners]]\n  name = \"shared\"\n  url = \"{}\"\n  token = \"{glrt}\"\n  \
+             executor = \"docker\"\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let before = std::fs::read_to_string(&config).unwrap();
+
+    let by_name = ["unregister", "-c", config_arg, "--name", "shared"];
+    let by_url = [
+        "unregister",
+        "-c",
+        config_arg,
+        "--url",
+        fake.url(),
+        "--token",
+        &glrt,
+    ];
+    for args in [&by_name[..], &by_url[..]] {
+        let run = drover(dir.path(), args, &[]).await;
+        assert_eq!(run.code, 2, "a config error: {run:?}");
+        assert!(
+            run.stderr.contains("no .runner_system_id beside")
+                && run
+                    .stderr
+                    .contains("cannot tell which runner manager is this host's")
+                && run.stderr.contains("shared"),
+            "{run:?}"
+        );
+        assert!(!run.stderr.contains(&glrt), "{run:?}");
+    }
+    assert!(
+        fake.runner(&glrt).is_some(),
+        "the runner stays in GitLab for its other hosts"
+    );
+    assert!(
+        fake.requests().iter().all(|r| r.method != "DELETE"),
+        "nothing was asked of GitLab: {:?}",
+        fake.requests()
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    assert!(!config.parent().unwrap().join(".runner_system_id").exists());
+    assert_no_violations(&fake);
+}
