@@ -148,8 +148,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?
     };
     check_token_kind_flags(&args, &answers.token)?;
+    // Relative to where register runs; written absolute, so the daemon and the other commands,
+    // which resolve relative paths against the config's directory, read the same file.
+    let tls_ca_file = args
+        .tls_ca_file
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()
+        .context("resolving --tls-ca-file")?;
 
-    let client = runner_entries::client(&answers.url, args.tls_ca_file.as_deref())?;
+    let client = runner_entries::client(&answers.url, tls_ca_file.as_deref())?;
     let runtime = runner_entries::runtime()?;
     let system_id = runner_entries::system_id(&config_path)?;
     let info_features = FeaturesInfo::client_protocol();
@@ -225,7 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             executor: answers.executor.clone(),
             limit: args.limit,
             docker_image: answers.docker_image.clone(),
-            tls_ca_file: args.tls_ca_file.clone(),
+            tls_ca_file: tls_ca_file.clone(),
         };
         file.add_runner(&new, chrono::Utc::now())?;
         file.save()

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
-use crate::exit;
+use crate::{exit, paths};
 
 /// What a new config file starts with.
 const NEW_CONFIG: &str = "\
@@ -51,6 +51,7 @@ pub struct RunnerEntry {
     pub url: String,
     pub token: String,
     pub executor: String,
+    /// `tls-ca-file`, resolved against the config's directory.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -66,6 +67,7 @@ pub struct NewRunner {
     pub executor: String,
     pub limit: Option<u32>,
     pub docker_image: Option<String>,
+    /// Written as given: `register` passes an absolute path.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -157,7 +159,7 @@ impl ConfigFile {
                     .get("tls-ca-file")
                     .and_then(Item::as_str)
                     .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
+                    .map(|f| paths::in_config_dir(&self.path, Path::new(f))),
             })
             .collect()
     }
@@ -325,11 +327,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// The `.runner_system_id` file beside the config.
 pub fn system_id_path(config: &Path) -> PathBuf {
-    config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(".runner_system_id")
+    paths::config_dir(config).join(".runner_system_id")
 }
 
 /// `s_` or `r_` followed by 12 alphanumerics, as GitLab expects.
@@ -460,6 +458,23 @@ mod tests {
         assert_eq!(
             parsed["runners"][0]["docker"]["image"].as_str(),
             Some("alpine:3.20")
+        );
+    }
+
+    #[test]
+    fn a_relative_tls_ca_file_is_relative_to_the_config_directory() {
+        let text = "[[runners]]\nname = \"a\"\ntls-ca-file = \"certs/ca.pem\"\n\
+                    [[runners]]\nname = \"b\"\ntls-ca-file = \"/srv/ca.pem\"\n\
+                    [[runners]]\nname = \"c\"\ntls-ca-file = \"\"\n";
+        let file = ConfigFile::parse(Path::new("/etc/drover/config.toml"), text).unwrap();
+        let cas: Vec<Option<PathBuf>> = file.runners().into_iter().map(|r| r.tls_ca_file).collect();
+        assert_eq!(
+            cas,
+            [
+                Some(PathBuf::from("/etc/drover/certs/ca.pem")),
+                Some(PathBuf::from("/srv/ca.pem")),
+                None
+            ]
         );
     }
 

@@ -32,14 +32,10 @@ pub fn runner_link(
 ) -> anyhow::Result<(RunnerLink, Arc<RunnerContext>)> {
     let (url, token) = settings.require_registered()?;
     let mut client_config = ClientConfig::new(url, identity());
-    client_config.tls_ca_file = settings.tls_ca_file.as_ref().map(|f| {
-        let p = Path::new(f);
-        if p.is_relative() {
-            config_path.parent().unwrap_or(Path::new(".")).join(p)
-        } else {
-            p.to_path_buf()
-        }
-    });
+    client_config.tls_ca_file = settings
+        .tls_ca_file
+        .as_ref()
+        .map(|f| crate::paths::in_config_dir(config_path, Path::new(f)));
     let client = Client::new(client_config).with_context(|| {
         format!(
             "runner {:?}: setting up the GitLab client for {url}",
@@ -169,6 +165,21 @@ mod tests {
         );
         let loaded = crate::config::parse(&text, Path::new("config.toml")).unwrap();
         loaded.runners[0].clone()
+    }
+
+    #[test]
+    fn a_relative_tls_ca_file_is_read_beside_the_config() {
+        let text = "concurrent = 1\n[[runners]]\nname = \"a\"\nurl = \"https://gitlab.example.com\"\n\
+                    token = \"glrt-x\"\ntls-ca-file = \"certs/ca.pem\"\nexecutor = \"docker\"\n";
+        let config = Path::new("/nonexistent/drover/config.toml");
+        let loaded = crate::config::parse(text, config).unwrap();
+        let Err(error) = runner_link(&loaded.runners[0], "x", "r_000000000000", config) else {
+            panic!("the CA file does not exist");
+        };
+        assert!(
+            format!("{error:#}").contains("/nonexistent/drover/certs/ca.pem"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -25,7 +25,15 @@ impl std::fmt::Debug for Run {
 
 /// Runs drover with a clean environment (GitLab CI's own CI_SERVER_URL etc. must not leak in).
 async fn drover(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    drover_in(None, home, args, env).await
+}
+
+/// [`drover`] in the working directory `cwd`, if given.
+async fn drover_in(cwd: Option<&Path>, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     command
         .args(args)
         .env_clear()
@@ -485,11 +493,13 @@ async fn tls_needs_the_ca_file_and_it_is_written_to_the_config() {
         "{run:?}"
     );
 
+    // A relative --tls-ca-file is taken from where register runs, and written absolute.
     let ca = dir.path().join("gitlab-ca.pem");
     std::fs::write(&ca, fake.ca_pem().unwrap()).unwrap();
     let mut with_ca = args(&[]);
-    with_ca.extend(["--tls-ca-file".to_string(), ca.display().to_string()]);
-    let run = drover(
+    with_ca.extend(["--tls-ca-file".to_string(), "gitlab-ca.pem".to_string()]);
+    let run = drover_in(
+        Some(dir.path()),
         dir.path(),
         &with_ca.iter().map(String::as_str).collect::<Vec<_>>(),
         &[],
@@ -501,8 +511,30 @@ async fn tls_needs_the_ca_file_and_it_is_written_to_the_config() {
         Some(ca.to_str().unwrap())
     );
 
-    // verify uses it too.
+    // verify uses it too, from any working directory.
     let run = drover(dir.path(), &["verify", "-c", config_arg], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // A relative tls-ca-file in the file is relative to the config's directory, as for the
+    // daemon, not to the working directory.
+    std::fs::write(
+        config.parent().unwrap().join("beside.pem"),
+        fake.ca_pem().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("tls-ca-file = \"{}\"", ca.display()),
+        "tls-ca-file = \"beside.pem\"",
+    );
+    assert!(text.contains("beside.pem"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let run = drover_in(
+        Some(dir.path()),
+        dir.path(),
+        &["verify", "-c", config_arg],
+        &[],
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_no_violations(&fake);
 }
