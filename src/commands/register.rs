@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use drover_gitlab::api::{FeaturesInfo, RegisterRunnerRequest, VerifyRunnerRequest};
+use drover_gitlab::api::{RegisterRunnerRequest, VerifyRunnerRequest};
 use drover_gitlab::{Secret, mask};
 
 use super::runner_entries::{self, ConfigFile, NewRunner};
+use crate::daemon::adapters::runner_info;
 use crate::exit;
 
 /// The executors drover runs.
@@ -160,13 +161,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = runner_entries::client(&answers.url, tls_ca_file.as_deref())?;
     let runtime = runner_entries::runtime()?;
     let system_id = runner_entries::system_id(&config_path)?;
-    let info_features = FeaturesInfo::client_protocol();
-    let identity = runner_entries::identity();
+    let info = runner_info(&answers.executor);
 
     let (id, token, expires, registered_here) = match &answers.token {
         Token::Authentication(token) => {
             let request = VerifyRunnerRequest {
-                info: Some(identity.info(&answers.executor, "bash", info_features)),
+                info: Some(info),
                 token: Secret::new(token.as_str()),
                 system_id: system_id.clone(),
             };
@@ -200,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 access_level: args.access_level.clone().unwrap_or_default(),
                 maximum_timeout: args.maximum_timeout.unwrap_or(0),
                 paused: args.paused,
-                info: identity.info("", "", info_features),
+                info,
                 token: Secret::new(token.as_str()),
             };
             let registered = runtime

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
+use drover_gitlab::{Client, ClientConfig};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
 use crate::{exit, paths};
@@ -19,17 +19,9 @@ concurrent = 1
 check_interval = 3
 ";
 
-/// drover's identity towards GitLab.
-pub fn identity() -> RunnerIdentity {
-    RunnerIdentity::drover(
-        env!("CARGO_PKG_VERSION"),
-        option_env!("DROVER_REVISION").unwrap_or(""),
-    )
-}
-
 /// A client for a runner's GitLab.
 pub fn client(url: &str, tls_ca_file: Option<&Path>) -> anyhow::Result<Client> {
-    let mut config = ClientConfig::new(url, identity());
+    let mut config = ClientConfig::new(url, crate::daemon::adapters::identity());
     config.tls_ca_file = tls_ca_file.map(Path::to_path_buf);
     Client::new(config).map_err(|e| exit::with_code(exit::CONFIG, e))
 }

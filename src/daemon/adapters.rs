@@ -9,6 +9,7 @@ use drover_docker::{
     DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig, EngineConfig,
     MachineEndpoint, TlsFiles,
 };
+use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
 use super::build_spec::runner_pull_policies;
@@ -16,11 +17,20 @@ use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
 
+/// drover's identity towards GitLab (the `User-Agent` and `info`), for the daemon and the
+/// commands alike.
 pub fn identity() -> RunnerIdentity {
     RunnerIdentity::drover(
         env!("CARGO_PKG_VERSION"),
         option_env!("DROVER_REVISION").unwrap_or("unknown"),
     )
+}
+
+/// The `info` block of a runner with this executor (`docker+machine` or `docker`): what the
+/// daemon sends with every request, and what `register` and `verify` send, so GitLab shows one
+/// description of this host's runner manager whichever of them spoke last.
+pub fn runner_info(executor: &str) -> RunnerInfo {
+    identity().info(executor, "sh", features())
 }
 
 /// The GitLab link and the job context of a runner.
@@ -46,7 +56,7 @@ pub fn runner_link(
         ExecutorKind::DockerMachine => "docker+machine",
         ExecutorKind::Docker => "docker",
     };
-    let info = identity().info(executor, "sh", features());
+    let info = runner_info(executor);
     let token = drover_gitlab::Secret::new(token);
     let link = RunnerLink::new(client.clone(), token, system_id.to_string(), info.clone());
     let context = Arc::new(RunnerContext {

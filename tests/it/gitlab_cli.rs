@@ -135,6 +135,18 @@ async fn register_list_verify_delete_and_unregister() {
             .collect::<Vec<_>>(),
         [system_id]
     );
+    // The manager is described as the daemon describes it (what it runs, not just the protocol).
+    let manager = &runner.managers[0];
+    assert_eq!(manager.executor, "docker+machine");
+    assert!(
+        manager.features.two_phase_job_commit
+            && manager.features.image
+            && manager.features.masking
+            && manager.features.cancel_gracefully
+            && !manager.features.artifacts,
+        "{:?}",
+        manager.features
+    );
     let toml = toml_of(&config);
     let entry = &toml["runners"][0];
     assert_eq!(entry["token"].as_str(), Some(glrt.as_str()));
