@@ -42,10 +42,9 @@ impl ConfigArg {
     }
 }
 
-/// The directory a config file is in (`.` for a bare file name).
-pub fn config_dir(config: &Path) -> &Path {
-    config
-        .parent()
+/// The directory a file is in (`.` for a bare file name).
+pub fn dir_of(file: &Path) -> &Path {
+    file.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
 }
@@ -56,7 +55,7 @@ pub fn config_dir(config: &Path) -> &Path {
 /// absolute paths, so files it wrote mean the same to both.)
 pub fn in_config_dir(config: &Path, file: &Path) -> PathBuf {
     if file.is_relative() {
-        config_dir(config).join(file)
+        dir_of(config).join(file)
     } else {
         file.to_path_buf()
     }
@@ -64,7 +63,7 @@ pub fn in_config_dir(config: &Path, file: &Path) -> PathBuf {
 
 /// The state directory of a config when `--state-dir` is not given: `<config dir>/.drover-state/<config stem>`.
 pub fn default_state_dir(config: &Path) -> PathBuf {
-    let dir = config_dir(config);
+    let dir = dir_of(config);
     let stem = config
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

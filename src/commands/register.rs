@@ -160,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let client = runner_entries::client(&answers.url, tls_ca_file.as_deref())?;
     let runtime = runner_entries::runtime()?;
-    let system_id = runner_entries::system_id(&config_path)?;
+    let system_id = crate::files::system_id(&config_path)?;
     let info = runner_info(&answers.executor);
 
     let (id, token, expires, registered_here) = match &answers.token {

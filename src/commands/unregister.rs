@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let system_id = runner_entries::read_system_id(&path)?;
+    let system_id = crate::files::read_system_id(&path)?;
     let created_in_gitlab: Vec<&RunnerEntry> = selected
         .iter()
         .filter(|r| is_created_in_gitlab(&r.token))

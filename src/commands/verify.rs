@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let system_id = runner_entries::read_system_id(&path)?.unwrap_or_default();
+    let system_id = crate::files::read_system_id(&path)?.unwrap_or_default();
     let runtime = runner_entries::runtime()?;
 
     let mut invalid = Vec::new();
