@@ -57,15 +57,21 @@ pub struct Progress {
 }
 
 impl StateDir {
+    /// The state directory at `root`, created (private) if it is not there.
     pub fn open(root: &Path) -> anyhow::Result<StateDir> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root.join("jobs"))
             .with_context(|| format!("creating the state directory {}", root.display()))?;
-        Ok(StateDir {
+        Ok(Self::at(root))
+    }
+
+    /// The state directory at `root`, to look at: nothing is created.
+    pub fn at(root: &Path) -> StateDir {
+        StateDir {
             root: root.to_path_buf(),
-        })
+        }
     }
 
     pub fn root(&self) -> &Path {
