@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod daemon;
 mod exit;
+mod files;
 mod paths;
 
 /// An autoscaling CI job runner for GitLab, with a deterministic scheduling core that can be

@@ -163,10 +163,26 @@ pub enum UpdateKind {
     Failed(String),
 }
 
-/// The result of `PUT /jobs/:id`.
+/// How a trace patch went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpdateResult {
-    pub kind: UpdateKind,
+pub enum PatchKind {
+    /// `202`: GitLab holds everything before `sent_to`.
+    Accepted { sent_to: u64 },
+    /// `416`: GitLab holds `server_size` bytes; continue from there.
+    RangeMismatch { server_size: u64 },
+    /// As [`UpdateKind::Abort`].
+    Abort,
+    /// `404`.
+    NotFound,
+    /// Any other answer, or no answer: try again later.
+    Failed(String),
+}
+
+/// GitLab's answer to a job call: `PUT /jobs/:id` ([`UpdateResult`]) or
+/// `PATCH /jobs/:id/trace` ([`PatchResult`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReply<K> {
+    pub kind: K,
     /// The HTTP status, when GitLab answered.
     pub status: Option<u16>,
     pub job_status: Option<RemoteJobStatus>,
@@ -174,57 +190,45 @@ pub struct UpdateResult {
     pub update_interval: Option<Duration>,
 }
 
-impl UpdateResult {
+/// The result of `PUT /jobs/:id`.
+pub type UpdateResult = JobReply<UpdateKind>;
+
+/// The result of `PATCH /jobs/:id/trace`.
+pub type PatchResult = JobReply<PatchKind>;
+
+impl<K> JobReply<K> {
     /// `Job-Status: canceling`: stop the script gracefully, `after_script` still runs.
     pub fn cancel_requested(&self) -> bool {
         self.job_status == Some(RemoteJobStatus::Canceling)
     }
-}
 
-/// How a trace patch went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PatchKind {
-    /// `202`: GitLab holds everything before `sent_to`.
-    Accepted {
-        sent_to: u64,
-    },
-    /// `416`: GitLab holds `server_size` bytes; continue from there.
-    RangeMismatch {
-        server_size: u64,
-    },
-    Abort,
-    NotFound,
-    Failed(String),
-}
-
-/// The result of `PATCH /jobs/:id/trace`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatchResult {
-    pub kind: PatchKind,
-    /// The HTTP status, when GitLab answered.
-    pub status: Option<u16>,
-    pub job_status: Option<RemoteJobStatus>,
-    pub update_interval: Option<Duration>,
-}
-
-impl PatchResult {
-    pub fn cancel_requested(&self) -> bool {
-        self.job_status == Some(RemoteJobStatus::Canceling)
+    /// No answer from GitLab (the call could not be made or got no response).
+    fn failed(kind: K) -> Self {
+        JobReply {
+            kind,
+            status: None,
+            job_status: None,
+            update_interval: None,
+        }
     }
-}
 
-/// An artifacts archive to upload (one entry of the job's `artifacts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactsUpload {
-    /// The file name GitLab stores (`artifacts.zip`, `junit.xml.gz`, ...).
-    pub filename: String,
-    /// `zip`, `gzip` or `raw`.
-    pub artifact_format: String,
-    /// `archive`, `junit`, `dotenv`, ...
-    pub artifact_type: String,
-    /// As in the job's `expire_in` (`7 days`); empty: GitLab's default.
-    pub expire_in: String,
-    pub data: Bytes,
+    /// GitLab's answer: `abort` for a `403` or `Job-Status: canceled/failed` (GitLab Runner checks
+    /// these first), else what `classify` makes of the status.
+    fn answered(reply: &Reply, abort: K, classify: impl FnOnce(u16) -> K) -> Self {
+        let job_status = reply.job_status();
+        let kind =
+            if reply.status == 403 || job_status.as_ref().is_some_and(RemoteJobStatus::is_abort) {
+                abort
+            } else {
+                classify(reply.status)
+            };
+        JobReply {
+            kind,
+            status: Some(reply.status),
+            job_status,
+            update_interval: reply.update_interval(),
+        }
+    }
 }
 
 /// A job's id and token: what every job endpoint needs.
@@ -303,10 +307,8 @@ impl Reply {
 }
 
 enum Body {
-    None,
     Json(Vec<u8>),
     Trace { bytes: Bytes, range: String },
-    Multipart { bytes: Bytes, boundary: String },
 }
 
 enum TokenHeader<'a> {
@@ -362,11 +364,6 @@ impl Client {
                 retry: config.retry,
             }),
         })
-    }
-
-    /// The API base URL, ending in `/api/v4/`.
-    pub fn base_url(&self) -> &Url {
-        &self.inner.base
     }
 
     /// `POST /runners`: register with a registration token.
@@ -563,124 +560,21 @@ impl Client {
                 expects_json: false,
                 ..call
             },
-            Err(e) => {
-                return UpdateResult {
-                    kind: UpdateKind::Failed(e.to_string()),
-                    status: None,
-                    job_status: None,
-                    update_interval: None,
-                };
-            }
+            Err(e) => return JobReply::failed(UpdateKind::Failed(e.to_string())),
         };
-        let reply = match self.execute(call).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                // GitLab Runner aborts here; drover retries instead, so a dropped connection
-                // cannot lose the job's final state.
-                return UpdateResult {
-                    kind: UpdateKind::Failed(e.to_string()),
-                    status: None,
-                    job_status: None,
-                    update_interval: None,
-                };
-            }
-        };
-        let job_status = reply.job_status();
-        let kind =
-            if reply.status == 403 || job_status.as_ref().is_some_and(RemoteJobStatus::is_abort) {
-                UpdateKind::Abort
-            } else {
-                match reply.status {
-                    200 => UpdateKind::Ok,
-                    202 => UpdateKind::Accepted,
-                    412 => UpdateKind::TraceInvalid,
-                    404 => UpdateKind::NotFound,
-                    status => {
-                        UpdateKind::Failed(format!("GitLab answered {status}: {}", reply.message()))
-                    }
+        // GitLab Runner aborts the job when an update gets no answer; drover retries instead, so
+        // a dropped connection cannot lose the job's final state.
+        match self.execute(call).await {
+            Ok(reply) => JobReply::answered(&reply, UpdateKind::Abort, |status| match status {
+                200 => UpdateKind::Ok,
+                202 => UpdateKind::Accepted,
+                412 => UpdateKind::TraceInvalid,
+                404 => UpdateKind::NotFound,
+                status => {
+                    UpdateKind::Failed(format!("GitLab answered {status}: {}", reply.message()))
                 }
-            };
-        UpdateResult {
-            kind,
-            status: Some(reply.status),
-            job_status,
-            update_interval: reply.update_interval(),
-        }
-    }
-
-    /// `POST /jobs/:id/artifacts`: one archive as the multipart `file` part.
-    pub async fn upload_artifacts(
-        &self,
-        job: &JobCredentials,
-        upload: &ArtifactsUpload,
-    ) -> Result<(), Error> {
-        let boundary = format!("drover-{:032x}", rand::rng().random::<u128>());
-        let mut body = Vec::with_capacity(upload.data.len() + 256);
-        let filename = upload.filename.replace(['"', '\r', '\n'], "_");
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&upload.data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let mut query = vec![
-            format!("artifact_format={}", upload.artifact_format),
-            format!("artifact_type={}", upload.artifact_type),
-        ];
-        if !upload.expire_in.is_empty() {
-            query.push(format!("expire_in={}", upload.expire_in.replace(' ', "+")));
-        }
-        let call = Call {
-            method: Method::POST,
-            path: format!("jobs/{}/artifacts?{}", job.id, query.join("&")),
-            token: TokenHeader::Job(&job.token),
-            body: Body::Multipart {
-                bytes: Bytes::from(body),
-                boundary,
-            },
-            timeout: self.inner.timeouts.long_poll,
-            expects_json: false,
-        };
-        let (method, url) = (call.method.clone(), self.url_of(&call.path));
-        let reply = self.execute(call).await?;
-        match reply.status {
-            201 => Ok(()),
-            403 => Err(Error::Forbidden {
-                method: method.to_string(),
-                url,
-                hint: "the job is no longer running",
             }),
-            status => Err(status_error(&method, url, status, &reply)),
-        }
-    }
-
-    /// `GET /jobs/:id/artifacts` of dependency `dependency_id`, with the running job's token.
-    pub async fn download_artifacts(
-        &self,
-        dependency_id: u64,
-        token: &Secret,
-    ) -> Result<Bytes, Error> {
-        let call = Call {
-            method: Method::GET,
-            path: format!("jobs/{dependency_id}/artifacts"),
-            token: TokenHeader::Job(token),
-            body: Body::None,
-            timeout: self.inner.timeouts.long_poll,
-            expects_json: false,
-        };
-        let (method, url) = (call.method.clone(), self.url_of(&call.path));
-        let reply = self.execute(call).await?;
-        match reply.status {
-            200 => Ok(reply.body),
-            403 => Err(Error::Forbidden {
-                method: method.to_string(),
-                url,
-                hint: "the job token may not read these artifacts",
-            }),
-            status => Err(status_error(&method, url, status, &reply)),
+            Err(e) => JobReply::failed(UpdateKind::Failed(e.to_string())),
         }
     }
 
@@ -691,14 +585,10 @@ impl Client {
         offset: u64,
         content: Bytes,
     ) -> PatchResult {
-        let failed = |detail: String| PatchResult {
-            kind: PatchKind::Failed(detail),
-            status: None,
-            job_status: None,
-            update_interval: None,
-        };
         if content.is_empty() {
-            return failed("refusing to send an empty trace patch".into());
+            return JobReply::failed(PatchKind::Failed(
+                "refusing to send an empty trace patch".into(),
+            ));
         }
         let end = offset + content.len() as u64 - 1;
         let call = Call {
@@ -712,32 +602,19 @@ impl Client {
             timeout: self.inner.timeouts.request,
             expects_json: false,
         };
-        let reply = match self.execute(call).await {
-            Ok(reply) => reply,
-            Err(e) => return failed(e.to_string()),
-        };
-        let job_status = reply.job_status();
-        let kind =
-            if reply.status == 403 || job_status.as_ref().is_some_and(RemoteJobStatus::is_abort) {
-                PatchKind::Abort
-            } else {
-                match reply.status {
-                    202 => PatchKind::Accepted { sent_to: end + 1 },
-                    404 => PatchKind::NotFound,
-                    416 => match reply.header("range").and_then(range_end) {
-                        Some(server_size) => PatchKind::RangeMismatch { server_size },
-                        None => PatchKind::Failed("416 without a usable Range header".into()),
-                    },
-                    status => {
-                        PatchKind::Failed(format!("GitLab answered {status}: {}", reply.message()))
-                    }
+        match self.execute(call).await {
+            Ok(reply) => JobReply::answered(&reply, PatchKind::Abort, |status| match status {
+                202 => PatchKind::Accepted { sent_to: end + 1 },
+                404 => PatchKind::NotFound,
+                416 => match reply.header("range").and_then(range_end) {
+                    Some(server_size) => PatchKind::RangeMismatch { server_size },
+                    None => PatchKind::Failed("416 without a usable Range header".into()),
+                },
+                status => {
+                    PatchKind::Failed(format!("GitLab answered {status}: {}", reply.message()))
                 }
-            };
-        PatchResult {
-            kind,
-            status: Some(reply.status),
-            job_status,
-            update_interval: reply.update_interval(),
+            }),
+            Err(e) => JobReply::failed(PatchKind::Failed(e.to_string())),
         }
     }
 
@@ -810,13 +687,6 @@ impl Client {
                     .header(CONTENT_TYPE, "text/plain")
                     .header("Content-Range", range)
                     .body(bytes.clone()),
-                Body::Multipart { bytes, boundary } => request
-                    .header(
-                        CONTENT_TYPE,
-                        format!("multipart/form-data; boundary={boundary}"),
-                    )
-                    .body(bytes.clone()),
-                Body::None => request,
             };
             let response = request
                 .send()

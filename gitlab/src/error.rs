@@ -100,15 +100,4 @@ impl Error {
             _ => None,
         }
     }
-
-    /// True when GitLab was never reached (connection, TLS, timeout, broken connection).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            Error::Connect { .. }
-                | Error::Tls { .. }
-                | Error::Timeout { .. }
-                | Error::Transport { .. }
-        )
-    }
 }

@@ -26,7 +26,7 @@ pub mod trace;
 pub mod fake;
 
 pub use client::{
-    ArtifactsUpload, Client, ClientConfig, JobCredentials, PatchKind, PatchResult, RemoteJobStatus,
+    Client, ClientConfig, JobCredentials, JobReply, PatchKind, PatchResult, RemoteJobStatus,
     RequestOutcome, Timeouts, UpdateKind, UpdateResult, normalize_url,
 };
 pub use error::Error;

@@ -19,9 +19,9 @@ fn known_prefix(token: &str) -> &str {
         .unwrap_or("")
 }
 
-/// GitLab's short form of a runner token: the first 8 characters after the prefix. GitLab shows
-/// it in its UI and job logs, so it identifies a runner without revealing the token.
-pub fn short_token(token: &str) -> &str {
+/// What a masked token shows after its prefix: the first 8 characters, as GitLab shows a runner
+/// token in its UI and job logs (unlike `drover_core::config::short_token`, which names machines).
+fn masked_stem(token: &str) -> &str {
     let rest = &token[known_prefix(token).len()..];
     let end = rest.char_indices().nth(8).map_or(rest.len(), |(i, _)| i);
     &rest[..end]
@@ -36,7 +36,7 @@ pub fn masked_token(token: &str) -> String {
     }
     let prefix = known_prefix(token);
     let short = if token[prefix.len()..].chars().count() > 16 {
-        short_token(token)
+        masked_stem(token)
     } else {
         ""
     };
@@ -93,9 +93,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn masks_keep_prefix_and_short_token_only() {
+    fn masks_keep_prefix_and_stem_only() {
         let t = "glrt-t1_6sYkQxW9bN3pLmZr7cVd";
-        assert_eq!(short_token(t), "t1_6sYkQ");
+        assert_eq!(masked_stem(t), "t1_6sYkQ");
         assert_eq!(masked_token(t), "glrt-t1_6sYkQ[MASKED]");
         assert_eq!(
             masked_token("glrtr-Xk2mP9qLw4ZsT7vB8nYd"),

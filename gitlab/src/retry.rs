@@ -50,7 +50,7 @@ pub fn wait_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
 }
 
 /// `Retry-After` in whole seconds, if present and positive.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
@@ -77,11 +77,9 @@ impl Backoff {
         }
     }
 
-    /// The next wait, drawing jitter from `rng`.
+    /// The next wait, drawing jitter from `rng`: between `min` and the next ceiling.
     pub fn next(&mut self, rng: &mut impl Rng) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(31));
-        self.attempt = self.attempt.saturating_add(1);
-        let ceiling = self.min.saturating_mul(factor).min(self.max);
+        let ceiling = self.next_ceiling();
         if ceiling <= self.min {
             return ceiling;
         }
@@ -89,7 +87,7 @@ impl Backoff {
         self.min + Duration::from_secs_f64(span * rng.random::<f64>())
     }
 
-    /// The next wait without jitter (its ceiling).
+    /// The next wait without jitter (its ceiling): `min × 2ⁿ`, capped at `max`.
     pub fn next_ceiling(&mut self) -> Duration {
         let factor = 2u32.saturating_pow(self.attempt.min(31));
         self.attempt = self.attempt.saturating_add(1);

@@ -101,11 +101,11 @@ proptest! {
         prop_assert!(kept as u64 <= limit);
         prop_assert!(std::str::from_utf8(buffer.bytes()).is_ok(), "never splits a character");
         prop_assert_eq!(buffer.checksum(), format!("crc32:{:08x}", crc32fast::hash(buffer.bytes())));
+        prop_assert_eq!(buffer.bytes(), &whole[..], "the chunking changes nothing, limit or not");
         if text.len() as u64 >= limit {
             prop_assert!(buffer.bytes().ends_with(message.as_bytes()));
             prop_assert!(text.as_bytes().starts_with(&buffer.bytes()[..kept]));
         } else {
-            prop_assert_eq!(&whole, text.as_bytes());
             prop_assert_eq!(buffer.bytes(), text.as_bytes());
         }
     }

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use drover_gitlab::api::{FeaturesInfo, RegisterRunnerRequest, VerifyRunnerRequest};
+use drover_gitlab::api::{RegisterRunnerRequest, VerifyRunnerRequest};
 use drover_gitlab::{Secret, mask};
 
 use super::runner_entries::{self, ConfigFile, NewRunner};
+use crate::daemon::adapters::runner_info;
 use crate::exit;
 
 /// The executors drover runs.
@@ -148,17 +149,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?
     };
     check_token_kind_flags(&args, &answers.token)?;
+    // Relative to where register runs; written absolute, so the daemon and the other commands,
+    // which resolve relative paths against the config's directory, read the same file.
+    let tls_ca_file = args
+        .tls_ca_file
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()
+        .context("resolving --tls-ca-file")?;
 
-    let client = runner_entries::client(&answers.url, args.tls_ca_file.as_deref())?;
+    let client = runner_entries::client(&answers.url, tls_ca_file.as_deref())?;
     let runtime = runner_entries::runtime()?;
-    let system_id = runner_entries::system_id(&config_path)?;
-    let info_features = FeaturesInfo::client_protocol();
-    let identity = runner_entries::identity();
+    let system_id = crate::files::system_id(&config_path)?;
+    let info = runner_info(&answers.executor);
 
     let (id, token, expires, registered_here) = match &answers.token {
         Token::Authentication(token) => {
             let request = VerifyRunnerRequest {
-                info: Some(identity.info(&answers.executor, "bash", info_features)),
+                info: Some(info),
                 token: Secret::new(token.as_str()),
                 system_id: system_id.clone(),
             };
@@ -192,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 access_level: args.access_level.clone().unwrap_or_default(),
                 maximum_timeout: args.maximum_timeout.unwrap_or(0),
                 paused: args.paused,
-                info: identity.info("", "", info_features),
+                info,
                 token: Secret::new(token.as_str()),
             };
             let registered = runtime
@@ -225,7 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             executor: answers.executor.clone(),
             limit: args.limit,
             docker_image: answers.docker_image.clone(),
-            tls_ca_file: args.tls_ca_file.clone(),
+            tls_ca_file: tls_ca_file.clone(),
         };
         file.add_runner(&new, chrono::Utc::now())?;
         file.save()

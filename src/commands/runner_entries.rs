@@ -1,16 +1,14 @@
 //! Reading and editing the `[[runners]]` entries of config.toml for `register`, `verify`,
-//! `unregister` and `list`, keeping the operator's comments and formatting (toml_edit), and the
-//! `.runner_system_id` file beside it. Writes are atomic and leave the file with mode 0600: it
-//! holds runner tokens.
+//! `unregister` and `list`, keeping the operator's comments and formatting (toml_edit). Writes are
+//! atomic and leave the file with mode 0600: it holds runner tokens.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
+use anyhow::Context;
+use drover_gitlab::{Client, ClientConfig};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
-use crate::exit;
+use crate::{exit, files, paths};
 
 /// What a new config file starts with.
 const NEW_CONFIG: &str = "\
@@ -19,17 +17,9 @@ concurrent = 1
 check_interval = 3
 ";
 
-/// drover's identity towards GitLab.
-pub fn identity() -> RunnerIdentity {
-    RunnerIdentity::drover(
-        env!("CARGO_PKG_VERSION"),
-        option_env!("DROVER_REVISION").unwrap_or(""),
-    )
-}
-
 /// A client for a runner's GitLab.
 pub fn client(url: &str, tls_ca_file: Option<&Path>) -> anyhow::Result<Client> {
-    let mut config = ClientConfig::new(url, identity());
+    let mut config = ClientConfig::new(url, crate::daemon::adapters::identity());
     config.tls_ca_file = tls_ca_file.map(Path::to_path_buf);
     Client::new(config).map_err(|e| exit::with_code(exit::CONFIG, e))
 }
@@ -45,12 +35,13 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// One `[[runners]]` entry as the commands need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerEntry {
-    /// Position in the `runners` array.
-    pub index: usize,
+    /// Position in the `runners` array; `None` for a runner that is not in the file.
+    pub index: Option<usize>,
     pub name: String,
     pub url: String,
     pub token: String,
     pub executor: String,
+    /// `tls-ca-file`, resolved against the config's directory.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -66,6 +57,7 @@ pub struct NewRunner {
     pub executor: String,
     pub limit: Option<u32>,
     pub docker_image: Option<String>,
+    /// Written as given: `register` passes an absolute path.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -148,7 +140,7 @@ impl ConfigFile {
             .iter()
             .enumerate()
             .map(|(index, t)| RunnerEntry {
-                index,
+                index: Some(index),
                 name: text(t, "name"),
                 url: text(t, "url"),
                 token: text(t, "token"),
@@ -157,7 +149,7 @@ impl ConfigFile {
                     .get("tls-ca-file")
                     .and_then(Item::as_str)
                     .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
+                    .map(|f| paths::in_config_dir(&self.path, Path::new(f))),
             })
             .collect()
     }
@@ -256,7 +248,7 @@ impl ConfigFile {
 
     /// Writes the file atomically with mode 0600, creating its directory.
     pub fn save(&self) -> anyhow::Result<()> {
-        write_private(&self.path, self.doc.to_string().as_bytes())
+        files::write_private(&self.path, self.doc.to_string().as_bytes())
     }
 
     #[cfg(test)]
@@ -283,97 +275,6 @@ fn toml_datetime(at: chrono::DateTime<chrono::Utc>) -> anyhow::Result<toml_edit:
         .to_string()
         .parse()
         .context("formatting a datetime for TOML")
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written file; the result has mode 0600.
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "config".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename durable; not all filesystems allow syncing a directory.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// The `.runner_system_id` file beside the config.
-pub fn system_id_path(config: &Path) -> PathBuf {
-    config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(".runner_system_id")
-}
-
-/// `s_` or `r_` followed by 12 alphanumerics, as GitLab expects.
-fn is_system_id(s: &str) -> bool {
-    (s.starts_with("s_") || s.starts_with("r_"))
-        && s.len() == 14
-        && s[2..].bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// The persisted system id of this host, if any.
-pub fn read_system_id(config: &Path) -> anyhow::Result<Option<String>> {
-    let path = system_id_path(config);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim();
-            if !is_system_id(id) {
-                bail!(
-                    "{} holds {id:?}, which is not a system id (s_ or r_ and 12 letters or digits); \
-                     delete the file to get a new one",
-                    path.display()
-                );
-            }
-            Ok(Some(id.to_owned()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// The system id of this host, created and persisted on first use. drover always makes a random
-/// `r_` id: one derived from the machine id would collide with a GitLab Runner on the same host.
-pub fn system_id(config: &Path) -> anyhow::Result<String> {
-    if let Some(id) = read_system_id(config)? {
-        return Ok(id);
-    }
-    use rand::Rng;
-    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let id: String = (0..12)
-        .map(|_| ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())] as char)
-        .collect();
-    let id = format!("r_{id}");
-    write_private(&system_id_path(config), format!("{id}\n").as_bytes())?;
-    Ok(id)
 }
 
 /// The runner's GitLab URL as an operator compares them: trailing `/` and `/ci` ignored.
@@ -464,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_tls_ca_file_is_relative_to_the_config_directory() {
+        let text = "[[runners]]\nname = \"a\"\ntls-ca-file = \"certs/ca.pem\"\n\
+                    [[runners]]\nname = \"b\"\ntls-ca-file = \"/srv/ca.pem\"\n\
+                    [[runners]]\nname = \"c\"\ntls-ca-file = \"\"\n";
+        let file = ConfigFile::parse(Path::new("/etc/drover/config.toml"), text).unwrap();
+        let cas: Vec<Option<PathBuf>> = file.runners().into_iter().map(|r| r.tls_ca_file).collect();
+        assert_eq!(
+            cas,
+            [
+                Some(PathBuf::from("/etc/drover/certs/ca.pem")),
+                Some(PathBuf::from("/srv/ca.pem")),
+                None
+            ]
+        );
+    }
+
+    #[test]
     fn removes_entries_by_index() {
         let text =
             "[[runners]]\nname = \"a\"\n[[runners]]\nname = \"b\"\n[[runners]]\nname = \"c\"\n";
@@ -482,23 +400,6 @@ mod tests {
             format!("{err:#}").contains("cannot parse c.toml"),
             "{err:#}"
         );
-    }
-
-    #[test]
-    fn system_id_is_created_once_and_validated() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        let id = system_id(&config).unwrap();
-        assert!(is_system_id(&id) && id.starts_with("r_"), "{id}");
-        assert_eq!(system_id(&config).unwrap(), id);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(system_id_path(&config))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        std::fs::write(system_id_path(&config), "garbage").unwrap();
-        assert!(read_system_id(&config).is_err());
     }
 
     #[test]

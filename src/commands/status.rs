@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::daemon::state_dir::StateDir;
 use crate::daemon::status::Status;
 use crate::exit;
 
@@ -23,16 +24,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args
         .state_dir
         .unwrap_or_else(|| crate::paths::default_state_dir(&config));
+    let state = StateDir::at(&dir);
     let running = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(dir.join("lock"))
+        .open(state.lock_file())
     {
         // The daemon holds the lock while it runs.
         Ok(file) => file.try_lock().is_err(),
         Err(_) => false,
     };
-    let status: Option<Status> = std::fs::read(dir.join("status.json"))
+    let status: Option<Status> = std::fs::read(state.status_file())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     if args.json {

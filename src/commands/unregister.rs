@@ -1,9 +1,10 @@
 //! `drover unregister`: unregister runners from GitLab and remove them from config.toml.
 //!
 //! A runner created in GitLab's UI (`glrt-` token) keeps existing there: only this host's
-//! manager of it is removed (`DELETE /runners/managers`). A runner registered with a
-//! registration token is deleted (`DELETE /runners`). An entry is removed from the file only
-//! once GitLab confirmed (or already had forgotten the manager).
+//! manager of it is removed (`DELETE /runners/managers` with the `.runner_system_id` beside the
+//! config), as GitLab Runner does; without that file drover refuses rather than guess. A runner
+//! registered with a registration token is deleted (`DELETE /runners`). An entry is removed from
+//! the file only once GitLab confirmed (or already had forgotten the manager).
 
 use std::process::ExitCode;
 
@@ -73,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     path.display()
                 );
                 vec![RunnerEntry {
-                    index: usize::MAX,
+                    index: None,
                     name: String::new(),
                     url: url.clone(),
                     token: token.clone(),
@@ -91,7 +92,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let system_id = runner_entries::read_system_id(&path)?;
+    let system_id = crate::files::read_system_id(&path)?;
+    let created_in_gitlab: Vec<&RunnerEntry> = selected
+        .iter()
+        .filter(|r| is_created_in_gitlab(&r.token))
+        .collect();
+    if system_id.is_none() && !created_in_gitlab.is_empty() {
+        return Err(no_system_id(&path, &created_in_gitlab));
+    }
     let runtime = runner_entries::runtime()?;
     let mut removed = Vec::new();
     let mut failures = Vec::new();
@@ -105,22 +113,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let token = Secret::new(runner.token.as_str());
         let result =
             runner_entries::client(&runner.url, runner.tls_ca_file.as_deref()).and_then(|client| {
-                let outcome = match (&system_id, runner.token.starts_with("glrt-")) {
-                    (Some(system_id), true) => {
+                let outcome = match (is_created_in_gitlab(&runner.token), &system_id) {
+                    (false, _) => runtime.block_on(client.unregister_runner(&token)),
+                    (true, Some(system_id)) => {
                         match runtime.block_on(client.unregister_manager(&token, system_id)) {
                             // GitLab had already forgotten this host's manager: nothing left to undo.
                             Err(e) if e.status() == Some(404) => Ok(()),
                             other => other,
                         }
                     }
-                    _ => runtime.block_on(client.unregister_runner(&token)),
+                    // Refused before any call (never `DELETE /runners` for a glrt- token).
+                    (true, None) => return Err(no_system_id(&path, &[runner])),
                 };
                 outcome.map_err(|e| exit::with_code(exit::COORDINATOR, e))
             });
         match result {
             Ok(()) => {
                 println!("Unregistering runner from GitLab succeeded   {who}");
-                removed.push(runner.index);
+                removed.extend(runner.index);
             }
             Err(e) => {
                 println!("Unregistering runner from GitLab failed      {who}\n    {e:#}");
@@ -129,17 +139,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    if let Some(file) = file.as_mut() {
-        let in_file: Vec<usize> = removed
-            .iter()
-            .copied()
-            .filter(|i| *i != usize::MAX)
-            .collect();
-        if !in_file.is_empty() {
-            file.remove_runners(&in_file);
-            file.save()?;
-            println!("Updated {}", path.display());
-        }
+    if let Some(file) = file.as_mut()
+        && !removed.is_empty()
+    {
+        file.remove_runners(&removed);
+        file.save()?;
+        println!("Updated {}", path.display());
     }
     match failures.len() {
         0 => Ok(ExitCode::SUCCESS),
@@ -153,4 +158,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         )),
     }
+}
+
+/// A runner created in GitLab's UI or API: its token says so (GitLab Runner's rule).
+fn is_created_in_gitlab(token: &str) -> bool {
+    token.starts_with("glrt-")
+}
+
+/// A `glrt-` runner is shared by all the hosts that run it; each host only removes its own
+/// manager, named by the system id. Without that id there is no telling which manager is this
+/// host's, and `DELETE /runners` would delete the runner for every host: refuse instead.
+fn no_system_id(config: &std::path::Path, runners: &[&RunnerEntry]) -> anyhow::Error {
+    let names: Vec<String> = runners
+        .iter()
+        .map(|r| {
+            if r.name.is_empty() {
+                mask::masked_token(&r.token)
+            } else {
+                r.name.clone()
+            }
+        })
+        .collect();
+    exit::with_code(
+        exit::CONFIG,
+        anyhow::anyhow!(
+            "no .runner_system_id beside {}: cannot tell which runner manager is this host's; \
+             nothing was unregistered (created in GitLab: {}). Put back the .runner_system_id \
+             this host registered with and try again, or remove this host's manager on the \
+             runner's page in GitLab and then its entry from {} by hand",
+            config.display(),
+            names.join(", "),
+            config.display()
+        ),
+    )
 }

@@ -7,10 +7,11 @@
 
 use std::process::ExitCode;
 
-use drover_gitlab::api::{FeaturesInfo, VerifyRunnerRequest};
+use drover_gitlab::api::VerifyRunnerRequest;
 use drover_gitlab::{Error, Secret, mask};
 
 use super::runner_entries::{self, ConfigFile};
+use crate::daemon::adapters::runner_info;
 use crate::exit;
 
 #[derive(clap::Args, Debug)]
@@ -55,9 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let system_id = runner_entries::read_system_id(&path)?.unwrap_or_default();
+    let system_id = crate::files::read_system_id(&path)?.unwrap_or_default();
     let runtime = runner_entries::runtime()?;
-    let identity = runner_entries::identity();
 
     let mut invalid = Vec::new();
     let mut unknown = 0;
@@ -69,11 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Err(e) => Verdict::Unknown(format!("{e:#}")),
                 Ok(client) => {
                     let request = VerifyRunnerRequest {
-                        info: Some(identity.info(
-                            &runner.executor,
-                            "bash",
-                            FeaturesInfo::client_protocol(),
-                        )),
+                        info: Some(runner_info(&runner.executor)),
                         token: Secret::new(runner.token.as_str()),
                         system_id: system_id.clone(),
                     };
@@ -95,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Verdict::Valid => println!("Verifying runner... is valid      {who}"),
             Verdict::Invalid(why) => {
                 println!("Verifying runner... is removed    {who}\n    {why}");
-                invalid.push(runner.index);
+                invalid.extend(runner.index);
             }
             Verdict::Unknown(why) => {
                 println!("Verifying runner... not checked   {who}\n    {why}");

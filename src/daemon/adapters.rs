@@ -9,6 +9,7 @@ use drover_docker::{
     DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig, EngineConfig,
     MachineEndpoint, TlsFiles,
 };
+use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
 use super::build_spec::runner_pull_policies;
@@ -16,11 +17,20 @@ use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
 
+/// drover's identity towards GitLab (the `User-Agent` and `info`), for the daemon and the
+/// commands alike.
 pub fn identity() -> RunnerIdentity {
     RunnerIdentity::drover(
         env!("CARGO_PKG_VERSION"),
         option_env!("DROVER_REVISION").unwrap_or("unknown"),
     )
+}
+
+/// The `info` block of a runner with this executor (`docker+machine` or `docker`): what the
+/// daemon sends with every request, and what `register` and `verify` send, so GitLab shows one
+/// description of this host's runner manager whichever of them spoke last.
+pub fn runner_info(executor: &str) -> RunnerInfo {
+    identity().info(executor, "sh", features())
 }
 
 /// The GitLab link and the job context of a runner.
@@ -32,14 +42,10 @@ pub fn runner_link(
 ) -> anyhow::Result<(RunnerLink, Arc<RunnerContext>)> {
     let (url, token) = settings.require_registered()?;
     let mut client_config = ClientConfig::new(url, identity());
-    client_config.tls_ca_file = settings.tls_ca_file.as_ref().map(|f| {
-        let p = Path::new(f);
-        if p.is_relative() {
-            config_path.parent().unwrap_or(Path::new(".")).join(p)
-        } else {
-            p.to_path_buf()
-        }
-    });
+    client_config.tls_ca_file = settings
+        .tls_ca_file
+        .as_ref()
+        .map(|f| crate::paths::in_config_dir(config_path, Path::new(f)));
     let client = Client::new(client_config).with_context(|| {
         format!(
             "runner {:?}: setting up the GitLab client for {url}",
@@ -50,7 +56,7 @@ pub fn runner_link(
         ExecutorKind::DockerMachine => "docker+machine",
         ExecutorKind::Docker => "docker",
     };
-    let info = identity().info(executor, "sh", features());
+    let info = runner_info(executor);
     let token = token.clone();
     let link = RunnerLink::new(client.clone(), token, system_id.to_string(), info.clone());
     let context = Arc::new(RunnerContext {
@@ -169,6 +175,21 @@ mod tests {
         );
         let loaded = crate::config::parse(&text, Path::new("config.toml")).unwrap();
         loaded.runners[0].clone()
+    }
+
+    #[test]
+    fn a_relative_tls_ca_file_is_read_beside_the_config() {
+        let text = "concurrent = 1\n[[runners]]\nname = \"a\"\nurl = \"https://gitlab.example.com\"\n\
+                    token = \"glrt-x\"\ntls-ca-file = \"certs/ca.pem\"\nexecutor = \"docker\"\n";
+        let config = Path::new("/nonexistent/drover/config.toml");
+        let loaded = crate::config::parse(text, config).unwrap();
+        let Err(error) = runner_link(&loaded.runners[0], "x", "r_000000000000", config) else {
+            panic!("the CA file does not exist");
+        };
+        assert!(
+            format!("{error:#}").contains("/nonexistent/drover/certs/ca.pem"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -22,9 +22,10 @@ use super::jobs::{JobCommand, Jobs, RunnerContext};
 use super::machines::{Machines, Placement};
 use super::metrics::Metrics;
 use super::signals::{self, OpSignal};
-use super::state_dir::{StateDir, write_atomic};
+use super::state_dir::StateDir;
 use super::status::Status;
 use crate::config::{self, ExecutorKind, Loaded, Provider, RunnerSettings};
+use crate::files::write_private;
 
 /// A snapshot every this many events bounds the work of a restart.
 const SNAPSHOT_EVERY: u64 = 2_000;
@@ -72,7 +73,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     let signals = signals::listen().context("installing signal handlers")?;
     let state_dir = StateDir::open(&options.state_dir)?;
     let _lock = state_dir.lock()?;
-    let system_id = crate::commands::runner_entries::system_id(&options.config)?;
+    let system_id = crate::files::system_id(&options.config)?;
     let (tx, rx) = mpsc::unbounded_channel();
 
     // Recover the core from the journal, or start one.
@@ -704,7 +705,7 @@ impl Driver {
             &self.started_at,
         );
         if let Ok(bytes) = serde_json::to_vec_pretty(&status)
-            && let Err(e) = write_atomic(&self.state_dir.status_file(), &bytes)
+            && let Err(e) = write_private(&self.state_dir.status_file(), &bytes)
         {
             tracing::warn!("writing the status file failed: {e:#}");
         }

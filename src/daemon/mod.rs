@@ -5,7 +5,7 @@
 //! then its commands are carried out as tasks whose results come back as events. The driver is the
 //! only place that reads the clock.
 
-mod adapters;
+pub mod adapters;
 mod build_spec;
 mod clock;
 mod coordinator;

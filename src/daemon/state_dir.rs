@@ -24,6 +24,8 @@ use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::TraceCheckpoint;
 use serde::{Deserialize, Serialize};
 
+use crate::files::write_private;
+
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -55,15 +57,21 @@ pub struct Progress {
 }
 
 impl StateDir {
+    /// The state directory at `root`, created (private) if it is not there.
     pub fn open(root: &Path) -> anyhow::Result<StateDir> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root.join("jobs"))
             .with_context(|| format!("creating the state directory {}", root.display()))?;
-        Ok(StateDir {
+        Ok(Self::at(root))
+    }
+
+    /// The state directory at `root`, to look at: nothing is created.
+    pub fn at(root: &Path) -> StateDir {
+        StateDir {
             root: root.to_path_buf(),
-        })
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -118,7 +126,7 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        write_atomic(&dir.join("job.json"), &serde_json::to_vec(job)?)
+        write_private(&dir.join("job.json"), &serde_json::to_vec(job)?)
     }
 
     pub fn load_job(&self, job: u64) -> anyhow::Result<JobResponse> {
@@ -135,7 +143,7 @@ impl StateDir {
     }
 
     pub fn save_progress(&self, job: u64, progress: &Progress) -> anyhow::Result<()> {
-        write_atomic(
+        write_private(
             &self.job_dir(job).join("progress.json"),
             &serde_json::to_vec(progress)?,
         )
@@ -185,7 +193,7 @@ impl StateDir {
             .mode(0o700)
             .create(self.root.join("runners"))
             .with_context(|| format!("creating {}", self.root.join("runners").display()))?;
-        write_atomic(&path, text.as_bytes())
+        write_private(&path, text.as_bytes())
     }
 
     /// The config file kept for runner `name`, if any.
@@ -230,23 +238,6 @@ impl StateDir {
         ids.sort_unstable();
         ids
     }
-}
-
-/// Writes a private file so that readers see the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-    }
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
 #[cfg(test)]

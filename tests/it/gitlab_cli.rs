@@ -25,7 +25,15 @@ impl std::fmt::Debug for Run {
 
 /// Runs drover with a clean environment (GitLab CI's own CI_SERVER_URL etc. must not leak in).
 async fn drover(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    drover_in(None, home, args, env).await
+}
+
+/// [`drover`] in the working directory `cwd`, if given.
+async fn drover_in(cwd: Option<&Path>, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     command
         .args(args)
         .env_clear()
@@ -126,6 +134,18 @@ async fn register_list_verify_delete_and_unregister() {
             .map(|m| m.system_id.as_str())
             .collect::<Vec<_>>(),
         [system_id]
+    );
+    // The manager is described as the daemon describes it (what it runs, not just the protocol).
+    let manager = &runner.managers[0];
+    assert_eq!(manager.executor, "docker+machine");
+    assert!(
+        manager.features.two_phase_job_commit
+            && manager.features.image
+            && manager.features.masking
+            && manager.features.cancel_gracefully
+            && !manager.features.artifacts,
+        "{:?}",
+        manager.features
     );
     let toml = toml_of(&config);
     let entry = &toml["runners"][0];
@@ -485,11 +505,13 @@ async fn tls_needs_the_ca_file_and_it_is_written_to_the_config() {
         "{run:?}"
     );
 
+    // A relative --tls-ca-file is taken from where register runs, and written absolute.
     let ca = dir.path().join("gitlab-ca.pem");
     std::fs::write(&ca, fake.ca_pem().unwrap()).unwrap();
     let mut with_ca = args(&[]);
-    with_ca.extend(["--tls-ca-file".to_string(), ca.display().to_string()]);
-    let run = drover(
+    with_ca.extend(["--tls-ca-file".to_string(), "gitlab-ca.pem".to_string()]);
+    let run = drover_in(
+        Some(dir.path()),
         dir.path(),
         &with_ca.iter().map(String::as_str).collect::<Vec<_>>(),
         &[],
@@ -501,8 +523,30 @@ async fn tls_needs_the_ca_file_and_it_is_written_to_the_config() {
         Some(ca.to_str().unwrap())
     );
 
-    // verify uses it too.
+    // verify uses it too, from any working directory.
     let run = drover(dir.path(), &["verify", "-c", config_arg], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // A relative tls-ca-file in the file is relative to the config's directory, as for the
+    // daemon, not to the working directory.
+    std::fs::write(
+        config.parent().unwrap().join("beside.pem"),
+        fake.ca_pem().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("tls-ca-file = \"{}\"", ca.display()),
+        "tls-ca-file = \"beside.pem\"",
+    );
+    assert!(text.contains("beside.pem"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let run = drover_in(
+        Some(dir.path()),
+        dir.path(),
+        &["verify", "-c", config_arg],
+        &[],
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_no_violations(&fake);
 }
@@ -591,5 +635,62 @@ async fn unregister_keeps_what_gitlab_did_not_confirm() {
         run.code, 2,
         "clap requires one of --name, --url, --all-runners: {run:?}"
     );
+    assert_no_violations(&fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregister_without_a_system_id_never_deletes_a_runner_created_in_gitlab() {
+    let fake = FakeGitlab::start(FakeOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let config_arg = config.to_str().unwrap();
+    let glrt = fake.create_runner_token();
+    // A config copied to a fresh host: the runner's entry, but no .runner_system_id beside it.
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\n[[runners]]\n  name = \"shared\"\n  url = \"{}\"\n  token = \"{glrt}\"\n  \
+             executor = \"docker\"\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let before = std::fs::read_to_string(&config).unwrap();
+
+    let by_name = ["unregister", "-c", config_arg, "--name", "shared"];
+    let by_url = [
+        "unregister",
+        "-c",
+        config_arg,
+        "--url",
+        fake.url(),
+        "--token",
+        &glrt,
+    ];
+    for args in [&by_name[..], &by_url[..]] {
+        let run = drover(dir.path(), args, &[]).await;
+        assert_eq!(run.code, 2, "a config error: {run:?}");
+        assert!(
+            run.stderr.contains("no .runner_system_id beside")
+                && run
+                    .stderr
+                    .contains("cannot tell which runner manager is this host's")
+                && run.stderr.contains("shared"),
+            "{run:?}"
+        );
+        assert!(!run.stderr.contains(&glrt), "{run:?}");
+    }
+    assert!(
+        fake.runner(&glrt).is_some(),
+        "the runner stays in GitLab for its other hosts"
+    );
+    assert!(
+        fake.requests().iter().all(|r| r.method != "DELETE"),
+        "nothing was asked of GitLab: {:?}",
+        fake.requests()
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    assert!(!config.parent().unwrap().join(".runner_system_id").exists());
     assert_no_violations(&fake);
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::is_false;
 use crate::mask::Secret;
 
-/// GitLab's default job timeout when `runner_info.timeout` is zero or negative.
-pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
+/// GitLab's default job timeout, for a job whose `runner_info.timeout` is zero or negative.
+pub use drover_core::DEFAULT_JOB_TIMEOUT;
 
 /// A job assigned to this runner.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct JobResponse {
 }
 
 impl JobResponse {
-    /// The job's timeout: `runner_info.timeout`, or 7200 s when it is not positive.
+    /// The job's timeout: `runner_info.timeout`, or [`DEFAULT_JOB_TIMEOUT`] when it is not positive.
     pub fn timeout(&self) -> Duration {
         u64::try_from(self.runner_info.timeout)
             .ok()

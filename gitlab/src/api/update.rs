@@ -16,21 +16,6 @@ pub enum JobState {
     Failed,
 }
 
-impl JobState {
-    pub fn is_final(self) -> bool {
-        matches!(self, JobState::Success | JobState::Failed)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Success => "success",
-            JobState::Failed => "failed",
-        }
-    }
-}
-
 /// Why a job failed: the core's reason, sent under GitLab's wire names.
 pub use drover_core::FailureReason;
 

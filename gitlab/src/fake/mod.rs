@@ -5,8 +5,8 @@
 //! versions with Workhorse-style long polling, two-phase job commit, job states with
 //! `Job-Status` on every job response, trace offsets with `416`, the final update checked against
 //! the stored trace, cancellation (`canceling` when the runner declared `cancel_gracefully`),
-//! artifacts storage (uploads served back to a running job's token), rate limiting, and
-//! scriptable [`Fault`]s.
+//! rate limiting, and scriptable [`Fault`]s. Artifacts endpoints are absent, as drover does not
+//! claim the feature: a call to them is a violation.
 //!
 //! It **records** every request ([`FakeGitlab::requests`]) and it is **strict**: protocol mistakes
 //! a real GitLab might tolerate (a missing or wrong token header, a malformed `Content-Range`,
@@ -34,8 +34,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use state::{
-    JobStatus, JobView, ManagerView, RecordedRequest, RunnerView, StoredArtifact, UpdateRecord,
-    Violation,
+    JobStatus, JobView, ManagerView, RecordedRequest, RunnerView, UpdateRecord, Violation,
 };
 pub use template::{FAILURE_REASONS, JobTemplate};
 
@@ -96,8 +95,6 @@ pub enum Route {
     /// `PUT /jobs/:id` with a final state.
     FinalUpdate,
     TracePatch,
-    ArtifactsUpload,
-    ArtifactsDownload,
 }
 
 /// A scripted misbehaviour, applied to the next `times` matching requests (in injection order).

@@ -115,8 +115,6 @@ enum Endpoint {
     JobRequest,
     UpdateJob(u64),
     PatchTrace(u64),
-    UploadArtifacts(u64),
-    DownloadArtifacts(u64),
     Unknown,
 }
 
@@ -136,12 +134,6 @@ fn route(method: &str, path: &str) -> Endpoint {
         ("PATCH", ["jobs", id, "trace"]) => {
             id.parse().map_or(Endpoint::Unknown, Endpoint::PatchTrace)
         }
-        ("POST", ["jobs", id, "artifacts"]) => id
-            .parse()
-            .map_or(Endpoint::Unknown, Endpoint::UploadArtifacts),
-        ("GET", ["jobs", id, "artifacts"]) => id
-            .parse()
-            .map_or(Endpoint::Unknown, Endpoint::DownloadArtifacts),
         _ => Endpoint::Unknown,
     }
 }
@@ -165,8 +157,6 @@ fn fault_route(endpoint: &Endpoint, body: &[u8]) -> Route {
             }
         }
         Endpoint::PatchTrace(_) => Route::TracePatch,
-        Endpoint::UploadArtifacts(_) => Route::ArtifactsUpload,
-        Endpoint::DownloadArtifacts(_) => Route::ArtifactsDownload,
         Endpoint::Unknown => Route::Any,
     }
 }
@@ -240,8 +230,6 @@ async fn handle(
                 Endpoint::ResetToken => state.reset_token(&request),
                 Endpoint::UpdateJob(id) => state.update_job(&request, id),
                 Endpoint::PatchTrace(id) => state.patch_trace(&request, id),
-                Endpoint::UploadArtifacts(id) => state.upload_artifacts(&request, id),
-                Endpoint::DownloadArtifacts(id) => state.download_artifacts(&request, id),
                 Endpoint::JobRequest | Endpoint::Unknown => {
                     state.unknown_endpoint(&request);
                     Reply::json(404, &serde_json::json!({ "message": "404 Not Found" }))

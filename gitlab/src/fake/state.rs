@@ -127,22 +127,7 @@ pub struct JobView {
     pub exit_code: Option<i64>,
     /// Final updates answered `200`.
     pub final_updates_accepted: u32,
-    /// Artifacts uploaded by the job.
-    pub artifacts: Vec<StoredArtifact>,
     pub response: JobResponse,
-}
-
-/// An uploaded artifacts file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredArtifact {
-    /// The multipart file name (`artifacts.zip`, `junit.xml.gz`, ...).
-    pub filename: String,
-    /// `artifact_type` (`archive` when not given).
-    pub artifact_type: String,
-    /// `artifact_format` (`zip` when not given).
-    pub artifact_format: String,
-    pub expire_in: String,
-    pub data: Vec<u8>,
 }
 
 impl JobView {
@@ -230,7 +215,6 @@ pub(crate) struct Job {
     final_accepted: u32,
     failure_reason: Option<String>,
     exit_code: Option<i64>,
-    artifacts: Vec<StoredArtifact>,
 }
 
 impl Job {
@@ -249,7 +233,6 @@ impl Job {
             failure_reason: self.failure_reason.clone(),
             exit_code: self.exit_code,
             final_updates_accepted: self.final_accepted,
-            artifacts: self.artifacts.clone(),
             response: self.response.clone(),
         }
     }
@@ -461,7 +444,6 @@ impl State {
                 final_accepted: 0,
                 failure_reason: None,
                 exit_code: None,
-                artifacts: Vec::new(),
             },
         );
         self.queue.push_back(id);
@@ -1125,119 +1107,5 @@ impl State {
                 self.options.trace_update_interval.to_string(),
             )
             .job_status(status)
-    }
-
-    // ---- artifacts ----------------------------------------------------------------------------
-
-    /// `POST /jobs/:id/artifacts`: a multipart body with one `file` part.
-    pub(crate) fn upload_artifacts(&mut self, req: &Request<'_>, id: u64) -> Reply {
-        if req.header("job-token").is_none() {
-            self.violate(req, "no JOB-TOKEN header");
-        }
-        let presented = req
-            .header("job-token")
-            .or_else(|| req.query_param("token"))
-            .map(str::to_owned);
-        let status = match self.jobs.get(&id) {
-            Some(job) if Some(job.token.as_str()) == presented.as_deref() => job.status,
-            _ => return Reply::message(403, "403 Forbidden"),
-        };
-        if !matches!(status, JobStatus::Running | JobStatus::Canceling) {
-            return Reply::message(403, "403 Forbidden - Job is not processing on runner")
-                .job_status(status);
-        }
-        let content_type = req.header("content-type").unwrap_or_default();
-        let Some((filename, data)) = multipart_file(content_type, req.body) else {
-            self.violate(req, "an artifacts upload without a multipart `file` part");
-            return Reply::message(400, "400 Bad request - file is missing");
-        };
-        let param = |key: &str, default: &str| req.query_param(key).unwrap_or(default).to_owned();
-        let artifact = StoredArtifact {
-            filename,
-            artifact_type: param("artifact_type", "archive"),
-            artifact_format: param("artifact_format", "zip"),
-            expire_in: param("expire_in", "").replace('+', " "),
-            data,
-        };
-        self.jobs
-            .get_mut(&id)
-            .expect("checked above")
-            .artifacts
-            .push(artifact);
-        Reply::text_status(201)
-    }
-
-    /// `GET /jobs/:id/artifacts`: the `archive` artifacts of job `id`, for a running job's token.
-    pub(crate) fn download_artifacts(&mut self, req: &Request<'_>, id: u64) -> Reply {
-        if req.header("job-token").is_none() {
-            self.violate(req, "no JOB-TOKEN header");
-        }
-        let presented = req
-            .header("job-token")
-            .or_else(|| req.query_param("token"))
-            .unwrap_or_default();
-        let authorized = self.jobs.values().any(|j| {
-            j.token == presented && matches!(j.status, JobStatus::Running | JobStatus::Canceling)
-        });
-        if !authorized {
-            return Reply::message(403, "403 Forbidden");
-        }
-        match self
-            .jobs
-            .get(&id)
-            .and_then(|j| j.artifacts.iter().find(|a| a.artifact_type == "archive"))
-        {
-            Some(artifact) => Reply::new(200)
-                .header("Content-Type", "application/octet-stream")
-                .header(
-                    "Content-Disposition",
-                    format!("attachment; filename=\"{}\"", artifact.filename),
-                )
-                .body(artifact.data.clone()),
-            None => Reply::message(404, "404 Not Found"),
-        }
-    }
-}
-
-/// The `file` part of a `multipart/form-data` body: its file name and bytes.
-fn multipart_file(content_type: &str, body: &[u8]) -> Option<(String, Vec<u8>)> {
-    let boundary = content_type
-        .split(';')
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("boundary="))?
-        .trim_matches('"');
-    let delimiter = format!("--{boundary}").into_bytes();
-    let find = |hay: &[u8], needle: &[u8], from: usize| {
-        hay.get(from..)?
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|p| p + from)
-    };
-    let mut at = find(body, &delimiter, 0)?;
-    loop {
-        let part_start = at + delimiter.len();
-        if body.get(part_start..part_start + 2) == Some(b"--") {
-            return None;
-        }
-        let next = find(body, &delimiter, part_start)?;
-        let part = &body[part_start..next];
-        let head_end = find(part, b"\r\n\r\n", 0)?;
-        let head = String::from_utf8_lossy(&part[..head_end]);
-        let disposition = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))?;
-        if disposition.contains("name=\"file\"") {
-            let filename = disposition
-                .split(';')
-                .map(str::trim)
-                .find_map(|p| p.strip_prefix("filename="))
-                .map(|f| f.trim_matches('"').to_owned())
-                .unwrap_or_default();
-            let data = part[head_end + 4..]
-                .strip_suffix(b"\r\n")
-                .unwrap_or(&part[head_end + 4..]);
-            return Some((filename, data.to_vec()));
-        }
-        at = next;
     }
 }

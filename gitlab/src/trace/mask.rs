@@ -15,8 +15,9 @@ fn in_token_alphabet(b: u8) -> bool {
 }
 
 /// Masks `<prefix><token alphabet>+` as `<prefix>[MASKED]`. Holds back at most a partial prefix;
-/// token characters are swallowed as they come.
-#[derive(Debug, Clone)]
+/// token characters are swallowed as they come. Persisted as it is in [`RedactorState`]: the
+/// field names are part of `progress.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PrefixStage {
     prefix: Vec<u8>,
     /// Bytes of `prefix` matched so far (held back).
@@ -244,7 +245,7 @@ impl Utf8Stage {
 /// as the job payload.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RedactorState {
-    prefixes: Vec<PrefixState>,
+    prefixes: Vec<PrefixStage>,
     phrase_pending: Vec<u8>,
     utf8_pending: Vec<u8>,
 }
@@ -258,14 +259,6 @@ impl std::fmt::Debug for RedactorState {
             .field("utf8_pending", &self.utf8_pending.len())
             .finish()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PrefixState {
-    prefix: Vec<u8>,
-    matching: usize,
-    in_token: bool,
-    swallowed: bool,
 }
 
 /// The whole redaction pipeline.
@@ -312,16 +305,7 @@ impl Redactor {
     /// What the stages hold back right now, to persist beside the redacted bytes.
     pub(crate) fn state(&self) -> RedactorState {
         RedactorState {
-            prefixes: self
-                .prefixes
-                .iter()
-                .map(|p| PrefixState {
-                    prefix: p.prefix.clone(),
-                    matching: p.matching,
-                    in_token: p.in_token,
-                    swallowed: p.swallowed,
-                })
-                .collect(),
+            prefixes: self.prefixes.clone(),
             phrase_pending: self.phrases.pending.clone(),
             utf8_pending: self.utf8.pending.clone(),
         }
@@ -342,11 +326,8 @@ impl Redactor {
         if !fits {
             return false;
         }
-        for (saved, stage) in state.prefixes.iter().zip(&mut self.prefixes) {
-            stage.matching = saved.matching;
-            stage.in_token = saved.in_token;
-            stage.swallowed = saved.swallowed;
-        }
+        // Same prefixes, checked above: the saved stages replace these whole.
+        self.prefixes = state.prefixes.clone();
         self.phrases.pending = state.phrase_pending.clone();
         self.utf8.pending = state.utf8_pending.clone();
         true
@@ -415,6 +396,44 @@ mod tests {
         assert_eq!(run(&[], &p, &[b"just glrt- here"]), "just glrt- here");
         assert_eq!(run(&[], &p, &[b"glglrt-x!"]), "glglrt-[MASKED]!");
         assert_eq!(run(&[], &p, &[b"gl"]), "gl");
+    }
+
+    /// The state is persisted in the daemon's state directory (`progress.json`): its JSON shape
+    /// must not change, so files written by an earlier drover still load.
+    #[test]
+    fn the_persisted_state_keeps_its_json_shape() {
+        let phrases = vec!["s3cr3t".to_string()];
+        let prefixes = vec!["glrt-".to_string(), "gl".to_string()];
+        let mut r = Redactor::new(&phrases, &prefixes);
+        let mut out = Vec::new();
+        r.push(b"x glrt-abc \xe2\x82s3cg", &mut out);
+        let json = serde_json::to_string(&r.state()).unwrap();
+        let expected = concat!(
+            r#"{"prefixes":[{"prefix":[103,108,114,116,45],"matching":1,"in_token":false,"swallowed":false},"#,
+            r#"{"prefix":[103,108],"matching":0,"in_token":false,"swallowed":false}],"#,
+            r#""phrase_pending":[115,51,99],"utf8_pending":[226,130]}"#
+        );
+        assert_eq!(json, expected);
+
+        // A state in that shape restores: the rest comes out as if never interrupted.
+        let saved: RedactorState = serde_json::from_str(expected).unwrap();
+        let mut resumed = Redactor::new(&phrases, &prefixes);
+        assert!(resumed.restore(&saved));
+        let mut rest = Vec::new();
+        resumed.push(b"lrt-xyz s3cr3t ok", &mut rest);
+        resumed.finish(&mut rest);
+        r.push(b"lrt-xyz s3cr3t ok", &mut out);
+        r.finish(&mut out);
+        let whole = String::from_utf8(out).unwrap();
+        let rest = String::from_utf8(rest).unwrap();
+        assert!(
+            whole.ends_with(&rest) && !rest.is_empty(),
+            "{whole:?} vs {rest:?}"
+        );
+        assert!(
+            !whole.contains("xyz") && !whole.contains("s3cr3t"),
+            "{whole:?}"
+        );
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Sending a job's log and its final state to GitLab.
 //!
 //! The daemon drives one [`TraceUploader`] per running job:
-//! 1. [`TraceUploader::run`] until the job ends (or call [`TraceUploader::tick`] itself every
-//!    [`TraceUploader::interval`]): each tick PATCHes what GitLab does not have yet and, when
-//!    nothing was sent for 30 s, PUTs a `running` keep-alive. Cancellation and abort signals from
-//!    GitLab are published on [`TraceUploader::remote`].
+//! 1. [`TraceUploader::run`] until the job ends: every interval (3 s, or as GitLab asks) a tick
+//!    PATCHes what GitLab does not have yet and, when nothing was sent for 30 s, PUTs a `running`
+//!    keep-alive. Cancellation and abort signals from GitLab are published on
+//!    [`TraceUploader::remote`].
 //! 2. [`TraceUploader::finish`] once: flush the trace, then the final `PUT` (202/412: wait and
 //!    redo; failures: retried with backoff, bounded).
 //!
-//! Persist [`TraceUploader::acked_offset`] (watch [`TraceUploader::acked`]) together with the
-//! stored trace bytes; after a restart, [`TraceUploader::resume`] continues from that offset.
+//! Persist the acknowledged offset (watch [`TraceUploader::acked`]) together with the stored trace
+//! bytes; after a restart, [`TraceUploader::resume`] continues from that offset.
 
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use super::SharedTrace;
 use crate::api::{
     FailureReason, JobResponse, JobState, RunnerInfo, ServerReason, UpdateJobRequest,
 };
-use crate::client::{Client, JobCredentials, PatchKind, PatchResult, UpdateKind, UpdateResult};
+use crate::client::{Client, JobCredentials, JobReply, PatchKind, UpdateKind};
 use crate::retry::Backoff;
 
 /// Timing and size limits, GitLab Runner's defaults.
@@ -174,12 +174,14 @@ impl TraceUploader {
         }
     }
 
-    /// Bytes of the trace GitLab has acknowledged (persist this with the trace bytes).
+    /// Bytes of the trace GitLab has acknowledged (tests; the daemon follows
+    /// [`TraceUploader::acked`]).
+    #[cfg(feature = "fake")]
     pub fn acked_offset(&self) -> u64 {
         self.sent
     }
 
-    /// Follows [`TraceUploader::acked_offset`].
+    /// Follows the bytes of the trace GitLab has acknowledged (persist them with the trace bytes).
     pub fn acked(&self) -> watch::Receiver<u64> {
         self.acked.subscribe()
     }
@@ -189,7 +191,8 @@ impl TraceUploader {
         self.remote.subscribe()
     }
 
-    /// The interval before the next tick (GitLab may change it).
+    /// The interval before the next tick, as GitLab last set it (tests).
+    #[cfg(feature = "fake")]
     pub fn interval(&self) -> Duration {
         self.interval
     }
@@ -236,7 +239,7 @@ impl TraceUploader {
         let request =
             UpdateJobRequest::keep_alive(self.info.clone(), self.job.token.clone(), output);
         let result = self.client.update_job(&self.job, &request).await;
-        self.observe_update(&result);
+        self.observe(&result);
         match result.kind {
             UpdateKind::Ok => self.last_sent = Instant::now(),
             UpdateKind::Abort => return self.stop(RemoteState::Aborted),
@@ -272,7 +275,7 @@ impl TraceUploader {
             return None;
         }
         let result = self.client.patch_trace(&self.job, self.sent, content).await;
-        self.observe_patch(&result);
+        self.observe(&result);
         match result.kind {
             PatchKind::Accepted { sent_to } => self.advance(sent_to),
             PatchKind::RangeMismatch { server_size } => {
@@ -298,14 +301,8 @@ impl TraceUploader {
         self.acked.send_replace(offset);
     }
 
-    fn observe_patch(&mut self, result: &PatchResult) {
-        self.set_interval(result.update_interval);
-        if result.cancel_requested() {
-            self.request_cancel();
-        }
-    }
-
-    fn observe_update(&mut self, result: &UpdateResult) {
+    /// What every answer may carry: a new interval, a cancel request.
+    fn observe<K>(&mut self, result: &JobReply<K>) {
         self.set_interval(result.update_interval);
         if result.cancel_requested() {
             self.request_cancel();
@@ -367,13 +364,13 @@ impl TraceUploader {
                 let update = self.final_request(result);
                 let reply = self.client.update_job(&self.job, &update).await;
                 self.set_interval(reply.update_interval);
-                if reply.status == Some(200) {
-                    // GitLab Runner reads `200` + `Job-Status: failed/canceled` as an abort; for
-                    // the final update it is the acceptance of exactly that state.
-                    return self.finished(FinalOutcome::Accepted);
-                }
                 match reply.kind {
                     UpdateKind::Ok => return self.finished(FinalOutcome::Accepted),
+                    // GitLab Runner reads `200` + `Job-Status: failed/canceled` as an abort; for
+                    // the final update it is the acceptance of exactly that state.
+                    UpdateKind::Abort if reply.status == Some(200) => {
+                        return self.finished(FinalOutcome::Accepted);
+                    }
                     UpdateKind::Abort => return self.finished(FinalOutcome::Aborted),
                     UpdateKind::NotFound => return self.finished(FinalOutcome::NotFound),
                     UpdateKind::Accepted | UpdateKind::TraceInvalid => {

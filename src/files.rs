@@ -1,0 +1,151 @@
+//! Files drover keeps private: written atomically with mode 0600 (config.toml holds runner
+//! tokens, the state directory job payloads and pieces of secrets), and this host's system id.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+
+use crate::paths;
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
+/// half-written file and readers see the old or the new content; the result has mode 0600.
+/// Concurrent writers (the daemon's job tasks) each use their own temporary file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = paths::dir_of(path);
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename durable; not all filesystems allow syncing a directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The `.runner_system_id` file beside the config.
+pub fn system_id_path(config: &Path) -> PathBuf {
+    paths::dir_of(config).join(".runner_system_id")
+}
+
+/// `s_` or `r_` followed by 12 alphanumerics, as GitLab expects.
+fn is_system_id(s: &str) -> bool {
+    (s.starts_with("s_") || s.starts_with("r_"))
+        && s.len() == 14
+        && s[2..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The persisted system id of this host, if any.
+pub fn read_system_id(config: &Path) -> anyhow::Result<Option<String>> {
+    let path = system_id_path(config);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if !is_system_id(id) {
+                bail!(
+                    "{} holds {id:?}, which is not a system id (s_ or r_ and 12 letters or digits); \
+                     delete the file to get a new one",
+                    path.display()
+                );
+            }
+            Ok(Some(id.to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The system id of this host, created and persisted on first use. drover always makes a random
+/// `r_` id: one derived from the machine id would collide with a GitLab Runner on the same host.
+pub fn system_id(config: &Path) -> anyhow::Result<String> {
+    if let Some(id) = read_system_id(config)? {
+        return Ok(id);
+    }
+    use rand::Rng;
+    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let id: String = (0..12)
+        .map(|_| ALPHANUMERIC[rng.random_range(0..ALPHANUMERIC.len())] as char)
+        .collect();
+    let id = format!("r_{id}");
+    write_private(&system_id_path(config), format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn system_id_is_created_once_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let id = system_id(&config).unwrap();
+        assert!(is_system_id(&id) && id.starts_with("r_"), "{id}");
+        assert_eq!(system_id(&config).unwrap(), id);
+        let mode = std::fs::metadata(system_id_path(&config))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(system_id_path(&config), "garbage").unwrap();
+        assert!(read_system_id(&config).is_err());
+    }
+
+    #[test]
+    fn private_files_are_replaced_whole_with_mode_0600_by_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("progress.json");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_private(path, &[i; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(
+            bytes.iter().all(|b| *b == bytes[0]),
+            "one writer's content, whole"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["progress.json"], "no temporary file is left behind");
+    }
+}
