@@ -21,7 +21,7 @@
 //! Known window: a job whose containers were already removed when drover died (its outcome computed,
 //! not yet reported) resumes as `runner_system_failure`.
 
-mod cleanup;
+pub(crate) mod cleanup;
 mod job;
 mod script;
 mod services;

@@ -21,7 +21,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    ListVolumesOptions,
 };
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -29,6 +29,7 @@ use futures_util::future::BoxFuture;
 use super::locks::NameLocks;
 use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
 use crate::engine::{EngineConfig, EngineError};
+use crate::executor::cleanup::remove_labelled;
 use crate::image::{ImageError, Pull, PullPolicy, RegistryCredential, ensure_image};
 use crate::labels;
 use crate::trace::Trace;
@@ -170,57 +171,10 @@ impl DockerProvider {
     }
 
     async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
-        let err = |e| docker_error(name, e);
         let filter = labels::filter(&[(labels::MACHINE, Some(name))]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filter.clone()),
-            ..Default::default()
-        };
-        for container in self
-            .docker
-            .list_containers(Some(options))
+        remove_labelled(&self.docker, filter)
             .await
-            .map_err(err)?
-        {
-            let Some(id) = container.id else { continue };
-            let options = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match self.docker.remove_container(&id, Some(options)).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        let options = ListNetworksOptions {
-            filters: Some(filter.clone()),
-        };
-        for network in self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(err)?
-        {
-            let Some(id) = network.id else { continue };
-            match self.docker.remove_network(&id).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        let options = ListVolumesOptions {
-            filters: Some(filter),
-        };
-        let volumes = self.docker.list_volumes(Some(options)).await.map_err(err)?;
-        for volume in volumes.volumes.unwrap_or_default() {
-            let options = RemoveVolumeOptions { force: true };
-            match self.docker.remove_volume(&volume.name, Some(options)).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        Ok(())
+            .map_err(|e| docker_error(name, e))
     }
 
     async fn list_all(&self, prefix: &str) -> Result<Vec<String>, bollard::errors::Error> {
