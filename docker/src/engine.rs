@@ -39,6 +39,13 @@ impl TlsFiles {
     }
 }
 
+/// Whether the engine answered with one of these HTTP status codes (404: no such object; 409: a
+/// conflict, such as a removal already under way; 304: nothing to do).
+pub(crate) fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. }
+        if codes.contains(status_code))
+}
+
 /// The engine could not be reached or spoke an API we cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -6,6 +6,7 @@ use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions, TagImage
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::is_status;
 use crate::trace::Trace;
 
 /// When an image is pulled. A list is tried in order: `[Always, IfNotPresent]` pulls, and falls back
@@ -238,9 +239,7 @@ pub(crate) async fn ensure_image(
 async fn is_present(docker: &Docker, image: &str) -> Result<bool, ImageError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
+        Err(err) if is_status(&err, &[404]) => Ok(false),
         Err(source) => Err(ImageError::Engine {
             image: image.to_string(),
             source,

@@ -8,7 +8,7 @@ use bollard::query_parameters::{
     RemoveVolumeOptions,
 };
 
-use super::step::is_status;
+use crate::engine::is_status;
 use crate::labels;
 
 /// Removes every container, network and volume of a job.

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::Control;
 use super::job::{Job, JobError, Kind, Planned, instant_at, later, next_control, step_label};
 use super::script::{self, FileEntry, SCRIPT_PATH};
+use crate::engine::is_status;
 use crate::labels;
 use crate::trace::LogCursor;
 
@@ -44,11 +45,6 @@ pub(crate) enum StepEnd {
 enum Interruption {
     TimedOut,
     Canceled,
-}
-
-pub(crate) fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
-    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. }
-        if codes.contains(status_code))
 }
 
 impl Job {

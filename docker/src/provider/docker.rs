@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 
 use super::locks::NameLocks;
 use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
-use crate::engine::{EngineConfig, EngineError};
+use crate::engine::{EngineConfig, EngineError, is_status};
 use crate::executor::cleanup::remove_labelled;
 use crate::image::{ImageError, Pull, PullPolicy, RegistryCredential, ensure_image};
 use crate::labels;
@@ -108,7 +108,7 @@ impl DockerProvider {
             .await
         {
             Ok(network) => ensure_ours(name, "network", name, network.labels.as_ref())?,
-            Err(e) if is_not_found(&e) => {
+            Err(e) if is_status(&e, &[404]) => {
                 let request = NetworkCreateRequest {
                     name: name.to_string(),
                     driver: Some("bridge".to_string()),
@@ -143,7 +143,7 @@ impl DockerProvider {
                 let labels = anchor.config.and_then(|c| c.labels);
                 ensure_ours(name, "container", name, labels.as_ref())?;
             }
-            Err(e) if is_not_found(&e) => {
+            Err(e) if is_status(&e, &[404]) => {
                 let body = ContainerCreateBody {
                     image: Some(self.config.image.clone()),
                     // Never started, but the engine refuses a container with nothing to run.
@@ -235,7 +235,7 @@ impl DockerProvider {
                     )),
                 }
             }
-            Err(e) if is_not_found(&e) => Err(ProviderError::new(
+            Err(e) if is_status(&e, &[404]) => Err(ProviderError::new(
                 name,
                 ProviderErrorKind::NotFound,
                 "no such sandbox (or its creation did not finish)",
@@ -290,16 +290,6 @@ impl MachineProvider for DockerProvider {
 
 fn volume_name(machine: &str) -> String {
     format!("{machine}-builds")
-}
-
-fn is_not_found(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 /// An object with the machine's name must carry the machine's label: never adopt (and later
