@@ -4,14 +4,13 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions, TagImageOptions};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::engine::is_status;
 use crate::trace::Trace;
 
 /// When an image is pulled. A list is tried in order: `[Always, IfNotPresent]` pulls, and falls back
 /// to the local copy when the pull fails (GitLab Runner's `pull_policy` semantics).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PullPolicy {
     Always,
     IfNotPresent,
@@ -30,7 +29,7 @@ impl PullPolicy {
 }
 
 /// Credentials for one registry (the job's `credentials` of type `registry`, or the runner's).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RegistryCredential {
     /// The registry host, e.g. `registry.gitlab.example:5000`; `docker.io` for Docker Hub.
     pub registry: String,

@@ -4,12 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::image::{PullPolicy, RegistryCredential};
 
 /// One job, as the executor needs it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildSpec {
     /// GitLab's job id: part of every container's labels and name.
     pub job_id: u64,
@@ -44,12 +42,11 @@ pub struct BuildSpec {
     pub helper_image: Option<String>,
     /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
     /// top of its trace, so nobody has to guess why an artifact never arrived.
-    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
 /// An image and how to get it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {
     pub name: String,
     /// Overrides the image's entrypoint; `Some(vec![])` or `Some(vec!["".into()])` clears it.
@@ -69,7 +66,7 @@ impl ImageSpec {
 }
 
 /// A job variable. Its value never appears in drover's logs (`Debug` hides it).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Variable {
     pub key: String,
     pub value: String,
@@ -104,7 +101,7 @@ impl fmt::Debug for Variable {
 }
 
 /// A step of the job's script.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepSpec {
     pub name: StepName,
     /// Shell commands, run in one shell that stops at the first failing one.
@@ -115,7 +112,7 @@ pub struct StepSpec {
     pub allow_failure: bool,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StepName {
     /// `before_script` + `script`: bound by the job's timeout.
     Script,
@@ -133,7 +130,7 @@ impl StepName {
 }
 
 /// When a step runs, given how the job is doing so far (a canceled job counts as failed).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum When {
     OnSuccess,
     OnFailure,
@@ -141,7 +138,7 @@ pub enum When {
 }
 
 /// A sidecar container the job reaches by its aliases.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub image: ImageSpec,
     /// Host names on the job's network; empty: derived from the image name as GitLab does
@@ -153,7 +150,7 @@ pub struct ServiceSpec {
 }
 
 /// How the sources get into the project directory.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GitSpec {
     pub strategy: GitStrategy,
     /// May carry the job token (`https://gitlab-ci-token:TOKEN@host/…`): never logged.
@@ -193,7 +190,7 @@ impl fmt::Debug for GitSpec {
 }
 
 /// GitLab's `GIT_STRATEGY`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum GitStrategy {
     /// Leave the project directory as it is.
     None,
@@ -203,7 +200,7 @@ pub enum GitStrategy {
     Clone,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Shell {
     Sh,
     Bash,
