@@ -75,7 +75,7 @@ pub enum ImageError {
 
 /// A parsed image reference: `[domain/]path[:tag][@digest]`, normalised as Docker does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     pub domain: String,
     pub path: String,
     pub tag: Option<String>,
@@ -85,7 +85,7 @@ pub struct ImageRef {
 const DOCKER_HUB: &str = "docker.io";
 
 impl ImageRef {
-    pub fn parse(reference: &str) -> ImageRef {
+    pub(crate) fn parse(reference: &str) -> ImageRef {
         let (name, digest) = match reference.split_once('@') {
             Some((name, digest)) => (name, Some(digest.to_string())),
             None => (reference, None),

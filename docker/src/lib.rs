@@ -26,7 +26,7 @@ pub use executor::spec::{
     When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
-pub use image::{ImageError, ImageRef, PullPolicy, RegistryCredential};
+pub use image::{ImageError, PullPolicy, RegistryCredential};
 pub use provider::{
     DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
     DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,

@@ -213,20 +213,8 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
-    pub fn job_id(&self) -> u64 {
-        self.job_id
-    }
-
     pub fn control(&self) -> JobControl {
         self.control.clone()
-    }
-
-    pub fn cancel(&self) {
-        self.control.cancel();
-    }
-
-    pub fn abort(&self, reason: FailureReason) {
-        self.control.abort(reason);
     }
 
     /// The job's outcome, once it has ended and its containers are removed.

@@ -17,7 +17,7 @@ pub use docker::{DockerProvider, DockerProviderConfig};
 pub use docker_machine::fake::{FakeCall, FakeDockerMachine};
 pub use docker_machine::{
     DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
-    default_storage_path, mask_option,
+    mask_option,
 };
 
 /// Where a machine's jobs run: its Docker engine, and the sandbox objects jobs attach to.
