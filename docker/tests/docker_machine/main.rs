@@ -266,7 +266,7 @@ async fn a_hanging_creation_is_killed_after_its_timeout() {
     w.fake.hang_creations(true);
     let err = p.create(&m).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
-    assert!(err.message.contains("no answer within 500 ms"), "{err}");
+    assert!(err.message.contains("no answer within 500ms"), "{err}");
     assert!(
         !w.fake
             .calls()
