@@ -228,6 +228,8 @@ impl Job {
         let mut interruption = None;
         let mut handled = Control::Run;
         let mut reconnects = 0u32;
+        // Before reading the log again: a pause that the deadline and the control still cut into.
+        let mut pause: Option<Instant> = None;
         loop {
             let options = LogsOptions {
                 follow: true,
@@ -240,7 +242,9 @@ impl Job {
             let mut seen = 0u64;
             loop {
                 tokio::select! {
-                    item = stream.next() => match item {
+                    () = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)),
+                        if pause.is_some() => pause = None,
+                    item = stream.next(), if pause.is_none() => match item {
                         Some(Ok(output)) => {
                             seen += 1;
                             reconnects = 0;
@@ -298,7 +302,7 @@ impl Job {
                 // off if it keeps ending without output.
                 reconnects += 1;
                 if reconnects > 1 {
-                    tokio::time::sleep(RECONNECT_PAUSE * reconnects.min(10)).await;
+                    pause = Some(Instant::now() + RECONNECT_PAUSE * reconnects.min(10));
                 }
                 continue;
             }
