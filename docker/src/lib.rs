@@ -22,8 +22,8 @@ mod trace;
 
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName, StepSpec, Variable,
-    When,
+    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
+    StepSpec, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy, RegistryCredential};

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use drover_docker::{
-    BuildSpec, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential, ServiceSpec, Shell,
-    StepName, StepSpec, Variable, When,
+    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential,
+    ServiceSpec, Shell, StepName, StepSpec, Variable, When,
 };
 use drover_gitlab::api::{JobResponse, StepWhen, step_name};
 use globset::GlobBuilder;
@@ -344,9 +344,27 @@ pub fn build_spec(
         shell: Shell::Sh,
         volumes: runner.docker.volumes.clone(),
         privileged: runner.docker.privileged,
+        container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
         warnings: not_done(job),
     })
+}
+
+/// The `[runners.docker]` keys that shape the job's containers.
+fn container_options(docker: &config::DockerSettings) -> ContainerOptions {
+    ContainerOptions {
+        user: docker.user.clone(),
+        cap_add: docker.cap_add.clone(),
+        cap_drop: docker.cap_drop.clone(),
+        devices: docker.devices.clone(),
+        memory: docker.memory,
+        // Positive and finite (the config checks it); the cast saturates.
+        nano_cpus: docker.cpus.map(|cpus| (cpus * 1e9).round() as u64),
+        shm_size: docker.shm_size,
+        dns: docker.dns.clone(),
+        dns_search: docker.dns_search.clone(),
+        extra_hosts: docker.extra_hosts.clone(),
+    }
 }
 
 /// The parts of a job drover runs without: the job goes on, and its trace says what is missing.
@@ -441,6 +459,35 @@ mod tests {
         }
         // No list: any image.
         assert!(build_spec(&with_image("ubuntu"), &runner_with(""), "r", &[]).is_ok());
+    }
+
+    #[test]
+    fn container_settings_reach_the_spec() {
+        let configured = runner_with(
+            "user = \"nobody\"\ncap_add = [\"NET_ADMIN\"]\ncap_drop = [\"CHOWN\"]\n\
+             devices = [\"/dev/fuse\"]\nmemory = \"512m\"\ncpus = \"1.5\"\nshm_size = 67108864\n\
+             dns = [\"10.0.0.53\"]\ndns_search = [\"corp.local\"]\n\
+             extra_hosts = [\"gitlab.local:10.0.0.2\"]\n",
+        );
+        let spec = build_spec(&fixture_job(), &configured, "r", &[]).unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            spec.container_options,
+            ContainerOptions {
+                user: Some("nobody".into()),
+                cap_add: strings(&["NET_ADMIN"]),
+                cap_drop: strings(&["CHOWN"]),
+                devices: strings(&["/dev/fuse"]),
+                memory: Some(512 << 20),
+                nano_cpus: Some(1_500_000_000),
+                shm_size: Some(64 << 20),
+                dns: strings(&["10.0.0.53"]),
+                dns_search: strings(&["corp.local"]),
+                extra_hosts: strings(&["gitlab.local:10.0.0.2"]),
+            }
+        );
+        let plain = build_spec(&fixture_job(), &runner(), "r", &[]).unwrap();
+        assert_eq!(plain.container_options, ContainerOptions::default());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! not yet reported) resumes as `runner_system_failure`.
 
 pub(crate) mod cleanup;
+mod host;
 mod job;
 mod script;
 mod services;

@@ -37,12 +37,40 @@ pub struct BuildSpec {
     pub volumes: Vec<String>,
     /// `[runners.docker] privileged`.
     pub privileged: bool,
+    /// The rest of `[runners.docker]` that shapes the job's containers.
+    pub container_options: ContainerOptions,
     /// The image that fetches the sources (`helper_image`); `None`: the job's image, which then
     /// needs `git`.
     pub helper_image: Option<String>,
     /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
     /// top of its trace, so nobody has to guess why an artifact never arrived.
     pub warnings: Vec<String>,
+}
+
+/// `[runners.docker]` settings of the job's containers, with GitLab Runner's reach: the step
+/// containers get all of them (`user` only the script steps: the sources step runs as the image's
+/// user); services get `dns`, `dns_search`, `extra_hosts` and `shm_size`, their limits being other
+/// keys (`service_memory`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// `user`: a user of the image, by name or as `uid[:gid]`.
+    pub user: Option<String>,
+    /// `cap_add`, `cap_drop`: Linux capabilities, e.g. `NET_ADMIN`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `devices`: `host[:container][:permissions]`, e.g. `/dev/fuse` or `/dev/sdc:/dev/xvdc:r`.
+    pub devices: Vec<String>,
+    /// `memory` in bytes.
+    pub memory: Option<u64>,
+    /// `cpus` in billionths of a CPU (`"1.5"` → 1 500 000 000), as the engine takes it.
+    pub nano_cpus: Option<u64>,
+    /// `shm_size`: the size of `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// `dns`: name servers; `dns_search`: search domains.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `extra_hosts`: `host:ip` lines for `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
 }
 
 /// An image and how to get it.
