@@ -3,14 +3,13 @@
 use std::path::PathBuf;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
-use serde::{Deserialize, Serialize};
 
 /// Seconds a request may wait for the engine's response headers. Streams (logs, pulls) are not bounded
 /// by it once they have started.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// The address of a Docker engine.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineConfig {
     /// `unix:///path`, `/path`, `tcp://host:port`, `http://…` or `https://…`. `None`: `DOCKER_HOST`
     /// (with `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`) if set, else the local socket.
@@ -20,7 +19,7 @@ pub struct EngineConfig {
 }
 
 /// The PEM files of a TLS-protected engine (Docker's `ca.pem`, `cert.pem`, `key.pem`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -37,6 +36,13 @@ impl TlsFiles {
             key: dir.join("key.pem"),
         }
     }
+}
+
+/// Whether the engine answered with one of these HTTP status codes (404: no such object; 409: a
+/// conflict, such as a removal already under way; 304: nothing to do).
+pub(crate) fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. }
+        if codes.contains(status_code))
 }
 
 /// The engine could not be reached or spoke an API we cannot use.

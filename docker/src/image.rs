@@ -4,13 +4,13 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions, TagImageOptions};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
+use crate::engine::is_status;
 use crate::trace::Trace;
 
 /// When an image is pulled. A list is tried in order: `[Always, IfNotPresent]` pulls, and falls back
 /// to the local copy when the pull fails (GitLab Runner's `pull_policy` semantics).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PullPolicy {
     Always,
     IfNotPresent,
@@ -41,7 +41,7 @@ impl PullPolicy {
 }
 
 /// Credentials for one registry (the job's `credentials` of type `registry`, or the runner's).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RegistryCredential {
     /// The registry host, e.g. `registry.gitlab.example:5000`; `docker.io` for Docker Hub.
     pub registry: String,
@@ -87,7 +87,7 @@ pub enum ImageError {
 
 /// A parsed image reference: `[domain/]path[:tag][@digest]`, normalised as Docker does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     pub domain: String,
     pub path: String,
     pub tag: Option<String>,
@@ -97,7 +97,7 @@ pub struct ImageRef {
 const DOCKER_HUB: &str = "docker.io";
 
 impl ImageRef {
-    pub fn parse(reference: &str) -> ImageRef {
+    pub(crate) fn parse(reference: &str) -> ImageRef {
         let (name, digest) = match reference.split_once('@') {
             Some((name, digest)) => (name, Some(digest.to_string())),
             None => (reference, None),
@@ -250,9 +250,7 @@ pub(crate) async fn ensure_image(
 async fn is_present(docker: &Docker, image: &str) -> Result<bool, ImageError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
+        Err(err) if is_status(&err, &[404]) => Ok(false),
         Err(source) => Err(ImageError::Engine {
             image: image.to_string(),
             source,

@@ -22,11 +22,11 @@ mod trace;
 
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName, StepSpec, Variable,
-    When,
+    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
+    StepSpec, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
-pub use image::{ImageError, ImageRef, PullPolicy, RegistryCredential};
+pub use image::{ImageError, PullPolicy, RegistryCredential};
 pub use provider::{
     DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
     DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,

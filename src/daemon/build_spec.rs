@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use drover_docker::{
-    BuildSpec, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential, ServiceSpec, Shell,
-    StepName, StepSpec, Variable, When,
+    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential,
+    ServiceSpec, Shell, StepName, StepSpec, Variable, When,
 };
 use drover_gitlab::api::{JobResponse, StepWhen, step_name};
+use globset::GlobBuilder;
 
 use crate::config::{self, RunnerSettings};
 
@@ -69,6 +70,38 @@ fn pull_policies(job: &[String], runner: &RunnerSettings) -> Result<Vec<PullPoli
     Ok(out)
 }
 
+/// GitLab Runner's `allowed_images` / `allowed_services` (`option`): when the list is not empty, a
+/// job's `image` must match one of its patterns, or be one of the runner's own images (`internal`).
+/// Patterns are globs as GitLab Runner's (doublestar): `*` and `?` stay within a `/`-separated part,
+/// `**` spans parts, `[…]` and `{a,b}` as usual. An invalid pattern matches nothing.
+fn check_allowed(
+    image: &str,
+    option: &str,
+    allowed: &[String],
+    internal: &[&str],
+) -> Result<(), Unsupported> {
+    if allowed.is_empty() || internal.contains(&image) {
+        return Ok(());
+    }
+    let matches = |pattern: &String| {
+        GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .is_ok_and(|glob| glob.compile_matcher().is_match(image))
+    };
+    if allowed.iter().any(matches) {
+        return Ok(());
+    }
+    let list: Vec<String> = allowed.iter().map(|p| format!("{p:?}")).collect();
+    Err(Unsupported {
+        reason: drover_core::FailureReason::RunnerConfigurationError,
+        message: format!(
+            "the image {image:?} is not allowed by this runner: [runners.docker] {option} = [{}]",
+            list.join(", ")
+        ),
+    })
+}
+
 fn step_timeout(seconds: i64, job: Duration) -> Duration {
     u64::try_from(seconds)
         .ok()
@@ -100,6 +133,13 @@ pub fn build_spec(
             message: "the job names no image and the runner has no [runners.docker] image".into(),
         })?
     } else {
+        let default_image: Vec<&str> = runner.docker.image.iter().map(String::as_str).collect();
+        check_allowed(
+            &job.image.name,
+            "allowed_images",
+            &runner.docker.allowed_images,
+            &default_image,
+        )?;
         job.image.name.clone()
     };
     let image = ImageSpec {
@@ -146,8 +186,6 @@ pub fn build_spec(
         key: v.key.clone(),
         value: v.value.clone(),
         file: v.file,
-        masked: v.masked,
-        public: v.public,
     }));
 
     let mut steps = Vec::new();
@@ -212,7 +250,19 @@ pub fn build_spec(
                 .collect(),
         })
         .collect();
+    let runner_services: Vec<&str> = runner
+        .docker
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     for s in &job.services {
+        check_allowed(
+            &s.name,
+            "allowed_services",
+            &runner.docker.allowed_services,
+            &runner_services,
+        )?;
         services.push(ServiceSpec {
             image: ImageSpec {
                 name: s.name.clone(),
@@ -280,9 +330,27 @@ pub fn build_spec(
         shell: Shell::Sh,
         volumes: runner.docker.volumes.clone(),
         privileged: runner.docker.privileged,
+        container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
         warnings: not_done(job),
     })
+}
+
+/// The `[runners.docker]` keys that shape the job's containers.
+fn container_options(docker: &config::DockerSettings) -> ContainerOptions {
+    ContainerOptions {
+        user: docker.user.clone(),
+        cap_add: docker.cap_add.clone(),
+        cap_drop: docker.cap_drop.clone(),
+        devices: docker.devices.clone(),
+        memory: docker.memory,
+        // Positive and finite (the config checks it); the cast saturates.
+        nano_cpus: docker.cpus.map(|cpus| (cpus * 1e9).round() as u64),
+        shm_size: docker.shm_size,
+        dns: docker.dns.clone(),
+        dns_search: docker.dns_search.clone(),
+        extra_hosts: docker.extra_hosts.clone(),
+    }
 }
 
 /// The parts of a job drover runs without: the job goes on, and its trace says what is missing.
@@ -321,12 +389,135 @@ mod tests {
     }
 
     fn runner() -> RunnerSettings {
-        let text = "concurrent = 1\n[[runners]]\nname = \"r\"\nexecutor = \"docker\"\n\
-                    [runners.docker]\nimage = \"alpine\"\npull_policy = [\"if-not-present\"]\n";
-        config::parse(text, Path::new("config.toml"))
+        runner_with("")
+    }
+
+    /// A runner with `docker` (TOML lines) added to its `[runners.docker]`.
+    fn runner_with(docker: &str) -> RunnerSettings {
+        let text = format!(
+            "concurrent = 1\n[[runners]]\nname = \"r\"\nexecutor = \"docker\"\n\
+             [runners.docker]\nimage = \"alpine\"\npull_policy = [\"if-not-present\"]\n{docker}"
+        );
+        config::parse(&text, Path::new("config.toml"))
             .unwrap()
             .runners[0]
             .clone()
+    }
+
+    fn with_image(image: &str) -> JobResponse {
+        let mut job = fixture_job();
+        job.image.name = image.to_string();
+        job
+    }
+
+    #[test]
+    fn allowed_images_are_globs_and_the_default_image_is_always_allowed() {
+        let runner = runner_with(
+            "allowed_images = [\"ruby:*\", \"my.registry.tld:5000/*/*\", \"mirror.local/**\"]\n",
+        );
+        for allowed in [
+            "ruby:3.3-alpine",
+            "my.registry.tld:5000/group/app:1",
+            "mirror.local/a/b/c:2",
+            "alpine",
+        ] {
+            let spec = build_spec(&with_image(allowed), &runner, "r", &[]);
+            assert_eq!(spec.map(|s| s.image.name), Ok(allowed.to_string()));
+        }
+        for refused in [
+            "ubuntu",
+            "ruby/evil:1",
+            "my.registry.tld:5000/group/sub/app",
+            "alpine:edge",
+        ] {
+            let err = build_spec(&with_image(refused), &runner, "r", &[]).unwrap_err();
+            assert_eq!(
+                err.reason,
+                drover_core::FailureReason::RunnerConfigurationError,
+                "{refused}"
+            );
+            assert!(
+                err.message
+                    .contains(&format!("the image {refused:?} is not allowed"))
+                    && err.message.contains("allowed_images = [\"ruby:*\", "),
+                "{err}"
+            );
+        }
+        // No list: any image.
+        assert!(build_spec(&with_image("ubuntu"), &runner_with(""), "r", &[]).is_ok());
+    }
+
+    #[test]
+    fn container_settings_reach_the_spec() {
+        let configured = runner_with(
+            "user = \"nobody\"\ncap_add = [\"NET_ADMIN\"]\ncap_drop = [\"CHOWN\"]\n\
+             devices = [\"/dev/fuse\"]\nmemory = \"512m\"\ncpus = \"1.5\"\nshm_size = 67108864\n\
+             dns = [\"10.0.0.53\"]\ndns_search = [\"corp.local\"]\n\
+             extra_hosts = [\"gitlab.local:10.0.0.2\"]\n",
+        );
+        let spec = build_spec(&fixture_job(), &configured, "r", &[]).unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            spec.container_options,
+            ContainerOptions {
+                user: Some("nobody".into()),
+                cap_add: strings(&["NET_ADMIN"]),
+                cap_drop: strings(&["CHOWN"]),
+                devices: strings(&["/dev/fuse"]),
+                memory: Some(512 << 20),
+                nano_cpus: Some(1_500_000_000),
+                shm_size: Some(64 << 20),
+                dns: strings(&["10.0.0.53"]),
+                dns_search: strings(&["corp.local"]),
+                extra_hosts: strings(&["gitlab.local:10.0.0.2"]),
+            }
+        );
+        let plain = build_spec(&fixture_job(), &runner(), "r", &[]).unwrap();
+        assert_eq!(plain.container_options, ContainerOptions::default());
+    }
+
+    #[test]
+    fn allowed_services_bind_the_jobs_services_not_the_runners() {
+        let job = fixture_job();
+        let names = |spec: BuildSpec| -> Vec<String> {
+            spec.services.into_iter().map(|s| s.image.name).collect()
+        };
+        let runner = runner_with(
+            "allowed_services = [\"postgres:*\", \"redis:*\"]\n\
+             [[runners.docker.services]]\nname = \"own/sidecar:1\"\n",
+        );
+        assert_eq!(
+            build_spec(&job, &runner, "r", &[]).map(names),
+            Ok(vec![
+                "own/sidecar:1".to_string(),
+                "postgres:16".to_string(),
+                "redis:7".to_string()
+            ])
+        );
+
+        let runner = runner_with("allowed_services = [\"postgres:*\"]\n");
+        let err = build_spec(&job, &runner, "r", &[]).unwrap_err();
+        assert_eq!(
+            err.reason,
+            drover_core::FailureReason::RunnerConfigurationError
+        );
+        assert!(
+            err.message.contains("the image \"redis:7\" is not allowed")
+                && err.message.contains("allowed_services = [\"postgres:*\"]"),
+            "{err}"
+        );
+
+        // A job service that is one of the runner's own services is allowed.
+        let runner = runner_with(
+            "allowed_services = [\"postgres:*\"]\n\
+             [[runners.docker.services]]\nname = \"redis:7\"\n",
+        );
+        assert!(build_spec(&job, &runner, "r", &[]).is_ok());
+        // The job's image is not held to allowed_services.
+        let runner = runner_with("allowed_services = [\"nothing\"]\n");
+        let mut plain = job;
+        plain.services.clear();
+        assert!(build_spec(&plain, &runner, "r", &[]).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
-use drover_docker::{MachineEndpoint, MachineProvider, ProviderErrorKind};
+use drover_docker::{MachineEndpoint, MachineProvider};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;
@@ -54,13 +54,7 @@ impl Machines {
                 Ok(_) => Event::MachineCreated { machine },
                 Err(e) => {
                     tracing::warn!(machine = %name, "creating the machine failed: {e}");
-                    let failure = match e.kind {
-                        ProviderErrorKind::Quota => CreationFailure::Quota,
-                        ProviderErrorKind::Fatal => CreationFailure::Fatal,
-                        ProviderErrorKind::Retryable | ProviderErrorKind::NotFound => {
-                            CreationFailure::Retryable
-                        }
-                    };
+                    let failure = e.creation_failure();
                     Event::MachineCreationFailed { machine, failure }
                 }
             };

@@ -1,6 +1,6 @@
 //! Removing a job's objects, found by label.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -8,12 +8,10 @@ use bollard::query_parameters::{
     RemoveVolumeOptions,
 };
 
-use super::step::is_status;
+use crate::engine::is_status;
 use crate::labels;
 
-/// Removes every container, network and volume labelled with the runner and job. Step containers go
-/// first and in step order, so that a cleanup cut short by a crash never leaves a later step without
-/// an earlier one (a resume would take that for a step still to run).
+/// Removes every container, network and volume of a job.
 pub(crate) async fn remove_job(
     docker: &Docker,
     runner: &str,
@@ -21,6 +19,17 @@ pub(crate) async fn remove_job(
 ) -> Result<(), bollard::errors::Error> {
     let job = job_id.to_string();
     let filter = labels::filter(&[(labels::RUNNER, Some(runner)), (labels::JOB, Some(&job))]);
+    remove_labelled(docker, filter).await
+}
+
+/// Removes every container, network and volume that matches the label `filter` (of
+/// [`labels::filter`]); objects already gone, or whose removal is under way, are fine. Step
+/// containers go first and in step order, so that a cleanup cut short by a crash never leaves a
+/// later step without an earlier one (a resume would take that for a step still to run).
+pub(crate) async fn remove_labelled(
+    docker: &Docker,
+    filter: HashMap<String, Vec<String>>,
+) -> Result<(), bollard::errors::Error> {
     let options = ListContainersOptions {
         all: true,
         filters: Some(filter.clone()),

@@ -224,7 +224,11 @@ fn system_failure() -> Outcome {
 
 impl Job {
     fn plan(&self) -> Vec<Planned> {
-        let sources = (self.spec.git.strategy != GitStrategy::None).then_some(Kind::Sources);
+        // With a `user`, the sources step runs even without sources: it makes the project
+        // directory, which the user may have no right to make.
+        let sources = (self.spec.git.strategy != GitStrategy::None
+            || self.spec.container_options.user.is_some())
+        .then_some(Kind::Sources);
         sources
             .into_iter()
             .chain((0..self.spec.steps.len()).map(Kind::User))

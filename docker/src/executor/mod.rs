@@ -12,16 +12,17 @@
 //! # Crash recovery
 //!
 //! The engine is the record. After a restart, [`Executor::resume`] takes the job's [`BuildSpec`] again
-//! (the daemon persists it) and the last [`LogCursor`] the daemon persisted, finds the job's
-//! containers by label, re-reads the running step's log from the cursor, and goes on with the steps
-//! that remain. Exit codes of finished steps come from their containers and the job's deadline from a
-//! label, so nothing else needs to survive. If the job's step containers are gone, the job fails with
-//! `runner_system_failure`.
+//! (the daemon rebuilds it from the job's payload, which it persists) and the last [`LogCursor`] the
+//! daemon persisted, finds the job's containers by label, re-reads the running step's log from the
+//! cursor, and goes on with the steps that remain. Exit codes of finished steps come from their
+//! containers and the job's deadline from a label, so nothing else needs to survive. If the job's
+//! step containers are gone, the job fails with `runner_system_failure`.
 //!
 //! Known window: a job whose containers were already removed when drover died (its outcome computed,
 //! not yet reported) resumes as `runner_system_failure`.
 
-mod cleanup;
+pub(crate) mod cleanup;
+mod host;
 mod job;
 mod script;
 mod services;
@@ -213,20 +214,8 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
-    pub fn job_id(&self) -> u64 {
-        self.job_id
-    }
-
     pub fn control(&self) -> JobControl {
         self.control.clone()
-    }
-
-    pub fn cancel(&self) {
-        self.control.cancel();
-    }
-
-    pub fn abort(&self, reason: FailureReason) {
-        self.control.abort(reason);
     }
 
     /// The job's outcome, once it has ended and its containers are removed.

@@ -46,10 +46,23 @@ pub(crate) fn user_step(spec: &BuildSpec, step: &StepSpec) -> String {
 
 /// Fetches the sources into the project directory per `GIT_STRATEGY`. The repository URL (which may
 /// carry the job token) is never printed nor stored in `.git/config`.
+///
+/// With a `user` for the script steps, everything is made writable for all (as GitLab Runner's
+/// helper does), and the project directory is made even without sources: the sources step runs
+/// as the image's user, who owns the builds volume.
 pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     let git = &spec.git;
     let dir = quote(&spec.project_dir);
     let mut out = String::from(prologue(spec.shell));
+    if spec.container_options.user.is_some() {
+        out.push_str("umask 0000\n");
+    }
+    if git.strategy == GitStrategy::None {
+        out.push_str(&format!(
+            "echo 'Skipping Git repository setup'\nmkdir -p {dir}\n"
+        ));
+        return out;
+    }
     out.push_str(&format!(
         "if ! command -v git >/dev/null 2>&1; then\n  \
          echo 'ERROR: the image {image} has no git, so the sources cannot be fetched. \
@@ -171,6 +184,7 @@ mod tests {
             shell: Shell::Sh,
             volumes: vec![],
             privileged: false,
+            container_options: Default::default(),
             helper_image: None,
             warnings: vec![],
         }
@@ -218,6 +232,19 @@ mod tests {
         assert_eq!(stored.len(), 1, "only the fetch sees the token: {stored:?}");
         assert!(stored[0].starts_with("git fetch"), "{stored:?}");
         assert!(script.contains("Checking out 01234567 as main..."));
+        assert!(!script.contains("umask"), "{script}");
+    }
+
+    #[test]
+    fn with_a_user_the_sources_step_leaves_everything_writable() {
+        let mut s = spec();
+        s.container_options.user = Some("65534".into());
+        let script = get_sources(&s, "img");
+        assert!(script.starts_with("set -e\numask 0000\n"), "{script}");
+        assert!(
+            script.ends_with("echo 'Skipping Git repository setup'\nmkdir -p '/builds/g/p'\n"),
+            "without sources, only the directory: {script}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use super::host;
 use super::job::{Job, JobError};
 use crate::labels;
 
@@ -45,21 +46,23 @@ pub(crate) async fn start(job: &mut Job) -> Result<(), JobError> {
             .filter(|v| !v.file)
             .map(|v| format!("{}={}", v.key, v.value))
             .collect();
+        let mut host_config = HostConfig {
+            network_mode: Some(job.network.clone()),
+            privileged: Some(spec.privileged),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: None,
+            }),
+            ..Default::default()
+        };
+        host::for_service(&spec.container_options, &mut host_config);
         let body = ContainerCreateBody {
             image: Some(service.image.name.clone()),
             entrypoint: service.image.entrypoint.clone(),
             cmd: service.command.clone(),
             env: Some(env),
             labels: Some(job.labels(labels::ROLE_SERVICE)),
-            host_config: Some(HostConfig {
-                network_mode: Some(job.network.clone()),
-                privileged: Some(spec.privileged),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_string()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     job.network.clone(),

@@ -4,12 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::image::{PullPolicy, RegistryCredential};
 
 /// One job, as the executor needs it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildSpec {
     /// GitLab's job id: part of every container's labels and name.
     pub job_id: u64,
@@ -39,17 +37,44 @@ pub struct BuildSpec {
     pub volumes: Vec<String>,
     /// `[runners.docker] privileged`.
     pub privileged: bool,
+    /// The rest of `[runners.docker]` that shapes the job's containers.
+    pub container_options: ContainerOptions,
     /// The image that fetches the sources (`helper_image`); `None`: the job's image, which then
     /// needs `git`.
     pub helper_image: Option<String>,
     /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
     /// top of its trace, so nobody has to guess why an artifact never arrived.
-    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
+/// `[runners.docker]` settings of the job's containers, with GitLab Runner's reach: the step
+/// containers get all of them (`user` only the script steps: the sources step runs as the image's
+/// user); services get `dns`, `dns_search`, `extra_hosts` and `shm_size`, their limits being other
+/// keys (`service_memory`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// `user`: a user of the image, by name or as `uid[:gid]`.
+    pub user: Option<String>,
+    /// `cap_add`, `cap_drop`: Linux capabilities, e.g. `NET_ADMIN`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `devices`: `host[:container][:permissions]`, e.g. `/dev/fuse` or `/dev/sdc:/dev/xvdc:r`.
+    pub devices: Vec<String>,
+    /// `memory` in bytes.
+    pub memory: Option<u64>,
+    /// `cpus` in billionths of a CPU (`"1.5"` → 1 500 000 000), as the engine takes it.
+    pub nano_cpus: Option<u64>,
+    /// `shm_size`: the size of `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// `dns`: name servers; `dns_search`: search domains.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `extra_hosts`: `host:ip` lines for `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+}
+
 /// An image and how to get it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSpec {
     pub name: String,
     /// Overrides the image's entrypoint; `Some(vec![])` or `Some(vec!["".into()])` clears it.
@@ -69,15 +94,12 @@ impl ImageSpec {
 }
 
 /// A job variable. Its value never appears in drover's logs (`Debug` hides it).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Variable {
     pub key: String,
     pub value: String,
     /// Written to a file; the environment variable holds the file's path.
     pub file: bool,
-    /// Hidden in the trace (the trace buffer masks it downstream).
-    pub masked: bool,
-    pub public: bool,
 }
 
 impl Variable {
@@ -86,8 +108,6 @@ impl Variable {
             key: key.into(),
             value: value.into(),
             file: false,
-            masked: false,
-            public: true,
         }
     }
 }
@@ -98,13 +118,12 @@ impl fmt::Debug for Variable {
             .field("key", &self.key)
             .field("value", &"[hidden]")
             .field("file", &self.file)
-            .field("masked", &self.masked)
             .finish()
     }
 }
 
 /// A step of the job's script.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepSpec {
     pub name: StepName,
     /// Shell commands, run in one shell that stops at the first failing one.
@@ -115,7 +134,7 @@ pub struct StepSpec {
     pub allow_failure: bool,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StepName {
     /// `before_script` + `script`: bound by the job's timeout.
     Script,
@@ -133,7 +152,7 @@ impl StepName {
 }
 
 /// When a step runs, given how the job is doing so far (a canceled job counts as failed).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum When {
     OnSuccess,
     OnFailure,
@@ -141,7 +160,7 @@ pub enum When {
 }
 
 /// A sidecar container the job reaches by its aliases.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub image: ImageSpec,
     /// Host names on the job's network; empty: derived from the image name as GitLab does
@@ -153,7 +172,7 @@ pub struct ServiceSpec {
 }
 
 /// How the sources get into the project directory.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct GitSpec {
     pub strategy: GitStrategy,
     /// May carry the job token (`https://gitlab-ci-token:TOKEN@host/…`): never logged.
@@ -193,7 +212,7 @@ impl fmt::Debug for GitSpec {
 }
 
 /// GitLab's `GIT_STRATEGY`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum GitStrategy {
     /// Leave the project directory as it is.
     None,
@@ -203,7 +222,7 @@ pub enum GitStrategy {
     Clone,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Shell {
     Sh,
     Bash,
@@ -246,8 +265,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let mut v = Variable::new("TOKEN", "s3cret-value");
-        v.masked = true;
+        let v = Variable::new("TOKEN", "s3cret-value");
         assert!(!format!("{v:?}").contains("s3cret"));
         let git = GitSpec {
             repo_url: "https://gitlab-ci-token:glcbt-xyz@h/p.git".into(),

@@ -17,9 +17,11 @@ use drover_core::FailureReason;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::Control;
 use super::job::{Job, JobError, Kind, Planned, instant_at, later, next_control, step_label};
 use super::script::{self, FileEntry, SCRIPT_PATH};
+use super::spec::GitStrategy;
+use super::{Control, host};
+use crate::engine::is_status;
 use crate::labels;
 use crate::trace::LogCursor;
 
@@ -44,11 +46,6 @@ pub(crate) enum StepEnd {
 enum Interruption {
     TimedOut,
     Canceled,
-}
-
-pub(crate) fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
-    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. }
-        if codes.contains(status_code))
 }
 
 impl Job {
@@ -92,8 +89,9 @@ impl Job {
     }
 
     fn step_image(&self, planned: &Planned) -> (String, Option<Vec<String>>) {
+        let fetches = self.spec.git.strategy != GitStrategy::None;
         match (planned.kind, &self.spec.helper_image) {
-            (Kind::Sources, Some(helper)) => (helper.clone(), None),
+            (Kind::Sources, Some(helper)) if fetches => (helper.clone(), None),
             _ => (
                 self.spec.image.name.clone(),
                 self.spec.image.entrypoint.clone(),
@@ -110,8 +108,29 @@ impl Job {
         );
         labels.insert(labels::STEP_INDEX.to_string(), planned.index.to_string());
         labels.insert(labels::DEADLINE.to_string(), self.deadline_ms.to_string());
+        let options = &self.spec.container_options;
+        let mut host_config = HostConfig {
+            binds: Some(self.binds.clone()),
+            network_mode: Some(self.network.clone()),
+            // An init process forwards SIGTERM to the shell (a shell as PID 1 ignores it).
+            init: Some(true),
+            privileged: Some(self.spec.privileged),
+            // The log is the step's record: it must be readable back, whatever the daemon's
+            // default driver is.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: None,
+            }),
+            ..Default::default()
+        };
+        host::for_step(options, &mut host_config);
         let body = ContainerCreateBody {
             image: Some(image),
+            // As GitLab Runner's: the user's steps run as `user`, the sources step as the image's.
+            user: match planned.kind {
+                Kind::User(_) => options.user.clone(),
+                Kind::Sources => None,
+            },
             entrypoint,
             cmd: Some(vec![
                 self.spec.shell.program().to_string(),
@@ -120,20 +139,7 @@ impl Job {
             env: Some(self.environment()),
             labels: Some(labels),
             tty: Some(false),
-            host_config: Some(HostConfig {
-                binds: Some(self.binds.clone()),
-                network_mode: Some(self.network.clone()),
-                // An init process forwards SIGTERM to the shell (a shell as PID 1 ignores it).
-                init: Some(true),
-                privileged: Some(self.spec.privileged),
-                // The log is the step's record: it must be readable back, whatever the daemon's
-                // default driver is.
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("json-file".to_string()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let options = CreateContainerOptions {
@@ -232,6 +238,8 @@ impl Job {
         let mut interruption = None;
         let mut handled = Control::Run;
         let mut reconnects = 0u32;
+        // Before reading the log again: a pause that the deadline and the control still cut into.
+        let mut pause: Option<Instant> = None;
         loop {
             let options = LogsOptions {
                 follow: true,
@@ -244,7 +252,9 @@ impl Job {
             let mut seen = 0u64;
             loop {
                 tokio::select! {
-                    item = stream.next() => match item {
+                    () = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)),
+                        if pause.is_some() => pause = None,
+                    item = stream.next(), if pause.is_none() => match item {
                         Some(Ok(output)) => {
                             seen += 1;
                             reconnects = 0;
@@ -302,7 +312,7 @@ impl Job {
                 // off if it keeps ending without output.
                 reconnects += 1;
                 if reconnects > 1 {
-                    tokio::time::sleep(RECONNECT_PAUSE * reconnects.min(10)).await;
+                    pause = Some(Instant::now() + RECONNECT_PAUSE * reconnects.min(10));
                 }
                 continue;
             }

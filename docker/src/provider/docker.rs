@@ -21,14 +21,15 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
-    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    ListVolumesOptions,
 };
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::locks::NameLocks;
 use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
-use crate::engine::{EngineConfig, EngineError};
+use crate::engine::{EngineConfig, EngineError, is_status};
+use crate::executor::cleanup::remove_labelled;
 use crate::image::{ImageError, Pull, PullPolicy, RegistryCredential, ensure_image};
 use crate::labels;
 use crate::trace::Trace;
@@ -107,7 +108,7 @@ impl DockerProvider {
             .await
         {
             Ok(network) => ensure_ours(name, "network", name, network.labels.as_ref())?,
-            Err(e) if is_not_found(&e) => {
+            Err(e) if is_status(&e, &[404]) => {
                 let request = NetworkCreateRequest {
                     name: name.to_string(),
                     driver: Some("bridge".to_string()),
@@ -142,7 +143,7 @@ impl DockerProvider {
                 let labels = anchor.config.and_then(|c| c.labels);
                 ensure_ours(name, "container", name, labels.as_ref())?;
             }
-            Err(e) if is_not_found(&e) => {
+            Err(e) if is_status(&e, &[404]) => {
                 let body = ContainerCreateBody {
                     image: Some(self.config.image.clone()),
                     // Never started, but the engine refuses a container with nothing to run.
@@ -170,57 +171,10 @@ impl DockerProvider {
     }
 
     async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
-        let err = |e| docker_error(name, e);
         let filter = labels::filter(&[(labels::MACHINE, Some(name))]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filter.clone()),
-            ..Default::default()
-        };
-        for container in self
-            .docker
-            .list_containers(Some(options))
+        remove_labelled(&self.docker, filter)
             .await
-            .map_err(err)?
-        {
-            let Some(id) = container.id else { continue };
-            let options = RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            };
-            match self.docker.remove_container(&id, Some(options)).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        let options = ListNetworksOptions {
-            filters: Some(filter.clone()),
-        };
-        for network in self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(err)?
-        {
-            let Some(id) = network.id else { continue };
-            match self.docker.remove_network(&id).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        let options = ListVolumesOptions {
-            filters: Some(filter),
-        };
-        let volumes = self.docker.list_volumes(Some(options)).await.map_err(err)?;
-        for volume in volumes.volumes.unwrap_or_default() {
-            let options = RemoveVolumeOptions { force: true };
-            match self.docker.remove_volume(&volume.name, Some(options)).await {
-                Err(e) if !is_not_found(&e) => return Err(err(e)),
-                _ => {}
-            }
-        }
-        Ok(())
+            .map_err(|e| docker_error(name, e))
     }
 
     async fn list_all(&self, prefix: &str) -> Result<Vec<String>, bollard::errors::Error> {
@@ -281,7 +235,7 @@ impl DockerProvider {
                     )),
                 }
             }
-            Err(e) if is_not_found(&e) => Err(ProviderError::new(
+            Err(e) if is_status(&e, &[404]) => Err(ProviderError::new(
                 name,
                 ProviderErrorKind::NotFound,
                 "no such sandbox (or its creation did not finish)",
@@ -336,16 +290,6 @@ impl MachineProvider for DockerProvider {
 
 fn volume_name(machine: &str) -> String {
     format!("{machine}-builds")
-}
-
-fn is_not_found(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 /// An object with the machine's name must carry the machine's label: never adopt (and later

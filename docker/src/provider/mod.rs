@@ -10,7 +10,6 @@ use std::fmt;
 
 use drover_core::CreationFailure;
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
 pub use docker::{DockerProvider, DockerProviderConfig};
@@ -18,11 +17,11 @@ pub use docker::{DockerProvider, DockerProviderConfig};
 pub use docker_machine::fake::{FakeCall, FakeDockerMachine};
 pub use docker_machine::{
     DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
-    default_storage_path, mask_option,
+    mask_option,
 };
 
 /// Where a machine's jobs run: its Docker engine, and the sandbox objects jobs attach to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineEndpoint {
     /// The machine's name; `None` for jobs of runners without machines (the plain `docker`
     /// executor), which run on `engine` directly.

@@ -266,14 +266,9 @@ async fn a_hanging_creation_is_killed_after_its_timeout() {
     w.fake.hang_creations(true);
     let err = p.create(&m).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
-    assert!(err.message.contains("no answer within 500 ms"), "{err}");
-    assert!(
-        !w.fake
-            .calls()
-            .iter()
-            .any(|c| matches!(c, FakeCall::End { command, .. } if command == "create")),
-        "the creation never ended on its own"
-    );
+    // That the hanging process group is killed is tested in cli.rs
+    // (`a_timeout_kills_the_whole_process_group`).
+    assert!(err.message.contains("no answer within 500ms"), "{err}");
     w.fake.hang_creations(false);
     assert_eq!(p.list(PREFIX).await.unwrap(), vec![m.clone()]);
     p.remove(&m).await.expect("the leftover is removed");

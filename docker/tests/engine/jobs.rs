@@ -129,8 +129,8 @@ async fn masked_and_file_variables_reach_the_job() {
             "cat \"$MY_FILE\"",
         ],
     );
-    let mut secret = Variable::new("MY_SECRET", "s3cr3t-v4lue");
-    secret.masked = true;
+    // A masked variable in GitLab: the executor passes it on like any other.
+    let secret = Variable::new("MY_SECRET", "s3cr3t-v4lue");
     let mut file = Variable::new("MY_FILE", "line-one\nfile-content-42\n");
     file.file = true;
     spec.variables = vec![Variable::new("PLAIN", "p"), secret, file];
@@ -214,7 +214,7 @@ async fn cancel_stops_the_script_runs_after_script_and_reports_canceled() {
     let (tx, mut rx) = mpsc::channel(64);
     let handle = executor().start(local(), spec, tx);
     read_until(&mut rx, "running-1").await;
-    handle.cancel();
+    handle.control().cancel();
     let (outcome, rest) = finish(handle, rx).await;
     let out = rest.text();
     assert_eq!(outcome, Outcome::Canceled, "{out}");
@@ -237,7 +237,7 @@ async fn abort_kills_everything_without_after_script() {
     let (tx, mut rx) = mpsc::channel(64);
     let handle = executor().start(local(), spec, tx);
     read_until(&mut rx, "running-1").await;
-    handle.abort(FailureReason::RunnerSystemFailure);
+    handle.control().abort(FailureReason::RunnerSystemFailure);
     let (outcome, rest) = finish(handle, rx).await;
     assert_eq!(
         outcome,

@@ -144,6 +144,7 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
         shell: Shell::Sh,
         volumes: vec![],
         privileged: false,
+        container_options: Default::default(),
         helper_image: None,
         warnings: vec![],
     }

@@ -74,7 +74,7 @@ impl Finished {
 pub(super) enum CliError {
     #[error("cannot run the program: {0}")]
     Spawn(std::io::Error),
-    #[error("no answer within {}; the command was killed", humanize(*.0))]
+    #[error("no answer within {}; the command was killed", humantime::format_duration(*.0))]
     TimedOut(Duration),
     #[error("waiting for the program: {0}")]
     Wait(std::io::Error),
@@ -246,15 +246,6 @@ impl<R: AsyncRead + Unpin> Lines<R> {
     }
 }
 
-fn humanize(d: Duration) -> String {
-    match d.as_secs() {
-        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
-        s if s > 0 => format!("{s} s"),
-        _ => format!("{} ms", d.as_millis()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -335,7 +326,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, CliError::TimedOut(_)), "{err}");
-        assert!(err.to_string().contains("500 ms"), "{err}");
+        assert!(err.to_string().contains("500ms"), "{err}");
         let pid = std::fs::read_to_string(&pid_file).unwrap();
         let pid = pid.trim();
         // SIGKILL is delivered at once, but the process may take a moment to die.
@@ -404,11 +395,14 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_naturally() {
-        assert_eq!(humanize(Duration::from_secs(3600)), "1 h");
-        assert_eq!(humanize(Duration::from_secs(120)), "2 min");
-        assert_eq!(humanize(Duration::from_secs(90)), "90 s");
-        assert_eq!(humanize(Duration::from_millis(300)), "300 ms");
+    fn timeouts_read_naturally() {
+        let message = |d| CliError::TimedOut(d).to_string();
+        assert_eq!(
+            message(Duration::from_secs(3600)),
+            "no answer within 1h; the command was killed"
+        );
+        assert!(message(Duration::from_secs(90)).contains("within 1m 30s;"));
+        assert!(message(Duration::from_millis(300)).contains("within 300ms;"));
     }
 
     #[test]

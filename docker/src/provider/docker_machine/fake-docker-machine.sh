@@ -5,7 +5,7 @@
 # ~/.docker/machine), as docker-machine keeps them: config.json is written first, the
 # certificates when the machine is up. A machine's state (Running, Stopped, Error) is in
 # its `state` file. Output and exit codes follow docker-machine's for the commands drover
-# uses: create, rm, ls, inspect, config, status, url, stop.
+# runs: create, rm, config, status, stop.
 #
 # Control files in $MACHINE_STORAGE_PATH/fake/ script failures:
 #   create-fail   create leaves a half-created machine (state Error), prints the file's
@@ -23,12 +23,10 @@ storage="${MACHINE_STORAGE_PATH:-${HOME:-}/.docker/machine}"
 tab="$(printf '\t')"
 all_args="$(IFS="$tab"; printf '%s' "$*")"
 
-# Global options come before the command.
+# Global options come before the command; drover passes only this one.
 while [ $# -gt 0 ]; do
     case "$1" in
-        -s | --storage-path) storage="$2"; shift 2 ;;
-        --storage-path=*) storage="${1#--storage-path=}"; shift ;;
-        -D | --debug | --native-ssh | --bugsnag-api-token=* | --github-api-token=*) shift ;;
+        --bugsnag-api-token=*) shift ;;
         -*) echo "flag provided but not defined: $1" >&2; exit 1 ;;
         *) break ;;
     esac
@@ -158,19 +156,6 @@ remove() {
 case "$command" in
     create) create "$@" ;;
     rm) remove "$@" ;;
-    ls)
-        for dir in "$machines"/*; do
-            [ -d "$dir" ] || continue
-            name="${dir##*/}"
-            if [ "${1:-}" = "-q" ]; then echo "$name"; else echo "$name $(state_of "$name")"; fi
-        done
-        finish 0
-        ;;
-    inspect)
-        require "${1:-}"
-        cat "$machines/$1/config.json"
-        finish 0 "$1"
-        ;;
     status)
         require "${1:-}"
         state_of "$1"
@@ -183,20 +168,15 @@ case "$command" in
         echo "Machine \"$1\" was stopped."
         finish 0 "$1"
         ;;
-    url | config)
+    config)
         require "${1:-}"
         if [ "$(state_of "$1")" != Running ]; then
             echo "Error checking TLS connection: Host is not running" >&2
             finish 1 "$1"
         fi
         dir="$machines/$1"
-        url="tcp://$(cat "$dir/ip"):2376"
-        if [ "$command" = url ]; then
-            echo "$url"
-        else
-            printf -- '--tlsverify\n--tlscacert="%s"\n--tlscert="%s"\n--tlskey="%s"\n-H=%s\n' \
-                "$dir/ca.pem" "$dir/cert.pem" "$dir/key.pem" "$url"
-        fi
+        printf -- '--tlsverify\n--tlscacert="%s"\n--tlscert="%s"\n--tlskey="%s"\n-H=tcp://%s:2376\n' \
+            "$dir/ca.pem" "$dir/cert.pem" "$dir/key.pem" "$(cat "$dir/ip")"
         finish 0 "$1"
         ;;
     *)

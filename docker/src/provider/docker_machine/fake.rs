@@ -1,6 +1,7 @@
 //! A fake `docker-machine` for tests (cargo feature `testing`): a shell script that keeps machines as
-//! directories in its storage, as docker-machine does, answers create/rm/ls/inspect/config/status/
-//! url/stop like it, and fails on request. See the script's header for its control files.
+//! directories in its storage, as docker-machine does, answers the commands the provider runs
+//! (create/rm/config/status/stop) like it, and fails on request. See the script's header for its
+//! control files.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;

@@ -148,7 +148,7 @@ pub enum DockerMachineSetupError {
 
 /// docker-machine's storage directory when none is configured: `MACHINE_STORAGE_PATH`, else
 /// `$HOME/.docker/machine` (docker-machine's own rule).
-pub fn default_storage_path() -> Option<PathBuf> {
+fn default_storage_path() -> Option<PathBuf> {
     let non_empty = |name| std::env::var_os(name).filter(|v: &std::ffi::OsString| !v.is_empty());
     non_empty("MACHINE_STORAGE_PATH")
         .map(PathBuf::from)
