@@ -67,7 +67,8 @@ use toml::de::DeTable;
 
 pub use diagnostic::{ConfigError, Diagnostic, Warning};
 pub use settings::{
-    ExecutorKind, GlobalSettings, LogFormat, LogLevel, Provider, PullPolicy, RunnerSettings,
+    DockerSettings, ExecutorKind, GlobalSettings, LogFormat, LogLevel, Provider, PullPolicy,
+    RunnerSettings,
 };
 pub use timezone::LocalZone;
 
