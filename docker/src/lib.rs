@@ -32,4 +32,4 @@ pub use provider::{
     DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,
     ProviderErrorKind,
 };
-pub use trace::{LogCursor, TraceChunk, TraceSink};
+pub use trace::{LogCursor, TraceChunk, TraceSink, error_line};

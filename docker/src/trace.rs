@@ -37,6 +37,12 @@ pub(crate) struct Trace {
     pub(crate) cursor: LogCursor,
 }
 
+/// A drover error line, in GitLab Runner's colours: for the executor's traces and for the daemon's
+/// reports of jobs the executor never saw.
+pub fn error_line(text: &str) -> String {
+    format!("\x1b[31;1mERROR: {text}\x1b[0;m\n")
+}
+
 impl Trace {
     pub(crate) fn new(sink: Option<TraceSink>) -> Trace {
         Trace {
@@ -57,7 +63,7 @@ impl Trace {
     }
 
     pub(crate) async fn error(&mut self, text: &str) {
-        self.say(format!("\x1b[31;1mERROR: {text}\x1b[0;m\n")).await;
+        self.say(error_line(text)).await;
     }
 
     pub(crate) async fn section(&mut self, text: &str) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
-use drover_docker::{Executor, LogCursor};
+use drover_docker::{Executor, LogCursor, error_line};
 use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
@@ -135,32 +135,6 @@ fn job_result(outcome: Outcome) -> JobResult {
         Outcome::Success => JobResult::Success,
         Outcome::Failed { reason, exit_code } => JobResult::Failed { reason, exit_code },
         Outcome::Canceled => JobResult::Canceled,
-    }
-}
-
-/// The last lines of a trace, as GitLab Runner writes them.
-fn footer(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Success => "\n\x1b[32;1mJob succeeded\x1b[0;m\n".to_string(),
-        Outcome::Failed {
-            reason,
-            exit_code: Some(code),
-        } => {
-            format!(
-                "\n\x1b[31;1mERROR: Job failed: exit code {code} ({})\x1b[0;m\n",
-                reason.as_str()
-            )
-        }
-        Outcome::Failed {
-            reason,
-            exit_code: None,
-        } => {
-            format!(
-                "\n\x1b[31;1mERROR: Job failed: {}\x1b[0;m\n",
-                reason.as_str()
-            )
-        }
-        Outcome::Canceled => "\n\x1b[31;1mERROR: Job failed: canceled\x1b[0;m\n".to_string(),
     }
 }
 
@@ -293,7 +267,7 @@ async fn report_unstarted(
         FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
         r => format!("drover could not start this job ({})", r.as_str()),
     };
-    trace.write(format!("\x1b[31;1mERROR: {why}\x1b[0;m\n").as_bytes());
+    trace.write(error_line(&why).as_bytes());
     trace.finish();
     let mut uploader = TraceUploader::new(
         runner.client.clone(),
@@ -530,21 +504,21 @@ async fn execute(
 ) -> Outcome {
     // The executor frames the trace (its first and last lines); a job it never sees gets its
     // error and last line here.
-    let not_started = |message: String, outcome: Outcome| {
-        trace.write(format!("\x1b[31;1mERROR: {message}\x1b[0;m\n").as_bytes());
-        trace.write(footer(&outcome).as_bytes());
-        outcome
+    let not_started = |message: String, reason: FailureReason| {
+        trace.write(error_line(&message).as_bytes());
+        trace.write(b"\n");
+        trace.write(error_line(&format!("Job failed: {}", reason.as_str())).as_bytes());
+        Outcome::Failed {
+            reason,
+            exit_code: None,
+        }
     };
     let endpoint = match placement.endpoint().await {
         Ok(e) => e,
         Err(e) => {
-            let outcome = Outcome::Failed {
-                reason: FailureReason::RunnerSystemFailure,
-                exit_code: None,
-            };
             return not_started(
                 format!("the machine for this job is unreachable: {e}"),
-                outcome,
+                FailureReason::RunnerSystemFailure,
             );
         }
     };
@@ -556,13 +530,7 @@ async fn execute(
     ) {
         Ok(spec) => spec,
         Err(Unsupported { reason, message }) => {
-            return not_started(
-                message,
-                Outcome::Failed {
-                    reason,
-                    exit_code: None,
-                },
-            );
+            return not_started(message, reason);
         }
     };
     let (sink, mut chunks) = mpsc::channel(256);
