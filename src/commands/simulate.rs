@@ -225,10 +225,8 @@ fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
 fn journal_workload(path: &Path) -> anyhow::Result<(Workload, drover_core::Config)> {
     let journal = drover_journal::read(path).map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     let mut recorder = Recorder::new(&journal.header.config);
-    let replay = drover_journal::replay(&journal, |now, event, step| {
-        recorder.observe(now, event, step)
-    })
-    .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
+    let replay = drover_journal::replay(&journal, |r| recorder.observe(r.now, r.event, r.step))
+        .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     if !replay.divergences.is_empty() {
         eprintln!(
             "note: {} does not replay to its recorded digests ({} differences; `drover replay` shows \
