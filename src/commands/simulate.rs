@@ -130,7 +130,7 @@ fn header(config: &str, workload: &Path, scenario: &Scenario) -> String {
         "drover simulate: {} × {} (seed {})\n",
         config,
         workload.display(),
-        scenario.seed
+        scenario.seed()
     );
     out += &format!("  workload: {}\n", scenario.workload.summary());
     out += &format!("  concurrent {}\n", scenario.config.concurrent);
