@@ -12,7 +12,9 @@ use std::path::Path;
 
 use drover_core::Timestamp;
 
-use crate::workload::{Location, Trace, TraceRow, WorkloadError, parse_duration_ms, parse_instant};
+use crate::workload::{
+    Location, Trace, TraceRow, WorkloadError, parse_instant, parse_seconds_or_duration_ms,
+};
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Column {
@@ -122,7 +124,7 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
                 }
                 Column::Duration if value.is_empty() => {}
                 Column::Duration => {
-                    row.duration_ms = Some(seconds_or_duration(value).map_err(|e| {
+                    row.duration_ms = Some(parse_seconds_or_duration_ms(value).map_err(|e| {
                         err(
                             line_no,
                             col,
@@ -188,17 +190,7 @@ fn arrival(value: &str, start: Timestamp) -> Result<Timestamp, String> {
         }
         return Ok(t);
     }
-    seconds_or_duration(value).map(|ms| Timestamp(start.0.saturating_add(ms)))
-}
-
-fn seconds_or_duration(value: &str) -> Result<u64, String> {
-    if let Ok(secs) = value.parse::<f64>() {
-        if !(secs >= 0.0 && secs.is_finite()) {
-            return Err("must be a finite number ≥ 0".into());
-        }
-        return Ok(libm::round(secs * 1000.0) as u64);
-    }
-    parse_duration_ms(value)
+    parse_seconds_or_duration_ms(value).map(|ms| Timestamp(start.0.saturating_add(ms)))
 }
 
 #[cfg(test)]

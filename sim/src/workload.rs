@@ -1035,6 +1035,16 @@ pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
     u64::try_from(d.as_millis()).map_err(|_| "too long".to_string())
 }
 
+/// A duration with a unit, or a bare number of seconds (`90`, `1.5`), in milliseconds: what trace
+/// columns, sweep values and command-line options take.
+pub fn parse_seconds_or_duration_ms(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(libm::round(secs * 1000.0) as u64),
+        Ok(_) => Err("must be a finite number ≥ 0".into()),
+        Err(_) => parse_duration_ms(s),
+    }
+}
+
 /// An RFC 3339 instant (any offset) as epoch milliseconds; instants before 1970 are refused.
 pub fn parse_instant(s: &str) -> std::result::Result<Timestamp, String> {
     let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| e.to_string())?;
@@ -1186,6 +1196,18 @@ value = "5m"
         assert!(msg.contains("batch must be"), "{msg}");
         let (_, _, msg) = invalid(&text.replace("Europe/Berlin", "Mars/Olympus"));
         assert!(msg.contains("unknown time zone"), "{msg}");
+    }
+
+    #[test]
+    fn durations_with_units_or_bare_seconds() {
+        assert_eq!(parse_seconds_or_duration_ms("90"), Ok(90_000));
+        assert_eq!(parse_seconds_or_duration_ms(" 1.5 "), Ok(1_500));
+        assert_eq!(parse_seconds_or_duration_ms("1h30m"), Ok(5_400_000));
+        assert!(parse_seconds_or_duration_ms("-1").is_err());
+        assert!(parse_seconds_or_duration_ms("NaN").is_err());
+        assert!(parse_seconds_or_duration_ms("5 parsecs").is_err());
+        // Workload files are stricter: a duration there is a string with a unit.
+        assert!(parse_duration_ms("90").is_err());
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct Args {
     /// cartesian product; IdleTime in seconds or with a unit)
     #[arg(long = "sweep", value_name = "KEY=RANGE")]
     pub sweep: Vec<SweepSpec>,
-    /// The SLO a sweep recommends for: the p95 job wait not to exceed (e.g. 90s, 2m)
+    /// The SLO a sweep recommends for: the p95 job wait not to exceed (e.g. 90s, 2m; a bare number
+    /// is seconds)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "sweep")]
     pub slo_p95_wait: Option<Duration>,
     /// Price of one machine-hour, to report cost (every state is billed, creating and removing too)
@@ -71,7 +72,9 @@ pub enum Format {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 90s, 2m or 1h30m"))
+    drover_sim::workload::parse_seconds_or_duration_ms(s)
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e}: write a duration like 90s, 2m or 1h30m"))
 }
 
 fn parse_price(s: &str) -> Result<f64, String> {
