@@ -64,6 +64,7 @@ use toml::de::{DeTable, DeValue};
 // The API the rest of the binary uses; not every item has a caller yet.
 #[allow(unused_imports)]
 pub use diagnostic::{ConfigError, Diagnostic, KeyRef, Location, Warning, WarningKind};
+pub use schema::suggest;
 #[allow(unused_imports)]
 pub use settings::{
     CacheSettings, DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel,
