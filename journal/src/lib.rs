@@ -16,7 +16,7 @@ mod writer;
 
 pub use format::{FORMAT_VERSION, Frame, Header, MAGIC};
 pub use reader::{Journal, TornTail, read};
-pub use replay::{Divergence, Replay, Summary, command_kind, recover, replay};
+pub use replay::{Divergence, Replay, Replayed, Summary, command_kind, recover, replay};
 pub use writer::Writer;
 
 use std::path::PathBuf;

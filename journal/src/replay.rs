@@ -40,11 +40,24 @@ pub struct Replay {
     pub divergences: Vec<Divergence>,
 }
 
+/// One replayed event, as [`replay`] shows it to its caller.
+pub struct Replayed<'a> {
+    /// Byte offset of the event's frame.
+    pub offset: u64,
+    pub now: Timestamp,
+    pub event: &'a Event,
+    /// What the core made of it.
+    pub step: &'a Step,
+    /// The core just after handling it (for invariant checks).
+    pub core: &'a Core,
+}
+
 /// Replays every frame from the beginning, checking each recorded digest against the replayed core.
-/// `on_step` sees every event with the commands it produced (the simulator rebuilds traffic with it).
+/// `on_step` sees every event with the commands it produced (the simulator rebuilds traffic with it)
+/// and the core after it.
 pub fn replay(
     journal: &Journal,
-    mut on_step: impl FnMut(Timestamp, &Event, &Step),
+    mut on_step: impl FnMut(Replayed<'_>),
 ) -> Result<Replay, JournalError> {
     let header = &journal.header;
     let mut core = Core::new(header.config.clone(), header.created_at);
@@ -112,7 +125,13 @@ pub fn replay(
                 for c in &step.commands {
                     *summary.commands_by_kind.entry(command_kind(c)).or_default() += 1;
                 }
-                on_step(*now, event, &step);
+                on_step(Replayed {
+                    offset: *offset,
+                    now: *now,
+                    event,
+                    step: &step,
+                    core: &core,
+                });
             }
         }
     }

@@ -65,7 +65,7 @@ fn round_trip_and_verified_replay() {
         .count();
     assert_eq!(events, world.records.len());
     let mut steps = 0;
-    let replayed = replay(&journal, |_, _, _| steps += 1).unwrap();
+    let replayed = replay(&journal, |_| steps += 1).unwrap();
     assert!(
         replayed.divergences.is_empty(),
         "{:?}",
@@ -175,7 +175,7 @@ fn compaction_keeps_the_state_and_drops_history() {
         .unwrap();
     let _ = core2.handle(now, ev);
     let j = read(&path).unwrap();
-    let r = replay(&j, |_, _, _| {}).unwrap();
+    let r = replay(&j, |_| {}).unwrap();
     assert!(r.divergences.is_empty());
     assert_eq!(r.core.digest(), core2.digest());
     assert_eq!(recover(&j).unwrap().digest(), core2.digest());
@@ -192,7 +192,7 @@ fn a_replay_that_diverges_says_where() {
     if let Frame::Event { digest_before, .. } = &mut journal.frames[20].1 {
         *digest_before ^= 1;
     }
-    let r = replay(&journal, |_, _, _| {}).unwrap();
+    let r = replay(&journal, |_| {}).unwrap();
     assert_eq!(r.divergences.len(), 1);
     assert_eq!(r.divergences[0].offset, journal.frames[20].0);
 }

@@ -37,8 +37,6 @@ const STALL_LIMIT: u32 = 100_000;
 pub struct Scenario {
     pub config: Config,
     pub workload: Arc<Workload>,
-    /// Seeds the traffic, the boot and removal times and the faults.
-    pub seed: u64,
     routing: Routing,
 }
 
@@ -68,21 +66,23 @@ impl Scenario {
             return Err(SimError::NoRunners);
         }
         let routing = Routing::resolve(&workload, &config, &excluded)?;
-        let seed = workload.seed;
-        config.seed = seed;
+        config.seed = workload.seed;
         // The simulated provider never loses a machine silently (deaths come as MachineLost), so
         // periodic listing would find nothing; it would only cost a scan of the fleet.
         config.reconcile_interval = None;
         Ok(Scenario {
             config,
             workload,
-            seed,
             routing,
         })
     }
 
+    /// Seeds the traffic, the boot and removal times and the faults (and the core's machine names).
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
     pub fn with_seed(mut self, seed: u64) -> Scenario {
-        self.seed = seed;
         self.config.seed = seed;
         self
     }
@@ -142,7 +142,7 @@ pub fn run_observed<O: Observer>(
         .map(|s| s.points(end))
         .unwrap_or_default();
     let report = Report::build(
-        scenario.seed,
+        scenario.seed(),
         &world.stats,
         world.core.state(),
         world.start,
@@ -218,7 +218,6 @@ impl Ord for Entry {
 enum Answer {
     Job { runner: RunnerId, job: JobId },
     Empty { runner: RunnerId },
-    Listed { runner: RunnerId, request: u64 },
 }
 
 /// One runner's view of the coordinator: its pending jobs and its requests waiting for one.
@@ -271,13 +270,6 @@ impl JobWindow {
     }
 }
 
-/// What the simulated provider holds: machines from their creation request to their removal.
-struct ProviderMachine {
-    runner: RunnerId,
-    name: String,
-    ready_at: Timestamp,
-}
-
 struct World<'s, O> {
     core: Core,
     workload: &'s Workload,
@@ -300,7 +292,8 @@ struct World<'s, O> {
     horizon_end: Option<Timestamp>,
     coordinators: Vec<Coordinator>,
     jobs: JobWindow,
-    provider: BTreeMap<MachineId, ProviderMachine>,
+    /// The simulated provider: when each machine asked for is (or was) ready, until it is removed.
+    ready_at: BTreeMap<MachineId, Timestamp>,
     boot_rng: ChaCha8Rng,
     removal_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
@@ -320,7 +313,7 @@ fn stream(seed: u64, id: u64) -> ChaCha8Rng {
 impl<'s, O: Observer> World<'s, O> {
     fn new(scenario: &'s Scenario, options: &RunOptions, observer: &'s mut O) -> Self {
         let w: &Workload = &scenario.workload;
-        let seed = scenario.seed;
+        let seed = scenario.seed();
         let start = w.start;
         let horizon_end = w.horizon_ms.map(|h| Timestamp(start.0.saturating_add(h)));
         let series = (options.series_points > 0).then(|| {
@@ -362,7 +355,7 @@ impl<'s, O: Observer> World<'s, O> {
                 slots: VecDeque::new(),
                 live: 0,
             },
-            provider: BTreeMap::new(),
+            ready_at: BTreeMap::new(),
             boot_rng: stream(seed, 4),
             removal_rng: stream(seed, 5),
             fault_rng: stream(seed, 6),
@@ -457,7 +450,7 @@ impl<'s, O: Observer> World<'s, O> {
                 failure: CreationFailure::Retryable,
             }),
             Scheduled::Removed(machine) => {
-                self.provider.remove(&machine);
+                self.ready_at.remove(&machine);
                 self.feed(Event::MachineRemoved { machine });
             }
             Scheduled::RemovalFailed(machine) => self.feed(Event::MachineRemovalFailed { machine }),
@@ -532,19 +525,6 @@ impl<'s, O: Observer> World<'s, O> {
                 self.feed(Event::JobReceived { runner, job, info })
             }
             Answer::Empty { runner } => self.feed(Event::JobRequestEmpty { runner }),
-            Answer::Listed { runner, request } => {
-                let names = self
-                    .provider
-                    .values()
-                    .filter(|m| m.runner == runner)
-                    .map(|m| m.name.clone())
-                    .collect();
-                self.feed(Event::MachinesListed {
-                    runner,
-                    request,
-                    names,
-                })
-            }
         }
     }
 
@@ -598,11 +578,7 @@ impl<'s, O: Observer> World<'s, O> {
                     }
                 }
             }
-            Command::CreateMachine {
-                machine,
-                runner,
-                name,
-            } => self.create(machine, runner, name),
+            Command::CreateMachine { machine, .. } => self.create(machine),
             Command::RemoveMachine { machine, .. } => self.remove(machine),
             // Nothing restarts in a simulation; a resumed job would simply run.
             Command::RunJob { job, machine, .. } | Command::ResumeJob { job, machine, .. } => {
@@ -624,14 +600,14 @@ impl<'s, O: Observer> World<'s, O> {
                     self.stats.failed += 1;
                 }
             }
-            Command::ListMachines { runner, request } => {
-                self.answers.push_back(Answer::Listed { runner, request })
-            }
+            // Never asked: the core lists machines only on a restart (`Resumed`, never fed here) or
+            // for periodic reconciliation, which `Scenario::new` switches off.
+            Command::ListMachines { .. } => {}
             Command::Exit { .. } => self.exited = true,
         }
     }
 
-    fn create(&mut self, machine: MachineId, runner: RunnerId, name: String) {
+    fn create(&mut self, machine: MachineId) {
         let w = self.workload;
         let mut boot = w.boot.sample_ms(&mut self.boot_rng);
         if w.faults.slow_boot_rate > 0.0 && self.fault_rng.random::<f64>() < w.faults.slow_boot_rate
@@ -641,14 +617,7 @@ impl<'s, O: Observer> World<'s, O> {
         let fails =
             w.boot_failure_rate > 0.0 && self.fault_rng.random::<f64>() < w.boot_failure_rate;
         let ready_at = Timestamp(self.now.0.saturating_add(boot));
-        self.provider.insert(
-            machine,
-            ProviderMachine {
-                runner,
-                name,
-                ready_at,
-            },
-        );
+        self.ready_at.insert(machine, ready_at);
         self.schedule(
             ready_at,
             if fails {
@@ -663,9 +632,9 @@ impl<'s, O: Observer> World<'s, O> {
         let w = self.workload;
         // A creation in progress finishes first.
         let from = self
-            .provider
+            .ready_at
             .get(&machine)
-            .map_or(self.now, |m| m.ready_at.max(self.now));
+            .map_or(self.now, |at| (*at).max(self.now));
         let at = Timestamp(
             from.0
                 .saturating_add(w.removal.sample_ms(&mut self.removal_rng)),

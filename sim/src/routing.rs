@@ -66,7 +66,7 @@ impl Routing {
                     at: workload
                         .shares_at
                         .clone()
-                        .map_or_else(|| workload.origin.display().to_string(), |l| l.to_string()),
+                        .unwrap_or_else(|| workload.origin.display().to_string()),
                     name: name.clone(),
                     known: known(),
                 })?;

@@ -16,7 +16,7 @@ use serde::ser::SerializeMap;
 use crate::SimError;
 use crate::engine::{RunOptions, Scenario, run};
 use crate::report::{Perf, Report, human_secs, percent};
-use crate::workload::parse_duration_ms;
+use crate::workload::parse_seconds_or_duration_ms;
 
 /// Sweeps larger than this are refused: they would run for hours and are almost always a typo.
 pub const MAX_POINTS: usize = 10_000;
@@ -183,12 +183,9 @@ fn parse_value(knob: Knob, s: &str) -> Result<f64, String> {
             _ => Err(format!("{s:?} is not a number ≥ 0")),
         },
         // GitLab writes IdleTime in seconds; a unit is welcome.
-        Knob::IdleTime => match s.parse::<u64>() {
-            Ok(secs) => Ok(secs as f64),
-            Err(_) => parse_duration_ms(s)
-                .map(|ms| ms as f64 / 1000.0)
-                .map_err(|e| format!("{s:?}: {e}")),
-        },
+        Knob::IdleTime => parse_seconds_or_duration_ms(s)
+            .map(|ms| ms as f64 / 1000.0)
+            .map_err(|e| format!("{s:?}: {e}")),
         _ => match s.parse::<u32>() {
             Ok(v) => Ok(f64::from(v)),
             Err(_) => Err(format!("{s:?} is not a whole number ≥ 0")),

@@ -8,11 +8,14 @@
 //! ```
 //! Without a header the columns are `arrival[,duration[,runner]]`. Rows need not be sorted.
 
+use std::ops::Range;
 use std::path::Path;
 
 use drover_core::Timestamp;
 
-use crate::workload::{Location, Trace, TraceRow, WorkloadError, parse_duration_ms, parse_instant};
+use crate::workload::{
+    Trace, TraceRow, WorkloadError, parse_instant, parse_seconds_or_duration_ms,
+};
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Column {
@@ -23,25 +26,8 @@ enum Column {
 
 /// Parses a trace whose offsets count from `start`.
 pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, WorkloadError> {
-    let err = |line: usize, column: usize, message: String, hint: Option<&str>| {
-        let source_line = text.lines().nth(line - 1).unwrap_or("");
-        let width = source_line
-            .chars()
-            .skip(column - 1)
-            .take_while(|c| *c != ',')
-            .count()
-            .max(1);
-        WorkloadError::Invalid {
-            at: Location {
-                path: path.to_path_buf(),
-                line,
-                column,
-                source_line: source_line.to_string(),
-                width,
-            },
-            message,
-            hint: hint.map(str::to_string),
-        }
+    let err = |span: Range<usize>, message: String, hint: Option<&str>| {
+        WorkloadError::at(path, text, span, message, hint)
     };
     let mut columns = vec![Column::Arrival, Column::Duration, Column::Runner];
     let mut trace = Trace {
@@ -49,24 +35,28 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
         ..Trace::default()
     };
     let mut first = true;
-    for (i, raw_line) in text.lines().enumerate() {
+    let mut line_start = 0;
+    for (i, raw_line) in text.split_inclusive('\n').enumerate() {
         let line_no = i + 1;
-        let content = raw_line.split('#').next().unwrap_or("");
+        let at = line_start;
+        line_start += raw_line.len();
+        let content = raw_line.split(['#', '\r', '\n']).next().unwrap_or("");
         if content.trim().is_empty() {
             continue;
         }
+        // The byte range of a field in `text`.
+        let span = |(offset, value): (usize, &str)| at + offset..at + offset + value.len();
         let fields = split_fields(content);
         if std::mem::take(&mut first) && is_header(&fields) {
             columns.clear();
-            for &(col, name) in &fields {
+            for &(offset, name) in &fields {
                 let c = match name.to_ascii_lowercase().as_str() {
                     "arrival" => Column::Arrival,
                     "duration" => Column::Duration,
                     "runner" => Column::Runner,
                     other => {
                         return Err(err(
-                            line_no,
-                            col,
+                            span((offset, name)),
                             format!("unknown trace column {other:?}"),
                             Some("columns are arrival, duration (optional) and runner (optional)"),
                         ));
@@ -74,8 +64,7 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
                 };
                 if columns.contains(&c) {
                     return Err(err(
-                        line_no,
-                        col,
+                        span((offset, name)),
                         format!("column {name:?} appears twice"),
                         None,
                     ));
@@ -84,8 +73,7 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
             }
             if !columns.contains(&Column::Arrival) {
                 return Err(err(
-                    line_no,
-                    1,
+                    span((0, content.trim_end())),
                     "the header has no `arrival` column".into(),
                     None,
                 ));
@@ -93,10 +81,8 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
             continue;
         }
         if fields.len() > columns.len() {
-            let (col, _) = fields[columns.len()];
             return Err(err(
-                line_no,
-                col,
+                span(fields[columns.len()]),
                 format!(
                     "{} fields, but the trace has {} columns",
                     fields.len(),
@@ -112,20 +98,20 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
             line: line_no as u32,
         };
         let mut has_arrival = false;
-        for (&(col, value), kind) in fields.iter().zip(&columns) {
+        for (&(offset, value), kind) in fields.iter().zip(&columns) {
+            let here = || span((offset, value));
             match kind {
                 Column::Arrival => {
                     row.at = arrival(value, start).map_err(|e| {
-                        err(line_no, col, format!("arrival {value:?}: {e}"), Some("write an offset like \"90s\" or \"1h5m\" (bare numbers are seconds), or an RFC 3339 time"))
+                        err(here(), format!("arrival {value:?}: {e}"), Some("write an offset like \"90s\" or \"1h5m\" (bare numbers are seconds), or an RFC 3339 time"))
                     })?;
                     has_arrival = true;
                 }
                 Column::Duration if value.is_empty() => {}
                 Column::Duration => {
-                    row.duration_ms = Some(seconds_or_duration(value).map_err(|e| {
+                    row.duration_ms = Some(parse_seconds_or_duration_ms(value).map_err(|e| {
                         err(
-                            line_no,
-                            col,
+                            here(),
                             format!("duration {value:?}: {e}"),
                             Some("write \"5m\", \"90s\" or a number of seconds"),
                         )
@@ -140,15 +126,19 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
                             trace.runners.len() - 1
                         }
                     };
-                    row.runner =
-                        Some(u16::try_from(idx).map_err(|_| {
-                            err(line_no, col, "too many runner names".into(), None)
-                        })?);
+                    row.runner = Some(
+                        u16::try_from(idx)
+                            .map_err(|_| err(here(), "too many runner names".into(), None))?,
+                    );
                 }
             }
         }
         if !has_arrival {
-            return Err(err(line_no, 1, "row has no arrival".into(), None));
+            return Err(err(
+                span((0, content.trim_end())),
+                "row has no arrival".into(),
+                None,
+            ));
         }
         trace.rows.push(row);
     }
@@ -157,14 +147,15 @@ pub fn parse_csv(text: &str, path: &Path, start: Timestamp) -> Result<Trace, Wor
     Ok(trace)
 }
 
-/// Fields with their 1-based starting column.
+/// Fields, trimmed, with the byte offset in `line` where each starts.
 fn split_fields(line: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
-    let mut col = 1;
+    let mut offset = 0;
     for field in line.split(',') {
-        let lead = field.chars().take_while(|c| c.is_whitespace()).count();
-        out.push((col + lead, field.trim()));
-        col += field.chars().count() + 1;
+        let value = field.trim();
+        let lead = field.len() - field.trim_start().len();
+        out.push((offset + lead, value));
+        offset += field.len() + 1;
     }
     out
 }
@@ -188,17 +179,7 @@ fn arrival(value: &str, start: Timestamp) -> Result<Timestamp, String> {
         }
         return Ok(t);
     }
-    seconds_or_duration(value).map(|ms| Timestamp(start.0.saturating_add(ms)))
-}
-
-fn seconds_or_duration(value: &str) -> Result<u64, String> {
-    if let Ok(secs) = value.parse::<f64>() {
-        if !(secs >= 0.0 && secs.is_finite()) {
-            return Err("must be a finite number ≥ 0".into());
-        }
-        return Ok(libm::round(secs * 1000.0) as u64);
-    }
-    parse_duration_ms(value)
+    parse_seconds_or_duration_ms(value).map(|ms| Timestamp(start.0.saturating_add(ms)))
 }
 
 #[cfg(test)]
@@ -255,22 +236,35 @@ mod tests {
             START,
         )
         .unwrap_err();
-        let WorkloadError::Invalid { at, message, .. } = e else {
+        let WorkloadError::Invalid(e) = e else {
             panic!()
         };
-        assert_eq!((at.line, at.column), (3, 6));
-        assert!(message.contains("5 parsecs"), "{message}");
+        assert_eq!(e.line_column(), (3, 6));
+        assert_eq!(&e.text[e.span.clone()], "5 parsecs");
+        assert!(e.message.contains("5 parsecs"), "{}", e.message);
         let e = parse_csv("arrival,flavour\n", Path::new("t.csv"), START).unwrap_err();
-        let shown = e.to_string();
-        assert!(
-            shown.starts_with("unknown trace column \"flavour\"\n --> t.csv:1:9\n"),
-            "{shown}"
+        assert_eq!(
+            e.to_string(),
+            "t.csv:1:9: unknown trace column \"flavour\"\n  \
+             hint: columns are arrival, duration (optional) and runner (optional)"
         );
-        assert!(
-            shown.contains("1 | arrival,flavour\n  |         ^^^^^^^"),
-            "{shown}"
-        );
+        let WorkloadError::Invalid(e) = e else {
+            panic!()
+        };
+        assert_eq!(&e.text[e.span.clone()], "flavour");
         let e = parse_csv("1969-12-31T00:00:00Z\n", Path::new("t.csv"), START).unwrap_err();
-        assert!(e.to_string().contains("t.csv:1:1"), "{e}");
+        assert!(e.to_string().starts_with("t.csv:1:1: "), "{e}");
+        // Tabs, CRLF and multi-byte characters before the value.
+        let e = parse_csv(
+            "arrival,runner\r\n0s,é\r\n\té,x\r\n",
+            Path::new("t.csv"),
+            START,
+        )
+        .unwrap_err();
+        let WorkloadError::Invalid(e) = e else {
+            panic!()
+        };
+        assert_eq!(e.line_column(), (3, 2));
+        assert_eq!(&e.text[e.span.clone()], "é");
     }
 }

@@ -52,8 +52,8 @@ pub struct Workload {
     pub faults: Faults,
     /// Weights routing synthetic jobs to runners by name, sorted by name.
     pub shares: Vec<(String, f64)>,
-    /// Where `[shares]` is, for errors found once the config is known.
-    pub shares_at: Option<Location>,
+    /// Where `[shares]` is (`file:line:column`), for errors found once the config is known.
+    pub shares_at: Option<String>,
 }
 
 /// When jobs arrive.
@@ -125,42 +125,6 @@ pub struct Faults {
     pub machine_loss_per_hour: f64,
 }
 
-/// A place in a file, with its line for display.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Location {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    /// The text of the line, and how many characters from `column` the caret underlines.
-    pub source_line: String,
-    pub width: usize,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.path.display(), self.line, self.column)
-    }
-}
-
-impl Location {
-    /// The location of `span` in `text`.
-    pub fn of(path: &Path, text: &str, span: &Range<usize>) -> Location {
-        let (line, column) = line_column(text, span.start);
-        let source_line = text.lines().nth(line - 1).unwrap_or("").to_string();
-        let rest = source_line.chars().count().saturating_sub(column - 1);
-        let spanned = text
-            .get(span.clone())
-            .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
-        Location {
-            path: path.to_path_buf(),
-            line,
-            column,
-            source_line,
-            width: spanned.clamp(1, rest.max(1)),
-        }
-    }
-}
-
 /// Why a workload could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
@@ -169,46 +133,76 @@ pub enum WorkloadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", render(message, at, hint.as_deref()))]
-    Invalid {
-        at: Location,
-        message: String,
-        hint: Option<String>,
-    },
+    #[error("{0}")]
+    Invalid(Box<Invalid>),
 }
 
-/// A message with the offending line and a caret under the value, then the hint.
-fn render(message: &str, at: &Location, hint: Option<&str>) -> String {
-    let gutter = " ".repeat(at.line.to_string().len());
-    let mut out = format!(
-        "{message}
-{gutter}--> {at}
-{gutter} |
-{} | {}
-",
-        at.line, at.source_line
-    );
-    out += &format!(
-        "{gutter} | {}{}",
-        " ".repeat(at.column - 1),
-        "^".repeat(at.width)
-    );
-    if let Some(hint) = hint {
-        out += &format!(
-            "
-{gutter} |
-{gutter} = hint: {hint}"
-        );
+/// A mistake at a place in a workload or trace file: what, where, and what to do. It carries the
+/// file's text so that a caller can show the offending line (the `drover` binary renders it like
+/// its config errors); its `Display` is one line, `file:line:column: message`, and the hint.
+#[derive(Debug)]
+pub struct Invalid {
+    pub path: PathBuf,
+    pub text: Arc<str>,
+    /// The byte range of the offending value in `text`.
+    pub span: Range<usize>,
+    pub message: String,
+    pub hint: Option<String>,
+    /// For a key the format does not have: the key and the keys allowed there, so that a caller can
+    /// suggest the closest (then `hint` only points at the documentation).
+    pub unknown_key: Option<(String, Vec<String>)>,
+}
+
+impl Invalid {
+    fn new(
+        path: &Path,
+        text: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> Invalid {
+        Invalid {
+            path: path.to_path_buf(),
+            text: Arc::from(text),
+            span,
+            message: message.into(),
+            hint: hint.map(str::to_string),
+            unknown_key: None,
+        }
     }
-    out
+
+    /// 1-based line and column (in characters) where the offending value starts.
+    pub fn line_column(&self) -> (usize, usize) {
+        line_column(&self.text, self.span.start)
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (line, column) = self.line_column();
+        write!(
+            f,
+            "{}:{line}:{column}: {}",
+            self.path.display(),
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
 }
 
 impl WorkloadError {
-    pub fn location(&self) -> Option<&Location> {
-        match self {
-            WorkloadError::Io { .. } => None,
-            WorkloadError::Invalid { at, .. } => Some(at),
-        }
+    /// An [`Invalid`] error at `span` of `text`.
+    pub(crate) fn at(
+        path: &Path,
+        text: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> WorkloadError {
+        WorkloadError::Invalid(Box::new(Invalid::new(path, text, span, message, hint)))
     }
 }
 
@@ -225,14 +219,20 @@ impl Workload {
     /// Parses a workload; `origin` names it in errors and anchors relative trace paths.
     pub fn parse(text: &str, origin: &Path) -> Result<Workload> {
         let raw: RawWorkload = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            let unknown_key = unknown_key(message);
+            let hint = if unknown_key.is_some() {
+                Some("the workload format is described in fixtures/workloads/README.md")
+            } else if message.contains("missing field") {
+                Some("add the field to that table")
+            } else {
+                None
+            };
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim_end().to_string();
-            let hint = syntax_hint(&message);
-            WorkloadError::Invalid {
-                at: locate(origin, text, &span),
-                message,
-                hint,
-            }
+            WorkloadError::Invalid(Box::new(Invalid {
+                unknown_key,
+                ..Invalid::new(origin, text, span, message, hint)
+            }))
         })?;
         Validator { text, origin }.workload(raw)
     }
@@ -360,38 +360,25 @@ impl Workload {
     }
 }
 
-fn syntax_hint(message: &str) -> Option<String> {
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        // "unknown field `horizn`, expected one of `start`, `horizon`, ..."
-        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let closest = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(|k| (strsim::levenshtein(field, k), k))
-            .min()
-            .filter(|(d, _)| *d <= 2);
-        return Some(match closest {
-            Some((_, k)) => format!("did you mean `{k}`?"),
-            None => "the workload format is described in fixtures/workloads/README.md".into(),
-        });
-    }
-    message
-        .contains("missing field")
-        .then(|| "add the field to that table".into())
+/// The key and the allowed keys of serde's "unknown field `horizn`, expected one of `start`, ..."
+/// (or "expected `a` or `b`").
+fn unknown_key(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let allowed = expected.split('`').skip(1).step_by(2).map(str::to_string);
+    Some((key.to_string(), allowed.collect()))
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
+/// 1-based line and column (in characters) of a byte offset (inside a character: of that character).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-fn locate(origin: &Path, text: &str, span: &Range<usize>) -> Location {
-    Location::of(origin, text, span)
 }
 
 // ----- the raw layer ---------------------------------------------------------------------------
@@ -473,11 +460,13 @@ impl Validator<'_> {
         message: impl Into<String>,
         hint: Option<&str>,
     ) -> Result<T> {
-        Err(WorkloadError::Invalid {
-            at: locate(self.origin, self.text, span),
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        })
+        Err(WorkloadError::at(
+            self.origin,
+            self.text,
+            span.clone(),
+            message,
+            hint,
+        ))
     }
 
     fn workload(&self, raw: RawWorkload) -> Result<Workload> {
@@ -611,7 +600,8 @@ impl Validator<'_> {
             None => (Vec::new(), None),
             Some(s) => {
                 let span = s.span();
-                let at = locate(self.origin, self.text, &span);
+                let (line, column) = line_column(self.text, span.start);
+                let at = format!("{}:{line}:{column}", self.origin.display());
                 let mut out = Vec::new();
                 for (name, w) in s.into_inner() {
                     if !(*w.get_ref() >= 0.0 && w.get_ref().is_finite()) {
@@ -782,12 +772,14 @@ impl Validator<'_> {
                 };
                 let base = self.origin.parent().unwrap_or(Path::new(""));
                 let path = base.join(file.get_ref());
-                let text = std::fs::read_to_string(&path).map_err(|e| WorkloadError::Invalid {
-                    at: locate(self.origin, self.text, &file.span()),
-                    message: format!("cannot read trace file {}: {e}", path.display()),
-                    hint: Some(
-                        "a relative path is resolved from the workload file's folder".into(),
-                    ),
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    WorkloadError::at(
+                        self.origin,
+                        self.text,
+                        file.span(),
+                        format!("cannot read trace file {}: {e}", path.display()),
+                        Some("a relative path is resolved from the workload file's folder"),
+                    )
                 })?;
                 let trace = trace::parse_csv(&text, &path, start)?;
                 if trace.rows.is_empty() {
@@ -1035,6 +1027,16 @@ pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
     u64::try_from(d.as_millis()).map_err(|_| "too long".to_string())
 }
 
+/// A duration with a unit, or a bare number of seconds (`90`, `1.5`), in milliseconds: what trace
+/// columns, sweep values and command-line options take.
+pub fn parse_seconds_or_duration_ms(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(libm::round(secs * 1000.0) as u64),
+        Ok(_) => Err("must be a finite number ≥ 0".into()),
+        Err(_) => parse_duration_ms(s),
+    }
+}
+
 /// An RFC 3339 instant (any offset) as epoch milliseconds; instants before 1970 are refused.
 pub fn parse_instant(s: &str) -> std::result::Result<Timestamp, String> {
     let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| e.to_string())?;
@@ -1053,11 +1055,14 @@ mod tests {
 
     fn invalid(text: &str) -> (usize, usize, String) {
         match parse(text) {
-            Err(WorkloadError::Invalid { at, message, hint }) => (
-                at.line,
-                at.column,
-                format!("{message} | {}", hint.unwrap_or_default()),
-            ),
+            Err(WorkloadError::Invalid(e)) => {
+                let (line, column) = e.line_column();
+                let key = e
+                    .unknown_key
+                    .map(|(k, allowed)| format!("{k} not in {allowed:?}"));
+                let (hint, key) = (e.hint.unwrap_or_default(), key.unwrap_or_default());
+                (line, column, format!("{} | {hint} | {key}", e.message))
+            }
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -1129,7 +1134,8 @@ failure_rate = 0.05
         let (line, _, msg) = invalid(&GOOD.replace("seed = 4", "sead = 4"));
         assert_eq!(line, 4);
         assert!(
-            msg.contains("unknown field `sead`") && msg.contains("did you mean `seed`?"),
+            msg.contains("unknown field `sead`")
+                && msg.contains("sead not in [\"start\", \"horizon\", \"jobs\", \"seed\""),
             "{msg}"
         );
 
@@ -1189,9 +1195,47 @@ value = "5m"
     }
 
     #[test]
+    fn durations_with_units_or_bare_seconds() {
+        assert_eq!(parse_seconds_or_duration_ms("90"), Ok(90_000));
+        assert_eq!(parse_seconds_or_duration_ms(" 1.5 "), Ok(1_500));
+        assert_eq!(parse_seconds_or_duration_ms("1h30m"), Ok(5_400_000));
+        assert!(parse_seconds_or_duration_ms("-1").is_err());
+        assert!(parse_seconds_or_duration_ms("NaN").is_err());
+        assert!(parse_seconds_or_duration_ms("5 parsecs").is_err());
+        // Workload files are stricter: a duration there is a string with a unit.
+        assert!(parse_duration_ms("90").is_err());
+    }
+
+    #[test]
     fn line_columns_count_characters() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("é\nx", 3), (2, 1));
+        // Inside a character: its start.
+        assert_eq!(line_column("aé", 2), (1, 2));
+        assert_eq!(line_column("ab\r\ncd", 5), (2, 2));
+    }
+
+    #[test]
+    fn an_error_shows_as_one_line_with_its_hint() {
+        let e = parse("jobs = 10\r\n[arrivals]\r\nkind = \"poisson\"\r\n\trate_per_min = -1.0\r\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.toml:4:17: rate_per_min must be a finite number > 0"
+        );
+        let WorkloadError::Invalid(e) = e else {
+            panic!()
+        };
+        assert_eq!(&e.text[e.span.clone()], "-1.0");
+        let e = parse("jobs = 10\n[arrivals]\nkind = \"poisson\"\nrate = 1.0\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("w.toml:4:1: unknown field `rate`, expected one of ")
+                && e.to_string().ends_with(
+                    "\n  hint: the workload format is described in fixtures/workloads/README.md"
+                ),
+            "{e}"
+        );
     }
 }

@@ -1,11 +1,10 @@
 //! `drover replay JOURNAL`: re-run a journal through the scheduling core, verify its digests, and
 //! summarise what happened.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use drover_core::Command;
 use drover_journal::{Summary, command_kind};
 
@@ -19,8 +18,9 @@ pub struct Args {
     /// Also check every invariant of the core after every step
     #[arg(long)]
     pub check_invariants: bool,
-    /// Print every event and the commands it produced, one line each
-    #[arg(long)]
+    /// Print every event and the commands it produced, one line each, before the summary
+    /// (text only: the JSON summary is a single document)
+    #[arg(long, conflicts_with = "json")]
     pub events: bool,
     /// Print the summary as JSON
     #[arg(long)]
@@ -31,44 +31,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let journal =
         drover_journal::read(&args.journal).map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     let mut violation = None;
-    let mut lines = String::new();
-    let replay = drover_journal::replay(&journal, |now, event, step| {
-        if args.events {
-            let cmds: Vec<String> = step.commands.iter().map(describe).collect();
-            let _ = writeln!(lines, "{now} {:<24} -> {}", event.kind(), cmds.join(", "));
+    // Events are streamed as they are replayed: a long journal is not held in memory twice.
+    let mut events = args
+        .events
+        .then(|| std::io::BufWriter::new(std::io::stdout().lock()));
+    let mut stdout_closed = false;
+    let replay = drover_journal::replay(&journal, |r| {
+        if args.check_invariants
+            && violation.is_none()
+            && let Err(v) = r
+                .core
+                .check_invariants()
+                .and_then(|()| r.core.check_step(r.event, r.step))
+        {
+            violation = Some(format!("{v} (frame at offset {})", r.offset));
+        }
+        if let Some(out) = &mut events {
+            let cmds: Vec<String> = r.step.commands.iter().map(describe).collect();
+            let line = writeln!(
+                out,
+                "{} {:<24} -> {}",
+                r.now,
+                r.event.kind(),
+                cmds.join(", ")
+            );
+            if line.is_err() {
+                // The reader went away (`| head`): stop printing, finish the replay for its verdict.
+                events = None;
+                stdout_closed = true;
+            }
         }
     })
     .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
-    if args.check_invariants {
-        // Replay again, checking after each step (kept out of the first pass so that pass stays fast).
-        let mut core =
-            drover_core::Core::new(journal.header.config.clone(), journal.header.created_at);
-        for (offset, frame) in &journal.frames {
-            match frame {
-                drover_journal::Frame::Event { now, event, .. } => {
-                    let step = core.handle(*now, event.clone());
-                    if let Err(v) = core
-                        .check_invariants()
-                        .and_then(|()| core.check_step(event, &step))
-                    {
-                        violation = Some(format!("{v} (frame at offset {offset})"));
-                        break;
-                    }
-                }
-                drover_journal::Frame::Snapshot {
-                    seq, core: bytes, ..
-                } if *seq != core.state().seq() => {
-                    core = drover_core::decode_snapshot(bytes)
-                        .with_context(|| format!("decoding the snapshot at offset {offset}"))?;
-                }
-                _ => {}
-            }
-        }
+    if let Some(mut out) = events {
+        stdout_closed = out.flush().is_err();
     }
-    print!("{lines}");
-    let stats = replay.core.state().stats().clone();
+    let stats = replay.core.state().stats();
     let anomalies = replay.core.state().anomalies();
-    if args.json {
+    if stdout_closed {
+        // Nobody reads the summary; the exit code below still tells the verdict.
+    } else if args.json {
         let json = serde_json::json!({
             "journal": args.journal,
             "format": journal.format,
@@ -80,20 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "events_by_kind": replay.summary.events_by_kind,
             "commands_by_kind": replay.summary.commands_by_kind,
             "snapshots": replay.summary.snapshots,
-            "stats": {
-                "jobs_received": stats.jobs_received,
-                "jobs_started": stats.jobs_started,
-                "jobs_finished": stats.jobs_finished,
-                "jobs_failed_unstarted": stats.jobs_failed_unstarted,
-                "machines_requested": stats.machines_requested,
-                "machines_created": stats.machines_created,
-                "creation_failures": stats.creation_failures,
-                "machines_removed": stats.machines_removed,
-                "removal_failures": stats.removal_failures,
-                "machines_lost": stats.machines_lost,
-                "orphans_found": stats.orphans_found,
-                "machines_abandoned": stats.machines_abandoned,
-            },
+            "stats": stats,
             "anomalies": anomalies.by_kind.iter().map(|(k, n)| (k.as_str(), n)).collect::<std::collections::BTreeMap<_, _>>(),
             "digests_checked": replay.digests_checked,
             "divergences": replay.divergences.iter().map(|d| serde_json::json!({
@@ -105,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_summary(&args, &journal, &replay.summary, &stats, anomalies);
+        print_summary(&args, &journal, &replay.summary, stats, anomalies);
         println!(
             "digests: {} verified, {} divergence{}",
             replay.digests_checked,

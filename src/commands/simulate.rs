@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use drover_sim::sweep::{SweepOptions, SweepSpec, run_sweep};
-use drover_sim::{Recorder, RunOptions, Scenario, Workload, plot, report::describe_runner};
+use drover_sim::{
+    Recorder, RunOptions, Scenario, Workload, WorkloadError, plot, report::describe_runner,
+};
 
 use crate::config;
 use crate::exit;
@@ -56,7 +58,8 @@ pub struct Args {
     /// cartesian product; IdleTime in seconds or with a unit)
     #[arg(long = "sweep", value_name = "KEY=RANGE")]
     pub sweep: Vec<SweepSpec>,
-    /// The SLO a sweep recommends for: the p95 job wait not to exceed (e.g. 90s, 2m)
+    /// The SLO a sweep recommends for: the p95 job wait not to exceed (e.g. 90s, 2m; a bare number
+    /// is seconds)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "sweep")]
     pub slo_p95_wait: Option<Duration>,
     /// Price of one machine-hour, to report cost (every state is billed, creating and removing too)
@@ -71,7 +74,25 @@ pub enum Format {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}: write a duration like 90s, 2m or 1h30m"))
+    drover_sim::workload::parse_seconds_or_duration_ms(s)
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e}: write a duration like 90s, 2m or 1h30m"))
+}
+
+/// A mistake in a workload or trace file, shown as config errors are: the line with a caret under
+/// the value, and a hint (for an unknown key, the closest known one).
+fn workload_error(e: WorkloadError) -> anyhow::Error {
+    let WorkloadError::Invalid(e) = e else {
+        return e.into();
+    };
+    let suggestion = e.unknown_key.as_ref().and_then(|(key, allowed)| {
+        config::suggest(key, allowed.iter().map(String::as_str))
+            .map(|best| format!("did you mean `{best}`?"))
+    });
+    let diagnostic = config::Diagnostic::new(&e.message)
+        .at(&e.text, e.span.clone())
+        .maybe_hint(suggestion.or(e.hint.clone()));
+    anyhow::anyhow!(diagnostic.render("", &e.path))
 }
 
 fn parse_price(s: &str) -> Result<f64, String> {
@@ -108,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let workload = match (recorded, &args.workload) {
         (Some((workload, _)), _) => workload,
-        (None, Some(path)) => Workload::load(path)?,
+        (None, Some(path)) => Workload::load(path).map_err(workload_error)?,
         (None, None) => anyhow::bail!("give --workload FILE or --journal FILE"),
     };
     let origin = workload.origin.clone();
@@ -130,7 +151,7 @@ fn header(config: &str, workload: &Path, scenario: &Scenario) -> String {
         "drover simulate: {} × {} (seed {})\n",
         config,
         workload.display(),
-        scenario.seed
+        scenario.seed()
     );
     out += &format!("  workload: {}\n", scenario.workload.summary());
     out += &format!("  concurrent {}\n", scenario.config.concurrent);
@@ -225,10 +246,8 @@ fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
 fn journal_workload(path: &Path) -> anyhow::Result<(Workload, drover_core::Config)> {
     let journal = drover_journal::read(path).map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     let mut recorder = Recorder::new(&journal.header.config);
-    let replay = drover_journal::replay(&journal, |now, event, step| {
-        recorder.observe(now, event, step)
-    })
-    .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
+    let replay = drover_journal::replay(&journal, |r| recorder.observe(r.now, r.event, r.step))
+        .map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     if !replay.divergences.is_empty() {
         eprintln!(
             "note: {} does not replay to its recorded digests ({} differences; `drover replay` shows \
@@ -239,4 +258,58 @@ fn journal_workload(path: &Path) -> anyhow::Result<(Workload, drover_core::Confi
     }
     let workload = recorder.into_workload(path.to_path_buf())?;
     Ok((workload, journal.header.config.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(text: &str) -> String {
+        let e = Workload::parse(text, Path::new("w.toml")).unwrap_err();
+        format!("{:#}", workload_error(e))
+    }
+
+    #[test]
+    fn workload_errors_show_the_line_and_a_caret() {
+        // CRLF line ends and a tab before the value: the caret still sits under it.
+        let text = "jobs = 10\r\n[arrivals]\r\nkind = \"poisson\"\r\n\trate_per_min = -1.0\r\n";
+        assert_eq!(
+            shown(text),
+            "rate_per_min must be a finite number > 0\n \
+             --> w.toml:4:17\n  |\n\
+             4 | \trate_per_min = -1.0\n  \
+             | \t               ^^^^"
+        );
+        let text = "jobs = 10\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 1.0\n\
+                    [duration]\nkind = \"constant\"\nvalue = \"5 minuts\"\n";
+        let err = shown(text);
+        assert!(
+            err.contains("--> w.toml:7:9\n")
+                && err.contains("7 | value = \"5 minuts\"\n  |         ^^^^^^^^^^\n")
+                && err.ends_with(
+                    "= hint: write durations with a unit, like \"90s\", \"5m\" or \"1h30m\""
+                ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_workload_key_suggests_the_closest() {
+        let err =
+            shown("jobs = 10\nsead = 4\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 1.0\n");
+        assert!(
+            err.starts_with("unknown field `sead`")
+                && err.contains("--> w.toml:2:1\n")
+                && err.contains("2 | sead = 4\n  | ^^^^\n")
+                && err.ends_with("= hint: did you mean `seed`?"),
+            "{err}"
+        );
+        let err = shown("jobs = 10\nbanana = 4\n");
+        assert!(
+            err.ends_with(
+                "= hint: the workload format is described in fixtures/workloads/README.md"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -66,6 +66,7 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 pub use diagnostic::{ConfigError, Diagnostic, Warning};
+pub use schema::suggest;
 pub use settings::{
     DockerSettings, ExecutorKind, GlobalSettings, LogFormat, LogLevel, Provider, PullPolicy,
     RunnerSettings,

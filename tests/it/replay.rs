@@ -49,6 +49,41 @@ fn the_recorded_journal_replays_to_its_digests() {
 }
 
 #[test]
+fn events_are_listed_before_the_text_summary_and_refused_with_json() {
+    let out = replay(&[fixture().to_str().unwrap(), "--events"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (events, summary) = text
+        .split_once("journal ")
+        .expect("the summary follows the events");
+    let lines: Vec<&str> = events.lines().collect();
+    let json = replay(&[fixture().to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        Some(lines.len() as u64),
+        v["events"].as_u64(),
+        "one line per event"
+    );
+    assert!(
+        lines[0].starts_with("2026-01-05T06:00:00.000Z tick ") && lines[0].contains("-> "),
+        "{}",
+        lines[0]
+    );
+    assert!(summary.contains("0 divergences"), "{summary}");
+
+    // The JSON summary is one document: events would break it.
+    let out = replay(&[fixture().to_str().unwrap(), "--events", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
 fn damage_in_the_middle_fails_with_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.journal");

@@ -236,6 +236,37 @@ fn bad_workloads_and_arguments_say_where_and_what_to_do() {
     );
     assert!(err.contains("hint: write durations with a unit"), "{err}");
 
+    // A mistake in a trace names the trace's own line, even after a tab and with CRLF line ends.
+    let trace = dir.join("bad.csv");
+    std::fs::write(&trace, "arrival,duration\r\n0s,5m\r\n10s,\t5 parsecs\r\n").unwrap();
+    let workload = dir.join("trace.toml");
+    std::fs::write(
+        &workload,
+        "[arrivals]\nkind = \"trace\"\nfile = \"bad.csv\"\n",
+    )
+    .unwrap();
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
+        workload.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("--> {}:3:6\n", trace.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 | 10s,\t5 parsecs\n  |     \t^^^^^^^^^\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("= hint: write \"5m\", \"90s\" or a number of seconds"),
+        "{err}"
+    );
+
     let out = drover(&[
         "simulate",
         "-c",
