@@ -268,6 +268,19 @@ impl FakeGitlab {
         id
     }
 
+    /// Answers one of the next job requests (of any runner that is not paused) with `201` and
+    /// `body` as it is, before any queued job: an answer that names no job, or garbage. Answers
+    /// queue up in call order.
+    pub fn answer_raw(&self, body: impl Into<Vec<u8>>) {
+        self.shared.lock().push_raw_answer(body.into());
+        self.shared.changed();
+    }
+
+    /// Raw answers not served yet.
+    pub fn pending_raw_answers(&self) -> usize {
+        self.shared.lock().raw_answers.len()
+    }
+
     pub fn job(&self, id: u64) -> Option<JobView> {
         self.shared.lock().jobs.get(&id).map(state::Job::view)
     }
