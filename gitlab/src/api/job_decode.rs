@@ -236,7 +236,10 @@ fn describe(tree: &Value, error: &serde_path_to_error::Error<serde_json::Error>)
         };
     }
     let expected = match message.split_once(", expected ") {
-        Some((_, expected)) => expected.to_string(),
+        // In JSON's words: serde says "a sequence" and "a map".
+        Some((_, expected)) => expected
+            .replace("a sequence", "an array")
+            .replace("a map", "an object"),
         None => without_values(&message),
     };
     let found = match found_value {
@@ -385,7 +388,7 @@ mod tests {
     fn a_wrong_type_names_its_path_what_was_expected_and_what_came() {
         let bad = undecodable(&with("/steps/0/script", Value::String("make".into())));
         assert_eq!(bad.error.path, "steps[0].script");
-        assert_eq!(bad.error.expected, "a sequence");
+        assert_eq!(bad.error.expected, "an array");
         assert_eq!(bad.error.found, "a string (\"make\")");
         assert_eq!(bad.id, fixture()["id"].as_u64().unwrap());
         assert_eq!(bad.token.expose(), fixture()["token"].as_str().unwrap());

@@ -5,7 +5,9 @@
 //! versions with Workhorse-style long polling, two-phase job commit, job states with
 //! `Job-Status` on every job response, trace offsets with `416`, the final update checked against
 //! the stored trace, cancellation (`canceling` when the runner declared `cancel_gracefully`),
-//! rate limiting, and scriptable [`Fault`]s. Artifacts endpoints are absent, as drover does not
+//! rate limiting, and scriptable [`Fault`]s. It can serve payloads GitLab's schema does not allow:
+//! a job's JSON with a member replaced ([`JobTemplate::json_at`]), or a raw `201` body
+//! ([`FakeGitlab::answer_raw`]). Artifacts endpoints are absent, as drover does not
 //! claim the feature: a call to them is a violation.
 //!
 //! It **records** every request ([`FakeGitlab::requests`]) and it is **strict**: protocol mistakes

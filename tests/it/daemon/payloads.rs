@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use drover_gitlab::fake::{JobStatus, JobView};
+use drover_gitlab::fake::{Fault, JobStatus, JobView, Route};
 use serde_json::json;
 
 use super::harness::*;
@@ -63,7 +63,7 @@ async fn a_job_with_a_wrong_typed_field_is_failed_at_once_naming_the_field() {
     assert!(
         trace.contains(
             "GitLab sent this job with a payload drover cannot use: field `steps[0].script`: \
-             expected a sequence, found a string"
+             expected an array, found a string"
         ),
         "{trace}"
     );
@@ -209,6 +209,51 @@ async fn a_job_delivered_again_while_it_runs_is_a_warning_and_runs_once() {
             "GitLab delivered job {id} again while drover holds it"
         )),
         "{log}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_of_an_unusable_payload_survives_a_crash() {
+    let settings = Settings {
+        shutdown_timeout: 120,
+        ..Settings::docker()
+    };
+    let Some(mut env) = Env::new("payloads_crash", settings).await else {
+        return;
+    };
+    env.start().await;
+    polling(&env).await;
+    // GitLab is slow to take the report, and drover dies meanwhile.
+    env.fake.inject(Fault::Delay {
+        route: Route::FinalUpdate,
+        delay: Duration::from_secs(300),
+        times: 1,
+    });
+    let id = env.enqueue(job("unusable", &["true"]).json_at("/runner_info/timeout", json!("1h")));
+    eventually("the failure report sent", async || {
+        env.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.json().is_some_and(|j| j["state"] == "failed"))
+            .then_some(())
+    })
+    .await;
+    env.crash().await;
+    assert!(!env.job(id).status.is_finished());
+
+    env.start().await;
+    let view = env.finished(id).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("runner_system_failure"),
+        None,
+    );
+    assert!(
+        text(&view).contains("cannot use: field `runner_info.timeout`: expected i64"),
+        "the reason survives the crash: {}",
+        text(&view)
     );
     env.finish().await;
 }
