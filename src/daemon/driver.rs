@@ -281,7 +281,18 @@ impl Driver {
             Input::Undecodable { runner, job } => {
                 let name = self.runner_name(runner);
                 let ctx = self.contexts.get(&runner).cloned();
-                if !self.rejected.insert(job.id) {
+                if self.jobs.holds(JobId(job.id)) {
+                    // A job drover runs must not be failed by a second, garbled delivery.
+                    self.metrics.unusable_payload(&name, "repeated");
+                    tracing::warn!(
+                        runner = %name,
+                        job = job.id,
+                        path = %job.error.path,
+                        "GitLab delivered job {} again while drover holds it, with a payload \
+                         drover cannot use; ignoring the second delivery",
+                        job.id
+                    );
+                } else if !self.rejected.insert(job.id) {
                     self.metrics.unusable_payload(&name, "repeated");
                     tracing::warn!(
                         runner = %name,

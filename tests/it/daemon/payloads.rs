@@ -194,11 +194,15 @@ async fn a_job_delivered_again_while_it_runs_is_a_warning_and_runs_once() {
     env.start().await;
     let id = env.enqueue(job(
         "twice",
-        &["echo started-$((1))", "sleep 3", "echo done-$((2))"],
+        &["echo started-$((1))", "sleep 8", "echo done-$((2))"],
     ));
+    // The script sleeps long enough for both deliveries (a request a second) to come while it runs.
     let running = env.trace_shows(id, "started-1").await;
     env.fake
         .answer_raw(serde_json::to_vec(&running.response).expect("a payload encodes"));
+    // Garbled the second time: still the job drover runs, which must not be failed for it.
+    env.fake
+        .answer_raw(served(&running, "/git_info/depth", json!(-1)));
     let view = within(PATIENCE, "the job", env.finished(id)).await;
     assert_final(&view, JobStatus::Success, None, None);
     assert_eq!(lines(&view, "started-1"), 1);
@@ -206,7 +210,13 @@ async fn a_job_delivered_again_while_it_runs_is_a_warning_and_runs_once() {
     let log = env.last_log();
     assert!(
         log.contains(&format!(
-            "GitLab delivered job {id} again while drover holds it"
+            "GitLab delivered job {id} again while drover holds it;"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "GitLab delivered job {id} again while drover holds it, with a payload"
         )),
         "{log}"
     );
