@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use drover_docker::auth;
 use drover_docker::{
     BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential,
     ServiceSpec, Shell, StepName, StepSpec, Variable, When,
@@ -9,6 +10,7 @@ use drover_docker::{
 use drover_gitlab::api::{JobResponse, StepWhen, step_name};
 use globset::GlobBuilder;
 
+use super::expand::expand;
 use crate::config::{self, RunnerSettings};
 
 /// Why a job cannot run here; it is reported as failed with the given reason and message.
@@ -127,27 +129,6 @@ pub fn build_spec(
         )));
     }
     let timeout = job.timeout();
-    let image_name = if job.image.name.is_empty() {
-        runner.docker.image.clone().ok_or_else(|| Unsupported {
-            reason: drover_core::FailureReason::RunnerConfigurationError,
-            message: "the job names no image and the runner has no [runners.docker] image".into(),
-        })?
-    } else {
-        let default_image: Vec<&str> = runner.docker.image.iter().map(String::as_str).collect();
-        check_allowed(
-            &job.image.name,
-            "allowed_images",
-            &runner.docker.allowed_images,
-            &default_image,
-        )?;
-        job.image.name.clone()
-    };
-    let image = ImageSpec {
-        name: image_name,
-        entrypoint: (!job.image.entrypoint.is_empty()).then(|| job.image.entrypoint.clone()),
-        pull_policy: pull_policies(&job.image.pull_policy, runner)?,
-    };
-
     let builds_dir = runner
         .builds_dir
         .clone()
@@ -187,6 +168,30 @@ pub fn build_spec(
         value: v.value.clone(),
         file: v.file,
     }));
+
+    // Names are expanded against the job's variables before anything checks them, as GitLab
+    // Runner does (`image: $CI_REGISTRY/group/app:$TAG`).
+    let image_name = if job.image.name.is_empty() {
+        runner.docker.image.clone().ok_or_else(|| Unsupported {
+            reason: drover_core::FailureReason::RunnerConfigurationError,
+            message: "the job names no image and the runner has no [runners.docker] image".into(),
+        })?
+    } else {
+        let name = expand(&job.image.name, &variables);
+        let default_image: Vec<&str> = runner.docker.image.iter().map(String::as_str).collect();
+        check_allowed(
+            &name,
+            "allowed_images",
+            &runner.docker.allowed_images,
+            &default_image,
+        )?;
+        name
+    };
+    let image = ImageSpec {
+        name: image_name,
+        entrypoint: (!job.image.entrypoint.is_empty()).then(|| job.image.entrypoint.clone()),
+        pull_policy: pull_policies(&job.image.pull_policy, runner)?,
+    };
 
     let mut steps = Vec::new();
     for step in &job.steps {
@@ -257,19 +262,24 @@ pub fn build_spec(
         .map(|s| s.name.as_str())
         .collect();
     for s in &job.services {
+        let name = expand(&s.name, &variables);
         check_allowed(
-            &s.name,
+            &name,
             "allowed_services",
             &runner.docker.allowed_services,
             &runner_services,
         )?;
         services.push(ServiceSpec {
             image: ImageSpec {
-                name: s.name.clone(),
+                name,
                 entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
                 pull_policy: pull_policies(&s.pull_policy, runner)?,
             },
-            aliases: s.aliases().into_iter().map(str::to_string).collect(),
+            aliases: s
+                .aliases()
+                .into_iter()
+                .map(|alias| expand(alias, &variables))
+                .collect(),
             command: (!s.command.is_empty()).then(|| s.command.clone()),
             variables: s
                 .variables
@@ -303,16 +313,8 @@ pub fn build_spec(
         }
     };
 
-    let credentials = job
-        .credentials
-        .iter()
-        .filter(|c| c.kind == "registry")
-        .map(|c| RegistryCredential {
-            registry: c.url.clone(),
-            username: c.username.clone(),
-            password: c.password.expose().to_string(),
-        })
-        .collect();
+    let mut warnings = not_done(job);
+    let credentials = registry_credentials(job, &variables, &mut warnings);
 
     Ok(BuildSpec {
         job_id: job.id,
@@ -332,8 +334,82 @@ pub fn build_spec(
         privileged: runner.docker.privileged,
         container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
-        warnings: not_done(job),
+        warnings,
     })
+}
+
+/// The registry credentials of a job, before the runner user's `~/.docker/config.json` (which
+/// [`with_home_credentials`] adds): `DOCKER_AUTH_CONFIG` (a job variable, else the runner's
+/// `environment`), then the payload's `credentials`. A `DOCKER_AUTH_CONFIG` drover cannot read is
+/// a warning in the trace, as GitLab Runner goes on without it.
+fn registry_credentials(
+    job: &JobResponse,
+    variables: &[Variable],
+    warnings: &mut Vec<String>,
+) -> Vec<RegistryCredential> {
+    let mut credentials = Vec::new();
+    if let Some(config) = variables
+        .iter()
+        .rev()
+        .find(|v| v.key == "DOCKER_AUTH_CONFIG")
+    {
+        // Also as a file variable: the value is the config itself.
+        match auth::parse_docker_config(&config.value, auth::SOURCE_DOCKER_AUTH_CONFIG) {
+            Ok(found) => credentials.extend(found),
+            Err(err) => warnings.push(format!("ignoring registry credentials: {err}")),
+        }
+    }
+    credentials.extend(
+        job.credentials
+            .iter()
+            .filter(|c| c.kind == "registry")
+            .map(|c| RegistryCredential {
+                registry: c.url.clone(),
+                username: c.username.clone(),
+                password: c.password.expose().to_string(),
+                source: auth::SOURCE_JOB_PAYLOAD.to_string(),
+            }),
+    );
+    credentials
+}
+
+/// Adds the credentials of the user drover runs as (`~/.docker/config.json`) where GitLab Runner
+/// ranks them: after `DOCKER_AUTH_CONFIG`, before the job payload's.
+pub fn with_home_credentials(spec: &mut BuildSpec, home: &[RegistryCredential]) {
+    let at = spec
+        .credentials
+        .iter()
+        .take_while(|c| c.source == auth::SOURCE_DOCKER_AUTH_CONFIG)
+        .count();
+    spec.credentials.splice(at..at, home.iter().cloned());
+}
+
+/// The credentials in the `~/.docker/config.json` (or `~/.dockercfg`) of the user drover runs as;
+/// none without a `HOME`.
+pub fn home_registry_credentials() -> Result<Vec<RegistryCredential>, auth::AuthConfigError> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => auth::home_credentials(std::path::Path::new(&home)),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The runner's own registry credentials, for what it pulls outside a job (a sandbox's default
+/// image): `DOCKER_AUTH_CONFIG` in `[[runners]] environment`, then `~/.docker/config.json`.
+pub fn runner_credentials(
+    runner: &RunnerSettings,
+    home: &[RegistryCredential],
+) -> Result<Vec<RegistryCredential>, auth::AuthConfigError> {
+    let mut credentials = match runner
+        .environment
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "DOCKER_AUTH_CONFIG")
+    {
+        Some((_, config)) => auth::parse_docker_config(config, auth::SOURCE_DOCKER_AUTH_CONFIG)?,
+        None => Vec::new(),
+    };
+    credentials.extend(home.iter().cloned());
+    Ok(credentials)
 }
 
 /// The `[runners.docker]` keys that shape the job's containers.
@@ -546,5 +622,118 @@ mod tests {
         plain.dependencies.clear();
         let spec = build_spec(&plain, &runner(), "r", &[]).unwrap();
         assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+    }
+
+    fn variable(key: &str, value: &str) -> drover_gitlab::api::Variable {
+        drover_gitlab::api::Variable {
+            key: key.into(),
+            value: value.into(),
+            public: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_and_service_names_are_expanded_before_the_allowed_lists() {
+        let runner = runner_with(
+            "allowed_images = [\"registry.local:5000/**\"]\n\
+             allowed_services = [\"registry.local:5000/**\"]\n",
+        );
+        let mut job = with_image("$REGISTRY/app:${TAG}");
+        job.variables
+            .push(variable("REGISTRY", "registry.local:5000"));
+        job.variables.push(variable("TAG", "7"));
+        job.services.truncate(1);
+        job.services[0].name = "$REGISTRY/db:16".into();
+        job.services[0].alias = "db-$TAG".into();
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(spec.image.name, "registry.local:5000/app:7");
+        assert_eq!(spec.services[0].image.name, "registry.local:5000/db:16");
+        assert_eq!(spec.services[0].aliases, vec!["db-7"]);
+
+        // The check sees the expanded name: a variable cannot smuggle an image past it.
+        job.variables.push(variable("REGISTRY", "evil.example"));
+        let err = build_spec(&job, &runner, "r", &[]).unwrap_err();
+        assert!(
+            err.message
+                .contains("\"evil.example/app:7\" is not allowed"),
+            "{err}"
+        );
+    }
+
+    /// `DOCKER_AUTH_CONFIG` for `registry` with `user`.
+    fn auth_config(registry: &str, user: &str) -> String {
+        format!(r#"{{"auths": {{"{registry}": {{"username": "{user}", "password": "pw"}}}}}}"#)
+    }
+
+    #[test]
+    fn credentials_come_from_docker_auth_config_then_home_then_the_payload() {
+        let runner = runner_with("");
+        let mut runner_env = runner.clone();
+        runner_env.environment.push((
+            "DOCKER_AUTH_CONFIG".into(),
+            auth_config("runner.local", "from-runner"),
+        ));
+        let job = fixture_job();
+        let sources = |spec: &BuildSpec| -> Vec<(String, String)> {
+            spec.credentials
+                .iter()
+                .map(|c| (c.username.clone(), c.source.clone()))
+                .collect()
+        };
+        let payload = (
+            "gitlab-ci-token".to_string(),
+            auth::SOURCE_JOB_PAYLOAD.to_string(),
+        );
+
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(sources(&spec), vec![payload.clone()]);
+
+        // The runner's environment, overridden by the job's own variable.
+        let spec = build_spec(&job, &runner_env, "r", &[]).unwrap();
+        assert_eq!(spec.credentials[0].username, "from-runner");
+        let mut own = job.clone();
+        own.variables.push(variable(
+            "DOCKER_AUTH_CONFIG",
+            &auth_config("job.local", "from-job"),
+        ));
+        let mut spec = build_spec(&own, &runner_env, "r", &[]).unwrap();
+        let home = auth::parse_docker_config(
+            &auth_config("home.local", "from-home"),
+            "/h/.docker/config.json",
+        )
+        .unwrap();
+        with_home_credentials(&mut spec, &home);
+        assert_eq!(
+            sources(&spec),
+            vec![
+                ("from-job".to_string(), "$DOCKER_AUTH_CONFIG".to_string()),
+                (
+                    "from-home".to_string(),
+                    "/h/.docker/config.json".to_string()
+                ),
+                payload,
+            ]
+        );
+        assert!(spec.warnings.iter().all(|w| !w.contains("credentials")));
+
+        // What cannot be read is a warning that shows nothing of the value.
+        let mut broken = job;
+        broken
+            .variables
+            .push(variable("DOCKER_AUTH_CONFIG", "{\"auths\": s3cret"));
+        let spec = build_spec(&broken, &runner, "r", &[]).unwrap();
+        let warning = spec
+            .warnings
+            .iter()
+            .find(|w| w.contains("ignoring registry credentials: $DOCKER_AUTH_CONFIG"))
+            .expect("a warning");
+        assert!(!warning.contains("s3cret"), "{warning}");
+        assert_eq!(spec.credentials.len(), 1, "the payload's still count");
+
+        // A sandbox uses the runner's: its environment, then home.
+        let sandbox = runner_credentials(&runner_env, &home).unwrap();
+        let users: Vec<&str> = sandbox.iter().map(|c| c.username.as_str()).collect();
+        assert_eq!(users, vec!["from-runner", "from-home"]);
     }
 }

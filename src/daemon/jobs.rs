@@ -17,7 +17,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::task::TaskTracker;
 
 use super::Input;
-use super::build_spec::{Unsupported, build_spec};
+use super::build_spec::{
+    Unsupported, build_spec, home_registry_credentials, with_home_credentials,
+};
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
 use crate::config::RunnerSettings;
@@ -528,7 +530,15 @@ async fn execute(
         &runner.short_token,
         &runner.registry_mirrors,
     ) {
-        Ok(spec) => spec,
+        Ok(mut spec) => {
+            match home_registry_credentials() {
+                Ok(home) => with_home_credentials(&mut spec, &home),
+                Err(err) => spec
+                    .warnings
+                    .push(format!("ignoring registry credentials: {err}")),
+            }
+            spec
+        }
         Err(Unsupported { reason, message }) => {
             return not_started(message, reason);
         }

@@ -10,6 +10,7 @@ mod build_spec;
 mod clock;
 mod coordinator;
 mod driver;
+mod expand;
 mod jobs;
 mod machines;
 mod metrics;

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::image::{PullPolicy, RegistryCredential};
+use crate::auth::RegistryCredential;
+use crate::image::PullPolicy;
 
 /// One job, as the executor needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ mod containers;
 mod git;
 mod jobs;
 mod provider;
+mod registry;
 mod resume;
 mod services;
 mod support;
