@@ -25,7 +25,7 @@ pub use auth::RegistryCredential;
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
     BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
-    StepSpec, Variable, When,
+    StepSpec, SubmoduleStrategy, Submodules, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy};

@@ -70,6 +70,7 @@ pub fn runner_link(
             .as_ref()
             .map(|m| m.registry_mirrors.clone())
             .unwrap_or_default(),
+        slots: Default::default(),
     });
     Ok((link, context))
 }

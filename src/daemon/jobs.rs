@@ -18,11 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use super::Input;
 use super::build_spec::{
-    Unsupported, build_spec, home_registry_credentials, with_home_credentials,
+    Unsupported, build_spec, home_registry_credentials, with_concurrency, with_home_credentials,
 };
+use super::concurrency::Slots;
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
-use crate::config::RunnerSettings;
+use crate::config::{ExecutorKind, RunnerSettings};
 
 /// Attempts to acknowledge a job at GitLab, 1 s apart and doubling (about half a minute in all).
 const ACCEPT_ATTEMPTS: u32 = 6;
@@ -36,6 +37,8 @@ pub struct RunnerContext {
     pub settings: RunnerSettings,
     pub short_token: String,
     pub registry_mirrors: Vec<String>,
+    /// `CI_CONCURRENT_ID`s of the runner's running jobs.
+    pub slots: Arc<Slots>,
 }
 
 /// What the core decided for a job.
@@ -524,6 +527,8 @@ async fn execute(
             );
         }
     };
+    // Held while the job runs: this function returns when it has ended.
+    let slot = runner.slots.acquire(job.job_info.project_id);
     let spec = match build_spec(
         job,
         &runner.settings,
@@ -531,6 +536,13 @@ async fn execute(
         &runner.registry_mirrors,
     ) {
         Ok(mut spec) => {
+            // docker+machine: one job per machine, so GitLab Runner counts per-project slots
+            // on a machine, always 0.
+            let project_id = match runner.settings.executor {
+                ExecutorKind::DockerMachine => 0,
+                ExecutorKind::Docker => slot.project_id(),
+            };
+            with_concurrency(&mut spec, slot.id(), project_id);
             match home_registry_credentials() {
                 Ok(home) => with_home_credentials(&mut spec, &home),
                 Err(err) => spec

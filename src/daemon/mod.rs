@@ -8,6 +8,7 @@
 pub mod adapters;
 mod build_spec;
 mod clock;
+mod concurrency;
 mod coordinator;
 mod driver;
 mod expand;
@@ -15,6 +16,7 @@ mod jobs;
 mod machines;
 mod metrics;
 mod signals;
+mod sources;
 pub mod state_dir;
 pub mod status;
 

@@ -26,12 +26,30 @@ const HEALTH_POLL: Duration = Duration::from_millis(250);
 pub(crate) async fn start(job: &mut Job) -> Result<(), JobError> {
     let spec = job.spec.clone();
     let mut names = Vec::new();
+    let mut taken: Vec<String> = Vec::new();
     for (i, service) in spec.services.iter().enumerate() {
         let name = job.names.service(i);
-        let aliases = match service.aliases.is_empty() {
-            true => default_aliases(&service.image.name),
-            false => service.aliases.clone(),
-        };
+        // GitLab's: the image's default aliases, then the service's own; an alias an earlier
+        // service has is not given twice.
+        let mut aliases = Vec::new();
+        for alias in default_aliases(&service.image.name)
+            .into_iter()
+            .chain(service.aliases.iter().cloned())
+        {
+            if taken.contains(&alias) {
+                if service.aliases.contains(&alias) {
+                    job.trace
+                        .warn(&format!(
+                            "the alias {alias} of service {} is already taken by another service",
+                            service.image.name
+                        ))
+                        .await;
+                }
+            } else if !aliases.contains(&alias) {
+                aliases.push(alias);
+            }
+        }
+        taken.extend(aliases.iter().cloned());
         job.trace
             .say(format!(
                 "Starting service {} as {} ...\n",
@@ -39,10 +57,9 @@ pub(crate) async fn start(job: &mut Job) -> Result<(), JobError> {
                 aliases.join(", ")
             ))
             .await;
-        let env: Vec<String> = spec
+        let env: Vec<String> = service
             .variables
             .iter()
-            .chain(&service.variables)
             .filter(|v| !v.file)
             .map(|v| format!("{}={}", v.key, v.value))
             .collect();
@@ -154,8 +171,8 @@ async fn service_log_tail(job: &Job, name: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// GitLab's aliases for a service without one: `tutum/wordpress:1` → `tutum-wordpress` and
-/// `tutum__wordpress`.
+/// GitLab's aliases of every service: `tutum/wordpress:1` → `tutum-wordpress` and
+/// `tutum__wordpress`; a registry's port is left out (`reg.local:5000/g/redis` → `reg.local-g-redis`).
 pub(crate) fn default_aliases(image: &str) -> Vec<String> {
     let name = image.split('@').next().unwrap_or(image);
     let last_slash = name.rfind('/').map_or(0, |i| i + 1);
@@ -163,7 +180,12 @@ pub(crate) fn default_aliases(image: &str) -> Vec<String> {
         Some(i) => &name[..last_slash + i],
         None => name,
     };
-    let name = name.replace(':', "-");
+    let name = match (name.find(':'), name.find('/')) {
+        (Some(colon), Some(slash)) if colon < slash => {
+            format!("{}{}", &name[..colon], &name[slash..])
+        }
+        _ => name.to_string(),
+    };
     let mut aliases = vec![name.replace('/', "-")];
     let second = name.replace('/', "__");
     if second != aliases[0] {
@@ -185,10 +207,7 @@ mod tests {
         assert_eq!(default_aliases("postgres:16"), vec!["postgres"]);
         assert_eq!(
             default_aliases("registry.local:5000/g/redis@sha256:ab"),
-            vec![
-                "registry.local-5000-g-redis",
-                "registry.local-5000__g__redis"
-            ]
+            vec!["registry.local-g-redis", "registry.local__g__redis"]
         );
     }
 }

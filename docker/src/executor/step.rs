@@ -89,7 +89,10 @@ impl Job {
     }
 
     fn step_image(&self, planned: &Planned) -> (String, Option<Vec<String>>) {
-        let fetches = self.spec.git.strategy != GitStrategy::None;
+        let fetches = matches!(
+            self.spec.git.strategy,
+            GitStrategy::Fetch | GitStrategy::Clone
+        );
         match (planned.kind, &self.spec.helper_image) {
             (Kind::Sources, Some(helper)) if fetches => (helper.clone(), None),
             _ => (

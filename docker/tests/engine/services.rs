@@ -35,7 +35,9 @@ async fn a_job_reaches_its_service_by_alias() {
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("hello from the-web-service"), "{out}");
     assert!(
-        out.contains("Starting service drover-test/busybox:1 as web"),
+        out.contains(
+            "Starting service drover-test/busybox:1 as drover-test-busybox, drover-test__busybox, web"
+        ),
         "{out}"
     );
     assert_nothing_left(&docker, &runner).await;
@@ -124,5 +126,40 @@ async fn a_service_that_cannot_start_is_a_warning() {
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("could not start"), "{out}");
     assert!(out.contains("job-ran-1"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn aliases_add_to_the_defaults_and_a_taken_alias_is_not_given_twice() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(
+        &runner,
+        24,
+        &[
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://web/ && break; sleep 0.2; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://drover-test-busybox/ && break; sleep 0.2; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://other/ && break; sleep 0.2; done",
+        ],
+    );
+    let mut second = web_service(&["web", "other"]);
+    second.variables = vec![Variable::new("GREETING", "the-second-service")];
+    spec.services = vec![web_service(&["web"]), second];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("the alias web of service drover-test/busybox:1 is already taken"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Starting service drover-test/busybox:1 as other ..."),
+        "the defaults too are the first service's: {out}"
+    );
+    assert_eq!(
+        count(&out, "hello from the-web-service"),
+        2,
+        "`web` and the default alias reach the first service only: {out}"
+    );
+    assert_eq!(count(&out, "hello from the-second-service"), 1, "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
