@@ -137,7 +137,7 @@ pub fn build_spec(
     let mut warnings = not_done(job);
     let lookup = sources::Lookup::new(job, &runner.environment);
     let strategy = sources::strategy(job, &lookup, &mut warnings);
-    warnings.extend(sources::unsupported(&lookup));
+    warnings.extend(sources::unsupported(job, &lookup));
     let git = sources::git_spec(job, &lookup, strategy).map_err(|message| Unsupported {
         // GitLab Runner fails the sources stage on these: the job's own setting.
         reason: drover_core::FailureReason::ScriptFailure,

@@ -140,9 +140,36 @@ pub fn project_dir(builds_dir: &str, job: &JobResponse, strategy: GitStrategy) -
     format!("{}/{slug}{suffix}", builds_dir.trim_end_matches('/'))
 }
 
-/// What a job asks of its sources that drover does not do: each is a trace warning.
-pub fn unsupported(vars: &Lookup) -> Vec<String> {
+/// What a job asks of its sources and environment that drover does not do: each is a trace
+/// warning.
+pub fn unsupported(job: &JobResponse, vars: &Lookup) -> Vec<String> {
     let mut warnings = Vec::new();
+    if let Some(hook) = job.hooks.iter().find(|h| !h.script.is_empty()) {
+        warnings.push(format!(
+            "the job's {} hook is not run: drover does not support get-sources hooks",
+            hook.name
+        ));
+    }
+    if vars
+        .get("CI_DEBUG_TRACE")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    {
+        warnings.push(
+            "CI_DEBUG_TRACE is not supported by drover: the trace shows no shell tracing"
+                .to_string(),
+        );
+    }
+    let mentions = |name: &str| {
+        job.steps
+            .iter()
+            .any(|s| s.script.iter().any(|line| line.contains(name)))
+    };
+    if mentions("GITLAB_ENV") {
+        warnings.push(
+            "GITLAB_ENV is not set by drover: variables written to it do not reach later steps"
+                .to_string(),
+        );
+    }
     let set = |key: &str| vars.get(key).is_some_and(|v| !v.is_empty());
     if set("GIT_CLONE_PATH") {
         warnings.push(
@@ -293,8 +320,27 @@ mod tests {
             ("GIT_SUBMODULE_FORCE_HTTPS", "true"),
             ("GET_SOURCES_ATTEMPTS", "3"),
         ]);
-        let warnings = unsupported(&Lookup::new(&j, &[]));
+        let warnings = unsupported(&j, &Lookup::new(&j, &[]));
         assert_eq!(warnings.len(), 3, "{warnings:?}");
-        assert!(unsupported(&Lookup::new(&job(&[]), &[])).is_empty());
+        let plain = job(&[]);
+        assert!(unsupported(&plain, &Lookup::new(&plain, &[])).is_empty());
+        let mut uses = job(&[("CI_DEBUG_TRACE", "true")]);
+        uses.steps.push(drover_gitlab::api::Step {
+            name: "after_script".into(),
+            script: vec!["echo DEPLOY=1 >> $GITLAB_ENV".into()],
+            ..Default::default()
+        });
+        uses.hooks.push(drover_gitlab::api::Hook {
+            name: "pre_get_sources_script".into(),
+            script: vec!["echo hi".into()],
+        });
+        let warnings = unsupported(&uses, &Lookup::new(&uses, &[])).join("\n");
+        for expected in [
+            "CI_DEBUG_TRACE",
+            "GITLAB_ENV is not set",
+            "pre_get_sources_script",
+        ] {
+            assert!(warnings.contains(expected), "{warnings}");
+        }
     }
 }

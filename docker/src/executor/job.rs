@@ -128,6 +128,9 @@ pub(crate) struct Job {
     pub binds: Vec<String>,
     /// Re-attached after a restart of drover (said at the end of the trace).
     pub resumed: bool,
+    /// `CI_JOB_STATUS` for the next step container: `running`, then the outcome so far
+    /// (`success`, `failed`, `canceled`) for `after_script`.
+    pub job_status: &'static str,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -184,6 +187,7 @@ pub(crate) async fn run(
         network,
         binds: Vec::new(),
         resumed: false,
+        job_status: "running",
     };
     job.binds = job.binds();
     let result = match mode {
@@ -483,6 +487,16 @@ impl Job {
                 Some(c) if c.step > planned.index => u64::MAX,
                 Some(c) if c.step == planned.index => c.messages,
                 _ => 0,
+            };
+            self.job_status = match (planned.kind, outcome) {
+                (Kind::User(i), outcome) if self.spec.steps[i].name == StepName::AfterScript => {
+                    match outcome {
+                        Outcome::Success => "success",
+                        Outcome::Canceled => "canceled",
+                        Outcome::Failed { .. } => "failed",
+                    }
+                }
+                _ => "running",
             };
             let end = self.run_step(planned, adopted, skip, bound_by_job).await?;
             let label = step_label(&planned, &self.spec);

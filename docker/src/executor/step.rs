@@ -139,7 +139,11 @@ impl Job {
                 self.spec.shell.program().to_string(),
                 SCRIPT_PATH.to_string(),
             ]),
-            env: Some(self.environment()),
+            env: Some({
+                let mut env = self.environment();
+                env.push(format!("CI_JOB_STATUS={}", self.job_status));
+                env
+            }),
             labels: Some(labels),
             tty: Some(false),
             host_config: Some(host_config),

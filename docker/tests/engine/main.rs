@@ -2,6 +2,7 @@
 //! stderr, except in CI (`CI` set), where they fail.
 
 mod containers;
+mod environment;
 mod git;
 mod jobs;
 mod provider;

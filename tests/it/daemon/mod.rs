@@ -9,4 +9,5 @@ mod jobs;
 mod ops;
 mod pool;
 mod recovery;
+mod registry;
 mod signals;
