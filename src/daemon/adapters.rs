@@ -227,5 +227,13 @@ mod tests {
             &before,
             &runner(4096, "fakecloud-region=us")
         ));
+        // The sandboxes' registry credentials come from the environment.
+        let mut other_env = before.clone();
+        other_env.environment.push(("FOO".into(), "bar".into()));
+        assert!(same_provider(&before, &other_env));
+        let mut auth = before.clone();
+        auth.environment
+            .push(("DOCKER_AUTH_CONFIG".into(), "{\"auths\": {}}".into()));
+        assert!(!same_provider(&before, &auth));
     }
 }
