@@ -96,8 +96,15 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     }
     out.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
     let clean_url = without_credentials(&git.repo_url);
+    // A working copy left by an earlier job: as GitLab Runner, drop the locks an interrupted git
+    // left and the config and hooks a job may have changed, so that nothing of it runs again.
     out.push_str(
-        "[ -d .git ] || git -c init.defaultBranch=main init -q --template= .\n\
+        "if [ -d .git ]; then\n  \
+         rm -f .git/index.lock .git/shallow.lock .git/HEAD.lock .git/config.lock .git/config\n  \
+         rm -rf .git/hooks\n  \
+         find .git/refs -name '*.lock' -type f -exec rm -f {} + 2>/dev/null || true\n\
+         fi\n\
+         git -c init.defaultBranch=main init -q --template= .\n\
          git remote remove origin >/dev/null 2>&1 || true\n",
     );
     // The remote keeps the URL without credentials; the fetch gets the full one on its command

@@ -400,3 +400,54 @@ async fn submodules_are_set_up_recursively() {
     );
     assert_nothing_left(&docker, &runner).await;
 }
+
+#[tokio::test]
+async fn a_fetch_drops_the_hooks_config_and_locks_an_earlier_job_left() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let provider = crate::provider::provider(&runner).await;
+    let machine = format!("runner-{runner}-gitlocks");
+    let endpoint = provider.create(&machine).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, sha) = bare_repo(dir.path(), "v1\n");
+    let planted = [
+        "mkdir -p .git/hooks",
+        "printf '#!/bin/sh\\necho planted-hook-ran\\n' > .git/hooks/post-checkout",
+        "chmod +x .git/hooks/post-checkout",
+        "git config core.planted yes",
+        "touch .git/index.lock .git/refs/heads/main.lock",
+    ];
+    let (outcome, out) = run_job(
+        endpoint.clone(),
+        git_job(
+            &runner,
+            47,
+            &bare,
+            git_spec(GitStrategy::Clone, &sha),
+            &planted,
+        ),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    let (outcome, out) = run_job(
+        endpoint,
+        git_job(
+            &runner,
+            48,
+            &bare,
+            git_spec(GitStrategy::Fetch, &sha),
+            &[
+                "git config core.planted || echo no-planted-config",
+                "cat README",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("Fetching changes..."), "{out}");
+    assert!(!out.contains("planted-hook-ran"), "{out}");
+    assert!(out.contains("\nno-planted-config\n"), "{out}");
+    assert!(out.contains("v1"), "{out}");
+    provider.remove(&machine).await.unwrap();
+    assert_nothing_left(&docker, &runner).await;
+}
