@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthStatusEnum, HostConfig, HostConfigLogConfig,
     NetworkingConfig,
@@ -142,6 +143,7 @@ async fn wait_until_ready(job: &mut Job, name: &str, image: &str) -> Result<(), 
                 if Instant::now() < give_up =>
             {
                 tokio::time::sleep(HEALTH_POLL).await;
+                continue;
             }
             Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY) => {
                 job.trace
@@ -151,9 +153,114 @@ async fn wait_until_ready(job: &mut Job, name: &str, image: &str) -> Result<(), 
                     .await;
                 return Ok(());
             }
-            _ => return Ok(()),
+            Some(HealthStatusEnum::HEALTHY) => return Ok(()),
+            // No health check: wait, as GitLab Runner, until its TCP ports accept connections.
+            _ => {}
         }
+        let ports = tcp_ports(inspect.config.as_ref());
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let Some(listening) = listening_ports(job, name).await else {
+            job.trace
+                .warn(&format!(
+                    "service {image}: cannot tell whether its ports are open (no `cat` in the \
+                     image); the job goes on without waiting"
+                ))
+                .await;
+            return Ok(());
+        };
+        let closed: Vec<String> = ports
+            .iter()
+            .filter(|p| !listening.contains(p))
+            .map(u16::to_string)
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= give_up {
+            job.trace
+                .warn(&format!(
+                    "Service {image} probably didn't start properly: port {} not open after {} s; \
+                     its last output:",
+                    closed.join(", "),
+                    job.options.service_wait.as_secs()
+                ))
+                .await;
+            let tail = service_log_tail(job, name).await;
+            job.trace.say(tail).await;
+            return Ok(());
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
     }
+}
+
+/// The TCP ports a service is waited for: its `HEALTHCHECK_TCP_PORT` variable, else every port its
+/// image exposes (GitLab Runner's rule).
+fn tcp_ports(config: Option<&bollard::models::ContainerConfig>) -> Vec<u16> {
+    let Some(config) = config else {
+        return Vec::new();
+    };
+    let chosen = config.env.iter().flatten().find_map(|e| {
+        e.strip_prefix("HEALTHCHECK_TCP_PORT=")
+            .and_then(|p| p.trim().parse().ok())
+    });
+    if let Some(port) = chosen {
+        return vec![port];
+    }
+    let mut ports: Vec<u16> = config
+        .exposed_ports
+        .iter()
+        .flatten()
+        .filter_map(|(spec, _)| spec.strip_suffix("/tcp").and_then(|p| p.parse().ok()))
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// The TCP ports something listens on inside the service, read from its `/proc/net/tcp{,6}`
+/// through `docker exec`: this works wherever the engine is, without reaching the service's
+/// network. `None` when the image cannot show them.
+async fn listening_ports(job: &Job, name: &str) -> Option<Vec<u16>> {
+    let exec = job
+        .docker
+        .create_exec(
+            name,
+            CreateExecOptions {
+                attach_stdout: Some(true),
+                attach_stderr: Some(false),
+                cmd: Some(vec!["cat", "/proc/net/tcp", "/proc/net/tcp6"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    let StartExecResults::Attached { mut output, .. } =
+        job.docker.start_exec(&exec.id, None).await.ok()?
+    else {
+        return None;
+    };
+    let mut text = Vec::new();
+    while let Some(Ok(chunk)) = output.next().await {
+        text.extend_from_slice(&chunk.into_bytes());
+    }
+    let text = String::from_utf8_lossy(&text);
+    (!text.trim().is_empty()).then(|| parse_listening(&text))
+}
+
+/// Local ports in state `0A` (LISTEN) of `/proc/net/tcp` lines (`sl local rem st ...`).
+fn parse_listening(proc_net_tcp: &str) -> Vec<u16> {
+    proc_net_tcp
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state) = (fields.get(1)?, fields.get(3)?);
+            let port = local.rsplit_once(':')?.1;
+            (*state == "0A")
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
 }
 
 async fn service_log_tail(job: &Job, name: &str) -> String {
@@ -197,6 +304,33 @@ pub(crate) fn default_aliases(image: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_ports_come_from_proc_net_tcp() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+                   \x20  0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000\n\
+                   \x20  1: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000\n\
+                   \x20  2: 0100007F:9C40 0100007F:0050 01 00000000:00000000 00:00000000\n\
+                   \x20  0: 00000000000000000000000000000000:18EB 00000000000000000000000000000000:0000 0A\n";
+        assert_eq!(parse_listening(tcp), vec![80, 5432, 6379]);
+    }
+
+    #[test]
+    fn services_are_waited_for_on_their_exposed_or_chosen_port() {
+        let mut config = bollard::models::ContainerConfig {
+            exposed_ports: Some(HashMap::from([
+                ("6379/tcp".to_string(), HashMap::new()),
+                ("53/udp".to_string(), HashMap::new()),
+                ("80/tcp".to_string(), HashMap::new()),
+            ])),
+            env: Some(vec!["PATH=/bin".to_string()]),
+            ..Default::default()
+        };
+        assert_eq!(tcp_ports(Some(&config)), vec![80, 6379]);
+        config.env = Some(vec!["HEALTHCHECK_TCP_PORT=8080".to_string()]);
+        assert_eq!(tcp_ports(Some(&config)), vec![8080]);
+        assert!(tcp_ports(None).is_empty());
+    }
 
     #[test]
     fn aliases_from_image_names() {

@@ -163,3 +163,53 @@ async fn aliases_add_to_the_defaults_and_a_taken_alias_is_not_given_twice() {
     assert_eq!(count(&out, "hello from the-second-service"), 1, "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
+
+/// A web service whose httpd listens on port 80 only after `delay`.
+fn slow_web_service(delay: &str, wait_port: &str) -> ServiceSpec {
+    let mut service = web_service(&["web"]);
+    let serve = format!(
+        "mkdir -p /www && echo \"hello from $GREETING\" > /www/index.html \
+         && sleep {delay} && exec httpd -f -p 80 -h /www"
+    );
+    service.command = Some(vec!["sh".into(), "-c".into(), serve]);
+    service
+        .variables
+        .push(Variable::new("HEALTHCHECK_TCP_PORT", wait_port));
+    service
+}
+
+#[tokio::test]
+async fn the_job_starts_only_once_a_services_tcp_port_is_open() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    // A single fetch, no retries: it succeeds only if the executor waited for port 80.
+    let mut spec = spec(&runner, 25, &["wget -q -O- http://web/"]);
+    spec.services = vec![slow_web_service("1", "80")];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("hello from the-web-service"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn a_service_port_that_never_opens_is_a_warning_after_the_wait() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(&runner, 26, &["echo job-ran-$((3))"]);
+    spec.services = vec![slow_web_service("0", "81")];
+    let executor = Executor::new(ExecutorOptions {
+        stop_timeout: Duration::from_secs(5),
+        service_wait: Duration::from_secs(2),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (outcome, collected) = finish(executor.start(local(), spec, tx), rx).await;
+    let out = collected.text();
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("Service drover-test/busybox:1 probably didn't start properly: port 81 not open after 2 s"),
+        "{out}"
+    );
+    assert!(out.contains("job-ran-3"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
