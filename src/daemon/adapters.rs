@@ -42,10 +42,11 @@ pub fn runner_link(
 ) -> anyhow::Result<(RunnerLink, Arc<RunnerContext>)> {
     let (url, token) = settings.require_registered()?;
     let mut client_config = ClientConfig::new(url, identity());
-    client_config.tls_ca_file = settings
+    let tls_ca_file = settings
         .tls_ca_file
         .as_ref()
         .map(|f| crate::paths::in_config_dir(config_path, Path::new(f)));
+    client_config.tls_ca_file = tls_ca_file.clone();
     let client = Client::new(client_config).with_context(|| {
         format!(
             "runner {:?}: setting up the GitLab client for {url}",
@@ -71,6 +72,7 @@ pub fn runner_link(
             .map(|m| m.registry_mirrors.clone())
             .unwrap_or_default(),
         slots: Default::default(),
+        tls_ca_file,
     });
     Ok((link, context))
 }

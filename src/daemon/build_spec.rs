@@ -471,6 +471,17 @@ pub fn with_concurrency(spec: &mut BuildSpec, id: u32, project_id: u32) {
     }
 }
 
+/// `CI_SERVER_TLS_CA_FILE`: a file variable holding the CA chain of `tls-ca-file`, which the
+/// sources step also gives git for GitLab's host. Before the job's variables.
+pub fn with_tls_ca(spec: &mut BuildSpec, ca: String) {
+    let variable = Variable {
+        key: "CI_SERVER_TLS_CA_FILE".to_string(),
+        value: ca,
+        file: true,
+    };
+    spec.variables.insert(0, variable);
+}
+
 /// The `[runners.docker]` keys that shape the job's containers.
 fn container_options(docker: &config::DockerSettings) -> ContainerOptions {
     ContainerOptions {
@@ -812,6 +823,13 @@ mod tests {
         job.runner_info.timeout = 1800;
         let mut spec = build_spec(&job, &runner, "6sykqxw9b", &[]).unwrap();
         with_concurrency(&mut spec, 3, 0);
+        with_tls_ca(&mut spec, "-----BEGIN CERTIFICATE-----\n".to_string());
+        let ca = spec
+            .variables
+            .iter()
+            .find(|v| v.key == "CI_SERVER_TLS_CA_FILE")
+            .expect("the CA variable");
+        assert!(ca.file && ca.value.starts_with("-----BEGIN"), "{ca:?}");
         let v = &spec.variables;
         assert_eq!(value_of(v, "CI_RUNNER_SHORT_TOKEN"), Some("6sYkQxW9b"));
         assert_eq!(value_of(v, "CI_JOB_TIMEOUT"), Some("1800"));

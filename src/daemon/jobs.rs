@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::Input;
 use super::build_spec::{
     Unsupported, build_spec, home_registry_credentials, with_concurrency, with_home_credentials,
+    with_tls_ca,
 };
 use super::concurrency::Slots;
 use super::machines::Placement;
@@ -39,6 +40,8 @@ pub struct RunnerContext {
     pub registry_mirrors: Vec<String>,
     /// `CI_CONCURRENT_ID`s of the runner's running jobs.
     pub slots: Arc<Slots>,
+    /// `tls-ca-file`, resolved: the job's `CI_SERVER_TLS_CA_FILE`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// What the core decided for a job.
@@ -543,6 +546,15 @@ async fn execute(
                 ExecutorKind::Docker => slot.project_id(),
             };
             with_concurrency(&mut spec, slot.id(), project_id);
+            if let Some(path) = &runner.tls_ca_file {
+                match std::fs::read_to_string(path) {
+                    Ok(ca) => with_tls_ca(&mut spec, ca),
+                    Err(err) => spec.warnings.push(format!(
+                        "CI_SERVER_TLS_CA_FILE is not set: reading tls-ca-file {}: {err}",
+                        path.display()
+                    )),
+                }
+            }
             match home_registry_credentials() {
                 Ok(home) => with_home_credentials(&mut spec, &home),
                 Err(err) => spec

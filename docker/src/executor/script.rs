@@ -126,8 +126,20 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
         " $unshallow".to_string()
     };
     let specs: Vec<String> = refspecs.iter().map(|r| quote(r)).collect();
+    // A private CA (`CI_SERVER_TLS_CA_FILE`, from the runner's `tls-ca-file`) for GitLab's host
+    // only, as GitLab Runner configures git: the job's other https remotes keep the system's.
+    out.push_str("set --\n");
+    if let Some((scheme, host)) = clean_url.split_once("://")
+        && scheme.eq_ignore_ascii_case("https")
+    {
+        let host = host.split('/').next().unwrap_or(host);
+        out.push_str(&format!(
+            "if [ -n \"${{CI_SERVER_TLS_CA_FILE:-}}\" ]; then set -- -c \"http.https://{}/.sslCAInfo=$CI_SERVER_TLS_CA_FILE\"; fi\n",
+            host.replace(['"', '$', '`', '\\'], "")
+        ));
+    }
     out.push_str(&format!(
-        "git fetch --no-recurse-submodules{depth}{} {} {}\n",
+        "git \"$@\" fetch --no-recurse-submodules{depth}{} {} {}\n",
         words(&git.fetch_flags),
         quote(&git.repo_url),
         specs.join(" ")
@@ -184,7 +196,7 @@ fn submodules(out: &mut String, git: &super::spec::GitSpec) {
         d => format!(" --depth {d}"),
     };
     let update = format!(
-        "git {credentials}submodule update --init{recursive}{depth}{}{paths}",
+        "git \"$@\" {credentials}submodule update --init{recursive}{depth}{}{paths}",
         words(&subs.update_flags)
     );
     let label = if recursive.is_empty() {
@@ -326,7 +338,14 @@ mod tests {
         assert!(script.contains("git remote add origin 'https://gitlab.local/g/p.git'\n"));
         let stored: Vec<&str> = script.lines().filter(|l| l.contains("SECRET")).collect();
         assert_eq!(stored.len(), 1, "only the fetch sees the token: {stored:?}");
-        assert!(stored[0].starts_with("git fetch"), "{stored:?}");
+        assert!(stored[0].starts_with("git \"$@\" fetch"), "{stored:?}");
+        assert!(
+            script.contains(
+                "if [ -n \"${CI_SERVER_TLS_CA_FILE:-}\" ]; then set -- -c \
+                 \"http.https://gitlab.local/.sslCAInfo=$CI_SERVER_TLS_CA_FILE\"; fi\n"
+            ),
+            "a private CA is for GitLab's host only: {script}"
+        );
         assert!(script.contains("Checking out 01234567 as main..."));
         assert!(!script.contains("umask"), "{script}");
     }
@@ -382,7 +401,7 @@ mod tests {
             "{script}"
         );
         assert!(
-            script.contains("git fetch --no-recurse-submodules $unshallow '--no-tags' "),
+            script.contains("git \"$@\" fetch --no-recurse-submodules $unshallow '--no-tags' "),
             "{script}"
         );
         assert!(
@@ -395,8 +414,8 @@ mod tests {
         );
         assert!(
             script.contains(
-                "-c 'url.https://gitlab-ci-token:glcbt-SECRET@gitlab.local/.insteadOf=https://gitlab.local/' \
-                 submodule update --init --depth 2 -- 'libs/a'"
+                "git \"$@\" -c 'url.https://gitlab-ci-token:glcbt-SECRET@gitlab.local/.insteadOf=\
+                 https://gitlab.local/' submodule update --init --depth 2 -- 'libs/a'"
             ),
             "{script}"
         );
