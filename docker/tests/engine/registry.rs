@@ -245,7 +245,7 @@ async fn registry_credentials_are_used_for_the_pull_and_never_shown() {
         &["echo private-$((3 * 3))"],
         std::time::Duration::from_secs(60),
     )];
-    let (outcome, out) = run_job(local(), spec).await;
+    let (outcome, out) = run_job(local(), spec.clone()).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(
         out.contains("Authenticating with credentials from $DOCKER_AUTH_CONFIG"),
@@ -254,6 +254,31 @@ async fn registry_credentials_are_used_for_the_pull_and_never_shown() {
     assert!(out.contains("private-9"), "{out}");
     assert!(!out.contains(&auth.password), "{out}");
     assert!(is_present(&docker, &image.name).await);
+
+    // The job payload's credentials alone (GitLab's registry login) do too.
+    let untag = RemoveImageOptions {
+        noprune: true,
+        ..Default::default()
+    };
+    docker
+        .remove_image(&image.name, Some(untag), None)
+        .await
+        .unwrap();
+    let mut payload = spec.clone();
+    payload.job_id = 8;
+    payload.credentials = vec![RegistryCredential {
+        registry: registry.host(),
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        source: drover_docker::auth::SOURCE_JOB_PAYLOAD.to_string(),
+    }];
+    let (outcome, out) = run_job(local(), payload).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("Authenticating with credentials from job payload (GitLab Registry)"),
+        "{out}"
+    );
+    assert!(!out.contains(&auth.password), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
 
