@@ -452,7 +452,6 @@ fn executable_arch() -> String {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
-        "powerpc64" => "ppc64le",
         other => other,
     };
     format!("{}/{arch}", std::env::consts::OS)
