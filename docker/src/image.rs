@@ -5,6 +5,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
+use crate::auth::{RegistryCredential, credential_for};
 use crate::engine::is_status;
 use crate::trace::Trace;
 
@@ -37,25 +38,6 @@ impl PullPolicy {
             PullPolicy::IfNotPresent => "if-not-present",
             PullPolicy::Never => "never",
         }
-    }
-}
-
-/// Credentials for one registry (the job's `credentials` of type `registry`, or the runner's).
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredential {
-    /// The registry host, e.g. `registry.gitlab.example:5000`; `docker.io` for Docker Hub.
-    pub registry: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryCredential")
-            .field("registry", &self.registry)
-            .field("username", &self.username)
-            .field("password", &"[MASKED]")
-            .finish()
     }
 }
 
@@ -165,31 +147,13 @@ impl ImageRef {
     }
 }
 
-/// Normalises a registry address of a credential (`https://index.docker.io/v1/` → `docker.io`).
-fn registry_host(registry: &str) -> &str {
-    let host = registry
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = host.split('/').next().unwrap_or(host);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "" => DOCKER_HUB,
-        other => other,
+fn docker_credentials(credential: &RegistryCredential) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(credential.username.clone()),
+        password: Some(credential.password.clone()),
+        serveraddress: Some(credential.registry.clone()),
+        ..Default::default()
     }
-}
-
-fn credentials_for(
-    image: &ImageRef,
-    credentials: &[RegistryCredential],
-) -> Option<DockerCredentials> {
-    credentials
-        .iter()
-        .find(|c| registry_host(&c.registry) == image.domain)
-        .map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(c.registry.clone()),
-            ..Default::default()
-        })
 }
 
 /// Makes `image` available on the engine per the pull options; progress lines go to the trace.
@@ -274,17 +238,27 @@ async fn pull(
                     "Pulling docker image {image} from mirror {mirror} ...\n"
                 ))
                 .await;
-            let credentials = credentials_for(&ImageRef::parse(&mirrored), options.credentials);
-            match pull_one(docker, &mirrored, credentials).await {
+            let credential = credential_for(&mirrored, options.credentials);
+            authenticating(credential, trace).await;
+            match pull_one(docker, &mirrored, credential).await {
                 Ok(()) => return retag(docker, &mirrored, image).await,
-                Err(reason) => trace.warn(&format!("mirror {mirror}: {reason}")).await,
+                Err(reason) => {
+                    trace
+                        .warn(&format!(
+                            "the registry mirror {mirror} could not serve {image} ({reason}); \
+                             pulling from Docker Hub instead"
+                        ))
+                        .await
+                }
             }
         }
     }
     trace
         .say(format!("Pulling docker image {image} ...\n"))
         .await;
-    pull_one(docker, image, credentials_for(&parsed, options.credentials))
+    let credential = credential_for(image, options.credentials);
+    authenticating(credential, trace).await;
+    pull_one(docker, image, credential)
         .await
         .map_err(|reason| ImageError::Pull {
             image: image.to_string(),
@@ -292,11 +266,24 @@ async fn pull(
         })
 }
 
+/// GitLab Runner's line naming the credentials' source (never their secret).
+async fn authenticating(credential: Option<&RegistryCredential>, trace: &mut Trace) {
+    if let Some(credential) = credential {
+        trace
+            .say(format!(
+                "Authenticating with credentials from {}\n",
+                credential.source
+            ))
+            .await;
+    }
+}
+
 async fn pull_one(
     docker: &Docker,
     image: &str,
-    credentials: Option<DockerCredentials>,
+    credential: Option<&RegistryCredential>,
 ) -> Result<(), String> {
+    let credentials = credential.map(docker_credentials);
     let options = CreateImageOptions {
         from_image: Some(image.to_string()),
         ..Default::default()
@@ -421,37 +408,5 @@ mod tests {
             ImageRef::parse("org/app").on_mirror("m"),
             "m/org/app:latest"
         );
-    }
-
-    #[test]
-    fn credentials_match_by_registry_host() {
-        let creds = vec![
-            RegistryCredential {
-                registry: "https://index.docker.io/v1/".into(),
-                username: "hub".into(),
-                password: "p1".into(),
-            },
-            RegistryCredential {
-                registry: "registry.gitlab.local:5050".into(),
-                username: "gitlab-ci-token".into(),
-                password: "p2".into(),
-            },
-        ];
-        let hub = credentials_for(&ImageRef::parse("alpine"), &creds).unwrap();
-        assert_eq!(hub.username.as_deref(), Some("hub"));
-        let own =
-            credentials_for(&ImageRef::parse("registry.gitlab.local:5050/g/p:1"), &creds).unwrap();
-        assert_eq!(own.password.as_deref(), Some("p2"));
-        assert!(credentials_for(&ImageRef::parse("quay.io/x/y"), &creds).is_none());
-    }
-
-    #[test]
-    fn credential_debug_masks_the_password() {
-        let c = RegistryCredential {
-            registry: "r".into(),
-            username: "u".into(),
-            password: "s3cret".into(),
-        };
-        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

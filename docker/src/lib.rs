@@ -11,6 +11,7 @@
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
 
+pub mod auth;
 mod engine;
 pub mod executor;
 mod image;
@@ -20,13 +21,14 @@ pub mod provider;
 pub mod testing;
 mod trace;
 
+pub use auth::RegistryCredential;
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
     BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
-    StepSpec, Variable, When,
+    StepSpec, SubmoduleStrategy, Submodules, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
-pub use image::{ImageError, PullPolicy, RegistryCredential};
+pub use image::{ImageError, PullPolicy};
 pub use provider::{
     DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
     DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,

@@ -3,7 +3,7 @@
 //! There is no registry in CI, so the images are built from the host's own binaries and loaded
 //! (`docker load`) through the engine API: `drover-test/busybox:1` (Debian's static busybox and its
 //! applet links), `drover-test/busybox-healthcheck:1` (the same with a health check) and
-//! `drover-test/git:1` (busybox plus the host's `git` and the shared libraries `ldd` lists).
+//! `drover-test/git:2` (busybox plus the host's `git` and the shared libraries `ldd` lists).
 //!
 //! The image archives are byte-for-byte deterministic (fixed timestamps, fixed creation date), so an
 //! image's id is a function of its content: processes that build the same image at the same time
@@ -22,10 +22,12 @@ use tokio::sync::OnceCell;
 
 use crate::engine::EngineConfig;
 
+pub mod registry;
+
 /// A shell with the usual tools (`sh`, `echo`, `sleep`, `wget`, `httpd`, ...), no git.
 pub const BUSYBOX_IMAGE: &str = "drover-test/busybox:1";
-/// The busybox image plus `git`.
-pub const GIT_IMAGE: &str = "drover-test/git:1";
+/// The busybox image plus `git` (with the shell scripts `git submodule` needs).
+pub const GIT_IMAGE: &str = "drover-test/git:3";
 /// The busybox image with a health check: healthy once `/tmp/ready` exists.
 pub const HEALTHCHECK_IMAGE: &str = "drover-test/busybox-healthcheck:1";
 
@@ -292,6 +294,20 @@ fn rootfs(with_git: bool) -> Result<Vec<u8>, TestImageError> {
         // Transports run these by name; git dispatches on the name it is called by.
         for alias in ["git-upload-pack", "git-receive-pack", "git-upload-archive"] {
             fs.link(&format!("usr/bin/{alias}"), "git")?;
+        }
+        // `git submodule` is still a shell script in git's exec path, with its helpers.
+        let exec_path = run(&git, &["--exec-path"])?;
+        let exec_path = Path::new(exec_path.trim());
+        for script in [
+            "git-submodule",
+            "git-sh-setup",
+            "git-sh-i18n",
+            "git-sh-i18n--envsubst",
+        ] {
+            let host = exec_path.join(script);
+            if host.is_file() {
+                fs.file(&host, host.display().to_string().trim_start_matches('/'))?;
+            }
         }
         let ldd = run(Path::new("ldd"), &[&git.display().to_string()])?;
         for library in shared_libraries(&ldd) {

@@ -12,7 +12,7 @@ use drover_docker::{
 use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 
-use super::build_spec::runner_pull_policies;
+use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
 use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
@@ -42,10 +42,11 @@ pub fn runner_link(
 ) -> anyhow::Result<(RunnerLink, Arc<RunnerContext>)> {
     let (url, token) = settings.require_registered()?;
     let mut client_config = ClientConfig::new(url, identity());
-    client_config.tls_ca_file = settings
+    let tls_ca_file = settings
         .tls_ca_file
         .as_ref()
         .map(|f| crate::paths::in_config_dir(config_path, Path::new(f)));
+    client_config.tls_ca_file = tls_ca_file.clone();
     let client = Client::new(client_config).with_context(|| {
         format!(
             "runner {:?}: setting up the GitLab client for {url}",
@@ -70,6 +71,8 @@ pub fn runner_link(
             .as_ref()
             .map(|m| m.registry_mirrors.clone())
             .unwrap_or_default(),
+        slots: Default::default(),
+        tls_ca_file,
     });
     Ok((link, context))
 }
@@ -87,14 +90,38 @@ pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
 }
 
 /// Whether two versions of a runner's settings make the same machine provider. A reload that
-/// changes only other settings (`output_limit`, `environment`, the token, ...) keeps the provider,
-/// and with it the serialisation of calls on one machine (a removal waits for the creation in
-/// flight).
+/// changes only other settings (`output_limit`, `environment` but its `DOCKER_AUTH_CONFIG`, the
+/// token, ...) keeps the provider, and with it the serialisation of calls on one machine (a
+/// removal waits for the creation in flight).
 pub fn same_provider(a: &RunnerSettings, b: &RunnerSettings) -> bool {
     a.executor == b.executor
         && a.machine == b.machine
         && a.docker.image == b.docker.image
         && a.docker.pull_policy == b.docker.pull_policy
+        && docker_auth_config(a) == docker_auth_config(b)
+}
+
+/// The runner's `DOCKER_AUTH_CONFIG`: the sandboxes' credentials.
+fn docker_auth_config(settings: &RunnerSettings) -> Option<&str> {
+    settings
+        .environment
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "DOCKER_AUTH_CONFIG")
+        .map(|(_, v)| v.as_str())
+}
+
+/// The credentials a sandbox pulls the runner's default image with. One that cannot be read is
+/// logged (never its content) and left out: the pull may still succeed without it.
+fn sandbox_credentials(settings: &RunnerSettings) -> Vec<drover_docker::RegistryCredential> {
+    let home = home_registry_credentials().unwrap_or_else(|err| {
+        tracing::warn!(runner = %settings.name, error = %err, "ignoring registry credentials");
+        Vec::new()
+    });
+    runner_credentials(settings, &home).unwrap_or_else(|err| {
+        tracing::warn!(runner = %settings.name, error = %err, "ignoring registry credentials");
+        home
+    })
 }
 
 /// The machine provider of a `docker+machine` runner.
@@ -119,7 +146,7 @@ pub async fn provider(
                     .clone()
                     .unwrap_or_else(|| "alpine:latest".to_string()),
                 pull_policy: runner_pull_policies(settings),
-                credentials: Vec::new(),
+                credentials: sandbox_credentials(settings),
                 registry_mirrors: machine.registry_mirrors.clone(),
             };
             let provider = DockerProvider::connect(config).await.with_context(|| {
@@ -202,5 +229,13 @@ mod tests {
             &before,
             &runner(4096, "fakecloud-region=us")
         ));
+        // The sandboxes' registry credentials come from the environment.
+        let mut other_env = before.clone();
+        other_env.environment.push(("FOO".into(), "bar".into()));
+        assert!(same_provider(&before, &other_env));
+        let mut auth = before.clone();
+        auth.environment
+            .push(("DOCKER_AUTH_CONFIG".into(), "{\"auths\": {}}".into()));
+        assert!(!same_provider(&before, &auth));
     }
 }

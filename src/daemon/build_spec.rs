@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use drover_docker::auth;
 use drover_docker::{
-    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, PullPolicy, RegistryCredential,
-    ServiceSpec, Shell, StepName, StepSpec, Variable, When,
+    BuildSpec, ContainerOptions, ImageSpec, PullPolicy, RegistryCredential, ServiceSpec, Shell,
+    StepName, StepSpec, Variable, When,
 };
 use drover_gitlab::api::{JobResponse, StepWhen, step_name};
 use globset::GlobBuilder;
 
+use super::expand::expand;
+use super::sources;
 use crate::config::{self, RunnerSettings};
 
 /// Why a job cannot run here; it is reported as failed with the given reason and message.
@@ -127,37 +130,20 @@ pub fn build_spec(
         )));
     }
     let timeout = job.timeout();
-    let image_name = if job.image.name.is_empty() {
-        runner.docker.image.clone().ok_or_else(|| Unsupported {
-            reason: drover_core::FailureReason::RunnerConfigurationError,
-            message: "the job names no image and the runner has no [runners.docker] image".into(),
-        })?
-    } else {
-        let default_image: Vec<&str> = runner.docker.image.iter().map(String::as_str).collect();
-        check_allowed(
-            &job.image.name,
-            "allowed_images",
-            &runner.docker.allowed_images,
-            &default_image,
-        )?;
-        job.image.name.clone()
-    };
-    let image = ImageSpec {
-        name: image_name,
-        entrypoint: (!job.image.entrypoint.is_empty()).then(|| job.image.entrypoint.clone()),
-        pull_policy: pull_policies(&job.image.pull_policy, runner)?,
-    };
-
     let builds_dir = runner
         .builds_dir
         .clone()
         .unwrap_or_else(|| "/builds".to_string());
-    let project_path = if job.job_info.project_full_path.is_empty() {
-        format!("project-{}", job.job_info.project_id)
-    } else {
-        job.job_info.project_full_path.clone()
-    };
-    let project_dir = format!("{}/{}", builds_dir.trim_end_matches('/'), project_path);
+    let mut warnings = not_done(job);
+    let lookup = sources::Lookup::new(job, &runner.environment);
+    let strategy = sources::strategy(job, &lookup, &mut warnings);
+    warnings.extend(sources::unsupported(job, &lookup));
+    let git = sources::git_spec(job, &lookup, strategy).map_err(|message| Unsupported {
+        // GitLab Runner fails the sources stage on these: the job's own setting.
+        reason: drover_core::FailureReason::ScriptFailure,
+        message,
+    })?;
+    let project_dir = sources::project_dir(&builds_dir, job, strategy);
 
     // The runner's environment first, then drover's own, then the job's: later keys win.
     let mut variables: Vec<Variable> = runner
@@ -168,17 +154,21 @@ pub fn build_spec(
     for (k, v) in [
         ("CI_BUILDS_DIR", builds_dir.clone()),
         ("CI_PROJECT_DIR", project_dir.clone()),
-        ("CI_RUNNER_SHORT_TOKEN", runner_short.to_string()),
+        (
+            "CI_RUNNER_SHORT_TOKEN",
+            runner.token.as_ref().map_or_else(
+                || runner_short.to_string(),
+                |t| gitlab_short_token(t.expose()),
+            ),
+        ),
         (
             "CI_RUNNER_VERSION",
             format!("drover {}", env!("CARGO_PKG_VERSION")),
         ),
-        (
-            "CI_RUNNER_EXECUTABLE_ARCH",
-            format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
-        ),
+        ("CI_RUNNER_EXECUTABLE_ARCH", executable_arch()),
         ("CI_DISPOSABLE_ENVIRONMENT", "true".to_string()),
         ("CI_SERVER", "yes".to_string()),
+        ("CI_JOB_TIMEOUT", timeout.as_secs().to_string()),
     ] {
         variables.push(Variable::new(k, v));
     }
@@ -188,6 +178,35 @@ pub fn build_spec(
         file: v.file,
         public: v.public && !v.masked,
     }));
+
+    // Names are expanded against the job's variables before anything checks them, as GitLab
+    // Runner does (`image: $CI_REGISTRY/group/app:$TAG`).
+    let image_name = if job.image.name.is_empty() {
+        runner.docker.image.clone().ok_or_else(|| Unsupported {
+            reason: drover_core::FailureReason::RunnerConfigurationError,
+            message: "the job names no image and the runner has no [runners.docker] image".into(),
+        })?
+    } else {
+        let name = expand(&job.image.name, &variables);
+        let default_image: Vec<&str> = runner.docker.image.iter().map(String::as_str).collect();
+        check_allowed(
+            &name,
+            "allowed_images",
+            &runner.docker.allowed_images,
+            &default_image,
+        )?;
+        name
+    };
+    if !job.image.name.is_empty() {
+        // Before the job's own variables, which may set it (GitLab Runner's precedence).
+        let at = variables.len() - job.variables.len();
+        variables.insert(at, Variable::new("CI_JOB_IMAGE", image_name.clone()));
+    }
+    let image = ImageSpec {
+        name: image_name,
+        entrypoint: (!job.image.entrypoint.is_empty()).then(|| job.image.entrypoint.clone()),
+        pull_policy: pull_policies(&job.image.pull_policy, runner)?,
+    };
 
     let mut steps = Vec::new();
     for step in &job.steps {
@@ -233,6 +252,27 @@ pub fn build_spec(
         return Err(unsupported("the job has no script step"));
     }
 
+    // A service sees the runner's and drover's variables and the job's public ones, never a
+    // masked or protected one; its own come last and are expanded against all of them.
+    let internal = variables.len() - job.variables.len();
+    let shared: Vec<Variable> = variables[..internal]
+        .iter()
+        .cloned()
+        .chain(
+            job.variables
+                .iter()
+                .filter(|v| v.public && !v.file)
+                .map(|v| Variable::new(v.key.clone(), v.value.clone())),
+        )
+        .collect();
+    let service_env = |own: Vec<(String, String)>| -> Vec<Variable> {
+        let mut env = shared.clone();
+        env.extend(
+            own.into_iter()
+                .map(|(k, v)| Variable::new(k, expand(&v, &variables))),
+        );
+        env
+    };
     let mut services: Vec<ServiceSpec> = runner
         .docker
         .services
@@ -245,11 +285,7 @@ pub fn build_spec(
             },
             aliases: s.aliases.clone(),
             command: (!s.command.is_empty()).then(|| s.command.clone()),
-            variables: s
-                .environment
-                .iter()
-                .map(|(k, v)| Variable::new(k.clone(), v.clone()))
-                .collect(),
+            variables: service_env(s.environment.clone()),
         })
         .collect();
     let runner_services: Vec<&str> = runner
@@ -266,62 +302,35 @@ pub fn build_spec(
                 s.alias
             )));
         }
+        let name = expand(&s.name, &variables);
         check_allowed(
-            &s.name,
+            &name,
             "allowed_services",
             &runner.docker.allowed_services,
             &runner_services,
         )?;
         services.push(ServiceSpec {
             image: ImageSpec {
-                name: s.name.clone(),
+                name,
                 entrypoint: (!s.entrypoint.is_empty()).then(|| s.entrypoint.clone()),
                 pull_policy: pull_policies(&s.pull_policy, runner)?,
             },
-            aliases: s.aliases().into_iter().map(str::to_string).collect(),
-            command: (!s.command.is_empty()).then(|| s.command.clone()),
-            variables: s
-                .variables
-                .iter()
-                .map(|v| Variable::new(v.key.clone(), v.value.clone()))
+            aliases: s
+                .aliases()
+                .into_iter()
+                .map(|alias| expand(alias, &variables))
                 .collect(),
+            command: (!s.command.is_empty()).then(|| s.command.clone()),
+            variables: service_env(
+                s.variables
+                    .iter()
+                    .map(|v| (v.key.clone(), v.value.clone()))
+                    .collect(),
+            ),
         });
     }
 
-    let strategy = match job.variable("GIT_STRATEGY") {
-        Some("none") | Some("empty") => GitStrategy::None,
-        Some("fetch") => GitStrategy::Fetch,
-        Some("clone") => GitStrategy::Clone,
-        _ if job.allow_git_fetch => GitStrategy::Fetch,
-        _ => GitStrategy::Clone,
-    };
-    let depth = job
-        .variable("GIT_DEPTH")
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(job.git_info.depth);
-    let git = if strategy == GitStrategy::None {
-        GitSpec::none()
-    } else {
-        GitSpec {
-            strategy,
-            repo_url: job.git_info.repo_url.clone(),
-            sha: job.git_info.sha.clone(),
-            ref_name: job.git_info.git_ref.clone(),
-            refspecs: job.git_info.refspecs.clone(),
-            depth,
-        }
-    };
-
-    let credentials = job
-        .credentials
-        .iter()
-        .filter(|c| c.kind == "registry")
-        .map(|c| RegistryCredential {
-            registry: c.url.clone(),
-            username: c.username.clone(),
-            password: c.password.expose().to_string(),
-        })
-        .collect();
+    let credentials = registry_credentials(job, &variables, &mut warnings);
 
     Ok(BuildSpec {
         job_id: job.id,
@@ -341,8 +350,144 @@ pub fn build_spec(
         privileged: runner.docker.privileged,
         container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
-        warnings: not_done(job),
+        warnings,
     })
+}
+
+/// The registry credentials of a job, before the runner user's `~/.docker/config.json` (which
+/// [`with_home_credentials`] adds): `DOCKER_AUTH_CONFIG` (a job variable, else the runner's
+/// `environment`), then the payload's `credentials`. A `DOCKER_AUTH_CONFIG` drover cannot read is
+/// a warning in the trace, as GitLab Runner goes on without it.
+fn registry_credentials(
+    job: &JobResponse,
+    variables: &[Variable],
+    warnings: &mut Vec<String>,
+) -> Vec<RegistryCredential> {
+    let mut credentials = Vec::new();
+    if let Some(config) = variables
+        .iter()
+        .rev()
+        .find(|v| v.key == "DOCKER_AUTH_CONFIG")
+    {
+        // Also as a file variable: the value is the config itself.
+        match auth::parse_docker_config(&config.value, auth::SOURCE_DOCKER_AUTH_CONFIG) {
+            Ok(found) => credentials.extend(found),
+            Err(err) => warnings.push(format!("ignoring registry credentials: {err}")),
+        }
+    }
+    credentials.extend(
+        job.credentials
+            .iter()
+            .filter(|c| c.kind == "registry")
+            .map(|c| RegistryCredential {
+                registry: c.url.clone(),
+                username: c.username.clone(),
+                password: c.password.expose().to_string(),
+                source: auth::SOURCE_JOB_PAYLOAD.to_string(),
+            }),
+    );
+    credentials
+}
+
+/// Adds the credentials of the user drover runs as (`~/.docker/config.json`) where GitLab Runner
+/// ranks them: after `DOCKER_AUTH_CONFIG`, before the job payload's.
+pub fn with_home_credentials(spec: &mut BuildSpec, home: &[RegistryCredential]) {
+    let at = spec
+        .credentials
+        .iter()
+        .take_while(|c| c.source == auth::SOURCE_DOCKER_AUTH_CONFIG)
+        .count();
+    spec.credentials.splice(at..at, home.iter().cloned());
+}
+
+/// The credentials in the `~/.docker/config.json` (or `~/.dockercfg`) of the user drover runs as;
+/// none without a `HOME`.
+pub fn home_registry_credentials() -> Result<Vec<RegistryCredential>, auth::AuthConfigError> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => auth::home_credentials(std::path::Path::new(&home)),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The runner's own registry credentials, for what it pulls outside a job (a sandbox's default
+/// image): `DOCKER_AUTH_CONFIG` in `[[runners]] environment`, then `~/.docker/config.json`.
+pub fn runner_credentials(
+    runner: &RunnerSettings,
+    home: &[RegistryCredential],
+) -> Result<Vec<RegistryCredential>, auth::AuthConfigError> {
+    let mut credentials = match runner
+        .environment
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "DOCKER_AUTH_CONFIG")
+    {
+        Some((_, config)) => auth::parse_docker_config(config, auth::SOURCE_DOCKER_AUTH_CONFIG)?,
+        None => Vec::new(),
+    };
+    credentials.extend(home.iter().cloned());
+    Ok(credentials)
+}
+
+/// GitLab Runner's short token (`CI_RUNNER_SHORT_TOKEN`, and its cache object names): the token
+/// without its `glrt-`/`glrtr-`/`glcbt-` prefix and `t<n>_` partition, the first 9 characters as
+/// they are.
+fn gitlab_short_token(token: &str) -> String {
+    let mut t = token;
+    for prefix in ["glrt-", "glrtr-", "glcbt-"] {
+        if let Some(rest) = t.strip_prefix(prefix) {
+            t = rest;
+            break;
+        }
+    }
+    for partition in ["t1_", "t2_", "t3_"] {
+        if let Some(rest) = t.strip_prefix(partition) {
+            t = rest;
+            break;
+        }
+    }
+    // A legacy registration-token prefix: `GR` and 7 hex digits.
+    if let Some(rest) = t.strip_prefix("GR")
+        && rest.len() > 7
+        && rest.as_bytes()[..7].iter().all(u8::is_ascii_hexdigit)
+    {
+        t = &rest[7..];
+    }
+    t.chars().take(9).collect()
+}
+
+/// `CI_RUNNER_EXECUTABLE_ARCH` in Go's terms, as GitLab Runner reports it (`linux/amd64`).
+fn executable_arch() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// `CI_CONCURRENT_ID` and `CI_CONCURRENT_PROJECT_ID` of a job, known once it runs: before the
+/// job's variables, like GitLab Runner's own.
+pub fn with_concurrency(spec: &mut BuildSpec, id: u32, project_id: u32) {
+    let ids = [
+        Variable::new("CI_CONCURRENT_ID", id.to_string()),
+        Variable::new("CI_CONCURRENT_PROJECT_ID", project_id.to_string()),
+    ];
+    spec.variables.splice(0..0, ids.clone());
+    for service in &mut spec.services {
+        service.variables.splice(0..0, ids.clone());
+    }
+}
+
+/// `CI_SERVER_TLS_CA_FILE`: a file variable holding the CA chain of `tls-ca-file`, which the
+/// sources step also gives git for GitLab's host. Before the job's variables.
+pub fn with_tls_ca(spec: &mut BuildSpec, ca: String) {
+    let variable = Variable {
+        key: "CI_SERVER_TLS_CA_FILE".to_string(),
+        value: ca,
+        file: true,
+    };
+    spec.variables.insert(0, variable);
 }
 
 /// The `[runners.docker]` keys that shape the job's containers.
@@ -601,5 +746,229 @@ mod tests {
         plain.dependencies.clear();
         let spec = build_spec(&plain, &runner(), "r", &[]).unwrap();
         assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+    }
+
+    fn variable(key: &str, value: &str) -> drover_gitlab::api::Variable {
+        drover_gitlab::api::Variable {
+            key: key.into(),
+            value: value.into(),
+            public: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_and_service_names_are_expanded_before_the_allowed_lists() {
+        let runner = runner_with(
+            "allowed_images = [\"registry.local:5000/**\"]\n\
+             allowed_services = [\"registry.local:5000/**\"]\n",
+        );
+        let mut job = with_image("$REGISTRY/app:${TAG}");
+        job.variables
+            .push(variable("REGISTRY", "registry.local:5000"));
+        job.variables.push(variable("TAG", "7"));
+        job.services.truncate(1);
+        job.services[0].name = "$REGISTRY/db:16".into();
+        job.services[0].alias = "db-$TAG".into();
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(spec.image.name, "registry.local:5000/app:7");
+        assert_eq!(spec.services[0].image.name, "registry.local:5000/db:16");
+        assert_eq!(spec.services[0].aliases, vec!["db-7"]);
+
+        // The check sees the expanded name: a variable cannot smuggle an image past it.
+        job.variables.push(variable("REGISTRY", "evil.example"));
+        let err = build_spec(&job, &runner, "r", &[]).unwrap_err();
+        assert!(
+            err.message
+                .contains("\"evil.example/app:7\" is not allowed"),
+            "{err}"
+        );
+    }
+
+    /// `DOCKER_AUTH_CONFIG` for `registry` with `user`.
+    fn auth_config(registry: &str, user: &str) -> String {
+        format!(r#"{{"auths": {{"{registry}": {{"username": "{user}", "password": "pw"}}}}}}"#)
+    }
+
+    #[test]
+    fn credentials_come_from_docker_auth_config_then_home_then_the_payload() {
+        let runner = runner_with("");
+        let mut runner_env = runner.clone();
+        runner_env.environment.push((
+            "DOCKER_AUTH_CONFIG".into(),
+            auth_config("runner.local", "from-runner"),
+        ));
+        let job = fixture_job();
+        let sources = |spec: &BuildSpec| -> Vec<(String, String)> {
+            spec.credentials
+                .iter()
+                .map(|c| (c.username.clone(), c.source.clone()))
+                .collect()
+        };
+        let payload = (
+            "gitlab-ci-token".to_string(),
+            auth::SOURCE_JOB_PAYLOAD.to_string(),
+        );
+
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(sources(&spec), vec![payload.clone()]);
+
+        // The runner's environment, overridden by the job's own variable.
+        let spec = build_spec(&job, &runner_env, "r", &[]).unwrap();
+        assert_eq!(spec.credentials[0].username, "from-runner");
+        let mut own = job.clone();
+        own.variables.push(variable(
+            "DOCKER_AUTH_CONFIG",
+            &auth_config("job.local", "from-job"),
+        ));
+        let mut spec = build_spec(&own, &runner_env, "r", &[]).unwrap();
+        let home = auth::parse_docker_config(
+            &auth_config("home.local", "from-home"),
+            "/h/.docker/config.json",
+        )
+        .unwrap();
+        with_home_credentials(&mut spec, &home);
+        assert_eq!(
+            sources(&spec),
+            vec![
+                ("from-job".to_string(), "$DOCKER_AUTH_CONFIG".to_string()),
+                (
+                    "from-home".to_string(),
+                    "/h/.docker/config.json".to_string()
+                ),
+                payload,
+            ]
+        );
+        assert!(spec.warnings.iter().all(|w| !w.contains("credentials")));
+
+        // What cannot be read is a warning that shows nothing of the value.
+        let mut broken = job;
+        broken
+            .variables
+            .push(variable("DOCKER_AUTH_CONFIG", "{\"auths\": s3cret"));
+        let spec = build_spec(&broken, &runner, "r", &[]).unwrap();
+        let warning = spec
+            .warnings
+            .iter()
+            .find(|w| w.contains("ignoring registry credentials: $DOCKER_AUTH_CONFIG"))
+            .expect("a warning");
+        assert!(!warning.contains("s3cret"), "{warning}");
+        assert_eq!(spec.credentials.len(), 1, "the payload's still count");
+
+        // A sandbox uses the runner's: its environment, then home.
+        let sandbox = runner_credentials(&runner_env, &home).unwrap();
+        let users: Vec<&str> = sandbox.iter().map(|c| c.username.as_str()).collect();
+        assert_eq!(users, vec!["from-runner", "from-home"]);
+    }
+
+    fn value_of<'a>(variables: &'a [Variable], key: &str) -> Option<&'a str> {
+        variables
+            .iter()
+            .rev()
+            .find(|v| v.key == key)
+            .map(|v| v.value.as_str())
+    }
+
+    #[test]
+    fn the_runner_sets_gitlab_runners_own_variables() {
+        let mut runner = runner();
+        runner.token = Some("glrt-t1_6sYkQxW9bN3pLmZr7cVd".to_string().into());
+        let mut job = fixture_job();
+        job.runner_info.timeout = 1800;
+        let mut spec = build_spec(&job, &runner, "6sykqxw9b", &[]).unwrap();
+        with_concurrency(&mut spec, 3, 0);
+        with_tls_ca(&mut spec, "-----BEGIN CERTIFICATE-----\n".to_string());
+        let ca = spec
+            .variables
+            .iter()
+            .find(|v| v.key == "CI_SERVER_TLS_CA_FILE")
+            .expect("the CA variable");
+        assert!(ca.file && ca.value.starts_with("-----BEGIN"), "{ca:?}");
+        let v = &spec.variables;
+        assert_eq!(value_of(v, "CI_RUNNER_SHORT_TOKEN"), Some("6sYkQxW9b"));
+        assert_eq!(value_of(v, "CI_JOB_TIMEOUT"), Some("1800"));
+        assert_eq!(value_of(v, "CI_JOB_IMAGE"), Some("ruby:3.3-alpine"));
+        assert_eq!(value_of(v, "CI_PROJECT_DIR"), Some("/builds/acme/widget"));
+        assert_eq!(value_of(v, "CI_BUILDS_DIR"), Some("/builds"));
+        assert_eq!(value_of(v, "CI_CONCURRENT_ID"), Some("3"));
+        assert_eq!(value_of(v, "CI_CONCURRENT_PROJECT_ID"), Some("0"));
+        let arch = value_of(v, "CI_RUNNER_EXECUTABLE_ARCH").unwrap();
+        assert!(
+            ["linux/amd64", "linux/arm64"].contains(&arch) || !arch.contains("x86_64"),
+            "{arch}"
+        );
+        // A job's own value wins over the runner's.
+        job.variables.push(variable("CI_JOB_IMAGE", "mine"));
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(value_of(&spec.variables, "CI_JOB_IMAGE"), Some("mine"));
+        // No image of its own: no CI_JOB_IMAGE.
+        job.image.name.clear();
+        job.variables.pop();
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        assert_eq!(value_of(&spec.variables, "CI_JOB_IMAGE"), None);
+    }
+
+    #[test]
+    fn short_tokens_as_gitlab_runner_shortens_them() {
+        for (token, short) in [
+            ("glrt-t1_6sYkQxW9bN3pLmZr7cVd", "6sYkQxW9b"),
+            ("glrt-AbCdEfGhIjKl", "AbCdEfGhI"),
+            ("t2_XyZ123456789", "XyZ123456"),
+            ("GR1348941aBcDeFgHiJ", "aBcDeFgHi"),
+            ("glcbt-64_xQz", "64_xQz"),
+        ] {
+            assert_eq!(gitlab_short_token(token), short, "{token}");
+        }
+    }
+
+    #[test]
+    fn services_get_public_variables_only_and_their_own_expanded() {
+        let mut job = fixture_job();
+        let mut secret = variable("DEPLOY_KEY", "hush");
+        secret.public = false;
+        secret.masked = true;
+        job.variables.push(secret);
+        job.variables.push(variable("DB_NAME", "widget"));
+        job.services[0]
+            .variables
+            .push(drover_gitlab::api::ServiceVariable {
+                key: "POSTGRES_DB".into(),
+                value: "${DB_NAME}_test".into(),
+            });
+        let mut runner = runner();
+        runner
+            .environment
+            .push(("RUNNER_WIDE".into(), "yes".into()));
+        let spec = build_spec(&job, &runner, "r", &[]).unwrap();
+        let db = &spec.services[0].variables;
+        assert_eq!(value_of(db, "DB_NAME"), Some("widget"));
+        assert_eq!(value_of(db, "POSTGRES_DB"), Some("widget_test"));
+        assert_eq!(value_of(db, "RUNNER_WIDE"), Some("yes"));
+        assert_eq!(value_of(db, "CI_PROJECT_DIR"), Some("/builds/acme/widget"));
+        assert_eq!(value_of(db, "DEPLOY_KEY"), None, "masked: not for services");
+        assert_eq!(value_of(&spec.variables, "DEPLOY_KEY"), Some("hush"));
+    }
+
+    #[test]
+    fn git_settings_and_the_empty_strategy_reach_the_spec() {
+        let mut job = fixture_job();
+        job.variables.push(variable("GIT_STRATEGY", "empty"));
+        let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
+        assert_eq!(spec.git.strategy, drover_docker::GitStrategy::Empty);
+        assert_eq!(spec.project_dir, "/builds/acme/widget-empty");
+        job.variables.pop();
+        job.variables
+            .push(variable("GIT_SUBMODULE_STRATEGY", "sideways"));
+        let err = build_spec(&job, &runner(), "r", &[]).unwrap_err();
+        assert_eq!(err.reason, drover_core::FailureReason::ScriptFailure);
+        job.variables.pop();
+        job.variables
+            .push(variable("GIT_CLONE_PATH", "$CI_BUILDS_DIR/x"));
+        let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
+        assert!(
+            spec.warnings.iter().any(|w| w.contains("GIT_CLONE_PATH")),
+            "{:?}",
+            spec.warnings
+        );
     }
 }

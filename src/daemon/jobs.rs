@@ -17,10 +17,14 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::task::TaskTracker;
 
 use super::Input;
-use super::build_spec::{Unsupported, build_spec};
+use super::build_spec::{
+    Unsupported, build_spec, home_registry_credentials, with_concurrency, with_home_credentials,
+    with_tls_ca,
+};
+use super::concurrency::Slots;
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
-use crate::config::RunnerSettings;
+use crate::config::{ExecutorKind, RunnerSettings};
 
 /// Attempts to acknowledge a job at GitLab, 1 s apart and doubling (about half a minute in all).
 const ACCEPT_ATTEMPTS: u32 = 6;
@@ -34,6 +38,10 @@ pub struct RunnerContext {
     pub settings: RunnerSettings,
     pub short_token: String,
     pub registry_mirrors: Vec<String>,
+    /// `CI_CONCURRENT_ID`s of the runner's running jobs.
+    pub slots: Arc<Slots>,
+    /// `tls-ca-file`, resolved: the job's `CI_SERVER_TLS_CA_FILE`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// What the core decided for a job.
@@ -587,13 +595,39 @@ async fn execute(
             );
         }
     };
+    // Held while the job runs: this function returns when it has ended.
+    let slot = runner.slots.acquire(job.job_info.project_id);
     let spec = match build_spec(
         job,
         &runner.settings,
         &runner.short_token,
         &runner.registry_mirrors,
     ) {
-        Ok(spec) => spec,
+        Ok(mut spec) => {
+            // docker+machine: one job per machine, so GitLab Runner counts per-project slots
+            // on a machine, always 0.
+            let project_id = match runner.settings.executor {
+                ExecutorKind::DockerMachine => 0,
+                ExecutorKind::Docker => slot.project_id(),
+            };
+            with_concurrency(&mut spec, slot.id(), project_id);
+            if let Some(path) = &runner.tls_ca_file {
+                match std::fs::read_to_string(path) {
+                    Ok(ca) => with_tls_ca(&mut spec, ca),
+                    Err(err) => spec.warnings.push(format!(
+                        "CI_SERVER_TLS_CA_FILE is not set: reading tls-ca-file {}: {err}",
+                        path.display()
+                    )),
+                }
+            }
+            match home_registry_credentials() {
+                Ok(home) => with_home_credentials(&mut spec, &home),
+                Err(err) => spec
+                    .warnings
+                    .push(format!("ignoring registry credentials: {err}")),
+            }
+            spec
+        }
         Err(Unsupported { reason, message }) => {
             return not_started(message, reason);
         }

@@ -8,12 +8,15 @@
 pub mod adapters;
 mod build_spec;
 mod clock;
+mod concurrency;
 mod coordinator;
 mod driver;
+mod expand;
 mod jobs;
 mod machines;
 mod metrics;
 mod signals;
+mod sources;
 pub mod state_dir;
 pub mod status;
 

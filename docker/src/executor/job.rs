@@ -130,6 +130,9 @@ pub(crate) struct Job {
     pub resumed: bool,
     /// The limit a step hit first, when it was its own timeout rather than the job's.
     pub step_timeout_hit: Option<Duration>,
+    /// `CI_JOB_STATUS` for the next step container: `running`, then the outcome so far
+    /// (`success`, `failed`, `canceled`) for `after_script`.
+    pub job_status: &'static str,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -187,6 +190,7 @@ pub(crate) async fn run(
         binds: Vec::new(),
         resumed: false,
         step_timeout_hit: None,
+        job_status: "running",
     };
     job.binds = job.binds();
     let result = match mode {
@@ -489,6 +493,16 @@ impl Job {
                 Some(c) if c.step > planned.index => u64::MAX,
                 Some(c) if c.step == planned.index => c.messages,
                 _ => 0,
+            };
+            self.job_status = match (planned.kind, outcome) {
+                (Kind::User(i), outcome) if self.spec.steps[i].name == StepName::AfterScript => {
+                    match outcome {
+                        Outcome::Success => "success",
+                        Outcome::Canceled => "canceled",
+                        Outcome::Failed { .. } => "failed",
+                    }
+                }
+                _ => "running",
             };
             let end = self.run_step(planned, adopted, skip, bound_by_job).await?;
             let label = step_label(&planned, &self.spec);

@@ -7,7 +7,9 @@
 
 use std::io;
 
-use super::spec::{BuildSpec, GitStrategy, Shell, StepSpec, Variable, without_credentials};
+use super::spec::{
+    BuildSpec, GitStrategy, Shell, StepSpec, SubmoduleStrategy, Variable, without_credentials,
+};
 
 /// The longest `KEY=value` string Linux passes to a new process (`MAX_ARG_STRLEN`: 32 pages of
 /// 4 KiB, the terminating NUL included).
@@ -123,11 +125,21 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     if spec.container_options.user.is_some() {
         out.push_str("umask 0000\n");
     }
-    if git.strategy == GitStrategy::None {
-        out.push_str(&format!(
-            "echo 'Skipping Git repository setup'\nmkdir -p {dir}\n"
-        ));
-        return out;
+    match git.strategy {
+        GitStrategy::None => {
+            out.push_str(&format!(
+                "echo 'Skipping Git repository setup'\nmkdir -p {dir}\n"
+            ));
+            return out;
+        }
+        GitStrategy::Empty => {
+            out.push_str(&format!(
+                "echo 'Skipping Git repository setup and creating an empty build directory'\n\
+                 rm -rf {dir}\nmkdir -p {dir}\n"
+            ));
+            return out;
+        }
+        GitStrategy::Fetch | GitStrategy::Clone => {}
     }
     out.push_str(&format!(
         "if ! command -v git >/dev/null 2>&1; then\n  \
@@ -150,8 +162,15 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     }
     out.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
     let clean_url = without_credentials(&git.repo_url);
+    // A working copy left by an earlier job: as GitLab Runner, drop the locks an interrupted git
+    // left and the config and hooks a job may have changed, so that nothing of it runs again.
     out.push_str(
-        "[ -d .git ] || git -c init.defaultBranch=main init -q --template= .\n\
+        "if [ -d .git ]; then\n  \
+         rm -f .git/index.lock .git/shallow.lock .git/HEAD.lock .git/config.lock .git/config\n  \
+         rm -rf .git/hooks\n  \
+         find .git/refs -name '*.lock' -type f -exec rm -f {} + 2>/dev/null || true\n\
+         fi\n\
+         git -c init.defaultBranch=main init -q --template= .\n\
          git remote remove origin >/dev/null 2>&1 || true\n",
     );
     // The remote keeps the URL without credentials; the fetch gets the full one on its command
@@ -165,14 +184,29 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     } else {
         git.refspecs.clone()
     };
+    // A full fetch into a shallow working copy (a fetch strategy after a shallow job) deepens it.
     let depth = if git.depth > 0 {
         format!(" --depth {}", git.depth)
     } else {
-        String::new()
+        out.push_str("unshallow=\n[ -f .git/shallow ] && unshallow=--unshallow\n");
+        " $unshallow".to_string()
     };
     let specs: Vec<String> = refspecs.iter().map(|r| quote(r)).collect();
+    // A private CA (`CI_SERVER_TLS_CA_FILE`, from the runner's `tls-ca-file`) for GitLab's host
+    // only, as GitLab Runner configures git: the job's other https remotes keep the system's.
+    out.push_str("set --\n");
+    if let Some((scheme, host)) = clean_url.split_once("://")
+        && scheme.eq_ignore_ascii_case("https")
+    {
+        let host = host.split('/').next().unwrap_or(host);
+        out.push_str(&format!(
+            "if [ -n \"${{CI_SERVER_TLS_CA_FILE:-}}\" ]; then set -- -c \"http.https://{}/.sslCAInfo=$CI_SERVER_TLS_CA_FILE\"; fi\n",
+            host.replace(['"', '$', '`', '\\'], "")
+        ));
+    }
     out.push_str(&format!(
-        "git fetch -q --prune --no-recurse-submodules{depth} {} {}\n",
+        "git \"$@\" fetch --no-recurse-submodules{depth}{} {} {}\n",
+        words(&git.fetch_flags),
         quote(&git.repo_url),
         specs.join(" ")
     ));
@@ -182,12 +216,85 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
         &git.sha
     };
     let short: String = target.chars().take(8).collect();
-    out.push_str(&format!(
-        "echo {}\ngit -c advice.detachedHead=false checkout -q -f {}\ngit clean -ffdxq\n",
-        quote(&format!("Checking out {short} as {}...", git.ref_name)),
-        quote(target)
-    ));
+    if git.checkout {
+        out.push_str(&format!(
+            "echo {}\ngit -c advice.detachedHead=false -c submodule.recurse=false checkout -q -f {}\n",
+            quote(&format!("Checking out {short} as {}...", git.ref_name)),
+            quote(target)
+        ));
+        if !git.clean_flags.is_empty() {
+            out.push_str(&format!("git clean{}\n", words(&git.clean_flags)));
+        }
+    } else {
+        out.push_str("echo 'Skipping Git checkout'\n");
+    }
+    submodules(&mut out, git);
     out
+}
+
+/// `GIT_SUBMODULE_STRATEGY` normal/recursive, as GitLab Runner sets submodules up: init, sync,
+/// clean and reset what is there, update (once more after a sync if it fails), clean again.
+/// Submodules on the project's own host are fetched with the job's credentials, given on the
+/// command line only.
+fn submodules(out: &mut String, git: &super::spec::GitSpec) {
+    let subs = &git.submodules;
+    let recursive = match subs.strategy {
+        SubmoduleStrategy::None => return,
+        SubmoduleStrategy::Normal => "",
+        SubmoduleStrategy::Recursive => " --recursive",
+    };
+    let paths = match subs.paths.is_empty() {
+        true => String::new(),
+        false => format!(" --{}", words(&subs.paths)),
+    };
+    let clean = match git.clean_flags.is_empty() {
+        true => " -ffdx".to_string(),
+        false => words(&git.clean_flags),
+    };
+    let credentials = match credentials_rewrite(&git.repo_url) {
+        Some((with, without)) => {
+            format!("-c {} ", quote(&format!("url.{with}.insteadOf={without}")))
+        }
+        None => String::new(),
+    };
+    let depth = match subs.depth {
+        0 => String::new(),
+        d => format!(" --depth {d}"),
+    };
+    let update = format!(
+        "git \"$@\" {credentials}submodule update --init{recursive}{depth}{}{paths}",
+        words(&subs.update_flags)
+    );
+    let label = if recursive.is_empty() {
+        "Updating/initializing submodules..."
+    } else {
+        "Updating/initializing submodules recursively..."
+    };
+    out.push_str(&format!(
+        "echo {}\ngit submodule init{paths}\ngit submodule sync{recursive}{paths}\n\
+         git submodule foreach{recursive} git clean{clean}\n\
+         git submodule foreach{recursive} git reset --hard\n\
+         {update} || {{ git submodule sync{recursive}{paths} && {update}; }}\n\
+         git submodule foreach{recursive} git clean{clean}\n",
+        quote(label)
+    ));
+}
+
+/// For a URL with credentials: `(scheme://user:secret@host/, scheme://host/)`, so that git
+/// reaches the project's host with them for submodules too.
+fn credentials_rewrite(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (_, host) = authority.rsplit_once('@')?;
+    Some((
+        format!("{scheme}://{authority}/"),
+        format!("{scheme}://{host}/"),
+    ))
+}
+
+/// ` 'a' 'b'`: each word quoted, each after a space.
+fn words(list: &[String]) -> String {
+    list.iter().map(|w| format!(" {}", quote(w))).collect()
 }
 
 /// A file to put into a step container before it starts.
@@ -352,6 +459,7 @@ mod tests {
             ref_name: "main".into(),
             refspecs: vec![],
             depth: 20,
+            ..GitSpec::none()
         };
         let script = get_sources(&s, "img");
         let echoes: Vec<&str> = script.lines().filter(|l| l.starts_with("echo")).collect();
@@ -360,7 +468,14 @@ mod tests {
         assert!(script.contains("git remote add origin 'https://gitlab.local/g/p.git'\n"));
         let stored: Vec<&str> = script.lines().filter(|l| l.contains("SECRET")).collect();
         assert_eq!(stored.len(), 1, "only the fetch sees the token: {stored:?}");
-        assert!(stored[0].starts_with("git fetch"), "{stored:?}");
+        assert!(stored[0].starts_with("git \"$@\" fetch"), "{stored:?}");
+        assert!(
+            script.contains(
+                "if [ -n \"${CI_SERVER_TLS_CA_FILE:-}\" ]; then set -- -c \
+                 \"http.https://gitlab.local/.sslCAInfo=$CI_SERVER_TLS_CA_FILE\"; fi\n"
+            ),
+            "a private CA is for GitLab's host only: {script}"
+        );
         assert!(script.contains("Checking out 01234567 as main..."));
         assert!(!script.contains("umask"), "{script}");
     }
@@ -392,5 +507,70 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, vec![".drover", ".drover/vars", ".drover/vars/K"]);
+    }
+
+    #[test]
+    fn git_settings_shape_the_sources_script() {
+        let mut s = spec();
+        s.git = GitSpec {
+            strategy: GitStrategy::Fetch,
+            repo_url: "https://gitlab-ci-token:glcbt-SECRET@gitlab.local/g/p.git".into(),
+            sha: "0123456789abcdef".into(),
+            ref_name: "main".into(),
+            fetch_flags: vec!["--no-tags".into()],
+            checkout: true,
+            clean_flags: vec![],
+            ..GitSpec::none()
+        };
+        s.git.submodules.strategy = SubmoduleStrategy::Normal;
+        s.git.submodules.depth = 2;
+        s.git.submodules.paths = vec!["libs/a".into()];
+        let script = get_sources(&s, "img");
+        assert!(
+            script.contains("[ -f .git/shallow ] && unshallow=--unshallow"),
+            "{script}"
+        );
+        assert!(
+            script.contains("git \"$@\" fetch --no-recurse-submodules $unshallow '--no-tags' "),
+            "{script}"
+        );
+        assert!(
+            !script.contains("git clean '"),
+            "no clean flags, no clean: {script}"
+        );
+        assert!(
+            script.contains("git submodule sync -- 'libs/a'"),
+            "{script}"
+        );
+        assert!(
+            script.contains(
+                "git \"$@\" -c 'url.https://gitlab-ci-token:glcbt-SECRET@gitlab.local/.insteadOf=\
+                 https://gitlab.local/' submodule update --init --depth 2 -- 'libs/a'"
+            ),
+            "{script}"
+        );
+        let secret_lines: Vec<&str> = script.lines().filter(|l| l.contains("SECRET")).collect();
+        assert_eq!(
+            secret_lines.len(),
+            2,
+            "the fetch and the update: {secret_lines:?}"
+        );
+        assert!(
+            secret_lines.iter().all(|l| l.starts_with("git ")),
+            "{secret_lines:?}"
+        );
+
+        s.git.checkout = false;
+        let script = get_sources(&s, "img");
+        assert!(script.contains("echo 'Skipping Git checkout'"), "{script}");
+        assert!(!script.contains("checkout -q -f"), "{script}");
+
+        s.git.strategy = GitStrategy::Empty;
+        let script = get_sources(&s, "img");
+        assert!(
+            script.contains("rm -rf '/builds/g/p'\nmkdir -p '/builds/g/p'\n"),
+            "{script}"
+        );
+        assert!(!script.contains("git "), "{script}");
     }
 }

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::image::{PullPolicy, RegistryCredential};
+use crate::auth::RegistryCredential;
+use crate::image::PullPolicy;
 
 /// One job, as the executor needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,11 +170,12 @@ pub enum When {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub image: ImageSpec,
-    /// Host names on the job's network; empty: derived from the image name as GitLab does
+    /// Host names on the job's network, after those derived from the image name as GitLab does
     /// (`tutum/wordpress:1` → `tutum-wordpress` and `tutum__wordpress`).
     pub aliases: Vec<String>,
     pub command: Option<Vec<String>>,
-    /// The service's own variables, added to the job's public (non-file) variables.
+    /// The service's environment (file variables left out). GitLab gives a service the job's
+    /// public variables and its own, not the masked or protected ones: the daemon chooses.
     pub variables: Vec<Variable>,
 }
 
@@ -189,6 +191,13 @@ pub struct GitSpec {
     pub refspecs: Vec<String>,
     /// 0: full history.
     pub depth: u32,
+    /// `GIT_FETCH_EXTRA_FLAGS`: added to `git fetch` (GitLab's default `--prune --quiet`).
+    pub fetch_flags: Vec<String>,
+    /// `GIT_CHECKOUT`: check out the job's commit (and clean) after the fetch.
+    pub checkout: bool,
+    /// `GIT_CLEAN_FLAGS` for `git clean` after the checkout; empty: no clean.
+    pub clean_flags: Vec<String>,
+    pub submodules: Submodules,
 }
 
 impl GitSpec {
@@ -200,8 +209,34 @@ impl GitSpec {
             ref_name: String::new(),
             refspecs: Vec::new(),
             depth: 0,
+            fetch_flags: vec!["--prune".to_string(), "--quiet".to_string()],
+            checkout: true,
+            clean_flags: vec!["-ffdx".to_string()],
+            submodules: Submodules::default(),
         }
     }
+}
+
+/// `GIT_SUBMODULE_STRATEGY` and its companions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Submodules {
+    pub strategy: SubmoduleStrategy,
+    /// `GIT_SUBMODULE_DEPTH`; 0: full history.
+    pub depth: u32,
+    /// `GIT_SUBMODULE_UPDATE_FLAGS`, added to `git submodule update`.
+    pub update_flags: Vec<String>,
+    /// `GIT_SUBMODULE_PATHS`: the submodules to set up (pathspecs); empty: all.
+    pub paths: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum SubmoduleStrategy {
+    #[default]
+    None,
+    /// The top-level submodules.
+    Normal,
+    /// Submodules of submodules too.
+    Recursive,
 }
 
 impl fmt::Debug for GitSpec {
@@ -213,6 +248,10 @@ impl fmt::Debug for GitSpec {
             .field("ref_name", &self.ref_name)
             .field("refspecs", &self.refspecs)
             .field("depth", &self.depth)
+            .field("fetch_flags", &self.fetch_flags)
+            .field("checkout", &self.checkout)
+            .field("clean_flags", &self.clean_flags)
+            .field("submodules", &self.submodules)
             .finish()
     }
 }
@@ -226,6 +265,8 @@ pub enum GitStrategy {
     Fetch,
     /// Start from an empty directory.
     Clone,
+    /// An empty project directory, no sources (GitLab's `empty`).
+    Empty,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

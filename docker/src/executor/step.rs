@@ -96,7 +96,10 @@ impl Job {
     }
 
     fn step_image(&self, planned: &Planned) -> (String, Option<Vec<String>>) {
-        let fetches = self.spec.git.strategy != GitStrategy::None;
+        let fetches = matches!(
+            self.spec.git.strategy,
+            GitStrategy::Fetch | GitStrategy::Clone
+        );
         match (planned.kind, &self.spec.helper_image) {
             (Kind::Sources, Some(helper)) if fetches => (helper.clone(), None),
             _ => (
@@ -143,7 +146,11 @@ impl Job {
                 self.spec.shell.program().to_string(),
                 SCRIPT_PATH.to_string(),
             ]),
-            env: Some(self.environment()),
+            env: Some({
+                let mut env = self.environment();
+                env.push(format!("CI_JOB_STATUS={}", self.job_status));
+                env
+            }),
             labels: Some(labels),
             tty: Some(false),
             host_config: Some(host_config),

@@ -28,9 +28,10 @@ use futures_util::future::BoxFuture;
 
 use super::locks::NameLocks;
 use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
+use crate::auth::RegistryCredential;
 use crate::engine::{EngineConfig, EngineError, is_status};
 use crate::executor::cleanup::remove_labelled;
-use crate::image::{ImageError, Pull, PullPolicy, RegistryCredential, ensure_image};
+use crate::image::{ImageError, Pull, PullPolicy, ensure_image};
 use crate::labels;
 use crate::trace::Trace;
 

@@ -2,9 +2,11 @@
 //! stderr, except in CI (`CI` set), where they fail.
 
 mod containers;
+mod environment;
 mod git;
 mod jobs;
 mod provider;
+mod registry;
 mod resume;
 mod services;
 mod support;

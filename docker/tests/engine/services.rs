@@ -35,7 +35,9 @@ async fn a_job_reaches_its_service_by_alias() {
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("hello from the-web-service"), "{out}");
     assert!(
-        out.contains("Starting service drover-test/busybox:1 as web"),
+        out.contains(
+            "Starting service drover-test/busybox:1 as drover-test-busybox, drover-test__busybox, web"
+        ),
         "{out}"
     );
     assert_nothing_left(&docker, &runner).await;
@@ -128,7 +130,7 @@ async fn a_service_that_cannot_start_is_a_warning() {
 }
 
 #[tokio::test]
-async fn services_get_the_public_variables_and_too_long_ones_are_named() {
+async fn services_get_their_variables_and_too_long_ones_are_named() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
     let mut spec = spec(&runner, 24, &["unset BIG", FETCH]);
@@ -138,14 +140,14 @@ async fn services_get_the_public_variables_and_too_long_ones_are_named() {
         "-c".into(),
         "mkdir -p /www && env > /www/index.html && exec httpd -f -p 80 -h /www".into(),
     ]);
+    // The daemon composes a service's environment (public job variables only: a unit test of
+    // build_spec); the executor passes it and names what Linux would refuse.
+    service.variables.push(Variable::new("PUBLIC_V", "pub-1"));
+    service
+        .variables
+        .push(Variable::new("BIG", "b".repeat(200_000)));
     spec.services = vec![service];
-    let mut secret = Variable::new("SECRET_V", "hidden-2");
-    secret.public = false;
-    spec.variables = vec![
-        Variable::new("PUBLIC_V", "pub-1"),
-        secret,
-        Variable::new("BIG", "b".repeat(200_000)),
-    ];
+    spec.variables = vec![Variable::new("SECRET_V", "hidden-2")];
     let (outcome, out) = run_job(local(), spec).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("\nPUBLIC_V=pub-1\n"), "{out}");
@@ -157,5 +159,90 @@ async fn services_get_the_public_variables_and_too_long_ones_are_named() {
         ),
         "{out}"
     );
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn aliases_add_to_the_defaults_and_a_taken_alias_is_not_given_twice() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(
+        &runner,
+        24,
+        &[
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://web/ && break; sleep 0.2; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://drover-test-busybox/ && break; sleep 0.2; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://other/ && break; sleep 0.2; done",
+        ],
+    );
+    let mut second = web_service(&["web", "other"]);
+    second.variables = vec![Variable::new("GREETING", "the-second-service")];
+    spec.services = vec![web_service(&["web"]), second];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("the alias web of service drover-test/busybox:1 is already taken"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Starting service drover-test/busybox:1 as other ..."),
+        "the defaults too are the first service's: {out}"
+    );
+    assert_eq!(
+        count(&out, "hello from the-web-service"),
+        2,
+        "`web` and the default alias reach the first service only: {out}"
+    );
+    assert_eq!(count(&out, "hello from the-second-service"), 1, "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+/// A web service whose httpd listens on port 80 only after `delay`.
+fn slow_web_service(delay: &str, wait_port: &str) -> ServiceSpec {
+    let mut service = web_service(&["web"]);
+    let serve = format!(
+        "mkdir -p /www && echo \"hello from $GREETING\" > /www/index.html \
+         && sleep {delay} && exec httpd -f -p 80 -h /www"
+    );
+    service.command = Some(vec!["sh".into(), "-c".into(), serve]);
+    service
+        .variables
+        .push(Variable::new("HEALTHCHECK_TCP_PORT", wait_port));
+    service
+}
+
+#[tokio::test]
+async fn the_job_starts_only_once_a_services_tcp_port_is_open() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    // A single fetch, no retries: it succeeds only if the executor waited for port 80.
+    let mut spec = spec(&runner, 25, &["wget -q -O- http://web/"]);
+    spec.services = vec![slow_web_service("1", "80")];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("hello from the-web-service"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn a_service_port_that_never_opens_is_a_warning_after_the_wait() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(&runner, 26, &["echo job-ran-$((3))"]);
+    spec.services = vec![slow_web_service("0", "81")];
+    let executor = Executor::new(ExecutorOptions {
+        stop_timeout: Duration::from_secs(5),
+        service_wait: Duration::from_secs(2),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (outcome, collected) = finish(executor.start(local(), spec, tx), rx).await;
+    let out = collected.text();
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("Service drover-test/busybox:1 probably didn't start properly: port 81 not open after 2 s"),
+        "{out}"
+    );
+    assert!(out.contains("job-ran-3"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }

@@ -10,4 +10,5 @@ mod ops;
 mod payloads;
 mod pool;
 mod recovery;
+mod registry;
 mod signals;
