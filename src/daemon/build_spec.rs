@@ -486,6 +486,7 @@ pub fn with_tls_ca(spec: &mut BuildSpec, ca: String) {
         key: "CI_SERVER_TLS_CA_FILE".to_string(),
         value: ca,
         file: true,
+        public: true,
     };
     spec.variables.insert(0, variable);
 }
