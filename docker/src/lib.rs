@@ -22,8 +22,9 @@ mod trace;
 
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
-    StepSpec, Variable, When,
+    BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec, CacheTarget, ContainerOptions,
+    GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, SignedUrl, StepName, StepSpec, Variable,
+    When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy, RegistryCredential};

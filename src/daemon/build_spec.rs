@@ -333,6 +333,9 @@ pub fn build_spec(
         container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
         warnings: not_done(job),
+        // Filled by `cache::plan`, which needs the machine the job runs on.
+        caches: Vec::new(),
+        kept_volumes: Vec::new(),
     })
 }
 

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Input;
 use super::build_spec::{Unsupported, build_spec};
+use super::cache;
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
 use crate::config::RunnerSettings;
@@ -34,6 +35,8 @@ pub struct RunnerContext {
     pub settings: RunnerSettings,
     pub short_token: String,
     pub registry_mirrors: Vec<String>,
+    /// This drover's system id (`s_…`), part of the local cache's volume names.
+    pub system_id: String,
 }
 
 /// What the core decided for a job.
@@ -522,12 +525,18 @@ async fn execute(
             );
         }
     };
-    let spec = match build_spec(
+    let spec = build_spec(
         job,
         &runner.settings,
         &runner.short_token,
         &runner.registry_mirrors,
-    ) {
+    )
+    .and_then(|mut spec| {
+        let machine = endpoint.machine.as_deref();
+        cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
+        Ok(spec)
+    });
+    let spec = match spec {
         Ok(spec) => spec,
         Err(Unsupported { reason, message }) => {
             return not_started(message, reason);

@@ -7,6 +7,7 @@
 
 pub mod adapters;
 mod build_spec;
+mod cache;
 mod clock;
 mod coordinator;
 mod driver;

@@ -187,6 +187,8 @@ mod tests {
             container_options: Default::default(),
             helper_image: None,
             warnings: vec![],
+            caches: vec![],
+            kept_volumes: vec![],
         }
     }
 

@@ -45,6 +45,92 @@ pub struct BuildSpec {
     /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
     /// top of its trace, so nobody has to guess why an artifact never arrived.
     pub warnings: Vec<String>,
+    /// The job's `cache:` entries, resolved by the daemon (keys, signed URLs, local paths).
+    pub caches: Vec<CacheSpec>,
+    /// Volumes kept across jobs (the local cache's), created with drover's labels but no job's,
+    /// so the job's cleanup leaves them and the removal of the machine takes them.
+    pub kept_volumes: Vec<String>,
+}
+
+/// One `cache:` entry of the job: restored before the script, saved after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// The entry's key, as the trace shows it.
+    pub key: String,
+    /// Globs relative to the project directory, as `artifacts:paths`.
+    pub paths: Vec<String>,
+    /// Also the files git does not track.
+    pub untracked: bool,
+    /// The keys to try in order (the key, `fallback_keys`, `CACHE_FALLBACK_KEY`) with where each
+    /// archive is; empty for `policy: push`.
+    pub restore: Vec<CacheSource>,
+    /// Where the archive goes; `None` for `policy: pull`.
+    pub save: Option<CacheSave>,
+    /// When the archive is saved, given the job's outcome (`cache:when`).
+    pub when: When,
+}
+
+/// A key to restore from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSource {
+    pub key: String,
+    pub location: CacheLocation,
+}
+
+/// Where a cache archive is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// An object of the distributed cache: a presigned `GET` URL.
+    Remote(SignedUrl),
+    /// `cache.zip` at this path inside the job's containers (the local cache).
+    Local(String),
+}
+
+/// Where a cache archive is saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSave {
+    pub key: String,
+    pub target: CacheTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheTarget {
+    /// A presigned `PUT` URL and the signed headers the request must carry verbatim.
+    Remote {
+        url: SignedUrl,
+        headers: Vec<(String, String)>,
+        /// `MaxUploadedArchiveSize`: a bigger archive is not uploaded.
+        max_size: Option<u64>,
+    },
+    /// `cache.zip` at this path inside the job's containers.
+    Local(String),
+}
+
+/// A presigned URL: its query string is the signature, so `Debug` and [`SignedUrl::redacted`]
+/// show the URL without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedUrl(String);
+
+impl SignedUrl {
+    pub fn new(url: impl Into<String>) -> SignedUrl {
+        SignedUrl(url.into())
+    }
+
+    /// The whole URL, for the request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its query string, for traces and logs.
+    pub fn redacted(&self) -> &str {
+        self.0.split(['?', '#']).next().unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
 }
 
 /// `[runners.docker]` settings of the job's containers, with GitLab Runner's reach: the step
@@ -265,6 +351,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
+        let url =
+            SignedUrl::new("http://127.0.0.1:9000/b/o?X-Amz-Signature=abc123&X-Amz-Credential=AK");
+        assert_eq!(format!("{url:?}"), "\"http://127.0.0.1:9000/b/o\"");
+        assert_eq!(url.redacted(), "http://127.0.0.1:9000/b/o");
         let v = Variable::new("TOKEN", "s3cret-value");
         assert!(!format!("{v:?}").contains("s3cret"));
         let git = GitSpec {
