@@ -11,6 +11,7 @@
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
 
+pub mod archive;
 mod engine;
 pub mod executor;
 mod image;
