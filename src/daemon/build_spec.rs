@@ -371,12 +371,6 @@ fn not_done(job: &JobResponse) -> Vec<String> {
                 .to_string(),
         );
     }
-    if !job.cache.is_empty() {
-        warnings.push(
-            "this job's `cache:` is neither restored nor saved: drover does not implement caches yet"
-                .to_string(),
-        );
-    }
     warnings
 }
 
@@ -524,22 +518,18 @@ mod tests {
     }
 
     #[test]
-    fn artifacts_and_caches_the_job_asks_for_become_trace_warnings() {
+    fn artifacts_the_job_asks_for_become_trace_warnings() {
         let job = fixture_job();
         assert!(!job.artifacts.is_empty() && !job.cache.is_empty());
         let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
         let warnings = spec.warnings.join("\n");
-        assert_eq!(spec.warnings.len(), 3, "{warnings}");
+        assert_eq!(spec.warnings.len(), 2, "{warnings}");
         assert!(
             warnings.contains("`artifacts:` are not uploaded"),
             "{warnings}"
         );
         assert!(
             warnings.contains("earlier jobs are not downloaded"),
-            "{warnings}"
-        );
-        assert!(
-            warnings.contains("`cache:` is neither restored nor saved"),
             "{warnings}"
         );
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Input;
 
-/// What drover tells GitLab it can do. Only what is implemented: artifacts, caches, sessions and
+/// What drover tells GitLab it can do. Only what is implemented: artifacts, sessions and
 /// step-runner steps are not.
 pub fn features() -> FeaturesInfo {
     FeaturesInfo {
@@ -24,6 +24,8 @@ pub fn features() -> FeaturesInfo {
         service_variables: true,
         service_multiple_aliases: true,
         cancel_gracefully: true,
+        cache: true,
+        fallback_cache_keys: true,
         ..FeaturesInfo::client_protocol()
     }
 }

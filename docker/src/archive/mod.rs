@@ -13,7 +13,7 @@
 
 mod gzip;
 pub mod select;
-mod transfer;
+pub(crate) mod transfer;
 mod tree;
 mod zip;
 

@@ -95,6 +95,11 @@ impl Names {
         self.prefix.clone()
     }
 
+    /// The container that serves the archive endpoints for cache transfers.
+    pub(crate) fn cache(&self) -> String {
+        format!("{}-cache", self.prefix)
+    }
+
     fn builds_volume(&self) -> String {
         format!("{}-builds", self.prefix)
     }
@@ -418,6 +423,19 @@ impl Job {
             };
             self.docker.create_volume(options).await?;
         }
+        // Kept across jobs: no job label, so the job's cleanup leaves them; creating an existing
+        // volume returns it.
+        let mut kept = self.base_labels();
+        kept.remove(labels::JOB);
+        kept.insert(labels::ROLE.to_string(), labels::ROLE_CACHE.to_string());
+        for name in &self.spec.kept_volumes {
+            let options = VolumeCreateOptions {
+                name: Some(name.clone()),
+                labels: Some(kept.clone()),
+                ..Default::default()
+            };
+            self.docker.create_volume(options).await?;
+        }
         Ok(())
     }
 
@@ -479,6 +497,14 @@ impl Job {
             if !runs && adopted.is_none() {
                 continue;
             }
+            // `restore_cache` comes after the sources, before the script: once, on a fresh start
+            // of the first user step.
+            if matches!(planned.kind, Kind::User(0))
+                && adopted.is_none()
+                && outcome == Outcome::Success
+            {
+                self.restore_caches().await?;
+            }
             let skip = match cursor {
                 Some(c) if c.step > planned.index => u64::MAX,
                 Some(c) if c.step == planned.index => c.messages,
@@ -522,6 +548,7 @@ impl Job {
                 break;
             }
         }
+        self.save_caches(outcome).await?;
         Ok(outcome)
     }
 

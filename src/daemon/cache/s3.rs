@@ -104,6 +104,15 @@ impl Signer {
         let action = self.bucket.get_object(Some(&self.credentials), object);
         action.sign_with_time(expires, &at).to_string()
     }
+
+    #[cfg(test)]
+    fn put_at(&self, object: &str, key: &str, expires: Duration, at: jiff::Timestamp) -> String {
+        let mut action = self.bucket.put_object(Some(&self.credentials), object);
+        action
+            .headers_mut()
+            .insert(CACHE_KEY_HEADER, key.to_string());
+        action.sign_with_time(expires, &at).to_string()
+    }
 }
 
 /// At least a second, at most SigV4's week.
@@ -178,6 +187,83 @@ mod tests {
             "https://s3.amazonaws.com/examplebucket/runner/6sYkQxW9b/project/42/gems-main-protected"
         );
         assert!(!format!("{url:?}").contains("X-Amz-Signature"));
+    }
+
+    /// Against a server that verifies signatures (s3s-fs): what drover signs is accepted, and a
+    /// wrong secret, an expired URL or a missing signed header are refused.
+    #[tokio::test]
+    async fn a_verifying_server_takes_drovers_urls_and_refuses_bad_ones() {
+        use drover_docker::testing::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+        let server = S3Server::start("cache").await.unwrap();
+        let settings = |secret: &str| S3Settings {
+            endpoint: server.endpoint(),
+            bucket: "cache".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            credentials: S3Credentials::Static {
+                access_key: ACCESS_KEY.into(),
+                secret_key: secret.into(),
+                session_token: None,
+            },
+        };
+        let good = Signer::new(&settings(SECRET_KEY)).unwrap();
+        let wrong = Signer::new(&settings("not-the-secret")).unwrap();
+        let http = reqwest::Client::new();
+        let object = "runner/abc/project/1/k";
+        let hour = Duration::from_secs(3600);
+        let put = |url: &str, header: bool| {
+            let mut request = http.put(url).body("zip bytes");
+            if header {
+                request = request.header(CACHE_KEY_HEADER, "k");
+            }
+            request.send()
+        };
+        let status = |r: reqwest::Response| r.status().as_u16();
+
+        let (url, _) = wrong.put(object, "k", hour);
+        assert_eq!(
+            status(put(url.expose(), true).await.unwrap()),
+            403,
+            "wrong secret"
+        );
+        let (url, _) = good.put(object, "k", hour);
+        assert_eq!(
+            status(put(url.expose(), false).await.unwrap()),
+            403,
+            "unsent signed header"
+        );
+        let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+        let expired = good.put_at(object, "k", Duration::from_secs(60), long_ago);
+        assert_eq!(status(put(&expired, true).await.unwrap()), 403, "expired");
+        assert!(server.objects().is_empty(), "{:?}", server.objects());
+
+        assert_eq!(
+            status(put(url.expose(), true).await.unwrap()),
+            200,
+            "right secret"
+        );
+        assert_eq!(server.objects(), [object]);
+        let got = http
+            .get(good.get(object, hour).expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status().as_u16(), 200);
+        assert_eq!(got.text().await.unwrap(), "zip bytes");
+        let denied = http
+            .get(wrong.get(object, hour).expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(denied.status().as_u16(), 403);
+        let expired = good.get_at(object, Duration::from_secs(60), long_ago);
+        assert_eq!(status(http.get(&expired).send().await.unwrap()), 403);
+        let missing = http
+            .get(good.get("nope", hour).expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status().as_u16(), 404);
     }
 
     #[test]
