@@ -1,0 +1,239 @@
+//! Caches end to end: a pipeline whose jobs share a cache through a real, signature-checking S3
+//! server (s3s-fs, in this process), the same with the server down, and the local cache kept in a
+//! volume on the machine.
+
+use drover_docker::testing::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use drover_gitlab::api::Cache;
+use drover_gitlab::fake::{JobStatus, JobTemplate};
+
+use super::harness::*;
+
+const BUCKET: &str = "runner-cache";
+
+fn cached(template: JobTemplate, key: &str, policy: &str, fallback: &[&str]) -> JobTemplate {
+    let mut template = template;
+    template.response.cache.push(Cache {
+        key: key.to_string(),
+        untracked: false,
+        paths: vec!["deps".to_string()],
+        policy: policy.to_string(),
+        when: "on_success".to_string(),
+        fallback_keys: fallback.iter().map(|k| k.to_string()).collect(),
+    });
+    template
+}
+
+/// A pool whose machines take one job each: every job starts from an empty project directory,
+/// so what it finds there came from the cache.
+fn with_s3(address: &str) -> Settings {
+    let mut settings = Settings::pool();
+    settings.max_builds = 1;
+    settings.runner_extra = format!(
+        "  [runners.cache]\n\
+         \x20   Type = \"s3\"\n\
+         \x20   Path = \"ci\"\n\
+         \x20   [runners.cache.s3]\n\
+         \x20     ServerAddress = \"{address}\"\n\
+         \x20     AccessKey = \"{ACCESS_KEY}\"\n\
+         \x20     SecretKey = \"{SECRET_KEY}\"\n\
+         \x20     BucketName = \"{BUCKET}\"\n\
+         \x20     Insecure = true\n"
+    );
+    settings
+}
+
+/// GitLab Runner's short token, written out from its rules: no `glrt-` and `t1_`, 9 characters.
+fn gitlab_short(token: &str) -> String {
+    let t = token.strip_prefix("glrt-").unwrap_or(token);
+    let t = match t.as_bytes() {
+        [b't', b'1'..=b'3', b'_', ..] => &t[3..],
+        _ => t,
+    };
+    t.chars().take(9).collect()
+}
+
+fn assert_no_s3_secrets(env: &Env, traces: &[String]) {
+    let log = env.log();
+    for text in traces.iter().chain([&log]) {
+        assert!(!text.contains(SECRET_KEY), "the S3 secret leaked:\n{text}");
+        assert!(
+            !text.contains("X-Amz-Signature"),
+            "a signature leaked:\n{text}"
+        );
+        assert!(
+            !text.contains("X-Amz-Credential"),
+            "a credential leaked:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_shares_its_cache_through_s3() {
+    let server = S3Server::start(BUCKET).await.expect("the S3 server starts");
+    let Some(mut env) = Env::new("cache_s3_pipeline", with_s3(&server.address())).await else {
+        return;
+    };
+    env.start().await;
+    let object = format!(
+        "ci/runner/{}/project/42/deps-protected",
+        gitlab_short(&env.token)
+    );
+
+    let build = env.enqueue(cached(
+        job(
+            "build",
+            &[
+                "test ! -e deps",
+                "mkdir -p deps/sub",
+                "echo v1 > deps/sub/lib.txt",
+            ],
+        ),
+        "deps-protected",
+        "pull-push",
+        &[],
+    ));
+    let build = env.finished(build).await;
+    assert_final(&build, JobStatus::Success, None, None);
+    let trace = text(&build);
+    for line in [
+        "Checking cache for deps-protected...",
+        "Failed to extract cache",
+        "Creating cache deps-protected...",
+        &format!(
+            "Uploading cache.zip to http://{}/{BUCKET}/{object}",
+            server.address()
+        ),
+        "Created cache",
+    ] {
+        assert!(trace.contains(line), "no {line:?} in:\n{trace}");
+    }
+    assert!(
+        trace.find("Checking cache for") < trace.find("test ! -e deps")
+            && trace.find("echo v1") < trace.find("Creating cache"),
+        "restore before the script, save after it:\n{trace}"
+    );
+    assert_eq!(server.objects(), std::slice::from_ref(&object));
+
+    // `test` restores the cache from S3 (a hit) and reads what `build` wrote.
+    let test = env.enqueue(cached(
+        job(
+            "test",
+            &[
+                "test \"$(cat deps/sub/lib.txt)\" = v1",
+                "echo v2 > deps/sub/lib.txt",
+            ],
+        ),
+        "deps-protected",
+        "pull-push",
+        &[],
+    ));
+    let test = env.finished(test).await;
+    assert_final(&test, JobStatus::Success, None, None);
+    let test_trace = text(&test);
+    assert!(
+        test_trace.contains("Successfully extracted cache")
+            && !test_trace.contains("Failed to extract cache"),
+        "{test_trace}"
+    );
+
+    // `package` pulls only: through its fallback key, and nothing goes up.
+    let package = env.enqueue(cached(
+        job("package", &["test \"$(cat deps/sub/lib.txt)\" = v2"]),
+        "package-protected",
+        "pull",
+        &["deps-protected"],
+    ));
+    let package = env.finished(package).await;
+    assert_final(&package, JobStatus::Success, None, None);
+    let package_trace = text(&package);
+    assert!(
+        package_trace.contains("Checking cache for package-protected...")
+            && package_trace.contains("Checking cache for deps-protected...")
+            && package_trace.contains("Successfully extracted cache"),
+        "{package_trace}"
+    );
+    assert!(!package_trace.contains("Creating cache"), "{package_trace}");
+
+    // The bucket holds exactly the one cache, as GitLab Runner names it.
+    assert_eq!(server.objects(), [object]);
+    assert_no_s3_secrets(&env, &[trace, test_trace, package_trace]);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_succeed_with_warnings_when_the_cache_server_is_down() {
+    let server = S3Server::start(BUCKET).await.expect("the S3 server starts");
+    let address = server.address();
+    server.stop().await;
+    let Some(mut env) = Env::new("cache_s3_down", with_s3(&address)).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(cached(
+        job("build", &["mkdir -p deps", "echo v1 > deps/lib.txt"]),
+        "deps-protected",
+        "pull-push",
+        &[],
+    ));
+    let done = env.finished(id).await;
+    assert_final(&done, JobStatus::Success, None, None);
+    let trace = text(&done);
+    for line in [
+        "Checking cache for deps-protected...",
+        "Failed to extract cache",
+        "Creating cache deps-protected...",
+        "Failed to create cache",
+        "Job succeeded",
+    ] {
+        assert!(trace.contains(line), "no {line:?} in:\n{trace}");
+    }
+    assert!(!trace.contains("Created cache"), "{trace}");
+    assert_no_s3_secrets(&env, &[trace]);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cache_is_kept_on_the_machine_between_jobs() {
+    // Jobs straight on the engine: each has its own builds volume, so only the cache carries files
+    // from one job to the next.
+    let mut settings = Settings::docker();
+    settings.docker_extra = "    volumes = [\"/cache\"]\n".to_string();
+    let Some(mut env) = Env::new("cache_local", settings).await else {
+        return;
+    };
+    env.start().await;
+    let first = env.enqueue(cached(
+        job("first", &["mkdir -p deps", "echo local > deps/lib.txt"]),
+        "deps-protected",
+        "pull-push",
+        &[],
+    ));
+    let first = env.finished(first).await;
+    assert_final(&first, JobStatus::Success, None, None);
+    assert!(text(&first).contains("Created cache"), "{}", text(&first));
+    let second = env.enqueue(cached(
+        job("second", &["test \"$(cat deps/lib.txt)\" = local"]),
+        "deps-protected",
+        "pull",
+        &[],
+    ));
+    let second = env.finished(second).await;
+    assert_final(&second, JobStatus::Success, None, None);
+    let trace = text(&second);
+    assert!(
+        trace.contains("a local version of cache will be extracted")
+            && trace.contains("Successfully extracted cache"),
+        "{trace}"
+    );
+    env.quit().await;
+    // The cache volume outlives the jobs (it goes with the machine; here there is none).
+    let left = env.objects().await;
+    assert_eq!(left.containers, Vec::<String>::new());
+    assert_eq!(left.volumes.len(), 1, "{left:?}");
+    assert!(
+        left.volumes[0].starts_with("runner-") && left.volumes[0].ends_with("-protected"),
+        "{left:?}"
+    );
+    remove_objects(&env.docker, &env.short).await;
+    env.finish().await;
+}
