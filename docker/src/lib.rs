@@ -23,8 +23,9 @@ mod trace;
 
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
-    StepSpec, Variable, When,
+    ArtifactSpec, ArtifactTransport, BuildSpec, ContainerOptions, DependencySpec, GitSpec,
+    GitStrategy, ImageSpec, LineLevel, ServiceSpec, Shell, StepName, StepSpec, TransferError,
+    TransferLog, Transport, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy, RegistryCredential};

@@ -95,6 +95,11 @@ impl Names {
         self.prefix.clone()
     }
 
+    /// The container that serves the archive endpoints for artifact transfers.
+    pub(crate) fn transfer(&self) -> String {
+        format!("{}-transfer", self.prefix)
+    }
+
     fn builds_volume(&self) -> String {
         format!("{}-builds", self.prefix)
     }
@@ -479,6 +484,16 @@ impl Job {
             if !runs && adopted.is_none() {
                 continue;
             }
+            // `download_artifacts` comes after the sources and before the script: run it once, on
+            // a fresh start of the first user step.
+            if matches!(planned.kind, Kind::User(0))
+                && adopted.is_none()
+                && outcome == Outcome::Success
+                && let Some(failed) = self.download_dependencies().await?
+            {
+                outcome = failed;
+                continue;
+            }
             let skip = match cursor {
                 Some(c) if c.step > planned.index => u64::MAX,
                 Some(c) if c.step == planned.index => c.messages,
@@ -522,7 +537,7 @@ impl Job {
                 break;
             }
         }
-        Ok(outcome)
+        self.upload_artifacts(outcome).await
     }
 
     async fn final_line(&mut self, outcome: Outcome) {

@@ -187,6 +187,9 @@ mod tests {
             container_options: Default::default(),
             helper_image: None,
             warnings: vec![],
+            artifacts: vec![],
+            dependencies: vec![],
+            transport: Default::default(),
         }
     }
 

@@ -147,6 +147,9 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
         container_options: Default::default(),
         helper_image: None,
         warnings: vec![],
+        artifacts: vec![],
+        dependencies: vec![],
+        transport: Default::default(),
     }
 }
 
