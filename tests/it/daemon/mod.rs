@@ -7,6 +7,7 @@ mod faults;
 mod harness;
 mod jobs;
 mod ops;
+mod pipeline;
 mod pool;
 mod recovery;
 mod signals;
