@@ -23,9 +23,10 @@ mod trace;
 
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec, CacheTarget, ContainerOptions,
-    GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, SignedUrl, StepName, StepSpec, Variable,
-    When,
+    ArtifactSpec, ArtifactTransport, BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec,
+    CacheTarget, ContainerOptions, DependencySpec, GitSpec, GitStrategy, ImageSpec, LineLevel,
+    ServiceSpec, Shell, SignedUrl, StepName, StepSpec, TransferError, TransferLog, Transport,
+    Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy, RegistryCredential};

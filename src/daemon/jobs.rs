@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
-use drover_docker::{Executor, LogCursor, error_line};
+use drover_docker::{Executor, LogCursor, Transport, error_line};
 use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::task::TaskTracker;
 
 use super::Input;
+use super::artifacts::GitlabTransport;
 use super::build_spec::{Unsupported, build_spec};
 use super::cache;
 use super::machines::Placement;
@@ -536,12 +537,16 @@ async fn execute(
         cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
         Ok(spec)
     });
-    let spec = match spec {
+    let mut spec = match spec {
         Ok(spec) => spec,
         Err(Unsupported { reason, message }) => {
             return not_started(message, reason);
         }
     };
+    spec.transport = Transport::new(Arc::new(GitlabTransport {
+        client: runner.client.clone(),
+        job: JobCredentials::from(job),
+    }));
     let (sink, mut chunks) = mpsc::channel(256);
     let handle = if resume {
         shared

@@ -6,6 +6,7 @@
 //! only place that reads the clock.
 
 pub mod adapters;
+mod artifacts;
 mod build_spec;
 mod cache;
 mod clock;

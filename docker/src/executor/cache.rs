@@ -1,14 +1,13 @@
 //! The cache stages of a job: `restore_cache` before the script and `archive_cache` after it, as
-//! GitLab Runner prints them. The daemon moves the bytes: out of and into the builds volume through
-//! the engine's archive endpoints (of a container never started), to and from the distributed
-//! cache over HTTP(S) with the URLs the daemon signed, or into the local cache's volume. A cache
-//! never fails a job: a miss, an unreachable or refusing server, a broken archive are warnings.
+//! GitLab Runner prints them. The daemon moves the bytes: out of and into the builds volume (and
+//! the local cache's volume) through the engine's archive endpoints of the job's transfer
+//! container, to and from the distributed cache over HTTP(S) with the URLs the daemon signed. A
+//! cache never fails a job: a miss, an unreachable or refusing server, a broken archive are
+//! warnings.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::CreateContainerOptions;
 use drover_core::Outcome;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -17,8 +16,6 @@ use tokio_util::io::ReaderStream;
 use super::job::{Job, JobError};
 use super::spec::{CacheLocation, CacheSpec, CacheTarget, SignedUrl, When};
 use crate::archive::{self, Format, Selection};
-use crate::engine::is_status;
-use crate::labels;
 
 /// GitLab Runner's `CACHE_REQUEST_TIMEOUT` default: one transfer, start to end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -78,36 +75,6 @@ fn s3_error(body: &str) -> String {
 }
 
 impl Job {
-    /// A container whose archive endpoints reach the builds volume and the `volumes` mounts
-    /// (the local cache): created once per job from the job's image, never started, removed with
-    /// the job's other containers.
-    async fn cache_container(&mut self) -> Result<String, JobError> {
-        let name = self.names.cache();
-        let body = ContainerCreateBody {
-            image: Some(self.spec.image.name.clone()),
-            // Never run; the engine wants a command all the same.
-            entrypoint: Some(vec!["true".to_string()]),
-            labels: Some(self.labels(labels::ROLE_CACHE)),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                binds: Some(self.binds.clone()),
-                network_mode: Some("none".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        match self.docker.create_container(Some(options), body).await {
-            Ok(_) => Ok(name),
-            // Made by an earlier stage of this job (or before a restart).
-            Err(err) if is_status(&err, &[409]) => Ok(name),
-            Err(err) => Err(err.into()),
-        }
-    }
-
     /// `restore_cache`: for each entry that pulls, the first of its keys whose archive exists
     /// is unpacked into the project directory.
     pub(crate) async fn restore_caches(&mut self) -> Result<(), JobError> {
@@ -121,7 +88,7 @@ impl Job {
             return Ok(());
         }
         self.trace.section("Restoring cache").await;
-        let container = self.cache_container().await?;
+        let container = self.transfer_container().await?;
         let work = tempfile::tempdir()
             .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
         for entry in entries {
@@ -207,7 +174,7 @@ impl Job {
                 false => "Saving cache for failed job",
             })
             .await;
-        let container = self.cache_container().await?;
+        let container = self.transfer_container().await?;
         let work = tempfile::tempdir()
             .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
         for entry in entries {

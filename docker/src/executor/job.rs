@@ -95,9 +95,9 @@ impl Names {
         self.prefix.clone()
     }
 
-    /// The container that serves the archive endpoints for cache transfers.
-    pub(crate) fn cache(&self) -> String {
-        format!("{}-cache", self.prefix)
+    /// The container that serves the archive endpoints for artifact transfers.
+    pub(crate) fn transfer(&self) -> String {
+        format!("{}-transfer", self.prefix)
     }
 
     fn builds_volume(&self) -> String {
@@ -497,13 +497,21 @@ impl Job {
             if !runs && adopted.is_none() {
                 continue;
             }
-            // `restore_cache` comes after the sources, before the script: once, on a fresh start
-            // of the first user step.
+            // `restore_cache`, then `download_artifacts`: after the sources, before the script;
+            // once, on a fresh start of the first user step.
             if matches!(planned.kind, Kind::User(0))
                 && adopted.is_none()
                 && outcome == Outcome::Success
             {
                 self.restore_caches().await?;
+            }
+            if matches!(planned.kind, Kind::User(0))
+                && adopted.is_none()
+                && outcome == Outcome::Success
+                && let Some(failed) = self.download_dependencies().await?
+            {
+                outcome = failed;
+                continue;
             }
             let skip = match cursor {
                 Some(c) if c.step > planned.index => u64::MAX,
@@ -549,7 +557,7 @@ impl Job {
             }
         }
         self.save_caches(outcome).await?;
-        Ok(outcome)
+        self.upload_artifacts(outcome).await
     }
 
     async fn final_line(&mut self, outcome: Outcome) {

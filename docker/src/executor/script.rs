@@ -189,6 +189,9 @@ mod tests {
             warnings: vec![],
             caches: vec![],
             kept_volumes: vec![],
+            artifacts: vec![],
+            dependencies: vec![],
+            transport: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! stderr, except in CI (`CI` set), where they fail.
 
 mod archive;
+mod artifacts;
 mod containers;
 mod git;
 mod jobs;

@@ -149,6 +149,9 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
         warnings: vec![],
         caches: vec![],
         kept_volumes: vec![],
+        artifacts: vec![],
+        dependencies: vec![],
+        transport: Default::default(),
     }
 }
 

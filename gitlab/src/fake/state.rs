@@ -9,6 +9,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+mod artifacts;
+
+pub use artifacts::StoredArtifact;
+
 use super::template::JobTemplate;
 use super::{FakeOptions, Fault, Route};
 use crate::api::{self, FeaturesInfo, JobResponse};
@@ -338,6 +342,11 @@ pub(crate) struct State {
     pub requests: Vec<RecordedRequest>,
     pub violations: Vec<Violation>,
     rng: StdRng,
+    /// Uploaded artifacts by job id.
+    artifacts: BTreeMap<u64, Vec<StoredArtifact>>,
+    /// Object storage behind direct downloads, by key.
+    objects: BTreeMap<String, Vec<u8>>,
+    object_counter: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -370,6 +379,9 @@ impl State {
             requests: Vec::new(),
             violations: Vec::new(),
             rng,
+            artifacts: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            object_counter: 0,
         }
     }
 
@@ -830,7 +842,17 @@ impl State {
             return Reply::new(204).header("X-GitLab-Last-Update", version);
         };
         let id = self.queue.remove(pos).expect("position is in range");
+        // GitLab fills in the dependencies' archives when it hands the job out.
+        let files: Vec<_> = self.jobs[&id]
+            .response
+            .dependencies
+            .iter()
+            .map(|d| self.artifacts_file(d.id))
+            .collect();
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+        for (dependency, file) in job.response.dependencies.iter_mut().zip(files) {
+            dependency.artifacts_file = file;
+        }
         job.runner = Some(token);
         job.manager = Some(system_id);
         job.graceful = features.cancel_gracefully;

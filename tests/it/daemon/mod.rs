@@ -8,6 +8,7 @@ mod faults;
 mod harness;
 mod jobs;
 mod ops;
+mod pipeline;
 mod pool;
 mod recovery;
 mod signals;

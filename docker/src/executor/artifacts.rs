@@ -1,0 +1,303 @@
+//! The artifact stages of a job: `download_artifacts` (the dependencies' archives unpacked into the
+//! project directory before the script) and `upload_artifacts` (after the steps, per each entry's
+//! `when`). The bytes go through the daemon: out of and into the builds volume through the
+//! engine's archive endpoints of a transfer container (created from the job's image, never
+//! started), to and from GitLab through the job's [`ArtifactTransport`](super::spec::ArtifactTransport).
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::CreateContainerOptions;
+use drover_core::{FailureReason, Outcome};
+
+use super::job::{Job, JobError};
+use super::spec::{ArtifactSpec, LineLevel, When};
+use crate::archive::{self, Selection};
+use crate::engine::is_status;
+use crate::labels;
+
+/// A failed artifact stage fails the job as GitLab Runner's failing helper command does.
+fn stage_failed() -> Outcome {
+    Outcome::Failed {
+        reason: FailureReason::ScriptFailure,
+        exit_code: Some(1),
+    }
+}
+
+/// `$VAR` and `${VAR}` from the job's variables (unknown ones are empty), as the helper's shell
+/// expansion does for `name`, `paths` and `exclude`.
+pub(crate) fn expand(text: &str, vars: &HashMap<&str, &str>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", after),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+        } else {
+            out.push_str(vars.get(name).copied().unwrap_or_default());
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Job {
+    fn variables(&self) -> HashMap<&str, &str> {
+        let mut vars: HashMap<&str, &str> = self
+            .spec
+            .variables
+            .iter()
+            .filter(|v| !v.file)
+            .map(|v| (v.key.as_str(), v.value.as_str()))
+            .collect();
+        vars.insert("CI_PROJECT_DIR", &self.spec.project_dir);
+        vars.insert("CI_BUILDS_DIR", &self.spec.builds_dir);
+        vars
+    }
+
+    /// The container whose archive endpoints reach the builds volume: created once per job from
+    /// the job's image, never started, removed with the job's other containers.
+    pub(crate) async fn transfer_container(&mut self) -> Result<String, JobError> {
+        let name = self.names.transfer();
+        let body = ContainerCreateBody {
+            image: Some(self.spec.image.name.clone()),
+            // Never run; the engine wants a command all the same.
+            entrypoint: Some(vec!["true".to_string()]),
+            labels: Some(self.labels(labels::ROLE_TRANSFER)),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(self.binds.clone()),
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        match self.docker.create_container(Some(options), body).await {
+            Ok(_) => Ok(name),
+            // Made by an earlier stage of this job (or before a restart).
+            Err(err) if is_status(&err, &[409]) => Ok(name),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn log_lines(&mut self, lines: Vec<(LineLevel, String)>) {
+        for (level, line) in lines {
+            match level {
+                LineLevel::Info => self.trace.say(format!("{line}\n")).await,
+                LineLevel::Warning => self.trace.warn(&line).await,
+                LineLevel::Error => self.trace.error(&line).await,
+            }
+        }
+    }
+
+    /// `download_artifacts`: `None` when it went well, else the job's outcome.
+    pub(crate) async fn download_dependencies(&mut self) -> Result<Option<Outcome>, JobError> {
+        let Some(transport) = self.spec.transport.0.clone() else {
+            return Ok(None);
+        };
+        if self.spec.dependencies.is_empty() {
+            return Ok(None);
+        }
+        self.trace.section("Downloading artifacts").await;
+        let container = self.transfer_container().await?;
+        let work = tempfile::tempdir()
+            .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
+        let spec = self.spec.clone();
+        for dependency in &spec.dependencies {
+            self.trace
+                .say(format!(
+                    "Downloading artifacts for {} ({})...\n",
+                    dependency.name, dependency.id
+                ))
+                .await;
+            let file = work.path().join(format!("{}.zip", dependency.id));
+            let mut lines = Vec::new();
+            let mut log = |level, line| lines.push((level, line));
+            let result = transport.download(dependency, &file, &mut log).await;
+            self.log_lines(lines).await;
+            if let Err(err) = result {
+                self.trace
+                    .error(&format!(
+                        "Downloading artifacts for {} ({}) failed: {err}",
+                        dependency.name, dependency.id
+                    ))
+                    .await;
+                return Ok(Some(stage_failed()));
+            }
+            match archive::extract(
+                &self.docker,
+                &container,
+                &spec.project_dir,
+                &file,
+                work.path(),
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(err @ archive::ArchiveError::Corrupt { .. }) => {
+                    self.trace
+                        .error(&format!(
+                            "The artifacts of {} ({}) cannot be extracted: {err}",
+                            dependency.name, dependency.id
+                        ))
+                        .await;
+                    return Ok(Some(stage_failed()));
+                }
+                Err(err) => {
+                    return Err(JobError::System(format!(
+                        "extracting the artifacts of {} ({}): {err}",
+                        dependency.name, dependency.id
+                    )));
+                }
+            }
+            let _ = tokio::fs::remove_file(&file).await;
+        }
+        Ok(None)
+    }
+
+    /// `upload_artifacts_on_success` / `_on_failure`: the entries whose `when` fits `outcome`.
+    /// Returns the outcome after the uploads (a failed upload fails a job that had succeeded).
+    pub(crate) async fn upload_artifacts(&mut self, outcome: Outcome) -> Result<Outcome, JobError> {
+        let Some(transport) = self.spec.transport.0.clone() else {
+            return Ok(outcome);
+        };
+        let succeeded = outcome == Outcome::Success;
+        if outcome == Outcome::Canceled {
+            return Ok(outcome);
+        }
+        let spec = self.spec.clone();
+        let entries: Vec<&ArtifactSpec> = spec
+            .artifacts
+            .iter()
+            .filter(|a| match a.when {
+                When::OnSuccess => succeeded,
+                When::OnFailure => !succeeded,
+                When::Always => true,
+            })
+            .filter(|a| !a.selection.paths.is_empty() || a.untracked)
+            .collect();
+        if entries.is_empty() {
+            return Ok(outcome);
+        }
+        self.trace
+            .section(match succeeded {
+                true => "Uploading artifacts for successful job",
+                false => "Uploading artifacts for failed job",
+            })
+            .await;
+        let container = self.transfer_container().await?;
+        let work = tempfile::tempdir()
+            .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
+        let vars = self.variables();
+        let expanded: Vec<(ArtifactSpec, String)> = entries
+            .iter()
+            .map(|a| {
+                let mut a = (*a).clone();
+                a.selection = Selection {
+                    paths: a.selection.paths.iter().map(|p| expand(p, &vars)).collect(),
+                    exclude: a
+                        .selection
+                        .exclude
+                        .iter()
+                        .map(|p| expand(p, &vars))
+                        .collect(),
+                    extra: Vec::new(),
+                };
+                let name = expand(&a.name, &vars);
+                (a, name)
+            })
+            .collect();
+        drop(vars);
+        let mut failed = false;
+        for (i, (artifact, name)) in expanded.iter().enumerate() {
+            self.trace.say("Uploading artifacts...\n").await;
+            if artifact.untracked {
+                self.trace
+                    .warn("untracked: drover does not collect untracked files yet; only `paths` are uploaded")
+                    .await;
+            }
+            let file_name = artifact.format.file_name(name);
+            let file = work.path().join(format!("{i}-{file_name}"));
+            let collected = match archive::collect(
+                &self.docker,
+                &container,
+                &spec.project_dir,
+                &artifact.selection,
+                artifact.format,
+                work.path(),
+                &file,
+            )
+            .await
+            {
+                Ok(collected) => collected,
+                Err(err @ archive::ArchiveError::TooManyForRaw) => {
+                    self.trace.error(&format!("FATAL: {err}")).await;
+                    failed = true;
+                    continue;
+                }
+                Err(err) => {
+                    return Err(JobError::System(format!("collecting artifacts: {err}")));
+                }
+            };
+            for note in &collected.notes {
+                self.trace.say(format!("{note}\n")).await;
+            }
+            for warning in &collected.warnings {
+                self.trace.warn(warning).await;
+            }
+            if collected.entries == 0 {
+                // GitLab Runner's helper says so and exits 0: not a failure.
+                self.trace.error("No files to upload").await;
+                continue;
+            }
+            let mut lines = Vec::new();
+            let mut log = |level, line| lines.push((level, line));
+            let result = transport
+                .upload(artifact, &file, &file_name, &mut log)
+                .await;
+            self.log_lines(lines).await;
+            if let Err(err) = result {
+                self.trace.error(&format!("FATAL: {err}")).await;
+                failed = true;
+            }
+            let _ = tokio::fs::remove_file(&file).await;
+        }
+        Ok(match (failed, outcome) {
+            (true, Outcome::Success) => stage_failed(),
+            _ => outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_expanded_as_the_helper_does() {
+        let vars = HashMap::from([("CI_JOB_NAME", "build"), ("OUT", "dist")]);
+        assert_eq!(expand("$CI_JOB_NAME-files", &vars), "build-files");
+        assert_eq!(expand("${OUT}/**/*.js", &vars), "dist/**/*.js");
+        assert_eq!(expand("$MISSING/x", &vars), "/x");
+        assert_eq!(expand("cost$", &vars), "cost$");
+        assert_eq!(expand("a$-b", &vars), "a$-b");
+    }
+}
