@@ -23,6 +23,18 @@ fn cached(template: JobTemplate, key: &str, policy: &str, fallback: &[&str]) -> 
     template
 }
 
+/// `template` with `lines` added to the end of its script.
+fn append(mut template: JobTemplate, lines: &[&str]) -> JobTemplate {
+    let script = template
+        .response
+        .steps
+        .iter_mut()
+        .find(|s| s.name == "script")
+        .expect("a script step");
+    script.script.extend(lines.iter().map(|l| l.to_string()));
+    template
+}
+
 /// A pool whose machines take one job each: every job starts from an empty project directory,
 /// so what it finds there came from the cache.
 fn with_s3(address: &str) -> Settings {
@@ -235,5 +247,101 @@ async fn the_local_cache_is_kept_on_the_machine_between_jobs() {
         "{left:?}"
     );
     remove_objects(&env.docker, &env.short).await;
+    env.finish().await;
+}
+
+/// The pipeline: `build` uploads its artifacts and pushes a cache, `test` gets the
+/// artifacts and restores the cache (a hit), `package` pulls the cache only. Then the same with
+/// the S3 server down: every job still succeeds, with cache warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_with_artifacts_and_an_s3_cache_up_and_down() {
+    use super::pipeline::{build_job, test_job};
+    let server = S3Server::start(BUCKET).await.expect("the S3 server starts");
+    // Jobs straight on the engine, each with a builds volume of its own.
+    let mut settings = with_s3(&server.address());
+    settings.pool = false;
+    let Some(mut env) = Env::new("cache_pipeline_artifacts", settings).await else {
+        return;
+    };
+    env.start().await;
+    let pipeline = async |env: &Env| {
+        let with_cache = |t: JobTemplate, policy: &str| cached(t, "node-protected", policy, &[]);
+        let build = env.enqueue(with_cache(
+            append(
+                build_job(),
+                &["mkdir -p deps", "echo modules > deps/node.txt"],
+            ),
+            "pull-push",
+        ));
+        let build_view = env.finished(build).await;
+        let test = env.enqueue(with_cache(
+            append(test_job(build), &["cat deps/node.txt || true"]),
+            "pull-push",
+        ));
+        let package = env.enqueue(with_cache(
+            job("package", &["cat deps/node.txt || true"]),
+            "pull",
+        ));
+        [
+            build_view,
+            env.finished(test).await,
+            env.finished(package).await,
+        ]
+    };
+
+    let [build, test, package] = pipeline(&env).await;
+    for view in [&build, &test, &package] {
+        assert_final(view, JobStatus::Success, None, None);
+    }
+    let build_trace = text(&build);
+    assert!(
+        build_trace.contains("Created cache")
+            && build_trace.find("Created cache") < build_trace.find("Uploading artifacts..."),
+        "the cache is saved before the artifacts go up:\n{build_trace}"
+    );
+    let test_trace = text(&test);
+    assert!(
+        test_trace.contains("Successfully extracted cache")
+            && test_trace.find("Restoring cache") < test_trace.find("Downloading artifacts")
+            && test_trace.contains("\nmodules\n"),
+        "{test_trace}"
+    );
+    let package_trace = text(&package);
+    assert!(
+        package_trace.contains("Successfully extracted cache")
+            && package_trace.contains("\nmodules\n")
+            && !package_trace.contains("Creating cache"),
+        "{package_trace}"
+    );
+    assert_eq!(
+        server.objects(),
+        [format!(
+            "ci/runner/{}/project/42/node-protected",
+            gitlab_short(&env.token)
+        )]
+    );
+
+    server.stop().await;
+    let [build, test, package] = pipeline(&env).await;
+    for view in [&build, &test, &package] {
+        assert_final(view, JobStatus::Success, None, None);
+        assert!(
+            text(view).contains("Failed to extract cache"),
+            "{}",
+            text(view)
+        );
+    }
+    // `build` made a cache it could not upload; `test`, without the cache, had nothing to save.
+    assert!(
+        text(&build).contains("Failed to create cache"),
+        "{}",
+        text(&build)
+    );
+    assert!(
+        text(&test).contains("No files to cache."),
+        "{}",
+        text(&test)
+    );
+    assert_no_s3_secrets(&env, &[build_trace, test_trace, package_trace, text(&test)]);
     env.finish().await;
 }
