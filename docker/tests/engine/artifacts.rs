@@ -286,3 +286,48 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     assert!(out.contains("\nafter-ran"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
+
+#[tokio::test]
+async fn untracked_files_are_listed_by_git_and_an_image_without_git_is_a_warning() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let double = Arc::new(Double::default());
+    let mut job = spec(
+        &runner,
+        66,
+        &[
+            "git init -q .",
+            "echo t > tracked.txt && git add tracked.txt",
+            "mkdir -p gen && echo u > gen/u.txt && echo l > local.log",
+        ],
+    );
+    job.image.name = drover_docker::testing::GIT_IMAGE.to_string();
+    let mut untracked = artifact(&[], When::OnSuccess, Format::Zip, "archive", "");
+    untracked.untracked = true;
+    untracked.selection.exclude = vec!["*.log".to_string()];
+    job.artifacts = vec![untracked.clone()];
+    job.transport = Transport::new(double.clone());
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("untracked: found 2 files"), "{out}");
+    let uploads = double.uploads.lock().unwrap().clone();
+    assert_eq!(uploads.len(), 1, "{out}");
+    assert_eq!(zip_entries(&uploads[0].2), ["gen/", "gen/u.txt"], "{out}");
+
+    // busybox has no git: the upload goes on without the untracked files, with a warning.
+    let double = Arc::new(Double::default());
+    let mut job = spec(&runner, 67, &["echo x > a.txt"]);
+    let mut both = artifact(&["a.txt"], When::OnSuccess, Format::Zip, "archive", "");
+    both.untracked = true;
+    job.artifacts = vec![both];
+    job.transport = Transport::new(double.clone());
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("WARNING: untracked: files git does not track are not uploaded"),
+        "{out}"
+    );
+    let uploads = double.uploads.lock().unwrap().clone();
+    assert_eq!(zip_entries(&uploads[0].2), ["a.txt"], "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
