@@ -75,8 +75,8 @@ impl Job {
     }
 
     /// The container whose archive endpoints reach the builds volume: created once per job from
-    /// the job's image, never started, removed with the job's other containers.
-    async fn transfer_container(&mut self) -> Result<String, JobError> {
+    /// the job's image, never started, removed with the job's other containers. Caches use it too.
+    pub(crate) async fn transfer_container(&mut self) -> Result<String, JobError> {
         let name = self.names.transfer();
         let body = ContainerCreateBody {
             image: Some(self.spec.image.name.clone()),

@@ -284,6 +284,34 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     );
     assert!(!out.contains("\nscript-ran"), "{out}");
     assert!(out.contains("\nafter-ran"), "{out}");
+
+    // A corrupt archive fails the job the same way, naming the dependency.
+    let garbage = dir.path().join("garbage.zip");
+    std::fs::write(&garbage, b"PK\x03\x04 truncated").unwrap();
+    let corrupt = Arc::new(Double {
+        archive: Some(garbage),
+        ..Default::default()
+    });
+    let mut job = spec(&runner, 68, &["echo script-ran"]);
+    job.dependencies = vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }];
+    job.transport = Transport::new(corrupt);
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(1)
+        },
+        "{out}"
+    );
+    assert!(
+        out.contains("The artifacts of build (60) cannot be extracted: corrupt archive"),
+        "{out}"
+    );
+    assert!(!out.contains("\nscript-ran"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
 
