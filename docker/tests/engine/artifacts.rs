@@ -24,6 +24,8 @@ struct Double {
     /// Served for every dependency; `None`: the download fails.
     archive: Option<PathBuf>,
     refuse_uploads: bool,
+    /// Downloads never end.
+    hang: bool,
 }
 
 impl ArtifactTransport for Double {
@@ -57,6 +59,10 @@ impl ArtifactTransport for Double {
         log: TransferLog<'a>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {
+            if self.hang {
+                log(LineLevel::Info, "hanging (double)".into());
+                std::future::pending::<()>().await;
+            }
             match &self.archive {
                 Some(source) => {
                     std::fs::copy(source, dest).unwrap();
@@ -357,5 +363,40 @@ async fn untracked_files_are_listed_by_git_and_an_image_without_git_is_a_warning
     );
     let uploads = double.uploads.lock().unwrap().clone();
     assert_eq!(zip_entries(&uploads[0].2), ["a.txt"], "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn an_abort_cuts_a_hanging_download_short() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let hanging = Arc::new(Double {
+        hang: true,
+        ..Default::default()
+    });
+    let mut job = with_after_script(spec(&runner, 69, &["echo script-ran"]), &["echo after-ran"]);
+    job.dependencies = vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }];
+    job.transport = Transport::new(hanging);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let handle = executor().start(local(), job, tx);
+    read_until(&mut rx, "Downloading artifacts for build (60)").await;
+    handle.control().abort(FailureReason::RunnerSystemFailure);
+    let (outcome, rest) = finish(handle, rx).await;
+    let out = rest.text();
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None
+        },
+        "{out}"
+    );
+    assert!(
+        !out.contains("script-ran") && !out.contains("after-ran"),
+        "{out}"
+    );
     assert_nothing_left(&docker, &runner).await;
 }
