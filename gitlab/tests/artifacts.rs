@@ -227,3 +227,26 @@ async fn downloads_fail_on_404_and_403_and_retry_server_errors() {
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&file).unwrap());
     assert_no_violations(&fake);
 }
+
+#[tokio::test]
+async fn gitlab_drops_report_jobs_for_runners_without_the_artifact_features() {
+    let fake = fake().await;
+    let client = fast_client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    let junit = drover_gitlab::api::Artifact {
+        name: "junit.xml".into(),
+        paths: vec!["rspec.xml".into()],
+        when: "always".into(),
+        artifact_type: "junit".into(),
+        artifact_format: "gzip".into(),
+        ..Default::default()
+    };
+    let dropped = fake.enqueue_job(JobTemplate::new("reports").artifact(junit));
+    let plain = fake.enqueue_job(JobTemplate::new("plain"));
+    // This runner declared only the client protocol: the report job is never handed to it.
+    let job = take_job(&client, &token, false).await;
+    assert_eq!(job.id, plain);
+    let view = fake.job(dropped).unwrap();
+    assert_eq!(view.failure_reason.as_deref(), Some("runner_unsupported"));
+    assert_no_violations(&fake);
+}

@@ -6,9 +6,14 @@
 
 use std::collections::HashMap;
 
+use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::CreateContainerOptions;
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, WaitContainerOptions,
+};
 use drover_core::{FailureReason, Outcome};
+use futures_util::StreamExt;
 
 use super::job::{Job, JobError};
 use super::spec::{ArtifactSpec, LineLevel, When};
@@ -70,7 +75,7 @@ impl Job {
     }
 
     /// The container whose archive endpoints reach the builds volume: created once per job from
-    /// the job's image, never started, removed with the job's other containers.
+    /// the job's image, never started, removed with the job's other containers. Caches use it too.
     pub(crate) async fn transfer_container(&mut self) -> Result<String, JobError> {
         let name = self.names.transfer();
         let body = ContainerCreateBody {
@@ -96,6 +101,102 @@ impl Job {
             Err(err) if is_status(&err, &[409]) => Ok(name),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// The files git does not track in the project directory (`git ls-files -o`, so ignored files
+    /// too, as GitLab Runner), listed by a short-lived container of the image that has git (the
+    /// helper image, else the job's). `Err`: why not, for a warning.
+    pub(crate) async fn untracked_files(&mut self) -> Result<Vec<String>, String> {
+        let image = self
+            .spec
+            .helper_image
+            .clone()
+            .unwrap_or_else(|| self.spec.image.name.clone());
+        let name = format!("{}-untracked", self.names.transfer());
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: Some(vec!["git".to_string()]),
+            cmd: Some(
+                ["-c", "safe.directory=*", "ls-files", "-o", "-z"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            working_dir: Some(self.spec.project_dir.clone()),
+            labels: Some(self.labels(labels::ROLE_TRANSFER)),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(self.binds.clone()),
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let engine = |e: bollard::errors::Error| format!("Docker engine: {e}");
+        // A leftover of an earlier attempt goes first.
+        let remove = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        let _ = self
+            .docker
+            .remove_container(&name, Some(remove.clone()))
+            .await;
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(engine)?;
+        let listed = async {
+            self.docker
+                .start_container(&name, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| format!("the image {image} cannot run git: {e}"))?;
+            // A non-zero exit is an error item of this stream: the exit code is read below.
+            let _ = self
+                .docker
+                .wait_container(&name, None::<WaitContainerOptions>)
+                .collect::<Vec<_>>()
+                .await;
+            let code = self
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+                .map_err(engine)?
+                .state
+                .and_then(|s| s.exit_code)
+                .unwrap_or(-1);
+            let options = LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            };
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let mut logs = self.docker.logs(&name, Some(options));
+            while let Some(item) = logs.next().await {
+                match item.map_err(engine)? {
+                    LogOutput::StdOut { message } => stdout.extend_from_slice(&message),
+                    LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                    _ => {}
+                }
+            }
+            if code != 0 {
+                return Err(format!(
+                    "git ls-files failed (exit code {code}): {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                ));
+            }
+            Ok(stdout
+                .split(|b| *b == 0)
+                .filter(|f| !f.is_empty())
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect())
+        }
+        .await;
+        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        listed
     }
 
     async fn log_lines(&mut self, lines: Vec<(LineLevel, String)>) {
@@ -207,7 +308,7 @@ impl Job {
         let work = tempfile::tempdir()
             .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
         let vars = self.variables();
-        let expanded: Vec<(ArtifactSpec, String)> = entries
+        let mut expanded: Vec<(ArtifactSpec, String)> = entries
             .iter()
             .map(|a| {
                 let mut a = (*a).clone();
@@ -226,13 +327,28 @@ impl Job {
             })
             .collect();
         drop(vars);
+        let untracked = match expanded.iter().any(|(a, _)| a.untracked) {
+            true => match self.untracked_files().await {
+                Ok(files) => files,
+                Err(why) => {
+                    self.trace
+                        .warn(&format!(
+                            "untracked: files git does not track are not uploaded: {why}"
+                        ))
+                        .await;
+                    Vec::new()
+                }
+            },
+            false => Vec::new(),
+        };
         let mut failed = false;
-        for (i, (artifact, name)) in expanded.iter().enumerate() {
+        for (i, (artifact, name)) in expanded.iter_mut().enumerate() {
             self.trace.say("Uploading artifacts...\n").await;
             if artifact.untracked {
                 self.trace
-                    .warn("untracked: drover does not collect untracked files yet; only `paths` are uploaded")
+                    .say(format!("untracked: found {} files\n", untracked.len()))
                     .await;
+                artifact.selection.extra = untracked.clone();
             }
             let file_name = artifact.format.file_name(name);
             let file = work.path().join(format!("{i}-{file_name}"));

@@ -177,21 +177,35 @@ impl Job {
         let container = self.transfer_container().await?;
         let work = tempfile::tempdir()
             .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
+        let untracked = match entries.iter().any(|c| c.untracked) {
+            true => match self.untracked_files().await {
+                Ok(files) => files,
+                Err(why) => {
+                    self.trace
+                        .warn(&format!(
+                            "untracked: files git does not track are not cached: {why}"
+                        ))
+                        .await;
+                    Vec::new()
+                }
+            },
+            false => Vec::new(),
+        };
         for entry in entries {
             let Some(save) = &entry.save else { continue };
             self.trace
                 .say(format!("Creating cache {}...\n", save.key))
                 .await;
-            if entry.untracked {
-                self.trace
-                    .warn("untracked: drover does not collect untracked files yet; only `paths` are cached")
-                    .await;
-            }
             let file = work.path().join("cache.zip");
+            // Caches have no `exclude`.
             let selection = Selection {
                 paths: entry.paths.clone(),
                 exclude: Vec::new(),
-                extra: Vec::new(),
+                extra: if entry.untracked {
+                    untracked.clone()
+                } else {
+                    Vec::new()
+                },
             };
             let collected = archive::collect(
                 &self.docker,

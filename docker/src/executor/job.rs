@@ -508,10 +508,23 @@ impl Job {
             if matches!(planned.kind, Kind::User(0))
                 && adopted.is_none()
                 && outcome == Outcome::Success
-                && let Some(failed) = self.download_dependencies().await?
             {
-                outcome = failed;
-                continue;
+                let mut control = self.control.clone();
+                let deadline = instant_at(self.deadline_ms);
+                let failed = tokio::select! {
+                    result = self.download_dependencies() => result?,
+                    reason = aborted(&mut control) => {
+                        return Ok(Outcome::Failed {
+                            reason,
+                            exit_code: None,
+                        });
+                    }
+                    () = tokio::time::sleep_until(deadline) => Some(timed_out()),
+                };
+                if let Some(failed) = failed {
+                    outcome = failed;
+                    continue;
+                }
             }
             let skip = match cursor {
                 Some(c) if c.step > planned.index => u64::MAX,
@@ -556,8 +569,19 @@ impl Job {
                 break;
             }
         }
-        self.save_caches(outcome).await?;
-        self.upload_artifacts(outcome).await
+        // `archive_cache`, then the uploads: past the job's deadline, as GitLab Runner's; only an
+        // abort cuts them short.
+        let mut control = self.control.clone();
+        tokio::select! {
+            result = async {
+                self.save_caches(outcome).await?;
+                self.upload_artifacts(outcome).await
+            } => result,
+            reason = aborted(&mut control) => Ok(Outcome::Failed {
+                reason,
+                exit_code: None,
+            }),
+        }
     }
 
     async fn final_line(&mut self, outcome: Outcome) {
@@ -602,6 +626,18 @@ fn timed_out() -> Outcome {
     Outcome::Failed {
         reason: FailureReason::JobExecutionTimeout,
         exit_code: None,
+    }
+}
+
+/// Resolves when the job is aborted (a cancel is left to the step loop); never if nobody can
+/// steer the job anymore.
+async fn aborted(control: &mut watch::Receiver<Control>) -> FailureReason {
+    let (mut open, mut handled) = (true, Control::Run);
+    loop {
+        match next_control(control, &mut open, handled).await {
+            Control::Abort(reason) => return reason,
+            other => handled = other,
+        }
     }
 }
 

@@ -24,6 +24,8 @@ struct Double {
     /// Served for every dependency; `None`: the download fails.
     archive: Option<PathBuf>,
     refuse_uploads: bool,
+    /// Downloads never end.
+    hang: bool,
 }
 
 impl ArtifactTransport for Double {
@@ -57,6 +59,10 @@ impl ArtifactTransport for Double {
         log: TransferLog<'a>,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {
+            if self.hang {
+                log(LineLevel::Info, "hanging (double)".into());
+                std::future::pending::<()>().await;
+            }
             match &self.archive {
                 Some(source) => {
                     std::fs::copy(source, dest).unwrap();
@@ -284,5 +290,113 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     );
     assert!(!out.contains("\nscript-ran"), "{out}");
     assert!(out.contains("\nafter-ran"), "{out}");
+
+    // A corrupt archive fails the job the same way, naming the dependency.
+    let garbage = dir.path().join("garbage.zip");
+    std::fs::write(&garbage, b"PK\x03\x04 truncated").unwrap();
+    let corrupt = Arc::new(Double {
+        archive: Some(garbage),
+        ..Default::default()
+    });
+    let mut job = spec(&runner, 68, &["echo script-ran"]);
+    job.dependencies = vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }];
+    job.transport = Transport::new(corrupt);
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(1)
+        },
+        "{out}"
+    );
+    assert!(
+        out.contains("The artifacts of build (60) cannot be extracted: corrupt archive"),
+        "{out}"
+    );
+    assert!(!out.contains("\nscript-ran"), "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn untracked_files_are_listed_by_git_and_an_image_without_git_is_a_warning() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let double = Arc::new(Double::default());
+    let mut job = spec(
+        &runner,
+        66,
+        &[
+            "git init -q .",
+            "echo t > tracked.txt && git add tracked.txt",
+            "mkdir -p gen && echo u > gen/u.txt && echo l > local.log",
+        ],
+    );
+    job.image.name = drover_docker::testing::GIT_IMAGE.to_string();
+    let mut untracked = artifact(&[], When::OnSuccess, Format::Zip, "archive", "");
+    untracked.untracked = true;
+    untracked.selection.exclude = vec!["*.log".to_string()];
+    job.artifacts = vec![untracked.clone()];
+    job.transport = Transport::new(double.clone());
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("untracked: found 2 files"), "{out}");
+    let uploads = double.uploads.lock().unwrap().clone();
+    assert_eq!(uploads.len(), 1, "{out}");
+    assert_eq!(zip_entries(&uploads[0].2), ["gen/", "gen/u.txt"], "{out}");
+
+    // busybox has no git: the upload goes on without the untracked files, with a warning.
+    let double = Arc::new(Double::default());
+    let mut job = spec(&runner, 67, &["echo x > a.txt"]);
+    let mut both = artifact(&["a.txt"], When::OnSuccess, Format::Zip, "archive", "");
+    both.untracked = true;
+    job.artifacts = vec![both];
+    job.transport = Transport::new(double.clone());
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(
+        out.contains("WARNING: untracked: files git does not track are not uploaded"),
+        "{out}"
+    );
+    let uploads = double.uploads.lock().unwrap().clone();
+    assert_eq!(zip_entries(&uploads[0].2), ["a.txt"], "{out}");
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn an_abort_cuts_a_hanging_download_short() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let hanging = Arc::new(Double {
+        hang: true,
+        ..Default::default()
+    });
+    let mut job = with_after_script(spec(&runner, 69, &["echo script-ran"]), &["echo after-ran"]);
+    job.dependencies = vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }];
+    job.transport = Transport::new(hanging);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let handle = executor().start(local(), job, tx);
+    read_until(&mut rx, "Downloading artifacts for build (60)").await;
+    handle.control().abort(FailureReason::RunnerSystemFailure);
+    let (outcome, rest) = finish(handle, rx).await;
+    let out = rest.text();
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None
+        },
+        "{out}"
+    );
+    assert!(
+        !out.contains("script-ran") && !out.contains("after-ran"),
+        "{out}"
+    );
     assert_nothing_left(&docker, &runner).await;
 }

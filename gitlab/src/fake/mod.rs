@@ -6,7 +6,8 @@
 //! `Job-Status` on every job response, trace offsets with `416`, the final update checked against
 //! the stored trace, cancellation (`canceling` when the runner declared `cancel_gracefully`),
 //! rate limiting, artifacts (uploads checked as Workhorse and Rails check them, served back to
-//! dependent jobs through a redirect to object storage on the same server), and scriptable
+//! dependent jobs through a redirect to object storage on the same server; a job whose artifacts need
+//! a feature its runner did not declare is dropped as `runner_unsupported`), and scriptable
 //! [`Fault`]s.
 //!
 //! It **records** every request ([`FakeGitlab::requests`]) and it is **strict**: protocol mistakes

@@ -833,15 +833,25 @@ impl State {
             .get(&system_id)
             .map(|m| m.features.clone())
             .unwrap_or_default();
-        let pick = self.queue.iter().position(|id| {
-            self.jobs
-                .get(id)
-                .is_some_and(|j| j.only_runner.as_deref().is_none_or(|t| t == token))
-        });
-        let Some(pos) = pick else {
-            return Reply::new(204).header("X-GitLab-Last-Update", version);
+        let id = loop {
+            let pick = self.queue.iter().position(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| j.only_runner.as_deref().is_none_or(|t| t == token))
+            });
+            let Some(pos) = pick else {
+                return Reply::new(204).header("X-GitLab-Last-Update", version);
+            };
+            let id = self.queue.remove(pos).expect("position is in range");
+            // GitLab drops a job that needs a feature the runner did not declare, and looks on.
+            if !supports(&features, &self.jobs[&id].response) {
+                let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+                job.status = JobStatus::Failed;
+                job.failure_reason = Some("runner_unsupported".into());
+                continue;
+            }
+            break id;
         };
-        let id = self.queue.remove(pos).expect("position is in range");
         // GitLab fills in the dependencies' archives when it hands the job out.
         let files: Vec<_> = self.jobs[&id]
             .response
@@ -1130,4 +1140,15 @@ impl State {
             )
             .job_status(status)
     }
+}
+
+/// GitLab's `pre_assign_runner_checks` for artifacts: reports need `upload_multiple_artifacts`,
+/// `exclude` needs `artifacts_exclude`.
+fn supports(features: &FeaturesInfo, job: &JobResponse) -> bool {
+    job.artifacts.iter().all(|a| {
+        (a.artifact_type.is_empty()
+            || a.artifact_type == "archive"
+            || features.upload_multiple_artifacts)
+            && (a.exclude.is_empty() || features.artifacts_exclude)
+    })
 }
