@@ -250,3 +250,24 @@ async fn gitlab_drops_report_jobs_for_runners_without_the_artifact_features() {
     assert_eq!(view.failure_reason.as_deref(), Some("runner_unsupported"));
     assert_no_violations(&fake);
 }
+
+#[tokio::test]
+async fn gitlab_drops_fallback_key_jobs_for_runners_without_fallback_cache_keys() {
+    let fake = fake().await;
+    let client = fast_client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    let mut fallback = JobTemplate::new("fallback");
+    fallback.response.cache.push(drover_gitlab::api::Cache {
+        key: "deps-protected".into(),
+        paths: vec!["deps".into()],
+        fallback_keys: vec!["deps-default-protected".into()],
+        ..Default::default()
+    });
+    let dropped = fake.enqueue_job(fallback);
+    let plain = fake.enqueue_job(JobTemplate::new("plain"));
+    let job = take_job(&client, &token, false).await;
+    assert_eq!(job.id, plain);
+    let view = fake.job(dropped).unwrap();
+    assert_eq!(view.failure_reason.as_deref(), Some("runner_unsupported"));
+    assert_no_violations(&fake);
+}

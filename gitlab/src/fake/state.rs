@@ -1142,13 +1142,17 @@ impl State {
     }
 }
 
-/// GitLab's `pre_assign_runner_checks` for artifacts: reports need `upload_multiple_artifacts`,
-/// `exclude` needs `artifacts_exclude`.
+/// GitLab's `pre_assign_runner_checks` for artifacts and caches: reports need
+/// `upload_multiple_artifacts`, `exclude` needs `artifacts_exclude`, `cache:fallback_keys` needs
+/// `fallback_cache_keys`.
 fn supports(features: &FeaturesInfo, job: &JobResponse) -> bool {
     job.artifacts.iter().all(|a| {
         (a.artifact_type.is_empty()
             || a.artifact_type == "archive"
             || features.upload_multiple_artifacts)
             && (a.exclude.is_empty() || features.artifacts_exclude)
-    })
+    }) && job
+        .cache
+        .iter()
+        .all(|c| c.fallback_keys.is_empty() || features.fallback_cache_keys)
 }
