@@ -345,3 +345,75 @@ async fn the_pipeline_with_artifacts_and_an_s3_cache_up_and_down() {
     assert_no_s3_secrets(&env, &[build_trace, test_trace, package_trace, text(&test)]);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_over_max_uploaded_archive_size_is_not_uploaded() {
+    let server = S3Server::start(BUCKET).await.expect("the S3 server starts");
+    let mut settings = with_s3(&server.address());
+    settings.runner_extra = settings.runner_extra.replace(
+        "    Path = \"ci\"\n",
+        "    Path = \"ci\"\n    MaxUploadedArchiveSize = 64\n",
+    );
+    let Some(mut env) = Env::new("cache_max_size", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(cached(
+        job("big", &["mkdir -p deps", "seq 1 2000 > deps/numbers.txt"]),
+        "deps-protected",
+        "push",
+        &[],
+    ));
+    let done = env.finished(id).await;
+    assert_final(&done, JobStatus::Success, None, None);
+    let trace = text(&done);
+    assert!(
+        trace.contains("MaxUploadedArchiveSize is 64): not uploaded")
+            && trace.contains("Failed to create cache")
+            && !trace.contains("Restoring cache"),
+        "push only, and too big:\n{trace}"
+    );
+    assert!(server.objects().is_empty(), "{:?}", server.objects());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cache_lives_as_long_as_its_sandbox() {
+    let mut settings = Settings::pool();
+    settings.docker_extra = "    volumes = [\"/cache\"]\n".to_string();
+    let Some(mut env) = Env::new("cache_local_sandbox", settings).await else {
+        return;
+    };
+    env.start().await;
+    let first = env.enqueue(cached(
+        job("first", &["mkdir -p deps", "echo local > deps/lib.txt"]),
+        "deps-protected",
+        "push",
+        &[],
+    ));
+    assert_final(&env.finished(first).await, JobStatus::Success, None, None);
+    let sandbox = env.sandboxes_become(1).await.remove(0);
+    let volumes = env.objects().await.volumes;
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.starts_with(&format!("{sandbox}-runner-")) && v.ends_with("-protected")),
+        "{volumes:?}"
+    );
+    let second = env.enqueue(cached(
+        job("second", &["test \"$(cat deps/lib.txt)\" = local"]),
+        "deps-protected",
+        "pull",
+        &[],
+    ));
+    let second = env.finished(second).await;
+    assert_final(&second, JobStatus::Success, None, None);
+    assert!(
+        text(&second).contains("Successfully extracted cache"),
+        "{}",
+        text(&second)
+    );
+    // The drained shutdown removes the sandbox, and its cache volume with it: `finish` checks that
+    // nothing of the runner is left.
+    env.finish().await;
+}
