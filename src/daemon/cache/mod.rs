@@ -89,7 +89,8 @@ pub fn plan(
         .as_ref()
         .map(|t| shorten_token(t.expose()))
         .unwrap_or_default();
-    // GitLab Runner's URLs live as long as the job may.
+    // GitLab Runner's URLs live as long as the job's timeout; saving comes after the script and
+    // `after_script`, so a short job's URLs get an hour.
     let expires = spec.timeout.max(Duration::from_secs(3600));
     for entry in entries {
         let policy = keys::expand(&entry.policy, job);
