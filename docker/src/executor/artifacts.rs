@@ -29,6 +29,21 @@ fn stage_failed() -> Outcome {
     }
 }
 
+/// `512 B`, `1.5 KiB`, `12.0 MiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// A stage's `*_ATTEMPTS` variable: 1 to 10, default 1; anything else is clamped (or ignored),
 /// with GitLab Runner's warning.
 pub(crate) fn stage_attempts(vars: &HashMap<&str, &str>, key: &str) -> (u32, Option<String>) {
@@ -272,7 +287,20 @@ impl Job {
                     )
                     .await
                     {
-                        Ok(_) => break,
+                        Ok(counts) => {
+                            let size = tokio::fs::metadata(&file).await.map_or(0, |m| m.len());
+                            self.trace
+                                .say(format!(
+                                    "Extracted {} ({}): {} files, {} directories, {} symlinks\n",
+                                    what,
+                                    human_size(size),
+                                    counts.files,
+                                    counts.dirs,
+                                    counts.symlinks
+                                ))
+                                .await;
+                            break;
+                        }
                         Err(err @ archive::ArchiveError::Corrupt { .. }) => {
                             format!("The artifacts of {what} cannot be extracted: {err}")
                         }
@@ -404,6 +432,13 @@ impl Job {
                 self.trace.error("No files to upload").await;
                 continue;
             }
+            self.trace
+                .say(format!(
+                    "Created {file_name} ({}, {} entries)\n",
+                    human_size(collected.size),
+                    collected.entries
+                ))
+                .await;
             let mut lines = Vec::new();
             let mut log = |level, line| lines.push((level, line));
             let result = transport
@@ -426,6 +461,14 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(12 << 20), "12.0 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
 
     #[test]
     fn stage_attempts_are_clamped_with_a_warning() {

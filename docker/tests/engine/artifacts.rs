@@ -274,6 +274,11 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     assert!(out.contains("\nfrom-build\n"), "{out}");
     assert!(out.contains("\n640\n"), "modes are kept: {out}");
     assert!(
+        out.contains("Extracted build (60) (")
+            && out.contains("1 files, 1 directories, 1 symlinks"),
+        "{out}"
+    );
+    assert!(
         out.find("downloaded (double)") < out.find("$ cat out/link"),
         "{out}"
     );
