@@ -10,6 +10,8 @@
 //!   command (GitLab Runner's `MachineDriver` and `MachineOptions`).
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
+//! - [`archive`] makes and unpacks a job's archives (artifacts, caches) through the engine's
+//!   archive endpoints; the executor moves them to GitLab through an [`ArtifactTransport`].
 
 pub mod archive;
 mod engine;

@@ -129,7 +129,9 @@ impl Selection {
             match relative(text, project_dir) {
                 Some(rel) => {
                     bases.push(base_of(&rel));
-                    paths.push(Rule::new(text, &rel)?);
+                    // `.` (or the project directory itself): everything in it.
+                    let glob = if rel.is_empty() { "**" } else { rel.as_str() };
+                    paths.push(Rule::new(text, glob)?);
                 }
                 None => outside.push(text.clone()),
             }
@@ -300,6 +302,17 @@ mod tests {
             ["../other/secret", "/etc/passwd", "/builds/acme/widgetry/x"]
         );
         assert_eq!(m.bases(), ["log/test.log", "out/app.txt"]);
+    }
+
+    #[test]
+    fn the_project_directory_itself_takes_everything() {
+        for path in [".", "./", "/builds/acme/widget"] {
+            let m = matcher(&[path], &["*.log"], &[]);
+            assert!(taken(&m, "a.txt"), "{path}");
+            assert!(taken(&m, "deep/dir/file"), "{path}");
+            assert!(!taken(&m, "x.log"), "{path}");
+            assert_eq!(m.bases(), [""]);
+        }
     }
 
     #[test]

@@ -29,6 +29,45 @@ fn stage_failed() -> Outcome {
     }
 }
 
+/// `512 B`, `1.5 KiB`, `12.0 MiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A stage's `*_ATTEMPTS` variable: 1 to 10, default 1; anything else is clamped (or ignored),
+/// with GitLab Runner's warning.
+pub(crate) fn stage_attempts(vars: &HashMap<&str, &str>, key: &str) -> (u32, Option<String>) {
+    let Some(value) = vars.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return (1, None);
+    };
+    match value.parse::<i64>() {
+        Ok(n) if (1..=10).contains(&n) => (n as u32, None),
+        Ok(n) => {
+            let clamped = n.clamp(1, 10) as u32;
+            (
+                clamped,
+                Some(format!(
+                    "{key}: number of attempts out of the range [1, 10], using {clamped}"
+                )),
+            )
+        }
+        Err(_) => (
+            1,
+            Some(format!("{key}: {value:?} is not a number, using 1")),
+        ),
+    }
+}
+
 /// `$VAR` and `${VAR}` from the job's variables (unknown ones are empty), as the helper's shell
 /// expansion does for `name`, `paths` and `exclude`.
 pub(crate) fn expand(text: &str, vars: &HashMap<&str, &str>) -> String {
@@ -218,56 +257,65 @@ impl Job {
             return Ok(None);
         }
         self.trace.section("Downloading artifacts").await;
+        let (attempts, warning) = stage_attempts(&self.variables(), "ARTIFACT_DOWNLOAD_ATTEMPTS");
+        if let Some(warning) = warning {
+            self.trace.warn(&warning).await;
+        }
         let container = self.transfer_container().await?;
         let work = tempfile::tempdir()
             .map_err(|e| JobError::System(format!("a temporary directory: {e}")))?;
         let spec = self.spec.clone();
         for dependency in &spec.dependencies {
-            self.trace
-                .say(format!(
-                    "Downloading artifacts for {} ({})...\n",
-                    dependency.name, dependency.id
-                ))
-                .await;
+            let what = format!("{} ({})", dependency.name, dependency.id);
             let file = work.path().join(format!("{}.zip", dependency.id));
-            let mut lines = Vec::new();
-            let mut log = |level, line| lines.push((level, line));
-            let result = transport.download(dependency, &file, &mut log).await;
-            self.log_lines(lines).await;
-            if let Err(err) = result {
+            for attempt in 1..=attempts {
                 self.trace
-                    .error(&format!(
-                        "Downloading artifacts for {} ({}) failed: {err}",
-                        dependency.name, dependency.id
-                    ))
+                    .say(format!("Downloading artifacts for {what}...\n"))
                     .await;
-                return Ok(Some(stage_failed()));
-            }
-            match archive::extract(
-                &self.docker,
-                &container,
-                &spec.project_dir,
-                &file,
-                work.path(),
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(err @ archive::ArchiveError::Corrupt { .. }) => {
-                    self.trace
-                        .error(&format!(
-                            "The artifacts of {} ({}) cannot be extracted: {err}",
-                            dependency.name, dependency.id
-                        ))
-                        .await;
+                let mut lines = Vec::new();
+                let mut log = |level, line| lines.push((level, line));
+                let result = transport.download(dependency, &file, &mut log).await;
+                self.log_lines(lines).await;
+                let failure = match result {
+                    Err(err) => format!("Downloading artifacts for {what} failed: {err}"),
+                    Ok(()) => match archive::extract(
+                        &self.docker,
+                        &container,
+                        &spec.project_dir,
+                        &file,
+                        work.path(),
+                    )
+                    .await
+                    {
+                        Ok(counts) => {
+                            let size = tokio::fs::metadata(&file).await.map_or(0, |m| m.len());
+                            self.trace
+                                .say(format!(
+                                    "Extracted {} ({}): {} files, {} directories, {} symlinks\n",
+                                    what,
+                                    human_size(size),
+                                    counts.files,
+                                    counts.dirs,
+                                    counts.symlinks
+                                ))
+                                .await;
+                            break;
+                        }
+                        Err(err @ archive::ArchiveError::Corrupt { .. }) => {
+                            format!("The artifacts of {what} cannot be extracted: {err}")
+                        }
+                        Err(err) => {
+                            return Err(JobError::System(format!(
+                                "extracting the artifacts of {what}: {err}"
+                            )));
+                        }
+                    },
+                };
+                self.trace.error(&failure).await;
+                if attempt == attempts {
                     return Ok(Some(stage_failed()));
                 }
-                Err(err) => {
-                    return Err(JobError::System(format!(
-                        "extracting the artifacts of {} ({}): {err}",
-                        dependency.name, dependency.id
-                    )));
-                }
+                self.trace.warn("Retrying...").await;
             }
             let _ = tokio::fs::remove_file(&file).await;
         }
@@ -384,6 +432,13 @@ impl Job {
                 self.trace.error("No files to upload").await;
                 continue;
             }
+            self.trace
+                .say(format!(
+                    "Created {file_name} ({}, {} entries)\n",
+                    human_size(collected.size),
+                    collected.entries
+                ))
+                .await;
             let mut lines = Vec::new();
             let mut log = |level, line| lines.push((level, line));
             let result = transport
@@ -406,6 +461,25 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(12 << 20), "12.0 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn stage_attempts_are_clamped_with_a_warning() {
+        let key = "ARTIFACT_DOWNLOAD_ATTEMPTS";
+        let attempts = |v: &str| stage_attempts(&HashMap::from([(key, v)]), key);
+        assert_eq!(stage_attempts(&HashMap::new(), key), (1, None));
+        assert_eq!(attempts("3"), (3, None));
+        assert_eq!(attempts("42").0, 10);
+        assert!(attempts("0").1.is_some_and(|w| w.contains("using 1")));
+        assert!(attempts("many").1.is_some());
+    }
 
     #[test]
     fn variables_are_expanded_as_the_helper_does() {

@@ -26,6 +26,8 @@ struct Double {
     refuse_uploads: bool,
     /// Downloads never end.
     hang: bool,
+    /// Downloads that fail before one goes through.
+    failures: std::sync::atomic::AtomicU32,
 }
 
 impl ArtifactTransport for Double {
@@ -63,7 +65,16 @@ impl ArtifactTransport for Double {
                 log(LineLevel::Info, "hanging (double)".into());
                 std::future::pending::<()>().await;
             }
+            let failures = &self.failures;
+            let failing = failures
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
             match &self.archive {
+                Some(_) if failing => Err(TransferError("500 Internal Server Error".into())),
                 Some(source) => {
                     std::fs::copy(source, dest).unwrap();
                     log(LineLevel::Info, "downloaded (double)".into());
@@ -241,7 +252,7 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
         zip.finish().unwrap();
     }
     let double = Arc::new(Double {
-        archive: Some(archive),
+        archive: Some(archive.clone()),
         ..Default::default()
     });
     let mut job = spec(
@@ -263,9 +274,35 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     assert!(out.contains("\nfrom-build\n"), "{out}");
     assert!(out.contains("\n640\n"), "modes are kept: {out}");
     assert!(
+        out.contains("Extracted build (60) (")
+            && out.contains("1 files, 1 directories, 1 symlinks"),
+        "{out}"
+    );
+    assert!(
         out.find("downloaded (double)") < out.find("$ cat out/link"),
         "{out}"
     );
+
+    // ARTIFACT_DOWNLOAD_ATTEMPTS repeats a failed download.
+    let flaky = Arc::new(Double {
+        archive: Some(archive),
+        failures: 1.into(),
+        ..Default::default()
+    });
+    let mut job = spec(&runner, 70, &["cat out/app.txt"]);
+    job.variables = vec![drover_docker::Variable::new(
+        "ARTIFACT_DOWNLOAD_ATTEMPTS",
+        "2",
+    )];
+    job.dependencies = vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }];
+    job.transport = Transport::new(flaky);
+    let (outcome, out) = run_job(local(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("WARNING: Retrying..."), "{out}");
+    assert!(out.contains("\nfrom-build\n"), "{out}");
 
     // A dependency that cannot be downloaded fails the job before its script; after_script runs.
     let failing = Arc::new(Double::default());

@@ -170,3 +170,27 @@ async fn an_upload_refused_as_too_large_fails_that_job_only() {
     assert_eq!(env.fake.artifacts(other).len(), 2);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_gitlab_refuses_fails_the_job_naming_it() {
+    let Some(mut env) = Env::new("pipeline_refused_dependency", Settings::docker()).await else {
+        return;
+    };
+    env.start().await;
+    let build = env.enqueue(build_job());
+    assert_final(&env.finished(build).await, JobStatus::Success, None, None);
+    env.fake
+        .inject(Fault::status(Route::ArtifactDownload, 403, 1));
+    let test = env.enqueue(test_job(build));
+    let view = env.finished(test).await;
+    assert_final(&view, JobStatus::Failed, Some("script_failure"), Some(1));
+    let trace = text(&view);
+    assert!(
+        trace.contains(&format!(
+            "Downloading artifacts for build ({build}) failed: forbidden"
+        )),
+        "{trace}"
+    );
+    assert_eq!(lines(&view, BUILT), 0, "the script did not run:\n{trace}");
+    env.finish().await;
+}
