@@ -220,3 +220,14 @@ fn gitlab_runners_volume_hash() {
         "3c3f060a0374fc8bc39395164f415a70"
     );
 }
+
+#[test]
+fn the_s3_secret_never_prints() {
+    let with_token = S3.replace("BucketName", "SessionToken = \"SESSIONTOKEN\"\nBucketName");
+    let runner = runner(&with_token);
+    let debug = format!("{runner:?}");
+    assert!(debug.contains("access_key: \"AK\""), "{debug}");
+    for secret in ["SECRETSECRET", "SESSIONTOKEN"] {
+        assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+    }
+}
