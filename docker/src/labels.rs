@@ -23,6 +23,10 @@ pub const ROLE_STEP: &str = "step";
 pub const ROLE_SERVICE: &str = "service";
 pub const ROLE_NETWORK: &str = "network";
 pub const ROLE_BUILDS: &str = "builds";
+/// The container that serves the engine's archive endpoints for artifact transfers (never started).
+pub const ROLE_TRANSFER: &str = "transfer";
+/// The local cache's volumes: no job label, so they outlive the job (they go with the machine).
+pub const ROLE_CACHE: &str = "cache";
 
 /// A label filter for the engine's list endpoints: every `key=value` (or bare `key`) must match.
 pub(crate) fn filter(pairs: &[(&str, Option<&str>)]) -> HashMap<String, Vec<String>> {

@@ -10,8 +10,11 @@
 //!   command (GitLab Runner's `MachineDriver` and `MachineOptions`).
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
+//! - [`archive`] makes and unpacks a job's archives (artifacts, caches) through the engine's
+//!   archive endpoints; the executor moves them to GitLab through an [`ArtifactTransport`].
 
 pub mod auth;
+pub mod archive;
 mod engine;
 pub mod executor;
 mod image;
@@ -24,8 +27,10 @@ mod trace;
 pub use auth::RegistryCredential;
 pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
-    BuildSpec, ContainerOptions, GitSpec, GitStrategy, ImageSpec, ServiceSpec, Shell, StepName,
-    StepSpec, SubmoduleStrategy, Submodules, Variable, When,
+    ArtifactSpec, ArtifactTransport, BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec,
+    CacheTarget, ContainerOptions, DependencySpec, GitSpec, GitStrategy, ImageSpec, LineLevel,
+    ServiceSpec, Shell, SignedUrl, StepName, StepSpec, SubmoduleStrategy, Submodules, TransferError,
+    TransferLog, Transport, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy};

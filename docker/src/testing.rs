@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 use crate::engine::EngineConfig;
 
 pub mod registry;
+pub mod s3;
 
 /// A shell with the usual tools (`sh`, `echo`, `sleep`, `wget`, `httpd`, ...), no git.
 pub const BUSYBOX_IMAGE: &str = "drover-test/busybox:1";

@@ -51,6 +51,8 @@ pub struct ClientConfig {
     pub identity: RunnerIdentity,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// The first wait between artifact tries (then doubling, at most 5×): GitLab Runner's 1 s.
+    pub artifact_backoff: Duration,
 }
 
 impl ClientConfig {
@@ -61,6 +63,7 @@ impl ClientConfig {
             identity,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
+            artifact_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -267,6 +270,7 @@ struct Inner {
     timeouts: Timeouts,
     retry: RetryPolicy,
     jitter: Jitter,
+    artifact_backoff: Duration,
 }
 
 /// A response read to the end.
@@ -368,6 +372,7 @@ impl Client {
                 timeouts: config.timeouts,
                 jitter: Jitter::new(config.retry.seed),
                 retry: config.retry,
+                artifact_backoff: config.artifact_backoff,
             }),
         })
     }
@@ -646,6 +651,22 @@ impl Client {
         })
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn api_base(&self) -> &Url {
+        &self.inner.base
+    }
+
+    pub(crate) fn user_agent(&self) -> &str {
+        &self.inner.user_agent
+    }
+
+    pub(crate) fn artifact_backoff(&self) -> Duration {
+        self.inner.artifact_backoff
+    }
+
     fn url_of(&self, path: &str) -> String {
         let full = format!("{}{}", self.inner.base, path);
         full.split('?').next().unwrap_or(&full).to_owned()
@@ -668,10 +689,7 @@ impl Client {
             reason: e.to_string(),
         })?;
         let shown = self.url_of(&call.path);
-        let request_id = {
-            let mut rng = rand::rng();
-            format!("{:032x}", rng.random::<u128>())
-        };
+        let request_id = request_id();
         let mut backoff = Backoff::new(inner.retry.min_backoff, inner.retry.max_backoff);
         let attempts = inner.retry.max_attempts.max(1);
         for attempt in 1..=attempts {
@@ -781,6 +799,11 @@ fn find_tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// Turns a transport failure into an error an operator can act on.
+/// A new `X-Request-Id`: 32 hex digits.
+pub(crate) fn request_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
 fn classify(error: reqwest::Error, method: &Method, url: &str, timeout: Duration) -> Error {
     if error.is_timeout() {
         return Error::Timeout {

@@ -9,6 +9,8 @@
 //!   across writes), enforces `output_limit` and keeps the CRC32 and size of what it stores;
 //!   [`trace::TraceUploader`] sends it incrementally and performs the final update, resumable after
 //!   a restart from a persisted acknowledged offset.
+//! - [`artifacts`]: uploading a job's artifacts and downloading its dependencies' archives, with
+//!   GitLab Runner's tries and trace lines.
 //! - [`mask`]: how tokens are shown in logs and listings.
 //! - `fake` (cargo feature `fake`): a strict, recording fake coordinator on loopback.
 //!
@@ -16,6 +18,7 @@
 //! sleeps; retry jitter comes from a seedable RNG ([`retry::RetryPolicy::seed`]).
 
 pub mod api;
+pub mod artifacts;
 mod client;
 mod error;
 pub mod mask;

@@ -1,5 +1,6 @@
 //! Integration tests of drover-gitlab against its fake GitLab (one test binary).
 
+mod artifacts;
 mod common;
 mod decode;
 mod faults;

@@ -144,6 +144,28 @@ fn runner(
         .as_deref()
         .unwrap_or("none (each job must name one)");
     let pull: Vec<&str> = s.docker.pull_policy.iter().map(|p| p.as_str()).collect();
+    let cache = match &s.cache {
+        Some(c) => format!(
+            "cache: s3 bucket {} at {} ({}){}{}",
+            c.s3.bucket,
+            c.s3.endpoint,
+            c.s3.region,
+            if c.path.is_empty() {
+                String::new()
+            } else {
+                format!(", Path {}", c.path)
+            },
+            if c.shared { ", shared" } else { "" }
+        ),
+        None if !s.local_cache_kept() => format!(
+            "cache: local, not kept across jobs (no volume at {})",
+            s.cache_dir
+        ),
+        None if s.docker.disable_cache => {
+            "cache: local, dropped after each job (disable_cache)".to_string()
+        }
+        None => "cache: local, kept per project on the machine".to_string(),
+    };
     match &core.executor {
         Executor::Direct => {
             let _ = writeln!(
@@ -152,6 +174,7 @@ fn runner(
                 core.request_concurrency
             );
             let _ = writeln!(out, "  image {image}, pull_policy {}", pull.join(", "));
+            let _ = writeln!(out, "  {cache}");
         }
         Executor::Pool(policy) => {
             let _ = writeln!(
@@ -163,6 +186,7 @@ fn runner(
                 policy.max_removal_attempts,
             );
             let _ = writeln!(out, "  image {image}, pull_policy {}", pull.join(", "));
+            let _ = writeln!(out, "  {cache}");
             let _ = writeln!(
                 out,
                 "  machine names: {}{}",

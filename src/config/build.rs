@@ -15,12 +15,14 @@ use super::raw::{RawConfig, RawRunner};
 use super::schema::{Walk, suggest};
 use super::settings::{ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings};
 use super::timezone::LocalZone;
-use super::{docker, machine};
+use super::{cache, docker, machine};
 
 /// GitLab Runner's defaults.
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_OUTPUT_LIMIT_KB: u32 = 4096;
+/// GitLab Runner's `cache_dir` for docker executors.
+const DEFAULT_CACHE_DIR: &str = "/cache";
 
 /// Collects problems while building.
 pub struct Ctx<'a> {
@@ -368,6 +370,26 @@ fn runner(
         .docker
         .map(|d| docker::settings(d, index, ctx))
         .unwrap_or_else(docker::defaults);
+    let cache = cache::settings(raw.cache, index, ctx);
+    let cache_dir = match raw.cache_dir {
+        Some(d) if d.get_ref().trim().starts_with('/') => {
+            d.into_inner().trim().trim_end_matches('/').to_string()
+        }
+        Some(d) if !d.get_ref().trim().is_empty() => {
+            ctx.error(
+                ctx.diag(
+                    d.span(),
+                    format!(
+                        "`runners[{index}].cache_dir` {:?} is not an absolute path",
+                        d.get_ref()
+                    ),
+                )
+                .hint("write the directory inside the job as an absolute path, e.g. \"/cache\""),
+            );
+            String::new()
+        }
+        _ => DEFAULT_CACHE_DIR.to_string(),
+    };
 
     let (core_executor, machine) = match executor {
         Some(ExecutorKind::DockerMachine) => {
@@ -445,6 +467,8 @@ fn runner(
         },
         docker,
         machine,
+        cache,
+        cache_dir,
     };
     Some((core, settings))
 }

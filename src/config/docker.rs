@@ -109,6 +109,11 @@ pub fn settings(raw: RawDocker, index: usize, ctx: &mut Ctx<'_>) -> DockerSettin
         devices: raw.devices,
         user: non_empty(raw.user),
         services,
+        disable_cache: raw.disable_cache,
+        cache_dir: raw
+            .cache_dir
+            .map(|d| d.into_inner().trim().trim_end_matches('/').to_string())
+            .filter(|d| !d.is_empty()),
     }
 }
 

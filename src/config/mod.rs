@@ -12,31 +12,36 @@
 //!
 //! Sections drover owns: the top level, `[[runners]]`, `[runners.machine]`,
 //! `[[runners.machine.autoscaling]]`, `[runners.docker]`, `[[runners.docker.services]]`,
-//! `[machine.shutdown_drain]`. In those, a key that is neither read nor a known GitLab Runner key
+//! `[runners.cache]`, `[runners.cache.s3]`, `[machine.shutdown_drain]`. In those, a key that is
+//! neither read nor a known GitLab Runner key
 //! is an error with a "did you mean" hint (`IdelCount` → `IdleCount`). Keys are case-sensitive.
 //!
 //! | section | read and acted on |
 //! |---|---|
 //! | top level | `concurrent` (required, ≥ 1), `check_interval`, `shutdown_timeout`, `log_level`, `log_format`, `listen_address` |
 //! | `[machine.shutdown_drain]` | `enabled` |
-//! | `[[runners]]` | `name`, `url`, `token`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `pre_build_script`, `post_build_script` |
+//! | `[[runners]]` | `name`, `url`, `token`, `tls-ca-file`, `executor`, `limit`, `output_limit`, `request_concurrency`, `environment`, `builds_dir`, `cache_dir`, `pre_build_script`, `post_build_script` |
 //! | `[runners.machine]` | `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime`, `MaxBuilds`, `MaxGrowthRate`, `MaxRemovalAttempts`, `MachineDriver`, `MachineName`, `MachineOptions`, `MachineOptionsWithName`, and drover's own `Provider`, `DockerHost` and `DockerMachinePath` |
 //! | `[[runners.machine.autoscaling]]` | `Periods`, `Timezone`, `IdleCount`, `IdleCountMin`, `IdleScaleFactor`, `IdleTime` |
-//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_cert_path`, `shm_size`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user` |
+//! | `[runners.docker]` | `image`, `pull_policy`, `allowed_pull_policies`, `allowed_images`, `allowed_services`, `privileged`, `volumes`, `host`, `tls_cert_path`, `shm_size`, `helper_image`, `extra_hosts`, `dns`, `dns_search`, `memory`, `cpus`, `cap_add`, `cap_drop`, `devices`, `user`, `disable_cache`, `cache_dir` |
+//! | `[runners.cache]` | `Type` (`s3` only; `gcs` and `azure` warn), `Path`, `Shared`, `MaxUploadedArchiveSize` |
+//! | `[runners.cache.s3]` | `ServerAddress`, `AccessKey`, `SecretKey`, `SessionToken`, `BucketName`, `BucketLocation`, `Insecure`, `AuthenticationType`, `PathStyle` |
 //! | `[[runners.docker.services]]` | `name`, `alias`, `command`, `entrypoint`, `environment` |
 //!
 //! Accepted and ignored, named in one warning: at the top level `session_server`, `labels`,
 //! `user`, `sentry_dsn`, `connection_max_age`, `experimental`; in `[machine.shutdown_drain]`
 //! `concurrency`, `max_retries`, `retry_backoff`; in `[[runners]]` `pre_get_sources_script`,
-//! `post_get_sources_script`, `tls-cert-file`, `tls-key-file`, `labels`, `shell`, `cache_dir`,
-//! `clone_url`, `cache`, `custom_build_dir`, `feature_flags`, `referees`, `artifact`,
+//! `post_get_sources_script`, `tls-cert-file`, `tls-key-file`, `labels`, `shell`,
+//! `clone_url`, `custom_build_dir`, `feature_flags`, `referees`, `artifact`,
 //! `monitoring`, timeouts and other executors' sections (`kubernetes`, `autoscaler`, `custom`,
 //! `ssh`, ...); the rest of GitLab Runner's `[runners.docker]` keys (`tls_verify`,
-//! `network_mode`, `disable_cache`, ...). Everything under an ignored key is ignored with it.
+//! `network_mode`, ...); in `[runners.cache]` the `gcs` and `azure` sections; in
+//! `[runners.cache.s3]` `ServerSideEncryption*`, `DualStack`, `Accelerate`, `RoleARN`, ....
+//! Everything under an ignored key is ignored with it.
 //! `id`, `token_obtained_at` and `token_expires_at`, which `drover register` writes as GitLab
 //! Runner does, are checked for their type and otherwise unused.
 //! Deprecated, with a warning: `OffPeak*` (removed in GitLab Runner 14.0), `pre_clone_script`,
-//! `post_clone_script`.
+//! `post_clone_script`, S3 keys written directly in `[runners.cache]`.
 //!
 //! # Defaults and rules
 //!
@@ -52,6 +57,7 @@
 //! `runner-<n>`) and a warning; two runners with one name are an error.
 
 mod build;
+mod cache;
 mod diagnostic;
 mod docker;
 mod machine;
@@ -65,6 +71,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::de::DeTable;
 
+pub use cache::{S3Credentials, S3Settings};
 pub use diagnostic::{ConfigError, Diagnostic, Warning};
 pub use schema::suggest;
 pub use settings::{

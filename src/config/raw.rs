@@ -62,7 +62,9 @@ pub struct RawRunner {
     pub builds_dir: Option<String>,
     pub pre_build_script: Option<String>,
     pub post_build_script: Option<String>,
+    pub cache_dir: Option<Spanned<String>>,
     pub docker: Option<RawDocker>,
+    pub cache: Option<Spanned<RawCache>>,
     pub machine: Option<Spanned<RawMachine>>,
 }
 
@@ -141,6 +143,47 @@ pub struct RawDocker {
     pub user: Option<String>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    #[serde(default)]
+    pub disable_cache: bool,
+    pub cache_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [runners.cache] table")]
+#[allow(non_snake_case)] // GitLab's key names, verbatim
+pub struct RawCache {
+    pub Type: Option<Spanned<String>>,
+    pub Path: Option<String>,
+    #[serde(default)]
+    pub Shared: bool,
+    pub MaxUploadedArchiveSize: Option<Count64>,
+    pub s3: Option<Spanned<RawCacheS3>>,
+}
+
+/// `[runners.cache.s3]`. Not `Debug`: it holds the secret key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [runners.cache.s3] table")]
+#[allow(non_snake_case)] // GitLab's key names, verbatim
+pub struct RawCacheS3 {
+    pub ServerAddress: Option<Spanned<String>>,
+    pub AccessKey: Option<String>,
+    pub SecretKey: Option<String>,
+    pub SessionToken: Option<String>,
+    pub BucketName: Option<Spanned<String>>,
+    pub BucketLocation: Option<String>,
+    #[serde(default)]
+    pub Insecure: bool,
+    pub AuthenticationType: Option<Spanned<String>>,
+    pub PathStyle: Option<bool>,
+}
+
+impl fmt::Debug for RawCacheS3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawCacheS3")
+            .field("ServerAddress", &self.ServerAddress)
+            .field("BucketName", &self.BucketName)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]

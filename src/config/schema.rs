@@ -185,7 +185,10 @@ pub static RUNNER: Section = Section {
         ignored("tls-key-file"),
         ignored("labels"),
         ignored("shell"),
-        ignored("cache_dir"),
+        read(
+            "cache_dir",
+            "a string, the local cache's directory inside the job, e.g. \"/cache\"",
+        ),
         ignored("clone_url"),
         ignored("proxy_exec"),
         ignored("prepare_timeout"),
@@ -195,7 +198,7 @@ pub static RUNNER: Section = Section {
         ignored("clean_git_config"),
         ignored("custom_build_dir"),
         ignored("referees"),
-        ignored("cache"),
+        section("cache", &CACHE),
         ignored("artifact"),
         ignored("feature_flags"),
         ignored("monitoring"),
@@ -330,7 +333,7 @@ pub static DOCKER: Section = Section {
         section("services", &SERVICE),
         ignored("tls_verify"),
         ignored("network_mode"),
-        ignored("disable_cache"),
+        read("disable_cache", BOOL),
         ignored("hostname"),
         ignored("runtime"),
         ignored("memory_swap"),
@@ -354,7 +357,10 @@ pub static DOCKER: Section = Section {
         ignored("volume_keep"),
         ignored("volume_driver"),
         ignored("volume_driver_ops"),
-        ignored("cache_dir"),
+        read(
+            "cache_dir",
+            "a string, a directory on the machine, e.g. \"/srv/cache\"",
+        ),
         ignored("volumes_from"),
         ignored("pid_mode"),
         ignored("ipcmode"),
@@ -383,6 +389,66 @@ pub static DOCKER: Section = Section {
         ignored("network_mtu"),
         ignored("log_options"),
         ignored("enable_ipv6"),
+    ],
+};
+
+const FLAT_S3: &str = "GitLab Runner reads the S3 keys only in a [runners.cache.s3] section: move \
+                       them there";
+
+/// `[runners.cache]`: the distributed cache.
+pub static CACHE: Section = Section {
+    header: "[runners.cache]",
+    keys: &[
+        read(
+            "Type",
+            "\"s3\" (drover supports S3 and S3-compatible servers only)",
+        ),
+        read("Path", "a string, a prefix for the cache objects' names"),
+        read("Shared", BOOL),
+        read(
+            "MaxUploadedArchiveSize",
+            "a whole number of bytes, 0 or more (0 = unlimited)",
+        ),
+        section("s3", &CACHE_S3),
+        // Backends drover does not support: `Type` says so when it names them.
+        ignored("gcs"),
+        ignored("azure"),
+        deprecated("ServerAddress", FLAT_S3),
+        deprecated("AccessKey", FLAT_S3),
+        deprecated("SecretKey", FLAT_S3),
+        deprecated("BucketName", FLAT_S3),
+        deprecated("BucketLocation", FLAT_S3),
+        deprecated("Insecure", FLAT_S3),
+    ],
+};
+
+/// `[runners.cache.s3]`.
+pub static CACHE_S3: Section = Section {
+    header: "[runners.cache.s3]",
+    keys: &[
+        read(
+            "ServerAddress",
+            "a string \"host[:port]\", e.g. \"minio.example.com:9000\" (empty: AWS S3)",
+        ),
+        read("AccessKey", STRING),
+        read("SecretKey", STRING),
+        read("SessionToken", STRING),
+        read("BucketName", STRING),
+        read(
+            "BucketLocation",
+            "a string, the bucket's region, e.g. \"eu-west-1\"",
+        ),
+        read("Insecure", BOOL),
+        read("AuthenticationType", "\"access-key\" or \"iam\""),
+        read("PathStyle", BOOL),
+        ignored("ServerSideEncryption"),
+        ignored("ServerSideEncryptionKeyID"),
+        ignored("DualStack"),
+        ignored("Accelerate"),
+        ignored("RoleARN"),
+        ignored("UploadRoleARN"),
+        ignored("AssumeRoleMaxConcurrency"),
+        ignored("DisableAssumeRoleCredentialsCaching"),
     ],
 };
 
@@ -596,6 +662,8 @@ mod tests {
             &PERIOD,
             &DOCKER,
             &SERVICE,
+            &CACHE,
+            &CACHE_S3,
         ] {
             let mut names: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
             names.sort_unstable();

@@ -5,6 +5,7 @@ use std::fmt;
 
 use drover_gitlab::Secret;
 
+use super::cache::CacheSettings;
 use super::diagnostic::ConfigError;
 
 /// Global settings (the top level of `config.toml`) beyond the scheduling values (`concurrent`,
@@ -97,6 +98,10 @@ pub struct RunnerSettings {
     pub docker: DockerSettings,
     /// `[runners.machine]`, for `docker+machine` runners.
     pub machine: Option<MachineSettings>,
+    /// `[runners.cache]` with `Type = "s3"`; `None`: caches stay on the machine.
+    pub cache: Option<CacheSettings>,
+    /// `cache_dir`: where the local cache's archives live inside the job (default `/cache`).
+    pub cache_dir: String,
 }
 
 impl fmt::Debug for RunnerSettings {
@@ -118,6 +123,8 @@ impl fmt::Debug for RunnerSettings {
             .field("hooks", &self.hooks)
             .field("docker", &self.docker)
             .field("machine", &self.machine)
+            .field("cache", &self.cache)
+            .field("cache_dir", &self.cache_dir)
             .finish()
     }
 }
@@ -134,6 +141,15 @@ impl RunnerSettings {
             })
     }
 
+    /// Whether a `[runners.docker] volumes` entry holds `cache_dir`, so that the local cache
+    /// outlives the job's containers (GitLab Runner's `register` writes `volumes = ["/cache"]`).
+    pub fn local_cache_kept(&self) -> bool {
+        self.docker
+            .volumes
+            .iter()
+            .any(|v| volume_target(v) == Some(self.cache_dir.as_str()))
+    }
+
     pub(super) fn registered(&self) -> Result<(&str, &Secret), &'static str> {
         match (self.url.as_deref(), self.token.as_ref()) {
             (Some(url), Some(token)) => Ok((url, token)),
@@ -142,6 +158,15 @@ impl RunnerSettings {
             (Some(_), None) => Err("`token`"),
         }
     }
+}
+
+/// The path inside the container of a `volumes` entry: `/dst`, `src:/dst` or `src:/dst:mode`.
+pub fn volume_target(volume: &str) -> Option<&str> {
+    let mut parts = volume.split(':');
+    let first = parts.next()?;
+    let target = parts.next().unwrap_or(first);
+    let target = target.trim_end_matches('/');
+    target.starts_with('/').then_some(target)
 }
 
 /// `executor`.
@@ -202,6 +227,11 @@ pub struct DockerSettings {
     pub user: Option<String>,
     /// Services started with every job (`[[runners.docker.services]]`).
     pub services: Vec<ServiceSettings>,
+    /// `disable_cache`: container-only `volumes` live as long as the job instead of being kept
+    /// per project on the machine.
+    pub disable_cache: bool,
+    /// `cache_dir`: a host directory that holds the kept volumes instead of Docker volumes.
+    pub cache_dir: Option<String>,
 }
 
 /// `pull_policy` values: the executor's own type, so the settings reach it unconverted.
@@ -335,6 +365,8 @@ mod tests {
             hooks: Hooks::default(),
             docker: DockerSettings::default(),
             machine: None,
+            cache: None,
+            cache_dir: "/cache".into(),
         }
     }
 

@@ -143,16 +143,13 @@ fn one_warning_names_every_ignored_key_with_its_line() {
         [
             ("session_server", 10),
             ("runners[0].custom_build_dir", 25),
-            ("runners[0].docker.tls_verify", 27),
-            ("runners[0].docker.disable_cache", 30),
-            ("runners[0].cache", 34)
+            ("runners[0].docker.tls_verify", 27)
         ]
     );
     assert_eq!(
         l.warnings[0].to_string(),
-        "5 keys GitLab Runner knows have no effect in drover and are ignored: session_server \
-         (line 10), runners[0].custom_build_dir (line 25), runners[0].docker.tls_verify (line 27), \
-         runners[0].docker.disable_cache (line 30), runners[0].cache (line 34)"
+        "3 keys GitLab Runner knows have no effect in drover and are ignored: session_server \
+         (line 10), runners[0].custom_build_dir (line 25), runners[0].docker.tls_verify (line 27)"
     );
 }
 
@@ -169,10 +166,16 @@ fn the_seed_example_loads_unregistered() {
         l.runners[0].machine.as_ref().unwrap().provider,
         Provider::DockerMachine
     );
+    // Its flat S3 keys are no longer read by GitLab Runner either: no distributed cache.
     assert_eq!(
         kinds(&l),
-        [WarningKind::IgnoredKeys, WarningKind::UnnamedRunner]
+        [
+            WarningKind::Deprecated,
+            WarningKind::UnnamedRunner,
+            WarningKind::NoEffect
+        ]
     );
+    assert!(l.runners[0].cache.is_none());
     assert_eq!(
         l.warnings[1].keys[0].line, 5,
         "points at the [[runners]] header"
@@ -209,6 +212,8 @@ fn every_key_fixture_covers_the_schema_and_loads() {
         &schema::PERIOD,
         &schema::DOCKER,
         &schema::SERVICE,
+        &schema::CACHE,
+        &schema::CACHE_S3,
     ];
     for section in sections {
         for key in section.keys {
@@ -552,7 +557,7 @@ concurrent = 1
   [runners.docker]
     tls_verify = true
     network_mode = "bridge"
-    disable_cache = true
+    volume_keep = true
 "#,
     );
     assert_eq!(kinds(&l), [WarningKind::IgnoredKeys]);
@@ -567,7 +572,7 @@ concurrent = 1
             "runners[0].post_get_sources_script",
             "runners[0].docker.tls_verify",
             "runners[0].docker.network_mode",
-            "runners[0].docker.disable_cache",
+            "runners[0].docker.volume_keep",
         ]
     );
     assert!(l.core.drain_machines_on_shutdown, "`enabled` is still read");
@@ -585,8 +590,8 @@ concurrent = 1
   executor = "docker"
   [runners.kubernetes.pod_labels]
     team = "ci"
-  [runners.cache]
-    Shared = "not a bool"
+  [runners.cache.gcs]
+    BucketName = ["not", "a", "string"]
 "#,
     );
     assert_eq!(kinds(&l), [WarningKind::IgnoredKeys]);
@@ -596,7 +601,7 @@ concurrent = 1
         [
             "session_server",
             "runners[0].kubernetes",
-            "runners[0].cache"
+            "runners[0].cache.gcs"
         ]
     );
 }

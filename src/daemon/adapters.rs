@@ -66,6 +66,7 @@ pub fn runner_link(
         info,
         settings: settings.clone(),
         short_token: short_token.to_string(),
+        system_id: system_id.to_string(),
         registry_mirrors: settings
             .machine
             .as_ref()

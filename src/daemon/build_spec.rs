@@ -134,7 +134,7 @@ pub fn build_spec(
         .builds_dir
         .clone()
         .unwrap_or_else(|| "/builds".to_string());
-    let mut warnings = not_done(job);
+    let mut warnings = Vec::new();
     let lookup = sources::Lookup::new(job, &runner.environment);
     let strategy = sources::strategy(job, &lookup, &mut warnings);
     warnings.extend(sources::unsupported(job, &lookup));
@@ -332,6 +332,8 @@ pub fn build_spec(
 
     let credentials = registry_credentials(job, &variables, &mut warnings);
 
+    let (artifacts, artifact_warnings) = super::artifacts::specs(job);
+    warnings.extend(artifact_warnings);
     Ok(BuildSpec {
         job_id: job.id,
         runner: runner_short.to_string(),
@@ -351,6 +353,13 @@ pub fn build_spec(
         container_options: container_options(&runner.docker),
         helper_image: runner.docker.helper_image.clone(),
         warnings,
+        artifacts,
+        dependencies: super::artifacts::dependencies(job),
+        // Set by the job's task, which holds the GitLab client.
+        transport: Default::default(),
+        // Filled by `cache::plan`, which needs the machine the job runs on.
+        caches: Vec::new(),
+        kept_volumes: Vec::new(),
     })
 }
 
@@ -506,30 +515,6 @@ fn container_options(docker: &config::DockerSettings) -> ContainerOptions {
         dns_search: docker.dns_search.clone(),
         extra_hosts: docker.extra_hosts.clone(),
     }
-}
-
-/// The parts of a job drover runs without: the job goes on, and its trace says what is missing.
-fn not_done(job: &JobResponse) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if !job.artifacts.is_empty() {
-        warnings.push(
-            "this job's `artifacts:` are not uploaded: drover does not implement artifacts yet"
-                .to_string(),
-        );
-    }
-    if job.dependencies.iter().any(|d| d.artifacts_file.is_some()) {
-        warnings.push(
-            "the artifacts of earlier jobs are not downloaded: drover does not implement artifacts yet"
-                .to_string(),
-        );
-    }
-    if !job.cache.is_empty() {
-        warnings.push(
-            "this job's `cache:` is neither restored nor saved: drover does not implement caches yet"
-                .to_string(),
-        );
-    }
-    warnings
 }
 
 #[cfg(test)]
@@ -722,24 +707,13 @@ mod tests {
     }
 
     #[test]
-    fn artifacts_and_caches_the_job_asks_for_become_trace_warnings() {
+    fn artifacts_reach_the_spec_without_warnings() {
         let job = fixture_job();
         assert!(!job.artifacts.is_empty() && !job.cache.is_empty());
         let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
-        let warnings = spec.warnings.join("\n");
-        assert_eq!(spec.warnings.len(), 3, "{warnings}");
-        assert!(
-            warnings.contains("`artifacts:` are not uploaded"),
-            "{warnings}"
-        );
-        assert!(
-            warnings.contains("earlier jobs are not downloaded"),
-            "{warnings}"
-        );
-        assert!(
-            warnings.contains("`cache:` is neither restored nor saved"),
-            "{warnings}"
-        );
+        assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+        assert_eq!(spec.artifacts.len(), 2);
+        assert_eq!(spec.dependencies.len(), 1);
 
         let mut plain = job;
         plain.artifacts.clear();

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Input;
 
-/// What drover tells GitLab it can do. Only what is implemented: artifacts, caches, sessions and
-/// step-runner steps are not.
+/// What drover tells GitLab it can do. Only what is implemented: sessions and step-runner steps
+/// are not.
 pub fn features() -> FeaturesInfo {
     FeaturesInfo {
         variables: true,
@@ -24,6 +24,12 @@ pub fn features() -> FeaturesInfo {
         service_variables: true,
         service_multiple_aliases: true,
         cancel_gracefully: true,
+        cache: true,
+        fallback_cache_keys: true,
+        artifacts: true,
+        upload_multiple_artifacts: true,
+        upload_raw_artifacts: true,
+        artifacts_exclude: true,
         ..FeaturesInfo::client_protocol()
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
-use drover_docker::{Executor, LogCursor, error_line};
+use drover_docker::{Executor, LogCursor, Transport, error_line};
 use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UndecodableJob, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
@@ -17,10 +17,12 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::task::TaskTracker;
 
 use super::Input;
+use super::artifacts::GitlabTransport;
 use super::build_spec::{
     Unsupported, build_spec, home_registry_credentials, with_concurrency, with_home_credentials,
     with_tls_ca,
 };
+use super::cache;
 use super::concurrency::Slots;
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
@@ -42,6 +44,8 @@ pub struct RunnerContext {
     pub slots: Arc<Slots>,
     /// `tls-ca-file`, resolved: the job's `CI_SERVER_TLS_CA_FILE`.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// This drover's system id (`s_…`), part of the local cache's volume names.
+    pub system_id: String,
 }
 
 /// What the core decided for a job.
@@ -597,12 +601,18 @@ async fn execute(
     };
     // Held while the job runs: this function returns when it has ended.
     let slot = runner.slots.acquire(job.job_info.project_id);
-    let spec = match build_spec(
+    let spec = build_spec(
         job,
         &runner.settings,
         &runner.short_token,
         &runner.registry_mirrors,
-    ) {
+    )
+    .and_then(|mut spec| {
+        let machine = endpoint.machine.as_deref();
+        cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
+        Ok(spec)
+    });
+    let mut spec = match spec {
         Ok(mut spec) => {
             // docker+machine: one job per machine, so GitLab Runner counts per-project slots
             // on a machine, always 0.
@@ -632,6 +642,10 @@ async fn execute(
             return not_started(message, reason);
         }
     };
+    spec.transport = Transport::new(Arc::new(GitlabTransport {
+        client: runner.client.clone(),
+        job: JobCredentials::from(job),
+    }));
     let (sink, mut chunks) = mpsc::channel(256);
     let handle = if resume {
         shared

@@ -6,7 +6,9 @@
 //! only place that reads the clock.
 
 pub mod adapters;
+mod artifacts;
 mod build_spec;
+mod cache;
 mod clock;
 mod concurrency;
 mod coordinator;

@@ -270,15 +270,13 @@ fn warnings_name_the_ignored_keys() {
     ]);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.starts_with("warning: 5 keys GitLab Runner knows have no effect"),
+        stderr.starts_with("warning: 3 keys GitLab Runner knows have no effect"),
         "{stderr}"
     );
     for line in [
         "10 | session_server",
         "25 | runners[0].custom_build_dir",
         "27 | runners[0].docker.tls_verify",
-        "30 | runners[0].docker.disable_cache",
-        "34 | runners[0].cache",
     ] {
         assert!(stderr.contains(line), "no {line:?} in\n{stderr}");
     }
@@ -315,6 +313,56 @@ fn warnings_name_the_ignored_keys() {
     assert!(
         stderr.contains("--> fixtures/config/good/five-field-cron.toml:13:18"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn cache_sections_are_read_and_unsupported_backends_said() {
+    let out = drover(&["check-config", "fixtures/config/good/s3-cache.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "  cache: s3 bucket runner-cache at http://minio.example.com:9000 (eu-west-1), Path ci\n",
+        "  cache: local, kept per project on the machine\n",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    let all = stdout + &text(&out.stderr);
+    assert!(!all.contains("CACHESECRETKEYEXAMPLE"), "{all}");
+
+    // The autoscaling guide's Minio example: flat S3 keys GitLab Runner no longer reads.
+    let out = drover(&[
+        "check-config",
+        "fixtures/config/good/seed-digitalocean.toml",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("GitLab Runner reads the S3 keys only in a [runners.cache.s3] section")
+            && stderr.contains("runners[0].cache.SecretKey")
+            && stderr.contains("`Type = \"s3\"` without a [runners.cache.s3] section"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRET_KEY\""), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let gcs = dir.path().join("gcs.toml");
+    std::fs::write(
+        &gcs,
+        "concurrent = 1\n[[runners]]\nname = \"g\"\nexecutor = \"docker\"\n\
+         [runners.cache]\nType = \"gcs\"\n[runners.cache.gcs]\nBucketName = \"b\"\n",
+    )
+    .unwrap();
+    let out = drover(&["check-config", gcs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("drover has no gcs cache: jobs keep their caches on the machine"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("cache: local, not kept across jobs (no volume at /cache)"),
+        "{}",
+        text(&out.stdout)
     );
 }
 

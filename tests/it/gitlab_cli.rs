@@ -143,7 +143,9 @@ async fn register_list_verify_delete_and_unregister() {
             && manager.features.image
             && manager.features.masking
             && manager.features.cancel_gracefully
-            && !manager.features.artifacts,
+            && manager.features.artifacts
+            && manager.features.upload_multiple_artifacts
+            && manager.features.artifacts_exclude,
         "{:?}",
         manager.features
     );

@@ -95,6 +95,11 @@ impl Names {
         self.prefix.clone()
     }
 
+    /// The container that serves the archive endpoints for artifact transfers.
+    pub(crate) fn transfer(&self) -> String {
+        format!("{}-transfer", self.prefix)
+    }
+
     fn builds_volume(&self) -> String {
         format!("{}-builds", self.prefix)
     }
@@ -428,6 +433,19 @@ impl Job {
             };
             self.docker.create_volume(options).await?;
         }
+        // Kept across jobs: no job label, so the job's cleanup leaves them; creating an existing
+        // volume returns it.
+        let mut kept = self.base_labels();
+        kept.remove(labels::JOB);
+        kept.insert(labels::ROLE.to_string(), labels::ROLE_CACHE.to_string());
+        for name in &self.spec.kept_volumes {
+            let options = VolumeCreateOptions {
+                name: Some(name.clone()),
+                labels: Some(kept.clone()),
+                ..Default::default()
+            };
+            self.docker.create_volume(options).await?;
+        }
         Ok(())
     }
 
@@ -489,6 +507,35 @@ impl Job {
             if !runs && adopted.is_none() {
                 continue;
             }
+            // `restore_cache`, then `download_artifacts`: after the sources, before the script;
+            // once, on a fresh start of the first user step.
+            if matches!(planned.kind, Kind::User(0))
+                && adopted.is_none()
+                && outcome == Outcome::Success
+            {
+                self.restore_caches().await?;
+            }
+            if matches!(planned.kind, Kind::User(0))
+                && adopted.is_none()
+                && outcome == Outcome::Success
+            {
+                let mut control = self.control.clone();
+                let deadline = instant_at(self.deadline_ms);
+                let failed = tokio::select! {
+                    result = self.download_dependencies() => result?,
+                    reason = aborted(&mut control) => {
+                        return Ok(Outcome::Failed {
+                            reason,
+                            exit_code: None,
+                        });
+                    }
+                    () = tokio::time::sleep_until(deadline) => Some(timed_out()),
+                };
+                if let Some(failed) = failed {
+                    outcome = failed;
+                    continue;
+                }
+            }
             let skip = match cursor {
                 Some(c) if c.step > planned.index => u64::MAX,
                 Some(c) if c.step == planned.index => c.messages,
@@ -542,7 +589,19 @@ impl Job {
                 break;
             }
         }
-        Ok(outcome)
+        // `archive_cache`, then the uploads: past the job's deadline, as GitLab Runner's; only an
+        // abort cuts them short.
+        let mut control = self.control.clone();
+        tokio::select! {
+            result = async {
+                self.save_caches(outcome).await?;
+                self.upload_artifacts(outcome).await
+            } => result,
+            reason = aborted(&mut control) => Ok(Outcome::Failed {
+                reason,
+                exit_code: None,
+            }),
+        }
     }
 
     async fn final_line(&mut self, outcome: Outcome) {
@@ -587,6 +646,18 @@ fn timed_out() -> Outcome {
     Outcome::Failed {
         reason: FailureReason::JobExecutionTimeout,
         exit_code: None,
+    }
+}
+
+/// Resolves when the job is aborted (a cancel is left to the step loop); never if nobody can
+/// steer the job anymore.
+async fn aborted(control: &mut watch::Receiver<Control>) -> FailureReason {
+    let (mut open, mut handled) = (true, Control::Run);
+    loop {
+        match next_control(control, &mut open, handled).await {
+            Control::Abort(reason) => return reason,
+            other => handled = other,
+        }
     }
 }
 

@@ -26,6 +26,8 @@
 //! Known window: a job whose containers were already removed when drover died (its outcome computed,
 //! not yet reported) resumes as `runner_system_failure`.
 
+mod artifacts;
+mod cache;
 pub(crate) mod cleanup;
 mod host;
 mod job;

@@ -360,6 +360,11 @@ mod tests {
             container_options: Default::default(),
             helper_image: None,
             warnings: vec![],
+            caches: vec![],
+            kept_volumes: vec![],
+            artifacts: vec![],
+            dependencies: vec![],
+            transport: Default::default(),
         }
     }
 

@@ -2,8 +2,13 @@
 //! (and the runner's `[runners.docker]` settings) onto it; nothing here knows GitLab's JSON.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+
+use crate::archive::{Format, Selection};
 use crate::auth::RegistryCredential;
 use crate::image::PullPolicy;
 
@@ -43,9 +48,193 @@ pub struct BuildSpec {
     /// The image that fetches the sources (`helper_image`); `None`: the job's image, which then
     /// needs `git`.
     pub helper_image: Option<String>,
-    /// What the job asked for that is not done (artifacts, caches, ...): each is a warning at the
-    /// top of its trace, so nobody has to guess why an artifact never arrived.
+    /// What the job asked for that is not done (caches, ...): each is a warning at the top of its
+    /// trace, so nobody has to guess why a file never arrived.
     pub warnings: Vec<String>,
+    /// The job's `cache:` entries, resolved by the daemon (keys, signed URLs, local paths).
+    pub caches: Vec<CacheSpec>,
+    /// Volumes kept across jobs (the local cache's), created with drover's labels but no job's,
+    /// so the job's cleanup leaves them and the removal of the machine takes them.
+    pub kept_volumes: Vec<String>,
+    /// `artifacts[]`: uploaded after the steps, per their `when`.
+    pub artifacts: Vec<ArtifactSpec>,
+    /// Earlier jobs whose archives are unpacked into the project directory before the script.
+    pub dependencies: Vec<DependencySpec>,
+    /// Who moves artifacts to and from GitLab (the daemon, with the job's token).
+    pub transport: Transport,
+}
+
+/// One `cache:` entry of the job: restored before the script, saved after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// The entry's key, as the trace shows it.
+    pub key: String,
+    /// Globs relative to the project directory, as `artifacts:paths`.
+    pub paths: Vec<String>,
+    /// Also the files git does not track.
+    pub untracked: bool,
+    /// The keys to try in order (the key, `fallback_keys`, `CACHE_FALLBACK_KEY`) with where each
+    /// archive is; empty for `policy: push`.
+    pub restore: Vec<CacheSource>,
+    /// Where the archive goes; `None` for `policy: pull`.
+    pub save: Option<CacheSave>,
+    /// When the archive is saved, given the job's outcome (`cache:when`).
+    pub when: When,
+}
+
+/// A key to restore from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSource {
+    pub key: String,
+    pub location: CacheLocation,
+}
+
+/// Where a cache archive is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// An object of the distributed cache: a presigned `GET` URL.
+    Remote(SignedUrl),
+    /// `cache.zip` at this path inside the job's containers (the local cache).
+    Local(String),
+}
+
+/// Where a cache archive is saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSave {
+    pub key: String,
+    pub target: CacheTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheTarget {
+    /// A presigned `PUT` URL and the signed headers the request must carry verbatim.
+    Remote {
+        url: SignedUrl,
+        headers: Vec<(String, String)>,
+        /// `MaxUploadedArchiveSize`: a bigger archive is not uploaded.
+        max_size: Option<u64>,
+    },
+    /// `cache.zip` at this path inside the job's containers.
+    Local(String),
+}
+
+/// A presigned URL: its query string is the signature, so `Debug` and [`SignedUrl::redacted`]
+/// show the URL without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedUrl(String);
+
+impl SignedUrl {
+    pub fn new(url: impl Into<String>) -> SignedUrl {
+        SignedUrl(url.into())
+    }
+
+    /// The whole URL, for the request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its query string, for traces and logs.
+    pub fn redacted(&self) -> &str {
+        self.0.split(['?', '#']).next().unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// One `artifacts[]` entry of the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactSpec {
+    /// `name` (default `artifacts`): the uploaded file's base name. `$VAR`s are expanded.
+    pub name: String,
+    /// `paths` and `exclude` (`$VAR`s are expanded), relative to the project directory.
+    pub selection: Selection,
+    /// Add the files git does not track.
+    pub untracked: bool,
+    pub when: When,
+    /// As the job wrote it (`1 week`); empty: GitLab's default.
+    pub expire_in: String,
+    /// `archive`, `junit`, ...
+    pub artifact_type: String,
+    pub format: Format,
+}
+
+/// A job whose artifacts this job gets (`dependencies:`/`needs:` with an archive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DependencySpec {
+    pub id: u64,
+    pub name: String,
+}
+
+/// How a line of a transfer reads in the trace.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LineLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+/// A failed transfer: the message ends up in the trace (never a token or a signed URL).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransferError(pub String);
+
+/// Where a transfer's trace lines go.
+pub type TransferLog<'a> = &'a mut (dyn FnMut(LineLevel, String) + Send);
+
+/// Moves artifact archives between the daemon's disk and GitLab for one job.
+pub trait ArtifactTransport: Send + Sync {
+    /// Sends `file` (named `file_name`) as the artifact `artifact`.
+    fn upload<'a>(
+        &'a self,
+        artifact: &'a ArtifactSpec,
+        file: &'a Path,
+        file_name: &'a str,
+        log: TransferLog<'a>,
+    ) -> BoxFuture<'a, Result<(), TransferError>>;
+
+    /// Writes the archive of `dependency` to `dest`.
+    fn download<'a>(
+        &'a self,
+        dependency: &'a DependencySpec,
+        dest: &'a Path,
+        log: TransferLog<'a>,
+    ) -> BoxFuture<'a, Result<(), TransferError>>;
+}
+
+/// An [`ArtifactTransport`], or none (jobs without artifacts, tests): equal when it is the same
+/// object.
+#[derive(Clone, Default)]
+pub struct Transport(pub Option<Arc<dyn ArtifactTransport>>);
+
+impl Transport {
+    pub fn new(transport: Arc<dyn ArtifactTransport>) -> Transport {
+        Transport(Some(transport))
+    }
+}
+
+impl PartialEq for Transport {
+    fn eq(&self, other: &Transport) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Transport {}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Some(_) => "Transport(..)",
+            None => "Transport(None)",
+        })
+    }
 }
 
 /// `[runners.docker]` settings of the job's containers, with GitLab Runner's reach: the step
@@ -312,6 +501,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
+        let url =
+            SignedUrl::new("http://127.0.0.1:9000/b/o?X-Amz-Signature=abc123&X-Amz-Credential=AK");
+        assert_eq!(format!("{url:?}"), "\"http://127.0.0.1:9000/b/o\"");
+        assert_eq!(url.redacted(), "http://127.0.0.1:9000/b/o");
         let v = Variable::new("TOKEN", "s3cret-value");
         assert!(!format!("{v:?}").contains("s3cret"));
         let git = GitSpec {

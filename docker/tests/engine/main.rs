@@ -1,6 +1,8 @@
 //! drover-docker against the real Docker engine. Without an engine these tests say "SKIPPED" on
 //! stderr, except in CI (`CI` set), where they fail.
 
+mod archive;
+mod artifacts;
 mod containers;
 mod environment;
 mod git;

@@ -147,6 +147,11 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
         container_options: Default::default(),
         helper_image: None,
         warnings: vec![],
+        caches: vec![],
+        kept_volumes: vec![],
+        artifacts: vec![],
+        dependencies: vec![],
+        transport: Default::default(),
     }
 }
 

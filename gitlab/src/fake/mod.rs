@@ -5,10 +5,11 @@
 //! versions with Workhorse-style long polling, two-phase job commit, job states with
 //! `Job-Status` on every job response, trace offsets with `416`, the final update checked against
 //! the stored trace, cancellation (`canceling` when the runner declared `cancel_gracefully`),
-//! rate limiting, and scriptable [`Fault`]s. It can serve payloads GitLab's schema does not allow:
-//! a job's JSON with a member replaced ([`JobTemplate::json_at`]), or a raw `201` body
-//! ([`FakeGitlab::answer_raw`]). Artifacts endpoints are absent, as drover does not
-//! claim the feature: a call to them is a violation.
+//! rate limiting, artifacts (uploads checked as Workhorse and Rails check them, served back to
+//! dependent jobs through a redirect to object storage on the same server; a job whose artifacts need
+//! a feature its runner did not declare is dropped as `runner_unsupported`), and scriptable
+//! [`Fault`]s. It can serve payloads GitLab's schema does not allow: a job's JSON with a member
+//! replaced ([`JobTemplate::json_at`]), or a raw `201` body ([`FakeGitlab::answer_raw`]).
 //!
 //! It **records** every request ([`FakeGitlab::requests`]) and it is **strict**: protocol mistakes
 //! a real GitLab might tolerate (a missing or wrong token header, a malformed `Content-Range`,
@@ -36,7 +37,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use state::{
-    JobStatus, JobView, ManagerView, RecordedRequest, RunnerView, UpdateRecord, Violation,
+    JobStatus, JobView, ManagerView, RecordedRequest, RunnerView, StoredArtifact, UpdateRecord,
+    Violation,
 };
 pub use template::{FAILURE_REASONS, JobTemplate};
 
@@ -97,6 +99,12 @@ pub enum Route {
     /// `PUT /jobs/:id` with a final state.
     FinalUpdate,
     TracePatch,
+    /// `POST /jobs/:id/artifacts` (e.g. `413` too large, `405` artifacts disabled).
+    ArtifactUpload,
+    /// `GET /jobs/:id/artifacts`.
+    ArtifactDownload,
+    /// `GET /objects/...`: the object storage a direct download is redirected to.
+    ObjectStorage,
 }
 
 /// A scripted misbehaviour, applied to the next `times` matching requests (in injection order).
@@ -319,6 +327,11 @@ impl FakeGitlab {
     /// Faults not used up yet.
     pub fn pending_faults(&self) -> Vec<Fault> {
         self.shared.lock().faults.clone()
+    }
+
+    /// The artifacts a job uploaded, in upload order.
+    pub fn artifacts(&self, job: u64) -> Vec<StoredArtifact> {
+        self.shared.lock().stored_artifacts(job)
     }
 
     /// Every request received, in order.

@@ -115,10 +115,19 @@ enum Endpoint {
     JobRequest,
     UpdateJob(u64),
     PatchTrace(u64),
+    UploadArtifacts(u64),
+    DownloadArtifacts(u64),
+    Object(String),
     Unknown,
 }
 
 fn route(method: &str, path: &str) -> Endpoint {
+    if let Some(object) = path.strip_prefix("/objects/")
+        && method == "GET"
+    {
+        let key = object.split('/').next().unwrap_or_default();
+        return Endpoint::Object(key.to_owned());
+    }
     let Some(rest) = path.strip_prefix("/api/v4/") else {
         return Endpoint::Unknown;
     };
@@ -134,6 +143,12 @@ fn route(method: &str, path: &str) -> Endpoint {
         ("PATCH", ["jobs", id, "trace"]) => {
             id.parse().map_or(Endpoint::Unknown, Endpoint::PatchTrace)
         }
+        ("POST", ["jobs", id, "artifacts"]) => id
+            .parse()
+            .map_or(Endpoint::Unknown, Endpoint::UploadArtifacts),
+        ("GET", ["jobs", id, "artifacts"]) => id
+            .parse()
+            .map_or(Endpoint::Unknown, Endpoint::DownloadArtifacts),
         _ => Endpoint::Unknown,
     }
 }
@@ -157,6 +172,9 @@ fn fault_route(endpoint: &Endpoint, body: &[u8]) -> Route {
             }
         }
         Endpoint::PatchTrace(_) => Route::TracePatch,
+        Endpoint::UploadArtifacts(_) => Route::ArtifactUpload,
+        Endpoint::DownloadArtifacts(_) => Route::ArtifactDownload,
+        Endpoint::Object(_) => Route::ObjectStorage,
         Endpoint::Unknown => Route::Any,
     }
 }
@@ -219,6 +237,8 @@ async fn handle(
 
     let reply = match endpoint {
         Endpoint::JobRequest => request_job(&shared, &request).await,
+        // Object storage is not GitLab: none of GitLab's headers are expected there.
+        Endpoint::Object(key) => shared.lock().object(&request, &key),
         endpoint => {
             let mut state = shared.lock();
             state.check_common(&request);
@@ -230,7 +250,9 @@ async fn handle(
                 Endpoint::ResetToken => state.reset_token(&request),
                 Endpoint::UpdateJob(id) => state.update_job(&request, id),
                 Endpoint::PatchTrace(id) => state.patch_trace(&request, id),
-                Endpoint::JobRequest | Endpoint::Unknown => {
+                Endpoint::UploadArtifacts(id) => state.upload_artifacts(&request, id),
+                Endpoint::DownloadArtifacts(id) => state.download_artifacts(&request, id),
+                Endpoint::JobRequest | Endpoint::Object(_) | Endpoint::Unknown => {
                     state.unknown_endpoint(&request);
                     Reply::json(404, &serde_json::json!({ "message": "404 Not Found" }))
                 }

@@ -9,6 +9,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+mod artifacts;
+
+pub use artifacts::StoredArtifact;
+
 use super::template::JobTemplate;
 use super::{FakeOptions, Fault, Route};
 use crate::api::{self, FeaturesInfo, JobResponse};
@@ -342,6 +346,11 @@ pub(crate) struct State {
     pub requests: Vec<RecordedRequest>,
     pub violations: Vec<Violation>,
     rng: StdRng,
+    /// Uploaded artifacts by job id.
+    artifacts: BTreeMap<u64, Vec<StoredArtifact>>,
+    /// Object storage behind direct downloads, by key.
+    objects: BTreeMap<String, Vec<u8>>,
+    object_counter: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -375,6 +384,9 @@ impl State {
             requests: Vec::new(),
             violations: Vec::new(),
             rng,
+            artifacts: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            object_counter: 0,
         }
     }
 
@@ -839,16 +851,36 @@ impl State {
             .get(&system_id)
             .map(|m| m.features.clone())
             .unwrap_or_default();
-        let pick = self.queue.iter().position(|id| {
-            self.jobs
-                .get(id)
-                .is_some_and(|j| j.only_runner.as_deref().is_none_or(|t| t == token))
-        });
-        let Some(pos) = pick else {
-            return Reply::new(204).header("X-GitLab-Last-Update", version);
+        let id = loop {
+            let pick = self.queue.iter().position(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| j.only_runner.as_deref().is_none_or(|t| t == token))
+            });
+            let Some(pos) = pick else {
+                return Reply::new(204).header("X-GitLab-Last-Update", version);
+            };
+            let id = self.queue.remove(pos).expect("position is in range");
+            // GitLab drops a job that needs a feature the runner did not declare, and looks on.
+            if !supports(&features, &self.jobs[&id].response) {
+                let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+                job.status = JobStatus::Failed;
+                job.failure_reason = Some("runner_unsupported".into());
+                continue;
+            }
+            break id;
         };
-        let id = self.queue.remove(pos).expect("position is in range");
+        // GitLab fills in the dependencies' archives when it hands the job out.
+        let files: Vec<_> = self.jobs[&id]
+            .response
+            .dependencies
+            .iter()
+            .map(|d| self.artifacts_file(d.id))
+            .collect();
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
+        for (dependency, file) in job.response.dependencies.iter_mut().zip(files) {
+            dependency.artifacts_file = file;
+        }
         job.runner = Some(token);
         job.manager = Some(system_id);
         job.graceful = features.cancel_gracefully;
@@ -1125,4 +1157,19 @@ impl State {
             )
             .job_status(status)
     }
+}
+
+/// GitLab's `pre_assign_runner_checks` for artifacts and caches: reports need
+/// `upload_multiple_artifacts`, `exclude` needs `artifacts_exclude`, `cache:fallback_keys` needs
+/// `fallback_cache_keys`.
+fn supports(features: &FeaturesInfo, job: &JobResponse) -> bool {
+    job.artifacts.iter().all(|a| {
+        (a.artifact_type.is_empty()
+            || a.artifact_type == "archive"
+            || features.upload_multiple_artifacts)
+            && (a.exclude.is_empty() || features.artifacts_exclude)
+    }) && job
+        .cache
+        .iter()
+        .all(|c| c.fallback_keys.is_empty() || features.fallback_cache_keys)
 }

@@ -1,8 +1,8 @@
 //! Jobs for the fake to hand out.
 
 use crate::api::{
-    GitInfo, Image, JobFeatures, JobInfo, JobResponse, JobRunnerInfo, Service, ServiceVariable,
-    Step, StepWhen, Variable, step_name,
+    Artifact, Dependency, GitInfo, Image, JobFeatures, JobInfo, JobResponse, JobRunnerInfo,
+    Service, ServiceVariable, Step, StepWhen, Variable, step_name,
 };
 use crate::mask::Secret;
 
@@ -337,6 +337,25 @@ impl JobTemplate {
     }
 
     /// Only the runner with this token may take the job.
+    /// Adds an `artifacts[]` entry (`artifacts:` or one of `artifacts:reports:`).
+    pub fn artifact(mut self, artifact: Artifact) -> Self {
+        self.response.artifacts.push(artifact);
+        self
+    }
+
+    /// Adds a dependency on the job `id` (`dependencies:`/`needs:`). Its token is the running
+    /// job's; its `artifacts_file` is filled when the job is handed out, from what `id` uploaded.
+    pub fn dependency(mut self, id: u64, name: &str) -> Self {
+        let token = self.response.token.clone();
+        self.response.dependencies.push(Dependency {
+            id,
+            name: name.into(),
+            token,
+            artifacts_file: None,
+        });
+        self
+    }
+
     pub fn for_runner(mut self, token: &str) -> Self {
         self.runner_token = Some(token.into());
         self

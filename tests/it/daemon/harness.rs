@@ -47,6 +47,10 @@ pub struct Settings {
     pub json_logs: bool,
     /// The runner's `[runners.docker] image`: each sandbox is made with it.
     pub image: String,
+    /// More `[runners.docker]` lines, e.g. `volumes = ["/cache"]`.
+    pub docker_extra: String,
+    /// More sections of the runner, at the end of the file, e.g. `[runners.cache]`.
+    pub runner_extra: String,
 }
 
 impl Settings {
@@ -63,6 +67,8 @@ impl Settings {
             drain: true,
             json_logs: false,
             image: BUSYBOX_IMAGE.to_string(),
+            docker_extra: String::new(),
+            runner_extra: String::new(),
         }
     }
 
@@ -193,6 +199,7 @@ impl Env {
             limit = s.limit,
             image = s.image,
         );
+        text.push_str(&s.docker_extra);
         if s.pool {
             text.push_str(&format!(
                 "  [runners.machine]\n\
@@ -204,6 +211,7 @@ impl Env {
                 s.idle_count, s.idle_time, s.max_builds
             ));
         }
+        text.push_str(&s.runner_extra);
         std::fs::write(self.config_path(), text).expect("writing config.toml");
     }
 

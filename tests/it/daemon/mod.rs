@@ -3,11 +3,13 @@
 //! Every test runs its own daemon with its own runner (short token, machine prefix), so the tests
 //! run in parallel without seeing each other's machines. See `harness.rs`.
 
+mod cache;
 mod faults;
 mod harness;
 mod jobs;
 mod ops;
 mod payloads;
+mod pipeline;
 mod pool;
 mod recovery;
 mod registry;
