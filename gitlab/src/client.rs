@@ -135,6 +135,12 @@ impl RemoteJobStatus {
 pub enum RequestOutcome {
     /// `201`: a job for this runner.
     Job(Box<JobResponse>),
+    /// `201` with a payload drover cannot use, for a job it can name: accept it and fail it with
+    /// the reason ([`api::UndecodableJob::error`]). Not a fault of the coordinator: no backoff.
+    Undecodable(Box<api::UndecodableJob>),
+    /// `201` with an answer that names no job (no usable `id` and `token`): nothing can be
+    /// reported, so it is logged and dropped. Not a fault of the coordinator's link: no backoff.
+    Unusable { message: String },
     /// `204`: nothing to do. Send `last_update` (when present) with the next request; a bare
     /// `204` from a long poll carries none, and the previous value stays current.
     NoJob { last_update: Option<String> },
@@ -524,9 +530,12 @@ impl Client {
             Err(e) => return failed(None, true, e.to_string()),
         };
         match reply.status {
-            201 => match decode::<JobResponse>(&method, &url, &reply) {
+            201 => match api::decode_job(&reply.body) {
                 Ok(job) => RequestOutcome::Job(Box::new(job)),
-                Err(e) => failed(Some(201), true, e.to_string()),
+                Err(api::JobDecodeError::Job(bad)) => RequestOutcome::Undecodable(bad),
+                Err(e @ api::JobDecodeError::Anonymous(_)) => RequestOutcome::Unusable {
+                    message: format!("{method} {url}: {e}"),
+                },
             },
             204 => RequestOutcome::NoJob {
                 last_update: reply.header("x-gitlab-last-update").map(str::to_owned),

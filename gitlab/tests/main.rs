@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod common;
+mod decode;
 mod faults;
 mod fixtures;
 mod masking;

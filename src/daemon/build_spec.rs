@@ -186,6 +186,7 @@ pub fn build_spec(
         key: v.key.clone(),
         value: v.value.clone(),
         file: v.file,
+        public: v.public && !v.masked,
     }));
 
     let mut steps = Vec::new();
@@ -224,7 +225,8 @@ pub fn build_spec(
             script,
             timeout: step_timeout(step.timeout, timeout),
             when,
-            allow_failure: step.allow_failure,
+            // GitLab: after_script never changes the job's result, whatever the payload says.
+            allow_failure: step.allow_failure || name == StepName::AfterScript,
         });
     }
     if !steps.iter().any(|s| s.name == StepName::Script) {
@@ -256,7 +258,14 @@ pub fn build_spec(
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    for s in &job.services {
+    for (i, s) in job.services.iter().enumerate() {
+        if s.name.trim().is_empty() {
+            return Err(unsupported(format!(
+                "service {} of the job (`services[{i}]`, alias {:?}) names no image",
+                i + 1,
+                s.alias
+            )));
+        }
         check_allowed(
             &s.name,
             "allowed_services",
@@ -512,6 +521,52 @@ mod tests {
         let mut plain = job;
         plain.services.clear();
         assert!(build_spec(&plain, &runner, "r", &[]).is_ok());
+    }
+
+    #[test]
+    fn a_job_service_without_an_image_is_named_in_the_failure() {
+        let mut job = fixture_job();
+        job.services.push(Default::default());
+        let err = build_spec(&job, &runner(), "r", &[]).unwrap_err();
+        assert_eq!(err.reason, drover_core::FailureReason::RunnerSystemFailure);
+        assert_eq!(
+            err.message,
+            "service 3 of the job (`services[2]`, alias \"\") names no image"
+        );
+    }
+
+    #[test]
+    fn after_script_never_changes_the_result_whatever_the_payload_says() {
+        let mut job = fixture_job();
+        for step in &mut job.steps {
+            step.allow_failure = false;
+        }
+        let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
+        let allowed: Vec<(StepName, bool)> = spec
+            .steps
+            .iter()
+            .map(|s| (s.name, s.allow_failure))
+            .collect();
+        assert_eq!(
+            allowed,
+            vec![(StepName::Script, false), (StepName::AfterScript, true)]
+        );
+    }
+
+    #[test]
+    fn only_public_variables_are_public_to_services() {
+        let job = fixture_job();
+        let spec = build_spec(&job, &runner(), "r", &[]).unwrap();
+        for v in &job.variables {
+            let mapped = spec.variables.iter().rfind(|m| m.key == v.key).unwrap();
+            assert_eq!(mapped.public, v.public && !v.masked, "{}", v.key);
+        }
+        assert!(
+            spec.variables.iter().any(|v| !v.public),
+            "the fixture has secrets"
+        );
+        let runners_own = spec.variables.iter().find(|v| v.key == "CI_BUILDS_DIR");
+        assert!(runners_own.is_some_and(|v| v.public));
     }
 
     #[test]

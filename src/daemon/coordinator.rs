@@ -115,6 +115,16 @@ impl Coordinator {
                     tracing::info!(runner = runner.0, job = job.id, "received a job");
                     Input::Job { runner, job }
                 }
+                // GitLab answered: a payload drover cannot use is no fault of the link, so the
+                // request cadence stays as it is.
+                RequestOutcome::Undecodable(job) => {
+                    *lock(&unhealthy) = 0;
+                    Input::Undecodable { runner, job }
+                }
+                RequestOutcome::Unusable { message } => {
+                    *lock(&unhealthy) = 0;
+                    Input::Unusable { runner, message }
+                }
                 RequestOutcome::NoJob { last_update: lu } => {
                     *lock(&unhealthy) = 0;
                     if let Some(lu) = lu {

@@ -64,6 +64,34 @@ struct Driver {
     last_status: Option<std::time::Instant>,
     /// The payload of the job being handed to the core, and the runner it came for.
     pending_job: Option<(RunnerId, Box<JobResponse>)>,
+    /// Jobs failed for a payload drover cannot use, most recent last: one that comes back is not
+    /// accepted (and failed) again.
+    rejected: RecentIds,
+}
+
+/// The most recent ids of a bounded set.
+#[derive(Default)]
+struct RecentIds {
+    order: std::collections::VecDeque<u64>,
+    ids: std::collections::BTreeSet<u64>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 10_000;
+
+    /// Adds `id`; `false` if it was there already.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
 }
 
 /// Runs the daemon until a shutdown completes. The exit code is 0 after a clean shutdown.
@@ -142,6 +170,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         exit: None,
         last_status: None,
         pending_job: None,
+        rejected: RecentIds::default(),
     };
     driver.started_at = driver.clock.now().to_string();
 
@@ -230,6 +259,71 @@ impl Driver {
     fn input(&mut self, input: Input) -> anyhow::Result<()> {
         match input {
             Input::Event(event) => self.step(event),
+            Input::Job { runner, job } if self.core.state().job(JobId(job.id)).is_some() => {
+                // The core records the duplicate; the payload of the job it holds stays as it is.
+                tracing::warn!(
+                    runner = runner.0,
+                    job = job.id,
+                    "GitLab delivered job {} again while drover holds it; ignoring the second \
+                     delivery",
+                    job.id
+                );
+                let info = JobInfo {
+                    timeout_ms: drover_core::millis(job.timeout()),
+                    queued_ms: 0,
+                };
+                self.step(Event::JobReceived {
+                    runner,
+                    job: JobId(job.id),
+                    info,
+                })
+            }
+            Input::Undecodable { runner, job } => {
+                let name = self.runner_name(runner);
+                let ctx = self.contexts.get(&runner).cloned();
+                if self.jobs.holds(JobId(job.id)) {
+                    // A job drover runs must not be failed by a second, garbled delivery.
+                    self.metrics.unusable_payload(&name, "repeated");
+                    tracing::warn!(
+                        runner = %name,
+                        job = job.id,
+                        path = %job.error.path,
+                        "GitLab delivered job {} again while drover holds it, with a payload \
+                         drover cannot use; ignoring the second delivery",
+                        job.id
+                    );
+                } else if !self.rejected.insert(job.id) {
+                    self.metrics.unusable_payload(&name, "repeated");
+                    tracing::warn!(
+                        runner = %name,
+                        job = job.id,
+                        path = %job.error.path,
+                        "GitLab handed out job {} again, whose payload drover already failed; \
+                         leaving it alone",
+                        job.id
+                    );
+                } else if let Some(ctx) = ctx {
+                    self.metrics.unusable_payload(&name, "failed");
+                    tracing::error!(
+                        runner = %name,
+                        job = job.id,
+                        path = %job.error.path,
+                        "GitLab sent job {} with a payload drover cannot use; failing the job: {}",
+                        job.id,
+                        job.error
+                    );
+                    self.jobs.reject(*job, ctx);
+                } else {
+                    tracing::error!(job = job.id, "cannot report a job whose runner is gone");
+                }
+                self.step(Event::JobRequestEmpty { runner })
+            }
+            Input::Unusable { runner, message } => {
+                let name = self.runner_name(runner);
+                self.metrics.unusable_payload(&name, "dropped");
+                tracing::error!(runner = %name, "dropped an answer to a job request: {message}");
+                self.step(Event::JobRequestEmpty { runner })
+            }
             Input::Job { runner, job } => {
                 // The payload is stored first: a journaled job always has it after a crash.
                 self.state_dir
@@ -248,6 +342,14 @@ impl Driver {
                 })
             }
         }
+    }
+
+    fn runner_name(&self, runner: RunnerId) -> String {
+        self.core
+            .state()
+            .runner(runner)
+            .map(|r| r.config.name.clone())
+            .unwrap_or_default()
     }
 
     async fn signal(&mut self, signal: OpSignal) -> anyhow::Result<()> {
@@ -550,7 +652,8 @@ impl Driver {
                     job = id,
                     "reporting a job whose failure report a crash cut short"
                 );
-                self.jobs.report_interrupted(payload, ctx.clone());
+                let why = self.state_dir.load_rejection(id);
+                self.jobs.report_interrupted(payload, ctx.clone(), why);
                 continue;
             }
             self.state_dir.remove_job(id);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
 use drover_docker::{Executor, LogCursor, Transport, error_line};
-use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UpdateJobRequest};
+use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UndecodableJob, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
 };
@@ -88,13 +88,35 @@ impl Jobs {
             .spawn(async move { job_task(shared, runner, job, rx).await });
     }
 
-    /// After a restart: a job the core gave up on before the crash, whose failure report the
-    /// crash cut short. It is reported failed (`runner_system_failure`).
-    pub fn report_interrupted(&mut self, job: JobResponse, runner: Arc<RunnerContext>) {
+    /// After a restart: a job the core gave up on (or whose payload drover could not use, `why`)
+    /// before the crash, whose failure report the crash cut short. It is reported failed
+    /// (`runner_system_failure`).
+    pub fn report_interrupted(
+        &mut self,
+        job: JobResponse,
+        runner: Arc<RunnerContext>,
+        why: Option<String>,
+    ) {
         let shared = self.shared.clone();
         self.tracker.spawn(async move {
-            report_unstarted(&shared, &runner, &job, FailureReason::RunnerSystemFailure).await
+            report_unstarted(
+                &shared,
+                &runner,
+                &job,
+                FailureReason::RunnerSystemFailure,
+                why,
+            )
+            .await
         });
+    }
+
+    /// A job whose payload drover cannot use: accepted at GitLab and failed at once with the
+    /// reason in its trace, as GitLab Runner fails a job it cannot validate. The core never holds
+    /// it; the state directory does until it is reported, so a crash cannot leave it hanging.
+    pub fn reject(&mut self, bad: UndecodableJob, runner: Arc<RunnerContext>) {
+        let shared = self.shared.clone();
+        self.tracker
+            .spawn(async move { reject(&shared, &runner, bad).await });
     }
 
     /// Waits (at most `within`) until every job task has ended: at a clean exit, only reports of
@@ -207,10 +229,10 @@ async fn job_task(
             run(&shared, &runner, job, progress, placement, true, rx).await
         }
         JobCommand::Fail(reason) | JobCommand::Abort(reason) => {
-            report_unstarted(&shared, &runner, &job, reason).await
+            report_unstarted(&shared, &runner, &job, reason, None).await
         }
         JobCommand::Cancel => {
-            report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled).await
+            report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled, None).await
         }
     }
 }
@@ -255,19 +277,62 @@ async fn accept(runner: &RunnerContext, creds: &JobCredentials, canceled: &impl 
     false
 }
 
-/// A job that never started: a line of trace and a final `failed`.
+async fn reject(shared: &Shared, runner: &RunnerContext, bad: UndecodableJob) {
+    let job = JobResponse {
+        id: bad.id,
+        token: bad.token,
+        ..Default::default()
+    };
+    let why = format!(
+        "GitLab sent this job with a payload drover cannot use: {}",
+        bad.error
+    );
+    let stored = shared.state_dir.save_job(&job).and_then(|()| {
+        shared.state_dir.save_rejection(job.id, &why)?;
+        let progress = Progress {
+            runner: Some(runner.name.clone()),
+            ..Progress::default()
+        };
+        shared.state_dir.save_progress(job.id, &progress)
+    });
+    if let Err(e) = stored {
+        tracing::error!(job = job.id, "storing the job failed: {e:#}");
+    }
+    let creds = JobCredentials::from(&job);
+    // GitLab's cancel before the acknowledgement ends the job anyway: nothing to tell the core,
+    // which never held it.
+    if !accept(runner, &creds, &|| {}).await {
+        shared.state_dir.remove_job(job.id);
+        return;
+    }
+    let mut progress = shared.state_dir.load_progress(job.id);
+    progress.accepted = true;
+    save(shared, job.id, &progress);
+    report_unstarted(
+        shared,
+        runner,
+        &job,
+        FailureReason::RunnerSystemFailure,
+        Some(why),
+    )
+    .await;
+}
+
+/// A job that never started: a line of trace (`why`, or a line for the reason) and a final
+/// `failed`.
 async fn report_unstarted(
     shared: &Shared,
     runner: &RunnerContext,
     job: &JobResponse,
     reason: FailureReason,
+    why: Option<String>,
 ) {
     let options = TraceOptions::for_job(job, Some(u64::from(runner.settings.output_limit_kb)));
     let trace = SharedTrace::new(TraceBuffer::new(&options));
-    let why = match reason {
+    let why = why.unwrap_or_else(|| match reason {
         FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
         r => format!("drover could not start this job ({})", r.as_str()),
-    };
+    });
     trace.write(error_line(&why).as_bytes());
     trace.finish();
     let mut uploader = TraceUploader::new(

@@ -46,6 +46,7 @@ pub struct Metrics {
     idle_target: Family<RunnerLabel, Gauge>,
     concurrent: Gauge,
     requests: Family<Outcome, Counter>,
+    unusable_payloads: Family<Outcome, Counter>,
     jobs_finished: Family<Outcome, Counter>,
     creations: Family<RunnerLabel, Counter>,
     creation_failures: Family<RunnerLabel, Counter>,
@@ -73,6 +74,7 @@ impl Metrics {
             idle_target: Family::default(),
             concurrent: Gauge::default(),
             requests: Family::default(),
+            unusable_payloads: Family::default(),
             jobs_finished: Family::default(),
             creations: Family::default(),
             creation_failures: Family::default(),
@@ -115,6 +117,13 @@ impl Metrics {
                 "job_requests",
                 "Job requests to GitLab by outcome (job, empty, failed)",
                 m.requests.clone(),
+            );
+            r.register(
+                "unusable_job_payloads",
+                "Job payloads from GitLab drover could not use, by what it did: failed (the job \
+                 was failed with the reason in its trace), dropped (the answer named no job), \
+                 repeated (a job already failed that way came again and was left alone)",
+                m.unusable_payloads.clone(),
             );
             r.register(
                 "jobs_finished",
@@ -217,6 +226,16 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    /// A job payload drover could not use; `outcome` is `failed`, `dropped` or `repeated`.
+    pub fn unusable_payload(&self, runner: &str, outcome: &str) {
+        self.unusable_payloads
+            .get_or_create(&Outcome {
+                runner: runner.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     fn request(&self, runner: &str, outcome: &str) {

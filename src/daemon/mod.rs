@@ -19,7 +19,7 @@ pub mod state_dir;
 pub mod status;
 
 use drover_core::{Event, RunnerId};
-use drover_gitlab::api::JobResponse;
+use drover_gitlab::api::{JobResponse, UndecodableJob};
 
 pub use driver::{RunOptions, run};
 
@@ -30,5 +30,16 @@ pub enum Input {
     Job {
         runner: RunnerId,
         job: Box<JobResponse>,
+    },
+    /// A job whose payload drover cannot use: it is accepted and failed, never run, and the core
+    /// hears of an answer without a job.
+    Undecodable {
+        runner: RunnerId,
+        job: Box<UndecodableJob>,
+    },
+    /// An answer that names no job: logged and dropped; the core hears of an empty answer.
+    Unusable {
+        runner: RunnerId,
+        message: String,
     },
 }

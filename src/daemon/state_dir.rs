@@ -7,6 +7,7 @@
 //! <state dir>/status.json      what `drover status` shows
 //! <state dir>/jobs/<id>/job.json       the job payload (secrets: mode 0600)
 //! <state dir>/jobs/<id>/trace          the redacted trace stored so far
+//! <state dir>/jobs/<id>/rejected.txt   why the job's payload is unusable (a job failed unrun)
 //! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset,
 //!                                      redaction checkpoint, outcome (0600: it may hold secrets)
 //! <state dir>/runners/<hex name>.toml  the config file as it was when that runner was last
@@ -133,6 +134,15 @@ impl StateDir {
         let path = self.job_dir(job).join("job.json");
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         drover_gitlab::api::decode(&bytes).with_context(|| format!("decoding {}", path.display()))
+    }
+
+    /// Notes why a job's payload cannot be used: its failure report says so, even after a crash.
+    pub fn save_rejection(&self, job: u64, why: &str) -> anyhow::Result<()> {
+        write_private(&self.job_dir(job).join("rejected.txt"), why.as_bytes())
+    }
+
+    pub fn load_rejection(&self, job: u64) -> Option<String> {
+        fs::read_to_string(self.job_dir(job).join("rejected.txt")).ok()
     }
 
     pub fn load_progress(&self, job: u64) -> Progress {

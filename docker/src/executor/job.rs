@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::spec::{BuildSpec, GitStrategy, StepName, When};
 use super::step::StepEnd;
-use super::{Control, ExecutorOptions, cleanup, services};
+use super::{Control, ExecutorOptions, cleanup, script, services};
 use crate::image::{ImageError, Pull, PullPolicy, ensure_image};
 use crate::labels;
 use crate::provider::MachineEndpoint;
@@ -133,6 +133,8 @@ pub(crate) struct Job {
     pub binds: Vec<String>,
     /// Re-attached after a restart of drover (said at the end of the trace).
     pub resumed: bool,
+    /// The limit a step hit first, when it was its own timeout rather than the job's.
+    pub step_timeout_hit: Option<Duration>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -189,6 +191,7 @@ pub(crate) async fn run(
         network,
         binds: Vec::new(),
         resumed: false,
+        step_timeout_hit: None,
     };
     job.binds = job.binds();
     let result = match mode {
@@ -260,6 +263,9 @@ impl Job {
             .await;
         for warning in &self.spec.warnings {
             self.trace.warn(warning).await;
+        }
+        for warning in script::variable_warnings(&self.spec) {
+            self.trace.warn(&warning).await;
         }
         self.trace
             .section("Preparing the \"docker\" executor")
@@ -583,7 +589,7 @@ impl Job {
                 reason: FailureReason::JobExecutionTimeout,
                 ..
             } => {
-                let secs = self.spec.timeout.as_secs();
+                let secs = self.step_timeout_hit.unwrap_or(self.spec.timeout).as_secs();
                 self.trace
                     .error(&format!(
                         "Job failed: execution took longer than {secs} seconds"

@@ -9,6 +9,11 @@
 //! sidecar containers with their aliases on the job's network (the machine's network when the job
 //! runs on a machine; else a network of its own).
 //!
+//! A step's script and the job's file variables are uploaded into its container before it starts;
+//! the script exports the job's variables (see `script`), so they are not in the container's
+//! environment, whose strings Linux limits to 128 KiB each. A container re-attached after a restart
+//! already has its script; one found created but not started gets it again.
+//!
 //! # Crash recovery
 //!
 //! The engine is the record. After a restart, [`Executor::resume`] takes the job's [`BuildSpec`] again

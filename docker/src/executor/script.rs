@@ -1,8 +1,17 @@
 //! The shell scripts the step containers run, and the files put into each step container.
+//!
+//! The job's variables reach a step through its script, which exports them (as GitLab Runner's
+//! script on stdin does), not through the container's environment: Linux refuses an environment
+//! string over [`ENV_STRING_MAX`] when the container's first process starts, so a large variable
+//! would fail the step before any of it runs.
 
 use std::io;
 
-use super::spec::{BuildSpec, GitStrategy, Shell, StepSpec, without_credentials};
+use super::spec::{BuildSpec, GitStrategy, Shell, StepSpec, Variable, without_credentials};
+
+/// The longest `KEY=value` string Linux passes to a new process (`MAX_ARG_STRLEN`: 32 pages of
+/// 4 KiB, the terminating NUL included).
+pub(crate) const ENV_STRING_MAX: usize = 32 * 4096 - 1;
 
 /// Where drover's files live inside a step container. In the container's own filesystem, not the
 /// builds volume: they go away with the container, so file variables never outlive the job.
@@ -26,6 +35,61 @@ fn prologue(shell: Shell) -> &'static str {
     }
 }
 
+/// Whether a POSIX shell can `export` a variable of this name.
+pub(crate) fn is_shell_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `variable` goes into the container's environment instead of the script: only a name
+/// the shell cannot export does (Docker takes any name).
+pub(crate) fn in_environment(variable: &Variable) -> bool {
+    !is_shell_name(&variable.key)
+}
+
+/// `export KEY='value'` for the job's variables, in order (later keys win); a file variable's
+/// value is its file's path. Values are single-quoted: no `$` expansion, as in the environment.
+fn exports(out: &mut String, spec: &BuildSpec) {
+    for v in spec.variables.iter().filter(|v| !in_environment(v)) {
+        let value = match v.file {
+            true => file_variable_path(&v.key),
+            false => v.value.clone(),
+        };
+        out.push_str(&format!("export {}={}\n", v.key, quote(&value)));
+    }
+}
+
+/// What the trace says up front about variables too long for an environment string.
+pub(crate) fn variable_warnings(spec: &BuildSpec) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for v in &spec.variables {
+        let len = v.key.len() + 1 + v.value.len();
+        if v.file || len <= ENV_STRING_MAX {
+            continue;
+        }
+        warnings.push(if in_environment(v) {
+            format!(
+                "the variable {} is left out: {len} bytes as KEY=value, and its name is no shell \
+                 name, so it could only go into the environment, where Linux refuses a string \
+                 over {ENV_STRING_MAX} bytes",
+                v.key
+            )
+        } else {
+            format!(
+                "the variable {} is {len} bytes as KEY=value: the script has it, but a program \
+                 the script starts fails with \"Argument list too long\" while it is exported \
+                 (Linux refuses an environment string over {ENV_STRING_MAX} bytes); a file \
+                 variable has no such limit",
+                v.key
+            )
+        });
+    }
+    warnings
+}
+
 fn enter_project_dir(out: &mut String, project_dir: &str) {
     let dir = quote(project_dir);
     out.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
@@ -34,6 +98,7 @@ fn enter_project_dir(out: &mut String, project_dir: &str) {
 /// A user step: each command is echoed in green (`$ cmd`), then run; the first failure ends it.
 pub(crate) fn user_step(spec: &BuildSpec, step: &StepSpec) -> String {
     let mut out = String::from(prologue(spec.shell));
+    exports(&mut out, spec);
     enter_project_dir(&mut out, &spec.project_dir);
     for command in &step.script {
         out.push_str(&format!(
@@ -54,6 +119,7 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     let git = &spec.git;
     let dir = quote(&spec.project_dir);
     let mut out = String::from(prologue(spec.shell));
+    exports(&mut out, spec);
     if spec.container_options.user.is_some() {
         out.push_str("umask 0000\n");
     }
@@ -213,6 +279,70 @@ mod tests {
         let echo = script.find(r"'echo '\''hi'\'''").unwrap();
         let run = script.find("\necho 'hi'\n").unwrap();
         assert!(echo < run && script.ends_with("\nfalse\n"), "{script}");
+    }
+
+    #[test]
+    fn the_scripts_export_the_variables_the_shell_can_name() {
+        let mut s = spec();
+        let mut file = Variable::new("CONFIG", "a=1\n");
+        file.file = true;
+        s.variables = vec![
+            Variable::new("QUOTED", "it's $HOME"),
+            file,
+            Variable::new("my-var", "dash"),
+            Variable::new("QUOTED", "later wins"),
+        ];
+        let step = StepSpec {
+            name: StepName::Script,
+            script: vec!["true".into()],
+            timeout: Duration::from_secs(1),
+            when: When::OnSuccess,
+            allow_failure: false,
+        };
+        for script in [user_step(&s, &step), get_sources(&s, "img")] {
+            let exports: Vec<&str> = script
+                .lines()
+                .filter(|l| l.starts_with("export "))
+                .collect();
+            assert_eq!(
+                exports,
+                vec![
+                    r"export QUOTED='it'\''s $HOME'",
+                    "export CONFIG='/.drover/vars/CONFIG'",
+                    "export QUOTED='later wins'",
+                ],
+                "{script}"
+            );
+            assert!(script.starts_with("set -e\nexport "), "{script}");
+        }
+        assert!(in_environment(&Variable::new("my-var", "")));
+        assert!(!in_environment(&Variable::new("_A1", "")));
+        assert!(!is_shell_name("1A") && !is_shell_name("") && !is_shell_name("Ä"));
+    }
+
+    #[test]
+    fn variables_too_long_for_an_environment_string_are_named_with_the_limit() {
+        let mut s = spec();
+        let big = "x".repeat(ENV_STRING_MAX);
+        let mut file = Variable::new("BIG_FILE", big.clone());
+        file.file = true;
+        s.variables = vec![
+            Variable::new("BIG", big.clone()),
+            Variable::new("big-name", big.clone()),
+            file,
+            Variable::new("FITS", "x".repeat(ENV_STRING_MAX - "FITS=".len())),
+        ];
+        let warnings = variable_warnings(&s);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("the variable BIG is 131075 bytes")
+                && warnings[0].contains("over 131071 bytes"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("the variable big-name is left out"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

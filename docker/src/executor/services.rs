@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::host;
 use super::job::{Job, JobError};
+use super::script::ENV_STRING_MAX;
 use crate::labels;
 
 /// How often a starting service's health is looked at.
@@ -39,13 +40,30 @@ pub(crate) async fn start(job: &mut Job) -> Result<(), JobError> {
                 aliases.join(", ")
             ))
             .await;
-        let env: Vec<String> = spec
+        // As GitLab Runner: the job's public variables (masked and protected ones stay with the
+        // job) and the service's own. Linux refuses a longer environment string at start.
+        let mut env = Vec::new();
+        for v in spec
             .variables
             .iter()
+            .filter(|v| v.public && !v.file)
             .chain(&service.variables)
-            .filter(|v| !v.file)
-            .map(|v| format!("{}={}", v.key, v.value))
-            .collect();
+        {
+            let entry = format!("{}={}", v.key, v.value);
+            if entry.len() <= ENV_STRING_MAX {
+                env.push(entry);
+                continue;
+            }
+            job.trace
+                .warn(&format!(
+                    "the variable {} is not passed to service {}: {} bytes as KEY=value, and \
+                     Linux refuses an environment string over {ENV_STRING_MAX} bytes",
+                    v.key,
+                    service.image.name,
+                    entry.len()
+                ))
+                .await;
+        }
         let mut host_config = HostConfig {
             network_mode: Some(job.network.clone()),
             privileged: Some(spec.privileged),

@@ -203,14 +203,19 @@ pub struct Variable {
     pub value: String,
     /// Written to a file; the environment variable holds the file's path.
     pub file: bool,
+    /// Public or set by the runner: services get it too. GitLab's masked and protected variables
+    /// are not public.
+    pub public: bool,
 }
 
 impl Variable {
+    /// A public variable.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Variable {
         Variable {
             key: key.into(),
             value: value.into(),
             file: false,
+            public: true,
         }
     }
 }
@@ -221,6 +226,7 @@ impl fmt::Debug for Variable {
             .field("key", &self.key)
             .field("value", &"[hidden]")
             .field("file", &self.file)
+            .field("public", &self.public)
             .finish()
     }
 }
@@ -270,7 +276,7 @@ pub struct ServiceSpec {
     /// (`tutum/wordpress:1` → `tutum-wordpress` and `tutum__wordpress`).
     pub aliases: Vec<String>,
     pub command: Option<Vec<String>>,
-    /// The service's own variables, added to the job's (non-file) variables.
+    /// The service's own variables, added to the job's public (non-file) variables.
     pub variables: Vec<Variable>,
 }
 

@@ -80,12 +80,19 @@ impl Job {
             }
             Some(_) => self.started_at(&name).await?,
         };
-        let mut deadline = later(started, timeout);
-        if bound_by_job {
-            deadline = deadline.min(instant_at(self.deadline_ms));
+        let own = later(started, timeout);
+        let job = instant_at(self.deadline_ms);
+        let deadline = if bound_by_job { own.min(job) } else { own };
+        let end = self
+            .follow(&name, planned.index, skip, deadline, bound_by_job)
+            .await?;
+        // What the trace says of a timeout: the step's own limit when it came before the job's.
+        // (Steps not bound by the job, after_script, never decide the job's result.)
+        if end == StepEnd::TimedOut && bound_by_job && own < job && self.step_timeout_hit.is_none()
+        {
+            self.step_timeout_hit = Some(timeout);
         }
-        self.follow(&name, planned.index, skip, deadline, bound_by_job)
-            .await
+        Ok(end)
     }
 
     fn step_image(&self, planned: &Planned) -> (String, Option<Vec<String>>) {
@@ -150,15 +157,18 @@ impl Job {
         Ok(())
     }
 
-    /// `KEY=value` for every variable; a file variable's value is its file's path.
+    /// `KEY=value` for the variables the script cannot export (their names are no shell names);
+    /// the script exports all others. One too long for Linux is left out (the trace says so).
     pub(crate) fn environment(&self) -> Vec<String> {
         self.spec
             .variables
             .iter()
+            .filter(|v| script::in_environment(v))
             .map(|v| match v.file {
                 true => format!("{}={}", v.key, script::file_variable_path(&v.key)),
                 false => format!("{}={}", v.key, v.value),
             })
+            .filter(|entry| entry.len() <= script::ENV_STRING_MAX)
             .collect()
     }
 

@@ -331,3 +331,64 @@ async fn always_falls_back_to_if_not_present_when_the_pull_fails() {
     assert!(out.contains("fell-back-1"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
+
+#[tokio::test]
+async fn a_step_timeout_is_reported_with_the_steps_own_limit() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(&runner, 12, &["echo started", "sleep 30"]);
+    spec.steps[0].timeout = Duration::from_secs(2);
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::JobExecutionTimeout,
+            exit_code: None
+        },
+        "{out}"
+    );
+    assert!(
+        out.contains("execution took longer than 2 seconds"),
+        "the step's limit, not the job's 60 s: {out}"
+    );
+    assert_nothing_left(&docker, &runner).await;
+}
+
+#[tokio::test]
+async fn variables_reach_the_script_not_the_containers_environment() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(
+        &runner,
+        13,
+        &[
+            "echo \"plain=$PLAIN big=${#BIG}\"",
+            // Exported, BIG is too long for any program the script starts.
+            "unset BIG",
+            "echo \"in-env=$(tr '\\0' '\\n' < /proc/1/environ | grep -c '^PLAIN=')\" || true",
+            "tr '\\0' '\\n' < /proc/1/environ | grep '^my-var='",
+        ],
+    );
+    spec.variables = vec![
+        Variable::new("PLAIN", "p"),
+        Variable::new("my-var", "dash"),
+        Variable::new("BIG", "a".repeat(1 << 20)),
+    ];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("plain=p big=1048576\n"), "{out}");
+    assert!(
+        out.contains("in-env=0\n"),
+        "the script exports PLAIN; the container's environment has none of it: {out}"
+    );
+    assert!(
+        out.contains("\nmy-var=dash\n"),
+        "a name no shell can export stays in the environment: {out}"
+    );
+    assert!(
+        out.contains("the variable BIG is 1048580 bytes as KEY=value")
+            && out.contains("over 131071 bytes"),
+        "{out}"
+    );
+    assert_nothing_left(&docker, &runner).await;
+}

@@ -126,3 +126,36 @@ async fn a_service_that_cannot_start_is_a_warning() {
     assert!(out.contains("job-ran-1"), "{out}");
     assert_nothing_left(&docker, &runner).await;
 }
+
+#[tokio::test]
+async fn services_get_the_public_variables_and_too_long_ones_are_named() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let mut spec = spec(&runner, 24, &["unset BIG", FETCH]);
+    let mut service = web_service(&["web"]);
+    service.command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "mkdir -p /www && env > /www/index.html && exec httpd -f -p 80 -h /www".into(),
+    ]);
+    spec.services = vec![service];
+    let mut secret = Variable::new("SECRET_V", "hidden-2");
+    secret.public = false;
+    spec.variables = vec![
+        Variable::new("PUBLIC_V", "pub-1"),
+        secret,
+        Variable::new("BIG", "b".repeat(200_000)),
+    ];
+    let (outcome, out) = run_job(local(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("\nPUBLIC_V=pub-1\n"), "{out}");
+    assert!(out.contains("\nGREETING=the-web-service\n"), "{out}");
+    assert!(!out.contains("SECRET_V"), "{out}");
+    assert!(
+        out.contains(
+            "the variable BIG is not passed to service drover-test/busybox:1: 200004 bytes"
+        ),
+        "{out}"
+    );
+    assert_nothing_left(&docker, &runner).await;
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::is_false;
+use super::job_decode::{object, objects, optional_object, strings};
 use crate::mask::Secret;
 
 /// GitLab's default job timeout, for a job whose `runner_info.timeout` is zero or negative.
@@ -18,21 +19,34 @@ pub struct JobResponse {
     /// The job token: the credential for updates, trace and artifacts. Masked in the trace.
     pub token: Secret,
     pub allow_git_fetch: bool,
+    #[serde(deserialize_with = "object")]
     pub job_info: JobInfo,
+    #[serde(deserialize_with = "object")]
     pub git_info: GitInfo,
+    #[serde(deserialize_with = "object")]
     pub runner_info: JobRunnerInfo,
+    #[serde(deserialize_with = "objects")]
     pub variables: Vec<Variable>,
+    #[serde(deserialize_with = "objects")]
     pub steps: Vec<Step>,
     /// Step-runner steps (the `run:` keyword) as a JSON string; empty when `steps` is used.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub run: String,
+    #[serde(deserialize_with = "objects")]
     pub hooks: Vec<Hook>,
+    #[serde(deserialize_with = "object")]
     pub image: Image,
+    #[serde(deserialize_with = "objects")]
     pub services: Vec<Service>,
+    #[serde(deserialize_with = "objects")]
     pub artifacts: Vec<Artifact>,
+    #[serde(deserialize_with = "objects")]
     pub cache: Vec<Cache>,
+    #[serde(deserialize_with = "objects")]
     pub credentials: Vec<Credentials>,
+    #[serde(deserialize_with = "objects")]
     pub dependencies: Vec<Dependency>,
+    #[serde(deserialize_with = "object")]
     pub features: JobFeatures,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inputs: Option<serde_json::Value>,
@@ -156,6 +170,7 @@ pub struct GitInfo {
     pub before_sha: String,
     /// `branch` or `tag`.
     pub ref_type: String,
+    #[serde(deserialize_with = "strings")]
     pub refspecs: Vec<String>,
     /// 0 means a full clone.
     pub depth: u32,
@@ -238,6 +253,7 @@ pub enum StepWhen {
 #[serde(default)]
 pub struct Step {
     pub name: String,
+    #[serde(deserialize_with = "strings")]
     pub script: Vec<String>,
     /// Seconds.
     pub timeout: i64,
@@ -259,6 +275,7 @@ pub mod step_name {
 pub struct Hook {
     /// `pre_get_sources_script` or `post_get_sources_script`.
     pub name: String,
+    #[serde(deserialize_with = "strings")]
     pub script: Vec<String>,
 }
 
@@ -286,7 +303,10 @@ pub struct DockerExecutorOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ExecutorOptions {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_object"
+    )]
     pub docker: Option<DockerExecutorOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<serde_json::Value>,
@@ -299,9 +319,13 @@ pub struct ExecutorOptions {
 #[serde(default)]
 pub struct Image {
     pub name: String,
+    #[serde(deserialize_with = "strings")]
     pub entrypoint: Vec<String>,
+    #[serde(deserialize_with = "objects")]
     pub ports: Vec<Port>,
+    #[serde(deserialize_with = "object")]
     pub executor_opts: ExecutorOptions,
+    #[serde(deserialize_with = "strings")]
     pub pull_policy: Vec<String>,
 }
 
@@ -318,13 +342,19 @@ pub struct ServiceVariable {
 #[serde(default)]
 pub struct Service {
     pub name: String,
+    #[serde(deserialize_with = "strings")]
     pub entrypoint: Vec<String>,
+    #[serde(deserialize_with = "objects")]
     pub ports: Vec<Port>,
+    #[serde(deserialize_with = "object")]
     pub executor_opts: ExecutorOptions,
+    #[serde(deserialize_with = "strings")]
     pub pull_policy: Vec<String>,
     /// One or more aliases, separated by commas or spaces.
     pub alias: String,
+    #[serde(deserialize_with = "strings")]
     pub command: Vec<String>,
+    #[serde(deserialize_with = "objects")]
     pub variables: Vec<ServiceVariable>,
 }
 
@@ -344,8 +374,10 @@ impl Service {
 pub struct Artifact {
     pub name: String,
     pub untracked: bool,
+    #[serde(deserialize_with = "strings")]
     pub paths: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "strings")]
     pub exclude: Vec<String>,
     pub when: String,
     pub expire_in: String,
@@ -359,9 +391,11 @@ pub struct Artifact {
 pub struct Cache {
     pub key: String,
     pub untracked: bool,
+    #[serde(deserialize_with = "strings")]
     pub paths: Vec<String>,
     pub policy: String,
     pub when: String,
+    #[serde(deserialize_with = "strings")]
     pub fallback_keys: Vec<String>,
 }
 
@@ -392,7 +426,10 @@ pub struct Dependency {
     pub name: String,
     /// The running job's token, not the dependency's.
     pub token: Secret,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_object"
+    )]
     pub artifacts_file: Option<ArtifactsFile>,
 }
 
@@ -402,9 +439,11 @@ pub struct Dependency {
 pub struct JobFeatures {
     pub trace_sections: bool,
     /// The failure reasons this GitLab understands; others are mapped before sending.
+    #[serde(deserialize_with = "strings")]
     pub failure_reasons: Vec<String>,
     /// Extra token prefixes to mask in the trace.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "strings")]
     pub token_mask_prefixes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<serde_json::Value>,

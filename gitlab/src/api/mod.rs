@@ -2,13 +2,17 @@
 //!
 //! Decoding follows GitLab Runner: `null` is the zero value of the field's type and unknown keys
 //! are ignored. Use [`decode`] (not `serde_json::from_slice` directly) so nulls anywhere in the
-//! document, including inside arrays (`"cache":[null]` from old servers), are handled.
+//! document, including inside arrays (`"cache":[null]` from old servers), are handled; a job
+//! payload from GitLab goes through [`decode_job`], which also names the job and the field when
+//! the payload cannot be used.
 //! Encoding omits what GitLab Runner omits (empty strings, a zero `exit_code`, ...).
 
 mod job;
+mod job_decode;
 mod update;
 
 pub use job::*;
+pub use job_decode::{JobDecodeError, PayloadError, UndecodableJob, decode_job};
 pub use update::*;
 
 use std::collections::BTreeMap;

@@ -8,7 +8,8 @@
 //! rate limiting, artifacts (uploads checked as Workhorse and Rails check them, served back to
 //! dependent jobs through a redirect to object storage on the same server; a job whose artifacts need
 //! a feature its runner did not declare is dropped as `runner_unsupported`), and scriptable
-//! [`Fault`]s.
+//! [`Fault`]s. It can serve payloads GitLab's schema does not allow: a job's JSON with a member
+//! replaced ([`JobTemplate::json_at`]), or a raw `201` body ([`FakeGitlab::answer_raw`]).
 //!
 //! It **records** every request ([`FakeGitlab::requests`]) and it is **strict**: protocol mistakes
 //! a real GitLab might tolerate (a missing or wrong token header, a malformed `Content-Range`,
@@ -275,6 +276,19 @@ impl FakeGitlab {
         let id = self.shared.lock().enqueue(template);
         self.shared.changed();
         id
+    }
+
+    /// Answers one of the next job requests (of any runner that is not paused) with `201` and
+    /// `body` as it is, before any queued job: an answer that names no job, or garbage. Answers
+    /// queue up in call order.
+    pub fn answer_raw(&self, body: impl Into<Vec<u8>>) {
+        self.shared.lock().push_raw_answer(body.into());
+        self.shared.changed();
+    }
+
+    /// Raw answers not served yet.
+    pub fn pending_raw_answers(&self) -> usize {
+        self.shared.lock().raw_answers.len()
     }
 
     pub fn job(&self, id: u64) -> Option<JobView> {

@@ -215,6 +215,8 @@ pub(crate) struct Job {
     patches: u32,
     cancel_after_patches: Option<u32>,
     only_runner: Option<String>,
+    /// What a job request that picks the job answers (the payload after the template's edits).
+    served: Value,
     updates: Vec<UpdateRecord>,
     final_accepted: u32,
     failure_reason: Option<String>,
@@ -339,6 +341,8 @@ pub(crate) struct State {
     next_job_id: u64,
     version_counter: u64,
     pub faults: Vec<Fault>,
+    /// Bodies of `201` answers to the next job requests, before any queued job.
+    pub raw_answers: VecDeque<Vec<u8>>,
     pub requests: Vec<RecordedRequest>,
     pub violations: Vec<Violation>,
     rng: StdRng,
@@ -376,6 +380,7 @@ impl State {
             next_job_id: 1001,
             version_counter: 0,
             faults: Vec::new(),
+            raw_answers: VecDeque::new(),
             requests: Vec::new(),
             violations: Vec::new(),
             rng,
@@ -437,6 +442,7 @@ impl State {
         self.next_job_id += 1;
         let token = self.random_token("glcbt-64_");
         let response = template.instantiate(id, &token, &self.url);
+        let served = template.served(&response);
         self.jobs.insert(
             id,
             Job {
@@ -452,6 +458,7 @@ impl State {
                 patches: 0,
                 cancel_after_patches: template.cancel_after_patches,
                 only_runner: template.runner_token.clone(),
+                served,
                 updates: Vec::new(),
                 final_accepted: 0,
                 failure_reason: None,
@@ -461,6 +468,12 @@ impl State {
         self.queue.push_back(id);
         self.bump_queues(template.runner_token.as_deref());
         id
+    }
+
+    /// Queues a raw answer; like a new job, it ends the long polls of every runner.
+    pub(crate) fn push_raw_answer(&mut self, body: Vec<u8>) {
+        self.raw_answers.push_back(body);
+        self.bump_queues(None);
     }
 
     /// A new queue version for the runners that could take a new job.
@@ -828,6 +841,11 @@ impl State {
         if runner.paused {
             return Reply::new(204).header("X-GitLab-Last-Update", version);
         }
+        if let Some(body) = self.raw_answers.pop_front() {
+            return Reply::new(201)
+                .header("Content-Type", "application/json")
+                .body(body);
+        }
         let features = runner
             .managers
             .get(&system_id)
@@ -860,8 +878,21 @@ impl State {
             .map(|d| self.artifacts_file(d.id))
             .collect();
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
-        for (dependency, file) in job.response.dependencies.iter_mut().zip(files) {
+        for (i, (dependency, file)) in job.response.dependencies.iter_mut().zip(files).enumerate() {
             dependency.artifacts_file = file;
+            // The served payload too, unless the template's edits took the entry away.
+            if let Some(Value::Object(served)) =
+                job.served.pointer_mut(&format!("/dependencies/{i}"))
+            {
+                match &dependency.artifacts_file {
+                    Some(file) => {
+                        served.insert("artifacts_file".into(), json!(file));
+                    }
+                    None => {
+                        served.remove("artifacts_file");
+                    }
+                }
+            }
         }
         job.runner = Some(token);
         job.manager = Some(system_id);
@@ -872,8 +903,7 @@ impl State {
             job.accepted = true;
             job.status = JobStatus::Running;
         }
-        let payload = serde_json::to_value(&job.response).unwrap_or(Value::Null);
-        Reply::json(201, &payload)
+        Reply::json(201, &job.served)
     }
 
     // ---- job endpoints ------------------------------------------------------------------------

@@ -47,6 +47,10 @@ pub struct JobTemplate {
     pub cancel_after_patches: Option<u32>,
     /// Only this runner (by token) may take the job; `None`: any runner.
     pub runner_token: Option<String>,
+    /// Changes to the JSON the runner receives, applied in order after `response` is encoded:
+    /// (JSON pointer, value). Payloads GitLab's schema does not allow (a wrong type, an array for
+    /// an object), which [`JobResponse`] cannot hold. The job keeps its id and token.
+    pub json_edits: Vec<(String, serde_json::Value)>,
 }
 
 impl JobTemplate {
@@ -104,6 +108,7 @@ impl JobTemplate {
             },
             cancel_after_patches: None,
             runner_token: None,
+            json_edits: Vec::new(),
         };
         for (key, value) in [
             ("CI", "true"),
@@ -133,6 +138,7 @@ impl JobTemplate {
             response,
             cancel_after_patches: None,
             runner_token: None,
+            json_edits: Vec::new(),
         }
     }
 
@@ -307,7 +313,29 @@ impl JobTemplate {
         self
     }
 
-    /// Only the runner with this token may take the job.
+    /// Serves the payload with `value` at the JSON `pointer` (e.g. `/steps/0/script`); the member
+    /// is added when its parent object lacks it. See [`JobTemplate::json_edits`].
+    pub fn json_at(mut self, pointer: &str, value: serde_json::Value) -> Self {
+        self.json_edits.push((pointer.to_owned(), value));
+        self
+    }
+
+    /// The JSON a runner receives for `response` (the instantiated payload of this template).
+    pub(super) fn served(&self, response: &JobResponse) -> serde_json::Value {
+        let mut json = serde_json::to_value(response).unwrap_or_default();
+        for (pointer, value) in &self.json_edits {
+            if let Some(slot) = json.pointer_mut(pointer) {
+                *slot = value.clone();
+                continue;
+            }
+            let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+            if let Some(serde_json::Value::Object(map)) = json.pointer_mut(parent) {
+                map.insert(key.replace("~1", "/").replace("~0", "~"), value.clone());
+            }
+        }
+        json
+    }
+
     /// Adds an `artifacts[]` entry (`artifacts:` or one of `artifacts:reports:`).
     pub fn artifact(mut self, artifact: Artifact) -> Self {
         self.response.artifacts.push(artifact);
@@ -327,6 +355,7 @@ impl JobTemplate {
         self
     }
 
+    /// Only the runner with this token may take the job.
     pub fn for_runner(mut self, token: &str) -> Self {
         self.runner_token = Some(token.into());
         self

@@ -7,6 +7,7 @@ mod faults;
 mod harness;
 mod jobs;
 mod ops;
+mod payloads;
 mod pipeline;
 mod pool;
 mod recovery;
