@@ -18,12 +18,21 @@ fn fast_client(url: &str) -> Client {
 
 /// A runner with a running job (taken and accepted), and the job's credentials.
 async fn running_job(fake: &FakeGitlab, client: &Client, template: JobTemplate) -> JobCredentials {
+    running_payload(fake, client, template).await.0
+}
+
+/// As [`running_job`], with the payload the runner received.
+async fn running_payload(
+    fake: &FakeGitlab,
+    client: &Client,
+    template: JobTemplate,
+) -> (JobCredentials, drover_gitlab::api::JobResponse) {
     let token = verified_runner(fake, client, false).await;
     fake.enqueue_job(template);
     let job = take_job(client, &token, false).await;
     let creds = JobCredentials::from(&job);
     client.accept_job(&creds, &info(false)).await;
-    creds
+    (creds, job)
 }
 
 fn a_zip(dir: &std::path::Path) -> std::path::PathBuf {
@@ -86,13 +95,12 @@ async fn an_uploaded_archive_is_stored_and_served_to_a_dependent_job_through_obj
         .expect("idempotent");
 
     // A later job that depends on `build` gets its archive.
-    let test = running_job(
+    let (test, payload) = running_payload(
         &fake,
         &client,
         JobTemplate::new("test").dependency(build.id, "build"),
     )
     .await;
-    let payload = fake.job(test.id).unwrap().response;
     let dependency = &payload.dependencies[0];
     assert_eq!(dependency.token, test.token, "the running job's token");
     assert_eq!(

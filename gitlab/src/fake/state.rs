@@ -878,8 +878,21 @@ impl State {
             .map(|d| self.artifacts_file(d.id))
             .collect();
         let job = self.jobs.get_mut(&id).expect("queued jobs exist");
-        for (dependency, file) in job.response.dependencies.iter_mut().zip(files) {
+        for (i, (dependency, file)) in job.response.dependencies.iter_mut().zip(files).enumerate() {
             dependency.artifacts_file = file;
+            // The served payload too, unless the template's edits took the entry away.
+            if let Some(Value::Object(served)) =
+                job.served.pointer_mut(&format!("/dependencies/{i}"))
+            {
+                match &dependency.artifacts_file {
+                    Some(file) => {
+                        served.insert("artifacts_file".into(), json!(file));
+                    }
+                    None => {
+                        served.remove("artifacts_file");
+                    }
+                }
+            }
         }
         job.runner = Some(token);
         job.manager = Some(system_id);

@@ -336,7 +336,6 @@ impl JobTemplate {
         json
     }
 
-    /// Only the runner with this token may take the job.
     /// Adds an `artifacts[]` entry (`artifacts:` or one of `artifacts:reports:`).
     pub fn artifact(mut self, artifact: Artifact) -> Self {
         self.response.artifacts.push(artifact);
@@ -356,6 +355,7 @@ impl JobTemplate {
         self
     }
 
+    /// Only the runner with this token may take the job.
     pub fn for_runner(mut self, token: &str) -> Self {
         self.runner_token = Some(token.into());
         self
