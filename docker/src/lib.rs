@@ -13,8 +13,8 @@
 //! - [`archive`] makes and unpacks a job's archives (artifacts, caches) through the engine's
 //!   archive endpoints; the executor moves them to GitLab through an [`ArtifactTransport`].
 
-pub mod auth;
 pub mod archive;
+pub mod auth;
 mod engine;
 pub mod executor;
 mod image;
@@ -29,8 +29,8 @@ pub use engine::{EngineConfig, EngineError, TlsFiles};
 pub use executor::spec::{
     ArtifactSpec, ArtifactTransport, BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec,
     CacheTarget, ContainerOptions, DependencySpec, GitSpec, GitStrategy, ImageSpec, LineLevel,
-    ServiceSpec, Shell, SignedUrl, StepName, StepSpec, SubmoduleStrategy, Submodules, TransferError,
-    TransferLog, Transport, Variable, When,
+    ServiceSpec, Shell, SignedUrl, StepName, StepSpec, SubmoduleStrategy, Submodules,
+    TransferError, TransferLog, Transport, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
 pub use image::{ImageError, PullPolicy};

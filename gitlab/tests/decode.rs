@@ -49,7 +49,11 @@ fn members(value: &Value, pointer: &str, path: &str, out: &mut Vec<(String, Stri
                 } else {
                     format!("{path}.{key}")
                 };
-                out.push((p.clone(), s.clone(), v.clone()));
+                // A `null` is an absent optional value: what type would be wrong there is the
+                // schema's to say, not the value's (`7` is right for `scoped_user_id`).
+                if !v.is_null() {
+                    out.push((p.clone(), s.clone(), v.clone()));
+                }
                 members(v, &p, &s, out);
             }
         }
