@@ -10,10 +10,11 @@ use drover_core::Timestamp;
 use drover_core::state::State;
 use serde::Serialize;
 
+use crate::overload::Unstable;
 use crate::stats::{Stats, round3};
 
 /// The result of one simulation run. Field order is the JSON order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     pub seed: u64,
     /// From the workload's start to the end of the run (the horizon, or the last job's end if later).
@@ -45,6 +46,10 @@ pub struct Report {
     /// Machine-hours × the price, when a price is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// Set when the configuration cannot keep up with the traffic: the run was stopped (or not
+    /// started) and its figures cover only what was simulated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unstable: Option<Unstable>,
     pub perf: Perf,
 }
 
@@ -180,6 +185,7 @@ impl Report {
             machines_lost: s.machines_lost,
             peak_machines: stats.peak_machines,
             cost: None,
+            unstable: None,
             perf,
         }
     }
@@ -219,6 +225,9 @@ impl Report {
         let mut out = String::new();
         let w = &self.wait_seconds;
         let m = &self.machine_seconds;
+        if let Some(u) = &self.unstable {
+            let _ = writeln!(out, "{}", u.verdict());
+        }
         let _ = writeln!(
             out,
             "simulated {}: {} jobs completed, {} failed{}",
