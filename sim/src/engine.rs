@@ -25,7 +25,7 @@ use crate::dist::exponential;
 use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
-use crate::stats::{Series, SeriesPoint, Stats};
+use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
 use crate::workload::{DRAIN_LIMIT_MS, Polling, Workload};
 
 /// How long an aborted or canceled job takes to stop and report.
@@ -331,6 +331,9 @@ struct World<'s, O> {
     drained: bool,
     exited: bool,
     stop: Option<Arc<AtomicBool>>,
+    /// Each runner's `limit` and the config's `concurrent`, for [`World::wait_cause`].
+    limits: Vec<u32>,
+    concurrent: u32,
     /// Set when the queue outgrew [`MAX_WAITING`]: the run stops there.
     unstable: Option<Unstable>,
     observer: &'s mut O,
@@ -396,6 +399,8 @@ impl<'s, O: Observer> World<'s, O> {
             drained: false,
             exited: false,
             stop: options.stop.clone(),
+            limits: scenario.config.runners.iter().map(|r| r.limit).collect(),
+            concurrent: scenario.config.concurrent,
             unstable: None,
             observer,
         }
@@ -541,6 +546,7 @@ impl<'s, O: Observer> World<'s, O> {
         });
         self.stats.arrived += 1;
         self.stats.waiting += 1;
+        self.stats.cause = self.wait_cause();
         if self.stats.waiting > MAX_WAITING {
             self.stop_unstable();
         }
@@ -555,6 +561,30 @@ impl<'s, O: Observer> World<'s, O> {
             c.queue.push_back(id);
         }
         self.schedule_arrival();
+    }
+
+    /// Why waiting jobs wait now: a free machine means the next request; else a runner at its
+    /// `limit` (or `concurrent` reached) means the cap; else machines in creation.
+    fn wait_cause(&self) -> WaitCause {
+        let runners = self.core.state().runners();
+        let (mut idle, mut creating, mut running, mut capped) = (0, 0, 0, false);
+        for (r, limit) in runners.iter().zip(&self.limits) {
+            let c = &r.counts;
+            idle += c.idle;
+            creating += c.creating;
+            running += c.running;
+            let counted = (c.creating + c.idle + c.busy + c.removing).saturating_sub(c.stuck);
+            capped |= *limit > 0 && counted >= *limit;
+        }
+        if idle > 0 {
+            WaitCause::Request
+        } else if capped || running >= self.concurrent {
+            WaitCause::Limit
+        } else if creating > 0 {
+            WaitCause::Creating
+        } else {
+            WaitCause::Request
+        }
     }
 
     /// Stops a run whose queue outgrew [`MAX_WAITING`], with the rates measured so far.
@@ -593,8 +623,11 @@ impl<'s, O: Observer> World<'s, O> {
         let mut commands = std::mem::take(&mut self.commands);
         let wake_at = self.core.handle_into(self.now, event, &mut commands);
         self.stats.events += 1;
-        self.stats
-            .set_machines(self.core.state().runners().iter().map(|r| &r.counts));
+        let runners = self.core.state().runners();
+        self.stats.set_machines(runners.iter().map(|r| &r.counts));
+        if self.stats.waiting > 0 {
+            self.stats.cause = self.wait_cause();
+        }
         if let Some(event) = seen {
             let step = Step {
                 commands: commands.clone(),

@@ -108,6 +108,14 @@ pub struct WaitEstimates {
     pub max: Estimate,
 }
 
+/// [`crate::report::WaitByCause`] over replications.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CauseEstimates {
+    pub machine_creating: Estimate,
+    pub limit_or_concurrent: Estimate,
+    pub next_request: Estimate,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MachineEstimates {
     pub creating: Estimate,
@@ -137,6 +145,7 @@ pub struct Summary {
     pub jobs_failed: Estimate,
     pub jobs_pending: Estimate,
     pub wait_seconds: WaitEstimates,
+    pub wait_by_cause: CauseEstimates,
     pub p_wait: Estimate,
     pub mean_queued: Estimate,
     pub machine_seconds: MachineEstimates,
@@ -180,6 +189,11 @@ impl Summary {
                 p95: e(&|r| r.wait_seconds.p95),
                 p99: e(&|r| r.wait_seconds.p99),
                 max: e(&|r| r.wait_seconds.max),
+            },
+            wait_by_cause: CauseEstimates {
+                machine_creating: e(&|r| r.wait_by_cause.machine_creating),
+                limit_or_concurrent: e(&|r| r.wait_by_cause.limit_or_concurrent),
+                next_request: e(&|r| r.wait_by_cause.next_request),
             },
             p_wait: e(&|r| r.p_wait),
             mean_queued: e(&|r| r.mean_queued),
@@ -273,6 +287,18 @@ impl Summary {
             " {:>8}",
             format!("±{}", percent(self.p_wait.half_width()))
         );
+        let c = &self.wait_by_cause;
+        let _ = writeln!(
+            out,
+            "  mean wait by cause: {} ±{} for a machine being created, {} ±{} at limit or concurrent, \
+             {} ±{} for the next job request",
+            human_secs(c.machine_creating.mean),
+            human_secs(c.machine_creating.half_width()),
+            human_secs(c.limit_or_concurrent.mean),
+            human_secs(c.limit_or_concurrent.half_width()),
+            human_secs(c.next_request.mean),
+            human_secs(c.next_request.half_width()),
+        );
         let _ = writeln!(out);
         let span = self.simulated_seconds.mean.max(f64::MIN_POSITIVE);
         let states = [m.creating, m.idle, m.busy, m.removing, m.total];
@@ -305,7 +331,7 @@ impl Summary {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "  machines created {}, removed {}, creation failures {}, lost {}",
+            "  machines created {}, removed {} (failed creations are removed too), creation failures {}, lost {}",
             pm_count(self.machines_created),
             pm_count(self.machines_removed),
             pm_count(self.creation_failures),

@@ -29,6 +29,9 @@ pub struct Report {
     pub jobs_pending: u64,
     /// From arrival in the coordinator's queue to the start on a machine, over started jobs.
     pub wait_seconds: WaitSeconds,
+    /// The mean wait split by why jobs waited (the parts add up to the mean wait, up to the jobs
+    /// still waiting when the run ended).
+    pub wait_by_cause: WaitByCause,
     /// Fraction of started jobs that waited at all.
     pub p_wait: f64,
     /// Mean number of jobs waiting (time average).
@@ -61,6 +64,17 @@ pub struct WaitSeconds {
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// Seconds of the mean wait per cause, judged from the fleet while jobs waited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WaitByCause {
+    /// No machine free, machines being created.
+    pub machine_creating: f64,
+    /// No machine free and none may be added: `limit` or `concurrent` reached.
+    pub limit_or_concurrent: f64,
+    /// A machine free or allowed: waiting for the next job request.
+    pub next_request: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -159,6 +173,21 @@ impl Report {
                 p95: q(0.95),
                 p99: q(0.99),
                 max: round3(stats.wait_max_ms as f64 / 1000.0),
+            },
+            wait_by_cause: {
+                let per_job = |ms: u128| {
+                    if started == 0 {
+                        0.0
+                    } else {
+                        round3(ms as f64 / started as f64 / 1000.0)
+                    }
+                };
+                let c = &stats.waiting_by_cause_ms;
+                WaitByCause {
+                    limit_or_concurrent: per_job(c[0]),
+                    machine_creating: per_job(c[1]),
+                    next_request: per_job(c[2]),
+                }
             },
             p_wait: if started == 0 {
                 0.0

@@ -561,3 +561,38 @@ fn an_interrupted_sweep_keeps_the_points_that_finished() {
     );
     assert!(report.points.iter().all(|p| p.summary.replications == 1));
 }
+
+#[test]
+fn the_wait_split_by_cause_adds_up_to_the_mean_wait() {
+    // Pure on demand (IdleCount 0) with a 2-minute boot and room to grow: jobs wait for creations.
+    let text = "jobs = 3000\nseed = 5\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 2.0\n\
+                [duration]\nkind = \"exponential\"\nmean = \"5m\"\n[boot]\nkind = \"constant\"\nvalue = \"2m\"\n";
+    let on_demand = Scenario::new(
+        Config::new(100).with_runner(RunnerConfig::pool("linux", 0, 100)),
+        workload(text),
+        None,
+    )
+    .unwrap();
+    let r = run(&on_demand, &RunOptions::default()).unwrap().report;
+    let c = &r.wait_by_cause;
+    let sum = c.machine_creating + c.limit_or_concurrent + c.next_request;
+    assert!(
+        r.drained && (sum - r.wait_seconds.mean).abs() < 0.01,
+        "{c:?} vs {:?}",
+        r.wait_seconds
+    );
+    assert!(c.machine_creating > 0.9 * r.wait_seconds.mean, "{c:?}");
+    // The same traffic on 3 machines that never go away: waits come from the limit.
+    let mut runner = RunnerConfig::pool("linux", 3, 3);
+    runner.policy_mut().unwrap().base.idle_time_ms = 86_400_000;
+    let capped = Scenario::new(Config::new(100).with_runner(runner), workload(text), None).unwrap();
+    let r = run(&capped, &RunOptions::default()).unwrap().report;
+    let c = &r.wait_by_cause;
+    let sum = c.machine_creating + c.limit_or_concurrent + c.next_request;
+    assert!(
+        (sum - r.wait_seconds.mean).abs() < 0.01,
+        "{c:?} vs {:?}",
+        r.wait_seconds
+    );
+    assert!(c.limit_or_concurrent > 0.9 * r.wait_seconds.mean, "{c:?}");
+}
