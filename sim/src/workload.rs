@@ -128,7 +128,8 @@ pub struct Faults {
 /// Why a workload could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("cannot read workload file {path}: {source}")]
+    // The OS error is the source: anyhow's `{:#}` prints it once, after this message.
+    #[error("cannot read workload file {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -374,6 +374,38 @@ fn bad_workloads_and_arguments_say_where_and_what_to_do() {
         "-c",
         SEED_CONFIG,
         "--workload",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("(os error 2)").count(),
+        1,
+        "the OS error once: {err}"
+    );
+
+    // Plots are SVG: another extension is refused before anything runs.
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
+        STEADY,
+        "--plot",
+        "x.png",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plots are drawn as SVG"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
         STEADY,
         "--runner",
         "nope",
