@@ -16,6 +16,8 @@ pub const COORDINATOR: u8 = 4;
 pub const NOT_RUNNING: u8 = 5;
 /// A simulation sweep found no configuration meeting the SLO.
 pub const SLO_NOT_MET: u8 = 6;
+/// `drover simulate` was interrupted (Ctrl-C); what finished was printed.
+pub const INTERRUPTED: u8 = 130;
 
 /// An error that knows its exit code; anything else exits with [`FAILURE`].
 #[derive(Debug)]

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use dary_heap::QuaternaryHeap;
@@ -21,9 +22,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
 use crate::dist::exponential;
+use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
-use crate::stats::{Series, SeriesPoint, Stats};
+use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
 use crate::workload::{DRAIN_LIMIT_MS, Polling, Workload};
 
 /// How long an aborted or canceled job takes to stop and report.
@@ -86,6 +88,10 @@ impl Scenario {
         self.config.seed = seed;
         self
     }
+
+    pub(crate) fn routing(&self) -> &Routing {
+        &self.routing
+    }
 }
 
 /// Knobs of one run that do not change its outcome.
@@ -93,6 +99,16 @@ impl Scenario {
 pub struct RunOptions {
     /// Collect about this many points over time for plots (0: none).
     pub series_points: usize,
+    /// Set (by a Ctrl-C handler) to abandon the run: it ends with [`SimError::Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
 }
 
 /// The outcome of one run.
@@ -132,7 +148,17 @@ pub fn run_observed<O: Observer>(
 ) -> Result<RunResult, SimError> {
     let wall = Instant::now();
     let mut world = World::new(scenario, options, observer);
-    world.run()?;
+    // A configuration that cannot keep up for long is not simulated at all; a short overload
+    // (a busy day) is simulated and flagged.
+    match overload::by_rates(scenario) {
+        Some((verdict, true)) => world.unstable = Some(verdict),
+        rates => {
+            world.run()?;
+            if world.unstable.is_none() {
+                world.unstable = rates.map(|(verdict, _)| verdict);
+            }
+        }
+    }
     let end = world.end;
     let perf = Perf::measure(world.stats.events, wall.elapsed());
     let series = world
@@ -150,6 +176,10 @@ pub fn run_observed<O: Observer>(
         world.drained,
         perf,
     );
+    let report = Report {
+        unstable: world.unstable,
+        ..report
+    };
     Ok(RunResult { report, series })
 }
 
@@ -300,6 +330,12 @@ struct World<'s, O> {
     stats: Stats,
     drained: bool,
     exited: bool,
+    stop: Option<Arc<AtomicBool>>,
+    /// Each runner's `limit` and the config's `concurrent`, for [`World::wait_cause`].
+    limits: Vec<u32>,
+    concurrent: u32,
+    /// Set when the queue outgrew [`MAX_WAITING`]: the run stops there.
+    unstable: Option<Unstable>,
     observer: &'s mut O,
 }
 
@@ -362,6 +398,10 @@ impl<'s, O: Observer> World<'s, O> {
             stats: Stats::new(start, series),
             drained: false,
             exited: false,
+            stop: options.stop.clone(),
+            limits: scenario.config.runners.iter().map(|r| r.limit).collect(),
+            concurrent: scenario.config.concurrent,
+            unstable: None,
             observer,
         }
     }
@@ -385,9 +425,17 @@ impl<'s, O: Observer> World<'s, O> {
     fn run(&mut self) -> Result<(), SimError> {
         self.feed(Event::Tick);
         self.schedule_arrival();
+        let mut steps: u32 = 0;
         loop {
-            if self.exited {
+            if self.exited || self.unstable.is_some() {
                 break;
+            }
+            steps = steps.wrapping_add(1);
+            if steps.is_multiple_of(4096)
+                && let Some(stop) = &self.stop
+                && stop.load(Ordering::Relaxed)
+            {
+                return Err(SimError::Interrupted);
             }
             if let Some(answer) = self.answers.pop_front() {
                 self.answer(answer);
@@ -498,6 +546,10 @@ impl<'s, O: Observer> World<'s, O> {
         });
         self.stats.arrived += 1;
         self.stats.waiting += 1;
+        self.stats.cause = self.wait_cause();
+        if self.stats.waiting > MAX_WAITING {
+            self.stop_unstable();
+        }
         let c = &mut self.coordinators[job.runner.index()];
         if c.parked > 0 {
             c.parked -= 1;
@@ -509,6 +561,43 @@ impl<'s, O: Observer> World<'s, O> {
             c.queue.push_back(id);
         }
         self.schedule_arrival();
+    }
+
+    /// Why waiting jobs wait now: a free machine means the next request; else a runner at its
+    /// `limit` (or `concurrent` reached) means the cap; else machines in creation.
+    fn wait_cause(&self) -> WaitCause {
+        let runners = self.core.state().runners();
+        let (mut idle, mut creating, mut running, mut capped) = (0, 0, 0, false);
+        for (r, limit) in runners.iter().zip(&self.limits) {
+            let c = &r.counts;
+            idle += c.idle;
+            creating += c.creating;
+            running += c.running;
+            let counted = (c.creating + c.idle + c.busy + c.removing).saturating_sub(c.stuck);
+            capped |= *limit > 0 && counted >= *limit;
+        }
+        if idle > 0 {
+            WaitCause::Request
+        } else if capped || running >= self.concurrent {
+            WaitCause::Limit
+        } else if creating > 0 {
+            WaitCause::Creating
+        } else {
+            WaitCause::Request
+        }
+    }
+
+    /// Stops a run whose queue outgrew [`MAX_WAITING`], with the rates measured so far.
+    fn stop_unstable(&mut self) {
+        let hours = (self.now.0.saturating_sub(self.start.0)).max(1) as f64 / 3_600_000.0;
+        self.unstable = Some(Unstable {
+            arrivals_per_hour: crate::stats::round3(self.stats.arrived as f64 / hours),
+            capacity_per_hour: crate::stats::round3(self.stats.waits.len() as f64 / hours),
+            limited_by: "jobs started so far".into(),
+            evidence: "queue",
+            at_seconds: crate::stats::round3(hours * 3600.0),
+            stopped: true,
+        });
     }
 
     fn answer(&mut self, answer: Answer) {
@@ -534,8 +623,11 @@ impl<'s, O: Observer> World<'s, O> {
         let mut commands = std::mem::take(&mut self.commands);
         let wake_at = self.core.handle_into(self.now, event, &mut commands);
         self.stats.events += 1;
-        self.stats
-            .set_machines(self.core.state().runners().iter().map(|r| &r.counts));
+        let runners = self.core.state().runners();
+        self.stats.set_machines(runners.iter().map(|r| &r.counts));
+        if self.stats.waiting > 0 {
+            self.stats.cause = self.wait_cause();
+        }
         if let Some(event) = seen {
             let step = Step {
                 commands: commands.clone(),

@@ -25,8 +25,10 @@
 mod arrivals;
 pub mod dist;
 mod engine;
+pub mod overload;
 pub mod plot;
 mod recorded;
+pub mod replicate;
 pub mod report;
 mod routing;
 pub mod stats;
@@ -88,6 +90,8 @@ pub enum SimError {
     Stalled { at: Timestamp },
     #[error(transparent)]
     Sweep(#[from] sweep::SweepError),
+    #[error("interrupted before any run finished")]
+    Interrupted,
 }
 
 fn list(names: &[String]) -> String {

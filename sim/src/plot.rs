@@ -124,8 +124,11 @@ const WAIT_FLOOR_S: f64 = 1.0;
 pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotError> {
     let err = fail(path);
     let xy = |i: usize| {
-        let r = &sweep.points[i].report;
-        (r.cost_or_hours(), r.wait_seconds.p95.max(WAIT_FLOOR_S))
+        let s = &sweep.points[i].summary;
+        (
+            s.cost_or_hours().mean,
+            s.wait_seconds.p95.mean.max(WAIT_FLOOR_S),
+        )
     };
     let n = sweep.points.len();
     let xs = (0..n).map(|i| xy(i).0);
@@ -135,11 +138,15 @@ pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotEr
     let pad = ((x_hi - x_lo) * 0.05).max(x_hi * 0.01).max(1e-3);
     let (x_min, x_max) = ((x_lo - pad).max(0.0), x_hi + pad);
     let slo = sweep.options.slo_p95_wait_seconds;
-    let y_max = (0..n).map(|i| xy(i).1).chain(slo).fold(10.0, f64::max) * 2.0;
+    let y_max = (0..n)
+        .map(|i| sweep.points[i].summary.wait_seconds.p95.high)
+        .chain(slo)
+        .fold(10.0, f64::max)
+        * 2.0;
     let x_desc = if sweep.options.cost_per_machine_hour.is_some() {
-        "cost"
+        "cost (machine-hours × price), mean over replications"
     } else {
-        "machine-hours"
+        "machine-hours, mean over replications"
     };
 
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
@@ -154,12 +161,29 @@ pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotEr
     chart
         .configure_mesh()
         .x_desc(x_desc)
-        .y_desc("p95 wait (log scale)")
+        .y_desc("p95 job wait (log scale), mean and 95% interval")
         .y_label_formatter(&|s| human_secs(*s))
         .draw()
         .map_err(|e| err(e.to_string()))?;
 
     let grey = RGBColor(120, 120, 120);
+    // Each point's 95 % interval of the p95 wait, as a vertical bar.
+    let bar = |i: usize| {
+        let (x, _) = xy(i);
+        let p95 = sweep.points[i].summary.wait_seconds.p95;
+        PathElement::new(
+            vec![
+                (x, p95.low.max(WAIT_FLOOR_S)),
+                (x, p95.high.max(WAIT_FLOOR_S)),
+            ],
+            grey.stroke_width(1),
+        )
+    };
+    chart
+        .draw_series((0..n).map(bar))
+        .map_err(|e| err(e.to_string()))?
+        .label("95% interval of the p95 wait")
+        .legend(move |(x, y)| PathElement::new(vec![(x + 10, y - 6), (x + 10, y + 6)], grey));
     chart
         .draw_series((0..n).map(|i| Circle::new(xy(i), 4, grey.filled())))
         .map_err(|e| err(e.to_string()))?
@@ -207,7 +231,7 @@ pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotEr
             } else {
                 "closest"
             },
-            r.index + 1,
+            r.id,
             r.params.describe()
         );
         chart

@@ -10,10 +10,11 @@ use drover_core::Timestamp;
 use drover_core::state::State;
 use serde::Serialize;
 
+use crate::overload::Unstable;
 use crate::stats::{Stats, round3};
 
 /// The result of one simulation run. Field order is the JSON order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     pub seed: u64,
     /// From the workload's start to the end of the run (the horizon, or the last job's end if later).
@@ -28,6 +29,9 @@ pub struct Report {
     pub jobs_pending: u64,
     /// From arrival in the coordinator's queue to the start on a machine, over started jobs.
     pub wait_seconds: WaitSeconds,
+    /// The mean wait split by why jobs waited (the parts add up to the mean wait, up to the jobs
+    /// still waiting when the run ended).
+    pub wait_by_cause: WaitByCause,
     /// Fraction of started jobs that waited at all.
     pub p_wait: f64,
     /// Mean number of jobs waiting (time average).
@@ -45,6 +49,10 @@ pub struct Report {
     /// Machine-hours × the price, when a price is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// Set when the configuration cannot keep up with the traffic: the run was stopped (or not
+    /// started) and its figures cover only what was simulated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unstable: Option<Unstable>,
     pub perf: Perf,
 }
 
@@ -56,6 +64,17 @@ pub struct WaitSeconds {
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// Seconds of the mean wait per cause, judged from the fleet while jobs waited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WaitByCause {
+    /// No machine free, machines being created.
+    pub machine_creating: f64,
+    /// No machine free and none may be added: `limit` or `concurrent` reached.
+    pub limit_or_concurrent: f64,
+    /// A machine free or allowed: waiting for the next job request.
+    pub next_request: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -155,6 +174,21 @@ impl Report {
                 p99: q(0.99),
                 max: round3(stats.wait_max_ms as f64 / 1000.0),
             },
+            wait_by_cause: {
+                let per_job = |ms: u128| {
+                    if started == 0 {
+                        0.0
+                    } else {
+                        round3(ms as f64 / started as f64 / 1000.0)
+                    }
+                };
+                let c = &stats.waiting_by_cause_ms;
+                WaitByCause {
+                    limit_or_concurrent: per_job(c[0]),
+                    machine_creating: per_job(c[1]),
+                    next_request: per_job(c[2]),
+                }
+            },
             p_wait: if started == 0 {
                 0.0
             } else {
@@ -180,6 +214,7 @@ impl Report {
             machines_lost: s.machines_lost,
             peak_machines: stats.peak_machines,
             cost: None,
+            unstable: None,
             perf,
         }
     }
@@ -219,6 +254,9 @@ impl Report {
         let mut out = String::new();
         let w = &self.wait_seconds;
         let m = &self.machine_seconds;
+        if let Some(u) = &self.unstable {
+            let _ = writeln!(out, "{}", u.verdict());
+        }
         let _ = writeln!(
             out,
             "simulated {}: {} jobs completed, {} failed{}",

@@ -123,6 +123,23 @@ impl Routing {
         Ok(Routing { shares, trace })
     }
 
+    /// The fraction of synthetic jobs each runner gets (by index; left-out runners get none).
+    pub(crate) fn fractions(&self, runners: usize) -> Vec<f64> {
+        let mut out = vec![0.0; runners];
+        let total = self.shares.last().map_or(0.0, |s| s.0);
+        let mut prev = 0.0;
+        for &(cumulative, target) in &self.shares {
+            if let Some(r) = target
+                && total > 0.0
+                && let Some(slot) = out.get_mut(r.index())
+            {
+                *slot += (cumulative - prev) / total;
+            }
+            prev = cumulative;
+        }
+        out
+    }
+
     /// The runner of a synthetic job (or of a trace row without a runner).
     pub(crate) fn synthetic(&self, rng: &mut ChaCha8Rng) -> Option<RunnerId> {
         match self.shares.as_slice() {

@@ -17,6 +17,10 @@ pub(crate) struct Stats {
     /// Jobs that arrived and have neither started nor been failed.
     pub(crate) waiting: u64,
     pub(crate) waiting_ms: u128,
+    /// Why the waiting jobs wait right now, and job-milliseconds of waiting by cause (see
+    /// [`WaitCause`]).
+    pub(crate) cause: WaitCause,
+    pub(crate) waiting_by_cause_ms: [u128; 3],
     pub(crate) peak_machines: u64,
     pub(crate) waits: Histogram<u64>,
     pub(crate) wait_sum_ms: u128,
@@ -37,6 +41,8 @@ impl Stats {
             machine_ms: [0; 4],
             waiting: 0,
             waiting_ms: 0,
+            cause: WaitCause::Request,
+            waiting_by_cause_ms: [0; 3],
             peak_machines: 0,
             waits: Histogram::new_with_max(MAX_WAIT_MS, 3)
                 .expect("constant histogram bounds are valid"),
@@ -62,6 +68,7 @@ impl Stats {
             *acc += u128::from(n * dt);
         }
         self.waiting_ms += u128::from(self.waiting * dt);
+        self.waiting_by_cause_ms[self.cause as usize] += u128::from(self.waiting * dt);
         if let Some(series) = &mut self.series {
             series.integrate(self.last, now, &self.machines, self.waiting);
         }
@@ -93,6 +100,18 @@ impl Stats {
             series.record_wait(now, wait_ms);
         }
     }
+}
+
+/// Why jobs are waiting at an instant, judged from the fleet (for the runners together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitCause {
+    /// No machine is free and none may be added: `limit` or `concurrent` is reached.
+    Limit = 0,
+    /// No machine is free, and machines are being created.
+    Creating = 1,
+    /// A machine is free or may be asked for: the job waits for the next job request (its pacing
+    /// by `check_interval`, the IdleCount > 0 gate, or a creation not yet started).
+    Request = 2,
 }
 
 /// Levels over time in equal buckets, for plots. When the run outgrows `2 × points` buckets, pairs

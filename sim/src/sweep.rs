@@ -1,8 +1,9 @@
 //! Sweeps: run a scenario over the cartesian product of knob values, in parallel, and find the cheapest
 //! configuration that meets a wait SLO.
 //!
-//! Every point runs with the same seed, so every point sees the same jobs (common random numbers):
-//! differences between points come from the config, not from luck.
+//! Every point runs the same replications (the same seeds), so every point sees the same jobs
+//! (common random numbers): differences between points come from the config, not from luck. The
+//! recommendation holds at the pessimistic end: the p95 wait's upper 95 % bound meets the SLO.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use serde::ser::SerializeMap;
 
 use crate::SimError;
 use crate::engine::{RunOptions, Scenario, run};
+use crate::replicate::{DEFAULT_REPLICATIONS, Estimate, Summary, seed_of};
 use crate::report::{Perf, Report, human_secs, percent};
 use crate::workload::parse_seconds_or_duration_ms;
 
@@ -30,16 +32,18 @@ pub enum Knob {
     MaxBuilds,
     IdleScaleFactor,
     MaxGrowthRate,
+    Concurrent,
 }
 
 impl Knob {
-    pub const ALL: [Knob; 6] = [
+    pub const ALL: [Knob; 7] = [
         Knob::IdleCount,
         Knob::Limit,
         Knob::IdleTime,
         Knob::MaxBuilds,
         Knob::IdleScaleFactor,
         Knob::MaxGrowthRate,
+        Knob::Concurrent,
     ];
 
     /// The key as config.toml spells it.
@@ -51,6 +55,7 @@ impl Knob {
             Knob::MaxBuilds => "MaxBuilds",
             Knob::IdleScaleFactor => "IdleScaleFactor",
             Knob::MaxGrowthRate => "MaxGrowthRate",
+            Knob::Concurrent => "concurrent",
         }
     }
 
@@ -63,10 +68,15 @@ impl Knob {
         }
     }
 
-    /// Sets the knob on every runner it applies to: `limit` on all, the rest on pool runners.
+    /// Sets the knob: `concurrent` on the config, `limit` on every runner, the rest on pool runners.
     fn apply(self, config: &mut Config, v: f64) {
+        if self == Knob::Concurrent {
+            config.concurrent = (v as u32).max(1);
+            return;
+        }
         for r in &mut config.runners {
             match (self, &mut r.executor) {
+                (Knob::Concurrent, _) => {}
                 (Knob::Limit, _) => r.limit = v as u32,
                 (_, Executor::Direct) => {}
                 (Knob::IdleCount, Executor::Pool(p)) => p.base.idle_count = v as u32,
@@ -198,18 +208,34 @@ fn round9(x: f64) -> f64 {
 }
 
 /// Options that shape a sweep's verdict.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SweepOptions {
-    /// The SLO: the p95 wait a configuration must not exceed, in seconds.
+    /// The SLO: the p95 wait a configuration must not exceed, in seconds, at the upper bound of its
+    /// 95 % interval.
     pub slo_p95_wait_seconds: Option<f64>,
     pub cost_per_machine_hour: Option<f64>,
+    /// Replications of every point (the same seeds for all points).
+    pub replications: u32,
+    /// Set (by a Ctrl-C handler) to stop: the report then holds the points that finished.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// One configuration of a sweep and how it did.
+impl Default for SweepOptions {
+    fn default() -> SweepOptions {
+        SweepOptions {
+            slo_p95_wait_seconds: None,
+            cost_per_machine_hour: None,
+            replications: DEFAULT_REPLICATIONS,
+            stop: None,
+        }
+    }
+}
+
+/// One configuration of a sweep and how it did over the replications.
 #[derive(Clone, Debug)]
 pub struct SweepPoint {
     pub params: Params,
-    pub report: Report,
+    pub summary: Summary,
 }
 
 /// The knob values of a point, in the order the sweeps were given.
@@ -239,17 +265,25 @@ impl Serialize for Params {
     }
 }
 
-/// The verdict for an SLO.
+/// The verdict for an SLO. Points are named by their `id`, counted from 1 as in the table.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recommendation {
-    /// Index into the points.
+    pub id: usize,
+    /// `id - 1`: the position in [`SweepReport::points`].
+    #[serde(skip)]
     pub index: usize,
     pub params: Params,
-    /// False: no point meets the SLO and this is the closest (the lowest p95 wait).
+    /// False: no point meets the SLO at its upper bound and this is the closest (the lowest upper
+    /// bound of the p95 wait).
     pub meets_slo: bool,
-    pub p95_wait_seconds: f64,
+    pub p95_wait_seconds: Estimate,
     /// Cost, or machine-hours without a price.
-    pub cost: f64,
+    pub cost: Estimate,
+    /// Other points meeting the SLO whose cost does not differ from this one's: the interval of the
+    /// difference, paired replication by replication, holds 0.
+    pub indistinguishable: Vec<usize>,
+    /// Cheaper points whose mean p95 wait meets the SLO but whose upper bound does not.
+    pub uncertain: Vec<usize>,
 }
 
 /// All points, the Pareto front and the recommendation.
@@ -257,7 +291,8 @@ pub struct Recommendation {
 pub struct SweepReport {
     pub knobs: Vec<Knob>,
     pub points: Vec<SweepPoint>,
-    /// Indices of the points no other point beats on both cost and p95 wait, cheapest first.
+    /// Indices of the points no other point beats on both mean cost and mean p95 wait, cheapest
+    /// first.
     pub pareto: Vec<usize>,
     pub recommended: Option<Recommendation>,
     pub options: SweepOptions,
@@ -294,12 +329,13 @@ pub fn expand(specs: &[SweepSpec]) -> Result<Vec<Params>, SweepError> {
     Ok(out)
 }
 
-/// Runs every point in parallel (rayon's pool: all cores). `on_point` is called as each finishes.
+/// Runs every replication of every point in parallel (rayon's pool: all cores). Replication `i`
+/// of every point runs with the same seed. `on_run` is called as each run finishes.
 pub fn run_sweep(
     base: &Scenario,
     specs: &[SweepSpec],
     options: &SweepOptions,
-    on_point: &(dyn Fn() + Sync),
+    on_run: &(dyn Fn() + Sync),
 ) -> Result<SweepReport, SimError> {
     let wall = Instant::now();
     let grid = expand(specs)?;
@@ -308,18 +344,38 @@ pub fn run_sweep(
         .runners
         .iter()
         .any(|r| matches!(r.executor, Executor::Pool(_)));
-    if let Some(s) = specs.iter().find(|s| s.knob != Knob::Limit && !has_pool) {
+    if let Some(s) = specs
+        .iter()
+        .find(|s| !matches!(s.knob, Knob::Limit | Knob::Concurrent) && !has_pool)
+    {
         return Err(SweepError::NoPool {
             knob: s.knob.name(),
         }
         .into());
     }
     let mut notes = Vec::new();
-    if let Some(s) = specs.iter().find(|s| s.knob == Knob::Limit) {
-        let concurrent = base.config.concurrent;
-        if s.values.iter().any(|v| *v as u32 > concurrent || *v == 0.0) {
+    // Sweeping `limit` asks what more machines would do: `concurrent` follows unless swept too.
+    let lift_concurrent = specs.iter().any(|s| s.knob == Knob::Limit)
+        && !specs.iter().any(|s| s.knob == Knob::Concurrent);
+    if lift_concurrent {
+        let lifted = grid.iter().any(|params| {
+            let mut config = base.config.clone();
+            apply_all(&mut config, params, true);
+            config.concurrent > base.config.concurrent
+        });
+        if lifted {
             notes.push(format!(
-                "concurrent = {concurrent} caps running jobs below some of the limits swept"
+                "concurrent (= {}) is raised to the sum of the runners' limits where the swept limit \
+                 exceeds it; sweep concurrent too to keep it",
+                base.config.concurrent
+            ));
+        }
+    }
+    if let Some(s) = specs.iter().find(|s| s.knob == Knob::Concurrent) {
+        let limits: u32 = base.config.runners.iter().map(|r| r.limit).sum();
+        if s.values.iter().any(|v| (*v as u32) < limits) {
+            notes.push(format!(
+                "some concurrent values are below the runners' limits ({limits} in all): they cap running jobs"
             ));
         }
     }
@@ -336,24 +392,66 @@ pub fn run_sweep(
             with_periods.join(", ")
         ));
     }
-    let results: Vec<Result<SweepPoint, SimError>> = grid
+    let reps = options.replications.max(1);
+    let seed = base.seed();
+    let runs: Vec<(usize, u32)> = (0..grid.len())
+        .flat_map(|p| (0..reps).map(move |i| (p, i)))
+        .collect();
+    let run_options = RunOptions {
+        series_points: 0,
+        stop: options.stop.clone(),
+    };
+    let results: Vec<Result<Report, SimError>> = runs
         .par_iter()
-        .map(|params| {
-            let mut scenario = base.clone();
-            for (knob, v) in &params.0 {
-                knob.apply(&mut scenario.config, *v);
+        .map(|&(p, i)| {
+            if run_options.stopped() {
+                return Err(SimError::Interrupted);
             }
-            let result = run(&scenario, &RunOptions::default());
-            on_point();
-            let report = result?.report.with_price(options.cost_per_machine_hour);
-            Ok(SweepPoint {
-                params: params.clone(),
-                report,
-            })
+            let mut scenario = base.clone().with_seed(seed_of(seed, i));
+            apply_all(&mut scenario.config, &grid[p], lift_concurrent);
+            let result = run(&scenario, &run_options);
+            on_run();
+            Ok(result?.report.with_price(options.cost_per_machine_hour))
         })
         .collect();
-    let points = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let events = points.iter().map(|p| p.report.perf.events).sum();
+    // Errors other than an interruption are the same for every run: report the first.
+    let mut results = results;
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Err(e) if !matches!(e, SimError::Interrupted)))
+        && let Err(e) = results.swap_remove(i)
+    {
+        return Err(e);
+    }
+    let mut events = 0;
+    let mut interrupted = 0;
+    let mut points = Vec::new();
+    for (params, runs) in grid.into_iter().zip(results.chunks(reps as usize)) {
+        // Only points with every replication finished: a partial point would be compared unfairly.
+        let reports: Vec<Report> = runs
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        events += reports.iter().map(|r| r.perf.events).sum::<u64>();
+        if reports.len() < runs.len() {
+            interrupted += 1;
+            continue;
+        }
+        points.push(SweepPoint {
+            params,
+            summary: Summary::of(seed, &reports),
+        });
+    }
+    if points.is_empty() && interrupted > 0 {
+        return Err(SimError::Interrupted);
+    }
+    if interrupted > 0 {
+        notes.push(format!(
+            "interrupted: {} of {} configurations finished; ids count the finished ones",
+            points.len(),
+            points.len() + interrupted
+        ));
+    }
     let pareto = pareto_front(&points);
     let recommended = options
         .slo_p95_wait_seconds
@@ -369,13 +467,27 @@ pub fn run_sweep(
     })
 }
 
-/// Points not dominated on (cost, p95 wait), cheapest first.
+/// Sets a point's knobs; with `lift_concurrent`, raises `concurrent` to the sum of the limits
+/// (when none is unlimited) so that it does not cap them.
+fn apply_all(config: &mut Config, params: &Params, lift_concurrent: bool) {
+    for (knob, v) in &params.0 {
+        knob.apply(config, *v);
+    }
+    if lift_concurrent && config.runners.iter().all(|r| r.limit > 0) {
+        let sum = config.runners.iter().map(|r| r.limit).sum::<u32>();
+        config.concurrent = config.concurrent.max(sum);
+    }
+}
+
+/// Points not dominated on (mean cost, mean p95 wait), cheapest first.
 pub fn pareto_front(points: &[SweepPoint]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..points.len()).collect();
+    let mut order: Vec<usize> = (0..points.len())
+        .filter(|&i| points[i].summary.unstable.is_none())
+        .collect();
     let key = |i: usize| {
         (
-            points[i].report.cost_or_hours(),
-            points[i].report.wait_seconds.p95,
+            points[i].summary.cost_or_hours().mean,
+            points[i].summary.wait_seconds.p95.mean,
         )
     };
     order.sort_by(|&a, &b| {
@@ -387,7 +499,7 @@ pub fn pareto_front(points: &[SweepPoint]) -> Vec<usize> {
     let mut front = Vec::new();
     let mut best = f64::INFINITY;
     for i in order {
-        let p95 = points[i].report.wait_seconds.p95;
+        let p95 = key(i).1;
         if p95 < best {
             best = p95;
             front.push(i);
@@ -396,55 +508,109 @@ pub fn pareto_front(points: &[SweepPoint]) -> Vec<usize> {
     front
 }
 
-/// The cheapest point meeting the SLO, or else the one with the lowest p95 wait (cheaper on ties).
+/// The cheapest point (by mean cost) whose p95 wait meets the SLO at the upper bound of its 95 %
+/// interval; else the one with the lowest upper bound (cheaper on ties).
 pub fn recommend(points: &[SweepPoint], slo_p95_wait_seconds: f64) -> Option<Recommendation> {
-    let by = |a: &(usize, f64, f64), b: &(usize, f64, f64)| {
-        (a.1, a.2, a.0)
-            .partial_cmp(&(b.1, b.2, b.0))
-            .unwrap_or(std::cmp::Ordering::Equal)
+    let cost = |i: usize| points[i].summary.cost_or_hours();
+    let p95 = |i: usize| points[i].summary.wait_seconds.p95;
+    let cmp = |a: (f64, f64, usize), b: (f64, f64, usize)| {
+        a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
     };
-    let stats: Vec<(usize, f64, f64)> = points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, p.report.cost_or_hours(), p.report.wait_seconds.p95))
-        .collect();
-    let meeting = stats
-        .iter()
-        .filter(|s| s.2 <= slo_p95_wait_seconds)
-        .min_by(|a, b| by(a, b));
-    let (pick, meets) = match meeting {
-        Some(s) => (*s, true),
+    let stable = |i: &usize| points[*i].summary.unstable.is_none();
+    let meets = |i: &usize| stable(i) && p95(*i).high <= slo_p95_wait_seconds;
+    let all = (0..points.len()).filter(stable);
+    let best = all.clone().filter(meets).min_by(|&a, &b| {
+        cmp(
+            (cost(a).mean, p95(a).high, a),
+            (cost(b).mean, p95(b).high, b),
+        )
+    });
+    let (pick, meets_slo) = match best {
+        Some(i) => (i, true),
         None => (
-            *stats
-                .iter()
-                .min_by(|a, b| by(&(a.0, a.2, a.1), &(b.0, b.2, b.1)))?,
+            all.clone().min_by(|&a, &b| {
+                cmp(
+                    (p95(a).high, cost(a).mean, a),
+                    (p95(b).high, cost(b).mean, b),
+                )
+            })?,
             false,
         ),
     };
+    let mut indistinguishable = Vec::new();
+    let mut uncertain = Vec::new();
+    if meets_slo {
+        let base = &points[pick].summary.samples.cost;
+        let mut same: Vec<usize> = all
+            .clone()
+            .filter(|&j| j != pick && meets(&j))
+            .filter(|&j| {
+                let diff: Vec<f64> = points[j]
+                    .summary
+                    .samples
+                    .cost
+                    .iter()
+                    .zip(base)
+                    .map(|(x, y)| x - y)
+                    .collect();
+                Estimate::of(&diff).low <= 0.0
+            })
+            .collect();
+        same.sort_by(|&a, &b| cmp((cost(a).mean, 0.0, a), (cost(b).mean, 0.0, b)));
+        indistinguishable = same.into_iter().take(5).map(|j| j + 1).collect();
+        uncertain = all
+            .filter(|&j| {
+                cost(j).mean < cost(pick).mean
+                    && p95(j).mean <= slo_p95_wait_seconds
+                    && p95(j).high > slo_p95_wait_seconds
+            })
+            .map(|j| j + 1)
+            .collect();
+    }
     Some(Recommendation {
-        index: pick.0,
-        params: points[pick.0].params.clone(),
-        meets_slo: meets,
-        p95_wait_seconds: pick.2,
-        cost: pick.1,
+        id: pick + 1,
+        index: pick,
+        params: points[pick].params.clone(),
+        meets_slo,
+        p95_wait_seconds: p95(pick),
+        cost: cost(pick),
+        indistinguishable,
+        uncertain,
     })
 }
 
+/// `#3, #4 and #7`.
+fn ids(ids: &[usize]) -> String {
+    let names: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
 impl SweepReport {
-    /// The JSON document: every point (params + its report), the Pareto front and the recommendation.
+    /// The JSON document: every point (its id, params and summary), the Pareto front and the
+    /// recommendation, naming points by id (counted from 1, as in the table).
     pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&self.to_value()).unwrap_or_default()
+    }
+
+    /// [`SweepReport::to_json`] as a value, to nest in another document.
+    pub fn to_value(&self) -> serde_json::Value {
         #[derive(Serialize)]
         struct Point<'a> {
+            id: usize,
             params: &'a Params,
             #[serde(flatten)]
-            report: &'a Report,
+            summary: &'a Summary,
         }
         #[derive(Serialize)]
         struct Doc<'a> {
             slo_p95_wait_seconds: Option<f64>,
             cost_per_machine_hour: Option<f64>,
+            replications: u32,
             points: Vec<Point<'a>>,
-            pareto: &'a [usize],
+            pareto: Vec<usize>,
             recommended: &'a Option<Recommendation>,
             notes: &'a [String],
             perf: &'a Perf,
@@ -452,43 +618,67 @@ impl SweepReport {
         let doc = Doc {
             slo_p95_wait_seconds: self.options.slo_p95_wait_seconds,
             cost_per_machine_hour: self.options.cost_per_machine_hour,
+            replications: self.options.replications.max(1),
             points: self
                 .points
                 .iter()
-                .map(|p| Point {
+                .enumerate()
+                .map(|(i, p)| Point {
+                    id: i + 1,
                     params: &p.params,
-                    report: &p.report,
+                    summary: &p.summary,
                 })
                 .collect(),
-            pareto: &self.pareto,
+            pareto: self.pareto.iter().map(|i| i + 1).collect(),
             recommended: &self.recommended,
             notes: &self.notes,
             perf: &self.perf,
         };
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+        serde_json::to_value(&doc).unwrap_or_default()
     }
 
-    /// A table of the points, the Pareto front and the verdict.
+    /// A table of the points (means ± the half-width of their 95 % intervals), the Pareto front
+    /// and the verdict.
     pub fn table(&self) -> String {
+        self.table_of(false)
+    }
+
+    /// [`SweepReport::table`] listing only the points the verdict names and the Pareto front.
+    pub fn short_table(&self) -> String {
+        self.table_of(true)
+    }
+
+    fn table_of(&self, short: bool) -> String {
         let mut out = String::new();
+        let named = |i: usize| {
+            self.pareto.contains(&i)
+                || self.recommended.as_ref().is_some_and(|r| {
+                    r.index == i
+                        || r.indistinguishable.contains(&(i + 1))
+                        || r.uncertain.contains(&(i + 1))
+                })
+        };
         let priced = self.options.cost_per_machine_hour.is_some();
         let widths: Vec<usize> = self.knobs.iter().map(|k| k.name().len().max(6)).collect();
         let _ = write!(out, "  {:>4}", "#");
         for (k, w) in self.knobs.iter().zip(&widths) {
             let _ = write!(out, "  {:>w$}", k.name());
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "  {:>8}  {:>8}  {:>7}  {:>6}  {:>10}  {:>10}",
-            "p95 wait",
-            "mean",
-            "waited",
-            "failed",
-            "machine-h",
-            if priced { "cost" } else { "" }
+            "  {:>14}  {:>8}  {:>7}  {:>6}  {:>13}",
+            "p95 wait", "mean", "waited", "failed", "machine-h",
         );
+        let _ = writeln!(out, "{}", if priced { "          cost" } else { "" });
+        let mut hidden = 0;
+        let mut unstable = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
+            if short && !named(i) && p.summary.unstable.is_none() {
+                hidden += 1;
+                continue;
+            }
             let mark = match &self.recommended {
+                _ if p.summary.unstable.is_some() => '!',
                 Some(r) if r.index == i => '>',
                 _ if self.pareto.contains(&i) => '*',
                 _ => ' ',
@@ -497,48 +687,114 @@ impl SweepReport {
             for ((k, v), w) in p.params.0.iter().zip(&widths) {
                 let _ = write!(out, "  {:>w$}", k.show(*v));
             }
-            let r = &p.report;
-            let cost = r.cost.map(|c| format!("{c:.2}")).unwrap_or_default();
+            let s = &p.summary;
+            if let Some(u) = &s.unstable {
+                unstable.push(format!("#{}: {}", i + 1, u.verdict()));
+                if u.stopped {
+                    let _ = writeln!(out, "  {:>14}", "unstable");
+                    continue;
+                }
+            }
+            let p95 = s.wait_seconds.p95;
+            let hours = s.machine_hours;
+            let cost = s
+                .cost
+                .map(|c| format!("  {:>12}", format!("{:.2} ±{:.2}", c.mean, c.half_width())))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:>8}  {:>8}  {:>7}  {:>6}  {:>10.1}  {:>10}",
-                human_secs(r.wait_seconds.p95),
-                human_secs(r.wait_seconds.mean),
-                percent(r.p_wait),
-                r.jobs_failed,
-                r.machine_hours(),
+                "  {:>14}  {:>8}  {:>7}  {:>6}  {:>13}{}",
+                format!("{} ±{}", human_secs(p95.mean), human_secs(p95.half_width())),
+                human_secs(s.wait_seconds.mean.mean),
+                percent(s.p_wait.mean),
+                format!("{:.0}", s.jobs_failed.mean),
+                format!("{:.1} ±{:.1}", hours.mean, hours.half_width()),
                 cost
             );
         }
+        for line in &unstable {
+            let _ = writeln!(out, "  ! {line}");
+        }
+        if hidden > 0 {
+            let _ = writeln!(
+                out,
+                "  ({hidden} more configurations, none better on both cost and p95 wait: --format json lists them all)"
+            );
+        }
         let _ = writeln!(out);
-        let front: Vec<String> = self.pareto.iter().map(|i| format!("#{}", i + 1)).collect();
+        let reps = self.options.replications.max(1);
         let _ = writeln!(
             out,
-            "  * Pareto front (cost vs p95 wait): {}",
-            front.join(", ")
+            "  {reps} replications per configuration, the same seeds for all; ± is the 95% confidence interval"
         );
+        let front: Vec<usize> = self.pareto.iter().map(|i| i + 1).collect();
+        if !front.is_empty() {
+            let _ = writeln!(
+                out,
+                "  * Pareto front (mean cost vs mean p95 wait): {}",
+                ids(&front)
+            );
+        }
         let what = if priced { "cost" } else { "machine-hours" };
         match (&self.recommended, self.options.slo_p95_wait_seconds) {
             (Some(r), Some(slo)) if r.meets_slo => {
                 let _ = writeln!(
                     out,
-                    "  > recommended: #{} {} — p95 wait {} ≤ SLO {}, {what} {:.2}",
-                    r.index + 1,
+                    "  > recommended: #{} {} — p95 wait at most {} (upper bound; mean {}) ≤ SLO {}, {what} {:.2} ±{:.2}",
+                    r.id,
                     r.params.describe(),
-                    human_secs(r.p95_wait_seconds),
+                    human_secs(r.p95_wait_seconds.high),
+                    human_secs(r.p95_wait_seconds.mean),
                     human_secs(slo),
-                    r.cost
+                    r.cost.mean,
+                    r.cost.half_width()
                 );
+                if !r.indistinguishable.is_empty() {
+                    let n = r.indistinguishable.len();
+                    let _ = writeln!(
+                        out,
+                        "    {} {} statistically indistinguishable from #{} in {what} (the paired difference's interval holds 0): {}",
+                        ids(&r.indistinguishable),
+                        if n == 1 {
+                            "meets the SLO too and is"
+                        } else {
+                            "meet the SLO too and are"
+                        },
+                        r.id,
+                        if n == 1 {
+                            "either will do"
+                        } else {
+                            "any of them will do"
+                        }
+                    );
+                }
+                if !r.uncertain.is_empty() {
+                    let n = r.uncertain.len();
+                    let _ = writeln!(
+                        out,
+                        "    {} {} cheaper and {} the SLO on average, but not at the 95% upper bound",
+                        ids(&r.uncertain),
+                        if n == 1 { "is" } else { "are" },
+                        if n == 1 { "meets" } else { "meet" }
+                    );
+                }
             }
             (Some(r), Some(slo)) => {
                 let _ = writeln!(
                     out,
-                    "  no configuration meets p95 wait ≤ {}; closest is #{} {} with p95 wait {} ({what} {:.2})",
+                    "  no configuration meets p95 wait ≤ {} at its 95% upper bound; closest is #{} {} with p95 wait at most {} (mean {}; {what} {:.2})",
                     human_secs(slo),
-                    r.index + 1,
+                    r.id,
                     r.params.describe(),
-                    human_secs(r.p95_wait_seconds),
-                    r.cost
+                    human_secs(r.p95_wait_seconds.high),
+                    human_secs(r.p95_wait_seconds.mean),
+                    r.cost.mean
+                );
+            }
+            (None, Some(_)) => {
+                let _ = writeln!(
+                    out,
+                    "  no configuration keeps up with the traffic: raise limit (and concurrent)"
                 );
             }
             _ => {
@@ -548,17 +804,20 @@ impl SweepReport {
         for note in &self.notes {
             let _ = writeln!(out, "  note: {note}");
         }
+        out
+    }
+
+    /// How fast the sweep went: the one line that varies between runs.
+    pub fn perf_line(&self) -> String {
         let p = &self.perf;
-        let _ = writeln!(
-            out,
-            "  perf: {} runs, {} events in {:.2} s ({:.2} M events/s), peak RSS {:.1} MiB",
-            self.points.len(),
+        format!(
+            "  perf: {} runs, {} events in {:.2} s ({:.2} M events/s), peak RSS {:.1} MiB\n",
+            self.points.len() * self.options.replications.max(1) as usize,
             crate::report::group(p.events),
             p.wall_seconds,
             p.events_per_second / 1e6,
             p.peak_rss_bytes as f64 / (1024.0 * 1024.0)
-        );
-        out
+        )
     }
 }
 
@@ -635,48 +894,61 @@ mod tests {
         ));
     }
 
-    fn point(cost: f64, p95: f64) -> SweepPoint {
-        let mut report = Report {
-            seed: 0,
-            simulated_seconds: 0.0,
-            drained: true,
-            jobs: 0,
-            jobs_failed: 0,
-            jobs_pending: 0,
-            wait_seconds: Default::default(),
-            p_wait: 0.0,
-            mean_queued: 0.0,
-            machine_seconds: Default::default(),
-            mean_machines: 0.0,
-            utilization: 0.0,
-            machines_created: 0,
-            machines_removed: 0,
-            creation_failures: 0,
-            machines_lost: 0,
-            peak_machines: 0,
-            cost: Some(cost),
-            perf: Default::default(),
-        };
-        report.wait_seconds.p95 = p95;
+    /// A point from its replications' (cost, p95 wait).
+    fn point(runs: &[(f64, f64)]) -> SweepPoint {
+        let reports: Vec<Report> = runs
+            .iter()
+            .map(|&(cost, p95)| {
+                let mut r = Report {
+                    cost: Some(cost),
+                    ..Report::default()
+                };
+                r.wait_seconds.p95 = p95;
+                r
+            })
+            .collect();
         SweepPoint {
-            params: Params(vec![(Knob::IdleCount, cost)]),
-            report,
+            params: Params(vec![(Knob::IdleCount, runs[0].0)]),
+            summary: Summary::of(0, &reports),
         }
     }
 
     #[test]
     fn pareto_and_recommendation() {
+        let flat = |cost: f64, p95: f64| point(&[(cost, p95); 3]);
         let pts = vec![
-            point(10.0, 300.0),
-            point(20.0, 60.0),
-            point(15.0, 400.0),
-            point(30.0, 5.0),
-            point(20.0, 90.0),
+            flat(10.0, 300.0),
+            flat(20.0, 60.0),
+            flat(15.0, 400.0),
+            flat(30.0, 5.0),
+            flat(20.0, 90.0),
         ];
         assert_eq!(pareto_front(&pts), vec![0, 1, 3]);
         let r = recommend(&pts, 120.0).unwrap();
-        assert_eq!((r.index, r.meets_slo), (1, true));
+        assert_eq!((r.index, r.id, r.meets_slo), (1, 2, true));
+        // #5 costs exactly as much in every replication: indistinguishable.
+        assert_eq!(r.indistinguishable, vec![5]);
         let r = recommend(&pts, 1.0).unwrap();
-        assert_eq!((r.index, r.meets_slo, r.p95_wait_seconds), (3, false, 5.0));
+        assert_eq!(
+            (r.index, r.meets_slo, r.p95_wait_seconds.high),
+            (3, false, 5.0)
+        );
+    }
+
+    #[test]
+    fn the_slo_must_hold_at_the_upper_bound() {
+        // #1 meets a 60 s SLO on average (mean 55 s) but its interval reaches past it; #2 costs
+        // more and holds it at the upper bound; #3 costs more still, by a margin the replications
+        // resolve.
+        let pts = vec![
+            point(&[(10.0, 40.0), (10.0, 70.0), (10.0, 55.0)]),
+            point(&[(12.0, 30.0), (12.5, 35.0), (12.2, 32.0)]),
+            point(&[(14.0, 20.0), (14.5, 21.0), (14.2, 22.0)]),
+        ];
+        let r = recommend(&pts, 60.0).unwrap();
+        assert_eq!((r.id, r.meets_slo), (2, true));
+        assert_eq!(r.uncertain, vec![1]);
+        assert!(r.indistinguishable.is_empty(), "{r:?}");
+        assert!(r.p95_wait_seconds.high <= 60.0 && r.p95_wait_seconds.mean > 30.0);
     }
 }

@@ -128,7 +128,8 @@ pub struct Faults {
 /// Why a workload could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("cannot read workload file {path}: {source}")]
+    // The OS error is the source: anyhow's `{:#}` prints it once, after this message.
+    #[error("cannot read workload file {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -320,14 +321,15 @@ impl Workload {
         let mut parts = vec![self.arrivals.summary()];
         match (self.horizon_ms, self.jobs) {
             (Some(h), Some(j)) => parts.push(format!(
-                "for {} or {j} jobs",
-                crate::report::human_secs(h as f64 / 1000.0)
+                "for {} or {} jobs",
+                crate::report::human_secs(h as f64 / 1000.0),
+                crate::report::group(j)
             )),
             (Some(h), None) => parts.push(format!(
                 "for {}",
                 crate::report::human_secs(h as f64 / 1000.0)
             )),
-            (None, Some(j)) => parts.push(format!("{j} jobs")),
+            (None, Some(j)) => parts.push(format!("{} jobs", crate::report::group(j))),
             (None, None) => {}
         }
         if let Some(d) = &self.duration {
@@ -383,13 +385,47 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 // ----- the raw layer ---------------------------------------------------------------------------
 
+/// A whole number, written as an integer or as a float with nothing after the point (`1e9`,
+/// `100.0`): both mean the same count to a reader.
+#[derive(Clone, Copy, Debug)]
+struct Whole(i64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Whole, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a whole number, like 100000 or 1e6")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Whole, E> {
+                Ok(Whole(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Whole, E> {
+                i64::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Whole, E> {
+                // Below 2^63, and integral: exactly representable as an i64.
+                if v.fract() == 0.0 && v.abs() < 9.223_372_036_854_775e18 {
+                    Ok(Whole(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
     start: Option<Spanned<toml::Value>>,
     horizon: Option<Spanned<toml::Value>>,
-    jobs: Option<Spanned<i64>>,
-    seed: Option<Spanned<i64>>,
+    jobs: Option<Spanned<Whole>>,
+    seed: Option<Spanned<Whole>>,
     arrivals: Spanned<RawArrivals>,
     duration: Option<Spanned<RawDist>>,
     boot: Option<Spanned<RawDist>>,
@@ -483,17 +519,17 @@ impl Validator<'_> {
             return self.err(&v.span(), "horizon must be longer than 0s", None);
         }
         let jobs = match &raw.jobs {
-            Some(j) if *j.get_ref() <= 0 => {
+            Some(j) if j.get_ref().0 <= 0 => {
                 return self.err(&j.span(), "jobs must be at least 1", None);
             }
-            Some(j) => Some(*j.get_ref() as u64),
+            Some(j) => Some(j.get_ref().0 as u64),
             None => None,
         };
         let seed = match &raw.seed {
-            Some(s) if *s.get_ref() < 0 => {
+            Some(s) if s.get_ref().0 < 0 => {
                 return self.err(&s.span(), "seed must not be negative", None);
             }
-            Some(s) => *s.get_ref() as u64,
+            Some(s) => s.get_ref().0 as u64,
             None => 0,
         };
 
@@ -1084,6 +1120,28 @@ min = "60s"
 max = "2m"
 failure_rate = 0.05
 "#;
+
+    #[test]
+    fn counts_may_be_written_as_integral_floats() {
+        let w = parse(
+            "jobs = 1e9\nseed = 7.0\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 1.0\n\
+             [duration]\nkind = \"constant\"\nvalue = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!((w.jobs, w.seed), (Some(1_000_000_000), 7));
+        assert!(
+            w.summary().contains("1,000,000,000 jobs"),
+            "{}",
+            w.summary()
+        );
+        let e = parse("jobs = 1.5\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected a whole number, like 100000 or 1e6"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_full_workload() {

@@ -431,6 +431,8 @@ fn a_sweep_finds_the_cheapest_configuration_meeting_the_slo() {
     let options = SweepOptions {
         slo_p95_wait_seconds: Some(60.0),
         cost_per_machine_hour: Some(0.1),
+        replications: 4,
+        stop: None,
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let report = run_sweep(&scenario, &specs, &options, &|| {
@@ -438,12 +440,12 @@ fn a_sweep_finds_the_cheapest_configuration_meeting_the_slo() {
     })
     .unwrap();
     assert_eq!(report.points.len(), 10);
-    assert_eq!(done.into_inner(), 10);
+    assert_eq!(done.into_inner(), 40, "4 replications of 10 points");
 
     // 15 busy machines on average. Pure on-demand (IdleCount 0) often waits for a 2-minute boot;
     // warm pools wait less and cost more.
-    let p95 = |i: usize| report.points[i].report.wait_seconds.p95;
-    let hours = |i: usize| report.points[i].report.machine_hours();
+    let p95 = |i: usize| report.points[i].summary.wait_seconds.p95.mean;
+    let hours = |i: usize| report.points[i].summary.machine_hours.mean;
     assert!(
         p95(0) > 60.0 && p95(8) < p95(0) && hours(8) > hours(0),
         "{}",
@@ -451,22 +453,29 @@ fn a_sweep_finds_the_cheapest_configuration_meeting_the_slo() {
     );
     let rec = report.recommended.clone().unwrap();
     assert!(rec.meets_slo);
-    let best = &report.points[rec.index];
-    assert!(best.report.wait_seconds.p95 <= 60.0);
-    // Nothing cheaper meets the SLO.
+    let best = &report.points[rec.index].summary;
+    assert!(best.wait_seconds.p95.high <= 60.0);
+    // Nothing cheaper meets the SLO at its upper bound.
     for p in &report.points {
-        if p.report.wait_seconds.p95 <= 60.0 {
-            assert!(p.report.cost.unwrap() >= best.report.cost.unwrap());
+        if p.summary.wait_seconds.p95.high <= 60.0 {
+            assert!(p.summary.cost.unwrap().mean >= best.cost.unwrap().mean);
         }
     }
     assert!(report.pareto.contains(&rec.index));
+    // Common random numbers: replication i of every point sees the same jobs, so counts that depend
+    // on the traffic alone agree exactly while differing between replications.
+    let jobs = report.points[0].summary.samples.p95_wait.len();
+    assert_eq!(jobs, 4);
+    let busy = |i: usize| report.points[i].summary.machine_seconds.busy;
+    assert!(busy(0).half_width() > 0.0, "{:?}", busy(0));
+    assert!((1..10).all(|i| busy(i) == busy(0)), "{}", report.table());
     // Points are in grid order and the JSON lists them with their params.
     let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(
         v["points"][3]["params"],
         serde_json::json!({"IdleCount": 3, "limit": 40})
     );
-    assert_eq!(v["recommended"]["index"], serde_json::json!(rec.index));
+    assert_eq!(v["recommended"]["id"], serde_json::json!(rec.index + 1));
     assert!(v["pareto"].as_array().is_some_and(|a| !a.is_empty()));
 
     // Without a warm pool nobody meets a 1-second SLO: the closest is named.
@@ -480,9 +489,9 @@ fn a_sweep_finds_the_cheapest_configuration_meeting_the_slo() {
     let lowest = report
         .points
         .iter()
-        .map(|p| p.report.wait_seconds.p95)
+        .map(|p| p.summary.wait_seconds.p95.high)
         .fold(f64::INFINITY, f64::min);
-    assert_eq!(rec.p95_wait_seconds, lowest);
+    assert_eq!(rec.p95_wait_seconds.high, lowest);
     assert!(
         report.table().contains("no configuration meets"),
         "{}",
@@ -492,7 +501,14 @@ fn a_sweep_finds_the_cheapest_configuration_meeting_the_slo() {
 
 #[test]
 fn series_for_plots_stay_bounded() {
-    let result = run(&faulty(), &RunOptions { series_points: 100 }).unwrap();
+    let result = run(
+        &faulty(),
+        &RunOptions {
+            series_points: 100,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
     assert!(
         (50..=200).contains(&result.series.len()),
         "{}",
@@ -508,4 +524,75 @@ fn series_for_plots_stay_bounded() {
     let svg = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("queued jobs") && svg.contains("p95 wait"));
+}
+
+#[test]
+fn an_interrupted_sweep_keeps_the_points_that_finished() {
+    let text = "jobs = 2000\nseed = 4\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 3.0\n\
+                [duration]\nkind = \"exponential\"\nmean = \"5m\"\n";
+    let scenario = Scenario::new(
+        Config::new(40).with_runner(RunnerConfig::pool("linux", 2, 40)),
+        workload(text),
+        None,
+    )
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let options = SweepOptions {
+        slo_p95_wait_seconds: Some(60.0),
+        replications: 1,
+        stop: Some(stop.clone()),
+        ..SweepOptions::default()
+    };
+    let specs = vec!["IdleCount=0..=40".parse().unwrap()];
+    // "Ctrl-C" as the first run finishes: that run's point is kept, the runs not started are not.
+    let report = run_sweep(&scenario, &specs, &options, &|| {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed)
+    })
+    .unwrap();
+    assert!(
+        (1..41).contains(&report.points.len()),
+        "{}",
+        report.points.len()
+    );
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("interrupted: ")),
+        "{:?}",
+        report.notes
+    );
+    assert!(report.points.iter().all(|p| p.summary.replications == 1));
+}
+
+#[test]
+fn the_wait_split_by_cause_adds_up_to_the_mean_wait() {
+    // Pure on demand (IdleCount 0) with a 2-minute boot and room to grow: jobs wait for creations.
+    let text = "jobs = 3000\nseed = 5\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 2.0\n\
+                [duration]\nkind = \"exponential\"\nmean = \"5m\"\n[boot]\nkind = \"constant\"\nvalue = \"2m\"\n";
+    let on_demand = Scenario::new(
+        Config::new(100).with_runner(RunnerConfig::pool("linux", 0, 100)),
+        workload(text),
+        None,
+    )
+    .unwrap();
+    let r = run(&on_demand, &RunOptions::default()).unwrap().report;
+    let c = &r.wait_by_cause;
+    let sum = c.machine_creating + c.limit_or_concurrent + c.next_request;
+    assert!(
+        r.drained && (sum - r.wait_seconds.mean).abs() < 0.01,
+        "{c:?} vs {:?}",
+        r.wait_seconds
+    );
+    assert!(c.machine_creating > 0.9 * r.wait_seconds.mean, "{c:?}");
+    // The same traffic on 3 machines that never go away: waits come from the limit.
+    let mut runner = RunnerConfig::pool("linux", 3, 3);
+    runner.policy_mut().unwrap().base.idle_time_ms = 86_400_000;
+    let capped = Scenario::new(Config::new(100).with_runner(runner), workload(text), None).unwrap();
+    let r = run(&capped, &RunOptions::default()).unwrap().report;
+    let c = &r.wait_by_cause;
+    let sum = c.machine_creating + c.limit_or_concurrent + c.next_request;
+    assert!(
+        (sum - r.wait_seconds.mean).abs() < 0.01,
+        "{c:?} vs {:?}",
+        r.wait_seconds
+    );
+    assert!(c.limit_or_concurrent > 0.9 * r.wait_seconds.mean, "{c:?}");
 }

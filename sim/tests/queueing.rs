@@ -139,3 +139,41 @@ fn a_warm_fixed_fleet_is_erlang_c() {
         );
     }
 }
+
+#[test]
+fn replications_give_intervals_that_hold_erlang_c() {
+    let rate_per_min = LOAD / MEAN_SERVICE_S * 60.0;
+    let text = format!(
+        "jobs = 20000\nseed = 3\n[arrivals]\nkind = \"poisson\"\nrate_per_min = {rate_per_min}\n\
+         [duration]\nkind = \"exponential\"\nmean = \"{MEAN_SERVICE_S}s\"\n\
+         [boot]\nkind = \"constant\"\nvalue = \"0s\"\n[removal]\nkind = \"constant\"\nvalue = \"0s\"\n"
+    );
+    let workload = Workload::parse(&text, Path::new("mmc.toml")).unwrap();
+    let mut runner = RunnerConfig::pool("mmc", C, C);
+    let p = runner.policy_mut().unwrap();
+    p.base.idle_time_ms = 86_400_000;
+    let scenario =
+        Scenario::new(Config::new(C).with_runner(runner), Arc::new(workload), None).unwrap();
+    let r = drover_sim::replicate::replicate(&scenario, 20, &RunOptions::default(), None, &|| {})
+        .unwrap();
+    let s = &r.summary;
+    let p_theory = erlang_c(C, LOAD);
+    let wait_theory = p_theory / (f64::from(C) / MEAN_SERVICE_S - LOAD / MEAN_SERVICE_S);
+    assert!(s.p_wait.contains(p_theory), "{:?} vs {p_theory}", s.p_wait);
+    assert!(
+        s.wait_seconds.mean.contains(wait_theory),
+        "{:?} vs {wait_theory}",
+        s.wait_seconds.mean
+    );
+    // 20 runs of 20,000 jobs: the interval is a few percent of the mean, not a shrug.
+    assert!(
+        s.wait_seconds.mean.half_width() < 0.1 * wait_theory,
+        "{:?}",
+        s.wait_seconds.mean
+    );
+    assert_eq!(s.replications, 20);
+    assert_eq!(
+        r.first.report.seed, 3,
+        "the first replication is the base seed's own run"
+    );
+}

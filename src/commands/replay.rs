@@ -22,12 +22,21 @@ pub struct Args {
     /// (text only: the JSON summary is a single document)
     #[arg(long, conflicts_with = "json")]
     pub events: bool,
-    /// Print the summary as JSON
-    #[arg(long)]
+    /// How to print the summary (as `drover simulate --format`)
+    #[arg(long, value_enum, default_value_t = super::simulate::Format::Table)]
+    pub format: super::simulate::Format,
+    /// The same as --format json
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if args.format == super::simulate::Format::Json {
+        if args.events {
+            anyhow::bail!("--events prints text: it cannot be combined with --format json");
+        }
+        args.json = true;
+    }
     let journal =
         drover_journal::read(&args.journal).map_err(|e| exit::with_code(exit::JOURNAL, e))?;
     let mut violation = None;

@@ -1,20 +1,24 @@
 //! `drover simulate`: run a config.toml against a workload in virtual time and report job waits and
 //! fleet cost; with `--sweep`, find the cheapest configuration meeting a wait SLO.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use drover_sim::sweep::{SweepOptions, SweepSpec, run_sweep};
+use drover_sim::replicate::{DEFAULT_REPLICATIONS, MAX_REPLICATIONS, replicate};
+use drover_sim::sweep::{Knob, SweepOptions, SweepReport, SweepSpec, run_sweep};
 use drover_sim::{
     Recorder, RunOptions, Scenario, Workload, WorkloadError, plot, report::describe_runner,
 };
 
 use crate::config;
 use crate::exit;
+
+mod interrupt;
+mod progress;
 
 /// Points over time kept for `--plot` (merged in pairs as a run grows, so memory stays bounded).
 const PLOT_POINTS: usize = 480;
@@ -48,7 +52,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Draw an SVG: queued jobs and machines over time, or a sweep's cost against p95 wait
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg", value_parser = parse_svg_path)]
     pub plot: Option<PathBuf>,
     /// Simulate only this runner of the config (jobs routed to the others are dropped)
     #[arg(long, value_name = "NAME")]
@@ -58,10 +62,18 @@ pub struct Args {
     /// cartesian product; IdleTime in seconds or with a unit)
     #[arg(long = "sweep", value_name = "KEY=RANGE")]
     pub sweep: Vec<SweepSpec>,
-    /// The SLO a sweep recommends for: the p95 job wait not to exceed (e.g. 90s, 2m; a bare number
-    /// is seconds)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "sweep")]
-    pub slo_p95_wait: Option<Duration>,
+    /// The SLO to recommend for: the p95 job wait not to exceed at the upper end of its 95%
+    /// confidence interval (e.g. 90s, 2m; a bare number is seconds)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub slo_p95_wait: Duration,
+    /// Independent runs (seeds) of every configuration; figures are their means with 95%
+    /// confidence intervals
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REPLICATIONS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_REPLICATIONS)))]
+    pub replications: u32,
+    /// Without --sweep, do not look for the cheapest IdleCount meeting the SLO
+    #[arg(long, conflicts_with = "sweep")]
+    pub no_plan: bool,
     /// Price of one machine-hour, to report cost (every state is billed, creating and removing too)
     #[arg(long, value_name = "X", value_parser = parse_price)]
     pub cost_per_machine_hour: Option<f64>,
@@ -93,6 +105,17 @@ fn workload_error(e: WorkloadError) -> anyhow::Error {
         .at(&e.text, e.span.clone())
         .maybe_hint(suggestion.or(e.hint.clone()));
     anyhow::anyhow!(diagnostic.render("", &e.path))
+}
+
+/// Plots are SVG: another extension would name a file that is not what it says.
+fn parse_svg_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(path),
+        _ => Err(format!(
+            "{s:?}: plots are drawn as SVG; name the file with .svg (open it in a browser)"
+        )),
+    }
 }
 
 fn parse_price(s: &str) -> Result<f64, String> {
@@ -148,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn header(config: &str, workload: &Path, scenario: &Scenario) -> String {
     let mut out = format!(
-        "drover simulate: {} × {} (seed {})\n",
+        "drover simulate: {} × {} (base seed {})\n",
         config,
         workload.display(),
         scenario.seed()
@@ -162,68 +185,210 @@ fn header(config: &str, workload: &Path, scenario: &Scenario) -> String {
 }
 
 fn single(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<ExitCode> {
+    let stop = interrupt::install();
     let options = RunOptions {
         series_points: if args.plot.is_some() { PLOT_POINTS } else { 0 },
+        stop: Some(stop.clone()),
     };
-    let result = drover_sim::run(scenario, &options)?;
-    let report = result.report.with_price(args.cost_per_machine_hour);
+    let reps = args.replications;
+    let plan = (!args.no_plan).then(|| plan_specs(scenario)).flatten();
+    let plan_points: usize = plan
+        .as_ref()
+        .map_or(0, |p| p.iter().map(|s| s.values.len()).product());
+    let progress = progress::Bar::new(u64::from(reps) * (1 + plan_points as u64));
+    let price = args.cost_per_machine_hour;
+    let replicated =
+        replicate(scenario, reps, &options, price, &|| progress.inc()).map_err(interrupted)?;
+    // A configuration that could not even be simulated gets its verdict alone.
+    let hopeless = replicated
+        .summary
+        .unstable
+        .as_ref()
+        .is_some_and(|u| u.stopped && u.evidence == "rates");
+    let plan = if hopeless || replicated.interrupted {
+        None
+    } else {
+        plan
+    };
+    let planned = match &plan {
+        Some(specs) => {
+            match run_sweep(scenario, specs, &sweep_options(args, &stop), &|| {
+                progress.inc()
+            }) {
+                Ok(report) => Some(report),
+                Err(drover_sim::SimError::Interrupted) => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
+    progress.finish();
+    let was_interrupted = stop.load(std::sync::atomic::Ordering::Relaxed);
+    let summary = &replicated.summary;
+    let mut perf = replicated.perf.clone();
+    if let Some(p) = &planned {
+        perf.events += p.perf.events;
+        perf.wall_seconds = drover_sim::stats::round3(perf.wall_seconds + p.perf.wall_seconds);
+        perf.events_per_second = p.perf.events_per_second.max(perf.events_per_second);
+        perf.peak_rss_bytes = drover_sim::report::peak_rss_bytes();
+    }
     let text = match args.format {
-        Format::Json => report.to_json() + "\n",
-        Format::Table => format!("{header}\n{}", report.table()),
+        Format::Json => {
+            let mut doc = serde_json::to_value(summary)?;
+            if let Some(o) = doc.as_object_mut() {
+                if let Some(p) = &planned {
+                    let mut plan = p.to_value();
+                    if let Some(plan) = plan.as_object_mut() {
+                        // Its figures are part of the document's own `perf`.
+                        plan.remove("perf");
+                    }
+                    o.insert("plan".into(), plan);
+                }
+                if was_interrupted {
+                    o.insert("interrupted".into(), true.into());
+                }
+                o.insert("perf".into(), serde_json::to_value(&perf)?);
+            }
+            serde_json::to_string_pretty(&doc)? + "\n"
+        }
+        Format::Table => {
+            let mut text = format!("{header}\n{}", summary.table());
+            if was_interrupted {
+                text += &format!(
+                    "\n  interrupted: {} of {reps} replications finished{}\n",
+                    summary.replications,
+                    match (&plan, &planned) {
+                        (Some(_), None) => "; the plan was not run",
+                        _ => "",
+                    }
+                );
+            }
+            if let (Some(p), Some(specs)) = (&planned, &plan) {
+                let ranges: Vec<String> = specs
+                    .iter()
+                    .map(|s| {
+                        let values: Vec<String> =
+                            s.values.iter().map(|v| s.knob.show(*v)).collect();
+                        format!("{} {}", s.knob.name(), values.join(","))
+                    })
+                    .collect();
+                text += &format!(
+                    "\n  what meets p95 wait ≤ {} at the lowest cost? ({}; everything else as configured)\n",
+                    drover_sim::report::human_secs(args.slo_p95_wait.as_secs_f64()),
+                    ranges.join("; "),
+                );
+                text += &p.short_table();
+            }
+            text += &format!(
+                "  perf: {} events in {:.2} s ({:.2} M events/s), peak RSS {:.1} MiB\n",
+                drover_sim::report::group(perf.events),
+                perf.wall_seconds,
+                perf.events_per_second / 1e6,
+                perf.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+            );
+            text
+        }
     };
-    emit(args.out.as_deref(), &text)?;
+    // The plot first: a failure to draw it must not follow a result printed as if all went well.
     if let Some(path) = &args.plot {
         let title = format!(
-            "{} — jobs queued and machines by state",
-            scenario.workload.origin.display()
+            "{} — jobs queued and machines by state (seed {})",
+            scenario.workload.origin.display(),
+            scenario.seed()
         );
-        plot::time_series(path, &title, &result.series, &report)?;
+        let first = &replicated.first;
+        plot::time_series(path, &title, &first.series, &first.report)?;
         eprintln!("wrote {}", path.display());
     }
-    Ok(ExitCode::from(exit::OK))
+    emit(args.out.as_deref(), &text)?;
+    Ok(ExitCode::from(if was_interrupted {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    }))
+}
+
+/// An interruption before anything finished exits as an interruption.
+fn interrupted(e: drover_sim::SimError) -> anyhow::Error {
+    match e {
+        drover_sim::SimError::Interrupted => exit::with_code(exit::INTERRUPTED, e),
+        e => e.into(),
+    }
+}
+
+/// What a plain run is compared with: IdleCount from 0 to the runners' `limit` in at most 11 steps,
+/// and `limit` as configured, 1.5× and 2× (`concurrent` following). With unlimited runners,
+/// IdleCount up to twice its value (at least 10). None without a machine pool.
+fn plan_specs(scenario: &Scenario) -> Option<Vec<SweepSpec>> {
+    let pools: Vec<_> = scenario
+        .config
+        .runners
+        .iter()
+        .filter_map(|r| r.policy().map(|p| (r.limit, p.base.idle_count)))
+        .collect();
+    let limit = pools.iter().map(|p| p.0).max()?;
+    let limited = scenario.config.runners.iter().all(|r| r.limit > 0);
+    let top = if limited {
+        limit
+    } else {
+        pools.iter().map(|p| 2 * p.1).max().unwrap_or(0).max(10)
+    };
+    let step = top.div_ceil(10).max(1);
+    let mut specs = vec![SweepSpec {
+        knob: Knob::IdleCount,
+        values: (0..=top).step_by(step as usize).map(f64::from).collect(),
+    }];
+    if limited && scenario.config.runners.len() == 1 {
+        let mut limits = vec![limit, limit + limit.div_ceil(2), 2 * limit];
+        limits.dedup();
+        specs.push(SweepSpec {
+            knob: Knob::Limit,
+            values: limits.into_iter().map(f64::from).collect(),
+        });
+    }
+    Some(specs)
+}
+
+fn sweep_options(args: &Args, stop: &Arc<std::sync::atomic::AtomicBool>) -> SweepOptions {
+    SweepOptions {
+        slo_p95_wait_seconds: Some(args.slo_p95_wait.as_secs_f64()),
+        cost_per_machine_hour: args.cost_per_machine_hour,
+        replications: args.replications,
+        stop: Some(stop.clone()),
+    }
 }
 
 fn sweep(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<ExitCode> {
-    let options = SweepOptions {
-        slo_p95_wait_seconds: args.slo_p95_wait.map(|d| d.as_secs_f64()),
-        cost_per_machine_hour: args.cost_per_machine_hour,
-    };
     let total: usize = args.sweep.iter().map(|s| s.values.len()).product();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} simulating {pos}/{len} configurations {bar:30} {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let tick = || {
-        if let Some(bar) = &bar {
-            bar.inc(1);
-        }
-    };
-    let report = run_sweep(scenario, &args.sweep, &options, &tick)?;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
+    let progress = progress::Bar::new(total as u64 * u64::from(args.replications));
+    let stop = interrupt::install();
+    let report: SweepReport =
+        run_sweep(scenario, &args.sweep, &sweep_options(args, &stop), &|| {
+            progress.inc()
+        })
+        .map_err(interrupted)?;
+    progress.finish();
     let text = match args.format {
         Format::Json => report.to_json() + "\n",
-        Format::Table => format!("{header}\n{}", report.table()),
+        Format::Table => format!("{header}\n{}{}", report.table(), report.perf_line()),
     };
-    emit(args.out.as_deref(), &text)?;
     if let Some(path) = &args.plot {
         let title = format!("{} — cost vs p95 wait", scenario.workload.origin.display());
         plot::sweep(path, &title, &report)?;
         eprintln!("wrote {}", path.display());
     }
-    let missed = report.recommended.as_ref().is_some_and(|r| !r.meets_slo);
-    Ok(ExitCode::from(if missed {
-        exit::SLO_NOT_MET
-    } else {
-        exit::OK
-    }))
+    emit(args.out.as_deref(), &text)?;
+    // Nothing recommended (every point unstable) misses the SLO too.
+    let missed = report.recommended.as_ref().is_none_or(|r| !r.meets_slo);
+    Ok(ExitCode::from(
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            exit::INTERRUPTED
+        } else if missed {
+            exit::SLO_NOT_MET
+        } else {
+            exit::OK
+        },
+    ))
 }
 
 fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {

@@ -61,7 +61,7 @@ fn events_are_listed_before_the_text_summary_and_refused_with_json() {
         .split_once("journal ")
         .expect("the summary follows the events");
     let lines: Vec<&str> = events.lines().collect();
-    let json = replay(&[fixture().to_str().unwrap(), "--json"]);
+    let json = replay(&[fixture().to_str().unwrap(), "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(
         Some(lines.len() as u64),

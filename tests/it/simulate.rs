@@ -70,6 +70,48 @@ fn the_readme_command_prints_a_readable_table() {
         text.contains("machine-hours") && text.contains("utilisation"),
         "{text}"
     );
+    // Every figure with its interval, and an answer to "what should I set?".
+    assert!(
+        text.contains("30 replications") && text.contains('±'),
+        "{text}"
+    );
+    assert!(
+        text.contains("what meets p95 wait ≤ 1m00s") && text.contains("> recommended: #"),
+        "{text}"
+    );
+}
+
+/// The bundled example's answer must not hang on the seed: five base seeds, one recommendation,
+/// and it meets the SLO at the upper end of its interval.
+#[test]
+fn the_bundled_example_recommends_the_same_for_five_seeds() {
+    let mut answers = Vec::new();
+    for seed in ["1", "2", "3", "4", "5"] {
+        let v = json(&drover(&[
+            "simulate",
+            "--config",
+            SEED_CONFIG,
+            "--workload",
+            STEADY,
+            "--seed",
+            seed,
+            "--format",
+            "json",
+        ]));
+        let rec = &v["plan"]["recommended"];
+        assert_eq!(
+            rec["meets_slo"],
+            serde_json::json!(true),
+            "seed {seed}: {rec}"
+        );
+        let high = rec["p95_wait_seconds"]["high"].as_f64().unwrap();
+        assert!(high <= 60.0, "seed {seed}: {rec}");
+        // The id names the point, counted from 1 as the table does.
+        let id = rec["id"].as_u64().unwrap() as usize;
+        assert_eq!(v["plan"]["points"][id - 1]["params"], rec["params"]);
+        answers.push(rec["params"].clone());
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
 }
 
 #[test]
@@ -82,25 +124,45 @@ fn json_is_identical_for_a_seed_and_differs_between_seeds() {
         STEADY,
         "--format",
         "json",
+        "--replications",
+        "8",
     ];
-    let a = json(&drover(&args));
-    let b = json(&drover(&args));
-    assert_eq!(without_perf(a.clone()), without_perf(b));
+    let a = drover(&args);
+    let b = drover(&args);
+    // Byte for byte, once the wall-clock figures are gone.
+    let strip = |o: &Output| {
+        stdout(o)
+            .lines()
+            .filter(|l| !l.contains("wall_seconds") && !l.contains("events_per_second"))
+            .filter(|l| !l.contains("peak_rss_bytes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&a), strip(&b));
+    let a = json(&a);
     assert!(
         a["perf"]["events"].as_u64().is_some_and(|n| n > 1_000),
         "{}",
         a["perf"]
     );
-    assert!(a["jobs"].as_u64().is_some_and(|n| n > 2_000));
+    let jobs = &a["jobs"];
+    assert!(jobs["mean"].as_f64().is_some_and(|n| n > 2_000.0), "{jobs}");
+    assert!(
+        jobs["low"].as_f64() < jobs["mean"].as_f64()
+            && jobs["mean"].as_f64() < jobs["high"].as_f64(),
+        "Poisson arrivals vary between replications: {jobs}"
+    );
+    assert_eq!(a["replications"], serde_json::json!(8));
     let c = json(&drover(&[&args[..], &["--seed", "2"]].concat()));
     assert_ne!(without_perf(a.clone()), without_perf(c));
 
     let priced = json(&drover(
-        &[&args[..], &["--cost-per-machine-hour", "0.10"]].concat(),
+        &[&args[..], &["--cost-per-machine-hour", "0.10", "--no-plan"]].concat(),
     ));
-    let hours = a["machine_seconds"]["total"].as_f64().unwrap() / 3600.0;
-    let cost = priced["cost"].as_f64().unwrap();
-    assert!((cost - hours * 0.10).abs() < 0.001, "{cost} vs {hours} h");
+    assert!(priced.get("plan").is_none());
+    let hours = a["machine_hours"]["mean"].as_f64().unwrap();
+    let cost = priced["cost"]["mean"].as_f64().unwrap();
+    assert!((cost - hours * 0.10).abs() < 0.002, "{cost} vs {hours} h");
 }
 
 #[test]
@@ -127,8 +189,14 @@ fn every_bundled_workload_runs() {
             &path,
             "--format",
             "json",
+            "--no-plan",
+            "--replications",
+            "4",
         ]));
-        assert!(v["jobs"].as_u64().is_some_and(|n| n > 500), "{path}: {v}");
+        assert!(
+            v["jobs"]["mean"].as_f64().is_some_and(|n| n > 500.0),
+            "{path}: {v}"
+        );
         assert_eq!(v["drained"], serde_json::json!(true), "{path}");
     }
 }
@@ -176,8 +244,16 @@ fn a_sweep_names_the_cheapest_configuration_or_exits_6() {
         v["points"][5]["params"],
         serde_json::json!({"IdleCount": 8, "IdleTime": 1200})
     );
+    assert_eq!(v["points"][5]["id"], serde_json::json!(6));
     assert_eq!(v["recommended"]["meets_slo"], serde_json::json!(false));
-    assert!(v["pareto"].as_array().is_some_and(|p| !p.is_empty()));
+    let pareto = v["pareto"].as_array().unwrap();
+    assert!(!pareto.is_empty());
+    // Ids count from 1, as the table does.
+    assert!(
+        pareto
+            .iter()
+            .all(|id| (1..=6).contains(&id.as_u64().unwrap()))
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -195,6 +271,7 @@ fn plot_and_out_write_files() {
         svg.to_str().unwrap(),
         "--format",
         "json",
+        "--no-plan",
         "--out",
         out_file.to_str().unwrap(),
     ]);
@@ -202,7 +279,16 @@ fn plot_and_out_write_files() {
     assert!(stdout(&out).is_empty());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
-    assert_eq!(v["jobs"].as_u64(), Some(1873), "every row of the trace");
+    assert_eq!(
+        v["jobs"]["mean"].as_f64(),
+        Some(1873.0),
+        "every row of the trace"
+    );
+    assert_eq!(
+        v["jobs"]["high"].as_f64(),
+        Some(1873.0),
+        "the same trace every time"
+    );
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(
         picture.contains("queued jobs") && picture.contains("busy") && picture.contains("p95 wait")
@@ -288,6 +374,38 @@ fn bad_workloads_and_arguments_say_where_and_what_to_do() {
         "-c",
         SEED_CONFIG,
         "--workload",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("(os error 2)").count(),
+        1,
+        "the OS error once: {err}"
+    );
+
+    // Plots are SVG: another extension is refused before anything runs.
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
+        STEADY,
+        "--plot",
+        "x.png",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plots are drawn as SVG"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
         STEADY,
         "--runner",
         "nope",
@@ -362,10 +480,13 @@ fn a_journal_replays_its_jobs_under_another_config() {
         journal.to_str().unwrap(),
         "--format",
         "json",
+        "--replications",
+        "1",
+        "--no-plan",
     ]));
-    assert_eq!(v["jobs"].as_u64(), Some(original.jobs));
+    assert_eq!(v["jobs"]["mean"].as_f64(), Some(original.jobs as f64));
     assert_eq!(
-        v["machine_seconds"]["busy"].as_f64(),
+        v["machine_seconds"]["busy"]["mean"].as_f64(),
         Some(original.machine_seconds.busy)
     );
     // "What would the seed config have done with that day?"
@@ -377,9 +498,12 @@ fn a_journal_replays_its_jobs_under_another_config() {
         journal.to_str().unwrap(),
         "--format",
         "json",
+        "--replications",
+        "1",
+        "--no-plan",
     ]));
-    assert_eq!(v["jobs"].as_u64(), Some(original.jobs));
-    assert!(v["machines_created"].as_u64() != Some(original.machines_created));
+    assert_eq!(v["jobs"]["mean"].as_f64(), Some(original.jobs as f64));
+    assert!(v["machines_created"]["mean"].as_f64() != Some(original.machines_created as f64));
 
     std::fs::write(dir.join("junk"), b"not a journal").unwrap();
     let out = drover(&["simulate", "--journal", dir.join("junk").to_str().unwrap()]);
@@ -388,6 +512,116 @@ fn a_journal_replays_its_jobs_under_another_config() {
         Some(3),
         "journal errors exit 3: {}",
         stderr(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Peak resident memory of a finished run, from its JSON report.
+fn peak_rss_mib(v: &serde_json::Value) -> f64 {
+    v["perf"]["peak_rss_bytes"].as_f64().unwrap() / (1024.0 * 1024.0)
+}
+
+#[test]
+fn an_overloaded_configuration_gets_a_verdict_fast_and_small() {
+    let dir = temp_dir("overload");
+    // 100 jobs a minute of 10 minutes each on at most 20 machines: 6,000/h against 120/h.
+    let flood = dir.join("flood.toml");
+    std::fs::write(
+        &flood,
+        "jobs = 100_000_000\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 100.0\n\
+         [duration]\nkind = \"constant\"\nvalue = \"10m\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = drover(&[
+        "simulate",
+        "-c",
+        SEED_CONFIG,
+        "--workload",
+        flood.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v = json(&out);
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peak_rss_mib(&v) < 64.0, "{}", v["perf"]);
+    let u = &v["unstable"];
+    assert_eq!(u["arrivals_per_hour"], serde_json::json!(6000.0), "{u}");
+    assert_eq!(u["capacity_per_hour"], serde_json::json!(120.0), "{u}");
+    assert_eq!(u["stopped"], serde_json::json!(true));
+    assert!(
+        v.get("plan").is_none(),
+        "nothing to plan from: {}",
+        v["plan"]
+    );
+
+    // A fleet the rates cannot expose: every job needs a fresh machine (MaxBuilds 1) that takes
+    // 10 minutes to boot, so 40 machines start about 220 jobs an hour against 1,200 arriving.
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "concurrent = 40\n[[runners]]\nname = \"fresh\"\nexecutor = \"docker+machine\"\nlimit = 40\n\
+         [runners.machine]\nIdleCount = 0\nMaxBuilds = 1\nMachineName = \"fresh-%s\"\n",
+    )
+    .unwrap();
+    let slow = dir.join("slow.toml");
+    std::fs::write(
+        &slow,
+        "jobs = 100_000\n[arrivals]\nkind = \"poisson\"\nrate_per_min = 20.0\n\
+         [duration]\nkind = \"constant\"\nvalue = \"1m\"\n[boot]\nkind = \"constant\"\nvalue = \"10m\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let base = [
+        "simulate",
+        "-c",
+        config.to_str().unwrap(),
+        "--workload",
+        slow.to_str().unwrap(),
+        "--replications",
+        "4",
+    ];
+    let v = json(&drover(
+        &[&base[..], &["--no-plan", "--format", "json"]].concat(),
+    ));
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(peak_rss_mib(&v) < 64.0, "{}", v["perf"]);
+    let u = &v["unstable"];
+    assert_eq!(u["evidence"], serde_json::json!("queue"), "{u}");
+    let (arrivals, capacity) = (
+        u["arrivals_per_hour"].as_f64().unwrap(),
+        u["capacity_per_hour"].as_f64().unwrap(),
+    );
+    assert!((1_100.0..1_300.0).contains(&arrivals), "{u}");
+    assert!(capacity < 300.0, "{u}");
+
+    // A sweep marks the point and goes on: 400 machines keep up.
+    let args = [
+        &base[..],
+        &["--sweep", "limit=40,400", "--slo-p95-wait", "15m"],
+    ]
+    .concat();
+    let out = drover(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["points"][0]["unstable"]["evidence"],
+        serde_json::json!("queue")
+    );
+    assert!(v["points"][1]["unstable"].is_null(), "{}", v["points"][1]);
+    assert_eq!(v["recommended"]["id"], serde_json::json!(2));
+    let text = stdout(&drover(&args));
+    assert!(
+        text.contains("! #1: unstable: arrivals") && text.contains("> recommended: #2"),
+        "{text}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
