@@ -1,4 +1,6 @@
 //! GitLab's job payload plus the runner's `[runners.docker]` settings → the executor's [`BuildSpec`].
+//! The `with_*` functions add what is known only when the job runs; `jobs::job_spec` applies them
+//! in order.
 
 use std::time::Duration;
 
