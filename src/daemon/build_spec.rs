@@ -1,4 +1,6 @@
 //! GitLab's job payload plus the runner's `[runners.docker]` settings → the executor's [`BuildSpec`].
+//! The `with_*` functions add what is known only when the job runs; `jobs::job_spec` applies them
+//! in order.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use drover_gitlab::api::{JobResponse, StepWhen, step_name};
 use globset::GlobBuilder;
 
 use super::expand::expand;
+use super::short_token::gitlab_short_token;
 use super::sources;
 use crate::config::{self, RunnerSettings};
 
@@ -437,33 +440,6 @@ pub fn runner_credentials(
     Ok(credentials)
 }
 
-/// GitLab Runner's short token (`CI_RUNNER_SHORT_TOKEN`, and its cache object names): the token
-/// without its `glrt-`/`glrtr-`/`glcbt-` prefix and `t<n>_` partition, the first 9 characters as
-/// they are.
-fn gitlab_short_token(token: &str) -> String {
-    let mut t = token;
-    for prefix in ["glrt-", "glrtr-", "glcbt-"] {
-        if let Some(rest) = t.strip_prefix(prefix) {
-            t = rest;
-            break;
-        }
-    }
-    for partition in ["t1_", "t2_", "t3_"] {
-        if let Some(rest) = t.strip_prefix(partition) {
-            t = rest;
-            break;
-        }
-    }
-    // A legacy registration-token prefix: `GR` and 7 hex digits.
-    if let Some(rest) = t.strip_prefix("GR")
-        && rest.len() > 7
-        && rest.as_bytes()[..7].iter().all(u8::is_ascii_hexdigit)
-    {
-        t = &rest[7..];
-    }
-    t.chars().take(9).collect()
-}
-
 /// `CI_RUNNER_EXECUTABLE_ARCH` in Go's terms, as GitLab Runner reports it (`linux/amd64`).
 fn executable_arch() -> String {
     let arch = match std::env::consts::ARCH {
@@ -881,19 +857,6 @@ mod tests {
         job.variables.pop();
         let spec = build_spec(&job, &runner, "r", &[]).unwrap();
         assert_eq!(value_of(&spec.variables, "CI_JOB_IMAGE"), None);
-    }
-
-    #[test]
-    fn short_tokens_as_gitlab_runner_shortens_them() {
-        for (token, short) in [
-            ("glrt-t1_6sYkQxW9bN3pLmZr7cVd", "6sYkQxW9b"),
-            ("glrt-AbCdEfGhIjKl", "AbCdEfGhI"),
-            ("t2_XyZ123456789", "XyZ123456"),
-            ("GR1348941aBcDeFgHiJ", "aBcDeFgHi"),
-            ("glcbt-64_xQz", "64_xQz"),
-        ] {
-            assert_eq!(gitlab_short_token(token), short, "{token}");
-        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{Event, FailureReason, JobId, Outcome};
-use drover_docker::{Executor, LogCursor, Transport, error_line};
+use drover_docker::{BuildSpec, Executor, LogCursor, Transport, error_line};
 use drover_gitlab::api::{JobOutput, JobResponse, RunnerInfo, UndecodableJob, UpdateJobRequest};
 use drover_gitlab::trace::{
     JobResult, RemoteState, SharedTrace, TraceBuffer, TraceOptions, TraceUploader, UploaderConfig,
@@ -23,7 +23,7 @@ use super::build_spec::{
     with_tls_ca,
 };
 use super::cache;
-use super::concurrency::Slots;
+use super::concurrency::{Slot, Slots};
 use super::machines::Placement;
 use super::state_dir::{Progress, StateDir};
 use crate::config::{ExecutorKind, RunnerSettings};
@@ -564,6 +564,55 @@ async fn run(
         .send(Input::Event(Event::JobFinished { job: id, outcome }));
 }
 
+/// The job's [`BuildSpec`], completed in the order its parts become known:
+/// 1. `build_spec`: the payload and the runner's settings (may refuse the job);
+/// 2. `cache::plan`: the caches, which depend on the machine the job landed on (may refuse it);
+/// 3. what only the daemon knows at run time, each put before the job's variables so that the
+///    job's own win: the concurrency ids of `slot`, `CI_SERVER_TLS_CA_FILE`, then the registry
+///    credentials of drover's user (ranked among the job's);
+/// 4. the transport its artifacts go through to GitLab.
+fn job_spec(
+    runner: &RunnerContext,
+    job: &JobResponse,
+    machine: Option<&str>,
+    slot: &Slot,
+) -> Result<BuildSpec, Unsupported> {
+    let mut spec = build_spec(
+        job,
+        &runner.settings,
+        &runner.short_token,
+        &runner.registry_mirrors,
+    )?;
+    cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
+    // docker+machine: one job per machine, so GitLab Runner counts per-project slots on a
+    // machine, always 0.
+    let project_id = match runner.settings.executor {
+        ExecutorKind::DockerMachine => 0,
+        ExecutorKind::Docker => slot.project_id(),
+    };
+    with_concurrency(&mut spec, slot.id(), project_id);
+    if let Some(path) = &runner.tls_ca_file {
+        match std::fs::read_to_string(path) {
+            Ok(ca) => with_tls_ca(&mut spec, ca),
+            Err(err) => spec.warnings.push(format!(
+                "CI_SERVER_TLS_CA_FILE is not set: reading tls-ca-file {}: {err}",
+                path.display()
+            )),
+        }
+    }
+    match home_registry_credentials() {
+        Ok(home) => with_home_credentials(&mut spec, &home),
+        Err(err) => spec
+            .warnings
+            .push(format!("ignoring registry credentials: {err}")),
+    }
+    spec.transport = Transport::new(Arc::new(GitlabTransport {
+        client: runner.client.clone(),
+        job: JobCredentials::from(job),
+    }));
+    Ok(spec)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     shared: &Arc<Shared>,
@@ -601,51 +650,11 @@ async fn execute(
     };
     // Held while the job runs: this function returns when it has ended.
     let slot = runner.slots.acquire(job.job_info.project_id);
-    let spec = build_spec(
-        job,
-        &runner.settings,
-        &runner.short_token,
-        &runner.registry_mirrors,
-    )
-    .and_then(|mut spec| {
-        let machine = endpoint.machine.as_deref();
-        cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
-        Ok(spec)
-    });
-    let mut spec = match spec {
-        Ok(mut spec) => {
-            // docker+machine: one job per machine, so GitLab Runner counts per-project slots
-            // on a machine, always 0.
-            let project_id = match runner.settings.executor {
-                ExecutorKind::DockerMachine => 0,
-                ExecutorKind::Docker => slot.project_id(),
-            };
-            with_concurrency(&mut spec, slot.id(), project_id);
-            if let Some(path) = &runner.tls_ca_file {
-                match std::fs::read_to_string(path) {
-                    Ok(ca) => with_tls_ca(&mut spec, ca),
-                    Err(err) => spec.warnings.push(format!(
-                        "CI_SERVER_TLS_CA_FILE is not set: reading tls-ca-file {}: {err}",
-                        path.display()
-                    )),
-                }
-            }
-            match home_registry_credentials() {
-                Ok(home) => with_home_credentials(&mut spec, &home),
-                Err(err) => spec
-                    .warnings
-                    .push(format!("ignoring registry credentials: {err}")),
-            }
-            spec
-        }
-        Err(Unsupported { reason, message }) => {
-            return not_started(message, reason);
-        }
+    let machine = endpoint.machine.as_deref();
+    let spec = match job_spec(runner, job, machine, &slot) {
+        Ok(spec) => spec,
+        Err(Unsupported { reason, message }) => return not_started(message, reason),
     };
-    spec.transport = Transport::new(Arc::new(GitlabTransport {
-        client: runner.client.clone(),
-        job: JobCredentials::from(job),
-    }));
     let (sink, mut chunks) = mpsc::channel(256);
     let handle = if resume {
         shared

@@ -17,6 +17,7 @@ mod expand;
 mod jobs;
 mod machines;
 mod metrics;
+mod short_token;
 mod signals;
 mod sources;
 pub mod state_dir;

@@ -16,7 +16,7 @@ use drover_core::{FailureReason, Outcome};
 use futures_util::StreamExt;
 
 use super::job::{Job, JobError};
-use super::spec::{ArtifactSpec, LineLevel, When};
+use super::spec::{ArtifactSpec, LineLevel};
 use crate::archive::{self, Selection};
 use crate::engine::is_status;
 use crate::labels;
@@ -113,14 +113,11 @@ impl Job {
         vars
     }
 
-    /// The container whose archive endpoints reach the builds volume: created once per job from
-    /// the job's image, never started, removed with the job's other containers. Caches use it too.
-    pub(crate) async fn transfer_container(&mut self) -> Result<String, JobError> {
-        let name = self.names.transfer();
-        let body = ContainerCreateBody {
-            image: Some(self.spec.image.name.clone()),
-            // Never run; the engine wants a command all the same.
-            entrypoint: Some(vec!["true".to_string()]),
+    /// A transfer container of `image`: the job's volumes, no network, `entrypoint` to run.
+    fn offline_container(&self, image: String, entrypoint: &str) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(image),
+            entrypoint: Some(vec![entrypoint.to_string()]),
             labels: Some(self.labels(labels::ROLE_TRANSFER)),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
@@ -129,7 +126,15 @@ impl Job {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// The container whose archive endpoints reach the builds volume: created once per job from
+    /// the job's image, never started, removed with the job's other containers. Caches use it too.
+    pub(crate) async fn transfer_container(&mut self) -> Result<String, JobError> {
+        let name = self.names.transfer();
+        // Never run; the engine wants a command all the same.
+        let body = self.offline_container(self.spec.image.name.clone(), "true");
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..Default::default()
@@ -153,22 +158,13 @@ impl Job {
             .unwrap_or_else(|| self.spec.image.name.clone());
         let name = format!("{}-untracked", self.names.transfer());
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            entrypoint: Some(vec!["git".to_string()]),
             cmd: Some(
                 ["-c", "safe.directory=*", "ls-files", "-o", "-z"]
                     .map(String::from)
                     .to_vec(),
             ),
             working_dir: Some(self.spec.project_dir.clone()),
-            labels: Some(self.labels(labels::ROLE_TRANSFER)),
-            network_disabled: Some(true),
-            host_config: Some(HostConfig {
-                binds: Some(self.binds.clone()),
-                network_mode: Some("none".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..self.offline_container(image.clone(), "git")
         };
         let options = CreateContainerOptions {
             name: Some(name.clone()),
@@ -336,11 +332,7 @@ impl Job {
         let entries: Vec<&ArtifactSpec> = spec
             .artifacts
             .iter()
-            .filter(|a| match a.when {
-                When::OnSuccess => succeeded,
-                When::OnFailure => !succeeded,
-                When::Always => true,
-            })
+            .filter(|a| a.when.fits(succeeded))
             .filter(|a| !a.selection.paths.is_empty() || a.untracked)
             .collect();
         if entries.is_empty() {

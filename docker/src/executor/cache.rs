@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::job::{Job, JobError};
-use super::spec::{CacheLocation, CacheSpec, CacheTarget, SignedUrl, When};
+use super::spec::{CacheLocation, CacheSpec, CacheTarget, SignedUrl};
 use crate::archive::{self, Format, Selection};
 
 /// GitLab Runner's `CACHE_REQUEST_TIMEOUT` default: one transfer, start to end.
@@ -159,11 +159,7 @@ impl Job {
             .caches
             .iter()
             .filter(|c| c.save.is_some())
-            .filter(|c| match c.when {
-                When::OnSuccess => succeeded,
-                When::OnFailure => !succeeded,
-                When::Always => true,
-            })
+            .filter(|c| c.when.fits(succeeded))
             .collect();
         if entries.is_empty() {
             return Ok(());

@@ -499,11 +499,7 @@ impl Job {
             if bound_by_job && outcome == Outcome::Success && now_ms() >= self.deadline_ms {
                 outcome = timed_out();
             }
-            let runs = match when {
-                When::OnSuccess => outcome == Outcome::Success,
-                When::OnFailure => outcome != Outcome::Success,
-                When::Always => true,
-            };
+            let runs = when.fits(outcome == Outcome::Success);
             if !runs && adopted.is_none() {
                 continue;
             }

@@ -355,6 +355,17 @@ pub enum When {
     Always,
 }
 
+impl When {
+    /// Whether something marked `self` runs after a job that has `succeeded` so far.
+    pub fn fits(self, succeeded: bool) -> bool {
+        match self {
+            When::OnSuccess => succeeded,
+            When::OnFailure => !succeeded,
+            When::Always => true,
+        }
+    }
+}
+
 /// A sidecar container the job reaches by its aliases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {

@@ -101,6 +101,22 @@ fn artifact(paths: &[&str], when: When, format: Format, kind: &str, name: &str) 
     }
 }
 
+/// The dependency of the download tests: `build`, job 60.
+fn on_build() -> Vec<DependencySpec> {
+    vec![DependencySpec {
+        id: 60,
+        name: "build".into(),
+    }]
+}
+
+/// How a job ends whose script, or the artifact download before it, failed with `code`.
+fn script_failure(code: i32) -> Outcome {
+    Outcome::Failed {
+        reason: FailureReason::ScriptFailure,
+        exit_code: Some(code),
+    }
+}
+
 fn zip_entries(bytes: &[u8]) -> Vec<String> {
     let zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     zip.file_names().map(|n| n.unwrap().to_string()).collect()
@@ -190,14 +206,7 @@ async fn a_failed_job_uploads_its_on_failure_artifacts_and_a_refused_upload_fail
     ];
     failing.transport = Transport::new(double.clone());
     let (outcome, out) = run_job(local(), failing).await;
-    assert_eq!(
-        outcome,
-        Outcome::Failed {
-            reason: FailureReason::ScriptFailure,
-            exit_code: Some(3)
-        },
-        "{out}"
-    );
+    assert_eq!(outcome, script_failure(3), "{out}");
     let names: Vec<String> = double
         .uploads
         .lock()
@@ -222,14 +231,7 @@ async fn a_failed_job_uploads_its_on_failure_artifacts_and_a_refused_upload_fail
     )];
     good.transport = Transport::new(refusing);
     let (outcome, out) = run_job(local(), good).await;
-    assert_eq!(
-        outcome,
-        Outcome::Failed {
-            reason: FailureReason::ScriptFailure,
-            exit_code: Some(1)
-        },
-        "{out}"
-    );
+    assert_eq!(outcome, script_failure(1), "{out}");
     assert!(out.contains("FATAL: too large archive"), "{out}");
     assert!(out.contains("Job failed: exit code 1"), "{out}");
     assert_nothing_left(&docker, &runner).await;
@@ -260,10 +262,7 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
         64,
         &["cat out/link", "stat -c %a out/app.txt", "pwd"],
     );
-    job.dependencies = vec![DependencySpec {
-        id: 60,
-        name: "build".into(),
-    }];
+    job.dependencies = on_build();
     job.transport = Transport::new(double);
     let (outcome, out) = run_job(local(), job).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
@@ -294,10 +293,7 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
         "ARTIFACT_DOWNLOAD_ATTEMPTS",
         "2",
     )];
-    job.dependencies = vec![DependencySpec {
-        id: 60,
-        name: "build".into(),
-    }];
+    job.dependencies = on_build();
     job.transport = Transport::new(flaky);
     let (outcome, out) = run_job(local(), job).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
@@ -307,20 +303,10 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
     // A dependency that cannot be downloaded fails the job before its script; after_script runs.
     let failing = Arc::new(Double::default());
     let mut job = with_after_script(spec(&runner, 65, &["echo script-ran"]), &["echo after-ran"]);
-    job.dependencies = vec![DependencySpec {
-        id: 60,
-        name: "build".into(),
-    }];
+    job.dependencies = on_build();
     job.transport = Transport::new(failing);
     let (outcome, out) = run_job(local(), job).await;
-    assert_eq!(
-        outcome,
-        Outcome::Failed {
-            reason: FailureReason::ScriptFailure,
-            exit_code: Some(1)
-        },
-        "{out}"
-    );
+    assert_eq!(outcome, script_failure(1), "{out}");
     assert!(
         out.contains("Downloading artifacts for build (60) failed: not found"),
         "{out}"
@@ -336,20 +322,10 @@ async fn dependencies_are_unpacked_into_the_project_before_the_script() {
         ..Default::default()
     });
     let mut job = spec(&runner, 68, &["echo script-ran"]);
-    job.dependencies = vec![DependencySpec {
-        id: 60,
-        name: "build".into(),
-    }];
+    job.dependencies = on_build();
     job.transport = Transport::new(corrupt);
     let (outcome, out) = run_job(local(), job).await;
-    assert_eq!(
-        outcome,
-        Outcome::Failed {
-            reason: FailureReason::ScriptFailure,
-            exit_code: Some(1)
-        },
-        "{out}"
-    );
+    assert_eq!(outcome, script_failure(1), "{out}");
     assert!(
         out.contains("The artifacts of build (60) cannot be extracted: corrupt archive"),
         "{out}"
@@ -412,10 +388,7 @@ async fn an_abort_cuts_a_hanging_download_short() {
         ..Default::default()
     });
     let mut job = with_after_script(spec(&runner, 69, &["echo script-ran"]), &["echo after-ran"]);
-    job.dependencies = vec![DependencySpec {
-        id: 60,
-        name: "build".into(),
-    }];
+    job.dependencies = on_build();
     job.transport = Transport::new(hanging);
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let handle = executor().start(local(), job, tx);

@@ -3,34 +3,6 @@
 
 use drover_gitlab::api::JobResponse;
 
-/// GitLab Runner's short token (`helpers/shorten_token.go`): one known prefix removed, then the
-/// first 9 characters, case kept. It names the runner's objects in a non-shared cache.
-pub fn shorten_token(token: &str) -> String {
-    let rest = if let Some(rest) = token.strip_prefix("glrt-") {
-        strip_partition(rest)
-    } else if let Some(rest) = token.strip_prefix("glrtr-") {
-        rest
-    } else if let Some(rest) = token.strip_prefix("glcbt-") {
-        rest
-    } else if token.len() > 9
-        && token.starts_with("GR")
-        && token[2..9].bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        &token[9..]
-    } else {
-        strip_partition(token)
-    };
-    rest.chars().take(9).collect()
-}
-
-/// `t1_`, `t2_` or `t3_`: the partition prefix of newer runner tokens.
-fn strip_partition(token: &str) -> &str {
-    match token.as_bytes() {
-        [b't', b'1'..=b'3', b'_', ..] => &token[3..],
-        _ => token,
-    }
-}
-
 /// `$VAR` and `${VAR}` from the job's variables (the last of a name wins, as in the shell); an
 /// unknown name is empty, as Go's `os.Expand`.
 pub fn expand(value: &str, job: &JobResponse) -> String {
@@ -189,17 +161,6 @@ mod tests {
             })
             .collect();
         job
-    }
-
-    #[test]
-    fn short_tokens_as_gitlab_runner_writes_them() {
-        // The worked example of the reference (fixture job 4821).
-        assert_eq!(shorten_token("glrt-t1_6sYkQxW9bN3pLmZr7cVd"), "6sYkQxW9b");
-        assert_eq!(shorten_token("glrt-EXAMPLEEXAMPLE"), "EXAMPLEEX");
-        assert_eq!(shorten_token("glrtr-Xk2mP9qLw4ZsT7vB8nYd"), "Xk2mP9qLw");
-        assert_eq!(shorten_token("GR1348941aBcDeFgHiJkLmNoP"), "aBcDeFgHi");
-        assert_eq!(shorten_token("t2_abcdefghijkl"), "abcdefghi");
-        assert_eq!(shorten_token("abc"), "abc");
     }
 
     #[test]

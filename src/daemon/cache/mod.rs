@@ -21,8 +21,8 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
 use super::build_spec::Unsupported;
+use super::short_token::gitlab_short_token;
 use crate::config::RunnerSettings;
-pub use keys::shorten_token;
 
 /// Fills `spec.caches` and the local cache's volumes. `machine`: the machine the job runs on.
 /// A `policy` that is none of GitLab's fails the job, as GitLab Runner's stage error does; every
@@ -87,7 +87,7 @@ pub fn plan(
     let short = runner
         .token
         .as_ref()
-        .map(|t| shorten_token(t.expose()))
+        .map(|t| gitlab_short_token(t.expose()))
         .unwrap_or_default();
     // GitLab Runner's URLs live as long as the job's timeout; saving comes after the script and
     // `after_script`, so a short job's URLs get an hour.

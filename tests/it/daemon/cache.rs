@@ -35,6 +35,24 @@ fn append(mut template: JobTemplate, lines: &[&str]) -> JobTemplate {
     template
 }
 
+/// `settings` with the local cache: a `/cache` volume on the machine.
+fn with_local_cache(mut settings: Settings) -> Settings {
+    settings.docker_extra = "    volumes = [\"/cache\"]\n".to_string();
+    settings
+}
+
+/// A job that leaves `deps/lib.txt` (`local`) in the cache `deps-protected` under `policy`.
+fn fills_local_deps(policy: &str) -> JobTemplate {
+    let script = ["mkdir -p deps", "echo local > deps/lib.txt"];
+    cached(job("first", &script), "deps-protected", policy, &[])
+}
+
+/// A job that fails unless the cache `deps-protected` gave it what `fills_local_deps` left.
+fn needs_local_deps() -> JobTemplate {
+    let script = ["test \"$(cat deps/lib.txt)\" = local"];
+    cached(job("second", &script), "deps-protected", "pull", &[])
+}
+
 /// A pool whose machines take one job each: every job starts from an empty project directory,
 /// so what it finds there came from the cache.
 fn with_s3(address: &str) -> Settings {
@@ -208,27 +226,15 @@ async fn jobs_succeed_with_warnings_when_the_cache_server_is_down() {
 async fn the_local_cache_is_kept_on_the_machine_between_jobs() {
     // Jobs straight on the engine: each has its own builds volume, so only the cache carries files
     // from one job to the next.
-    let mut settings = Settings::docker();
-    settings.docker_extra = "    volumes = [\"/cache\"]\n".to_string();
-    let Some(mut env) = Env::new("cache_local", settings).await else {
+    let Some(mut env) = Env::new("cache_local", with_local_cache(Settings::docker())).await else {
         return;
     };
     env.start().await;
-    let first = env.enqueue(cached(
-        job("first", &["mkdir -p deps", "echo local > deps/lib.txt"]),
-        "deps-protected",
-        "pull-push",
-        &[],
-    ));
+    let first = env.enqueue(fills_local_deps("pull-push"));
     let first = env.finished(first).await;
     assert_final(&first, JobStatus::Success, None, None);
     assert!(text(&first).contains("Created cache"), "{}", text(&first));
-    let second = env.enqueue(cached(
-        job("second", &["test \"$(cat deps/lib.txt)\" = local"]),
-        "deps-protected",
-        "pull",
-        &[],
-    ));
+    let second = env.enqueue(needs_local_deps());
     let second = env.finished(second).await;
     assert_final(&second, JobStatus::Success, None, None);
     let trace = text(&second);
@@ -379,18 +385,12 @@ async fn an_archive_over_max_uploaded_archive_size_is_not_uploaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_cache_lives_as_long_as_its_sandbox() {
-    let mut settings = Settings::pool();
-    settings.docker_extra = "    volumes = [\"/cache\"]\n".to_string();
-    let Some(mut env) = Env::new("cache_local_sandbox", settings).await else {
+    let Some(mut env) = Env::new("cache_local_sandbox", with_local_cache(Settings::pool())).await
+    else {
         return;
     };
     env.start().await;
-    let first = env.enqueue(cached(
-        job("first", &["mkdir -p deps", "echo local > deps/lib.txt"]),
-        "deps-protected",
-        "push",
-        &[],
-    ));
+    let first = env.enqueue(fills_local_deps("push"));
     assert_final(&env.finished(first).await, JobStatus::Success, None, None);
     let sandbox = env.sandboxes_become(1).await.remove(0);
     let volumes = env.objects().await.volumes;
@@ -400,12 +400,7 @@ async fn the_local_cache_lives_as_long_as_its_sandbox() {
             .any(|v| v.starts_with(&format!("{sandbox}-runner-")) && v.ends_with("-protected")),
         "{volumes:?}"
     );
-    let second = env.enqueue(cached(
-        job("second", &["test \"$(cat deps/lib.txt)\" = local"]),
-        "deps-protected",
-        "pull",
-        &[],
-    ));
+    let second = env.enqueue(needs_local_deps());
     let second = env.finished(second).await;
     assert_final(&second, JobStatus::Success, None, None);
     assert!(
