@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::command::{Command, RemoveReason, Step};
+use crate::command::{Command, FailCause, RemoveReason, Step};
 use crate::config::{Config, Executor, RunnerConfig};
 use crate::event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 use crate::ids::{JobId, MachineId, RunnerId};
@@ -161,6 +161,7 @@ impl Core {
                 job,
                 runner,
                 reason: FailureReason::RunnerSystemFailure,
+                cause: FailCause::UnknownRunner,
             });
             return;
         };
@@ -207,13 +208,18 @@ impl Core {
         Some(j)
     }
 
-    fn fail_queued(&mut self, job: JobId, reason: FailureReason, out: &mut Vec<Command>) {
+    fn fail_queued(&mut self, job: JobId, cause: FailCause, out: &mut Vec<Command>) {
         if let Some(j) = self.dequeue(job) {
             self.state.stats.jobs_failed_unstarted += 1;
+            let reason = match cause {
+                FailCause::Canceled => FailureReason::JobCanceled,
+                _ => FailureReason::RunnerSystemFailure,
+            };
             out.push(Command::FailJob {
                 job,
                 runner: j.runner,
                 reason,
+                cause,
             });
         }
     }
@@ -278,7 +284,7 @@ impl Core {
             return;
         };
         match j.state {
-            JobState::Queued { .. } => self.fail_queued(job, FailureReason::JobCanceled, out),
+            JobState::Queued { .. } => self.fail_queued(job, FailCause::Canceled, out),
             JobState::Running { .. } => {
                 if !j.cancel_requested && !j.aborted {
                     j.cancel_requested = true;
@@ -435,7 +441,7 @@ impl Core {
             }
         };
         for job in doomed {
-            self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+            self.fail_queued(job, FailCause::CreationFailed, out);
         }
     }
 
@@ -519,11 +525,13 @@ impl Core {
         names: Vec<String>,
         out: &mut Vec<Command>,
     ) {
-        let Some(r) = self.state.runners.get(runner.index()) else {
+        if self.state.runners.get(runner.index()).is_none() {
             self.anomaly(AnomalyKind::UnknownRunner, u64::from(runner.0));
             return;
-        };
-        let prefix = r.config.machine_prefix();
+        }
+        // The prefixes the list covered: the runner's own and those its machines carry. A machine
+        // named under another key (a rotated token, an older drover) is still ours.
+        let prefixes = self.state.machine_prefixes(runner);
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         // Known machines that settled before the list was asked for and are missing from it: lost.
         let missing: Vec<MachineId> = self
@@ -561,7 +569,9 @@ impl Core {
         }
         // Unknown machines with our prefix: leftovers of a crash or of a foreign history. Remove them.
         for name in names {
-            if !name.starts_with(&prefix) || self.state.names.contains_key(&name) {
+            if !prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                || self.state.names.contains_key(&name)
+            {
                 continue;
             }
             let id = self.record_machine(
@@ -696,9 +706,7 @@ impl Core {
             .collect();
         for (job, state) in jobs {
             match state {
-                JobState::Queued { .. } => {
-                    self.fail_queued(job, FailureReason::RunnerSystemFailure, out)
-                }
+                JobState::Queued { .. } => self.fail_queued(job, FailCause::Shutdown, out),
                 JobState::Running { .. } => self.abort_job(job, out),
             }
         }
@@ -830,9 +838,11 @@ impl Core {
         let request = self.state.seq;
         for (i, r) in self.state.runners.iter().enumerate() {
             if matches!(r.config.executor, Executor::Pool(_)) {
+                let runner = RunnerId(i as u16);
                 out.push(Command::ListMachines {
-                    runner: RunnerId(i as u16),
+                    runner,
                     request,
+                    prefixes: self.state.machine_prefixes(runner),
                 });
             }
         }
@@ -843,7 +853,7 @@ impl Core {
     }
 
     pub(crate) fn fail_job_deadline(&mut self, job: JobId, out: &mut Vec<Command>) {
-        self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+        self.fail_queued(job, FailCause::Timeout, out);
     }
 
     pub(crate) fn fail_all_queued(&mut self, out: &mut Vec<Command>) {
@@ -854,7 +864,7 @@ impl Core {
             .flat_map(|r| self.state.queued_jobs(r))
             .collect();
         for job in jobs {
-            self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+            self.fail_queued(job, FailCause::Shutdown, out);
         }
     }
 }

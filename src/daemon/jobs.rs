@@ -43,7 +43,8 @@ pub enum JobCommand {
     Resume(Placement),
     Cancel,
     Abort(FailureReason),
-    Fail(FailureReason),
+    /// Report it failed without running it; the detail (a creation error) goes into its trace.
+    Fail(FailureReason, Option<String>),
 }
 
 pub struct Jobs {
@@ -92,7 +93,14 @@ impl Jobs {
     pub fn report_interrupted(&mut self, job: JobResponse, runner: Arc<RunnerContext>) {
         let shared = self.shared.clone();
         self.tracker.spawn(async move {
-            report_unstarted(&shared, &runner, &job, FailureReason::RunnerSystemFailure).await
+            report_unstarted(
+                &shared,
+                &runner,
+                &job,
+                FailureReason::RunnerSystemFailure,
+                None,
+            )
+            .await
         });
     }
 
@@ -205,12 +213,26 @@ async fn job_task(
         JobCommand::Resume(placement) => {
             run(&shared, &runner, job, progress, placement, true, rx).await
         }
-        JobCommand::Fail(reason) | JobCommand::Abort(reason) => {
-            report_unstarted(&shared, &runner, &job, reason).await
+        JobCommand::Fail(reason, detail) => {
+            report_unstarted(&shared, &runner, &job, reason, detail.as_deref()).await
         }
+        JobCommand::Abort(reason) => report_unstarted(&shared, &runner, &job, reason, None).await,
         JobCommand::Cancel => {
-            report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled).await
+            report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled, None).await
         }
+    }
+}
+
+/// The trace of a job that never started. A creation error comes first, as GitLab Runner's
+/// "Preparation failed: …" (the trace buffer masks the job's masked variables in it).
+fn unstarted_trace(reason: FailureReason, detail: Option<&str>) -> String {
+    let why = match reason {
+        FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
+        r => format!("drover could not start this job ({})", r.as_str()),
+    };
+    match detail {
+        Some(d) => error_line(&format!("Preparation failed: {d}")) + &error_line(&why),
+        None => error_line(&why),
     }
 }
 
@@ -260,14 +282,11 @@ async fn report_unstarted(
     runner: &RunnerContext,
     job: &JobResponse,
     reason: FailureReason,
+    detail: Option<&str>,
 ) {
     let options = TraceOptions::for_job(job, Some(u64::from(runner.settings.output_limit_kb)));
     let trace = SharedTrace::new(TraceBuffer::new(&options));
-    let why = match reason {
-        FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
-        r => format!("drover could not start this job ({})", r.as_str()),
-    };
-    trace.write(error_line(&why).as_bytes());
+    trace.write(unstarted_trace(reason, detail).as_bytes());
     trace.finish();
     let mut uploader = TraceUploader::new(
         runner.client.clone(),
@@ -576,7 +595,7 @@ async fn execute(
             Some(command) = rx.recv() => match command {
                 JobCommand::Cancel => control.cancel(),
                 JobCommand::Abort(reason) => control.abort(reason),
-                JobCommand::Run(_) | JobCommand::Resume(_) | JobCommand::Fail(_) => {}
+                JobCommand::Run(_) | JobCommand::Resume(_) | JobCommand::Fail(..) => {}
             },
             outcome = &mut wait => break outcome,
         }
