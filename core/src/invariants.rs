@@ -162,6 +162,10 @@ impl Core {
             "totals {:?} differ from a recount {totals:?}",
             s.totals
         );
+        ensure!(
+            self.digest() == self.digest_from_scratch(),
+            "the running digest differs from a recount: a record changed without being rehashed"
+        );
         Ok(())
     }
 }

@@ -26,6 +26,9 @@ pub const PREPARE_ATTEMPTS: u32 = 3;
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) state: State,
+    /// The hash of the configs, for the digest; reset by a reload.
+    #[serde(skip)]
+    pub(crate) config_digest: std::sync::OnceLock<u64>,
 }
 
 impl Core {
@@ -57,7 +60,11 @@ impl Core {
             anomalies: Default::default(),
             stats: Default::default(),
         };
-        Core { config, state }
+        Core {
+            config,
+            state,
+            config_digest: std::sync::OnceLock::new(),
+        }
     }
 
     /// Handles one event at `now` and returns what to do next. The only mutator; never panics.
@@ -117,6 +124,9 @@ impl Core {
             wake = crate::time::earliest(wake, self.index_deadline(job));
         }
         self.state.received_now.clear();
+        // Records changed in place are rehashed for the digest.
+        self.state.machines.settle();
+        self.state.jobs.settle();
         wake
     }
 
@@ -138,11 +148,6 @@ impl Core {
 
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// A stable hash of the whole core (config and state), for replay checks.
-    pub fn digest(&self) -> u64 {
-        crate::digest::digest(self)
     }
 
     // ----- jobs ---------------------------------------------------------------------------------
@@ -785,6 +790,7 @@ impl Core {
         }
         self.cancel_requests_of_retired(out);
         self.remove_used_up_idle(out);
+        self.config_digest = std::sync::OnceLock::new();
         self.state.next_list_at = match (config.reconcile_interval, self.state.next_list_at) {
             (Some(i), Some(at)) => Some(at.min(now.after(i))),
             (Some(i), None) => Some(now.after(i)),

@@ -275,7 +275,12 @@ impl Driver {
     fn handle(&mut self, event: Event) -> anyhow::Result<Vec<Command>> {
         let now = self.clock.now();
         self.journal
-            .append_event(self.core.state().seq(), now, &event, self.core.digest())
+            .append_event(
+                self.core.state().seq(),
+                now,
+                &event,
+                self.journal.digest_of(&self.core),
+            )
             .context("appending to the journal (without it drover cannot continue safely)")?;
         self.metrics.before(&self.core, now, &event);
         let finished = match &event {
