@@ -178,7 +178,7 @@ impl Duo {
             Event::MachineCreationFailed { machine, failure } => {
                 o.creation_failed(*machine, *failure, &mut expected)
             }
-            Event::MachineRemoved { machine } => o.machine_removed(*machine),
+            Event::MachineRemoved { machine } => o.machine_removed(*machine, &mut expected),
             Event::MachineRemovalFailed { machine } => o.removal_failed(*machine),
             Event::MachineLost { machine } => o.machine_lost(*machine, &mut expected),
             Event::JobFinished { job, .. } => o.job_finished(*job, &mut expected),
@@ -313,7 +313,7 @@ impl Duo {
                 self.feed(Event::JobFinished { job, outcome })
             }
             11 => {
-                // A machine vanishes: idle, busy (its job is aborted) or still creating.
+                // A machine dies or vanishes: idle, busy (its job is aborted) or still creating.
                 let live: Vec<MachineId> = self
                     .core
                     .state()
@@ -326,7 +326,12 @@ impl Duo {
                     return Ok(());
                 };
                 self.creating.remove(&machine);
-                self.feed(Event::MachineLost { machine })
+                if b % 3 == 0 {
+                    // Removed at the provider behind our back, busy or not.
+                    self.feed(Event::MachineRemoved { machine })
+                } else {
+                    self.feed(Event::MachineLost { machine })
+                }
             }
             12 => {
                 let Some(job) = Self::pick(&self.received, a) else {

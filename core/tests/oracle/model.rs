@@ -273,7 +273,11 @@ impl Oracle {
         }
     }
 
-    pub fn machine_removed(&mut self, id: MachineId) {
+    /// The provider says the machine is gone: asked for, or vanished under a job (which is aborted).
+    pub fn machine_removed(&mut self, id: MachineId, d: &mut Decisions) {
+        if let Some(MState::Busy(job)) = self.machine(id).map(|m| m.state) {
+            self.abort(job, d);
+        }
         self.machines.retain(|m| m.id != id);
     }
 
@@ -290,7 +294,7 @@ impl Oracle {
             .map_or(30, |p| p.max_removal_attempts)
             .max(1);
         if attempts >= max {
-            self.machine_removed(id);
+            self.machines.retain(|m| m.id != id);
         } else if let Some(m) = self.machine(id) {
             m.retry_at = Some(now.after(removal_backoff(attempts)));
         }
