@@ -480,3 +480,60 @@ fn max_growth_rate_is_respected_on_both_paths() {
         duo.heal().expect("agrees");
     }
 }
+
+/// A job whose machine was lost and removed still holds its job slot until it ends: with `limit` 2,
+/// one such job and two idle machines, only one request may go out (the model and the core agree
+/// step by step, and the count is checked directly).
+#[test]
+fn a_job_outliving_its_lost_machine_keeps_its_job_slot() {
+    let mut c = Config::new(8);
+    let mut r = RunnerConfig::pool("s", 2, 2);
+    r.request_concurrency = 2;
+    c.runners.push(r);
+    let mut duo = Duo::new(c).expect("agrees");
+    for m in [1, 2] {
+        duo.creating.remove(&MachineId(m));
+        duo.feed(Event::MachineCreated {
+            machine: MachineId(m),
+        })
+        .expect("agrees");
+    }
+    assert_eq!(duo.requests.len(), 2);
+    let (runner, _) = duo.requests.remove(0);
+    duo.received.insert(JobId(1));
+    duo.feed(Event::JobReceived {
+        runner,
+        job: JobId(1),
+        info: JobInfo::default(),
+    })
+    .expect("agrees");
+    let (runner, _) = duo.requests.remove(0);
+    duo.feed(Event::JobRequestEmpty { runner }).expect("agrees");
+    let busy = duo
+        .core
+        .state()
+        .job(JobId(1))
+        .and_then(|j| match j.state {
+            drover_core::state::JobState::Running { machine, .. } => machine,
+            _ => None,
+        })
+        .expect("job 1 runs on a machine");
+    duo.feed(Event::MachineLost { machine: busy })
+        .expect("agrees");
+    duo.removing.remove(&busy);
+    duo.feed(Event::MachineRemoved { machine: busy })
+        .expect("agrees");
+    let replacement = duo.creating.pop_first().expect("a replacement machine");
+    duo.feed(Event::MachineCreated {
+        machine: replacement,
+    })
+    .expect("agrees");
+    duo.now = duo.now.after(Duration::from_secs(10));
+    duo.feed(Event::Tick).expect("agrees");
+    let r = &duo.core.state().runners()[0];
+    assert_eq!((r.counts.idle, r.counts.running), (2, 1));
+    assert_eq!(
+        r.counts.in_flight, 1,
+        "limit 2: the aborted job still holds a slot"
+    );
+}
