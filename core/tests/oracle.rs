@@ -7,7 +7,8 @@
 //! The generators cover several periods in several time zones across DST changes, MaxGrowthRate,
 //! request_concurrency, `limit` and `concurrent` against requests, busy machines that vanish,
 //! machine churn (creation failures of every kind, machines lost while idle or busy, failed
-//! removals), and reloads mid-run (limit up and down, IdleCount, MaxBuilds, a new machine key).
+//! removals), reloads mid-run (limit up and down, IdleCount, MaxBuilds, a new machine key), and a
+//! graceful shutdown with and without draining the machines.
 //! After each sequence the world heals, and every received job must have started or failed
 //! (liveness once capacity exists).
 //!
@@ -50,6 +51,7 @@ fn config(n: [u32; 8]) -> Config {
     let mut c = Config::new(1 + n[0] % 6);
     c.check_interval = Duration::from_secs(u64::from(1 + n[1] % 5));
     c.reconcile_interval = None;
+    c.drain_machines_on_shutdown = n[1].is_multiple_of(2);
     c.seed = u64::from(n[3]);
     for i in 0..1 + (n[2] % 2) as usize {
         let (k, l) = (n[4 + 2 * i], n[5 + 2 * i]);
@@ -184,6 +186,7 @@ impl Duo {
             Event::JobFinished { job, .. } => o.job_finished(*job, &mut expected),
             Event::JobCanceled { job } => o.job_canceled(*job, &mut expected),
             Event::Signal(Signal::Reload(c)) => o.reload((**c).clone(), &mut expected),
+            Event::Signal(Signal::Graceful) => o.graceful_shutdown(),
             Event::Tick => {}
             other => unreachable!("the oracle's generator does not make {other:?}"),
         }
@@ -362,6 +365,7 @@ impl Duo {
                 c.concurrent = 1 + (a >> 8) % 6;
                 self.feed(Event::Signal(Signal::Reload(Box::new(c))))
             }
+            14 if a % 40 == 0 => self.feed(Event::Signal(Signal::Graceful)),
             _ => {
                 // Wake exactly when the core asked to.
                 if let Some(w) = self.wake {

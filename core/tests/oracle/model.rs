@@ -76,6 +76,8 @@ pub struct Oracle {
     next_machine: u64,
     idle_order: u64,
     arrivals: u64,
+    /// A graceful shutdown (SIGQUIT) is under way.
+    pub graceful: bool,
 }
 
 /// GitLab's Prepare retries: creation failures a waiting job sees before it fails.
@@ -102,6 +104,7 @@ impl Oracle {
             next_machine: 1,
             idle_order: 0,
             arrivals: 0,
+            graceful: false,
         }
     }
 
@@ -353,6 +356,12 @@ impl Oracle {
         }
     }
 
+    /// §3 SIGQUIT: no more job requests, no pre-creation; waiting jobs still get machines. Idle
+    /// machines stay for the next start (§1.8), or all go at once with `[machine.shutdown_drain]`.
+    pub fn graceful_shutdown(&mut self) {
+        self.graceful = true;
+    }
+
     // ----- the pass after every event ---------------------------------------------------------
 
     /// DEVIATION: drover scales after every event, not only inside a job request (§1.1).
@@ -426,23 +435,33 @@ impl Oracle {
         // surplus; waiting jobs raise the target; an idle machine held for a request in flight
         // (GitLab's Acquired) stays.
         let gated = v.idle_count > 0;
-        let target = v.idle_target(self.busy(r));
+        let drain = self.graceful && self.config.drain_machines_on_shutdown;
+        let target = if self.graceful {
+            0
+        } else {
+            v.idle_target(self.busy(r))
+        };
         let want = target + self.queued(r).len() as u32;
-        let held = if gated {
+        let held = if gated && !drain {
             self.runners[r.index()].in_flight
         } else {
             0
         };
         for mid in self.idle_lru(r) {
             let idle = self.idle(r);
-            if idle <= want || idle <= held {
+            if (self.graceful && !drain) || idle <= want || idle <= held {
                 break;
             }
             let m = self.machines.iter().find(|m| m.id == mid).expect("idle");
-            if now.0 <= m.last_used.0.0.saturating_add(v.idle_time_ms) {
+            if !drain && now.0 <= m.last_used.0.0.saturating_add(v.idle_time_ms) {
                 break;
             }
-            self.remove(mid, RemoveReason::TooManyIdle, d);
+            let reason = if drain {
+                RemoveReason::Shutdown
+            } else {
+                RemoveReason::TooManyIdle
+            };
+            self.remove(mid, reason, d);
         }
 
         // §1.4 step 4: job requests. A request holds a worker slot (`concurrent`) and a job slot
@@ -461,7 +480,7 @@ impl Oracle {
             let slot = o.in_flight < rc.request_concurrency.max(1)
                 && (rc.limit == 0 || mine < rc.limit)
                 && all < concurrent;
-            if !slot || now < o.next_poll {
+            if !slot || now < o.next_poll || self.graceful {
                 break;
             }
             let committed = queued + o.in_flight;
@@ -497,7 +516,12 @@ impl Oracle {
         loop {
             let creating = self.creating(r);
             let available = creating + self.idle(r);
-            let want = v.idle_target(self.busy(r)) + self.queued(r).len() as u32;
+            let target = if self.graceful {
+                0
+            } else {
+                v.idle_target(self.busy(r))
+            };
+            let want = target + self.queued(r).len() as u32;
             // canCreate of §1.4: false at MaxGrowthRate or at `limit`, else while idle is missing.
             let at_growth = policy.max_growth_rate > 0 && creating >= policy.max_growth_rate;
             let at_limit = rc.limit > 0 && self.total(r) >= rc.limit;
