@@ -139,6 +139,9 @@ struct Duo {
     resolved: BTreeSet<JobId>,
     next_job: u64,
     steps: usize,
+    /// Machines the core asked to create, and jobs it started.
+    created: u64,
+    started: u64,
 }
 
 impl Duo {
@@ -156,6 +159,8 @@ impl Duo {
             resolved: BTreeSet::new(),
             next_job: 1,
             steps: 0,
+            created: 0,
+            started: 0,
         };
         duo.feed(Event::Tick)?;
         Ok(duo)
@@ -218,6 +223,7 @@ impl Duo {
             match c {
                 Command::RequestJob { runner } => self.requests.push((*runner, self.now)),
                 Command::CreateMachine { machine, .. } => {
+                    self.created += 1;
                     self.creating.insert(*machine);
                 }
                 Command::RemoveMachine { machine, .. } => {
@@ -225,6 +231,7 @@ impl Duo {
                     self.removing.insert(*machine);
                 }
                 Command::RunJob { job, .. } => {
+                    self.started += 1;
                     self.running.insert(*job);
                 }
                 Command::FailJob { job, .. } => {
@@ -440,6 +447,16 @@ fn run(n: [u32; 8], acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
         .map(|(id, j)| (id, j.state))
         .collect();
     prop_assert!(held.is_empty(), "jobs still held: {held:?}");
+    // The core's running totals tell the same story.
+    let stats = duo.core.state().stats();
+    prop_assert_eq!(stats.jobs_received, duo.received.len() as u64);
+    prop_assert_eq!(stats.jobs_started, duo.started);
+    prop_assert_eq!(stats.jobs_finished, duo.started);
+    prop_assert_eq!(
+        stats.jobs_started + stats.jobs_failed_unstarted,
+        duo.received.len() as u64
+    );
+    prop_assert_eq!(stats.machines_requested, duo.created);
     Ok(())
 }
 
