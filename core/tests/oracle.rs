@@ -112,8 +112,10 @@ fn decisions(step: &Step) -> Decisions {
             } => {
                 d.starts.insert((*job, *m));
             }
-            Command::FailJob { job, .. } => {
-                d.fails.insert(*job);
+            Command::FailJob {
+                job, reason, cause, ..
+            } => {
+                d.fails.insert((*job, *reason, *cause));
             }
             Command::AbortJob { job, .. } => {
                 d.aborts.insert(*job);

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_core::period::active_period;
 use drover_core::{
-    Config, CreationFailure, JobId, MachineId, PolicyValues, RemoveReason, RunnerConfig, RunnerId,
-    Timestamp, creation_backoff, removal_backoff,
+    Config, CreationFailure, FailCause, FailureReason, JobId, MachineId, PolicyValues,
+    RemoveReason, RunnerConfig, RunnerId, Timestamp, creation_backoff, removal_backoff,
 };
 
 /// What one step decided, per runner: the part of a core step the oracle vouches for.
@@ -21,7 +21,8 @@ pub struct Decisions {
     pub removes: BTreeSet<(MachineId, RemoveReason)>,
     pub requests: BTreeMap<RunnerId, u32>,
     pub starts: BTreeSet<(JobId, MachineId)>,
-    pub fails: BTreeSet<JobId>,
+    /// Jobs reported failed without starting: the reason GitLab gets, and why.
+    pub fails: BTreeSet<(JobId, FailureReason, FailCause)>,
     pub aborts: BTreeSet<JobId>,
 }
 
@@ -191,9 +192,14 @@ impl Oracle {
         }
     }
 
-    fn fail_job(&mut self, job: JobId, d: &mut Decisions) {
+    /// A job that never started is reported: canceled if GitLab canceled it, else a system failure.
+    fn fail_job(&mut self, job: JobId, cause: FailCause, d: &mut Decisions) {
         if self.jobs.remove(&job).is_some() {
-            d.fails.insert(job);
+            let reason = match cause {
+                FailCause::Canceled => FailureReason::JobCanceled,
+                _ => FailureReason::RunnerSystemFailure,
+            };
+            d.fails.insert((job, reason, cause));
         }
     }
 
@@ -272,7 +278,7 @@ impl Oracle {
             }
         };
         for job in doomed {
-            self.fail_job(job, d);
+            self.fail_job(job, FailCause::CreationFailed, d);
         }
     }
 
@@ -334,7 +340,7 @@ impl Oracle {
 
     pub fn job_canceled(&mut self, job: JobId, d: &mut Decisions) {
         if self.jobs.get(&job).is_some_and(|j| j.running_on.is_none()) {
-            self.fail_job(job, d);
+            self.fail_job(job, FailCause::Canceled, d);
         }
     }
 
@@ -383,7 +389,7 @@ impl Oracle {
             .map(|(id, _)| *id)
             .collect();
         for job in expired {
-            self.fail_job(job, d);
+            self.fail_job(job, FailCause::Timeout, d);
         }
         for i in 0..self.config.runners.len() {
             self.pass_runner(RunnerId(i as u16), d);
