@@ -120,6 +120,9 @@ fn decisions(step: &Step) -> Decisions {
             Command::AbortJob { job, .. } => {
                 d.aborts.insert(*job);
             }
+            Command::CancelJob { job } => {
+                d.cancels.insert(*job);
+            }
             _ => {}
         }
     }
@@ -435,6 +438,11 @@ fn run(n: [u32; 8], acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
         duo.act(a)?;
     }
     duo.heal()?;
+    check_settled(&duo)
+}
+
+/// After healing: every job started or failed, the core's totals agree, and polling goes on.
+fn check_settled(duo: &Duo) -> Result<(), TestCaseError> {
     // Liveness: once capacity exists, every received job was started or failed, and nothing waits.
     let pending: Vec<&JobId> = duo.received.difference(&duo.resolved).collect();
     prop_assert!(
@@ -459,6 +467,27 @@ fn run(n: [u32; 8], acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
         duo.received.len() as u64
     );
     prop_assert_eq!(stats.machines_requested, duo.created);
+    prop_assert_eq!(stats.machines_created, duo.oracle.machines_up);
+    prop_assert_eq!(stats.creation_failures, duo.oracle.creation_failures);
+    // Polling never stalls: unless shutting down, every runner has a request in flight or a wake-up
+    // due by its next poll.
+    // (A runner whose job slots other runners hold under `concurrent` waits for their answers.)
+    if !duo.oracle.graceful {
+        let s = duo.core.state();
+        let t = s.totals();
+        let all_slots_taken =
+            t.running + t.queued + t.in_flight >= duo.core.config().concurrent.max(1);
+        for (i, r) in s.runners().iter().enumerate() {
+            let polling = duo.requests.iter().any(|(runner, _)| runner.index() == i)
+                || duo.wake.is_some_and(|w| w <= r.next_poll_at().max(duo.now));
+            prop_assert!(
+                polling || all_slots_taken,
+                "runner {} stopped polling at {}",
+                i,
+                duo.now
+            );
+        }
+    }
     Ok(())
 }
 
@@ -559,4 +588,38 @@ fn a_job_outliving_its_lost_machine_keeps_its_job_slot() {
         r.counts.in_flight, 1,
         "limit 2: the aborted job still holds a slot"
     );
+}
+
+/// An on-demand runner whose creation failed fatally (its waiting job failed with it) stops taking
+/// jobs while it backs off, and starts polling again when the backoff ends: it is never left with
+/// neither a request in flight nor a wake-up.
+#[test]
+fn an_on_demand_runner_polls_again_after_its_creation_backoff() {
+    let mut config = Config::new(4).with_runner(RunnerConfig::pool("od", 0, 4));
+    config.reconcile_interval = None; // no periodic list to wake it by chance
+    let mut duo = Duo::new(config).expect("agrees");
+    let (runner, _) = duo.requests.remove(0);
+    duo.received.insert(JobId(1));
+    duo.feed(Event::JobReceived {
+        runner,
+        job: JobId(1),
+        info: JobInfo {
+            // Short, so that its stale deadline does not wake the runner by chance.
+            timeout_ms: 60_000,
+            queued_ms: 0,
+        },
+    })
+    .expect("agrees");
+    let machine = duo.creating.pop_first().expect("its machine");
+    while let Some((runner, _)) = duo.requests.pop() {
+        duo.feed(Event::JobRequestEmpty { runner }).expect("agrees");
+    }
+    duo.feed(Event::MachineCreationFailed {
+        machine,
+        failure: CreationFailure::Fatal,
+    })
+    .expect("agrees");
+    assert!(duo.resolved.contains(&JobId(1)), "the waiting job failed");
+    duo.heal().expect("agrees");
+    check_settled(&duo).expect("settled and polling");
 }

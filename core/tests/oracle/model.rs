@@ -24,6 +24,8 @@ pub struct Decisions {
     /// Jobs reported failed without starting: the reason GitLab gets, and why.
     pub fails: BTreeSet<(JobId, FailureReason, FailCause)>,
     pub aborts: BTreeSet<JobId>,
+    /// Running jobs GitLab canceled: their script is stopped (once).
+    pub cancels: BTreeSet<JobId>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -56,6 +58,7 @@ pub struct OJob {
     pub deadline: Timestamp,
     pub running_on: Option<Option<MachineId>>,
     pub aborted: bool,
+    pub cancel_requested: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -77,6 +80,9 @@ pub struct Oracle {
     next_machine: u64,
     idle_order: u64,
     arrivals: u64,
+    /// Machines that came up, and creations that failed.
+    pub machines_up: u64,
+    pub creation_failures: u64,
     /// A graceful shutdown (SIGQUIT) is under way.
     pub graceful: bool,
 }
@@ -105,6 +111,8 @@ impl Oracle {
             next_machine: 1,
             idle_order: 0,
             arrivals: 0,
+            machines_up: 0,
+            creation_failures: 0,
             graceful: false,
         }
     }
@@ -230,6 +238,7 @@ impl Oracle {
                 deadline: Timestamp(self.now.0 + timeout),
                 running_on: None,
                 aborted: false,
+                cancel_requested: false,
             },
         );
     }
@@ -247,6 +256,7 @@ impl Oracle {
         let Some(m) = self.machine(id) else { return };
         if m.state == MState::Creating {
             let r = m.runner;
+            self.machines_up += 1;
             self.make_idle(id);
             self.runners[r.index()].create_failures = 0;
         }
@@ -260,6 +270,7 @@ impl Oracle {
             return;
         }
         let r = m.runner;
+        self.creation_failures += 1;
         self.remove(id, RemoveReason::CreationFailed, d);
         let now = self.now;
         let o = &mut self.runners[r.index()];
@@ -338,9 +349,17 @@ impl Oracle {
         }
     }
 
+    /// GitLab cancels a job: a waiting one is reported canceled, a running one is asked to stop
+    /// (once; not when it is already being aborted).
     pub fn job_canceled(&mut self, job: JobId, d: &mut Decisions) {
-        if self.jobs.get(&job).is_some_and(|j| j.running_on.is_none()) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.running_on.is_none() {
             self.fail_job(job, FailCause::Canceled, d);
+        } else if !j.cancel_requested && !j.aborted {
+            j.cancel_requested = true;
+            d.cancels.insert(job);
         }
     }
 
