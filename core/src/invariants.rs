@@ -197,6 +197,16 @@ impl Core {
                         r.config.limit
                     );
                 }
+                // Invariant 2: a machine is asked to go only once it no longer takes jobs.
+                crate::Command::RemoveMachine { machine, name, .. } => {
+                    if let Some(m) = self.state.machines.get(machine) {
+                        ensure!(
+                            m.state == MachineState::Removing,
+                            "asked to remove {name}, which is still {}",
+                            m.state.as_str()
+                        );
+                    }
+                }
                 crate::Command::RunJob {
                     runner, machine, ..
                 } => {

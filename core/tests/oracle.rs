@@ -469,6 +469,8 @@ fn check_settled(duo: &Duo) -> Result<(), TestCaseError> {
     prop_assert_eq!(stats.machines_requested, duo.created);
     prop_assert_eq!(stats.machines_created, duo.oracle.machines_up);
     prop_assert_eq!(stats.creation_failures, duo.oracle.creation_failures);
+    prop_assert_eq!(stats.removal_failures, duo.oracle.removal_failures);
+    prop_assert_eq!(stats.machines_abandoned, duo.oracle.abandoned);
     // Polling never stalls: unless shutting down, every runner has a request in flight or a wake-up
     // due by its next poll.
     // (A runner whose job slots other runners hold under `concurrent` waits for their answers.)

@@ -83,6 +83,9 @@ pub struct Oracle {
     /// Machines that came up, and creations that failed.
     pub machines_up: u64,
     pub creation_failures: u64,
+    /// Failed removal attempts, and machines given up after MaxRemovalAttempts.
+    pub removal_failures: u64,
+    pub abandoned: u64,
     /// A graceful shutdown (SIGQUIT) is under way.
     pub graceful: bool,
 }
@@ -113,6 +116,8 @@ impl Oracle {
             arrivals: 0,
             machines_up: 0,
             creation_failures: 0,
+            removal_failures: 0,
+            abandoned: 0,
             graceful: false,
         }
     }
@@ -308,12 +313,14 @@ impl Oracle {
         let r = m.runner;
         m.failed_removals += 1;
         let attempts = m.failed_removals;
+        self.removal_failures += 1;
         let max = self
             .rc(r)
             .policy()
             .map_or(30, |p| p.max_removal_attempts)
             .max(1);
         if attempts >= max {
+            self.abandoned += 1;
             self.machines.retain(|m| m.id != id);
         } else if let Some(m) = self.machine(id) {
             m.retry_at = Some(now.after(removal_backoff(attempts)));
