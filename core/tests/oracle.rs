@@ -471,6 +471,7 @@ fn check_settled(duo: &Duo) -> Result<(), TestCaseError> {
     prop_assert_eq!(stats.creation_failures, duo.oracle.creation_failures);
     prop_assert_eq!(stats.removal_failures, duo.oracle.removal_failures);
     prop_assert_eq!(stats.machines_abandoned, duo.oracle.abandoned);
+    prop_assert_eq!(stats.machines_lost, duo.oracle.lost);
     // Polling never stalls: unless shutting down, every runner has a request in flight or a wake-up
     // due by its next poll.
     // (A runner whose job slots other runners hold under `concurrent` waits for their answers.)

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use drover_core::period::active_period;
 use drover_core::{
     Config, CreationFailure, FailCause, FailureReason, JobId, MachineId, PolicyValues,
-    RemoveReason, RunnerConfig, RunnerId, Timestamp, creation_backoff, removal_backoff,
+    RemoveReason, RunnerConfig, RunnerId, Timestamp,
 };
+use std::time::Duration;
 
 /// What one step decided, per runner: the part of a core step the oracle vouches for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,8 +87,34 @@ pub struct Oracle {
     /// Failed removal attempts, and machines given up after MaxRemovalAttempts.
     pub removal_failures: u64,
     pub abandoned: u64,
+    /// Machines reported lost.
+    pub lost: u64,
     /// A graceful shutdown (SIGQUIT) is under way.
     pub graceful: bool,
+}
+
+/// DEVIATION (README): creation failures back off exponentially per runner, 5 s doubling to 5 min;
+/// quota errors 30 s to 15 min; fatal errors 5 min to 30 min.
+fn creation_backoff(failure: CreationFailure, failures: u32) -> Duration {
+    let (base, cap) = match failure {
+        CreationFailure::Retryable => (5, 300),
+        CreationFailure::Quota => (30, 900),
+        CreationFailure::Fatal => (300, 1800),
+    };
+    let mut secs: u64 = base;
+    for _ in 1..failures {
+        secs = (secs * 2).min(cap);
+    }
+    Duration::from_secs(secs)
+}
+
+/// DEVIATION (README): failed removals are retried after 5 s, doubling to 5 min (GitLab: 30 s flat).
+fn removal_backoff(attempts: u32) -> Duration {
+    let mut secs: u64 = 5;
+    for _ in 1..attempts {
+        secs = (secs * 2).min(300);
+    }
+    Duration::from_secs(secs)
 }
 
 /// GitLab's Prepare retries: creation failures a waiting job sees before it fails.
@@ -118,6 +145,7 @@ impl Oracle {
             creation_failures: 0,
             removal_failures: 0,
             abandoned: 0,
+            lost: 0,
             graceful: false,
         }
     }
@@ -329,8 +357,11 @@ impl Oracle {
 
     /// A machine died: its job is aborted and it is removed.
     pub fn machine_lost(&mut self, id: MachineId, d: &mut Decisions) {
-        let Some(m) = self.machine(id) else { return };
-        if let MState::Busy(job) = m.state {
+        let Some(state) = self.machine(id).map(|m| m.state) else {
+            return;
+        };
+        self.lost += 1;
+        if let MState::Busy(job) = state {
             self.abort(job, d);
         }
         self.remove(id, RemoveReason::Lost, d);
