@@ -48,11 +48,36 @@ pub enum Command {
         job: JobId,
         runner: RunnerId,
         reason: FailureReason,
+        /// Why it never started, for the job's trace.
+        cause: FailCause,
     },
-    /// List the provider's machines with the runner's prefix → `MachinesListed` with this `request`.
-    ListMachines { runner: RunnerId, request: u64 },
+    /// List the provider's machines whose names start with any of `prefixes` → one `MachinesListed`
+    /// with this `request` and the names of all of them. The runner's current prefix comes first;
+    /// the others are those its known machines were named under (before a reload changed its key,
+    /// or before an upgrade changed how keys are made).
+    ListMachines {
+        runner: RunnerId,
+        request: u64,
+        prefixes: Vec<String>,
+    },
     /// Everything that had to finish has finished: exit. `clean` is false after a shutdown timeout.
     Exit { clean: bool },
+}
+
+/// Why a job is reported failed without having started. The driver says it in the job's trace; with
+/// [`FailCause::CreationFailed`] it adds the provider's error, as GitLab's "Preparation failed: …".
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FailCause {
+    /// The machines created for it kept failing (or failed fatally).
+    CreationFailed,
+    /// It waited for a machine longer than its timeout.
+    Timeout,
+    /// A forceful shutdown.
+    Shutdown,
+    /// The coordinator canceled it while it waited.
+    Canceled,
+    /// It came for a runner the core does not know.
+    UnknownRunner,
 }
 
 /// Why a machine is removed: logged, counted in metrics, shown by `drover status`.

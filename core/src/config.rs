@@ -30,7 +30,10 @@ pub struct Config {
 pub struct RunnerConfig {
     /// Unique among the runners; reloads match runners by it.
     pub name: String,
-    /// GitLab's short token (first 9 characters after the `glrt-` prefix), the machine-name prefix.
+    /// The runner's key in machine names (`runner-<key>-…`) and job-container labels. The binary
+    /// derives it from the runner's URL and name ([`machine_key`]), which survive a token rotation;
+    /// journals written before drover 0.2 hold GitLab's short token here (machines named under it
+    /// are still recognised: see [`crate::Command::ListMachines`]).
     pub short_token: String,
     /// Jobs (and machines of every state) this runner may have; 0 = unlimited (`limit`).
     pub limit: u32,
@@ -161,6 +164,26 @@ impl RunnerConfig {
     }
 }
 
+/// A runner's key in machine names: 9 hex digits of a hash of its GitLab URL and its name. Unlike
+/// the short token GitLab Runner names machines by, it survives a token rotation (`reset_token`,
+/// token expiry) and re-registering, so a restarted drover still knows its machines; the URL keeps
+/// two installations' runners of the same name apart.
+pub fn machine_key(url: &str, name: &str) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(url.trim_end_matches('/').as_bytes());
+    hasher.update(b"\n");
+    hasher.update(name.as_bytes());
+    format!("{:016x}", hasher.digest())[..9].to_string()
+}
+
+/// The `runner-<key>-` prefix of a machine name made by [`RunnerConfig::machine_prefix`], whatever
+/// the key was when it was made.
+pub fn prefix_of(machine_name: &str) -> Option<&str> {
+    let rest = machine_name.strip_prefix("runner-")?;
+    let end = rest.find('-')?;
+    Some(&machine_name[.."runner-".len() + end + 1])
+}
+
 /// GitLab's short token: the token without its `glrt-`/`glrtr-` prefix and `t<n>_` partition prefix,
 /// first 9 characters, lowercased to what a host name allows. Falls back to the runner name for a
 /// runner that has no token yet (simulations, `check-config` before registering).
@@ -203,6 +226,26 @@ mod tests {
         assert_eq!(short_token("glrt-EXAMPLEEXAMPLEEXAMPLE", ""), "exampleex");
         assert_eq!(short_token("", "autoscale-linux"), "autoscale");
         assert_eq!(short_token("", ""), "local");
+    }
+
+    #[test]
+    fn machine_keys_depend_on_url_and_name_only() {
+        let k = machine_key("https://gitlab.example.com", "linux");
+        assert_eq!(k.len(), 9);
+        assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(k, machine_key("https://gitlab.example.com/", "linux"));
+        assert_ne!(k, machine_key("https://gitlab.example.com", "linux2"));
+        assert_ne!(k, machine_key("https://other.example.com", "linux"));
+    }
+
+    #[test]
+    fn prefixes_of_machine_names() {
+        assert_eq!(
+            prefix_of("runner-6sykqxw9b-auto-1767571200-89025cc1"),
+            Some("runner-6sykqxw9b-")
+        );
+        assert_eq!(prefix_of("runner-abc"), None);
+        assert_eq!(prefix_of("vm-1"), None);
     }
 
     #[test]

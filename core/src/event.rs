@@ -34,7 +34,7 @@ pub enum Event {
     MachineRemovalFailed { machine: MachineId },
     /// A machine died or became unreachable outside any command of ours.
     MachineLost { machine: MachineId },
-    /// Answer to [`crate::Command::ListMachines`]: the names the provider has with the runner's prefix.
+    /// Answer to [`crate::Command::ListMachines`]: the names the provider has with the prefixes asked.
     MachinesListed {
         runner: RunnerId,
         request: u64,

@@ -162,6 +162,10 @@ impl Core {
             "totals {:?} differ from a recount {totals:?}",
             s.totals
         );
+        ensure!(
+            self.digest() == self.digest_from_scratch(),
+            "the running digest differs from a recount: a record changed without being rehashed"
+        );
         Ok(())
     }
 }
@@ -192,6 +196,16 @@ impl Core {
                         r.counts.counted(),
                         r.config.limit
                     );
+                }
+                // Invariant 2: a machine is asked to go only once it no longer takes jobs.
+                crate::Command::RemoveMachine { machine, name, .. } => {
+                    if let Some(m) = self.state.machines.get(machine) {
+                        ensure!(
+                            m.state == MachineState::Removing,
+                            "asked to remove {name}, which is still {}",
+                            m.state.as_str()
+                        );
+                    }
                 }
                 crate::Command::RunJob {
                     runner, machine, ..

@@ -38,9 +38,9 @@ pub mod state;
 pub mod testkit;
 mod time;
 
-pub use command::{Command, RemoveReason, Step};
+pub use command::{Command, FailCause, RemoveReason, Step};
 pub use config::{Config, ConfigError, Executor, MachinePolicy, RunnerConfig};
-pub use digest::{decode_snapshot, encode_snapshot};
+pub use digest::{DIGEST_VERSION, decode_snapshot, encode_snapshot};
 pub use event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 pub use ids::{JobId, MachineId, RunnerId};
 pub use invariants::Violation;

@@ -1,11 +1,12 @@
 //! `[[runners.machine.autoscaling]]` periods: GitLab's 7-field cron syntax evaluated in a real time zone.
 //!
 //! GitLab (gorhill/cronexpr) writes `sec min hour dom month dow year`; 5- and 6-field forms get a `0`
-//! seconds field (and a `*` year for 5 fields) prepended, as cronexpr does. A period is active during
+//! seconds field (and a `*` year for 5 fields) prepended, as cronexpr does. `L`, `W` and `#` in the
+//! day fields are evaluated here, as cronexpr defines them (see `DaySpecials`). A period is active during
 //! every second its expression matches in its time zone (DST included). Unlike GitLab, the last second
 //! of a period's last minute is inside the period (GitLab's ±1 s fire-time check misses it).
 
-use chrono::{DateTime, Datelike, TimeZone, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Weekday};
 use chrono_tz::Tz;
 use cron::TimeUnitSpec;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,149 @@ pub struct CronExpr {
     schedule: cron::Schedule,
     granularity: Granularity,
     dom_or_dow: bool,
+    days: DaySpecials,
+}
+
+/// The `L`, `W` and `#` items of the day fields, which the `cron` crate refuses; drover evaluates
+/// them as gorhill/cronexpr (GitLab's parser) defines them. (`croner` knows them, but not the year
+/// field of GitLab's 7-field syntax.) The plain items of a field still go to the `cron` crate;
+/// `dom_plain`/`dow_plain` say whether there were any.
+#[derive(Clone, Debug, Default)]
+struct DaySpecials {
+    dom_plain: bool,
+    dow_plain: bool,
+    dom: Vec<DaySpecial>,
+    dow: Vec<DaySpecial>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum DaySpecial {
+    /// `L` in day of month: the last day of the month.
+    LastDay,
+    /// `LW`: the last weekday (Monday to Friday) of the month.
+    LastWeekday,
+    /// `15W`: the weekday nearest the 15th, without leaving the month.
+    NearestWeekday(u32),
+    /// `5L` in day of week: the last Friday of the month (0 or 7 = Sunday).
+    LastOf(u32),
+    /// `1#2`: the second Monday of the month.
+    Nth(u32, u32),
+}
+
+impl DaySpecial {
+    fn matches(self, date: NaiveDate) -> bool {
+        let last = last_day_of_month(date);
+        let weekday = date.weekday().num_days_from_sunday();
+        match self {
+            DaySpecial::LastDay => date.day() == last.day(),
+            DaySpecial::LastWeekday => {
+                let back = match last.weekday() {
+                    Weekday::Sat => 1,
+                    Weekday::Sun => 2,
+                    _ => 0,
+                };
+                date.day() == last.day() - back
+            }
+            DaySpecial::NearestWeekday(n) => {
+                if n > last.day() {
+                    return false;
+                }
+                let Some(target) = date.with_day(n) else {
+                    return false;
+                };
+                let nearest = match target.weekday() {
+                    Weekday::Sat if n == 1 => n + 2,
+                    Weekday::Sat => n - 1,
+                    Weekday::Sun if n == last.day() => n - 2,
+                    Weekday::Sun => n + 1,
+                    _ => n,
+                };
+                date.day() == nearest
+            }
+            DaySpecial::LastOf(d) => weekday == d && date.day() + 7 > last.day(),
+            DaySpecial::Nth(d, k) => weekday == d && (date.day() - 1) / 7 + 1 == k,
+        }
+    }
+}
+
+fn last_day_of_month(date: NaiveDate) -> NaiveDate {
+    let (y, m) = if date.month() == 12 {
+        (date.year() + 1, 1)
+    } else {
+        (date.year(), date.month() + 1)
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+        .and_then(|first| first.pred_opt())
+        .unwrap_or(date)
+}
+
+/// Splits a day-of-month field into its plain items (for the `cron` crate) and `L`, `LW`, `nW`.
+fn split_dom(field: &str) -> Result<(Option<String>, Vec<DaySpecial>), String> {
+    let mut plain = Vec::new();
+    let mut special = Vec::new();
+    for item in field.split(',') {
+        let upper = item.to_ascii_uppercase();
+        if upper == "L" {
+            special.push(DaySpecial::LastDay);
+        } else if upper == "LW" {
+            special.push(DaySpecial::LastWeekday);
+        } else if let Some(n) = upper.strip_suffix('W') {
+            match n.parse::<u32>() {
+                Ok(n @ 1..=31) => special.push(DaySpecial::NearestWeekday(n)),
+                _ => return Err(format!("`{item}`: W follows a day of month 1-31")),
+            }
+        } else if item.contains(['L', 'l', 'W', 'w', '#']) {
+            return Err(format!(
+                "`{item}`: day of month takes L, LW or nW (n = 1-31)"
+            ));
+        } else {
+            plain.push(item);
+        }
+    }
+    Ok(((!plain.is_empty()).then(|| plain.join(",")), special))
+}
+
+/// Splits a day-of-week field into its plain items and `nL`, `n#k` (n = 0-7 or a name).
+fn split_dow(field: &str) -> Result<(Option<String>, Vec<DaySpecial>), String> {
+    let day = |s: &str| -> Option<u32> {
+        const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+        match s.parse::<u32>() {
+            Ok(n) if n <= 7 => Some(n % 7),
+            Ok(_) => None,
+            Err(_) => NAMES
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(s))
+                .map(|i| i as u32),
+        }
+    };
+    let mut plain = Vec::new();
+    let mut special = Vec::new();
+    for item in field.split(',') {
+        if let Some((d, k)) = item.split_once('#') {
+            match (day(d), k.parse::<u32>()) {
+                (Some(d), Ok(k @ 1..=5)) => special.push(DaySpecial::Nth(d, k)),
+                _ => {
+                    return Err(format!(
+                        "`{item}`: # takes a day of week and an occurrence 1-5, as 1#2"
+                    ));
+                }
+            }
+        } else if let Some(d) = item.strip_suffix(['L', 'l']) {
+            match day(d) {
+                Some(d) => special.push(DaySpecial::LastOf(d)),
+                None => {
+                    return Err(format!(
+                        "`{item}`: L in day of week follows a day, as 5L (the last Friday)"
+                    ));
+                }
+            }
+        } else if item.contains(['L', 'W', '#']) && day(item).is_none() {
+            return Err(format!("`{item}`: day of week takes nL or n#k"));
+        } else {
+            plain.push(item);
+        }
+    }
+    Ok(((!plain.is_empty()).then(|| plain.join(",")), special))
 }
 
 /// The coarsest step at which an expression's match status can change.
@@ -88,11 +232,24 @@ impl CronExpr {
             }
         };
         for (i, f) in seven.iter().enumerate() {
-            if f.contains(['L', 'W', '#']) && i >= 3 {
-                return Err(err(format!("`{f}`: L, W and # are not supported")));
+            // Month names (JUL) may hold an L; seconds, minutes, hours and years have no names.
+            if f.contains(['L', 'W', '#']) && matches!(i, 0..=2 | 6) {
+                return Err(err(format!(
+                    "`{f}`: L, W and # belong in day of month and day of week only"
+                )));
             }
         }
-        seven[5] = translate_dow(&seven[5]).map_err(err)?;
+        let (dom_rest, dom_special) = split_dom(&seven[3]).map_err(err)?;
+        let (dow_rest, dow_special) = split_dow(&seven[5]).map_err(err)?;
+        let days = DaySpecials {
+            dom_plain: dom_rest.is_some() || dom_special.is_empty(),
+            dow_plain: dow_rest.is_some() || dow_special.is_empty(),
+            dom: dom_special,
+            dow: dow_special,
+        };
+        // The `cron` crate evaluates the plain part of each day field; L, W and # are ours.
+        seven[3] = dom_rest.unwrap_or_else(|| "*".to_string());
+        seven[5] = translate_dow(&dow_rest.unwrap_or_else(|| "*".to_string())).map_err(err)?;
         let schedule =
             cron::Schedule::from_str(&seven.join(" ")).map_err(|e| err(e.to_string()))?;
         let granularity = if schedule.seconds().count() < 60 {
@@ -102,15 +259,21 @@ impl CronExpr {
         } else {
             Granularity::QuarterHour
         };
-        let dom_or_dow =
-            schedule.days_of_month().count() < 31 && schedule.days_of_week().count() < 7;
+        let dom_restricted = !days.dom.is_empty() || schedule.days_of_month().count() < 31;
+        let dow_restricted = !days.dow.is_empty() || schedule.days_of_week().count() < 7;
         Ok(CronExpr {
             source: source.to_string(),
             fields,
             schedule,
             granularity,
-            dom_or_dow,
+            dom_or_dow: dom_restricted && dow_restricted,
+            days,
         })
+    }
+
+    /// Whether it uses `L`, `W` or `#`, which drover evaluates itself (see [`DaySpecials`]).
+    pub fn uses_day_specials(&self) -> bool {
+        !self.days.dom.is_empty() || !self.days.dow.is_empty()
     }
 
     pub fn source(&self) -> &str {
@@ -124,8 +287,12 @@ impl CronExpr {
 
     fn matches(&self, t: &DateTime<Tz>) -> bool {
         let s = &self.schedule;
-        let dom = s.days_of_month().includes(t.day());
-        let dow = s.days_of_week().includes(t.weekday().number_from_sunday());
+        let d = &self.days;
+        let date = t.date_naive();
+        let dom = (d.dom_plain && s.days_of_month().includes(t.day()))
+            || d.dom.iter().any(|x| x.matches(date));
+        let dow = (d.dow_plain && s.days_of_week().includes(t.weekday().number_from_sunday()))
+            || d.dow.iter().any(|x| x.matches(date));
         let day = if self.dom_or_dow {
             dom || dow
         } else {
@@ -472,7 +639,65 @@ mod tests {
     }
 
     #[test]
+    fn last_nearest_and_nth_days_as_cronexpr() {
+        let utc = chrono_tz::UTC;
+        let on = |expr: &str, d: u32| {
+            let p = [period(&[expr], "UTC", 1)];
+            // March 2026: the 1st is a Sunday, the 31st a Tuesday.
+            active_period(&p, at(utc, 2026, 3, d, 12, 0, 0)).is_some()
+        };
+        let days = |expr: &str| -> Vec<u32> { (1..=31).filter(|&d| on(expr, d)).collect() };
+        assert_eq!(days("* * * L * * *"), [31]);
+        assert_eq!(days("* * * 1,L * * *"), [1, 31]);
+        assert_eq!(days("* * * LW * * *"), [31]);
+        assert_eq!(days("* * * 15W * * *"), [16], "the 15th is a Sunday");
+        assert_eq!(days("* * * 1W * * *"), [2], "never into February");
+        assert_eq!(days("* * * 14W * * *"), [13], "a Saturday goes to Friday");
+        assert_eq!(days("* * * * * 5L *"), [27], "the last Friday");
+        assert_eq!(days("* * * * * 0L *"), [29], "the last Sunday");
+        assert_eq!(days("* * * * * 7L *"), [29], "7 is Sunday too");
+        assert_eq!(days("* * * * * 1#2 *"), [9], "the second Monday");
+        assert_eq!(days("* * * * * mon#1,fri#5 *"), [2]);
+        assert_eq!(days("* * * * * 2#5 *"), [31]);
+        assert_eq!(days("* * * * * 7 *"), [1, 8, 15, 22, 29], "7 = Sunday");
+        // Both day fields restricted: either matches (cronexpr's rule).
+        assert_eq!(days("* * * L * 1#1 *"), [2, 31]);
+        // February 2026 ends on a Saturday: LW is Friday the 27th.
+        let feb = [period(&["* * * LW * * *"], "UTC", 1)];
+        assert!(active_period(&feb, at(utc, 2026, 2, 27, 0, 0, 0)).is_some());
+        assert!(active_period(&feb, at(utc, 2026, 2, 28, 0, 0, 0)).is_none());
+        assert!(
+            CronExpr::parse("* * * L * * *")
+                .unwrap()
+                .uses_day_specials()
+        );
+        assert!(
+            !CronExpr::parse("* * * * jul * *")
+                .unwrap()
+                .uses_day_specials()
+        );
+        // Boundaries: the period of the last Friday starts at local midnight.
+        let p = [period(&["* * * * * 5L *"], "Europe/Berlin", 1)];
+        assert_eq!(
+            next_change(&p, at(utc, 2026, 3, 20, 0, 0, 0)),
+            Some(at(utc, 2026, 3, 26, 23, 0, 0))
+        );
+    }
+
+    #[test]
     fn rejects_bad_expressions_and_zones() {
+        for bad in [
+            "L * * * * * *",
+            "* * * 32W * * *",
+            "* * * * * 1#6 *",
+            "* * * * * L *",
+            "* * * 5#1 * * *",
+        ] {
+            assert!(
+                matches!(CronExpr::parse(bad), Err(PeriodError::Cron { .. })),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             CronExpr::parse("* * 25 * * * *"),
             Err(PeriodError::Cron { .. })

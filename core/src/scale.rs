@@ -187,9 +187,12 @@ impl Core {
         };
         let want = target + c.queued;
 
-        // More machines than `limit` (a reload lowered it): remove idle ones now, least recently used first.
-        if limit > 0 && c.counted() > limit {
-            let excess = c.counted() - limit;
+        // More machines than `limit` (a reload lowered it): remove idle ones now, least recently used
+        // first. Machines already being removed are on their way out: counting them here would take
+        // the idle pool down with them (they still count against `limit` when creating).
+        let live = c.creating + c.idle + c.busy;
+        if limit > 0 && live > limit {
+            let excess = live - limit;
             for _ in 0..excess {
                 let Some(m) = self.state.pop_lru(ri) else {
                     break;
@@ -250,6 +253,12 @@ impl Core {
 
         // Job requests, after reaping: a machine that expired is not offered for a new job.
         if self.may_request(runner) {
+            // While creation backs off, a job that needs a new machine cannot get one: leave it in
+            // GitLab's queue for other runners instead of taking it only to fail it.
+            let backing_off = now < self.state.runners[ri].create_blocked_until;
+            if backing_off && !gated {
+                wake = earliest(wake, Some(self.state.runners[ri].create_blocked_until));
+            }
             let w = self.issue_requests(runner, out, |core| {
                 let r = &core.state.runners[ri];
                 let c = &r.counts;
@@ -262,7 +271,8 @@ impl Core {
                 }
                 // On demand: there must be room to create a machine for it.
                 let deficit = (committed + 1).saturating_sub(c.supply());
-                (limit == 0 || c.counted() + deficit <= limit)
+                (deficit == 0 || !backing_off)
+                    && (limit == 0 || c.counted() + deficit <= limit)
                     && (max_growth == 0 || c.creating + deficit <= max_growth)
             });
             wake = earliest(wake, w);

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::command::{Command, RemoveReason, Step};
+use crate::command::{Command, FailCause, RemoveReason, Step};
 use crate::config::{Config, Executor, RunnerConfig};
 use crate::event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 use crate::ids::{JobId, MachineId, RunnerId};
@@ -26,6 +26,9 @@ pub const PREPARE_ATTEMPTS: u32 = 3;
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) state: State,
+    /// The hash of the configs, for the digest; reset by a reload.
+    #[serde(skip)]
+    pub(crate) config_digest: std::sync::OnceLock<u64>,
 }
 
 impl Core {
@@ -57,7 +60,11 @@ impl Core {
             anomalies: Default::default(),
             stats: Default::default(),
         };
-        Core { config, state }
+        Core {
+            config,
+            state,
+            config_digest: std::sync::OnceLock::new(),
+        }
     }
 
     /// Handles one event at `now` and returns what to do next. The only mutator; never panics.
@@ -117,6 +124,9 @@ impl Core {
             wake = crate::time::earliest(wake, self.index_deadline(job));
         }
         self.state.received_now.clear();
+        // Records changed in place are rehashed for the digest.
+        self.state.machines.settle();
+        self.state.jobs.settle();
         wake
     }
 
@@ -140,11 +150,6 @@ impl Core {
         &self.config
     }
 
-    /// A stable hash of the whole core (config and state), for replay checks.
-    pub fn digest(&self) -> u64 {
-        crate::digest::digest(self)
-    }
-
     // ----- jobs ---------------------------------------------------------------------------------
 
     fn on_job_received(
@@ -161,6 +166,7 @@ impl Core {
                 job,
                 runner,
                 reason: FailureReason::RunnerSystemFailure,
+                cause: FailCause::UnknownRunner,
             });
             return;
         };
@@ -207,13 +213,18 @@ impl Core {
         Some(j)
     }
 
-    fn fail_queued(&mut self, job: JobId, reason: FailureReason, out: &mut Vec<Command>) {
+    fn fail_queued(&mut self, job: JobId, cause: FailCause, out: &mut Vec<Command>) {
         if let Some(j) = self.dequeue(job) {
             self.state.stats.jobs_failed_unstarted += 1;
+            let reason = match cause {
+                FailCause::Canceled => FailureReason::JobCanceled,
+                _ => FailureReason::RunnerSystemFailure,
+            };
             out.push(Command::FailJob {
                 job,
                 runner: j.runner,
                 reason,
+                cause,
             });
         }
     }
@@ -278,7 +289,7 @@ impl Core {
             return;
         };
         match j.state {
-            JobState::Queued { .. } => self.fail_queued(job, FailureReason::JobCanceled, out),
+            JobState::Queued { .. } => self.fail_queued(job, FailCause::Canceled, out),
             JobState::Running { .. } => {
                 if !j.cancel_requested && !j.aborted {
                     j.cancel_requested = true;
@@ -435,7 +446,7 @@ impl Core {
             }
         };
         for job in doomed {
-            self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+            self.fail_queued(job, FailCause::CreationFailed, out);
         }
     }
 
@@ -519,11 +530,13 @@ impl Core {
         names: Vec<String>,
         out: &mut Vec<Command>,
     ) {
-        let Some(r) = self.state.runners.get(runner.index()) else {
+        if self.state.runners.get(runner.index()).is_none() {
             self.anomaly(AnomalyKind::UnknownRunner, u64::from(runner.0));
             return;
-        };
-        let prefix = r.config.machine_prefix();
+        }
+        // The prefixes the list covered: the runner's own and those its machines carry. A machine
+        // named under another key (a rotated token, an older drover) is still ours.
+        let prefixes = self.state.machine_prefixes(runner);
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         // Known machines that settled before the list was asked for and are missing from it: lost.
         let missing: Vec<MachineId> = self
@@ -561,7 +574,9 @@ impl Core {
         }
         // Unknown machines with our prefix: leftovers of a crash or of a foreign history. Remove them.
         for name in names {
-            if !name.starts_with(&prefix) || self.state.names.contains_key(&name) {
+            if !prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                || self.state.names.contains_key(&name)
+            {
                 continue;
             }
             let id = self.record_machine(
@@ -696,9 +711,7 @@ impl Core {
             .collect();
         for (job, state) in jobs {
             match state {
-                JobState::Queued { .. } => {
-                    self.fail_queued(job, FailureReason::RunnerSystemFailure, out)
-                }
+                JobState::Queued { .. } => self.fail_queued(job, FailCause::Shutdown, out),
                 JobState::Running { .. } => self.abort_job(job, out),
             }
         }
@@ -777,6 +790,7 @@ impl Core {
         }
         self.cancel_requests_of_retired(out);
         self.remove_used_up_idle(out);
+        self.config_digest = std::sync::OnceLock::new();
         self.state.next_list_at = match (config.reconcile_interval, self.state.next_list_at) {
             (Some(i), Some(at)) => Some(at.min(now.after(i))),
             (Some(i), None) => Some(now.after(i)),
@@ -830,9 +844,11 @@ impl Core {
         let request = self.state.seq;
         for (i, r) in self.state.runners.iter().enumerate() {
             if matches!(r.config.executor, Executor::Pool(_)) {
+                let runner = RunnerId(i as u16);
                 out.push(Command::ListMachines {
-                    runner: RunnerId(i as u16),
+                    runner,
                     request,
+                    prefixes: self.state.machine_prefixes(runner),
                 });
             }
         }
@@ -843,7 +859,7 @@ impl Core {
     }
 
     pub(crate) fn fail_job_deadline(&mut self, job: JobId, out: &mut Vec<Command>) {
-        self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+        self.fail_queued(job, FailCause::Timeout, out);
     }
 
     pub(crate) fn fail_all_queued(&mut self, out: &mut Vec<Command>) {
@@ -854,7 +870,7 @@ impl Core {
             .flat_map(|r| self.state.queued_jobs(r))
             .collect();
         for job in jobs {
-            self.fail_queued(job, FailureReason::RunnerSystemFailure, out);
+            self.fail_queued(job, FailCause::Shutdown, out);
         }
     }
 }

@@ -351,6 +351,25 @@ impl State {
         &self.stats
     }
 
+    /// The name prefixes a runner's machines are listed by: its current one first, then those its
+    /// known machines were named under, if different. O(n): for the periodic list, not per event.
+    pub fn machine_prefixes(&self, runner: RunnerId) -> Vec<String> {
+        let Some(r) = self.runner(runner) else {
+            return Vec::new();
+        };
+        let current = r.config.machine_prefix();
+        let mut others = BTreeSet::new();
+        for (_, m) in self.machines.sorted() {
+            if m.runner == runner
+                && let Some(p) = crate::config::prefix_of(&m.name)
+                && p != current
+            {
+                others.insert(p.to_string());
+            }
+        }
+        std::iter::once(current).chain(others).collect()
+    }
+
     /// Failed removals waiting for a retry.
     pub fn removals_waiting(&self) -> usize {
         self.removal_retries.len()

@@ -250,17 +250,15 @@ impl World {
                 );
             }
             Command::FailJob { job, .. } => self.failed_jobs.push(*job),
-            Command::ListMachines { runner, request } => {
-                let prefix = self
-                    .core
-                    .state()
-                    .runner(*runner)
-                    .map(|r| r.config.machine_prefix())
-                    .unwrap_or_default();
+            Command::ListMachines {
+                runner,
+                request,
+                prefixes,
+            } => {
                 let names = self
                     .machines
                     .iter()
-                    .filter(|n| n.starts_with(&prefix))
+                    .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
                     .cloned()
                     .collect();
                 self.schedule(

@@ -518,6 +518,75 @@ fn waiting_jobs_fail_after_repeated_creation_failures() {
     assert!(core.state().job(JobId(7)).is_none());
 }
 
+/// Regression (issue #9, bug 3): an on-demand runner whose machine creation is backing off takes no
+/// job it cannot make a machine for (the job stays in GitLab's queue for other runners); when a job
+/// does fail because its machines could not be created, the command says so, for its trace.
+#[test]
+fn on_demand_runner_takes_no_jobs_while_creation_backs_off() {
+    let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(0, 10)), T0);
+    let step = core.handle(T0, Event::Tick);
+    assert_eq!(requests(&step.commands), 1);
+    let step = core.handle(
+        T0,
+        Event::JobReceived {
+            runner: R,
+            job: JobId(7),
+            info: info(),
+        },
+    );
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    assert_eq!(requests(&step.commands), 1, "room for another machine");
+    let step = core.handle(T0, Event::JobRequestEmpty { runner: R });
+    assert_eq!(requests(&step.commands), 0, "check_interval");
+    let t = T0.after(secs(1));
+    let step = core.handle(
+        t,
+        Event::MachineCreationFailed {
+            machine: m.unwrap(),
+            failure: CreationFailure::Retryable,
+        },
+    );
+    let until = core.state().runners()[0].create_blocked_until();
+    assert!(until > t.after(secs(3)));
+    assert_eq!(requests(&step.commands), 0);
+    // Past check_interval, still backing off: no request.
+    let step = core.handle(t.after(secs(3)), Event::Tick);
+    assert_eq!(
+        requests(&step.commands),
+        0,
+        "no job is taken for a machine that cannot be created yet"
+    );
+    assert!(step.wake_at.is_some_and(|w| w <= until));
+    // The backoff is over: the waiting job gets a machine and requests resume.
+    let step = core.handle(until, Event::Tick);
+    assert_eq!(creates(&step.commands), 1);
+    assert_eq!(requests(&step.commands), 1);
+    // A fatal failure fails the waiting job, and says why.
+    let m = step.commands.iter().find_map(|c| match c {
+        Command::CreateMachine { machine, .. } => Some(*machine),
+        _ => None,
+    });
+    let step = core.handle(
+        until,
+        Event::MachineCreationFailed {
+            machine: m.unwrap(),
+            failure: CreationFailure::Fatal,
+        },
+    );
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::FailJob {
+            job: JobId(7),
+            reason: FailureReason::RunnerSystemFailure,
+            cause: drover_core::FailCause::CreationFailed,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn fatal_creation_failure_fails_waiting_jobs_at_once() {
     let mut core = drover_core::Core::new(Config::new(10).with_runner(pool(0, 10)), T0);
@@ -765,6 +834,40 @@ fn reload_lowering_limit_drains_idle_never_busy() {
     assert_eq!(creating + idle + busy, 5);
 }
 
+/// Regression (issue #9, bug 1): machines already being removed are not part of the excess. Three
+/// orphans under removal, three idle machines, and a reload from limit 3 to 2 must remove exactly one
+/// idle machine (the least recently used), not the whole pool.
+#[test]
+fn lowering_limit_while_removals_are_in_flight_removes_only_the_excess() {
+    let mut w = world(10, pool(3, 3));
+    w.removal = secs(600); // slow removals, as docker-machine's
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    assert_eq!(w.fleet(), (0, 3, 0, 0));
+    let oldest = w.core.state().idle_machines(0)[0];
+    let prefix = w.core.state().runners()[0].config.machine_prefix();
+    let mut names: Vec<String> = w.provider_machines().iter().cloned().collect();
+    names.extend((0..3).map(|i| format!("{prefix}orphan-{i}")));
+    let request = w.core.state().seq();
+    let mut cmds = w.handle(Event::MachinesListed {
+        runner: R,
+        request,
+        names,
+    });
+    assert_eq!(removals(&cmds, RemoveReason::Orphan), 3);
+    let mut lowered = w.core.config().clone();
+    lowered.runners[0].limit = 2;
+    cmds.extend(w.handle(Event::Signal(Signal::Reload(Box::new(lowered)))));
+    assert_eq!(
+        removals(&cmds, RemoveReason::TooManyMachines),
+        1,
+        "only the one machine above the new limit goes: {cmds:?}"
+    );
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::RemoveMachine { machine, reason: RemoveReason::TooManyMachines, .. } if *machine == oldest)));
+    assert_eq!(w.fleet(), (0, 2, 0, 4));
+}
+
 #[test]
 fn reload_lowering_idle_count_drains_surplus_after_idle_time() {
     let mut r = pool(6, 10);
@@ -856,6 +959,53 @@ fn resume_reissues_what_was_in_flight_and_reconciles() {
     assert_eq!(removals(&step.commands, RemoveReason::Orphan), 1);
     assert_eq!(removals(&step.commands, RemoveReason::Lost), 1);
     core.check_invariants().unwrap();
+}
+
+/// Regression (issue #9, bug 2): a runner's machine key changes (a token rotated under an older
+/// drover, or the upgrade from token-derived keys) and drover restarts mid-job. Its machines, named
+/// under the old key, are still listed and recognised: the job keeps running, nothing is "lost".
+#[test]
+fn machines_named_under_an_earlier_key_survive_a_restart() {
+    let mut r = pool(1, 4);
+    r.short_token = "aaaaaaaaa".into();
+    let mut w = world(4, r);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let job = w.submit(R, secs(3600));
+    w.advance(secs(61));
+    assert_eq!(w.fleet(), (0, 1, 1, 0));
+    let mut rotated = w.core.config().clone();
+    rotated.runners[0].short_token = "bbbbbbbbb".into();
+    w.handle(Event::Signal(Signal::Reload(Box::new(rotated))));
+    let cmds = w.handle(Event::Resumed);
+    let prefixes = cmds.iter().find_map(|c| match c {
+        Command::ListMachines { prefixes, .. } => Some(prefixes.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        prefixes,
+        Some(vec![
+            "runner-bbbbbbbbb-".to_string(),
+            "runner-aaaaaaaaa-".to_string()
+        ])
+    );
+    w.advance(secs(1));
+    assert_eq!(w.core.state().stats().machines_lost, 0);
+    assert_eq!(w.fleet(), (0, 1, 1, 0), "both machines are still ours");
+    assert!(matches!(
+        w.core.state().job(job).map(|j| j.state),
+        Some(drover_core::state::JobState::Running { .. })
+    ));
+    // New machines are named under the new key.
+    w.submit(R, secs(3600));
+    let cmds = w.handle(Event::Tick);
+    w.advance(secs(1));
+    let _ = cmds;
+    assert!(
+        w.provider_machines()
+            .iter()
+            .any(|n| n.starts_with("runner-bbbbbbbbb-"))
+    );
 }
 
 #[test]

@@ -1,14 +1,27 @@
 //! What a journal file holds.
 
-use drover_core::{Config, Event, Timestamp};
+use drover_core::{Config, Core, Event, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of every journal.
 pub const MAGIC: &[u8; 8] = b"DROVERJ\0";
 
-/// The format this build writes and the newest it reads. Bump it on any change to [`Frame`] or to the
-/// serialized core.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format this build writes and the newest it reads. Bump it on any change to [`Frame`], to the
+/// serialized core or to the core's digest.
+///
+/// - 1: digests are [`Core::digest_v1`] (the whole serialized core).
+/// - 2: digests are [`Core::digest`] (version [`drover_core::DIGEST_VERSION`]: live state only).
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The digest a journal of `format` records for `core`: older journals replay and verify with the
+/// digest they were written with.
+pub fn digest_for(format: u16, core: &Core) -> u64 {
+    if format <= 1 {
+        core.digest_v1()
+    } else {
+        core.digest()
+    }
+}
 
 /// Length prefix + CRC-32.
 pub(crate) const FRAME_HEAD: usize = 8;

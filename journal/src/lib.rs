@@ -14,7 +14,7 @@ mod reader;
 mod replay;
 mod writer;
 
-pub use format::{FORMAT_VERSION, Frame, Header, MAGIC};
+pub use format::{FORMAT_VERSION, Frame, Header, MAGIC, digest_for};
 pub use reader::{Journal, TornTail, read};
 pub use replay::{Divergence, Replay, Replayed, Summary, command_kind, recover, replay};
 pub use writer::Writer;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use drover_core::{Command, Core, Event, Step, Timestamp};
 
 use crate::JournalError;
-use crate::format::Frame;
+use crate::format::{Frame, digest_for};
 use crate::reader::Journal;
 
 /// The first place a replay disagreed with what was recorded.
@@ -76,7 +76,7 @@ pub fn replay(
                 summary.snapshots += 1;
                 if *seq == core.state().seq() && *seq > 0 {
                     digests_checked += 1;
-                    let replayed = core.digest();
+                    let replayed = digest_for(journal.format, &core);
                     if replayed != *digest {
                         divergences.push(Divergence {
                             offset: *offset,
@@ -107,7 +107,7 @@ pub fn replay(
                     });
                 }
                 digests_checked += 1;
-                let replayed = core.digest();
+                let replayed = digest_for(journal.format, &core);
                 if replayed != *digest_before {
                     divergences.push(Divergence {
                         offset: *offset,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use drover_core::{Core, Event, Timestamp};
 
 use crate::JournalError;
-use crate::format::{FORMAT_VERSION, Frame, Header, MAGIC, encode_frame};
+use crate::format::{FORMAT_VERSION, Frame, Header, MAGIC, digest_for, encode_frame};
 use crate::reader::{Journal, parse};
 
 /// An open journal. Every append is flushed to stable storage before it returns (when `sync` is on),
@@ -19,6 +19,8 @@ pub struct Writer {
     sync: bool,
     events_since_snapshot: u64,
     len: u64,
+    /// The file's format: an older journal opened for appending keeps its own digests.
+    format: u16,
 }
 
 impl Writer {
@@ -40,6 +42,7 @@ impl Writer {
             sync,
             events_since_snapshot: 0,
             len: 0,
+            format: FORMAT_VERSION,
         };
         w.buf.extend_from_slice(MAGIC);
         w.buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -78,12 +81,19 @@ impl Writer {
             sync,
             events_since_snapshot: since as u64,
             len: journal.valid_len,
+            format: journal.format,
         };
         use std::io::Seek;
         w.file
             .seek(std::io::SeekFrom::Start(journal.valid_len))
             .map_err(io)?;
         Ok((w, journal))
+    }
+
+    /// The digest this journal records for `core` (see [`digest_for`]): pass it to
+    /// [`Writer::append_event`].
+    pub fn digest_of(&self, core: &Core) -> u64 {
+        digest_for(self.format, core)
     }
 
     /// Appends an event before the core handles it.
@@ -109,7 +119,7 @@ impl Writer {
 
     /// Appends a snapshot of the whole core.
     pub fn append_snapshot(&mut self, core: &Core) -> Result<(), JournalError> {
-        let frame = snapshot_frame(core)?;
+        let frame = snapshot_frame(core, self.format)?;
         encode_frame(&frame, &mut self.buf)?;
         self.events_since_snapshot = 0;
         self.flush()
@@ -177,11 +187,11 @@ impl Writer {
     }
 }
 
-pub(crate) fn snapshot_frame(core: &Core) -> Result<Frame, JournalError> {
+pub(crate) fn snapshot_frame(core: &Core, format: u16) -> Result<Frame, JournalError> {
     Ok(Frame::Snapshot {
         seq: core.state().seq(),
         now: core.state().now(),
-        digest: core.digest(),
+        digest: digest_for(format, core),
         core: drover_core::encode_snapshot(core)?,
     })
 }

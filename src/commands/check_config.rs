@@ -228,6 +228,13 @@ fn schedule(out: &mut String, policy: &MachinePolicy, at: DateTime<Utc>, days: u
             p.timezone().name(),
             values(&p.values)
         );
+        if p.exprs().iter().any(|e| e.uses_day_specials()) {
+            let _ = writeln!(
+                out,
+                "       L, W and # are evaluated by drover as GitLab's cronexpr defines them \
+                 (no maintained cron crate reads them in the 7-field syntax)"
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -439,8 +439,8 @@ fn runner(
         }
     }
     let request_concurrency = raw.request_concurrency.map_or(1, |c| c.0.max(1));
-    let short_token =
-        drover_core::config::short_token(token.as_ref().map_or("", |t| t.expose()), &name);
+    // Machines are named by URL and name, not by the token: a rotated token keeps its machines.
+    let short_token = drover_core::config::machine_key(url.as_deref().unwrap_or(""), &name);
     let core = RunnerConfig {
         name: name.clone(),
         short_token,

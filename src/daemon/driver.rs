@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use drover_core::state::MachineState;
-use drover_core::{Command, Core, Event, JobId, JobInfo, RunnerId, Signal, Timestamp};
+use drover_core::{Command, Core, Event, FailCause, JobId, JobInfo, RunnerId, Signal, Timestamp};
 use drover_docker::{EngineConfig, Executor, ExecutorOptions, MachineEndpoint};
 use drover_gitlab::api::JobResponse;
 use drover_journal::{Header, Writer};
@@ -377,7 +377,12 @@ impl Driver {
     fn handle(&mut self, event: Event) -> anyhow::Result<Vec<Command>> {
         let now = self.clock.now();
         self.journal
-            .append_event(self.core.state().seq(), now, &event, self.core.digest())
+            .append_event(
+                self.core.state().seq(),
+                now,
+                &event,
+                self.journal.digest_of(&self.core),
+            )
             .context("appending to the journal (without it drover cannot continue safely)")?;
         self.metrics.before(&self.core, now, &event);
         let finished = match &event {
@@ -433,15 +438,11 @@ impl Driver {
                 name,
                 reason,
             } => self.machines.remove(runner, machine, name, reason.as_str()),
-            Command::ListMachines { runner, request } => {
-                let prefix = self
-                    .core
-                    .state()
-                    .runner(runner)
-                    .map(|r| r.config.machine_prefix())
-                    .unwrap_or_default();
-                self.machines.list(runner, request, prefix);
-            }
+            Command::ListMachines {
+                runner,
+                request,
+                prefixes,
+            } => self.machines.list(runner, request, prefixes),
             Command::RunJob {
                 job,
                 runner,
@@ -460,9 +461,18 @@ impl Driver {
             }
             Command::CancelJob { job } => self.jobs.command(job, JobCommand::Cancel),
             Command::AbortJob { job, reason } => self.jobs.command(job, JobCommand::Abort(reason)),
-            Command::FailJob { job, reason, .. } => {
+            Command::FailJob {
+                job,
+                runner,
+                reason,
+                cause,
+            } => {
                 if self.jobs.holds(job) {
-                    self.jobs.command(job, JobCommand::Fail(reason));
+                    let detail = match cause {
+                        FailCause::CreationFailed => self.machines.creation_error(runner),
+                        _ => None,
+                    };
+                    self.jobs.command(job, JobCommand::Fail(reason, detail));
                     self.jobs.release(job);
                 } else {
                     tracing::error!(

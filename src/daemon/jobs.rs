@@ -55,7 +55,8 @@ pub enum JobCommand {
     Resume(Placement),
     Cancel,
     Abort(FailureReason),
-    Fail(FailureReason),
+    /// Report it failed without running it; the detail (a creation error) goes into its trace.
+    Fail(FailureReason, Option<String>),
 }
 
 pub struct Jobs {
@@ -115,7 +116,7 @@ impl Jobs {
                 &runner,
                 &job,
                 FailureReason::RunnerSystemFailure,
-                why,
+                why.map(|w| error_line(&w)),
             )
             .await
         });
@@ -239,12 +240,27 @@ async fn job_task(
         JobCommand::Resume(placement) => {
             run(&shared, &runner, job, progress, placement, true, rx).await
         }
-        JobCommand::Fail(reason) | JobCommand::Abort(reason) => {
-            report_unstarted(&shared, &runner, &job, reason, None).await
+        JobCommand::Fail(reason, detail) => {
+            let text = unstarted_trace(reason, detail.as_deref());
+            report_unstarted(&shared, &runner, &job, reason, Some(text)).await
         }
+        JobCommand::Abort(reason) => report_unstarted(&shared, &runner, &job, reason, None).await,
         JobCommand::Cancel => {
             report_unstarted(&shared, &runner, &job, FailureReason::JobCanceled, None).await
         }
+    }
+}
+
+/// The trace of a job that never started. A creation error comes first, as GitLab Runner's
+/// "Preparation failed: …" (the trace buffer masks the job's masked variables in it).
+fn unstarted_trace(reason: FailureReason, detail: Option<&str>) -> String {
+    let why = match reason {
+        FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
+        r => format!("drover could not start this job ({})", r.as_str()),
+    };
+    match detail {
+        Some(d) => error_line(&format!("Preparation failed: {d}")) + &error_line(&why),
+        None => error_line(&why),
     }
 }
 
@@ -324,27 +340,24 @@ async fn reject(shared: &Shared, runner: &RunnerContext, bad: UndecodableJob) {
         runner,
         &job,
         FailureReason::RunnerSystemFailure,
-        Some(why),
+        Some(error_line(&why)),
     )
     .await;
 }
 
-/// A job that never started: a line of trace (`why`, or a line for the reason) and a final
+/// A job that never started: its trace (`trace_text`, else a line for the reason) and a final
 /// `failed`.
 async fn report_unstarted(
     shared: &Shared,
     runner: &RunnerContext,
     job: &JobResponse,
     reason: FailureReason,
-    why: Option<String>,
+    trace_text: Option<String>,
 ) {
     let options = TraceOptions::for_job(job, Some(u64::from(runner.settings.output_limit_kb)));
     let trace = SharedTrace::new(TraceBuffer::new(&options));
-    let why = why.unwrap_or_else(|| match reason {
-        FailureReason::JobCanceled => "the job was canceled before it started".to_string(),
-        r => format!("drover could not start this job ({})", r.as_str()),
-    });
-    trace.write(error_line(&why).as_bytes());
+    let text = trace_text.unwrap_or_else(|| unstarted_trace(reason, None));
+    trace.write(text.as_bytes());
     trace.finish();
     let mut uploader = TraceUploader::new(
         runner.client.clone(),
@@ -698,7 +711,7 @@ async fn execute(
             Some(command) = rx.recv() => match command {
                 JobCommand::Cancel => control.cancel(),
                 JobCommand::Abort(reason) => control.abort(reason),
-                JobCommand::Run(_) | JobCommand::Resume(_) | JobCommand::Fail(_) => {}
+                JobCommand::Run(_) | JobCommand::Resume(_) | JobCommand::Fail(..) => {}
             },
             outcome = &mut wait => break outcome,
         }

@@ -1,7 +1,7 @@
 //! Machine providers, one per pool runner: create, remove and list by name, answered as events.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_docker::{MachineEndpoint, MachineProvider};
@@ -12,6 +12,9 @@ use super::Input;
 pub struct Machines {
     providers: BTreeMap<RunnerId, Arc<dyn MachineProvider>>,
     inputs: UnboundedSender<Input>,
+    /// Each runner's last creation error (providers mask credentials in them), written before the
+    /// failure's event is sent: a job the core fails for it gets it in its trace.
+    creation_errors: Arc<Mutex<BTreeMap<RunnerId, String>>>,
 }
 
 impl Machines {
@@ -19,7 +22,26 @@ impl Machines {
         Machines {
             providers: BTreeMap::new(),
             inputs,
+            creation_errors: Arc::default(),
         }
+    }
+
+    /// The runner's last creation error, if any.
+    pub fn creation_error(&self, runner: RunnerId) -> Option<String> {
+        let errors = self
+            .creation_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        errors.get(&runner).cloned()
+    }
+
+    fn record_creation_error(
+        errors: &Mutex<BTreeMap<RunnerId, String>>,
+        runner: RunnerId,
+        error: String,
+    ) {
+        let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.insert(runner, error);
     }
 
     pub fn set(&mut self, runner: RunnerId, provider: Arc<dyn MachineProvider>) {
@@ -40,6 +62,8 @@ impl Machines {
 
     pub fn create(&self, runner: RunnerId, machine: MachineId, name: String) {
         if self.missing(runner) {
+            let error = "no machine provider is configured for this runner".to_string();
+            Self::record_creation_error(&self.creation_errors, runner, error);
             let _ = self.inputs.send(Input::Event(Event::MachineCreationFailed {
                 machine,
                 failure: CreationFailure::Fatal,
@@ -48,6 +72,7 @@ impl Machines {
         }
         let provider = self.providers[&runner].clone();
         let inputs = self.inputs.clone();
+        let errors = self.creation_errors.clone();
         tokio::spawn(async move {
             tracing::info!(machine = %name, "creating machine");
             let event = match provider.create(&name).await {
@@ -55,6 +80,8 @@ impl Machines {
                 Err(e) => {
                     tracing::warn!(machine = %name, "creating the machine failed: {e}");
                     let failure = e.creation_failure();
+                    let error = format!("creating machine {name} failed: {e}");
+                    Self::record_creation_error(&errors, runner, error);
                     Event::MachineCreationFailed { machine, failure }
                 }
             };
@@ -84,23 +111,29 @@ impl Machines {
         });
     }
 
-    pub fn list(&self, runner: RunnerId, request: u64, prefix: String) {
+    /// Lists the machines under every prefix and answers with all their names at once.
+    pub fn list(&self, runner: RunnerId, request: u64, prefixes: Vec<String>) {
         let Some(provider) = self.providers.get(&runner).cloned() else {
             return;
         };
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
-            match provider.list(&prefix).await {
-                Ok(names) => {
-                    let _ = inputs.send(Input::Event(Event::MachinesListed {
-                        runner,
-                        request,
-                        names,
-                    }));
+            let mut names = std::collections::BTreeSet::new();
+            for prefix in &prefixes {
+                match provider.list(prefix).await {
+                    Ok(found) => names.extend(found),
+                    // Without a whole answer there is nothing to settle; the next list will.
+                    Err(e) => {
+                        tracing::warn!(runner = runner.0, "listing machines failed: {e}");
+                        return;
+                    }
                 }
-                // Without an answer there is nothing to settle; the next list will.
-                Err(e) => tracing::warn!(runner = runner.0, "listing machines failed: {e}"),
             }
+            let _ = inputs.send(Input::Event(Event::MachinesListed {
+                runner,
+                request,
+                names: names.into_iter().collect(),
+            }));
         });
     }
 }

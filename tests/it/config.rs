@@ -438,3 +438,24 @@ fn file_arguments_and_failures() {
         text(&unregistered.stdout)
     );
 }
+
+#[test]
+fn cron_last_nearest_and_nth_days_are_read_as_gitlab_does() {
+    // The last Friday of March 2026 is the 27th: 18:00 in Berlin (CET) is 17:00 UTC.
+    let out = drover(&[
+        "check-config",
+        "fixtures/config/good/last-friday.toml",
+        "--at",
+        "2026-03-27T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("L, W and # are evaluated by drover as GitLab's cronexpr defines them"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Fri 2026-03-27 17:00:00  Fri 2026-03-27 18:00:00 CET   period 1"),
+        "{stdout}"
+    );
+}

@@ -49,7 +49,10 @@ async fn a_docker_machine_runner_keeps_its_idle_machines_and_drains() {
     .await
     .expect("the fake GitLab starts");
     let token = gitlab.create_runner_token();
-    let prefix = format!("runner-{}-", drover_core::config::short_token(&token, ""));
+    let prefix = format!(
+        "runner-{}-",
+        drover_core::config::machine_key(gitlab.url(), "vms")
+    );
 
     // A machine of this runner that no journal knows (left by an earlier installation).
     let orphan = format!("{prefix}vm-orphan");

@@ -406,6 +406,13 @@ impl Chaos {
             return Err(format!("jobs never resolved: {lost:?}"));
         }
         let s = self.core.state();
+        // Every runner of the config in force (reloads add runners) is there, and active.
+        for rc in &self.core.config().runners {
+            match s.runner_id(&rc.name).and_then(|id| s.runner(id)) {
+                Some(r) if !r.retired && r.config == *rc => {}
+                _ => return Err(format!("runner {} of the config is not active", rc.name)),
+            }
+        }
         if !s.jobs().is_empty() {
             return Err(format!(
                 "jobs still held: {:?}",

@@ -239,6 +239,14 @@ impl FakeGitlab {
         token
     }
 
+    /// Rotates a runner's token as `reset_authentication_token` does (or token expiry): the old
+    /// token stops working; returns the new one.
+    pub fn rotate_runner_token(&self, token: &str) -> Option<String> {
+        let rotated = self.shared.lock().rotate_token(token, "glrt-");
+        self.shared.changed();
+        rotated
+    }
+
     /// Deletes a runner (as an admin would in the UI); its token stops working.
     pub fn delete_runner(&self, token: &str) -> bool {
         let removed = self.shared.lock().runners.remove(token).is_some();

@@ -771,6 +771,15 @@ impl State {
         }
     }
 
+    /// Gives a runner a new token; the old one stops working.
+    pub(super) fn rotate_token(&mut self, token: &str, prefix: &str) -> Option<String> {
+        let mut runner = self.runners.remove(token)?;
+        let new_token = self.random_token(prefix);
+        runner.token = new_token.clone();
+        self.runners.insert(new_token.clone(), runner);
+        Some(new_token)
+    }
+
     pub(crate) fn reset_token(&mut self, req: &Request<'_>) -> Reply {
         let Some(body) = self.check_json_request(req) else {
             return Reply::message(400, "400 Bad request");

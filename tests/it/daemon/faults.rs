@@ -73,3 +73,33 @@ async fn jobs_survive_5xx_bursts_429s_slow_answers_and_dropped_connections() {
     );
     env.finish().await;
 }
+
+/// Regression (issue #9, bug 3): when a job fails because its machine cannot be created, its trace
+/// says why (GitLab Runner's "Preparation failed: …"), not only that drover could not start it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failed_by_machine_creation_carries_the_creation_error() {
+    let settings = Settings {
+        image: "drover-test/no-such-image:404".to_string(),
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("faults_creation", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("never", &["echo should not run"]));
+    let view = env.finished(id).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("runner_system_failure"),
+        None,
+    );
+    let trace = text(&view);
+    assert!(
+        trace.contains("Preparation failed: creating machine"),
+        "{trace}"
+    );
+    assert!(trace.contains("no-such-image"), "{trace}");
+    assert!(trace.contains("could not start this job"), "{trace}");
+    env.finish().await;
+}

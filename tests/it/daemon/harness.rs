@@ -108,7 +108,8 @@ pub struct Env {
     pub fake: FakeGitlab,
     /// The runner's token (`glrt-…`).
     pub token: String,
-    /// The runner's short token: the `drover.runner` label and the machine prefix.
+    /// The runner's machine key (from the fake's URL and the test's name): the `drover.runner`
+    /// label and the machine prefix.
     pub short: String,
     pub name: String,
     pub docker: Docker,
@@ -124,8 +125,8 @@ impl Env {
     /// test returns early; in CI a missing engine panics).
     pub async fn new(name: &str, settings: Settings) -> Option<Env> {
         let docker = engine_for_tests().await?;
-        // A token of its own for every test of every run (test processes may run side by side
-        // on one engine): its short token names everything drover makes for the test.
+        // A fake GitLab of its own for every test of every run (test processes may run side by side
+        // on one engine): its URL and the test's name key everything drover makes for the test.
         let mut seed = DefaultHasher::new();
         (name, std::process::id(), std::time::SystemTime::now()).hash(&mut seed);
         let fake = FakeGitlab::start(FakeOptions {
@@ -137,12 +138,13 @@ impl Env {
         .await
         .expect("the fake GitLab starts");
         let token = fake.create_runner_token();
-        let short = drover_core::config::short_token(&token, "");
+        let name = name.replace('_', "-");
+        let short = drover_core::config::machine_key(fake.url(), &name);
         let env = Env {
             fake,
             token,
             short,
-            name: name.replace('_', "-"),
+            name,
             docker,
             settings,
             dir: tempfile::tempdir().expect("a temp dir"),

@@ -360,3 +360,41 @@ async fn make_half_sandbox(env: &Env, name: &str) {
         .await
         .expect("creating the orphan's network");
 }
+
+/// Regression (issue #9, bug 2): the runner's token rotates (`reset_token`, expiry) and drover
+/// restarts mid-job. Machines are named by the runner's URL and name, not its token: the restarted
+/// daemon knows its machines, the job finishes and no machine is removed as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_and_a_restart_keep_the_machines_and_the_job() {
+    let Some(mut env) = Env::new("recovery_rotated", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job("long", &["echo started", "sleep 6", "echo done"]));
+    env.trace_shows(id, "\nstarted").await;
+    let before = env.sandboxes().await;
+    assert!(!before.is_empty());
+
+    env.token = env
+        .fake
+        .rotate_runner_token(&env.token)
+        .expect("the fake knows the runner");
+    env.write_config();
+    env.crash().await;
+    env.start().await;
+
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    assert_eq!(lines(&view, "done"), 1, "{}", text(&view));
+    let log = env.log();
+    assert!(
+        !log.contains("reason=lost") && !log.contains("reason=\"lost\""),
+        "a machine was removed as lost:\n{log}"
+    );
+    let after = env.sandboxes().await;
+    assert!(
+        before.iter().all(|m| after.contains(m)),
+        "the machines outlived the restart: {before:?} → {after:?}"
+    );
+    env.finish().await;
+}
