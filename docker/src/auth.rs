@@ -82,9 +82,16 @@ pub fn parse_docker_config(
     if json.trim().is_empty() {
         return Ok(Vec::new());
     }
-    // serde_json's messages quote no input, only positions: safe with a password inside.
-    let config: ConfigFile =
-        serde_json::from_str(json).map_err(|e| error(format!("not a Docker config: {e}")))?;
+    // serde_json's messages can quote a value ("invalid type: string \"dXNl...\""), and the
+    // value may be a password: say only what kind of error, and where.
+    let config: ConfigFile = serde_json::from_str(json).map_err(|e| {
+        error(format!(
+            "not a Docker config: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
     if !config.creds_store.is_empty() || !config.cred_helpers.is_empty() {
         return Err(error(
             "credsStore and credHelpers are not supported by drover; write the credentials \
@@ -252,6 +259,11 @@ mod tests {
             ),
             (r#"{"credsStore": "desktop"}"#, "credsStore"),
             (r#"{"auths": "secret-value"#, "not a Docker config"),
+            // A string where an entry belongs: serde_json would quote it.
+            (
+                r#"{"auths": {"r": "secret-base64"}}"#,
+                "not a Docker config",
+            ),
         ] {
             let err = parse_docker_config(json, "src").unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");

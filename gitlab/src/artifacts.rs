@@ -160,8 +160,9 @@ impl Client {
                                 let _ = next.set_scheme(to.scheme());
                                 let _ = next.set_host(to.host_str());
                                 let _ = next.set_port(to.port());
+                                // A redirect counts as one try (GitLab Runner): a proxy that
+                                // redirects every upload cannot keep the job going forever.
                                 url = next;
-                                tries -= 1;
                                 (
                                     LineLevel::Info,
                                     format!(
@@ -205,6 +206,9 @@ impl Client {
             log(level, text);
             match outcome {
                 Try::Done => return Ok(()),
+                Try::Again if tries as usize >= MAX_REDIRECTS => {
+                    return Err(ArtifactError::Failed("too many redirects".into()));
+                }
                 Try::Again => {}
                 Try::Fail(err) => return Err(err),
                 Try::Retry(limit, detail) => {

@@ -597,6 +597,12 @@ fn job_spec(
         &runner.registry_mirrors,
     )?;
     cache::plan(&mut spec, job, &runner.settings, &runner.system_id, machine)?;
+    // Before machine names followed the runner's URL and name, labels were the token's short form.
+    let token = runner.settings.token.as_ref().map_or("", |t| t.expose());
+    let earlier = drover_core::config::short_token(token, &runner.name);
+    if earlier != spec.runner {
+        spec.earlier_runner_labels.push(earlier);
+    }
     // docker+machine: one job per machine, so GitLab Runner counts per-project slots on a
     // machine, always 0.
     let project_id = match runner.settings.executor {

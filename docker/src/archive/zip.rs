@@ -104,6 +104,7 @@ pub(crate) fn to_tar(
     let out = File::create(tar_path).map_err(ArchiveError::io("creating a tar file"))?;
     let mut tar = tar::Builder::new(BufWriter::new(out));
     let mut counts = Counts::default();
+    let mut links = std::collections::HashSet::new();
     let prefix = prefix.trim_matches('/');
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| ArchiveError::Corrupt {
@@ -117,8 +118,19 @@ pub(crate) fn to_tar(
         if rel.is_empty() {
             continue;
         }
+        // Docker writes the tar as root: an entry below a symlink this archive made would be
+        // written wherever the link points (`x -> /`, then `x/etc/...`).
+        if let Some(link) = rel
+            .match_indices('/')
+            .map(|(i, _)| &rel[..i])
+            .find(|parent| links.contains(*parent))
+        {
+            return Err(corrupt(format!(
+                "the entry {rel} lies below the symlink {link} of the same archive"
+            )));
+        }
         let path = match prefix {
-            "" => rel,
+            "" => rel.clone(),
             p => format!("{p}/{rel}"),
         };
         let mut header = tar::Header::new_gnu();
@@ -151,10 +163,18 @@ pub(crate) fn to_tar(
                 .map_err(write)?;
             counts.dirs += 1;
         } else if entry.is_symlink() {
+            // The archive declares the target's size: read no more than a path can be.
             let mut target = String::new();
-            entry
+            (&mut entry)
+                .take(SYMLINK_TARGET_MAX + 1)
                 .read_to_string(&mut target)
                 .map_err(|e| corrupt(format!("the symlink {path}: {e}")))?;
+            if target.len() as u64 > SYMLINK_TARGET_MAX {
+                return Err(corrupt(format!(
+                    "the symlink {path} points to a target over {SYMLINK_TARGET_MAX} bytes"
+                )));
+            }
+            links.insert(rel);
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(mode.unwrap_or(0o777));
             header.set_size(0);
@@ -165,13 +185,22 @@ pub(crate) fn to_tar(
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(mode.unwrap_or(0o644));
             header.set_size(entry.size());
+            let declared = entry.size();
             let mut reader = Checked {
                 inner: &mut entry,
                 failed: None,
+                read: 0,
             };
             let result = tar.append_data(&mut header, &path, &mut reader);
             if let Some(message) = reader.failed {
                 return Err(corrupt(format!("{path}: {message}")));
+            }
+            // The tar header promised `declared` bytes: fewer would shift every later header.
+            if result.is_ok() && reader.read != declared {
+                return Err(corrupt(format!(
+                    "{path}: {} bytes where the archive declares {declared}",
+                    reader.read
+                )));
             }
             result.map_err(write)?;
             counts.files += 1;
@@ -191,15 +220,22 @@ pub(crate) fn to_tar(
 struct Checked<'a, R> {
     inner: &'a mut R,
     failed: Option<String>,
+    /// Bytes read so far.
+    read: u64,
 }
 
 impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
+        let n = self.inner.read(buf).inspect_err(|e| {
             self.failed = Some(e.to_string());
-        })
+        })?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
+
+/// Linux's `PATH_MAX`: no symlink target is longer.
+const SYMLINK_TARGET_MAX: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -299,6 +335,49 @@ mod tests {
         fs::write(&garbage, b"this is not a zip file at all").unwrap();
         assert!(matches!(
             to_tar(&garbage, "p", &tar),
+            Err(ArchiveError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn an_entry_below_a_symlink_of_the_same_archive_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let evil = dir.path().join("link.zip");
+        let mut zip = ZipWriter::new(File::create(&evil).unwrap());
+        // A link anywhere is fine (a virtualenv's `bin/python -> /usr/bin/python3`) ...
+        zip.add_symlink(
+            "venv/python",
+            "/usr/bin/python3",
+            SimpleFileOptions::default(),
+        )
+        .unwrap();
+        // ... writing through one is not.
+        zip.add_symlink("x", "/", SimpleFileOptions::default())
+            .unwrap();
+        zip.start_file("x/etc/evil", SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"x").unwrap();
+        zip.finish().unwrap();
+        let tar = dir.path().join("t.tar");
+        match to_tar(&evil, "p", &tar) {
+            Err(ArchiveError::Corrupt { message }) => {
+                assert!(message.contains("below the symlink x"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_symlink_target_longer_than_a_path_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let evil = dir.path().join("long.zip");
+        let mut zip = ZipWriter::new(File::create(&evil).unwrap());
+        zip.add_symlink("l", "a".repeat(10_000), SimpleFileOptions::default())
+            .unwrap();
+        zip.finish().unwrap();
+        let tar = dir.path().join("t.tar");
+        assert!(matches!(
+            to_tar(&evil, "p", &tar),
             Err(ArchiveError::Corrupt { .. })
         ));
     }

@@ -49,13 +49,30 @@ pub(crate) fn is_shell_name(key: &str) -> bool {
 /// Whether `variable` goes into the container's environment instead of the script: only a name
 /// the shell cannot export does (Docker takes any name).
 pub(crate) fn in_environment(variable: &Variable) -> bool {
-    !is_shell_name(&variable.key)
+    !is_shell_name(&variable.key) || BASH_READ_ONLY.contains(&variable.key.as_str())
 }
+
+/// Names bash refuses to assign (`export UID=1000` fails, and ends the step under `set -e`); in
+/// the environment bash ignores them, as it always did under GitLab's docker executor.
+const BASH_READ_ONLY: &[&str] = &[
+    "UID",
+    "EUID",
+    "PPID",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "BASH_VERSINFO",
+];
 
 /// `export KEY='value'` for the job's variables, in order (later keys win); a file variable's
 /// value is its file's path. Values are single-quoted: no `$` expansion, as in the environment.
-fn exports(out: &mut String, spec: &BuildSpec) {
+///
+/// `all: false` leaves out a variable too long for an environment string: once exported, every
+/// program the script starts would fail ("Argument list too long"), git and mkdir included.
+fn exports(out: &mut String, spec: &BuildSpec, all: bool) {
     for v in spec.variables.iter().filter(|v| !in_environment(v)) {
+        if !all && !v.file && v.key.len() + 1 + v.value.len() > ENV_STRING_MAX {
+            continue;
+        }
         let value = match v.file {
             true => file_variable_path(&v.key),
             false => v.value.clone(),
@@ -100,8 +117,9 @@ fn enter_project_dir(out: &mut String, project_dir: &str) {
 /// A user step: each command is echoed in green (`$ cmd`), then run; the first failure ends it.
 pub(crate) fn user_step(spec: &BuildSpec, step: &StepSpec) -> String {
     let mut out = String::from(prologue(spec.shell));
-    exports(&mut out, spec);
+    // Before the exports: `mkdir` is a program, which a huge exported variable would stop.
     enter_project_dir(&mut out, &spec.project_dir);
+    exports(&mut out, spec, true);
     for command in &step.script {
         out.push_str(&format!(
             "printf '\\033[32;1m$ %s\\033[0;m\\n' {}\n{command}\n",
@@ -121,7 +139,8 @@ pub(crate) fn get_sources(spec: &BuildSpec, image: &str) -> String {
     let git = &spec.git;
     let dir = quote(&spec.project_dir);
     let mut out = String::from(prologue(spec.shell));
-    exports(&mut out, spec);
+    // The sources step runs git: it gets no variable too long to export (the user steps do).
+    exports(&mut out, spec, false);
     if spec.container_options.user.is_some() {
         out.push_str("umask 0000\n");
     }
@@ -344,6 +363,7 @@ mod tests {
         BuildSpec {
             job_id: 1,
             runner: "r".into(),
+            earlier_runner_labels: vec![],
             image: ImageSpec::new("img"),
             credentials: vec![],
             registry_mirrors: vec![],
@@ -422,9 +442,19 @@ mod tests {
                 ],
                 "{script}"
             );
-            assert!(script.starts_with("set -e\nexport "), "{script}");
+            // The user step enters the project directory first: `mkdir` must run before a huge
+            // export could stop it.
+            assert!(
+                script.starts_with("set -e\nexport ")
+                    || script.starts_with("set -e\nmkdir -p '/builds/g/p'\ncd "),
+                "{script}"
+            );
         }
         assert!(in_environment(&Variable::new("my-var", "")));
+        assert!(
+            in_environment(&Variable::new("UID", "1000")),
+            "bash refuses it"
+        );
         assert!(!in_environment(&Variable::new("_A1", "")));
         assert!(!is_shell_name("1A") && !is_shell_name("") && !is_shell_name("Ä"));
     }
@@ -441,6 +471,17 @@ mod tests {
             file,
             Variable::new("FITS", "x".repeat(ENV_STRING_MAX - "FITS=".len())),
         ];
+        // Only the user steps export a variable that long: the sources step runs git.
+        let step = StepSpec {
+            name: StepName::Script,
+            script: vec!["true".into()],
+            timeout: Duration::from_secs(1),
+            when: When::OnSuccess,
+            allow_failure: false,
+        };
+        assert!(user_step(&s, &step).contains("\nexport BIG='"));
+        assert!(!get_sources(&s, "img").contains("export BIG="));
+        assert!(get_sources(&s, "img").contains("export FITS="));
         let warnings = variable_warnings(&s);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(

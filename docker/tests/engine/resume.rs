@@ -204,3 +204,36 @@ async fn reconciliation_lists_and_removes_an_abandoned_job() {
     );
     assert_nothing_left(&docker, &runner).await;
 }
+
+#[tokio::test]
+async fn a_job_started_under_an_earlier_runner_label_is_resumed_under_it() {
+    let Some(docker) = engine().await else { return };
+    let earlier = unique_runner();
+    let sync = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        &earlier,
+        44,
+        &["echo one-$((1))", WAIT_FOR_GO, "echo two-$((2))"],
+    );
+    spec.volumes = vec![format!("{}:/sync", sync.path().display())];
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = executor().start(local(), spec.clone(), tx);
+    let before = read_until(&mut rx, "one-1").await;
+    handle.abandon().await;
+    let cursor = before.last().unwrap().cursor;
+
+    // An upgrade changed the runner's label; the job's containers keep the one they started with.
+    let now = unique_runner();
+    spec.runner = now.to_string();
+    spec.earlier_runner_labels = vec![earlier.to_string()];
+    let (tx, rx) = mpsc::channel(64);
+    let handle = executor().resume(local(), spec, Some(cursor), tx);
+    go(sync.path());
+    let (outcome, after) = finish(handle, rx).await;
+    let after = after.text();
+    assert_eq!(outcome, Outcome::Success, "{after}");
+    assert_eq!(count(&after, "two-2"), 1, "{after}");
+    assert_nothing_left(&docker, &earlier).await;
+    assert_nothing_left(&docker, &now).await;
+}

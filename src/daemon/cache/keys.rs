@@ -109,10 +109,14 @@ pub fn keys(
         push(fallback, &mut out, notes);
     }
     if let Some(fallback) = job.variable("CACHE_FALLBACK_KEY").filter(|k| !k.is_empty()) {
-        if fallback
-            .trim_end_matches(['.', ' ', '\t', '\n', '\r'])
-            .ends_with("-protected")
-        {
+        // Checked on the key as it will be signed: `main-protected/`, `main-protected/x/..` or
+        // `$K` would otherwise reach a protected branch's cache from any branch.
+        let raw_protected = |k: &str| {
+            k.trim_end_matches(['.', ' ', '\t', '\n', '\r'])
+                .ends_with("-protected")
+        };
+        let signed = sanitize(&expand(fallback, job));
+        if raw_protected(fallback) || signed.as_deref().is_some_and(raw_protected) {
             notes.push(format!(
                 "CACHE_FALLBACK_KEY {fallback:?} is not allowed to end in \"-protected\": not used"
             ));
@@ -220,6 +224,14 @@ mod tests {
             ["rspec/main", "global-non_protected"]
         );
         assert!(notes.is_empty(), "{notes:?}");
+
+        // What is signed is checked, not what was written.
+        for sneaky in ["global-protected/", "global-protected/x/..", "$K"] {
+            let mut notes = Vec::new();
+            let j = job(&[("CACHE_FALLBACK_KEY", sneaky), ("K", "global-protected")]);
+            assert_eq!(keys("own", &[], &j, &mut notes), ["own"], "{sneaky}");
+            assert!(notes.iter().any(|n| n.contains("not allowed")), "{notes:?}");
+        }
 
         let mut notes = Vec::new();
         assert!(keys("$EMPTY", &["x".into()], &job(&[]), &mut notes).is_empty());
