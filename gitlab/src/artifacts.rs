@@ -17,6 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::client::{Client, JobCredentials};
 use crate::mask::Secret;
+use crate::retry::Backoff;
 
 /// The whole upload call (GitLab Runner's `[runners.artifact] upload_timeout`).
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -103,11 +104,6 @@ fn with_query(mut url: Url, pairs: &[(&str, &str)]) -> Url {
 }
 
 impl Client {
-    fn artifacts_wait(&self, try_number: u32) -> Duration {
-        let first = self.artifact_backoff();
-        (first * 2u32.saturating_pow(try_number.saturating_sub(1))).min(first * 5)
-    }
-
     /// `POST /jobs/:id/artifacts` with GitLab Runner's tries; every try is a line for `log`.
     pub async fn upload_artifacts(
         &self,
@@ -131,6 +127,9 @@ impl Client {
             "Uploading artifacts as {:?} to coordinator...",
             upload.artifact_type
         );
+        // GitLab Runner's waits: the first, doubling, at most five times it.
+        let first = self.artifact_backoff();
+        let mut backoff = Backoff::new(first, first * 5);
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -216,7 +215,7 @@ impl Client {
                         return Err(ArtifactError::Failed(detail));
                     }
                     log(LineLevel::Warning, "Retrying...".to_string());
-                    tokio::time::sleep(self.artifacts_wait(tries)).await;
+                    tokio::time::sleep(backoff.next_ceiling()).await;
                 }
             }
         }
