@@ -17,6 +17,7 @@ pub mod archive;
 pub mod auth;
 mod engine;
 pub mod executor;
+pub mod expand;
 mod image;
 pub mod labels;
 pub mod provider;

@@ -3,51 +3,16 @@
 
 use drover_docker::Variable;
 
-/// Replaces `$NAME` and `${NAME}` by the value of the last variable called `NAME` (later
-/// variables win, as in the job's environment), or by nothing when there is none; `$$` is a
-/// `$`. A `$` not followed by a name stays as it is. Values are not expanded again.
+/// [`drover_docker::expand::expand`] over `variables`: the last variable of a name wins, as in the
+/// job's environment.
 pub fn expand(text: &str, variables: &[Variable]) -> String {
-    if !text.contains('$') {
-        return text.to_string();
-    }
-    let lookup = |name: &str| {
+    drover_docker::expand::expand(text, |name| {
         variables
             .iter()
             .rev()
             .find(|v| v.key == name)
-            .map_or("", |v| v.value.as_str())
-    };
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(dollar) = rest.find('$') {
-        out.push_str(&rest[..dollar]);
-        let after = &rest[dollar + 1..];
-        if let Some(braced) = after.strip_prefix('{') {
-            match braced.find('}') {
-                Some(end) if end > 0 => {
-                    out.push_str(lookup(&braced[..end]));
-                    rest = &braced[end + 1..];
-                }
-                // `${}` or an unclosed `${`: Go drops the bad syntax.
-                Some(end) => rest = &braced[end + 1..],
-                None => rest = "",
-            }
-        } else if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else {
-            let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
-            if end == 0 {
-                out.push('$');
-            } else {
-                out.push_str(lookup(&after[..end]));
-            }
-            rest = &after[end..];
-        }
-    }
-    out.push_str(rest);
-    out
+            .map(|v| v.value.as_str())
+    })
 }
 
 #[cfg(test)]

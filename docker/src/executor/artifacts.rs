@@ -68,35 +68,9 @@ pub(crate) fn stage_attempts(vars: &HashMap<&str, &str>, key: &str) -> (u32, Opt
     }
 }
 
-/// `$VAR` and `${VAR}` from the job's variables (unknown ones are empty), as the helper's shell
-/// expansion does for `name`, `paths` and `exclude`.
+/// `$VAR` and `${VAR}` from the job's variables, for `name`, `paths` and `exclude`.
 pub(crate) fn expand(text: &str, vars: &HashMap<&str, &str>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
-            match braced.find('}') {
-                Some(end) => (&braced[..end], &braced[end + 1..]),
-                None => ("", after),
-            }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        if name.is_empty() {
-            out.push('$');
-            rest = after;
-        } else {
-            out.push_str(vars.get(name).copied().unwrap_or_default());
-            rest = tail;
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::expand::expand(text, |name| vars.get(name).copied())
 }
 
 impl Job {

@@ -3,40 +3,15 @@
 
 use drover_gitlab::api::JobResponse;
 
-/// `$VAR` and `${VAR}` from the job's variables (the last of a name wins, as in the shell); an
-/// unknown name is empty, as Go's `os.Expand`.
+/// `$VAR` and `${VAR}` from the job's variables (the last of a name wins, as in the shell).
 pub fn expand(value: &str, job: &JobResponse) -> String {
-    let lookup = |name: &str| {
+    drover_docker::expand::expand(value, |name| {
         job.variables
             .iter()
             .rev()
             .find(|v| v.key == name)
-            .map_or("", |v| v.value.as_str())
-    };
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(braced) = after.strip_prefix('{')
-            && let Some(end) = braced.find('}')
-        {
-            out.push_str(lookup(&braced[..end]));
-            rest = &braced[end + 1..];
-            continue;
-        }
-        let len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if len == 0 {
-            out.push('$');
-        } else {
-            out.push_str(lookup(&after[..len]));
-        }
-        rest = &after[len..];
-    }
-    out.push_str(rest);
-    out
+            .map(|v| v.value.as_str())
+    })
 }
 
 /// GitLab Runner's key sanitising: `%2F` and `\` are `/`, `%2E` is `.`, the path is cleaned as if
