@@ -26,7 +26,7 @@ pub struct IdMap<K, V> {
 
 /// The hash of one entry, as the digest sums it.
 pub(crate) fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> u64 {
-    crate::digest::hash_of(&(k, v))
+    crate::hash::hash_of(&(k, v))
 }
 
 impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {

@@ -26,6 +26,7 @@ mod command;
 pub mod config;
 mod digest;
 mod event;
+mod hash;
 mod ids;
 mod index;
 mod invariants;
@@ -33,6 +34,7 @@ pub mod period;
 mod queues;
 mod scale;
 mod scheduler;
+mod snapshot;
 pub mod state;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -40,7 +42,7 @@ mod time;
 
 pub use command::{Command, FailCause, RemoveReason, Step};
 pub use config::{Config, ConfigError, Executor, MachinePolicy, RunnerConfig};
-pub use digest::{DIGEST_VERSION, decode_snapshot, encode_snapshot};
+pub use digest::DIGEST_VERSION;
 pub use event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 pub use ids::{JobId, MachineId, RunnerId};
 pub use invariants::Violation;
@@ -48,5 +50,6 @@ pub use period::{Period, PeriodError, PolicyValues};
 pub use scheduler::{
     Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, creation_backoff, machine_name, removal_backoff,
 };
+pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use state::State;
 pub use time::{Timestamp, earliest, millis};

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::command::{Command, FailCause, RemoveReason, Step};
 use crate::config::{Config, Executor, RunnerConfig};
+use crate::digest::state_digest;
 use crate::event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
+use crate::hash::hash_of;
 use crate::ids::{JobId, MachineId, RunnerId};
 use crate::index::IdMap;
 use crate::state::{
@@ -872,6 +874,40 @@ impl Core {
         for job in jobs {
             self.fail_queued(job, FailCause::Shutdown, out);
         }
+    }
+}
+
+impl Core {
+    /// A stable hash of the live state (digest version [`crate::DIGEST_VERSION`]), for replay checks.
+    /// O(runners): machine and job records are hashed as they change.
+    pub fn digest(&self) -> u64 {
+        self.digest_with(self.state.machines.digest(), self.state.jobs.digest())
+    }
+
+    /// [`Core::digest`] recomputed from every record: equal to it, or the running sums are wrong.
+    pub fn digest_from_scratch(&self) -> u64 {
+        self.digest_with(
+            self.state.machines.digest_from_scratch(),
+            self.state.jobs.digest_from_scratch(),
+        )
+    }
+
+    fn digest_with(&self, machines: u64, jobs: u64) -> u64 {
+        state_digest(self.config_digest(), &self.state, machines, jobs)
+    }
+
+    /// The hash of the config and of every runner's config (a retired runner keeps its own),
+    /// computed once per reload.
+    fn config_digest(&self) -> u64 {
+        *self.config_digest.get_or_init(|| {
+            let runners: Vec<_> = self.state.runners.iter().map(|r| &r.config).collect();
+            hash_of(&(&self.config, runners))
+        })
+    }
+
+    /// The digest of format-1 journals: xxh3 of the whole serialized core, indexes included.
+    pub fn digest_v1(&self) -> u64 {
+        hash_of(self)
     }
 }
 
