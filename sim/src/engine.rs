@@ -150,7 +150,11 @@ pub fn run_observed<O: Observer>(
     let mut world = World::new(scenario, options, observer);
     // A configuration that cannot keep up for long is not simulated at all; a short overload
     // (a busy day) is simulated and flagged.
-    match overload::by_rates(scenario) {
+    match overload::by_rates(
+        &scenario.workload,
+        &scenario.config,
+        &scenario.routing().fractions(scenario.config.runners.len()),
+    ) {
         Some((verdict, true)) => world.unstable = Some(verdict),
         rates => {
             world.run()?;

@@ -26,6 +26,7 @@ mod arrivals;
 pub mod dist;
 mod engine;
 pub mod overload;
+mod parse;
 pub mod plot;
 mod recorded;
 pub mod replicate;
@@ -34,6 +35,7 @@ mod routing;
 pub mod stats;
 pub mod sweep;
 mod trace;
+mod units;
 pub mod workload;
 
 pub use engine::{

@@ -8,9 +8,11 @@
 
 use serde::Serialize;
 
-use crate::engine::Scenario;
-use crate::report::group;
+use drover_core::Config;
+
 use crate::stats::round3;
+use crate::units::{group, human_secs};
+use crate::workload::Workload;
 
 /// Jobs waiting at once beyond which a run is stopped: about 5 MiB of queue per run.
 pub const MAX_WAITING: u64 = 50_000;
@@ -46,7 +48,7 @@ impl Unstable {
             "queue" => format!(
                 "; more than {} jobs waiting after {}",
                 group(MAX_WAITING),
-                crate::report::human_secs(self.at_seconds)
+                human_secs(self.at_seconds)
             ),
             _ => String::new(),
         };
@@ -63,9 +65,12 @@ impl Unstable {
 /// would outgrow [`MAX_WAITING`] before arrivals stop (then the run is not even started; a shorter
 /// overload, such as one busy day, is simulated to its end and flagged). None when stable or when
 /// the rates are not known in advance (traces, recorded jobs).
-pub(crate) fn by_rates(scenario: &Scenario) -> Option<(Unstable, bool)> {
-    let u = overloaded(scenario)?;
-    let w = &scenario.workload;
+pub(crate) fn by_rates(
+    w: &Workload,
+    config: &Config,
+    fractions: &[f64],
+) -> Option<(Unstable, bool)> {
+    let u = overloaded(w, config, fractions)?;
     let excess_per_ms = (u.arrivals_per_hour - u.capacity_per_hour) / 3_600_000.0;
     let arrivals_ms = [
         w.horizon_ms.map(|h| h as f64),
@@ -79,16 +84,13 @@ pub(crate) fn by_rates(scenario: &Scenario) -> Option<(Unstable, bool)> {
     Some((Unstable { stopped: stop, ..u }, stop))
 }
 
-fn overloaded(scenario: &Scenario) -> Option<Unstable> {
-    let w = &scenario.workload;
+fn overloaded(w: &Workload, config: &Config, fractions: &[f64]) -> Option<Unstable> {
     let per_hour = w.mean_rate_per_min()? * 60.0;
     let mean_ms = w.duration.as_ref()?.mean_ms();
     if mean_ms <= 0.0 {
         return None;
     }
     let jobs_per_slot_hour = 3_600_000.0 / mean_ms;
-    let config = &scenario.config;
-    let fractions = scenario.routing().fractions(config.runners.len());
     let unstable = |arrivals: f64, slots: u32, limited_by: String| {
         let capacity = f64::from(slots) * jobs_per_slot_hour;
         (arrivals >= capacity && arrivals > 0.0).then(|| Unstable {
@@ -100,7 +102,7 @@ fn overloaded(scenario: &Scenario) -> Option<Unstable> {
             stopped: false,
         })
     };
-    for (r, fraction) in config.runners.iter().zip(&fractions) {
+    for (r, fraction) in config.runners.iter().zip(fractions) {
         if r.limit > 0
             && let Some(u) = unstable(
                 per_hour * fraction,

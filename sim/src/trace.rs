@@ -9,13 +9,30 @@
 //! Without a header the columns are `arrival[,duration[,runner]]`. Rows need not be sorted.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use drover_core::Timestamp;
 
-use crate::workload::{
-    Trace, TraceRow, WorkloadError, parse_instant, parse_seconds_or_duration_ms,
-};
+use crate::parse::{WorkloadError, parse_instant, parse_seconds_or_duration_ms};
+
+/// Recorded jobs: absolute arrival times, optional durations and runner names.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub rows: Vec<TraceRow>,
+    /// Runner names referenced by rows, interned.
+    pub runners: Vec<String>,
+    pub source: PathBuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TraceRow {
+    pub at: Timestamp,
+    pub duration_ms: Option<u64>,
+    /// Index into [`Trace::runners`].
+    pub runner: Option<u16>,
+    /// Line in the source, for errors found later (0 when not from a file).
+    pub line: u32,
+}
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Column {

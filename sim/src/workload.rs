@@ -14,7 +14,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::dist::Dist;
+use crate::parse::line_column;
+pub use crate::parse::{
+    Invalid, WorkloadError, parse_duration_ms, parse_instant, parse_seconds_or_duration_ms,
+};
 use crate::trace;
+pub use crate::trace::{Trace, TraceRow};
 
 /// The default virtual epoch: a Monday, so weekday profiles and periods start the week.
 pub const DEFAULT_START: Timestamp = Timestamp(1_767_571_200_000); // 2026-01-05T00:00:00Z
@@ -87,25 +92,6 @@ impl Batch {
     }
 }
 
-/// Recorded jobs: absolute arrival times, optional durations and runner names.
-#[derive(Clone, Debug, Default)]
-pub struct Trace {
-    pub rows: Vec<TraceRow>,
-    /// Runner names referenced by rows, interned.
-    pub runners: Vec<String>,
-    pub source: PathBuf,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct TraceRow {
-    pub at: Timestamp,
-    pub duration_ms: Option<u64>,
-    /// Index into [`Trace::runners`].
-    pub runner: Option<u16>,
-    /// Line in the source, for errors found later (0 when not from a file).
-    pub line: u32,
-}
-
 /// How the simulated coordinator answers job requests.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Polling {
@@ -123,88 +109,6 @@ pub struct Faults {
     pub slow_boot_factor: f64,
     /// Rate at which a machine running a job dies (per hour of job time); the job fails.
     pub machine_loss_per_hour: f64,
-}
-
-/// Why a workload could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkloadError {
-    // The OS error is the source: anyhow's `{:#}` prints it once, after this message.
-    #[error("cannot read workload file {path}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(Box<Invalid>),
-}
-
-/// A mistake at a place in a workload or trace file: what, where, and what to do. It carries the
-/// file's text so that a caller can show the offending line (the `drover` binary renders it like
-/// its config errors); its `Display` is one line, `file:line:column: message`, and the hint.
-#[derive(Debug)]
-pub struct Invalid {
-    pub path: PathBuf,
-    pub text: Arc<str>,
-    /// The byte range of the offending value in `text`.
-    pub span: Range<usize>,
-    pub message: String,
-    pub hint: Option<String>,
-    /// For a key the format does not have: the key and the keys allowed there, so that a caller can
-    /// suggest the closest (then `hint` only points at the documentation).
-    pub unknown_key: Option<(String, Vec<String>)>,
-}
-
-impl Invalid {
-    fn new(
-        path: &Path,
-        text: &str,
-        span: Range<usize>,
-        message: impl Into<String>,
-        hint: Option<&str>,
-    ) -> Invalid {
-        Invalid {
-            path: path.to_path_buf(),
-            text: Arc::from(text),
-            span,
-            message: message.into(),
-            hint: hint.map(str::to_string),
-            unknown_key: None,
-        }
-    }
-
-    /// 1-based line and column (in characters) where the offending value starts.
-    pub fn line_column(&self) -> (usize, usize) {
-        line_column(&self.text, self.span.start)
-    }
-}
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (line, column) = self.line_column();
-        write!(
-            f,
-            "{}:{line}:{column}: {}",
-            self.path.display(),
-            self.message
-        )?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-impl WorkloadError {
-    /// An [`Invalid`] error at `span` of `text`.
-    pub(crate) fn at(
-        path: &Path,
-        text: &str,
-        span: Range<usize>,
-        message: impl Into<String>,
-        hint: Option<&str>,
-    ) -> WorkloadError {
-        WorkloadError::Invalid(Box::new(Invalid::new(path, text, span, message, hint)))
-    }
 }
 
 impl Workload {
@@ -294,7 +198,7 @@ impl Arrivals {
 impl Dist {
     /// `exponential mean 5m00s`, `constant 1m30s`, ...
     pub fn summary(&self) -> String {
-        let h = |ms: f64| crate::report::human_secs(ms / 1000.0);
+        let h = |ms: f64| crate::units::human_secs(ms / 1000.0);
         match self {
             Dist::Constant { ms } => format!("constant {}", h(*ms)),
             Dist::Exponential { mean_ms } => format!("exponential mean {}", h(*mean_ms)),
@@ -322,14 +226,14 @@ impl Workload {
         match (self.horizon_ms, self.jobs) {
             (Some(h), Some(j)) => parts.push(format!(
                 "for {} or {} jobs",
-                crate::report::human_secs(h as f64 / 1000.0),
-                crate::report::group(j)
+                crate::units::human_secs(h as f64 / 1000.0),
+                crate::units::group(j)
             )),
             (Some(h), None) => parts.push(format!(
                 "for {}",
-                crate::report::human_secs(h as f64 / 1000.0)
+                crate::units::human_secs(h as f64 / 1000.0)
             )),
-            (None, Some(j)) => parts.push(format!("{} jobs", crate::report::group(j))),
+            (None, Some(j)) => parts.push(format!("{} jobs", crate::units::group(j))),
             (None, None) => {}
         }
         if let Some(d) = &self.duration {
@@ -369,18 +273,6 @@ fn unknown_key(message: &str) -> Option<(String, Vec<String>)> {
     let (key, expected) = rest.split_once('`')?;
     let allowed = expected.split('`').skip(1).step_by(2).map(str::to_string);
     Some((key.to_string(), allowed.collect()))
-}
-
-/// 1-based line and column (in characters) of a byte offset (inside a character: of that character).
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 // ----- the raw layer ---------------------------------------------------------------------------
@@ -1055,30 +947,6 @@ impl Validator<'_> {
             )
         })
     }
-}
-
-/// A duration as humantime writes it (`90s`, `5m`, `1h30m`, `1.5h` is not accepted), in milliseconds.
-pub fn parse_duration_ms(s: &str) -> std::result::Result<u64, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
-    u64::try_from(d.as_millis()).map_err(|_| "too long".to_string())
-}
-
-/// A duration with a unit, or a bare number of seconds (`90`, `1.5`), in milliseconds: what trace
-/// columns, sweep values and command-line options take.
-pub fn parse_seconds_or_duration_ms(s: &str) -> std::result::Result<u64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(secs) if secs >= 0.0 && secs.is_finite() => Ok(libm::round(secs * 1000.0) as u64),
-        Ok(_) => Err("must be a finite number ≥ 0".into()),
-        Err(_) => parse_duration_ms(s),
-    }
-}
-
-/// An RFC 3339 instant (any offset) as epoch milliseconds; instants before 1970 are refused.
-pub fn parse_instant(s: &str) -> std::result::Result<Timestamp, String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| e.to_string())?;
-    u64::try_from(t.timestamp_millis())
-        .map(Timestamp)
-        .map_err(|_| "before 1970".to_string())
 }
 
 #[cfg(test)]
