@@ -6,7 +6,7 @@ use std::fmt;
 
 use toml::Spanned;
 
-use super::build::Ctx;
+use super::ctx::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
 use super::raw::{RawCache, RawCacheS3};
 use super::schema::suggest;

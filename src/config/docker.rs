@@ -3,7 +3,7 @@
 use drover_docker::PullPolicy;
 use toml::Spanned;
 
-use super::build::{Ctx, key_values};
+use super::ctx::{Ctx, key_values};
 use super::raw::{OneOrMany, RawDocker};
 use super::schema::suggest;
 use super::settings::{DockerSettings, ServiceSettings};

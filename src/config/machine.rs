@@ -6,7 +6,7 @@ use drover_core::MachinePolicy;
 use drover_core::period::{CronExpr, Period, PeriodError, PolicyValues, parse_timezone};
 use toml::Spanned;
 
-use super::build::Ctx;
+use super::ctx::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
 use super::raw::{Count, RawMachine, RawPeriod, StrictFloat};
 use super::schema::suggest;

@@ -58,6 +58,7 @@
 
 mod build;
 mod cache;
+mod ctx;
 mod diagnostic;
 mod docker;
 mod machine;
@@ -159,7 +160,7 @@ pub fn parse_with_zone(
         errors.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
         return Err(invalid(errors));
     };
-    let mut ctx = build::Ctx::new(text, local);
+    let mut ctx = ctx::Ctx::new(text, local);
     match build::build(raw, &walk, &mut ctx) {
         Some((core, global, runners)) => Ok(Loaded {
             origin: origin.to_path_buf(),

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 use drover_core::{FailureReason, Outcome};
 use futures_util::StreamExt;
 
-use super::job::{Job, JobError};
+use super::context::{Job, JobError};
 use super::spec::{ArtifactSpec, LineLevel};
 use crate::archive::{self, Selection};
 use crate::engine::is_status;

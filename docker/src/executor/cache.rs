@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use super::job::{Job, JobError};
+use super::context::{Job, JobError};
 use super::spec::{CacheLocation, CacheSpec, CacheTarget, SignedUrl};
 use crate::archive::{self, Format, Selection};
 

@@ -29,6 +29,7 @@
 mod artifacts;
 mod cache;
 pub(crate) mod cleanup;
+mod context;
 mod host;
 mod job;
 mod script;

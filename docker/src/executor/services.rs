@@ -14,8 +14,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use super::context::{Job, JobError};
 use super::host;
-use super::job::{Job, JobError};
 use super::script::ENV_STRING_MAX;
 use crate::labels;
 

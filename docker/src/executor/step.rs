@@ -17,7 +17,7 @@ use drover_core::FailureReason;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::job::{Job, JobError, Kind, Planned, instant_at, later, next_control, step_label};
+use super::context::{Job, JobError, Kind, Planned, instant_at, later, next_control, step_label};
 use super::script::{self, FileEntry, SCRIPT_PATH};
 use super::spec::GitStrategy;
 use super::{Control, host};
@@ -233,7 +233,7 @@ impl Job {
             .map(|t| t.timestamp_millis().max(0) as u64);
         Ok(match started {
             Some(ms) => {
-                let age = super::job::now_ms().saturating_sub(ms);
+                let age = super::context::now_ms().saturating_sub(ms);
                 Instant::now()
                     .checked_sub(Duration::from_millis(age))
                     .unwrap_or_else(Instant::now)
