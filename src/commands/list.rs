@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use drover_gitlab::mask;
 
-use super::runner_entries::ConfigFile;
+use crate::config::edit::ConfigFile;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use drover_gitlab::api::{RegisterRunnerRequest, VerifyRunnerRequest};
 use drover_gitlab::{Secret, mask};
 
-use super::runner_entries::{self, ConfigFile, NewRunner};
+use super::connect;
+use crate::config::edit::{ConfigFile, NewRunner};
 use crate::daemon::adapters::runner_info;
 use crate::exit;
 
@@ -158,8 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("resolving --tls-ca-file")?;
 
-    let client = runner_entries::client(&answers.url, tls_ca_file.as_deref())?;
-    let runtime = runner_entries::runtime()?;
+    let client = connect::client(&answers.url, tls_ca_file.as_deref())?;
+    let runtime = connect::runtime()?;
     let system_id = crate::files::system_id(&config_path)?;
     let info = runner_info(&answers.executor);
 

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use drover_gitlab::{Secret, mask};
 
-use super::runner_entries::{self, ConfigFile, RunnerEntry};
+use super::connect;
+use crate::config::edit::{self, ConfigFile, RunnerEntry};
 use crate::exit;
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some((url, token))) => {
             let found: Vec<_> = entries
                 .into_iter()
-                .filter(|r| r.token == *token && runner_entries::same_url(&r.url, url))
+                .filter(|r| r.token == *token && edit::same_url(&r.url, url))
                 .collect();
             if found.is_empty() {
                 println!(
@@ -100,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if system_id.is_none() && !created_in_gitlab.is_empty() {
         return Err(no_system_id(&path, &created_in_gitlab));
     }
-    let runtime = runner_entries::runtime()?;
+    let runtime = connect::runtime()?;
     let mut removed = Vec::new();
     let mut failures = Vec::new();
     for runner in &selected {
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         let token = Secret::new(runner.token.as_str());
         let result =
-            runner_entries::client(&runner.url, runner.tls_ca_file.as_deref()).and_then(|client| {
+            connect::client(&runner.url, runner.tls_ca_file.as_deref()).and_then(|client| {
                 let outcome = match (is_created_in_gitlab(&runner.token), &system_id) {
                     (false, _) => runtime.block_on(client.unregister_runner(&token)),
                     (true, Some(system_id)) => {

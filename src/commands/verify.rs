@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use drover_gitlab::api::VerifyRunnerRequest;
 use drover_gitlab::{Error, Secret, mask};
 
-use super::runner_entries::{self, ConfigFile};
+use super::connect;
+use crate::config::edit::ConfigFile;
 use crate::daemon::adapters::runner_info;
 use crate::exit;
 
@@ -57,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let system_id = crate::files::read_system_id(&path)?.unwrap_or_default();
-    let runtime = runner_entries::runtime()?;
+    let runtime = connect::runtime()?;
 
     let mut invalid = Vec::new();
     let mut unknown = 0;
@@ -65,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let verdict = if runner.token.is_empty() {
             Verdict::Invalid("it has no token".into())
         } else {
-            match runner_entries::client(&runner.url, runner.tls_ca_file.as_deref()) {
+            match connect::client(&runner.url, runner.tls_ca_file.as_deref()) {
                 Err(e) => Verdict::Unknown(format!("{e:#}")),
                 Ok(client) => {
                     let request = VerifyRunnerRequest {

@@ -61,6 +61,7 @@ mod cache;
 mod ctx;
 mod diagnostic;
 mod docker;
+pub mod edit;
 mod machine;
 mod raw;
 mod schema;

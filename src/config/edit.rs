@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use drover_gitlab::{Client, ClientConfig};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
 use crate::{exit, files, paths};
@@ -16,21 +15,6 @@ const NEW_CONFIG: &str = "\
 concurrent = 1
 check_interval = 3
 ";
-
-/// A client for a runner's GitLab.
-pub fn client(url: &str, tls_ca_file: Option<&Path>) -> anyhow::Result<Client> {
-    let mut config = ClientConfig::new(url, crate::daemon::adapters::identity());
-    config.tls_ca_file = tls_ca_file.map(Path::to_path_buf);
-    Client::new(config).map_err(|e| exit::with_code(exit::CONFIG, e))
-}
-
-/// A current-thread runtime for a command's few HTTP calls.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
 
 /// One `[[runners]]` entry as the commands need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
