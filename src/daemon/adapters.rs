@@ -1,5 +1,5 @@
 //! Building each runner's adapters from its settings: the GitLab link, the machine provider and the
-//! job context.
+//! job context, together a [`Runner`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
 use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
+use super::runners::{self, Place, Runner};
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
 
 /// drover's identity towards GitLab (the `User-Agent` and `info`), for the daemon and the
@@ -31,6 +32,38 @@ pub fn identity() -> RunnerIdentity {
 /// description of this host's runner manager whichever of them spoke last.
 pub fn runner_info(executor: &str) -> RunnerInfo {
     identity().info(executor, "sh", features())
+}
+
+/// A runner's adapters from its settings; `short` is its machine key (it names the runner's
+/// objects on engines). The provider of the `previous` settings is kept when these make it the
+/// same way: its calls in flight stay serialised with the new ones.
+pub async fn build(
+    settings: &RunnerSettings,
+    short: &str,
+    system_id: &str,
+    config_path: &Path,
+    previous: Option<(&RunnerSettings, &Place)>,
+) -> anyhow::Result<Runner> {
+    let (link, context) = runner_link(settings, short, system_id, config_path)?;
+    let label = runners::label(settings, short);
+    let place = match settings.executor {
+        ExecutorKind::Docker => Place::Engine(local_engine(settings)),
+        ExecutorKind::DockerMachine => match previous {
+            Some((before, place @ Place::Provider(_))) if same_provider(before, settings) => {
+                place.clone()
+            }
+            _ => match provider(settings, short).await? {
+                Some(provider) => Place::Provider(provider),
+                None => Place::Nowhere,
+            },
+        },
+    };
+    Ok(Runner {
+        link: link.labelled(label.clone()),
+        label,
+        context,
+        place,
+    })
 }
 
 /// The GitLab link and the job context of a runner.

@@ -1,4 +1,4 @@
-//! Job requests to GitLab, one task per `RequestJob`, answered as events.
+//! Job requests to GitLab over each runner's link, one task per `RequestJob`, answered as events.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub struct RunnerLink {
     pub token: Secret,
     pub system_id: String,
     pub info: RunnerInfo,
+    /// How logs name the runner.
+    label: String,
     last_update: Arc<Mutex<String>>,
     unhealthy: Arc<Mutex<u32>>,
     requests: Vec<CancellationToken>,
@@ -52,6 +54,7 @@ impl RunnerLink {
             token,
             system_id,
             info,
+            label: String::new(),
             last_update: Arc::default(),
             unhealthy: Arc::default(),
             requests: Vec::new(),
@@ -59,112 +62,99 @@ impl RunnerLink {
     }
 }
 
-pub struct Coordinator {
-    links: Vec<Option<RunnerLink>>,
-    inputs: UnboundedSender<Input>,
+impl RunnerLink {
+    pub fn labelled(self, label: String) -> RunnerLink {
+        RunnerLink { label, ..self }
+    }
+
+    /// Takes over the requests in flight of the link this one replaces (after a reload).
+    pub fn adopt_requests(&mut self, old: RunnerLink) {
+        self.requests = old.requests;
+    }
+
+    /// Cancels the runner's requests in flight: each answers as if it ran out.
+    pub fn cancel(&mut self) {
+        for t in self.requests.drain(..) {
+            t.cancel();
+        }
+    }
 }
 
-impl Coordinator {
-    pub fn new(inputs: UnboundedSender<Input>) -> Coordinator {
-        Coordinator {
-            links: Vec::new(),
-            inputs,
-        }
-    }
-
-    /// Installs (or replaces, after a reload) the link of a runner.
-    pub fn set(&mut self, runner: RunnerId, link: RunnerLink) {
-        let i = runner.index();
-        if self.links.len() <= i {
-            self.links.resize_with(i + 1, || None);
-        }
-        let requests = self.links[i].take().map(|l| l.requests).unwrap_or_default();
-        self.links[i] = Some(RunnerLink { requests, ..link });
-    }
-
-    /// Asks GitLab for a job; the answer comes back as an input.
-    pub fn request(&mut self, runner: RunnerId) {
-        let inputs = self.inputs.clone();
-        let Some(link) = self.links.get_mut(runner.index()).and_then(Option::as_mut) else {
-            let _ = inputs.send(Input::Event(Event::JobRequestFailed {
-                runner,
-                retry_after_ms: Some(60_000),
-            }));
-            return;
+/// Asks GitLab for a job for `runner` over its link; the answer comes back as an input. A runner
+/// without a link is answered with a failure at once, to be asked again in a minute.
+pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &UnboundedSender<Input>) {
+    let inputs = inputs.clone();
+    let Some(link) = link else {
+        let _ = inputs.send(Input::Event(Event::JobRequestFailed {
+            runner,
+            retry_after_ms: Some(60_000),
+        }));
+        return;
+    };
+    link.requests.retain(|t| !t.is_cancelled());
+    let cancel = CancellationToken::new();
+    link.requests.push(cancel.clone());
+    let client = link.client.clone();
+    let last_update = link.last_update.clone();
+    let unhealthy = link.unhealthy.clone();
+    let label = link.label.clone();
+    let request = JobRequest {
+        info: link.info.clone(),
+        token: link.token.clone(),
+        system_id: link.system_id.clone(),
+        last_update: lock(&last_update).clone(),
+        session: None,
+    };
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            outcome = client.request_job(&request) => outcome,
+            () = cancel.cancelled() => RequestOutcome::NoJob { last_update: None },
         };
-        link.requests.retain(|t| !t.is_cancelled());
-        let cancel = CancellationToken::new();
-        link.requests.push(cancel.clone());
-        let client = link.client.clone();
-        let last_update = link.last_update.clone();
-        let unhealthy = link.unhealthy.clone();
-        let request = JobRequest {
-            info: link.info.clone(),
-            token: link.token.clone(),
-            system_id: link.system_id.clone(),
-            last_update: lock(&last_update).clone(),
-            session: None,
-        };
-        tokio::spawn(async move {
-            let outcome = tokio::select! {
-                outcome = client.request_job(&request) => outcome,
-                () = cancel.cancelled() => RequestOutcome::NoJob { last_update: None },
-            };
-            cancel.cancel();
-            let input = match outcome {
-                RequestOutcome::Job(job) => {
-                    *lock(&unhealthy) = 0;
-                    tracing::info!(runner = runner.0, job = job.id, "received a job");
-                    Input::Job { runner, job }
-                }
-                // GitLab answered: a payload drover cannot use is no fault of the link, so the
-                // request cadence stays as it is.
-                RequestOutcome::Undecodable(job) => {
-                    *lock(&unhealthy) = 0;
-                    Input::Undecodable { runner, job }
-                }
-                RequestOutcome::Unusable { message } => {
-                    *lock(&unhealthy) = 0;
-                    Input::Unusable { runner, message }
-                }
-                RequestOutcome::NoJob { last_update: lu } => {
-                    *lock(&unhealthy) = 0;
-                    if let Some(lu) = lu {
-                        *lock(&last_update) = lu;
-                    }
-                    Input::Event(Event::JobRequestEmpty { runner })
-                }
-                RequestOutcome::Failed {
-                    status,
-                    retry_after,
-                    unhealthy: sick,
-                    message,
-                } => {
-                    let mut n = lock(&unhealthy);
-                    if sick {
-                        *n += 1;
-                    }
-                    let backoff = unhealthy_backoff(*n);
-                    tracing::warn!(runner = runner.0, status = ?status, "job request failed: {message}");
-                    let retry = retry_after.or(backoff).map(drover_core::millis);
-                    Input::Event(Event::JobRequestFailed {
-                        runner,
-                        retry_after_ms: retry,
-                    })
-                }
-            };
-            let _ = inputs.send(input);
-        });
-    }
-
-    /// Cancels a runner's requests in flight: each answers as if it ran out.
-    pub fn cancel(&mut self, runner: RunnerId) {
-        if let Some(link) = self.links.get_mut(runner.index()).and_then(Option::as_mut) {
-            for t in link.requests.drain(..) {
-                t.cancel();
+        cancel.cancel();
+        let input = match outcome {
+            RequestOutcome::Job(job) => {
+                *lock(&unhealthy) = 0;
+                tracing::info!(runner = %label, job = job.id, "received a job");
+                Input::Job { runner, job }
             }
-        }
-    }
+            // GitLab answered: a payload drover cannot use is no fault of the link, so the
+            // request cadence stays as it is.
+            RequestOutcome::Undecodable(job) => {
+                *lock(&unhealthy) = 0;
+                Input::Undecodable { runner, job }
+            }
+            RequestOutcome::Unusable { message } => {
+                *lock(&unhealthy) = 0;
+                Input::Unusable { runner, message }
+            }
+            RequestOutcome::NoJob { last_update: lu } => {
+                *lock(&unhealthy) = 0;
+                if let Some(lu) = lu {
+                    *lock(&last_update) = lu;
+                }
+                Input::Event(Event::JobRequestEmpty { runner })
+            }
+            RequestOutcome::Failed {
+                status,
+                retry_after,
+                unhealthy: sick,
+                message,
+            } => {
+                let mut n = lock(&unhealthy);
+                if sick {
+                    *n += 1;
+                }
+                let backoff = unhealthy_backoff(*n);
+                tracing::warn!(runner = %label, status = ?status, "job request failed: {message}");
+                let retry = retry_after.or(backoff).map(drover_core::millis);
+                Input::Event(Event::JobRequestFailed {
+                    runner,
+                    retry_after_ms: retry,
+                })
+            }
+        };
+        let _ = inputs.send(input);
+    });
 }
 
 /// Consecutive unhealthy answers (403, no usable answer) before a runner backs off, as GitLab

@@ -1,9 +1,16 @@
-//! The production driver: `drover run`.
+//! The production driver: `drover run`. Read in this order:
 //!
-//! One `select!` loop turns coordinator answers, executor and provider results, the core's timer,
-//! signals and config-file changes into events; each event is journaled, then handled by the core,
-//! then its commands are carried out as tasks whose results come back as events. The driver is the
-//! only place that reads the clock.
+//! - [`driver`]: the event loop. One `select!` turns task results, the core's timer, signals and
+//!   config-file changes into events; each is journaled and handled by the core ([`ledger`]), and
+//!   its commands are dispatched as spawned tasks that carry all they need.
+//! - [`startup`]: recovery from the journal before the loop runs.
+//! - [`runners`]: each runner's state in one place, built by [`adapters`]; [`reload`] builds new
+//!   ones off the loop.
+//! - The adapters the commands go to: [`coordinator`] (job requests), [`machines`] (providers),
+//!   [`jobs`] (one task per job: accept, run through the executor, trace, report), with
+//!   [`build_spec`], [`cache`], [`artifacts`] and [`sources`] turning a payload into a build.
+//!
+//! `docs/architecture.md` shows a job's way through these modules.
 
 pub mod adapters;
 mod artifacts;
@@ -15,11 +22,15 @@ mod coordinator;
 mod driver;
 mod expand;
 mod jobs;
+mod ledger;
 mod machines;
 mod metrics;
+mod reload;
+mod runners;
 mod short_token;
 mod signals;
 mod sources;
+mod startup;
 pub mod state_dir;
 pub mod status;
 
