@@ -187,3 +187,64 @@ async fn a_runner_deleted_while_drover_was_down_has_its_machines_removed() {
     assert!(!log.contains("none of its settings are kept"), "{log}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_waiting_on_a_silent_engine_does_not_stall_another_runners_jobs() {
+    let Some(mut env) = Env::new("ops_slow_reload", Settings::docker()).await else {
+        return;
+    };
+    // An engine that takes connections and never answers: a provider connecting to it waits
+    // for the client's timeout (minutes).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback listener");
+    let address = silent.local_addr().expect("its address");
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    env.start().await;
+
+    // The reload adds a pool runner whose machines live on the silent engine.
+    let token = env.fake.create_runner_token();
+    env.settings.runner_extra = format!(
+        "\n[[runners]]\n\
+         \x20 name = \"silent-engine\"\n\
+         \x20 url = \"{url}\"\n\
+         \x20 token = \"{token}\"\n\
+         \x20 executor = \"docker+machine\"\n\
+         \x20 [runners.docker]\n\
+         \x20   image = \"{image}\"\n\
+         \x20 [runners.machine]\n\
+         \x20   Provider = \"docker\"\n\
+         \x20   DockerHost = \"tcp://{address}\"\n\
+         \x20   IdleCount = 1\n\
+         \x20   MachineName = \"silent-%s\"\n",
+        url = env.fake.url(),
+        image = env.settings.image,
+    );
+    env.write_config();
+    env.signal("HUP");
+    within(
+        PATIENCE,
+        "the reload connecting to the silent engine",
+        accepted.recv(),
+    )
+    .await;
+
+    // While that connection hangs, the first runner still takes and runs a job.
+    let id = env.enqueue(job("beside-a-reload", &["echo served meanwhile"]));
+    let view = env.finished(id).await;
+    assert_eq!(view.status, JobStatus::Success, "{}", text(&view));
+    assert!(text(&view).contains("served meanwhile"), "{}", text(&view));
+    let log = env.last_log();
+    assert!(
+        !log.contains("reloading the config"),
+        "the reload is still waiting for the engine:\n{log}"
+    );
+    env.finish().await;
+}
