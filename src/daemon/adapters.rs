@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use drover_docker::{
-    DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig, EngineConfig,
-    MachineEndpoint, TlsFiles,
-};
+use drover_docker::{EngineConfig, MachineEndpoint, TlsFiles};
 use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
+use drover_providers::{
+    DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig,
+    MachineProvider,
+};
 
 use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
 use super::coordinator::{RunnerLink, features};
@@ -162,7 +163,7 @@ fn sandbox_credentials(settings: &RunnerSettings) -> Vec<drover_docker::Registry
 pub async fn provider(
     settings: &RunnerSettings,
     short_token: &str,
-) -> anyhow::Result<Option<Arc<dyn drover_docker::MachineProvider>>> {
+) -> anyhow::Result<Option<Arc<dyn MachineProvider>>> {
     let Some(machine) = &settings.machine else {
         return Ok(None);
     };

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use drover_docker::provider::{FakeCall, FakeDockerMachine};
 use drover_gitlab::fake::{FakeGitlab, FakeOptions};
+use drover_providers::{FakeCall, FakeDockerMachine};
 use tokio::process::{Child, Command};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ listen_address = "127.0.0.1:0"
             .arg(&config)
             .arg("--state-dir")
             .arg(&state)
-            .env("RUST_LOG", "info,drover=debug,drover_docker=debug")
+            .env("RUST_LOG", "info,drover=debug,drover_providers=debug")
             .env("MACHINE_STORAGE_PATH", &dm.storage)
             .env_remove("CONFIG_FILE")
             .stdin(Stdio::null())

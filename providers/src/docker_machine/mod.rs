@@ -37,9 +37,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::locks::NameLocks;
-use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
-use crate::engine::EngineConfig;
+use drover_docker::{EngineConfig, MachineEndpoint};
+
+use crate::{MachineProvider, NameLocks, ProviderError, ProviderErrorKind};
 use cli::{Cli, CliError, Finished};
 pub use output::mask_option;
 use output::{Scrubber, classify, does_not_exist, parse_config};
@@ -193,7 +193,7 @@ impl DockerMachineProvider {
             machines_dir: storage.join("machines"),
             cli: Cli::new(config.program.clone(), storage, scrubber),
             config,
-            locks: NameLocks::default(),
+            locks: NameLocks::new(),
         })
     }
 

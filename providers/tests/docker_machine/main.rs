@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use drover_docker::provider::{FakeCall, FakeDockerMachine};
-use drover_docker::{
-    DockerMachineConfig, DockerMachineProvider, EngineConfig, MachineProvider, ProviderErrorKind,
-    TlsFiles,
+use drover_docker::{EngineConfig, TlsFiles};
+use drover_providers::{
+    DockerMachineConfig, DockerMachineProvider, FakeCall, FakeDockerMachine, MachineProvider,
+    ProviderErrorKind,
 };
 
 const PREFIX: &str = "runner-abc123xyz-";

@@ -1,0 +1,5 @@
+//! The `docker` provider against the real Docker engine. Without an engine these tests say
+//! "SKIPPED" on stderr, except in CI (`CI` set), where they fail.
+
+mod provider;
+mod support;
