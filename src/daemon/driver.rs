@@ -150,6 +150,9 @@ impl Driver {
         if clean && !self.jobs.wait(within).await {
             tracing::warn!("some job reports did not reach GitLab before the shutdown timeout");
         }
+        // What providers run on their own (docker-machine children) ends with drover.
+        let providers = self.runners.providers();
+        futures_util::future::join_all(providers.iter().map(|p| p.shutdown())).await;
         self.ledger.close();
         self.write_status(true);
         tracing::info!(clean, "drover stopped");

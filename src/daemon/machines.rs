@@ -2,16 +2,18 @@
 //! answered as an event. Every call carries its provider and names ([`MachineCall`]), built when
 //! the core's command is dispatched, so no task reaches back into the daemon's maps.
 //!
-//! Calls on one machine name are serialised across providers: a reload that replaces a runner's
-//! provider (its `MachineOptions` or `DockerHost` changed) lets the old provider's call on a
-//! machine finish before the new provider's call on that machine starts.
+//! Calls on one machine name are serialised here, across providers: a reload that replaces a
+//! runner's provider (its `MachineOptions` or `DockerHost` changed) lets the old provider's call on
+//! a machine finish before the new provider's call on that machine starts. The table is the
+//! daemon's own, not the one a provider serialises its own calls with (a shared one would make a
+//! provider wait for the lock its caller holds).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_docker::MachineEndpoint;
-use drover_providers::MachineProvider;
+use drover_providers::{MachineProvider, NameLocks};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;
@@ -32,6 +34,7 @@ pub struct Machines {
     /// Each runner's last creation error (providers mask credentials in them), written before the
     /// failure's event is sent: a job the core fails for it gets it in its trace.
     creation_errors: Arc<Mutex<BTreeMap<RunnerId, String>>>,
+    /// Per machine name, across all providers.
     locks: NameLocks,
 }
 
@@ -71,7 +74,7 @@ impl Machines {
         let inputs = self.inputs.clone();
         let locks = self.locks.clone();
         tokio::spawn(async move {
-            let _held = locks.acquire(&name).await;
+            let _held = locks.lock(&name).await;
             tracing::info!(runner = %label, machine = %name, "creating machine");
             let event = match provider.create(&name).await {
                 Ok(_) => Event::MachineCreated { machine },
@@ -105,7 +108,7 @@ impl Machines {
         let inputs = self.inputs.clone();
         let locks = self.locks.clone();
         tokio::spawn(async move {
-            let _held = locks.acquire(&name).await;
+            let _held = locks.lock(&name).await;
             tracing::info!(runner = %label, machine = %name, reason, "removing machine");
             let event = match provider.remove(&name).await {
                 Ok(()) => Event::MachineRemoved { machine },
@@ -152,49 +155,6 @@ impl Machines {
     }
 }
 
-/// One lock per machine name with a call in flight, whichever provider makes the call. An entry
-/// lives while some call holds or waits for it.
-#[derive(Clone, Default)]
-struct NameLocks {
-    names: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-/// Held while a call on one machine runs; the last one out removes the entry.
-struct Held {
-    locks: NameLocks,
-    name: String,
-    entry: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl NameLocks {
-    async fn acquire(&self, name: &str) -> Held {
-        let entry = lock(&self.names)
-            .entry(name.to_string())
-            .or_default()
-            .clone();
-        let guard = entry.clone().lock_owned().await;
-        Held {
-            locks: self.clone(),
-            name: name.to_string(),
-            entry,
-            guard: Some(guard),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut names = lock(&self.locks.names);
-        // The map's reference and this one: nobody else holds or waits for the name. Others
-        // clone the entry only under the map's lock, which is held here.
-        if Arc::strong_count(&self.entry) == 2 {
-            names.remove(&self.name);
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -226,21 +186,111 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_docker::EngineConfig;
+    use drover_providers::ProviderError;
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+    use tokio::sync::Semaphore;
 
-    #[tokio::test]
-    async fn calls_on_one_name_wait_for_each_other_and_leave_no_entry_behind() {
-        let locks = NameLocks::default();
-        let first = locks.acquire("m-1").await;
-        let other = locks.acquire("m-2").await;
-        let mut second = Box::pin(locks.acquire("m-1"));
-        assert!(
-            futures_util::poll!(second.as_mut()).is_pending(),
-            "a second call on m-1 waits"
+    /// A provider that writes down when its calls start and end; `create` waits for a permit.
+    struct Recording {
+        who: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl Recording {
+        fn note(&self, what: &str) {
+            lock(&self.log).push(format!("{} {what}", self.who));
+        }
+    }
+
+    impl MachineProvider for Recording {
+        fn create<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+            async move {
+                self.note("create starts");
+                let _permit = self.gate.acquire().await;
+                self.note("create ends");
+                Ok(MachineEndpoint::engine_only(EngineConfig {
+                    host: None,
+                    tls: None,
+                }))
+            }
+            .boxed()
+        }
+
+        fn remove<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+            async move {
+                self.note("remove starts");
+                Ok(())
+            }
+            .boxed()
+        }
+
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+            async { Ok(Vec::new()) }.boxed()
+        }
+
+        fn endpoint<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+            async { Ok(MachineEndpoint::engine_only(EngineConfig::default())) }.boxed()
+        }
+    }
+
+    fn call(provider: &Arc<Recording>, machine: u64) -> MachineCall {
+        MachineCall {
+            runner: RunnerId(0),
+            label: "r/abc".into(),
+            provider: Some(provider.clone()),
+            machine: MachineId(machine),
+            name: "m-1".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replaced_provider_finishes_its_call_on_a_machine_before_the_new_one_starts() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let machines = Machines::new(tx);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let old = Arc::new(Recording {
+            who: "old",
+            log: log.clone(),
+            gate: gate.clone(),
+        });
+        let new = Arc::new(Recording {
+            who: "new",
+            log: log.clone(),
+            gate: gate.clone(),
+        });
+        machines.create(call(&old, 1));
+        // The reload swapped the provider; the core removes the same machine through the new one.
+        machines.remove(call(&new, 1), "test");
+        // On this one thread, every task runs as far as it can while the test yields.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*lock(&log), ["old create starts"], "the removal waits");
+        gate.add_permits(1);
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            match rx.recv().await {
+                Some(Input::Event(e)) => events.push(e),
+                _ => panic!("the machines' inputs ended"),
+            }
+        }
+        assert_eq!(
+            *lock(&log),
+            ["old create starts", "old create ends", "new remove starts"]
         );
-        drop(first);
-        let second = second.await;
-        drop(second);
-        drop(other);
-        assert!(lock(&locks.names).is_empty(), "entries are removed");
+        assert!(
+            matches!(events[1], Event::MachineRemoved { .. }),
+            "{events:?}"
+        );
     }
 }

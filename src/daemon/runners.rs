@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use drover_core::{Core, RunnerId};
-use drover_docker::{MachineEndpoint, MachineProvider};
+use drover_docker::MachineEndpoint;
+use drover_providers::MachineProvider;
 
 use super::coordinator::RunnerLink;
 use super::jobs::RunnerContext;
@@ -90,6 +91,17 @@ impl Runners {
     /// The runner whose name is `name`.
     pub fn named(&self, name: &str) -> Option<&Runner> {
         self.map.values().find(|r| r.context.name == name)
+    }
+
+    /// Every runner's provider, once each.
+    pub fn providers(&self) -> Vec<Arc<dyn MachineProvider>> {
+        let mut all: Vec<Arc<dyn MachineProvider>> = Vec::new();
+        for provider in self.map.values().filter_map(Runner::provider) {
+            if !all.iter().any(|p| Arc::ptr_eq(p, &provider)) {
+                all.push(provider);
+            }
+        }
+        all
     }
 
     /// Installs (or replaces, after a reload) a runner's adapters. Job requests in flight stay
