@@ -148,13 +148,16 @@ fn docker_auth_config(settings: &RunnerSettings) -> Option<&str> {
 
 /// The credentials a sandbox pulls the runner's default image with. One that cannot be read is
 /// logged (never its content) and left out: the pull may still succeed without it.
-fn sandbox_credentials(settings: &RunnerSettings) -> Vec<drover_docker::RegistryCredential> {
+fn sandbox_credentials(
+    settings: &RunnerSettings,
+    label: &str,
+) -> Vec<drover_docker::RegistryCredential> {
     let home = home_registry_credentials().unwrap_or_else(|err| {
-        tracing::warn!(runner = %settings.name, error = %err, "ignoring registry credentials");
+        tracing::warn!(runner = %label, error = %err, "ignoring registry credentials");
         Vec::new()
     });
     runner_credentials(settings, &home).unwrap_or_else(|err| {
-        tracing::warn!(runner = %settings.name, error = %err, "ignoring registry credentials");
+        tracing::warn!(runner = %label, error = %err, "ignoring registry credentials");
         home
     })
 }
@@ -181,7 +184,7 @@ pub async fn provider(
                     .clone()
                     .unwrap_or_else(|| "alpine:latest".to_string()),
                 pull_policy: runner_pull_policies(settings),
-                credentials: sandbox_credentials(settings),
+                credentials: sandbox_credentials(settings, &runners::label(settings, short_token)),
                 registry_mirrors: machine.registry_mirrors.clone(),
             };
             let provider = DockerProvider::connect(config).await.with_context(|| {
@@ -208,7 +211,7 @@ pub async fn provider(
                 )
             })?;
             tracing::info!(
-                runner = %settings.name,
+                runner = %runners::label(settings, short_token),
                 program = %provider.config().program.display(),
                 storage = %provider
                     .config()

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::adapters;
 use super::jobs::RunnerContext;
-use super::runners::{Place, Runner, Runners};
+use super::runners::{self, Place, Runner, Runners};
 use crate::config::{self, Loaded};
 
 /// A config file read and the adapters it needs, ready to apply.
@@ -89,7 +89,7 @@ async fn prepare(config_path: &Path, system_id: &str, current: &Current) -> Opti
         match built {
             Ok(runner) => runners.push((settings.name.clone(), runner)),
             Err(e) => tracing::error!(
-                runner = %settings.name,
+                runner = %runners::label(settings, &core.short_token),
                 "applying the reloaded settings failed: {e:#}"
             ),
         }

@@ -154,7 +154,8 @@ pub fn kept_settings(state_dir: &StateDir, name: &str) -> Option<RunnerSettings>
 pub fn keep_configs(state_dir: &StateDir, loaded: &Loaded, core: &Core) {
     for runner in &loaded.runners {
         if let Err(e) = state_dir.save_runner_config(&runner.name, &loaded.text) {
-            tracing::warn!(runner = %runner.name, "keeping a copy of its config failed: {e:#}");
+            let runner = label(runner, "-");
+            tracing::warn!(runner = %runner, "keeping a copy of its config failed: {e:#}");
         }
     }
     for name in state_dir.kept_runner_configs() {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;
 use super::adapters;
-use super::jobs::{Jobs, RunnerContext};
+use super::jobs::Jobs;
 use super::ledger::Ledger;
 use super::metrics::Metrics;
 use super::runners::{self, Runner, Runners};
@@ -213,7 +213,7 @@ async fn clean_stray_job_containers(core: &Core, runners: &Runners, executor: &E
     for (id, runner) in runners.iter() {
         for endpoint in job_engines(core, id, runner).await {
             scans.push(async move {
-                let scan = clean_engine(core, executor, &runner.context, &endpoint);
+                let scan = clean_engine(core, executor, runner, &endpoint);
                 if tokio::time::timeout(STRAY_SCAN_DEADLINE, scan)
                     .await
                     .is_err()
@@ -230,11 +230,12 @@ async fn clean_stray_job_containers(core: &Core, runners: &Runners, executor: &E
     futures_util::future::join_all(scans).await;
 }
 
-async fn clean_engine(core: &Core, executor: &Executor, ctx: &RunnerContext, on: &MachineEndpoint) {
+async fn clean_engine(core: &Core, executor: &Executor, runner: &Runner, on: &MachineEndpoint) {
+    let ctx = &runner.context;
     let jobs = match executor.list_jobs(&on.engine, &ctx.short_token).await {
         Ok(jobs) => jobs,
         Err(e) => {
-            tracing::warn!(runner = %ctx.name, "listing job containers failed: {e}");
+            tracing::warn!(runner = %runner.label, "listing job containers failed: {e}");
             return;
         }
     };
@@ -243,11 +244,12 @@ async fn clean_engine(core: &Core, executor: &Executor, ctx: &RunnerContext, on:
             continue;
         }
         tracing::info!(
+            runner = %runner.label,
             job,
             "removing the containers of a job drover no longer holds"
         );
         if let Err(e) = executor.cleanup(on, &ctx.short_token, job).await {
-            tracing::warn!(job, "removing stray job containers failed: {e}");
+            tracing::warn!(runner = %runner.label, job, "removing stray job containers failed: {e}");
         }
     }
 }
