@@ -2,30 +2,33 @@
 //! signals and config-file changes become events; each event is journaled, handed to the core
 //! (see [`Ledger`]), and its commands are dispatched as spawned tasks carrying all they need.
 //! No arm awaits network or Docker I/O: a reload's slow half runs as a task ([`reload`]).
+//! [`inputs`] translates the inputs that need more than journaling, [`dispatch`] the commands.
+
+mod dispatch;
+mod inputs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use drover_core::Timestamp;
-use drover_core::{Command, Core, Event, FailCause, JobId, JobInfo, MachineId, RunnerId, Signal};
+use drover_core::{Command, Core, Event, JobId, RunnerId, Signal, Timestamp};
 use drover_gitlab::api::JobResponse;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::Input;
-use super::coordinator;
-use super::jobs::{JobCommand, Jobs};
+use super::jobs::Jobs;
 use super::ledger::Ledger;
-use super::machines::{MachineCall, Machines, Placement};
+use super::machines::Machines;
 use super::reload::{self, Prepared};
-use super::runners::{self, Place, Runners};
+use super::runners::{self, Runners};
 use super::signals::{self, OpSignal};
 use super::startup::{self, Setup};
 use super::state_dir::StateDir;
 use super::status::Status;
 use crate::config::Loaded;
 use crate::files::write_private;
+use inputs::RecentIds;
 
 /// GitLab Runner checks the config file's modification time this often.
 const RELOAD_CHECK: Duration = Duration::from_secs(3);
@@ -221,102 +224,6 @@ impl Driver {
         Ok(())
     }
 
-    fn input(&mut self, input: Input) -> anyhow::Result<()> {
-        match input {
-            Input::Event(event) => self.step(event),
-            Input::Job { runner, job }
-                if self.ledger.core().state().job(JobId(job.id)).is_some() =>
-            {
-                // The core records the duplicate; the payload of the job it holds stays as it is.
-                tracing::warn!(
-                    runner = %self.label(runner),
-                    job = job.id,
-                    "GitLab delivered job {} again while drover holds it; ignoring the second \
-                     delivery",
-                    job.id
-                );
-                let info = JobInfo {
-                    timeout_ms: drover_core::millis(job.timeout()),
-                    queued_ms: 0,
-                };
-                self.step(Event::JobReceived {
-                    runner,
-                    job: JobId(job.id),
-                    info,
-                })
-            }
-            Input::Job { runner, job } => {
-                // The payload is stored first: a journaled job always has it after a crash.
-                self.state_dir
-                    .save_job(&job)
-                    .context("storing the job payload")?;
-                let info = JobInfo {
-                    timeout_ms: drover_core::millis(job.timeout()),
-                    queued_ms: (job.job_info.time_in_queue_seconds.max(0.0) * 1000.0) as u64,
-                };
-                let id = JobId(job.id);
-                self.pending_job = Some((runner, job));
-                self.step(Event::JobReceived {
-                    runner,
-                    job: id,
-                    info,
-                })
-            }
-            Input::Undecodable { runner, job } => {
-                self.undecodable(runner, *job);
-                self.step(Event::JobRequestEmpty { runner })
-            }
-            Input::Unusable { runner, message } => {
-                let name = self.runner_name(runner);
-                self.ledger.metrics().unusable_payload(&name, "dropped");
-                tracing::error!(runner = %self.label(runner), "dropped an answer to a job request: {message}");
-                self.step(Event::JobRequestEmpty { runner })
-            }
-        }
-    }
-
-    /// A job whose payload drover cannot use: failed at GitLab once, never run.
-    fn undecodable(&mut self, runner: RunnerId, job: drover_gitlab::api::UndecodableJob) {
-        let name = self.runner_name(runner);
-        let label = self.label(runner);
-        let metrics = self.ledger.metrics();
-        if self.jobs.holds(JobId(job.id)) {
-            // A job drover runs must not be failed by a second, garbled delivery.
-            metrics.unusable_payload(&name, "repeated");
-            tracing::warn!(
-                runner = %label,
-                job = job.id,
-                path = %job.error.path,
-                "GitLab delivered job {} again while drover holds it, with a payload \
-                 drover cannot use; ignoring the second delivery",
-                job.id
-            );
-        } else if !self.rejected.insert(job.id) {
-            metrics.unusable_payload(&name, "repeated");
-            tracing::warn!(
-                runner = %label,
-                job = job.id,
-                path = %job.error.path,
-                "GitLab handed out job {} again, whose payload drover already failed; \
-                 leaving it alone",
-                job.id
-            );
-        } else if let Some(r) = self.runners.get(runner) {
-            metrics.unusable_payload(&name, "failed");
-            tracing::error!(
-                runner = %label,
-                job = job.id,
-                path = %job.error.path,
-                "GitLab sent job {} with a payload drover cannot use; failing the job: {}",
-                job.id,
-                job.error
-            );
-            self.jobs.reject(job, r.context.clone());
-        } else {
-            tracing::error!(runner = %label, job = job.id, "cannot report a job whose runner is gone");
-        }
-    }
-
     fn runner_name(&self, runner: RunnerId) -> String {
         self.ledger
             .core()
@@ -359,134 +266,6 @@ impl Driver {
         Ok(decided.commands)
     }
 
-    fn execute_all(&mut self, commands: Vec<Command>) {
-        for command in commands {
-            self.execute(command);
-        }
-    }
-
-    /// Hands a command to its adapter with everything its task needs.
-    fn execute(&mut self, command: Command) {
-        match command {
-            Command::RequestJob { runner } => {
-                let link = self.runners.get_mut(runner).map(|r| &mut r.link);
-                coordinator::request(runner, link, &self.inputs);
-            }
-            Command::CancelRequests { runner } => {
-                if let Some(r) = self.runners.get_mut(runner) {
-                    r.link.cancel();
-                }
-            }
-            Command::CreateMachine {
-                machine,
-                runner,
-                name,
-            } => self
-                .machines
-                .create(self.machine_call(runner, machine, name)),
-            Command::RemoveMachine {
-                machine,
-                runner,
-                name,
-                reason,
-            } => {
-                let call = self.machine_call(runner, machine, name);
-                self.machines.remove(call, reason.as_str());
-            }
-            Command::ListMachines {
-                runner,
-                request,
-                prefixes,
-            } => {
-                let provider = self.runners.get(runner).and_then(|r| r.provider());
-                let label = self.label(runner);
-                self.machines
-                    .list(runner, label, provider, request, prefixes);
-            }
-            Command::RunJob {
-                job,
-                runner,
-                machine,
-            } => {
-                let placement = self.placement(runner, machine);
-                self.jobs.command(job, JobCommand::Run(placement));
-            }
-            Command::ResumeJob {
-                job,
-                runner,
-                machine,
-            } => {
-                let placement = self.placement(runner, machine);
-                self.jobs.command(job, JobCommand::Resume(placement));
-            }
-            Command::CancelJob { job } => self.jobs.command(job, JobCommand::Cancel),
-            Command::AbortJob { job, reason } => self.jobs.command(job, JobCommand::Abort(reason)),
-            Command::FailJob {
-                job,
-                runner,
-                reason,
-                cause,
-            } => {
-                if self.jobs.holds(job) {
-                    let detail = match cause {
-                        FailCause::CreationFailed => self.machines.creation_error(runner),
-                        _ => None,
-                    };
-                    self.jobs.command(job, JobCommand::Fail(reason, detail));
-                    self.jobs.release(job);
-                } else {
-                    tracing::error!(
-                        runner = %self.label(runner),
-                        job = job.0,
-                        "cannot report a job drover holds no payload for"
-                    );
-                }
-            }
-            Command::Exit { clean } => self.exit = Some(clean),
-        }
-    }
-
-    fn machine_call(&self, runner: RunnerId, machine: MachineId, name: String) -> MachineCall {
-        MachineCall {
-            runner,
-            label: self.label(runner),
-            provider: self.runners.get(runner).and_then(|r| r.provider()),
-            machine,
-            name,
-        }
-    }
-
-    /// Where a job runs, resolved now: the task gets the provider and machine name itself.
-    fn placement(&self, runner: RunnerId, machine: Option<MachineId>) -> Placement {
-        let place = self.runners.get(runner).map(|r| &r.place);
-        match (machine, place) {
-            (None, Some(Place::Engine(endpoint))) => Placement::Engine(endpoint.clone()),
-            (None, _) => Placement::Unavailable(format!(
-                "runner {} has no Docker engine configured",
-                self.label(runner)
-            )),
-            (Some(m), place) => {
-                let name = self
-                    .ledger
-                    .core()
-                    .state()
-                    .machine(m)
-                    .map(|m| m.name.clone());
-                match (place, name) {
-                    (Some(Place::Provider(provider)), Some(name)) => Placement::Machine {
-                        provider: provider.clone(),
-                        name,
-                    },
-                    (_, Some(name)) => Placement::Unavailable(format!(
-                        "runner {} has no machine provider for machine {name}",
-                        self.label(runner)
-                    )),
-                    (_, None) => Placement::Unavailable(format!("machine #{} is gone", m.0)),
-                }
-            }
-        }
-    }
-
     fn write_status(&mut self, force: bool) {
         let due = self
             .last_status
@@ -522,33 +301,10 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The most recent ids of a bounded set.
-#[derive(Default)]
-struct RecentIds {
-    order: std::collections::VecDeque<u64>,
-    ids: std::collections::BTreeSet<u64>,
-}
-
-impl RecentIds {
-    const CAPACITY: usize = 10_000;
-
-    /// Adds `id`; `false` if it was there already.
-    fn insert(&mut self, id: u64) -> bool {
-        if !self.ids.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::CAPACITY
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
-        }
-        true
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drover_core::JobInfo;
     use drover_core::{Config, RunnerConfig};
 
     const T0: Timestamp = Timestamp(1_767_571_200_000);

@@ -1,0 +1,140 @@
+//! Commands to adapters: each command is handed over with everything its task needs (the runner's
+//! link, its provider, the machine's name, where a job runs), resolved at dispatch time.
+
+use drover_core::{Command, FailCause, MachineId, RunnerId};
+
+use super::Driver;
+use crate::daemon::coordinator;
+use crate::daemon::jobs::JobCommand;
+use crate::daemon::machines::{MachineCall, Placement};
+use crate::daemon::runners::Place;
+
+impl Driver {
+    pub(super) fn execute_all(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            self.execute(command);
+        }
+    }
+
+    /// Hands a command to its adapter with everything its task needs.
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::RequestJob { runner } => {
+                let link = self.runners.get_mut(runner).map(|r| &mut r.link);
+                coordinator::request(runner, link, &self.inputs);
+            }
+            Command::CancelRequests { runner } => {
+                if let Some(r) = self.runners.get_mut(runner) {
+                    r.link.cancel();
+                }
+            }
+            Command::CreateMachine {
+                machine,
+                runner,
+                name,
+            } => self
+                .machines
+                .create(self.machine_call(runner, machine, name)),
+            Command::RemoveMachine {
+                machine,
+                runner,
+                name,
+                reason,
+            } => {
+                let call = self.machine_call(runner, machine, name);
+                self.machines.remove(call, reason.as_str());
+            }
+            Command::ListMachines {
+                runner,
+                request,
+                prefixes,
+            } => {
+                let provider = self.runners.get(runner).and_then(|r| r.provider());
+                let label = self.label(runner);
+                self.machines
+                    .list(runner, label, provider, request, prefixes);
+            }
+            Command::RunJob {
+                job,
+                runner,
+                machine,
+            } => {
+                let placement = self.placement(runner, machine);
+                self.jobs.command(job, JobCommand::Run(placement));
+            }
+            Command::ResumeJob {
+                job,
+                runner,
+                machine,
+            } => {
+                let placement = self.placement(runner, machine);
+                self.jobs.command(job, JobCommand::Resume(placement));
+            }
+            Command::CancelJob { job } => self.jobs.command(job, JobCommand::Cancel),
+            Command::AbortJob { job, reason } => self.jobs.command(job, JobCommand::Abort(reason)),
+            Command::FailJob {
+                job,
+                runner,
+                reason,
+                cause,
+            } => {
+                if self.jobs.holds(job) {
+                    let detail = match cause {
+                        FailCause::CreationFailed => self.machines.creation_error(runner),
+                        _ => None,
+                    };
+                    self.jobs.command(job, JobCommand::Fail(reason, detail));
+                    self.jobs.release(job);
+                } else {
+                    tracing::error!(
+                        runner = %self.label(runner),
+                        job = job.0,
+                        "cannot report a job drover holds no payload for"
+                    );
+                }
+            }
+            Command::Exit { clean } => self.exit = Some(clean),
+        }
+    }
+
+    fn machine_call(&self, runner: RunnerId, machine: MachineId, name: String) -> MachineCall {
+        MachineCall {
+            runner,
+            label: self.label(runner),
+            provider: self.runners.get(runner).and_then(|r| r.provider()),
+            machine,
+            name,
+        }
+    }
+
+    /// Where a job runs, resolved now: the task gets the provider and machine name itself.
+    fn placement(&self, runner: RunnerId, machine: Option<MachineId>) -> Placement {
+        let place = self.runners.get(runner).map(|r| &r.place);
+        match (machine, place) {
+            (None, Some(Place::Engine(endpoint))) => Placement::Engine(endpoint.clone()),
+            (None, _) => Placement::Unavailable(format!(
+                "runner {} has no Docker engine configured",
+                self.label(runner)
+            )),
+            (Some(m), place) => {
+                let name = self
+                    .ledger
+                    .core()
+                    .state()
+                    .machine(m)
+                    .map(|m| m.name.clone());
+                match (place, name) {
+                    (Some(Place::Provider(provider)), Some(name)) => Placement::Machine {
+                        provider: provider.clone(),
+                        name,
+                    },
+                    (_, Some(name)) => Placement::Unavailable(format!(
+                        "runner {} has no machine provider for machine {name}",
+                        self.label(runner)
+                    )),
+                    (_, None) => Placement::Unavailable(format!("machine #{} is gone", m.0)),
+                }
+            }
+        }
+    }
+}
