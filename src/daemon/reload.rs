@@ -72,7 +72,7 @@ async fn prepare(config_path: &Path, system_id: &str, current: &Current) -> Opti
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let mut runners = Vec::new();
+    let mut changed = Vec::new();
     for (settings, core) in loaded.runners.iter().zip(&loaded.core.runners) {
         let previous = current.get(&settings.name);
         if previous.is_some_and(|(p, _)| p == settings) {
@@ -87,14 +87,17 @@ async fn prepare(config_path: &Path, system_id: &str, current: &Current) -> Opti
         )
         .await;
         match built {
-            Ok(runner) => runners.push((settings.name.clone(), runner)),
+            Ok(runner) => changed.push((settings.name.clone(), runner)),
             Err(e) => tracing::error!(
                 runner = %runners::label(settings, &core.short_token),
                 "applying the reloaded settings failed: {e:#}"
             ),
         }
     }
-    Some(Prepared { loaded, runners })
+    Some(Prepared {
+        loaded,
+        runners: changed,
+    })
 }
 
 /// Installs the prepared adapters of the runners the core now knows by these names.
