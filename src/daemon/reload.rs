@@ -112,3 +112,62 @@ pub fn install(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNNER: &str = "[[runners]]\nname = \"{name}\"\nurl = \"https://gitlab.example.com\"\n\
+                          token = \"glrt-{name}-token\"\nexecutor = \"docker\"\noutput_limit = {limit}\n";
+
+    fn config(runners: &[(&str, u32)]) -> String {
+        let mut text = "concurrent = 2\n".to_string();
+        for (name, limit) in runners {
+            text.push_str(
+                &RUNNER
+                    .replace("{name}", name)
+                    .replace("{limit}", &limit.to_string()),
+            );
+        }
+        text
+    }
+
+    async fn runners_of(path: &Path) -> Runners {
+        let loaded = config::load(path).expect("a valid config");
+        let mut runners = Runners::default();
+        for (i, (settings, core)) in loaded.runners.iter().zip(&loaded.core.runners).enumerate() {
+            let runner = adapters::build(settings, &core.short_token, "s_1", path, None)
+                .await
+                .expect("adapters");
+            runners.install(RunnerId(i as u16), runner);
+        }
+        runners
+    }
+
+    #[tokio::test]
+    async fn only_runners_whose_settings_changed_get_new_adapters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config(&[("a", 4096), ("b", 4096)])).unwrap();
+        let current = Current::of(&runners_of(&path).await);
+
+        std::fs::write(&path, config(&[("a", 4096), ("b", 8192), ("c", 4096)])).unwrap();
+        let prepared = prepare(&path, "s_1", &current).await.expect("usable");
+        let names: Vec<&str> = prepared.runners.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b", "c"], "a is unchanged");
+        let (_, b) = &prepared.runners[0];
+        assert_eq!(b.settings().output_limit_kb, 8192);
+        assert!(b.label.starts_with("b/"), "{}", b.label);
+        assert_eq!(prepared.loaded.runners.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_file_keeps_the_running_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config(&[("a", 4096)])).unwrap();
+        let current = Current::of(&runners_of(&path).await);
+        std::fs::write(&path, "concurrent = \"many\"\n").unwrap();
+        assert!(prepare(&path, "s_1", &current).await.is_none());
+    }
+}
