@@ -46,7 +46,6 @@ pub async fn build(
     previous: Option<(&RunnerSettings, &Place)>,
 ) -> anyhow::Result<Runner> {
     let (link, context) = runner_link(settings, short, system_id, config_path)?;
-    let label = runners::label(settings, short);
     let place = match settings.executor {
         ExecutorKind::Docker => Place::Engine(local_engine(settings)),
         ExecutorKind::DockerMachine => match previous {
@@ -60,8 +59,8 @@ pub async fn build(
         },
     };
     Ok(Runner {
-        link: link.labelled(label.clone()),
-        label,
+        label: runners::label(settings, short),
+        link,
         context,
         place,
     })
@@ -93,7 +92,14 @@ pub fn runner_link(
     };
     let info = runner_info(executor);
     let token = token.clone();
-    let link = RunnerLink::new(client.clone(), token, system_id.to_string(), info.clone());
+    let label = runners::label(settings, short_token);
+    let link = RunnerLink::new(
+        client.clone(),
+        token,
+        system_id.to_string(),
+        info.clone(),
+        label,
+    );
     let context = Arc::new(RunnerContext {
         name: settings.name.clone(),
         client,

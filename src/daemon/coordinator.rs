@@ -48,23 +48,24 @@ pub struct RunnerLink {
 }
 
 impl RunnerLink {
-    pub fn new(client: Client, token: Secret, system_id: String, info: RunnerInfo) -> RunnerLink {
+    /// `label` is how logs name the runner.
+    pub fn new(
+        client: Client,
+        token: Secret,
+        system_id: String,
+        info: RunnerInfo,
+        label: String,
+    ) -> RunnerLink {
         RunnerLink {
             client,
             token,
             system_id,
             info,
-            label: String::new(),
+            label,
             last_update: Arc::default(),
             unhealthy: Arc::default(),
             requests: Vec::new(),
         }
-    }
-}
-
-impl RunnerLink {
-    pub fn labelled(self, label: String) -> RunnerLink {
-        RunnerLink { label, ..self }
     }
 
     /// Takes over the requests in flight of the link this one replaces (after a reload).
