@@ -246,5 +246,20 @@ async fn a_reload_waiting_on_a_silent_engine_does_not_stall_another_runners_jobs
         !log.contains("reloading the config"),
         "the reload is still waiting for the engine:\n{log}"
     );
+    // Logs name a runner by its name and GitLab's short token.
+    let received = log
+        .lines()
+        .find(|l| l.contains("received a job"))
+        .unwrap_or_else(|| panic!("a received job in the log:\n{log}"));
+    let label = received
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("runner="))
+        .unwrap_or_else(|| panic!("a runner named in {received:?}"));
+    let (name, short) = label.split_once('/').expect("name/short-token");
+    assert_eq!(name, env.name, "{received}");
+    assert!(
+        short.len() == 9 && env.token.contains(short),
+        "{short:?} is not the start of the runner's token: {received}"
+    );
     env.finish().await;
 }
