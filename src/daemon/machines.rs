@@ -9,7 +9,7 @@
 //! provider wait for the lock its caller holds).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_docker::MachineEndpoint;
@@ -31,9 +31,8 @@ pub struct MachineCall {
 
 pub struct Machines {
     inputs: UnboundedSender<Input>,
-    /// Each runner's last creation error (providers mask credentials in them), written before the
-    /// failure's event is sent: a job the core fails for it gets it in its trace.
-    creation_errors: Arc<Mutex<BTreeMap<RunnerId, String>>>,
+    /// Each runner's last creation error, from [`Input::CreationFailed`].
+    creation_errors: BTreeMap<RunnerId, String>,
     /// Per machine name, across all providers.
     locks: NameLocks,
 }
@@ -42,14 +41,18 @@ impl Machines {
     pub fn new(inputs: UnboundedSender<Input>) -> Machines {
         Machines {
             inputs,
-            creation_errors: Arc::default(),
+            creation_errors: BTreeMap::new(),
             locks: NameLocks::default(),
         }
     }
 
     /// The runner's last creation error, if any.
     pub fn creation_error(&self, runner: RunnerId) -> Option<String> {
-        lock(&self.creation_errors).get(&runner).cloned()
+        self.creation_errors.get(&runner).cloned()
+    }
+
+    pub fn record_creation_error(&mut self, runner: RunnerId, error: String) {
+        self.creation_errors.insert(runner, error);
     }
 
     pub fn create(&self, call: MachineCall) {
@@ -60,15 +63,14 @@ impl Machines {
             machine,
             name,
         } = call;
-        let errors = self.creation_errors.clone();
         let Some(provider) = provider else {
             tracing::error!(runner = %label, "no machine provider for this runner");
-            let error = "no machine provider is configured for this runner".to_string();
-            lock(&errors).insert(runner, error);
-            let _ = self.inputs.send(Input::Event(Event::MachineCreationFailed {
+            let _ = self.inputs.send(Input::CreationFailed {
+                runner,
                 machine,
                 failure: CreationFailure::Fatal,
-            }));
+                error: "no machine provider is configured for this runner".to_string(),
+            });
             return;
         };
         let inputs = self.inputs.clone();
@@ -76,17 +78,19 @@ impl Machines {
         tokio::spawn(async move {
             let _held = locks.lock(&name).await;
             tracing::info!(runner = %label, machine = %name, "creating machine");
-            let event = match provider.create(&name).await {
-                Ok(_) => Event::MachineCreated { machine },
+            let input = match provider.create(&name).await {
+                Ok(_) => Input::Event(Event::MachineCreated { machine }),
                 Err(e) => {
                     tracing::warn!(runner = %label, machine = %name, "creating the machine failed: {e}");
-                    let failure = e.creation_failure();
-                    let error = format!("creating machine {name} failed: {e}");
-                    lock(&errors).insert(runner, error);
-                    Event::MachineCreationFailed { machine, failure }
+                    Input::CreationFailed {
+                        runner,
+                        machine,
+                        failure: e.creation_failure(),
+                        error: format!("creating machine {name} failed: {e}"),
+                    }
                 }
             };
-            let _ = inputs.send(Input::Event(event));
+            let _ = inputs.send(input);
         });
     }
 
@@ -155,10 +159,6 @@ impl Machines {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Where a job runs: a machine of a provider, or straight on an engine.
 #[derive(Clone)]
 pub enum Placement {
@@ -190,7 +190,12 @@ mod tests {
     use drover_providers::ProviderError;
     use futures_util::FutureExt;
     use futures_util::future::BoxFuture;
+    use std::sync::Mutex;
     use tokio::sync::Semaphore;
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     /// A provider that writes down when its calls start and end; `create` waits for a permit.
     struct Recording {

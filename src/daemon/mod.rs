@@ -34,7 +34,7 @@ mod startup;
 pub mod state_dir;
 pub mod status;
 
-use drover_core::{Event, RunnerId};
+use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_gitlab::api::{JobResponse, UndecodableJob};
 
 pub use driver::{RunOptions, run};
@@ -57,5 +57,14 @@ pub enum Input {
     Unusable {
         runner: RunnerId,
         message: String,
+    },
+    /// A machine's creation failed. The error (providers mask credentials in it) is kept as the
+    /// runner's last before the core hears of the failure: a job the core fails for it gets it in
+    /// its trace.
+    CreationFailed {
+        runner: RunnerId,
+        machine: MachineId,
+        failure: CreationFailure,
+        error: String,
     },
 }

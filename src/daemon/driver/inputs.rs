@@ -54,6 +54,15 @@ impl Driver {
                 self.undecodable(runner, *job);
                 self.step(Event::JobRequestEmpty { runner })
             }
+            Input::CreationFailed {
+                runner,
+                machine,
+                failure,
+                error,
+            } => {
+                self.machines.record_creation_error(runner, error);
+                self.step(Event::MachineCreationFailed { machine, failure })
+            }
             Input::Unusable { runner, message } => {
                 let name = self.runner_name(runner);
                 self.ledger.metrics().unusable_payload(&name, "dropped");
