@@ -6,8 +6,10 @@
 //!   as GitLab Runner passes it, `--` plus the option verbatim (`amazonec2-region=eu-west-1` →
 //!   `--amazonec2-region=eu-west-1`), so boolean options written `key=true` keep working.
 //!   Idempotent by name: a machine that exists and runs is adopted; one that exists but does not
-//!   run (a creation cut short, a crash, a stopped VM) is removed and created afresh, because a
-//!   half-made VM is cheaper to replace than to diagnose.
+//!   run (a creation that failed, a stopped VM) is removed and created afresh, because a
+//!   half-made VM is cheaper to replace than to diagnose. A machine whose creation was in flight
+//!   when drover died ([`interrupted`]) is never adopted: it goes to `docker-machine rm -y` first,
+//!   so the driver deletes whatever VM that creation had started.
 //! - **remove**: nothing to do when the storage has no such machine (what `docker-machine inspect`
 //!   would read); a directory without `config.json` (no VM was ever asked for) is deleted directly,
 //!   since docker-machine can neither use nor remove it; otherwise `stop` (errors ignored: the VM
@@ -18,20 +20,26 @@
 //! - **endpoint**: `docker-machine config <name>`, which also checks that the engine answers: the
 //!   VM's `tcp://ip:2376` and its TLS client certificates.
 //!
-//! Every docker-machine process runs in a process group of its own: a timeout (or a dropped call)
-//! kills the group, with the driver plugins and ssh clients docker-machine started, and a Ctrl-C at
-//! drover's terminal does not cut a creation short behind the core's back. Calls on one name are
-//! serialised; bounding how many run at once is the core's job (`MaxGrowthRate`).
+//! Every docker-machine process runs in a process group of its own that dies with drover
+//! ([`crate::children`]): a timeout (or a dropped call) kills the group, with the driver plugins
+//! and ssh clients docker-machine started, and a Ctrl-C at drover's terminal does not cut a
+//! creation short behind the core's back. With a state directory ([`DockerMachineProvider::with_state_dir`])
+//! each process is recorded while it runs, and what a dead drover left running is killed when the
+//! provider starts. Calls on one name are serialised (across the providers sharing a
+//! [`NameLocks`]); bounding how many run at once is the core's job (`MaxGrowthRate`).
 
 mod cli;
 #[cfg(feature = "testing")]
 pub mod fake;
+mod interrupted;
 mod output;
+mod storage;
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -39,10 +47,13 @@ use futures_util::future::BoxFuture;
 
 use drover_docker::{EngineConfig, MachineEndpoint};
 
+use crate::children::records::Records;
 use crate::{MachineProvider, NameLocks, ProviderError, ProviderErrorKind};
 use cli::{Cli, CliError, Finished};
+use interrupted::Creations;
 pub use output::mask_option;
 use output::{Scrubber, classify, does_not_exist, parse_config};
+use storage::{Storage, Stored};
 
 /// The program GitLab Runner runs: `docker-machine`, looked up in `PATH`.
 const DEFAULT_PROGRAM: &str = "docker-machine";
@@ -158,20 +169,11 @@ fn default_storage_path() -> Option<PathBuf> {
 /// Virtual machines through the `docker-machine` command.
 pub struct DockerMachineProvider {
     config: DockerMachineConfig,
-    /// `<storage>/machines`: one directory per machine.
-    machines_dir: PathBuf,
+    storage: Storage,
     cli: Cli,
     locks: NameLocks,
-}
-
-/// What docker-machine's storage holds for a name.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Stored {
-    Absent,
-    /// A directory without `config.json`: docker-machine saves the config before it asks the cloud
-    /// for a VM, so there is no VM behind it, and docker-machine itself can neither use nor remove it.
-    Debris,
-    Present,
+    /// Creations in flight, marked in the state directory; `None` without one.
+    creations: Option<Creations>,
 }
 
 impl DockerMachineProvider {
@@ -190,11 +192,36 @@ impl DockerMachineProvider {
         config.storage_path = Some(storage.clone());
         let scrubber = Scrubber::new(config.options.iter().chain(&config.options_with_name));
         Ok(DockerMachineProvider {
-            machines_dir: storage.join("machines"),
+            storage: Storage::new(&storage),
             cli: Cli::new(config.program.clone(), storage, scrubber),
             config,
             locks: NameLocks::new(),
+            creations: None,
         })
+    }
+
+    /// Serialises calls on a name with every provider that shares `locks` (see [`NameLocks`]).
+    pub fn with_locks(mut self, locks: NameLocks) -> DockerMachineProvider {
+        self.locks = locks;
+        self
+    }
+
+    /// Keeps crash records in `dir` (drover's state directory for docker-machine): each running
+    /// docker-machine process (`children/`) and each creation in flight (`creating/`). Kills at
+    /// once what a dead drover left running there; its cut-short creations go to
+    /// `docker-machine rm -y` when their names are next created or removed.
+    pub fn with_state_dir(mut self, dir: &Path) -> std::io::Result<DockerMachineProvider> {
+        let records = Records::open(&dir.join("children"))?;
+        for record in records.sweep()? {
+            tracing::warn!(
+                what = %record.what,
+                "a docker-machine command of an earlier drover was still recorded as running; \
+                 its processes are ended"
+            );
+        }
+        self.cli.set_records(Arc::new(records));
+        self.creations = Some(Creations::open(&dir.join("creating"))?);
+        Ok(self)
     }
 
     /// The settings in force, with the program's full path and the storage directory resolved.
@@ -225,31 +252,6 @@ impl DockerMachineProvider {
         args
     }
 
-    async fn stored(&self, name: &str) -> Result<Stored, ProviderError> {
-        let dir = self.machines_dir.join(name);
-        let exists = |path: PathBuf| async move {
-            match tokio::fs::symlink_metadata(&path).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(ProviderError::new(
-                    name,
-                    ProviderErrorKind::Retryable,
-                    format!("reading docker-machine's storage {}: {e}", path.display()),
-                )),
-            }
-        };
-        Ok(
-            match (
-                exists(dir.clone()).await?,
-                exists(dir.join("config.json")).await?,
-            ) {
-                (false, _) => Stored::Absent,
-                (true, false) => Stored::Debris,
-                (true, true) => Stored::Present,
-            },
-        )
-    }
-
     /// Runs one docker-machine command on `name`.
     async fn run(
         &self,
@@ -265,9 +267,10 @@ impl DockerMachineProvider {
     }
 
     async fn create_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
-        match self.stored(name).await? {
+        self.settle_interrupted(name).await?;
+        match self.storage.stored(name).await? {
             Stored::Absent => {}
-            Stored::Debris => self.remove_debris(name).await?,
+            Stored::Debris => self.storage.remove_dir(name).await?,
             Stored::Present => {
                 if let Some(endpoint) = self.adopt(name).await? {
                     return Ok(endpoint);
@@ -286,11 +289,11 @@ impl DockerMachineProvider {
             }
         }
         let args = self.create_args(name);
-        let finished = self
-            .cli
-            .run(name, &args, self.config.timeouts.create)
-            .await
-            .map_err(|e| cli_error(name, "create", e))?;
+        self.mark_creation(name, true)?;
+        let finished = self.cli.run(name, &args, self.config.timeouts.create).await;
+        // Ended, or killed with its process group: nothing of it runs on.
+        self.mark_creation(name, false)?;
+        let finished = finished.map_err(|e| cli_error(name, "create", e))?;
         if !finished.success() {
             let kind = classify(&finished.all_output());
             let hint = match kind {
@@ -316,6 +319,61 @@ impl DockerMachineProvider {
                 name,
                 ProviderErrorKind::Retryable,
                 format!("docker-machine created the machine, but {}", e.message),
+            )
+        })
+    }
+
+    /// Hands a machine whose creation a dead drover left in flight to `docker-machine rm -y`
+    /// (whatever the storage holds: the VM may exist before its config says so), then forgets
+    /// the mark. A directory docker-machine cannot remove (no `config.json`) is deleted after it
+    /// tried. A failure keeps the mark: the next call on the name tries again.
+    async fn settle_interrupted(&self, name: &str) -> Result<(), ProviderError> {
+        let Some(creations) = &self.creations else {
+            return Ok(());
+        };
+        if !creations.interrupted(name) {
+            return Ok(());
+        }
+        tracing::warn!(
+            machine = name,
+            "the machine's creation was in flight when drover stopped; handing it to \
+             docker-machine rm -y, so the driver deletes what it had started"
+        );
+        match self.storage.stored(name).await? {
+            Stored::Absent => {}
+            Stored::Present => self.remove_present(name).await?,
+            Stored::Debris => {
+                let finished = self
+                    .run(name, &["rm", "-y", name], self.config.timeouts.remove)
+                    .await?;
+                if !finished.success() {
+                    tracing::warn!(
+                        machine = name,
+                        "docker-machine cannot remove a machine without its config ({}); \
+                         deleting the directory",
+                        finished.summary()
+                    );
+                }
+                self.storage.remove_dir(name).await?;
+            }
+        }
+        self.mark_creation(name, false)
+    }
+
+    /// Marks (or unmarks) a creation of `name` in flight, when there is a state directory.
+    fn mark_creation(&self, name: &str, in_flight: bool) -> Result<(), ProviderError> {
+        let Some(creations) = &self.creations else {
+            return Ok(());
+        };
+        let marked = match in_flight {
+            true => creations.begin(name),
+            false => creations.end(name),
+        };
+        marked.map_err(|e| {
+            ProviderError::new(
+                name,
+                ProviderErrorKind::Retryable,
+                format!("recording the creation in drover's state directory: {e}"),
             )
         })
     }
@@ -348,25 +406,17 @@ impl DockerMachineProvider {
         Ok(None)
     }
 
-    async fn remove_debris(&self, name: &str) -> Result<(), ProviderError> {
-        let dir = self.machines_dir.join(name);
-        tracing::info!(machine = name, dir = %dir.display(), "removing an unfinished machine directory");
-        match tokio::fs::remove_dir_all(&dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProviderError::new(
-                name,
-                ProviderErrorKind::Retryable,
-                format!("removing {}: {e}", dir.display()),
-            )),
-            _ => Ok(()),
+    async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
+        self.settle_interrupted(name).await?;
+        match self.storage.stored(name).await? {
+            Stored::Absent => Ok(()),
+            Stored::Debris => self.storage.remove_dir(name).await,
+            Stored::Present => self.remove_present(name).await,
         }
     }
 
-    async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
-        match self.stored(name).await? {
-            Stored::Absent => return Ok(()),
-            Stored::Debris => return self.remove_debris(name).await,
-            Stored::Present => {}
-        }
+    /// `stop` (errors ignored: the VM may be broken), then `rm -y`.
+    async fn remove_present(&self, name: &str) -> Result<(), ProviderError> {
         match self
             .run(name, &["stop", name], self.config.timeouts.stop)
             .await
@@ -392,33 +442,8 @@ impl DockerMachineProvider {
         ))
     }
 
-    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
-        let mut entries = match tokio::fs::read_dir(&self.machines_dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(storage_error(prefix, &self.machines_dir, e)),
-        };
-        let mut names = Vec::new();
-        loop {
-            let entry = match entries.next_entry().await {
-                Ok(Some(entry)) => entry,
-                Ok(None) => break,
-                Err(e) => return Err(storage_error(prefix, &self.machines_dir, e)),
-            };
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
-            if is_dir && !name.starts_with('.') && name.starts_with(prefix) {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
-
     async fn endpoint_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
-        if self.stored(name).await? != Stored::Present {
+        if self.storage.stored(name).await? != Stored::Present {
             return Err(ProviderError::new(
                 name,
                 ProviderErrorKind::NotFound,
@@ -492,7 +517,7 @@ impl MachineProvider for DockerMachineProvider {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
-        self.list_names(prefix).boxed()
+        self.storage.list(prefix).boxed()
     }
 
     fn endpoint<'a>(
@@ -555,17 +580,6 @@ fn cli_error(name: &str, command: impl AsRef<OsStr>, err: CliError) -> ProviderE
         _ => ProviderErrorKind::Retryable,
     };
     ProviderError::new(name, kind, format!("docker-machine {command}: {err}"))
-}
-
-fn storage_error(prefix: &str, dir: &Path, err: std::io::Error) -> ProviderError {
-    ProviderError::new(
-        prefix,
-        ProviderErrorKind::Retryable,
-        format!(
-            "listing docker-machine's machines in {}: {err}",
-            dir.display()
-        ),
-    )
 }
 
 #[cfg(test)]

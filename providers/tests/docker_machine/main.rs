@@ -2,6 +2,8 @@
 //! needed): command lines, adoption, failures and their kinds, removal, listing, endpoints, and
 //! per-name serialisation.
 
+mod conformance;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
