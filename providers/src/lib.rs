@@ -7,12 +7,17 @@
 //! - [`DockerProvider`]: a machine is a sandbox (builds volume + network + anchor container) on one
 //!   Docker engine (`Provider = "docker"`).
 //! - [`DockerMachineProvider`]: a machine is a VM made by the `docker-machine` command from GitLab
-//!   Runner's `MachineDriver` and `MachineOptions`.
+//!   Runner's `MachineDriver` and `MachineOptions`. Its child processes die with drover
+//!   ([`children`]), and a creation a crash cut short is handed to `docker-machine rm -y`.
 //!
 //! Calls on one machine name are serialised through [`NameLocks`], a table that providers of the
 //! same state directory share, so a reload that replaces a provider never runs the old and the new
-//! one on the same name at once.
+//! one on the same name at once. Every provider passes the same behavioural suite,
+//! [`conformance`] (cargo feature `testing`).
 
+pub mod children;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod docker;
 mod docker_machine;
 mod error;

@@ -22,6 +22,8 @@ use crate::ProviderError;
 ///   crash), so reconciliation can remove them, and nothing outside the prefix it is given: the
 ///   core passes this manager's own prefixes, and machines of another manager (another token or
 ///   another `MachineName`) are never reported, hence never removed as orphans.
+/// - [`crate::conformance`] (cargo feature `testing`) checks all of the above against a real
+///   backend; every provider runs it.
 ///
 /// # A cloud instance group next
 ///

@@ -1,7 +1,7 @@
 //! Building each runner's adapters from its settings: the GitLab link, the machine provider and the
 //! job context, together a [`Runner`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
 use drover_providers::{
     DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig,
-    MachineProvider,
+    MachineProvider, NameLocks,
 };
 
 use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
@@ -35,24 +35,35 @@ pub fn runner_info(executor: &str) -> RunnerInfo {
     identity().info(executor, "sh", features())
 }
 
+/// What every runner's adapters are built against.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// This drover's system id (`s_…`).
+    pub system_id: String,
+    /// The config file: relative paths in it are read beside it.
+    pub config_path: PathBuf,
+    /// The state directory: providers keep their records there, and every provider built for it
+    /// shares one table of per-name locks.
+    pub state_dir: PathBuf,
+}
+
 /// A runner's adapters from its settings; `short` is its machine key (it names the runner's
 /// objects on engines). The provider of the `previous` settings is kept when these make it the
-/// same way: its calls in flight stay serialised with the new ones.
+/// same way; a new one shares the old one's lock table, so calls on one machine never overlap.
 pub async fn build(
     settings: &RunnerSettings,
     short: &str,
-    system_id: &str,
-    config_path: &Path,
+    site: &Site,
     previous: Option<(&RunnerSettings, &Place)>,
 ) -> anyhow::Result<Runner> {
-    let (link, context) = runner_link(settings, short, system_id, config_path)?;
+    let (link, context) = runner_link(settings, short, &site.system_id, &site.config_path)?;
     let place = match settings.executor {
         ExecutorKind::Docker => Place::Engine(local_engine(settings)),
         ExecutorKind::DockerMachine => match previous {
             Some((before, place @ Place::Provider(_))) if same_provider(before, settings) => {
                 place.clone()
             }
-            _ => match provider(settings, short).await? {
+            _ => match provider(settings, short, &site.state_dir).await? {
                 Some(provider) => Place::Provider(provider),
                 None => Place::Nowhere,
             },
@@ -168,14 +179,19 @@ fn sandbox_credentials(
     })
 }
 
-/// The machine provider of a `docker+machine` runner.
+/// The machine provider of a `docker+machine` runner. Every provider built for one state directory
+/// shares one table of per-name locks, so after a reload that replaced a runner's provider (new
+/// `MachineOptions`, another `DockerHost`) a call on a machine still waits for the old provider's
+/// call on it. docker-machine keeps its crash records under `<state_dir>/docker-machine`.
 pub async fn provider(
     settings: &RunnerSettings,
     short_token: &str,
+    state_dir: &Path,
 ) -> anyhow::Result<Option<Arc<dyn MachineProvider>>> {
     let Some(machine) = &settings.machine else {
         return Ok(None);
     };
+    let locks = NameLocks::shared(state_dir);
     match machine.provider {
         Provider::Docker => {
             let config = DockerProviderConfig {
@@ -199,7 +215,7 @@ pub async fn provider(
                     settings.name
                 )
             })?;
-            Ok(Some(Arc::new(provider)))
+            Ok(Some(Arc::new(provider.with_locks(locks))))
         }
         Provider::DockerMachine => {
             let mut config = DockerMachineConfig::new(
@@ -210,12 +226,21 @@ pub async fn provider(
             if let Some(path) = &machine.docker_machine_path {
                 config.program = path.into();
             }
-            let provider = DockerMachineProvider::new(config).with_context(|| {
-                format!(
-                    "runner {:?}: setting up the docker-machine provider",
-                    settings.name
-                )
-            })?;
+            let records = state_dir.join("docker-machine");
+            let provider = DockerMachineProvider::new(config)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| {
+                    p.with_state_dir(&records).with_context(|| {
+                        format!("keeping docker-machine's records in {}", records.display())
+                    })
+                })
+                .with_context(|| {
+                    format!(
+                        "runner {:?}: setting up the docker-machine provider",
+                        settings.name
+                    )
+                })?
+                .with_locks(locks);
             tracing::info!(
                 runner = %runners::label(settings, short_token),
                 program = %provider.config().program.display(),

@@ -3,13 +3,12 @@
 //! connect to an engine). The result comes back on the reload channel; the loop then journals the
 //! reload, hands it to the core and installs the adapters, all without waiting.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use drover_core::RunnerId;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::adapters;
+use super::adapters::{self, Site};
 use super::jobs::RunnerContext;
 use super::runners::{self, Place, Runner, Runners};
 use crate::config::{self, Loaded};
@@ -45,30 +44,26 @@ impl Current {
     }
 }
 
-/// Starts preparing a reload of `config_path`; the answer is `None` when the file cannot be used
+/// Starts preparing a reload of the site's config file; the answer is `None` when the file cannot be used
 /// (logged; the running config stays).
-pub fn spawn(
-    config_path: PathBuf,
-    system_id: String,
-    current: Current,
-    done: UnboundedSender<Option<Prepared>>,
-) {
+pub fn spawn(site: Site, current: Current, done: UnboundedSender<Option<Prepared>>) {
     tokio::spawn(async move {
-        let prepared = prepare(&config_path, &system_id, &current).await;
+        let prepared = prepare(&site, &current).await;
         let _ = done.send(prepared);
     });
 }
 
-async fn prepare(config_path: &Path, system_id: &str, current: &Current) -> Option<Prepared> {
-    let loaded = match config::load(config_path).and_then(|l| l.require_registered().map(|()| l)) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(
-                "the config file changed but cannot be used; keeping the running config:\n{e}"
-            );
-            return None;
-        }
-    };
+async fn prepare(site: &Site, current: &Current) -> Option<Prepared> {
+    let loaded =
+        match config::load(&site.config_path).and_then(|l| l.require_registered().map(|()| l)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    "the config file changed but cannot be used; keeping the running config:\n{e}"
+                );
+                return None;
+            }
+        };
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -78,14 +73,7 @@ async fn prepare(config_path: &Path, system_id: &str, current: &Current) -> Opti
         if previous.is_some_and(|(p, _)| p == settings) {
             continue;
         }
-        let built = adapters::build(
-            settings,
-            &core.short_token,
-            system_id,
-            config_path,
-            previous,
-        )
-        .await;
+        let built = adapters::build(settings, &core.short_token, site, previous).await;
         match built {
             Ok(runner) => changed.push((settings.name.clone(), runner)),
             Err(e) => tracing::error!(
@@ -132,11 +120,19 @@ mod tests {
         text
     }
 
-    async fn runners_of(path: &Path) -> Runners {
-        let loaded = config::load(path).expect("a valid config");
+    fn site(dir: &std::path::Path) -> Site {
+        Site {
+            system_id: "s_1".into(),
+            config_path: dir.join("config.toml"),
+            state_dir: dir.join("state"),
+        }
+    }
+
+    async fn runners_of(site: &Site) -> Runners {
+        let loaded = config::load(&site.config_path).expect("a valid config");
         let mut runners = Runners::default();
         for (i, (settings, core)) in loaded.runners.iter().zip(&loaded.core.runners).enumerate() {
-            let runner = adapters::build(settings, &core.short_token, "s_1", path, None)
+            let runner = adapters::build(settings, &core.short_token, site, None)
                 .await
                 .expect("adapters");
             runners.install(RunnerId(i as u16), runner);
@@ -147,12 +143,13 @@ mod tests {
     #[tokio::test]
     async fn only_runners_whose_settings_changed_get_new_adapters() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, config(&[("a", 4096), ("b", 4096)])).unwrap();
-        let current = Current::of(&runners_of(&path).await);
+        let site = site(dir.path());
+        let path = &site.config_path;
+        std::fs::write(path, config(&[("a", 4096), ("b", 4096)])).unwrap();
+        let current = Current::of(&runners_of(&site).await);
 
-        std::fs::write(&path, config(&[("a", 4096), ("b", 8192), ("c", 4096)])).unwrap();
-        let prepared = prepare(&path, "s_1", &current).await.expect("usable");
+        std::fs::write(path, config(&[("a", 4096), ("b", 8192), ("c", 4096)])).unwrap();
+        let prepared = prepare(&site, &current).await.expect("usable");
         let names: Vec<&str> = prepared.runners.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["b", "c"], "a is unchanged");
         let (_, b) = &prepared.runners[0];
@@ -164,10 +161,10 @@ mod tests {
     #[tokio::test]
     async fn an_unusable_file_keeps_the_running_config() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, config(&[("a", 4096)])).unwrap();
-        let current = Current::of(&runners_of(&path).await);
-        std::fs::write(&path, "concurrent = \"many\"\n").unwrap();
-        assert!(prepare(&path, "s_1", &current).await.is_none());
+        let site = site(dir.path());
+        std::fs::write(&site.config_path, config(&[("a", 4096)])).unwrap();
+        let current = Current::of(&runners_of(&site).await);
+        std::fs::write(&site.config_path, "concurrent = \"many\"\n").unwrap();
+        assert!(prepare(&site, &current).await.is_none());
     }
 }

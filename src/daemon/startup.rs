@@ -3,7 +3,6 @@
 //! the core still holds, stray job containers removed, and the journal compacted. Everything here
 //! runs before the event loop, so it may wait on engines and providers.
 
-use std::path::Path;
 use std::time::Duration;
 
 use drover_core::state::MachineState;
@@ -13,7 +12,7 @@ use drover_journal::{Header, Writer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;
-use super::adapters;
+use super::adapters::{self, Site};
 use super::jobs::Jobs;
 use super::ledger::Ledger;
 use super::metrics::Metrics;
@@ -29,8 +28,7 @@ const STRAY_SCAN_DEADLINE: Duration = Duration::from_secs(15);
 /// What start-up works with.
 pub struct Setup<'a> {
     pub state_dir: &'a StateDir,
-    pub config_path: &'a Path,
-    pub system_id: &'a str,
+    pub site: &'a Site,
     pub loaded: &'a Loaded,
     pub inputs: UnboundedSender<Input>,
 }
@@ -146,14 +144,7 @@ async fn build_runners(setup: &Setup<'_>, core: &Core) -> anyhow::Result<Runners
                 None => continue,
             }
         };
-        let runner = adapters::build(
-            &settings,
-            &r.config.short_token,
-            setup.system_id,
-            setup.config_path,
-            None,
-        )
-        .await?;
+        let runner = adapters::build(&settings, &r.config.short_token, setup.site, None).await?;
         runners.install(id, runner);
     }
     Ok(runners)

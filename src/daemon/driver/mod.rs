@@ -17,6 +17,7 @@ use drover_gitlab::api::JobResponse;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::Input;
+use super::adapters::Site;
 use super::jobs::Jobs;
 use super::ledger::Ledger;
 use super::machines::Machines;
@@ -46,10 +47,9 @@ struct Driver {
     machines: Machines,
     jobs: Jobs,
     state_dir: StateDir,
-    config_path: PathBuf,
+    site: Site,
     loaded: Loaded,
     config_mtime: Option<SystemTime>,
-    system_id: String,
     started_at: String,
     wake: Option<Timestamp>,
     exit: Option<bool>,
@@ -77,12 +77,15 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
     let signals = signals::listen().context("installing signal handlers")?;
     let state_dir = StateDir::open(&options.state_dir)?;
     let _lock = state_dir.lock()?;
-    let system_id = crate::files::system_id(&options.config)?;
+    let site = Site {
+        system_id: crate::files::system_id(&options.config)?,
+        config_path: options.config.clone(),
+        state_dir: state_dir.root().to_path_buf(),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let started = startup::start(Setup {
         state_dir: &state_dir,
-        config_path: &options.config,
-        system_id: &system_id,
+        site: &site,
         loaded: &loaded,
         inputs: tx.clone(),
     })
@@ -97,9 +100,8 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         jobs: started.jobs,
         state_dir,
         config_mtime: mtime(&options.config),
-        config_path: options.config,
+        site,
         loaded,
-        system_id,
         started_at: String::new(),
         wake: started.wake,
         exit: None,
@@ -140,7 +142,7 @@ impl Driver {
                 Some(signal) = signals.recv() => self.signal(signal)?,
                 Some(prepared) = self.reloads.done.recv() => self.reloaded(prepared)?,
                 _ = reload_tick.tick() => {
-                    if mtime(&self.config_path) != self.config_mtime {
+                    if mtime(&self.site.config_path) != self.config_mtime {
                         self.start_reload();
                     }
                     self.write_status(false);
@@ -185,15 +187,14 @@ impl Driver {
 
     /// Starts reading the config file and building the adapters it needs, as a task.
     fn start_reload(&mut self) {
-        self.config_mtime = mtime(&self.config_path);
+        self.config_mtime = mtime(&self.site.config_path);
         if self.reloads.running {
             self.reloads.again = true;
             return;
         }
         self.reloads.running = true;
         reload::spawn(
-            self.config_path.clone(),
-            self.system_id.clone(),
+            self.site.clone(),
             reload::Current::of(&self.runners),
             self.reloads.done_tx.clone(),
         );
@@ -276,7 +277,7 @@ impl Driver {
         self.last_status = Some(std::time::Instant::now());
         let status = Status::of(
             self.ledger.core(),
-            &self.config_path.display().to_string(),
+            &self.site.config_path.display().to_string(),
             &self.started_at,
         );
         if let Ok(bytes) = serde_json::to_vec_pretty(&status)
