@@ -167,3 +167,25 @@ pub fn keep_configs(state_dir: &StateDir, loaded: &Loaded, core: &Core) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn settings(token: &str) -> RunnerSettings {
+        let text = format!(
+            "concurrent = 1\n[[runners]]\nname = \"linux-autoscale\"\n\
+             url = \"https://gitlab.example.com\"\n{token}executor = \"docker\"\n"
+        );
+        let loaded = config::parse(&text, Path::new("config.toml")).unwrap();
+        loaded.runners[0].clone()
+    }
+
+    #[test]
+    fn logs_name_a_runner_by_name_and_gitlabs_short_token() {
+        let with_token = settings("token = \"glrt-t1_AbCd1234EfGh5678\"\n");
+        assert_eq!(label(&with_token, "key"), "linux-autoscale/AbCd1234E");
+        assert_eq!(label(&settings(""), "key"), "linux-autoscale/key");
+    }
+}
