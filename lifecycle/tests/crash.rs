@@ -33,6 +33,12 @@ enum Exec {
     Done(Outcome),
 }
 
+/// What an operation does to the fakes (it happens even when the process dies right after).
+type Effect = Box<dyn FnOnce(&mut World)>;
+
+/// A line the executor wrote, with its cursor.
+type Written = (Line, Cursor);
+
 /// Operations in flight: the tasks a crash kills.
 #[derive(Clone, Debug)]
 enum Op {
@@ -167,7 +173,7 @@ impl World {
     /// Carries out op `i`: its effect on the fakes, then (unless the process dies first) its event.
     fn step(&mut self, i: usize, dies: Option<bool>) {
         let op = self.ops.remove(i);
-        let (effect, event): (Box<dyn FnOnce(&mut World)>, Option<Event>) = match op {
+        let (effect, event): (Effect, Option<Event>) = match op {
             Op::Accept => {
                 let accepted = AcceptAnswer::Accepted {
                     cancel_requested: false,
@@ -266,12 +272,7 @@ impl World {
         self.finish(effect, event, dies);
     }
 
-    fn finish(
-        &mut self,
-        effect: Box<dyn FnOnce(&mut World)>,
-        event: Option<Event>,
-        dies: Option<bool>,
-    ) {
+    fn finish(&mut self, effect: Effect, event: Option<Event>, dies: Option<bool>) {
         match dies {
             Some(false) => self.crash(),
             Some(true) => {
@@ -294,7 +295,7 @@ impl World {
         };
         let lines: Vec<Line> = self.channel.drain(..).map(|(l, _)| l).collect();
         let len = (self.disk_len() + lines.len()) as u64;
-        let effect: Box<dyn FnOnce(&mut World)> = Box::new(move |w: &mut World| {
+        let effect: Effect = Box::new(move |w: &mut World| {
             let keep = w.disk_len();
             w.disk.truncate(keep);
             w.disk.extend(lines);
@@ -317,11 +318,7 @@ impl World {
     }
 
     fn exec(&mut self, exec: Exec, dies: Option<bool>) {
-        let (next, line, effect): (
-            Option<Exec>,
-            Option<(Line, Cursor)>,
-            Box<dyn FnOnce(&mut World)>,
-        ) = match exec {
+        let (next, line, effect): (Option<Exec>, Option<Written>, Effect) = match exec {
             // A fresh start removes whatever an earlier attempt left.
             Exec::Prep => (
                 Some(Exec::Header(0)),
