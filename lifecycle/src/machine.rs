@@ -30,6 +30,7 @@ impl Job {
                     });
                 }
             }
+            Event::Labelled { label } => self.label = label,
             Event::AcceptAnswered(answer) => self.accept_answered(answer, policy, &mut out),
             Event::Placed => self.placed(policy, &mut out),
             Event::ContainersListed { steps } => {

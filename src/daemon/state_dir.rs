@@ -8,8 +8,10 @@
 //! <state dir>/jobs/<id>/job.json       the job payload (secrets: mode 0600)
 //! <state dir>/jobs/<id>/trace          the redacted trace stored so far
 //! <state dir>/jobs/<id>/rejected.txt   why the job's payload is unusable (a job failed unrun)
-//! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset,
-//!                                      redaction checkpoint, outcome (0600: it may hold secrets)
+//! <state dir>/jobs/<id>/events.jsonl   the job's lifecycle journal (see `jobs::journal`; 0600:
+//!                                      its redaction checkpoints may hold pieces of secrets)
+//! <state dir>/jobs/<id>/progress.json  an older drover's record of the job: read once, upgraded
+//!                                      into the journal
 //! <state dir>/runners/<hex name>.toml  the config file as it was when that runner was last
 //!                                      applied (0600: it holds tokens)
 //! ```
@@ -32,27 +34,29 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// How far a job got, persisted so a restarted daemon continues it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What the driver asks of a job's record after a restart (from its lifecycle journal).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
     /// GitLab acknowledged the job (two-phase commit).
     pub accepted: bool,
-    /// The runner (by name) the job came for, to report it after a restart.
+    /// The runner (by name) the job came for.
+    pub runner: Option<String>,
+    /// Nothing is left to tell GitLab.
+    pub reported: bool,
+}
+
+/// How far a job got, as drover before the lifecycle journal recorded it (`progress.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyProgress {
+    pub accepted: bool,
     #[serde(default)]
     pub runner: Option<String>,
-    /// Bytes of `trace` that belong to the job (a crash may leave more; they are cut).
     pub trace_len: u64,
-    /// The executor's position in the job's output after those bytes.
     pub cursor: Option<LogCursor>,
-    /// Bytes of the trace GitLab acknowledged.
     pub acked: u64,
-    /// What the trace's redaction held back after those bytes (pieces of secrets, like the
-    /// payload: this file is private too).
     #[serde(default)]
     pub redaction: Option<TraceCheckpoint>,
-    /// Set once the job ended, before its final update: a restart only repeats the update.
     pub outcome: Option<drover_core::Outcome>,
-    /// The final update is done (accepted, or GitLab had ended the job): a restart repeats nothing.
     #[serde(default)]
     pub reported: bool,
 }
@@ -145,24 +149,39 @@ impl StateDir {
         fs::read_to_string(self.job_dir(job).join("rejected.txt")).ok()
     }
 
+    /// The summary of a job's record the driver decides by.
     pub fn load_progress(&self, job: u64) -> Progress {
-        fs::read(self.job_dir(job).join("progress.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        let policy = drover_lifecycle::Policy::DEFAULT;
+        let records = super::jobs::journal::read(self, job);
+        let Some(job) = drover_lifecycle::Job::replay(&records, &policy) else {
+            return Progress::default();
+        };
+        use drover_lifecycle::Phase;
+        Progress {
+            accepted: !matches!(job.phase, Phase::Received { .. } | Phase::Dropped),
+            runner: Some(job.runner).filter(|r| !r.is_empty()),
+            reported: matches!(job.phase, Phase::Reported { .. }),
+        }
     }
 
-    pub fn save_progress(&self, job: u64, progress: &Progress) -> anyhow::Result<()> {
-        write_private(
-            &self.job_dir(job).join("progress.json"),
-            &serde_json::to_vec(progress)?,
-        )
+    pub(super) fn job_file(&self, job: u64, name: &str) -> PathBuf {
+        self.job_dir(job).join(name)
     }
 
-    /// The stored trace, cut to what `progress` vouches for.
-    pub fn load_trace(&self, job: u64, progress: &Progress) -> Vec<u8> {
+    /// An older drover's record of the job, if there is one.
+    pub fn load_legacy_progress(&self, job: u64) -> Option<LegacyProgress> {
+        let bytes = fs::read(self.job_file(job, "progress.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn forget_legacy_progress(&self, job: u64) {
+        let _ = fs::remove_file(self.job_file(job, "progress.json"));
+    }
+
+    /// The stored trace, cut to the `len` bytes the job's record vouches for.
+    pub fn load_trace(&self, job: u64, len: u64) -> Vec<u8> {
         let mut bytes = fs::read(self.job_dir(job).join("trace")).unwrap_or_default();
-        bytes.truncate(progress.trace_len as usize);
+        bytes.truncate(len as usize);
         bytes
     }
 
