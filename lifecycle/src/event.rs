@@ -21,7 +21,9 @@ pub enum Event {
     },
     /// The label the job's containers carry, learnt from them: a record written by an older
     /// drover did not keep it.
-    Labelled { label: String },
+    Labelled {
+        label: String,
+    },
     AcceptAnswered(AcceptAnswer),
     /// The core placed the job (a first run, or again after a restart).
     Placed,

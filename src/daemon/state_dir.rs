@@ -25,6 +25,7 @@ use anyhow::Context;
 use drover_docker::LogCursor;
 use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::TraceCheckpoint;
+use drover_lifecycle::{Checkpoint, Cursor, Job, Phase, Record, TraceMark};
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_private;
@@ -60,6 +61,9 @@ pub struct LegacyProgress {
     #[serde(default)]
     pub reported: bool,
 }
+
+/// A job's lifecycle journal, in its folder.
+pub const JOURNAL_FILE: &str = "events.jsonl";
 
 impl StateDir {
     /// The state directory at `root`, created (private) if it is not there.
@@ -152,7 +156,7 @@ impl StateDir {
     /// The summary of a job's record the driver decides by.
     pub fn load_progress(&self, job: u64) -> Progress {
         let policy = drover_lifecycle::Policy::DEFAULT;
-        let records = super::jobs::journal::read(self, job);
+        let records = self.job_records(job);
         let Some(job) = drover_lifecycle::Job::replay(&records, &policy) else {
             return Progress::default();
         };
@@ -166,6 +170,20 @@ impl StateDir {
 
     pub(super) fn job_file(&self, job: u64, name: &str) -> PathBuf {
         self.job_dir(job).join(name)
+    }
+
+    /// The job's records (a torn last line dropped); a record of an older drover (`progress.json`)
+    /// reads as a snapshot of the same job.
+    pub fn job_records(&self, job: u64) -> Vec<Record> {
+        let Ok(text) = std::fs::read(self.job_file(job, JOURNAL_FILE)) else {
+            return self
+                .load_legacy_progress(job)
+                .map(|p| vec![Record::Snapshot(Box::new(upgrade(&p)))])
+                .unwrap_or_default();
+        };
+        text.split(|b| *b == b'\n')
+            .map_while(|line| serde_json::from_slice(line).ok())
+            .collect()
     }
 
     /// An older drover's record of the job, if there is one.
@@ -269,6 +287,43 @@ impl StateDir {
     }
 }
 
+/// The job an older drover's `progress.json` describes. It did not keep the label the job's
+/// containers carry: left empty, it is learnt from the containers (`Event::Labelled`).
+fn upgrade(p: &LegacyProgress) -> Job {
+    let phase = match (p.accepted, p.outcome, p.reported) {
+        (_, Some(outcome), true) => Phase::Reported { outcome },
+        // That drover removed the containers before it saved the outcome.
+        (_, Some(outcome), false) => Phase::Reporting { outcome },
+        // Placed or not, started or not: the containers on its machine decide when it is
+        // placed again (a job never placed then starts from scratch).
+        (true, None, _) => Phase::Preparing,
+        (false, None, _) => Phase::Received { attempts: 0 },
+    };
+    let cursor = p.cursor.map(|c| Cursor {
+        step: c.step,
+        messages: c.messages,
+    });
+    let mut job = Job::new();
+    job.phase = if phase == Phase::Preparing && cursor.is_some_and(|c| c.saw_step_output()) {
+        Phase::Running
+    } else {
+        phase
+    };
+    job.runner = p.runner.clone().unwrap_or_default();
+    job.held = true;
+    job.trace = TraceMark {
+        len: p.trace_len,
+        acked: p.acked.min(p.trace_len),
+        cursor,
+        checkpoint: p
+            .redaction
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+            .map(Checkpoint),
+    };
+    job
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +350,53 @@ mod tests {
         state.forget_runner_config("plain");
         assert_eq!(state.load_runner_config("plain"), None);
         assert_eq!(state.kept_runner_configs().len(), 2);
+    }
+
+    #[test]
+    fn an_older_record_upgrades_to_the_phase_it_describes() {
+        let running = LegacyProgress {
+            accepted: true,
+            runner: Some("linux".into()),
+            trace_len: 90,
+            cursor: Some(LogCursor {
+                step: 1,
+                messages: 4,
+            }),
+            acked: 120,
+            ..LegacyProgress::default()
+        };
+        let job = upgrade(&running);
+        assert_eq!(job.phase, Phase::Running);
+        assert_eq!((job.trace.len, job.trace.acked), (90, 90));
+        assert_eq!(job.label, "", "learnt from the containers");
+        let mut restarted = job.clone();
+        assert_eq!(
+            restarted.handle(
+                drover_lifecycle::Event::Restarted,
+                &drover_lifecycle::Policy::DEFAULT
+            ),
+            Vec::<drover_lifecycle::Action>::new()
+        );
+        assert_eq!(
+            restarted.handle(
+                drover_lifecycle::Event::Placed,
+                &drover_lifecycle::Policy::DEFAULT
+            ),
+            [drover_lifecycle::Action::Inspect]
+        );
+
+        let ended = LegacyProgress {
+            accepted: true,
+            outcome: Some(drover_core::Outcome::Success),
+            ..LegacyProgress::default()
+        };
+        assert_eq!(
+            upgrade(&ended).phase,
+            Phase::Reporting {
+                outcome: drover_core::Outcome::Success
+            }
+        );
+        let unaccepted = LegacyProgress::default();
+        assert_eq!(upgrade(&unaccepted).phase, Phase::Received { attempts: 0 });
     }
 }

@@ -61,7 +61,11 @@ impl Persister {
                 buf.checkpoint(),
             )
         };
-        if let Err(e) = run.shared.state_dir.store_trace(run.job.id, self.stored, &bytes) {
+        if let Err(e) = run
+            .shared
+            .state_dir
+            .store_trace(run.job.id, self.stored, &bytes)
+        {
             tracing::error!(job = run.job.id, "storing the trace failed: {e:#}");
             return;
         }

@@ -5,8 +5,7 @@ use drover_core::{FailureReason, Outcome};
 use drover_docker::error_line;
 use drover_gitlab::api::{JobOutput, JobResponse, UpdateJobRequest};
 use drover_gitlab::trace::{
-    FinalOutcome, JobResult, SharedTrace, TraceBuffer, TraceCheckpoint, TraceOptions,
-    TraceUploader,
+    FinalOutcome, JobResult, SharedTrace, TraceBuffer, TraceCheckpoint, TraceOptions, TraceUploader,
 };
 use drover_gitlab::{JobCredentials, UpdateKind};
 use drover_lifecycle::{AcceptAnswer, Event, FinalAnswer, FinalTrace, TraceMark};
@@ -19,9 +18,11 @@ pub(super) async fn accept(runner: &RunnerContext, job: &JobResponse) -> AcceptA
     let creds = JobCredentials::from(job);
     let result = runner.client.accept_job(&creds, &runner.info).await;
     match result.kind {
-        UpdateKind::Ok | UpdateKind::Accepted | UpdateKind::TraceInvalid => AcceptAnswer::Accepted {
-            cancel_requested: result.cancel_requested(),
-        },
+        UpdateKind::Ok | UpdateKind::Accepted | UpdateKind::TraceInvalid => {
+            AcceptAnswer::Accepted {
+                cancel_requested: result.cancel_requested(),
+            }
+        }
         UpdateKind::Abort | UpdateKind::NotFound => {
             tracing::info!(
                 job = job.id,

@@ -15,12 +15,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context;
-use drover_lifecycle::{Checkpoint, Cursor, Event, Job, Phase, Record, TraceMark};
+use drover_lifecycle::{Event, Job, Record};
 
-use crate::daemon::state_dir::{LegacyProgress, StateDir};
+use crate::daemon::state_dir::StateDir;
 use crate::files::write_private;
 
-const FILE: &str = "events.jsonl";
+use crate::daemon::state_dir::JOURNAL_FILE as FILE;
 /// Records appended before the journal is rewritten as one snapshot.
 const COMPACT_AFTER: usize = 512;
 
@@ -31,25 +31,11 @@ pub struct JobJournal {
     appended: usize,
 }
 
-/// The job's records (a torn last line dropped); a record of an older drover (`progress.json`)
-/// reads as a snapshot of the same job.
-pub fn read(state_dir: &StateDir, job: u64) -> Vec<Record> {
-    let Ok(text) = std::fs::read(state_dir.job_file(job, FILE)) else {
-        return state_dir
-            .load_legacy_progress(job)
-            .map(|p| vec![Record::Snapshot(Box::new(upgrade(&p)))])
-            .unwrap_or_default();
-    };
-    text.split(|b| *b == b'\n')
-        .map_while(|line| serde_json::from_slice(line).ok())
-        .collect()
-}
-
 impl JobJournal {
     /// Opens the job's journal (made from an older drover's record if that is all there is);
     /// returns it with the records it holds.
     pub fn open(state_dir: &StateDir, job: u64) -> anyhow::Result<(JobJournal, Vec<Record>)> {
-        let records = read(state_dir, job);
+        let records = state_dir.job_records(job);
         let path = state_dir.job_file(job, FILE);
         // Rewritten whole: a torn tail goes, and an upgraded record gets its journal.
         write_private(&path, &lines(&records)?)?;
@@ -96,47 +82,10 @@ fn lines(records: &[Record]) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The job an older drover's `progress.json` describes. It did not keep the label the job's
-/// containers carry: left empty, it is learnt from the containers (`Event::Labelled`).
-pub fn upgrade(p: &LegacyProgress) -> Job {
-    let phase = match (p.accepted, p.outcome, p.reported) {
-        (_, Some(outcome), true) => Phase::Reported { outcome },
-        // That drover removed the containers before it saved the outcome.
-        (_, Some(outcome), false) => Phase::Reporting { outcome },
-        // Placed or not, started or not: the containers on its machine decide when it is
-        // placed again (a job never placed then starts from scratch).
-        (true, None, _) => Phase::Preparing,
-        (false, None, _) => Phase::Received { attempts: 0 },
-    };
-    let cursor = p.cursor.map(|c| Cursor {
-        step: c.step,
-        messages: c.messages,
-    });
-    let mut job = Job::new();
-    job.phase = if phase == Phase::Preparing && cursor.is_some_and(|c| c.saw_step_output()) {
-        Phase::Running
-    } else {
-        phase
-    };
-    job.runner = p.runner.clone().unwrap_or_default();
-    job.held = true;
-    job.trace = TraceMark {
-        len: p.trace_len,
-        acked: p.acked.min(p.trace_len),
-        cursor,
-        checkpoint: p
-            .redaction
-            .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok())
-            .map(Checkpoint),
-    };
-    job
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_lifecycle::{Action, Policy};
+    use drover_lifecycle::{Cursor, Policy};
 
     #[test]
     fn a_journal_replays_across_a_torn_line_and_a_compaction() {
@@ -175,47 +124,5 @@ mod tests {
         let replayed = Job::replay(&records, &policy).unwrap();
         assert_eq!(replayed, job);
         assert_eq!(replayed.trace.len, COMPACT_AFTER as u64 + 20);
-    }
-
-    #[test]
-    fn an_older_record_upgrades_to_the_phase_it_describes() {
-        let running = LegacyProgress {
-            accepted: true,
-            runner: Some("linux".into()),
-            trace_len: 90,
-            cursor: Some(drover_docker::LogCursor {
-                step: 1,
-                messages: 4,
-            }),
-            acked: 120,
-            ..LegacyProgress::default()
-        };
-        let job = upgrade(&running);
-        assert_eq!(job.phase, Phase::Running);
-        assert_eq!((job.trace.len, job.trace.acked), (90, 90));
-        assert_eq!(job.label, "", "learnt from the containers");
-        let mut restarted = job.clone();
-        assert_eq!(
-            restarted.handle(Event::Restarted, &Policy::DEFAULT),
-            Vec::<Action>::new()
-        );
-        assert_eq!(
-            restarted.handle(Event::Placed, &Policy::DEFAULT),
-            [Action::Inspect]
-        );
-
-        let ended = LegacyProgress {
-            accepted: true,
-            outcome: Some(drover_core::Outcome::Success),
-            ..LegacyProgress::default()
-        };
-        assert_eq!(
-            upgrade(&ended).phase,
-            Phase::Reporting {
-                outcome: drover_core::Outcome::Success
-            }
-        );
-        let unaccepted = LegacyProgress::default();
-        assert_eq!(upgrade(&unaccepted).phase, Phase::Received { attempts: 0 });
     }
 }

@@ -116,8 +116,10 @@ impl Jobs {
         runner: Arc<RunnerContext>,
         why: Option<String>,
     ) {
-        let text = task::unstarted_trace(FailureReason::RunnerSystemFailure, why.as_deref());
-        let text = why.map(|w| error_line(&w)).unwrap_or(text);
+        let text = match why {
+            Some(why) => error_line(&why),
+            None => task::unstarted_trace(FailureReason::RunnerSystemFailure, None),
+        };
         self.spawn(job, runner, Start::Interrupted(text), None);
     }
 
@@ -154,9 +156,8 @@ impl Jobs {
     ) {
         let shared = self.shared.clone();
         let tracker = self.tracker.clone();
-        self.tracker.spawn(async move {
-            task::run(shared, tracker, runner, job, start, commands).await
-        });
+        self.tracker
+            .spawn(async move { task::run(shared, tracker, runner, job, start, commands).await });
     }
 
     /// Waits (at most `within`) until every job task has ended: at a clean exit, only reports of

@@ -43,6 +43,7 @@ struct JobTask {
     events: UnboundedSender<Event>,
     /// The executor's run, while there is one.
     steer: Option<UnboundedSender<Steer>>,
+    pending_steer: Option<Steer>,
     /// The run's trace: GitLab gets what the journal vouches for, no more.
     trace: Option<SharedTrace>,
     done: bool,
@@ -75,6 +76,7 @@ pub(super) async fn run(
         placement: None,
         events,
         steer: None,
+        pending_steer: None,
         trace: None,
         done: false,
         shared,
@@ -132,7 +134,10 @@ impl JobTask {
         if let Some(journal) = &mut self.journal
             && let Err(e) = journal.append(&event, &self.job)
         {
-            tracing::error!(job = self.payload.id, "journaling the job's event failed: {e:#}");
+            tracing::error!(
+                job = self.payload.id,
+                "journaling the job's event failed: {e:#}"
+            );
         }
         let stored = match event {
             Event::TraceStored { len, .. } => Some(len),
@@ -242,7 +247,9 @@ impl JobTask {
                     self.shared.state_dir.remove_job(id.0);
                     return;
                 }
-                if self.job.restarted && self.job.phase.kind() == drover_lifecycle::PhaseKind::Reported {
+                if self.job.restarted
+                    && self.job.phase.kind() == drover_lifecycle::PhaseKind::Reported
+                {
                     tracing::info!(job = id.0, ?outcome, "job finished; already reported");
                 }
                 drover_core::Event::JobFinished { job: id, outcome }
@@ -253,9 +260,14 @@ impl JobTask {
         }
     }
 
-    fn steer(&self, steer: Steer) {
-        if let Some(tx) = &self.steer {
-            let _ = tx.send(steer);
+    /// Steers the executor's run; one that is yet to start (after a restart, while its
+    /// containers are looked for) starts steered.
+    fn steer(&mut self, steer: Steer) {
+        match &self.steer {
+            Some(tx) => {
+                let _ = tx.send(steer);
+            }
+            None => self.pending_steer = Some(steer),
         }
     }
 
@@ -287,6 +299,9 @@ impl JobTask {
         buffer.limit_uploads_to(buffer.len());
         let trace = SharedTrace::new(buffer);
         let (steer, steer_rx) = mpsc::unbounded_channel();
+        if let Some(pending) = self.pending_steer.take() {
+            let _ = steer.send(pending);
+        }
         self.steer = Some(steer);
         self.trace = Some(trace.clone());
         let run = execute::Run {
@@ -356,7 +371,6 @@ impl JobTask {
         });
     }
 }
-
 
 /// Makes sure the job's containers are gone from its machine (idempotent).
 async fn remove_containers(shared: &Shared, placement: Option<Placement>, label: &str, job: u64) {

@@ -431,10 +431,14 @@ impl Env {
                 break;
             };
             if let Some(trace) = record.get("snapshot").map(|s| &s["trace"]) {
-                progress = Some(serde_json::json!({ "trace_len": trace["len"], "cursor": trace["cursor"] }));
+                progress = Some(
+                    serde_json::json!({ "trace_len": trace["len"], "cursor": trace["cursor"] }),
+                );
             }
             if let Some(stored) = record.get("event").and_then(|e| e.get("trace_stored")) {
-                progress = Some(serde_json::json!({ "trace_len": stored["len"], "cursor": stored["cursor"] }));
+                progress = Some(
+                    serde_json::json!({ "trace_len": stored["len"], "cursor": stored["cursor"] }),
+                );
             }
         }
         progress

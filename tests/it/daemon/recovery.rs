@@ -113,7 +113,11 @@ async fn kill_9_before_the_script_started_starts_the_job_once_after_the_restart(
         times: 1,
     });
     let id = env.enqueue(
-        job("test", &["cat out/result", "echo \"script ran: $((6 * 7))\""]).dependency(build, "build"),
+        job(
+            "test",
+            &["cat out/result", "echo \"script ran: $((6 * 7))\""],
+        )
+        .dependency(build, "build"),
     );
     eventually("the dependency's download under way", async || {
         env.fake
