@@ -471,7 +471,10 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // 2000 cases take a fraction of a second; PROPTEST_CASES sets more.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
+    ))]
     #[test]
     fn any_crashes_end_with_one_final_update_and_nothing_left((steps, messages, answers, crashes, seed) in scenario()) {
         let w = run(steps, messages, answers, crashes, seed);
