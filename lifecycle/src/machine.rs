@@ -220,20 +220,19 @@ impl Job {
     fn core_ends(&mut self, outcome: Outcome, text: Option<String>, out: &mut Vec<Action>) {
         match self.phase {
             Phase::Received { .. } => self.doomed = Some((outcome, text)),
-            Phase::Accepted => {
-                // It never ran: the core expects no end from it.
-                self.held = false;
-                self.report(outcome, FinalTrace::Unstarted(text), out);
-            }
+            // It never ran. The core expects its end if it canceled or aborted it (a placed
+            // job whose placement this process has not seen yet), not after failing it (`Fail`
+            // cleared `held`).
+            Phase::Accepted => self.report(outcome, FinalTrace::Unstarted(text), out),
             Phase::Preparing | Phase::Running => match outcome {
                 Outcome::Canceled => out.push(Action::Cancel),
                 Outcome::Failed { reason, .. } => out.push(Action::Abort(reason)),
                 Outcome::Success => {}
             },
-            Phase::Dropped => {
-                self.held = false;
-                out.push(Action::Discard);
+            Phase::Dropped if self.held => {
+                out.push(Action::Tell(Note::Finished(Outcome::Canceled)));
             }
+            Phase::Dropped => out.push(Action::Discard),
             _ => {}
         }
     }
