@@ -783,3 +783,50 @@ async fn an_upload_limit_holds_back_what_the_owner_has_not_stored() {
     );
     assert_no_violations(&fake);
 }
+
+/// GitLab holds more of the trace than the daemon stored (a local copy lost to a crash): the
+/// uploader's sent offset and the acknowledged offset the daemon persists both come down to what
+/// is stored, so the daemon never records GitLab as having bytes it cannot vouch for.
+#[tokio::test(start_paused = true)]
+async fn acked_comes_down_when_gitlab_holds_more_than_is_stored() {
+    let fake = fake().await;
+    let client = client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    fake.enqueue_job(JobTemplate::new("lost"));
+    let job = take_job(&client, &token, false).await;
+    client.accept_job(&(&job).into(), &info(false)).await;
+    let options = TraceOptions::for_job(&job, None);
+
+    let first_trace = SharedTrace::new(TraceBuffer::new(&options));
+    let mut first = TraceUploader::new(
+        client.clone(),
+        &job,
+        info(false),
+        first_trace.clone(),
+        UploaderConfig::default(),
+    );
+    first_trace.write(b"0123456789abcdef\n");
+    first.tick().await;
+    assert_eq!(first.acked_offset(), 17);
+
+    // Second life with only 5 bytes stored, resumed from the (wrong) persisted offset 17.
+    let trace = SharedTrace::new(TraceBuffer::resume(&options, b"01234".to_vec()));
+    let second = TraceUploader::resume(
+        client.clone(),
+        &job,
+        info(false),
+        trace.clone(),
+        UploaderConfig::default(),
+        17,
+    );
+    let acked = second.acked();
+    let mut second = second;
+    assert_eq!(*acked.borrow(), 17);
+    second.tick().await;
+    assert_eq!(second.acked_offset(), 5);
+    assert_eq!(
+        *acked.borrow(),
+        5,
+        "the watched offset follows the sent one"
+    );
+}

@@ -8,8 +8,10 @@
 //! <state dir>/jobs/<id>/job.json       the job payload (secrets: mode 0600)
 //! <state dir>/jobs/<id>/trace          the redacted trace stored so far
 //! <state dir>/jobs/<id>/rejected.txt   why the job's payload is unusable (a job failed unrun)
-//! <state dir>/jobs/<id>/progress.json  trace length, executor cursor, acknowledged offset,
-//!                                      redaction checkpoint, outcome (0600: it may hold secrets)
+//! <state dir>/jobs/<id>/events.jsonl   the job's lifecycle journal (see `jobs::journal`; 0600:
+//!                                      its redaction checkpoints may hold pieces of secrets)
+//! <state dir>/jobs/<id>/progress.json  an older drover's record of the job: read once, upgraded
+//!                                      into the journal
 //! <state dir>/runners/<hex name>.toml  the config file as it was when that runner was last
 //!                                      applied (0600: it holds tokens)
 //! ```
@@ -23,6 +25,7 @@ use anyhow::Context;
 use drover_docker::LogCursor;
 use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::TraceCheckpoint;
+use drover_lifecycle::{Checkpoint, Cursor, Job, Phase, Record, TraceMark};
 use serde::{Deserialize, Serialize};
 
 use crate::files::write_private;
@@ -32,30 +35,35 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// How far a job got, persisted so a restarted daemon continues it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What the driver asks of a job's record after a restart (from its lifecycle journal).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
     /// GitLab acknowledged the job (two-phase commit).
     pub accepted: bool,
-    /// The runner (by name) the job came for, to report it after a restart.
+    /// The runner (by name) the job came for.
+    pub runner: Option<String>,
+    /// Nothing is left to tell GitLab.
+    pub reported: bool,
+}
+
+/// How far a job got, as drover before the lifecycle journal recorded it (`progress.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyProgress {
+    pub accepted: bool,
     #[serde(default)]
     pub runner: Option<String>,
-    /// Bytes of `trace` that belong to the job (a crash may leave more; they are cut).
     pub trace_len: u64,
-    /// The executor's position in the job's output after those bytes.
     pub cursor: Option<LogCursor>,
-    /// Bytes of the trace GitLab acknowledged.
     pub acked: u64,
-    /// What the trace's redaction held back after those bytes (pieces of secrets, like the
-    /// payload: this file is private too).
     #[serde(default)]
     pub redaction: Option<TraceCheckpoint>,
-    /// Set once the job ended, before its final update: a restart only repeats the update.
     pub outcome: Option<drover_core::Outcome>,
-    /// The final update is done (accepted, or GitLab had ended the job): a restart repeats nothing.
     #[serde(default)]
     pub reported: bool,
 }
+
+/// A job's lifecycle journal, in its folder.
+pub const JOURNAL_FILE: &str = "events.jsonl";
 
 impl StateDir {
     /// The state directory at `root`, created (private) if it is not there.
@@ -145,24 +153,53 @@ impl StateDir {
         fs::read_to_string(self.job_dir(job).join("rejected.txt")).ok()
     }
 
+    /// The summary of a job's record the driver decides by.
     pub fn load_progress(&self, job: u64) -> Progress {
-        fs::read(self.job_dir(job).join("progress.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        let policy = drover_lifecycle::Policy::DEFAULT;
+        let records = self.job_records(job);
+        let Some(job) = drover_lifecycle::Job::replay(&records, &policy) else {
+            return Progress::default();
+        };
+        use drover_lifecycle::Phase;
+        Progress {
+            accepted: !matches!(job.phase, Phase::Received { .. } | Phase::Dropped),
+            runner: Some(job.runner).filter(|r| !r.is_empty()),
+            reported: matches!(job.phase, Phase::Reported { .. }),
+        }
     }
 
-    pub fn save_progress(&self, job: u64, progress: &Progress) -> anyhow::Result<()> {
-        write_private(
-            &self.job_dir(job).join("progress.json"),
-            &serde_json::to_vec(progress)?,
-        )
+    pub(super) fn job_file(&self, job: u64, name: &str) -> PathBuf {
+        self.job_dir(job).join(name)
     }
 
-    /// The stored trace, cut to what `progress` vouches for.
-    pub fn load_trace(&self, job: u64, progress: &Progress) -> Vec<u8> {
+    /// The job's records (a torn last line dropped); a record of an older drover (`progress.json`)
+    /// reads as a snapshot of the same job.
+    pub fn job_records(&self, job: u64) -> Vec<Record> {
+        let Ok(text) = std::fs::read(self.job_file(job, JOURNAL_FILE)) else {
+            return self
+                .load_legacy_progress(job)
+                .map(|p| vec![Record::Snapshot(Box::new(upgrade(&p)))])
+                .unwrap_or_default();
+        };
+        text.split(|b| *b == b'\n')
+            .map_while(|line| serde_json::from_slice(line).ok())
+            .collect()
+    }
+
+    /// An older drover's record of the job, if there is one.
+    pub fn load_legacy_progress(&self, job: u64) -> Option<LegacyProgress> {
+        let bytes = fs::read(self.job_file(job, "progress.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn forget_legacy_progress(&self, job: u64) {
+        let _ = fs::remove_file(self.job_file(job, "progress.json"));
+    }
+
+    /// The stored trace, cut to the `len` bytes the job's record vouches for.
+    pub fn load_trace(&self, job: u64, len: u64) -> Vec<u8> {
         let mut bytes = fs::read(self.job_dir(job).join("trace")).unwrap_or_default();
-        bytes.truncate(progress.trace_len as usize);
+        bytes.truncate(len as usize);
         bytes
     }
 
@@ -250,6 +287,43 @@ impl StateDir {
     }
 }
 
+/// The job an older drover's `progress.json` describes. It did not keep the label the job's
+/// containers carry: left empty, it is learnt from the containers (`Event::Labelled`).
+fn upgrade(p: &LegacyProgress) -> Job {
+    let phase = match (p.accepted, p.outcome, p.reported) {
+        (_, Some(outcome), true) => Phase::Reported { outcome },
+        // That drover removed the containers before it saved the outcome.
+        (_, Some(outcome), false) => Phase::Reporting { outcome },
+        // Placed or not, started or not: the containers on its machine decide when it is
+        // placed again (a job never placed then starts from scratch).
+        (true, None, _) => Phase::Preparing,
+        (false, None, _) => Phase::Received { attempts: 0 },
+    };
+    let cursor = p.cursor.map(|c| Cursor {
+        step: c.step,
+        messages: c.messages,
+    });
+    let mut job = Job::new();
+    job.phase = if phase == Phase::Preparing && cursor.is_some_and(|c| c.saw_step_output()) {
+        Phase::Running
+    } else {
+        phase
+    };
+    job.runner = p.runner.clone().unwrap_or_default();
+    job.held = true;
+    job.trace = TraceMark {
+        len: p.trace_len,
+        acked: p.acked.min(p.trace_len),
+        cursor,
+        checkpoint: p
+            .redaction
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+            .map(Checkpoint),
+    };
+    job
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +350,53 @@ mod tests {
         state.forget_runner_config("plain");
         assert_eq!(state.load_runner_config("plain"), None);
         assert_eq!(state.kept_runner_configs().len(), 2);
+    }
+
+    #[test]
+    fn an_older_record_upgrades_to_the_phase_it_describes() {
+        let running = LegacyProgress {
+            accepted: true,
+            runner: Some("linux".into()),
+            trace_len: 90,
+            cursor: Some(LogCursor {
+                step: 1,
+                messages: 4,
+            }),
+            acked: 120,
+            ..LegacyProgress::default()
+        };
+        let job = upgrade(&running);
+        assert_eq!(job.phase, Phase::Running);
+        assert_eq!((job.trace.len, job.trace.acked), (90, 90));
+        assert_eq!(job.label, "", "learnt from the containers");
+        let mut restarted = job.clone();
+        assert_eq!(
+            restarted.handle(
+                drover_lifecycle::Event::Restarted,
+                &drover_lifecycle::Policy::DEFAULT
+            ),
+            Vec::<drover_lifecycle::Action>::new()
+        );
+        assert_eq!(
+            restarted.handle(
+                drover_lifecycle::Event::Placed,
+                &drover_lifecycle::Policy::DEFAULT
+            ),
+            [drover_lifecycle::Action::Inspect]
+        );
+
+        let ended = LegacyProgress {
+            accepted: true,
+            outcome: Some(drover_core::Outcome::Success),
+            ..LegacyProgress::default()
+        };
+        assert_eq!(
+            upgrade(&ended).phase,
+            Phase::Reporting {
+                outcome: drover_core::Outcome::Success
+            }
+        );
+        let unaccepted = LegacyProgress::default();
+        assert_eq!(upgrade(&unaccepted).phase, Phase::Received { attempts: 0 });
     }
 }

@@ -103,3 +103,23 @@ pub(crate) async fn list_jobs(
         .collect();
     Ok(jobs.into_iter().collect())
 }
+
+/// Whether step containers of `job_id` (labelled with `runner`) exist, in any state.
+pub(crate) async fn has_step_containers(
+    docker: &Docker,
+    runner: &str,
+    job_id: u64,
+) -> Result<bool, bollard::errors::Error> {
+    let job = job_id.to_string();
+    let filter = labels::filter(&[
+        (labels::RUNNER, Some(runner)),
+        (labels::JOB, Some(&job)),
+        (labels::ROLE, Some(labels::ROLE_STEP)),
+    ]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filter),
+        ..Default::default()
+    };
+    Ok(!docker.list_containers(Some(options)).await?.is_empty())
+}

@@ -34,6 +34,7 @@ pub(crate) async fn run(
     sink: TraceSink,
     control: watch::Receiver<Control>,
     mode: Mode,
+    remove_when_done: bool,
 ) -> Outcome {
     let mut trace = Trace::new(Some(sink));
     let docker = match endpoint.engine.connect().await {
@@ -88,7 +89,9 @@ pub(crate) async fn run(
             system_failure()
         }
     };
-    if let Err(err) = cleanup::remove_job(&job.docker, &job.spec.runner, job.spec.job_id).await {
+    if remove_when_done
+        && let Err(err) = cleanup::remove_job(&job.docker, &job.spec.runner, job.spec.job_id).await
+    {
         tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
     }
     outcome
@@ -163,10 +166,11 @@ impl Job {
     }
 
     async fn resume(&mut self, cursor: Option<LogCursor>) -> Result<Outcome, JobError> {
-        // By job, then by the runner's label or an earlier one: a job started before an upgrade
-        // that changed the label (machine names no longer follow the token) carries the old one.
+        // By job and by the label the job started under (the caller keeps it across upgrades).
+        let job_id = self.spec.job_id.to_string();
         let filter = labels::filter(&[
-            (labels::JOB, Some(&self.spec.job_id.to_string())),
+            (labels::RUNNER, Some(&self.spec.runner)),
+            (labels::JOB, Some(&job_id)),
             (labels::ROLE, Some(labels::ROLE_STEP)),
         ]);
         let options = ListContainersOptions {
@@ -175,14 +179,8 @@ impl Job {
             ..Default::default()
         };
         let mut existing = BTreeMap::new();
-        let mut found_runner = None;
         for container in self.docker.list_containers(Some(options)).await? {
             let label = |key| container.labels.as_ref().and_then(|l| l.get(key)).cloned();
-            let runner = label(labels::RUNNER).unwrap_or_default();
-            if runner != self.spec.runner && !self.spec.earlier_runner_labels.contains(&runner) {
-                continue;
-            }
-            found_runner = found_runner.or(Some(runner));
             let index = label(labels::STEP_INDEX).and_then(|i| i.parse::<u16>().ok());
             if let Some(deadline) = label(labels::DEADLINE).and_then(|d| d.parse().ok()) {
                 self.deadline_ms = deadline;
@@ -197,21 +195,6 @@ impl Job {
                  was not running)"
                     .to_string(),
             ));
-        }
-        // The job goes on under the label it started with, so that its remaining steps and its
-        // cleanup find the network, volumes and containers it already has.
-        if let Some(runner) = found_runner.filter(|r| *r != self.spec.runner) {
-            tracing::info!(
-                job = self.spec.job_id,
-                label = %runner,
-                "the job's containers carry an earlier runner label: resuming under it"
-            );
-            Arc::make_mut(&mut self.spec).runner = runner;
-            self.names = Names::new(&self.spec);
-            if self.endpoint.network.is_none() {
-                self.network = self.names.network();
-            }
-            self.binds = self.binds();
         }
         // Said at the end, not here: a line here would cut into a line the job is writing (and
         // into a secret being masked across the restart).

@@ -23,8 +23,9 @@
 //! containers and the job's deadline from a label, so nothing else needs to survive. If the job's
 //! step containers are gone, the job fails with `runner_system_failure`.
 //!
-//! Known window: a job whose containers were already removed when drover died (its outcome computed,
-//! not yet reported) resumes as `runner_system_failure`.
+//! An executor made with [`Executor::keeping_containers`] leaves a job's containers after its
+//! outcome, so that the caller records the outcome before they go (else a crash between the
+//! removal and the record would resume a job whose containers are gone as `runner_system_failure`).
 
 mod artifacts;
 mod cache;
@@ -86,11 +87,26 @@ pub enum ExecutorError {
 #[derive(Clone, Debug, Default)]
 pub struct Executor {
     options: ExecutorOptions,
+    /// A job's containers stay after its outcome (the caller records the outcome, then calls
+    /// [`Executor::cleanup`]): a crash between the two cannot lose the outcome with the
+    /// containers.
+    keep_containers: bool,
 }
 
 impl Executor {
     pub fn new(options: ExecutorOptions) -> Executor {
-        Executor { options }
+        Executor {
+            options,
+            keep_containers: false,
+        }
+    }
+
+    /// The same executor, leaving each job's containers in place when the job ends.
+    pub fn keeping_containers(&self) -> Executor {
+        Executor {
+            options: self.options.clone(),
+            keep_containers: true,
+        }
     }
 
     /// Starts a job on `endpoint`; its output streams into `sink`, which must be drained while the
@@ -129,6 +145,7 @@ impl Executor {
             sink,
             control_rx,
             mode,
+            !self.keep_containers,
         ));
         JobHandle {
             job_id,
@@ -151,6 +168,24 @@ impl Executor {
             .map_err(|source| ExecutorError::Docker {
                 engine: endpoint.engine.describe(),
                 action: format!("removing the objects of job {job_id}"),
+                source,
+            })
+    }
+
+    /// Whether step containers of job `job_id`, labelled with `runner`, exist on the engine: a
+    /// step container that exists is re-attached, never created again.
+    pub async fn has_step_containers(
+        &self,
+        endpoint: &MachineEndpoint,
+        runner: &str,
+        job_id: u64,
+    ) -> Result<bool, ExecutorError> {
+        let docker = endpoint.engine.connect().await?;
+        cleanup::has_step_containers(&docker, runner, job_id)
+            .await
+            .map_err(|source| ExecutorError::Docker {
+                engine: endpoint.engine.describe(),
+                action: format!("listing the step containers of job {job_id}"),
                 source,
             })
     }

@@ -363,7 +363,6 @@ mod tests {
         BuildSpec {
             job_id: 1,
             runner: "r".into(),
-            earlier_runner_labels: vec![],
             image: ImageSpec::new("img"),
             credentials: vec![],
             registry_mirrors: vec![],

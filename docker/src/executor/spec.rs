@@ -19,9 +19,6 @@ pub struct BuildSpec {
     pub job_id: u64,
     /// The runner's short token: labels and object names (sanitised for Docker).
     pub runner: String,
-    /// Labels this runner's jobs carried under an earlier drover (the token's short form, before
-    /// names followed the runner's URL and name): a job started then is still resumed.
-    pub earlier_runner_labels: Vec<String>,
     /// The job's image (or the runner's default image).
     pub image: ImageSpec,
     /// Registry credentials for pulls (the job's `credentials` plus the runner's).

@@ -206,7 +206,7 @@ async fn reconciliation_lists_and_removes_an_abandoned_job() {
 }
 
 #[tokio::test]
-async fn a_job_started_under_an_earlier_runner_label_is_resumed_under_it() {
+async fn a_job_is_resumed_under_the_label_it_started_with_whatever_the_runners_is_now() {
     let Some(docker) = engine().await else { return };
     let earlier = unique_runner();
     let sync = tempfile::tempdir().unwrap();
@@ -223,10 +223,22 @@ async fn a_job_started_under_an_earlier_runner_label_is_resumed_under_it() {
     handle.abandon().await;
     let cursor = before.last().unwrap().cursor;
 
-    // An upgrade changed the runner's label; the job's containers keep the one they started with.
+    // An upgrade changed the runner's label; the job's containers keep the one they started with,
+    // and the daemon (which records it) resumes the job under it.
     let now = unique_runner();
+    let (tx, rx) = mpsc::channel(64);
     spec.runner = now.to_string();
-    spec.earlier_runner_labels = vec![earlier.to_string()];
+    let elsewhere = executor().resume(local(), spec.clone(), Some(cursor), tx);
+    let (outcome, _) = finish(elsewhere, rx).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::RunnerSystemFailure,
+            exit_code: None
+        },
+        "no container carries the new label"
+    );
+    spec.runner = earlier.to_string();
     let (tx, rx) = mpsc::channel(64);
     let handle = executor().resume(local(), spec, Some(cursor), tx);
     go(sync.path());

@@ -267,6 +267,9 @@ impl TraceUploader {
                     "GitLab acknowledged more trace than is stored here"
                 );
                 self.sent = trace.len();
+                // The daemon persists this watch with its stored bytes: it must never vouch for
+                // more than is stored.
+                self.acked.send_replace(self.sent);
             }
             let allowed = trace.uploadable().saturating_sub(self.sent) as usize;
             Bytes::copy_from_slice(trace.slice(self.sent, allowed.min(self.config.max_patch_size)))

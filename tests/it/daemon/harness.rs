@@ -416,14 +416,32 @@ impl Env {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// How far drover persisted a job (`jobs/<id>/progress.json` of the state directory).
+    /// How far drover persisted a job, from its journal (`jobs/<id>/events.jsonl` of the state
+    /// directory): `{"trace_len": …, "cursor": …}` as of its last stored trace.
     pub fn progress(&self, job: u64) -> Option<serde_json::Value> {
         let path = self
             .state_dir()
             .join("jobs")
             .join(job.to_string())
-            .join("progress.json");
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+            .join("events.jsonl");
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut progress = None;
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                break;
+            };
+            if let Some(trace) = record.get("snapshot").map(|s| &s["trace"]) {
+                progress = Some(
+                    serde_json::json!({ "trace_len": trace["len"], "cursor": trace["cursor"] }),
+                );
+            }
+            if let Some(stored) = record.get("event").and_then(|e| e.get("trace_stored")) {
+                progress = Some(
+                    serde_json::json!({ "trace_len": stored["len"], "cursor": stored["cursor"] }),
+                );
+            }
+        }
+        progress
     }
 
     /// `drover status` for this config: (exit code, stdout).

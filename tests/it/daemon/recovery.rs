@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use drover_gitlab::api::Artifact;
 use drover_gitlab::fake::{Fault, JobStatus, Route};
 
 use super::harness::*;
@@ -81,6 +82,121 @@ async fn a_job_survives_kill_9_with_its_full_trace_and_one_final_update() {
         .find("drover restarted while this job ran")
         .unwrap_or_else(|| panic!("the trace says drover restarted:\n{trace}"));
     assert!(trace.find("line 20") < Some(restarted), "{trace}");
+    env.finish().await;
+}
+
+/// Regression: a job accepted and placed whose script had not started when drover died was failed
+/// (`runner_system_failure`, "the job's containers are gone"). Now it is started after the restart,
+/// once. drover dies while it downloads the job's dependencies (GitLab holds the download), the
+/// last thing before the script's container is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_before_the_script_started_starts_the_job_once_after_the_restart() {
+    let Some(mut env) = Env::new("recovery_unstarted", Settings::pool()).await else {
+        return;
+    };
+    env.start().await;
+    let build = env.enqueue(
+        job("build", &["mkdir -p out", "echo built > out/result"]).artifact(Artifact {
+            name: "out".into(),
+            paths: vec!["out/".into()],
+            when: "on_success".into(),
+            expire_in: "1 week".into(),
+            artifact_type: "archive".into(),
+            artifact_format: "zip".into(),
+            ..Default::default()
+        }),
+    );
+    assert_final(&env.finished(build).await, JobStatus::Success, None, None);
+    env.fake.inject(Fault::Delay {
+        route: Route::ArtifactDownload,
+        delay: Duration::from_secs(300),
+        times: 1,
+    });
+    let id = env.enqueue(
+        job(
+            "test",
+            &["cat out/result", "echo \"script ran: $((6 * 7))\""],
+        )
+        .dependency(build, "build"),
+    );
+    eventually("the dependency's download under way", async || {
+        env.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == format!("/api/v4/jobs/{build}/artifacts"))
+            .then_some(())
+    })
+    .await;
+    env.crash().await;
+    assert!(!env.job(id).status.is_finished());
+
+    env.start().await;
+    let view = env.finished(id).await;
+    let trace = text(&view);
+    assert_final(&view, JobStatus::Success, None, None);
+    assert_eq!(lines(&view, "script ran: 42"), 1, "{trace}");
+    assert_eq!(lines(&view, "built"), 1, "{trace}");
+    assert!(
+        trace.contains("restarted before this job's script started"),
+        "{trace}"
+    );
+    assert_eq!(final_updates(&view).len(), 1, "{:?}", view.updates);
+    env.finish().await;
+}
+
+/// Regression: after a `kill -9` mid-script, the script's output appeared twice in the trace.
+/// drover dies right after the script wrote a burst of lines (most likely before it stored them);
+/// the restarted drover continues the trace where GitLab's copy ends, and no step runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_script_continues_the_trace_without_repeating_a_line() {
+    let sync = tempfile::tempdir().expect("a sync directory");
+    std::fs::set_permissions(
+        sync.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let settings = Settings {
+        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("recovery_midscript", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job(
+        "bursty",
+        &[
+            "echo started >> /sync/runs",
+            "for i in $(seq 1 5); do echo \"line $i\"; done",
+            "touch /sync/ready",
+            "for i in $(seq 6 40); do echo \"line $i\"; done",
+            "while [ ! -e /sync/go ]; do sleep 0.1; done",
+            "for i in $(seq 41 45); do echo \"line $i\"; done",
+        ],
+    ));
+    within(PATIENCE, "the script's first burst", async {
+        while !sync.path().join("ready").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    env.crash().await;
+
+    env.start().await;
+    std::fs::write(sync.path().join("go"), b"").unwrap();
+    let view = env.finished(id).await;
+    let trace = text(&view);
+    assert_final(&view, JobStatus::Success, None, None);
+    let expected: Vec<String> = (1..=45).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        output_lines(&trace),
+        expected,
+        "every line once, in order:\n{trace}"
+    );
+    let runs = std::fs::read_to_string(sync.path().join("runs")).unwrap();
+    assert_eq!(runs, "started\n", "the script ran once");
+    assert_eq!(count(&view.trace, "Job succeeded"), 1, "{trace}");
+    assert_eq!(final_updates(&view).len(), 1, "{:?}", view.updates);
     env.finish().await;
 }
 

@@ -1,0 +1,64 @@
+//! The numbers that shape a job's way through drover: how long it tries to acknowledge a job, how
+//! often it keeps a waiting job alive and stores a running job's trace. Data, so the daemon, the
+//! simulator and the tests read the same numbers.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Attempts to acknowledge a job at GitLab (the two-phase commit) before giving it back.
+    pub accept_attempts: u32,
+    /// The wait before the second attempt; it doubles after each failed one (1 s, 2 s, … about
+    /// half a minute in all with 6 attempts).
+    pub accept_first_wait: Duration,
+    /// A job waiting for a machine is kept alive at GitLab this often; the answer tells of a cancel.
+    pub keep_alive_every: Duration,
+    /// A running job's trace and the executor's position in its output are stored this often.
+    /// GitLab only ever gets what is stored, so a restart continues exactly where GitLab is.
+    pub persist_every: Duration,
+}
+
+impl Policy {
+    /// GitLab Runner's numbers, where it has them.
+    pub const DEFAULT: Policy = Policy {
+        accept_attempts: 6,
+        accept_first_wait: Duration::from_secs(1),
+        keep_alive_every: Duration::from_secs(30),
+        persist_every: Duration::from_secs(1),
+    };
+
+    /// The wait before accept attempt `attempt` (1-based): none before the first, then
+    /// `accept_first_wait`, doubling.
+    pub fn accept_wait(&self, attempt: u32) -> Duration {
+        match attempt {
+            0 | 1 => Duration::ZERO,
+            n => self
+                .accept_first_wait
+                .saturating_mul(1u32.checked_shl(n - 2).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_waits_double_and_sum_to_about_half_a_minute() {
+        let p = Policy::DEFAULT;
+        let waits: Vec<u64> = (1..=p.accept_attempts)
+            .map(|a| p.accept_wait(a).as_secs())
+            .collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16]);
+        assert!(
+            p.accept_wait(100) >= p.accept_wait(6),
+            "saturates, never wraps"
+        );
+    }
+}

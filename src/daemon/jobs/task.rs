@@ -1,0 +1,388 @@
+//! One job's task: every event (a command of the core, an answer of GitLab or Docker) is
+//! journaled, handed to the job's lifecycle, and the actions it returns are carried out, each as
+//! a task of its own whose result comes back as an event. The job's state is the lifecycle's.
+
+use std::sync::Arc;
+
+use drover_core::{FailureReason, JobId};
+use drover_gitlab::api::JobResponse;
+use drover_gitlab::trace::{SharedTrace, TraceBuffer, TraceCheckpoint, TraceOptions};
+use drover_lifecycle::{Action, Event, Job, Note, Phase};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio_util::task::TaskTracker;
+
+use super::execute::{self, Steer};
+use super::journal::JobJournal;
+use super::spec::label_candidates;
+use super::{JobCommand, RunnerContext, Shared, gitlab};
+use crate::daemon::Input;
+use crate::daemon::machines::Placement;
+
+pub(super) use super::gitlab::unstarted_trace;
+
+/// Why the task was started.
+pub(super) enum Start {
+    /// The core holds the job.
+    Held,
+    /// The core failed the job before a crash cut its report short; `text` is its trace.
+    Interrupted(String),
+    /// The payload is unusable: the job is acknowledged and failed with `text`.
+    Rejected(String),
+}
+
+struct JobTask {
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    runner: Arc<RunnerContext>,
+    payload: Arc<JobResponse>,
+    job: Job,
+    journal: Option<JobJournal>,
+    /// The core holds the job: it hears of GitLab's cancel and of the job's end.
+    core_holds: bool,
+    placement: Option<Placement>,
+    events: UnboundedSender<Event>,
+    /// The executor's run, while there is one.
+    steer: Option<UnboundedSender<Steer>>,
+    pending_steer: Option<Steer>,
+    /// The run's trace: GitLab gets what the journal vouches for, no more.
+    trace: Option<SharedTrace>,
+    done: bool,
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    runner: Arc<RunnerContext>,
+    payload: JobResponse,
+    start: Start,
+    mut commands: Option<UnboundedReceiver<JobCommand>>,
+) {
+    let id = payload.id;
+    let (journal, records) = match JobJournal::open(&shared.state_dir, id) {
+        Ok((journal, records)) => (Some(journal), records),
+        Err(e) => {
+            tracing::error!(job = id, "opening the job's journal failed: {e:#}");
+            (None, Vec::new())
+        }
+    };
+    let replayed = Job::replay(&records, &shared.policy);
+    let (events, mut results) = mpsc::unbounded_channel();
+    let mut task = JobTask {
+        runner: runner.clone(),
+        payload: Arc::new(payload),
+        job: Job::new(),
+        journal,
+        core_holds: matches!(start, Start::Held),
+        placement: None,
+        events,
+        steer: None,
+        pending_steer: None,
+        trace: None,
+        done: false,
+        shared,
+        tracker,
+    };
+    let mut first = match replayed {
+        Some(job) => {
+            task.job = job;
+            vec![Event::Restarted]
+        }
+        None => vec![Event::Received {
+            runner: runner.name.clone(),
+            label: runner.short_token.clone(),
+            held: task.core_holds,
+        }],
+    };
+    if let Start::Interrupted(text) | Start::Rejected(text) = start {
+        first.push(Event::Fail {
+            reason: FailureReason::RunnerSystemFailure,
+            text,
+        });
+    }
+    for event in first {
+        task.step(event);
+    }
+    let mut keep_alive = tokio::time::interval_at(
+        tokio::time::Instant::now() + task.shared.policy.keep_alive_every,
+        task.shared.policy.keep_alive_every,
+    );
+    while !task.done {
+        let waiting = task.job.phase == Phase::Accepted && !task.job.placed && task.core_holds;
+        tokio::select! {
+            command = next_command(&mut commands) => match command {
+                Some(command) => task.command(command),
+                None => commands = None,
+            },
+            Some(event) = results.recv() => task.step(event),
+            _ = keep_alive.tick(), if waiting => task.spawn(|runner, job| async move {
+                gitlab::keep_alive(&runner, &job).await
+            }),
+        }
+    }
+}
+
+async fn next_command(commands: &mut Option<UnboundedReceiver<JobCommand>>) -> Option<JobCommand> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl JobTask {
+    /// Journal, handle, act: the write-ahead discipline.
+    fn step(&mut self, event: Event) {
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.append(&event, &self.job)
+        {
+            tracing::error!(
+                job = self.payload.id,
+                "journaling the job's event failed: {e:#}"
+            );
+        }
+        let stored = match event {
+            Event::TraceStored { len, .. } => Some(len),
+            _ => None,
+        };
+        let actions = self.job.handle(event, &self.shared.policy);
+        if let (Some(len), Some(trace)) = (stored, &self.trace) {
+            // Journaled for good: GitLab may have it now.
+            trace.lock().limit_uploads_to(len);
+        }
+        for action in actions {
+            self.act(action);
+        }
+    }
+
+    fn command(&mut self, command: JobCommand) {
+        let event = match command {
+            JobCommand::Run(placement) | JobCommand::Resume(placement) => {
+                self.placement = Some(placement);
+                Event::Placed
+            }
+            JobCommand::Cancel => Event::Cancel,
+            JobCommand::Abort(reason) => Event::Abort { reason },
+            JobCommand::Fail(reason, detail) => Event::Fail {
+                reason,
+                text: unstarted_trace(reason, detail.as_deref()),
+            },
+        };
+        self.step(event);
+    }
+
+    /// Runs `call` as a task of its own; the events it returns come back to this task.
+    fn spawn<F, Fut, R>(&self, call: F)
+    where
+        F: FnOnce(Arc<RunnerContext>, Arc<JobResponse>) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoIterator<Item = Event>,
+    {
+        let (runner, job, events) = (
+            self.runner.clone(),
+            self.payload.clone(),
+            self.events.clone(),
+        );
+        let call = call(runner, job);
+        self.tracker.spawn(async move {
+            for event in call.await {
+                let _ = events.send(event);
+            }
+        });
+    }
+
+    fn act(&mut self, action: Action) {
+        let id = self.payload.id;
+        match action {
+            Action::Accept { after } => self.spawn(move |runner, job| async move {
+                tokio::time::sleep(after).await;
+                Some(Event::AcceptAnswered(gitlab::accept(&runner, &job).await))
+            }),
+            // The task's keep-alive ticks while the job waits for a machine.
+            Action::KeepAlive { .. } => {}
+            Action::Tell(note) => self.tell(note),
+            Action::Start { again } => self.execute(None, again),
+            Action::Reattach => self.execute(Some(self.job.trace.cursor), false),
+            Action::Inspect => self.inspect(),
+            Action::Cancel => self.steer(Steer::Cancel),
+            Action::Abort(reason) => self.steer(Steer::Abort(reason)),
+            Action::RemoveContainers => {
+                let (shared, placement) = (self.shared.clone(), self.placement.clone());
+                let label = self.job.label.clone();
+                self.spawn(move |_, job| async move {
+                    remove_containers(&shared, placement, &label, job.id).await;
+                    Some(Event::ContainersRemoved)
+                });
+            }
+            Action::SendFinal { outcome, trace } => {
+                let (shared, mark) = (self.shared.clone(), self.job.trace.clone());
+                self.spawn(move |runner, job| async move {
+                    let answer =
+                        gitlab::send_final(&shared, &runner, &job, &mark, outcome, trace).await;
+                    Some(Event::FinalAnswered(answer))
+                });
+            }
+            Action::CheckClosed => self.spawn(|runner, job| async move {
+                let closed = gitlab::closed(&runner, &job).await;
+                if closed {
+                    tracing::info!(
+                        job = job.id,
+                        "job finished before the restart; GitLab has closed it"
+                    );
+                }
+                Some(Event::ClosedAnswered { closed })
+            }),
+            Action::Discard => {
+                self.shared.state_dir.remove_job(id);
+                self.done = true;
+            }
+        }
+    }
+
+    fn tell(&mut self, note: Note) {
+        let id = JobId(self.payload.id);
+        let event = match note {
+            Note::Canceled => drover_core::Event::JobCanceled { job: id },
+            Note::Finished(outcome) => {
+                self.done = true;
+                if !self.core_holds {
+                    self.shared.state_dir.remove_job(id.0);
+                    return;
+                }
+                if self.job.restarted
+                    && self.job.phase.kind() == drover_lifecycle::PhaseKind::Reported
+                {
+                    tracing::info!(job = id.0, ?outcome, "job finished; already reported");
+                }
+                drover_core::Event::JobFinished { job: id, outcome }
+            }
+        };
+        if self.core_holds {
+            let _ = self.shared.inputs.send(Input::Event(event));
+        }
+    }
+
+    /// Steers the executor's run; one that is yet to start (after a restart, while its
+    /// containers are looked for) starts steered.
+    fn steer(&mut self, steer: Steer) {
+        match &self.steer {
+            Some(tx) => {
+                let _ = tx.send(steer);
+            }
+            None => self.pending_steer = Some(steer),
+        }
+    }
+
+    /// Runs the executor: a fresh start (`reattach: None`) or a re-attachment after `cursor`.
+    fn execute(&mut self, reattach: Option<Option<drover_lifecycle::Cursor>>, again: bool) {
+        let Some(placement) = self.placement.clone() else {
+            tracing::error!(job = self.payload.id, "no placement for a job to run");
+            return;
+        };
+        let mark = self.job.trace.clone();
+        let options = TraceOptions::for_job(
+            &self.payload,
+            Some(u64::from(self.runner.settings.output_limit_kb)),
+        );
+        let stored = self.shared.state_dir.load_trace(self.payload.id, mark.len);
+        let mut buffer = TraceBuffer::resume(&options, stored);
+        let checkpoint = mark
+            .checkpoint
+            .as_ref()
+            .and_then(|c| serde_json::from_str::<TraceCheckpoint>(&c.0).ok());
+        if let Some(Err(e)) = checkpoint.map(|c| buffer.restore(&c)) {
+            tracing::warn!(
+                job = self.payload.id,
+                "{e}; the few bytes held back for masking at the crash are lost"
+            );
+        }
+        // GitLab gets only what the journal vouches for, so that after a crash the stored trace
+        // always continues what GitLab has.
+        buffer.limit_uploads_to(buffer.len());
+        let trace = SharedTrace::new(buffer);
+        let (steer, steer_rx) = mpsc::unbounded_channel();
+        if let Some(pending) = self.pending_steer.take() {
+            let _ = steer.send(pending);
+        }
+        self.steer = Some(steer);
+        self.trace = Some(trace.clone());
+        let run = execute::Run {
+            shared: self.shared.clone(),
+            runner: self.runner.clone(),
+            job: self.payload.clone(),
+            placement,
+            label: self.job.label.clone(),
+            reattach,
+            again,
+            mark,
+            trace,
+            events: self.events.clone(),
+            steer: steer_rx,
+        };
+        self.tracker.spawn(execute::run(run));
+    }
+
+    /// After a restart: do step containers of the job exist on its machine?
+    fn inspect(&mut self) {
+        let Some(placement) = self.placement.clone() else {
+            return;
+        };
+        let (shared, label) = (self.shared.clone(), self.job.label.clone());
+        self.spawn(move |runner, job| async move {
+            let listed = |steps| vec![Event::ContainersListed { steps }];
+            let endpoint = match placement.endpoint().await {
+                Ok(endpoint) => endpoint,
+                // The run finds the machine gone again and says so in the trace.
+                Err(_) => return listed(true),
+            };
+            // A record of an older drover does not name the label: it is learnt here.
+            let learn = label.is_empty();
+            let candidates = match learn {
+                true => label_candidates(&runner),
+                false => vec![label],
+            };
+            for label in &candidates {
+                match shared
+                    .executor
+                    .has_step_containers(&endpoint, label, job.id)
+                    .await
+                {
+                    Ok(false) => {}
+                    Ok(true) if learn => {
+                        let label = label.clone();
+                        return vec![Event::Labelled { label }, listed(true).remove(0)];
+                    }
+                    Ok(true) => return listed(true),
+                    Err(e) => {
+                        // Unknown: never risk running a step twice; re-attaching says what is
+                        // wrong.
+                        tracing::warn!(job = job.id, "{e}");
+                        return listed(true);
+                    }
+                }
+            }
+            match learn {
+                true => vec![
+                    Event::Labelled {
+                        label: runner.short_token.clone(),
+                    },
+                    listed(false).remove(0),
+                ],
+                false => listed(false),
+            }
+        });
+    }
+}
+
+/// Makes sure the job's containers are gone from its machine (idempotent).
+async fn remove_containers(shared: &Shared, placement: Option<Placement>, label: &str, job: u64) {
+    let Some(placement) = placement else {
+        return;
+    };
+    match placement.endpoint().await {
+        Ok(endpoint) => {
+            if let Err(e) = shared.executor.cleanup(&endpoint, label, job).await {
+                tracing::warn!(job, "removing the job's containers failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(job, "cannot remove the job's containers: {e}"),
+    }
+}
