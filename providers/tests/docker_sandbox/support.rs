@@ -105,7 +105,6 @@ pub fn spec(runner: &str, job_id: u64, script: &[&str]) -> BuildSpec {
     BuildSpec {
         job_id,
         runner: runner.to_string(),
-        earlier_runner_labels: vec![],
         image,
         credentials: vec![],
         registry_mirrors: vec![],

@@ -72,8 +72,6 @@ pub fn build_spec(
     Ok(BuildSpec {
         job_id: job.id,
         runner: runner_short.to_string(),
-        // Filled by the daemon, which knows the token.
-        earlier_runner_labels: Vec::new(),
         image,
         credentials,
         registry_mirrors: registry_mirrors.to_vec(),
