@@ -13,6 +13,7 @@ use drover_core::Timestamp;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::dispatch::{Dispatch, Polling};
 use crate::dist::Dist;
 use crate::parse::line_column;
 pub use crate::parse::{
@@ -51,6 +52,8 @@ pub struct Workload {
     /// Probability that one removal attempt fails (the core retries with backoff).
     pub removal_failure_rate: f64,
     pub polling: Polling,
+    /// How long GitLab takes to answer job requests (`crate::dispatch`).
+    pub dispatch: Dispatch,
     /// The timeout each job carries (`0` = GitLab's default of 2 h); a job still waiting for a machine
     /// after it is failed by the core.
     pub job_timeout_ms: u64,
@@ -90,15 +93,6 @@ impl Batch {
     pub fn mean(&self) -> f64 {
         (f64::from(self.min) + f64::from(self.max)) / 2.0
     }
-}
-
-/// How the simulated coordinator answers job requests.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Polling {
-    /// A request waits until a job is pending and gets it at once.
-    Long,
-    /// A request is answered at once; when empty the runner waits `check_interval`.
-    Interval,
 }
 
 /// Optional faults of the simulated world.
@@ -561,6 +555,7 @@ impl Validator<'_> {
             removal,
             removal_failure_rate,
             polling,
+            dispatch: Dispatch::default(),
             job_timeout_ms,
             faults,
             shares,
