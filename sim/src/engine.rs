@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use dary_heap::QuaternaryHeap;
 use drover_core::state::JobState;
@@ -146,7 +145,6 @@ pub fn run_observed<O: Observer>(
     options: &RunOptions,
     observer: &mut O,
 ) -> Result<RunResult, SimError> {
-    let wall = Instant::now();
     let mut world = World::new(scenario, options, observer);
     // A configuration that cannot keep up for long is not simulated at all; a short overload
     // (a busy day) is simulated and flagged.
@@ -164,7 +162,7 @@ pub fn run_observed<O: Observer>(
         }
     }
     let end = world.end;
-    let perf = Perf::measure(world.stats.events, wall.elapsed());
+    let perf = Perf::counted(world.stats.events);
     let series = world
         .stats
         .series
