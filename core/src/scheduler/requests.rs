@@ -42,9 +42,6 @@ impl Core {
             self.anomaly(AnomalyKind::UnknownRunner, u64::from(runner.0));
             return;
         }
-        // The prefixes the list covered: the runner's own and those its machines carry. A machine
-        // named under another key (a rotated token, an older drover) is still ours.
-        let prefixes = self.state.machine_prefixes(runner);
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         // Known machines that settled before the list was asked for and are missing from it: lost.
         let missing: Vec<MachineId> = self
@@ -80,10 +77,16 @@ impl Core {
                 self.start_removal(id, RemoveReason::Lost, out);
             }
         }
-        // Unknown machines with our prefix: leftovers of a crash or of a foreign history. Remove them.
+        // Unknown machines this runner would name so (its key and its MachineName, as GitLab's
+        // filter): leftovers of a crash or of a lost journal. Remove them. The list also covers the
+        // prefixes the runner's known machines carry (named under an earlier key, before an
+        // upgrade): those are matched by name above; an unknown machine under such a prefix may be
+        // another installation's, which used the same earlier key, so it is left alone.
         for name in names {
-            if !prefixes.iter().any(|p| name.starts_with(p.as_str()))
-                || self.state.names.contains_key(&name)
+            if self.state.names.contains_key(&name)
+                || !self.state.runners[runner.index()]
+                    .config
+                    .owns_machine(&name)
             {
                 continue;
             }
