@@ -25,6 +25,9 @@ pub enum Polling {
     Long,
     /// A request is answered at once; when empty the runner waits `check_interval`.
     Interval,
+    /// An idealised coordinator: a waiting request gets a job the moment one is pending (queueing
+    /// theory's M/M/c; no GitLab serves jobs so).
+    Push,
 }
 
 /// Workhorse's long-poll duration GitLab Runner's documentation cites.
@@ -60,6 +63,15 @@ pub enum Fate {
     Held(u64),
 }
 
+/// What a new job does to the held requests.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// This many end with a bare `204` (Workhorse).
+    Empty(usize),
+    /// The oldest gets the job (push).
+    Job(JobId),
+}
+
 /// One runner's view of GitLab: its pending jobs, queue version and held requests.
 #[derive(Debug, Default)]
 pub struct Line {
@@ -75,7 +87,12 @@ pub struct Line {
 impl Line {
     /// A job request arrives.
     pub fn request(&mut self, polling: Polling) -> Fate {
-        if polling == Polling::Long && self.known == Some(self.version) {
+        let hold = match polling {
+            Polling::Long => self.known == Some(self.version),
+            Polling::Interval => false,
+            Polling::Push => self.queue.is_empty(),
+        };
+        if hold {
             self.next_hold += 1;
             self.held.push(self.next_hold);
             return Fate::Held(self.next_hold);
@@ -89,12 +106,15 @@ impl Line {
         }
     }
 
-    /// A job for this runner is enqueued; returns how many held requests now end with a bare
-    /// `204`.
-    pub fn enqueue(&mut self, job: JobId) -> usize {
-        self.queue.push_back(job);
+    /// A job for this runner is enqueued: what becomes of the held requests.
+    pub fn enqueue(&mut self, job: JobId, polling: Polling) -> Released {
         self.version += 1;
-        std::mem::take(&mut self.held).len()
+        if polling == Polling::Push && !self.held.is_empty() {
+            self.held.remove(0);
+            return Released::Job(job);
+        }
+        self.queue.push_back(job);
+        Released::Empty(std::mem::take(&mut self.held).len())
     }
 
     /// The long-poll timeout of `hold` passed: whether it was still held (it ends empty).
@@ -204,7 +224,11 @@ mod tests {
         let Fate::Held(hold) = line.request(Polling::Long) else {
             panic!("a current last_update is held");
         };
-        assert_eq!(line.enqueue(JobId(7)), 1, "the hold ends with a bare 204");
+        assert_eq!(
+            line.enqueue(JobId(7), Polling::Long),
+            Released::Empty(1),
+            "the hold ends with a bare 204"
+        );
         assert!(!line.time_out(hold), "an ended hold has no timeout left");
         assert_eq!(line.request(Polling::Long), Fate::Job(JobId(7)));
         // After a job the runner's version is stale: Rails answers, empty, with the new one.
@@ -226,8 +250,17 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(line.request(Polling::Interval), Fate::Empty);
         }
-        line.enqueue(JobId(1));
+        line.enqueue(JobId(1), Polling::Interval);
         assert_eq!(line.request(Polling::Interval), Fate::Job(JobId(1)));
+        // Push: a waiting request takes the next job at once.
+        let mut line = Line::default();
+        assert!(matches!(line.request(Polling::Push), Fate::Held(_)));
+        assert_eq!(
+            line.enqueue(JobId(2), Polling::Push),
+            Released::Job(JobId(2))
+        );
+        assert_eq!(line.enqueue(JobId(3), Polling::Push), Released::Empty(0));
+        assert_eq!(line.request(Polling::Push), Fate::Job(JobId(3)));
     }
 
     #[test]

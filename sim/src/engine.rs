@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use dary_heap::QuaternaryHeap;
 use drover_core::state::JobState;
@@ -21,13 +20,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
-use crate::dispatch::{Fate, Line};
+use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
 use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
 use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
-use crate::workload::{DRAIN_LIMIT_MS, Workload};
+use crate::workload::{DRAIN_LIMIT_MS, Polling, Workload};
 
 /// How long an aborted or canceled job takes to stop and report.
 pub const STOP_DELAY_MS: u64 = 1_000;
@@ -147,7 +146,6 @@ pub fn run_observed<O: Observer>(
     options: &RunOptions,
     observer: &mut O,
 ) -> Result<RunResult, SimError> {
-    let wall = Instant::now();
     let mut world = World::new(scenario, options, observer);
     // A configuration that cannot keep up for long is not simulated at all; a short overload
     // (a busy day) is simulated and flagged.
@@ -165,7 +163,7 @@ pub fn run_observed<O: Observer>(
         }
     }
     let end = world.end;
-    let perf = Perf::measure(world.stats.events, wall.elapsed());
+    let perf = Perf::counted(world.stats.events);
     let series = world
         .stats
         .series
@@ -563,8 +561,13 @@ impl<'s, O: Observer> World<'s, O> {
         }
         // Workhorse ends the runner's held requests with a bare 204: the job goes to a later one.
         let runner = job.runner;
-        for _ in 0..self.coordinators[runner.index()].enqueue(id) {
-            self.answers.push_back(Answer::Empty { runner });
+        match self.coordinators[runner.index()].enqueue(id, self.workload.polling) {
+            Released::Empty(n) => {
+                for _ in 0..n {
+                    self.answers.push_back(Answer::Empty { runner });
+                }
+            }
+            Released::Job(job) => self.answers.push_back(Answer::Job { runner, job }),
         }
         self.schedule_arrival();
     }
@@ -663,6 +666,8 @@ impl<'s, O: Observer> World<'s, O> {
                 match c.request(self.workload.polling) {
                     Fate::Job(job) => self.reply(Answer::Job { runner, job }),
                     Fate::Empty => self.reply(Answer::Empty { runner }),
+                    // An idealised push coordinator holds a request for as long as it takes.
+                    Fate::Held(_) if self.workload.polling == Polling::Push => {}
                     Fate::Held(hold) => {
                         let at = self
                             .now

@@ -121,13 +121,21 @@ impl Loaded {
     }
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Machine keys include the system id kept beside it
+/// (`drover run` makes it before loading); without one (a config never run) they are computed
+/// from an empty id, and a malformed one is reported by `drover run`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    let system_id = crate::files::read_system_id(path).ok().flatten();
+    parse_for(
+        &text,
+        path,
+        &LocalZone::detect(),
+        system_id.as_deref().unwrap_or(""),
+    )
 }
 
 /// Parses and validates config text; `origin` names it in messages. `Local` time zones resolve
@@ -142,6 +150,17 @@ pub fn parse_with_zone(
     origin: &Path,
     local: &LocalZone,
 ) -> Result<Loaded, ConfigError> {
+    parse_for(text, origin, local, "")
+}
+
+/// [`parse_with_zone`] for the installation with this system id (see
+/// [`drover_core::config::machine_key`]).
+pub fn parse_for(
+    text: &str,
+    origin: &Path,
+    local: &LocalZone,
+    system_id: &str,
+) -> Result<Loaded, ConfigError> {
     let invalid = |diagnostics| ConfigError::Invalid {
         origin: origin.to_path_buf(),
         diagnostics,
@@ -155,6 +174,7 @@ pub fn parse_with_zone(
         return Err(invalid(errors));
     };
     let mut ctx = ctx::Ctx::new(text, local);
+    ctx.system_id = system_id.to_string();
     match build::build(raw, &walk, &mut ctx) {
         Some((core, global, runners)) => Ok(Loaded {
             origin: origin.to_path_buf(),

@@ -142,7 +142,11 @@ impl Env {
         .expect("the fake GitLab starts");
         let token = fake.create_runner_token();
         let name = name.replace('_', "-");
-        let short = drover_core::config::machine_key(fake.url(), &name);
+        // The installation's system id, kept beside the config: part of the machine key.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let system_id = "r_droverTEST01";
+        std::fs::write(dir.path().join(".runner_system_id"), system_id).expect("writing");
+        let short = drover_core::config::machine_key(system_id, fake.url(), &name);
         let env = Env {
             fake,
             token,
@@ -150,7 +154,7 @@ impl Env {
             name,
             docker,
             settings,
-            dir: tempfile::tempdir().expect("a temp dir"),
+            dir,
             child: None,
             logs: Vec::new(),
             born: Instant::now(),
