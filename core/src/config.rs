@@ -31,9 +31,10 @@ pub struct RunnerConfig {
     /// Unique among the runners; reloads match runners by it.
     pub name: String,
     /// The runner's key in machine names (`runner-<key>-…`) and job-container labels. The binary
-    /// derives it from the runner's URL and name ([`machine_key`]), which survive a token rotation;
-    /// journals written before drover 0.2 hold GitLab's short token here (machines named under it
-    /// are still recognised: see [`crate::Command::ListMachines`]).
+    /// derives it from the installation's system id, the runner's URL and its name ([`machine_key`]),
+    /// which survive a token rotation and keep two installations apart. Journals written by earlier
+    /// drovers hold an earlier key here ([`earlier_keys`]); machines named under it are still
+    /// recognised by their names (see [`crate::State::machine_prefixes`]).
     pub short_token: String,
     /// Jobs (and machines of every state) this runner may have; 0 = unlimited (`limit`).
     pub limit: u32,
@@ -158,22 +159,65 @@ impl RunnerConfig {
         }
     }
 
-    /// The prefix of every machine name of this runner: `runner-<short token>-`.
+    /// The prefix of every machine name of this runner: `runner-<key>-`.
     pub fn machine_prefix(&self) -> String {
         format!("runner-{}-", self.short_token)
     }
+
+    /// Whether this runner, as configured now, would name a machine `name`: the `runner-<key>-`
+    /// prefix, then `MachineName` with something non-empty for `%s`. GitLab Runner adopts exactly
+    /// the names its filter (`runner-<short token>-` + `MachineName`) matches, so another manager of
+    /// the same runner with another `MachineName` keeps its machines. A runner without a pool owns
+    /// no machine names.
+    pub fn owns_machine(&self, name: &str) -> bool {
+        let Some(policy) = self.policy() else {
+            return false;
+        };
+        let Some(rest) = name.strip_prefix(self.machine_prefix().as_str()) else {
+            return false;
+        };
+        let (before, after) = policy
+            .machine_name
+            .split_once("%s")
+            .unwrap_or((policy.machine_name.as_str(), ""));
+        rest.len() > before.len() + after.len() && rest.starts_with(before) && rest.ends_with(after)
+    }
 }
 
-/// A runner's key in machine names: 9 hex digits of a hash of its GitLab URL and its name. Unlike
-/// the short token GitLab Runner names machines by, it survives a token rotation (`reset_token`,
-/// token expiry) and re-registering, so a restarted drover still knows its machines; the URL keeps
-/// two installations' runners of the same name apart.
-pub fn machine_key(url: &str, name: &str) -> String {
+/// A runner's key in machine names and job-container labels: 9 hex digits of a hash of the
+/// installation's system id (the `.runner_system_id` beside `config.toml`), the runner's GitLab URL
+/// and its name (`#<n>` for the n-th runner without a name). Unlike the short token GitLab Runner
+/// names machines by, it survives a token rotation (`reset_token`, token expiry) and
+/// re-registering, so a restarted drover still knows its machines; the system id keeps apart two
+/// installations, or two managers of one runner (GitLab's runner-manager model), that share a
+/// Docker engine or a cloud account with the same runner name and URL.
+pub fn machine_key(system_id: &str, url: &str, name: &str) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(system_id.as_bytes());
+    hasher.update(b"\n");
     hasher.update(url.trim_end_matches('/').as_bytes());
     hasher.update(b"\n");
     hasher.update(name.as_bytes());
     format!("{:016x}", hasher.digest())[..9].to_string()
+}
+
+/// The keys earlier drovers gave this runner, newest first and without repeats: the hash of URL
+/// and name alone (drover 0.2 to 0.x), then GitLab's short token (drover 0.1, as GitLab Runner).
+/// Job containers started before an upgrade carry one of them as their label; machines named under
+/// them are recognised through the core's records, not by these keys: another installation may
+/// use the same ones, so nothing unknown under them is ever removed.
+pub fn earlier_keys(url: &str, name: &str, token: &str) -> Vec<String> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(url.trim_end_matches('/').as_bytes());
+    hasher.update(b"\n");
+    hasher.update(name.as_bytes());
+    let url_and_name = format!("{:016x}", hasher.digest())[..9].to_string();
+    let token = short_token(token, name);
+    let mut keys = vec![url_and_name];
+    if !keys.contains(&token) {
+        keys.push(token);
+    }
+    keys
 }
 
 /// The `runner-<key>-` prefix of a machine name made by [`RunnerConfig::machine_prefix`], whatever
@@ -229,13 +273,58 @@ mod tests {
     }
 
     #[test]
-    fn machine_keys_depend_on_url_and_name_only() {
-        let k = machine_key("https://gitlab.example.com", "linux");
+    fn machine_keys_depend_on_installation_url_and_name_only() {
+        let k = machine_key("r_AAAAAAAAAAAA", "https://gitlab.example.com", "linux");
         assert_eq!(k.len(), 9);
         assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(k, machine_key("https://gitlab.example.com/", "linux"));
-        assert_ne!(k, machine_key("https://gitlab.example.com", "linux2"));
-        assert_ne!(k, machine_key("https://other.example.com", "linux"));
+        assert_eq!(
+            k,
+            machine_key("r_AAAAAAAAAAAA", "https://gitlab.example.com/", "linux")
+        );
+        assert_ne!(
+            k,
+            machine_key("r_AAAAAAAAAAAA", "https://gitlab.example.com", "linux2")
+        );
+        assert_ne!(
+            k,
+            machine_key("r_AAAAAAAAAAAA", "https://other.example.com", "linux")
+        );
+        assert_ne!(
+            k,
+            machine_key("r_BBBBBBBBBBBB", "https://gitlab.example.com", "linux"),
+            "two installations of one runner keep apart"
+        );
+    }
+
+    #[test]
+    fn earlier_keys_are_the_url_and_name_key_then_the_short_token() {
+        let url = "https://gitlab.example.com";
+        let keys = earlier_keys(url, "linux", "glrt-t1_6sYkQxW9bN3pLmZr7cVd");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1], "6sykqxw9b");
+        assert_eq!(keys[0], earlier_keys(url, "linux", "glrt-other")[0]);
+        assert_ne!(keys[0], earlier_keys(url, "linux2", "")[0]);
+        assert!(!keys.contains(&machine_key("r_AAAAAAAAAAAA", url, "linux")));
+    }
+
+    #[test]
+    fn a_runner_owns_only_names_its_machine_name_pattern_makes() {
+        let mut r = RunnerConfig::pool("a", 1, 1);
+        r.short_token = "k1".into();
+        r.policy_mut().unwrap().machine_name = "ci-%s-vm".into();
+        assert!(r.owns_machine("runner-k1-ci-1767571200-89025cc1-vm"));
+        assert!(
+            !r.owns_machine("runner-k1-ci--vm"),
+            "%s stands for something"
+        );
+        assert!(!r.owns_machine("runner-k1-other-1767571200-89025cc1"));
+        assert!(!r.owns_machine("runner-k1-ci-1767571200-89025cc1"));
+        assert!(!r.owns_machine("runner-k2-ci-1767571200-89025cc1-vm"));
+        let name = crate::machine_name(&r, 7, crate::MachineId(3), crate::Timestamp(5_000));
+        assert!(r.owns_machine(&name), "{name}");
+        let mut direct = r.clone();
+        direct.executor = Executor::Direct;
+        assert!(!direct.owns_machine(&name));
     }
 
     #[test]

@@ -370,6 +370,19 @@ impl State {
         std::iter::once(current).chain(others).collect()
     }
 
+    /// Every key (`runner-<key>-` in machine names, the `drover.runner` label of job containers)
+    /// the runner owns: its current one first, then those its known machines were named under
+    /// (before an upgrade changed the key), if different. A driver looking for the runner's
+    /// leftovers looks under each of them; earlier keys of a runner's config that no known machine
+    /// carries ([`crate::config::earlier_keys`]) may be another installation's and are not listed.
+    /// O(n), as [`State::machine_prefixes`].
+    pub fn runner_keys(&self, runner: RunnerId) -> Vec<String> {
+        self.machine_prefixes(runner)
+            .iter()
+            .filter_map(|p| Some(p.strip_prefix("runner-")?.strip_suffix('-')?.to_string()))
+            .collect()
+    }
+
     /// Failed removals waiting for a retry.
     pub fn removals_waiting(&self) -> usize {
         self.removal_retries.len()

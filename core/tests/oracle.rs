@@ -12,11 +12,15 @@
 //! After each sequence the world heals, and every received job must have started or failed
 //! (liveness once capacity exists).
 //!
-//! `PROPTEST_CASES=5000 cargo test -p drover-core --features testkit --test oracle` for a longer
-//! hunt; a failure prints the shrunk input, and proptest keeps its seed in `oracle.proptest-regressions`.
+//! Every run tries the same cases (a fixed seed, `common/seed.rs`);
+//! `PROPTEST_CASES=5000 PROPTEST_RNG_SEED=$RANDOM cargo test -p drover-core --features testkit --test oracle`
+//! for a longer hunt elsewhere. A failure prints the seed and the shrunk input, and proptest keeps
+//! the failing case's own seed in `oracle.proptest-regressions`, replayed first on every run.
 
 #[path = "oracle/model.rs"]
 mod model;
+#[path = "common/seed.rs"]
+mod seed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -494,17 +498,9 @@ fn check_settled(duo: &Duo) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// 128 cases unless PROPTEST_CASES says otherwise: CI runs this on 2 shared cores.
-fn cases() -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = 128;
-    }
-    config
-}
-
 proptest! {
-    #![proptest_config(cases())]
+    // 128 cases (CI runs this on 2 shared cores) from a fixed seed: see `common/seed.rs`.
+    #![proptest_config(seed::config(128))]
 
     #[test]
     fn core_agrees_with_the_reference_model(

@@ -847,7 +847,7 @@ fn lowering_limit_while_removals_are_in_flight_removes_only_the_excess() {
     let oldest = w.core.state().idle_machines(0)[0];
     let prefix = w.core.state().runners()[0].config.machine_prefix();
     let mut names: Vec<String> = w.provider_machines().iter().cloned().collect();
-    names.extend((0..3).map(|i| format!("{prefix}orphan-{i}")));
+    names.extend((0..3).map(|i| format!("{prefix}auto-orphan-{i}")));
     let request = w.core.state().seq();
     let mut cmds = w.handle(Event::MachinesListed {
         runner: R,
@@ -959,6 +959,86 @@ fn resume_reissues_what_was_in_flight_and_reconciles() {
     assert_eq!(removals(&step.commands, RemoveReason::Orphan), 1);
     assert_eq!(removals(&step.commands, RemoveReason::Lost), 1);
     core.check_invariants().unwrap();
+}
+
+/// Two installations of one runner (same name and URL, another system id, so another key) and a
+/// second manager of it (same key, another `MachineName`, GitLab's runner-manager model) share one
+/// engine: each lists everyone's machines and neither adopts nor removes another's. A leftover of
+/// its own is still found.
+#[test]
+fn installations_and_managers_sharing_an_engine_keep_their_own_machines() {
+    let runner = |key: &str, pattern: &str| {
+        let mut r = pool(2, 4);
+        r.short_token = key.into();
+        r.policy_mut().unwrap().machine_name = pattern.into();
+        r
+    };
+    let mut worlds = [
+        world(4, runner("aaaaaaaaa", "auto-%s")),
+        world(4, runner("bbbbbbbbb", "auto-%s")), // another installation
+        world(4, runner("aaaaaaaaa", "ci-%s.example.com")), // another manager
+    ];
+    let mut everyone = Vec::new();
+    for w in &mut worlds {
+        w.handle(Event::Tick);
+        w.advance(secs(60));
+        assert_eq!(w.fleet(), (0, 2, 0, 0));
+        everyone.extend(w.provider_machines().iter().cloned());
+    }
+    assert_eq!(everyone.len(), 6);
+    let leftover = "runner-aaaaaaaaa-auto-1767571200-0badcafe".to_string();
+    everyone.push(leftover.clone());
+    for (i, w) in worlds.iter_mut().enumerate() {
+        let request = w.core.state().seq();
+        let cmds = w.handle(Event::MachinesListed {
+            runner: R,
+            request,
+            names: everyone.clone(),
+        });
+        let orphans: Vec<&String> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::RemoveMachine { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<&String> = if i == 0 { vec![&leftover] } else { vec![] };
+        assert_eq!(orphans, expected, "world {i}");
+        assert_eq!(w.fleet(), (0, 2, 0, u32::from(i == 0)), "world {i}");
+        assert_eq!(w.core.state().stats().machines_lost, 0, "world {i}");
+    }
+}
+
+/// After an upgrade changed the key, the machines named under the earlier one are recognised by
+/// their names; an unknown machine under the earlier key may be another installation's (which
+/// used the same earlier key) and is left alone.
+#[test]
+fn unknown_machines_under_an_earlier_key_are_left_alone() {
+    let mut r = pool(1, 4);
+    r.short_token = "aaaaaaaaa".into();
+    let mut w = world(4, r);
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let mut upgraded = w.core.config().clone();
+    upgraded.runners[0].short_token = "bbbbbbbbb".into();
+    w.handle(Event::Signal(Signal::Reload(Box::new(upgraded))));
+    assert_eq!(
+        w.core.state().runner_keys(R),
+        ["bbbbbbbbb".to_string(), "aaaaaaaaa".to_string()]
+    );
+    let mut names: Vec<String> = w.provider_machines().iter().cloned().collect();
+    names.push("runner-aaaaaaaaa-auto-1767571200-0badcafe".into());
+    names.push("runner-bbbbbbbbb-auto-1767571200-0badcafe".into());
+    let request = w.core.state().seq();
+    let cmds = w.handle(Event::MachinesListed {
+        runner: R,
+        request,
+        names,
+    });
+    assert_eq!(removals(&cmds, RemoveReason::Orphan), 1);
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::RemoveMachine { name, .. } if name.starts_with("runner-bbbbbbbbb-"))));
+    assert_eq!(w.core.state().stats().machines_lost, 0);
 }
 
 /// Regression (issue #9, bug 2): a runner's machine key changes (a token rotated under an older

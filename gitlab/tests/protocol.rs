@@ -335,6 +335,91 @@ async fn long_poll_times_out_with_a_bare_204() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn time_in_queue_is_each_jobs_own_wait_on_the_fakes_clock() {
+    let fake = fake().await;
+    let client = client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    let first = fake.enqueue_job(JobTemplate::new("first"));
+    tokio::time::advance(Duration::from_millis(3_000)).await;
+    let second = fake.enqueue_job(JobTemplate::new("second"));
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    let pinned = fake.enqueue_job(JobTemplate::new("pinned").time_in_queue(0.25));
+
+    let a = take_job(&client, &token, false).await;
+    let b = take_job(&client, &token, false).await;
+    let c = take_job(&client, &token, false).await;
+    assert_eq!((a.id, b.id, c.id), (first, second, pinned));
+    // The clock is paused: only the advances (and no more than a request's worth) passed.
+    let waited = a.job_info.time_in_queue_seconds;
+    assert!((4.5..4.6).contains(&waited), "first waited {waited} s");
+    let waited = b.job_info.time_in_queue_seconds;
+    assert!((1.5..1.6).contains(&waited), "second waited {waited} s");
+    assert_eq!(
+        c.job_info.time_in_queue_seconds, 0.25,
+        "a pinned value is served as is"
+    );
+    // The fake's own records agree with what it served.
+    let view = fake.job(first).unwrap();
+    let picked = view.picked_at.unwrap().duration_since(view.enqueued_at);
+    assert_eq!(picked.as_secs_f64(), a.job_info.time_in_queue_seconds);
+    assert!(
+        view.started_at.is_none(),
+        "two-phase commit: not running before the acknowledgement"
+    );
+    assert_no_violations(&fake);
+}
+
+#[tokio::test]
+async fn long_poll_is_ended_only_by_a_job_the_runner_could_take() {
+    let fake = FakeGitlab::start(FakeOptions::default()).await.unwrap(); // 50 s holds
+    let client = client(fake.url());
+    let token = verified_runner(&fake, &client, false).await;
+    let other = fake.create_runner_token();
+    let RequestOutcome::NoJob {
+        last_update: Some(version),
+    } = client.request_job(&job_request(&token, false, "")).await
+    else {
+        panic!("the first request goes to Rails and gets the queue version");
+    };
+    let held = {
+        let (client, request) = (client.clone(), job_request(&token, false, &version));
+        tokio::spawn(async move { client.request_job(&request).await })
+    };
+    assert!(
+        fake.wait_until(Duration::from_secs(10), |f| f.held_requests() == 1)
+            .await
+    );
+    // A job for another runner leaves this runner's queue version alone: a second request with
+    // the same version is held too.
+    fake.enqueue_job(JobTemplate::new("elsewhere").for_runner(&other));
+    let second = {
+        let (client, request) = (client.clone(), job_request(&token, false, &version));
+        tokio::spawn(async move { client.request_job(&request).await })
+    };
+    assert!(
+        fake.wait_until(Duration::from_secs(10), |f| f.held_requests() == 2)
+            .await
+    );
+    let mine = fake.enqueue_job(JobTemplate::new("mine").for_runner(token.expose()));
+    for held in [held, second] {
+        match held.await.unwrap() {
+            RequestOutcome::NoJob { last_update: None } => {}
+            other => panic!("expected a bare 204, got {other:?}"),
+        }
+    }
+    assert_eq!(fake.held_requests(), 0);
+    // Only "mine" bumped the version, so one more request with the old version reaches Rails.
+    match client
+        .request_job(&job_request(&token, false, &version))
+        .await
+    {
+        RequestOutcome::Job(job) => assert_eq!(job.id, mine),
+        other => panic!("expected the job, got {other:?}"),
+    }
+    assert_no_violations(&fake);
+}
+
 #[tokio::test]
 async fn without_two_phase_commit_a_job_runs_at_once_and_paused_runners_get_nothing() {
     let fake = fake().await;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use drover_core::{Config, RunnerConfig};
 use drover_sim::{RunOptions, Scenario, Workload, run};
@@ -23,6 +24,12 @@ fn main() {
     }
     let config = Config::new(500).with_runner(runner);
     let scenario = Scenario::new(config, Arc::new(workload), None).expect("valid scenario");
-    let result = run(&scenario, &RunOptions::default()).expect("run");
+    // The simulator reads no clock: the example times the run.
+    let wall = Instant::now();
+    let mut result = run(&scenario, &RunOptions::default()).expect("run");
+    let secs = wall.elapsed().as_secs_f64();
+    let perf = &mut result.report.perf;
+    perf.wall_seconds = secs;
+    perf.events_per_second = perf.events as f64 / secs;
     print!("{}", result.report.table());
 }

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use dary_heap::QuaternaryHeap;
 use drover_core::state::JobState;
@@ -21,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
+use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
 use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::report::{Perf, Report};
@@ -146,7 +146,6 @@ pub fn run_observed<O: Observer>(
     options: &RunOptions,
     observer: &mut O,
 ) -> Result<RunResult, SimError> {
-    let wall = Instant::now();
     let mut world = World::new(scenario, options, observer);
     // A configuration that cannot keep up for long is not simulated at all; a short overload
     // (a busy day) is simulated and flagged.
@@ -164,7 +163,7 @@ pub fn run_observed<O: Observer>(
         }
     }
     let end = world.end;
-    let perf = Perf::measure(world.stats.events, wall.elapsed());
+    let perf = Perf::counted(world.stats.events);
     let series = world
         .stats
         .series
@@ -200,6 +199,10 @@ enum Scheduled {
     MachineLost(JobId),
     /// A wake-up; stale unless its sequence number is the pending tick's.
     Tick,
+    /// GitLab's answer to a job request arrives after its round trip.
+    Answer(Answer),
+    /// Workhorse's long-poll timeout for a held request of this runner.
+    HoldTimeout(RunnerId, u64),
 }
 
 /// A queued event, ordered by `time << 64 | sequence` alone: one comparison orders both.
@@ -252,13 +255,6 @@ impl Ord for Entry {
 enum Answer {
     Job { runner: RunnerId, job: JobId },
     Empty { runner: RunnerId },
-}
-
-/// One runner's view of the coordinator: its pending jobs and its requests waiting for one.
-#[derive(Default)]
-struct Coordinator {
-    queue: VecDeque<JobId>,
-    parked: u32,
 }
 
 /// A job between its arrival and its end.
@@ -324,13 +320,15 @@ struct World<'s, O> {
     next_job: Option<(NewJob, u64)>,
     arrivals_done_at: Option<Timestamp>,
     horizon_end: Option<Timestamp>,
-    coordinators: Vec<Coordinator>,
+    /// Each runner's line at the coordinator (`crate::dispatch`).
+    coordinators: Vec<Line>,
     jobs: JobWindow,
     /// The simulated provider: when each machine asked for is (or was) ready, until it is removed.
     ready_at: BTreeMap<MachineId, Timestamp>,
     boot_rng: ChaCha8Rng,
     removal_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
+    request_rng: ChaCha8Rng,
     stats: Stats,
     drained: bool,
     exited: bool,
@@ -388,7 +386,7 @@ impl<'s, O: Observer> World<'s, O> {
                 .config
                 .runners
                 .iter()
-                .map(|_| Coordinator::default())
+                .map(|_| Line::default())
                 .collect(),
             jobs: JobWindow {
                 base: 1,
@@ -399,6 +397,7 @@ impl<'s, O: Observer> World<'s, O> {
             boot_rng: stream(seed, 4),
             removal_rng: stream(seed, 5),
             fault_rng: stream(seed, 6),
+            request_rng: stream(seed, 7),
             stats: Stats::new(start, series),
             drained: false,
             exited: false,
@@ -506,6 +505,12 @@ impl<'s, O: Observer> World<'s, O> {
                 self.feed(Event::MachineRemoved { machine });
             }
             Scheduled::RemovalFailed(machine) => self.feed(Event::MachineRemovalFailed { machine }),
+            Scheduled::Answer(answer) => self.answer(answer),
+            Scheduled::HoldTimeout(runner, hold) => {
+                if self.coordinators[runner.index()].time_out(hold) {
+                    self.answers.push_back(Answer::Empty { runner });
+                }
+            }
             Scheduled::JobDone(job) => {
                 if self.jobs.get_mut(job).is_some_and(|j| j.stopping.is_none()) {
                     self.jobs.remove(job);
@@ -554,15 +559,15 @@ impl<'s, O: Observer> World<'s, O> {
         if self.stats.waiting > MAX_WAITING {
             self.stop_unstable();
         }
-        let c = &mut self.coordinators[job.runner.index()];
-        if c.parked > 0 {
-            c.parked -= 1;
-            self.answers.push_back(Answer::Job {
-                runner: job.runner,
-                job: id,
-            });
-        } else {
-            c.queue.push_back(id);
+        // Workhorse ends the runner's held requests with a bare 204: the job goes to a later one.
+        let runner = job.runner;
+        match self.coordinators[runner.index()].enqueue(id, self.workload.polling) {
+            Released::Empty(n) => {
+                for _ in 0..n {
+                    self.answers.push_back(Answer::Empty { runner });
+                }
+            }
+            Released::Job(job) => self.answers.push_back(Answer::Job { runner, job }),
         }
         self.schedule_arrival();
     }
@@ -658,18 +663,23 @@ impl<'s, O: Observer> World<'s, O> {
                 let Some(c) = self.coordinators.get_mut(runner.index()) else {
                     return;
                 };
-                if let Some(job) = c.queue.pop_front() {
-                    self.answers.push_back(Answer::Job { runner, job });
-                } else {
-                    match self.workload.polling {
-                        Polling::Long => c.parked += 1,
-                        Polling::Interval => self.answers.push_back(Answer::Empty { runner }),
+                match c.request(self.workload.polling) {
+                    Fate::Job(job) => self.reply(Answer::Job { runner, job }),
+                    Fate::Empty => self.reply(Answer::Empty { runner }),
+                    // An idealised push coordinator holds a request for as long as it takes.
+                    Fate::Held(_) if self.workload.polling == Polling::Push => {}
+                    Fate::Held(hold) => {
+                        let at = self
+                            .now
+                            .0
+                            .saturating_add(self.workload.dispatch.long_poll_ms);
+                        self.schedule(Timestamp(at), Scheduled::HoldTimeout(runner, hold));
                     }
                 }
             }
             Command::CancelRequests { runner } => {
                 if let Some(c) = self.coordinators.get_mut(runner.index()) {
-                    for _ in 0..std::mem::take(&mut c.parked) {
+                    for _ in 0..c.cancel() {
                         self.answers.push_back(Answer::Empty { runner });
                     }
                 }
@@ -700,6 +710,23 @@ impl<'s, O: Observer> World<'s, O> {
             // for periodic reconciliation, which `Scenario::new` switches off.
             Command::ListMachines { .. } => {}
             Command::Exit { .. } => self.exited = true,
+        }
+    }
+
+    /// Rails' answer to a request, after the round trip.
+    fn reply(&mut self, answer: Answer) {
+        let delay = self
+            .workload
+            .dispatch
+            .round_trip
+            .sample_ms(&mut self.request_rng);
+        if delay == 0 {
+            self.answers.push_back(answer);
+        } else {
+            self.schedule(
+                Timestamp(self.now.0.saturating_add(delay)),
+                Scheduled::Answer(answer),
+            );
         }
     }
 

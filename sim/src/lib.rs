@@ -23,6 +23,7 @@
 //! ```
 
 mod arrivals;
+pub mod dispatch;
 pub mod dist;
 mod engine;
 pub mod overload;

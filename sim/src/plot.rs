@@ -1,6 +1,5 @@
-//! SVG pictures: a run over time, and a sweep's cost against p95 wait.
-
-use std::path::{Path, PathBuf};
+//! SVG pictures: a run over time, and a sweep's cost against p95 wait. Drawn into a string: writing
+//! the file is the caller's business (the simulator does no I/O).
 
 use plotters::prelude::*;
 
@@ -10,9 +9,8 @@ use crate::sweep::SweepReport;
 
 /// Why a picture could not be drawn.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot draw {path}: {message}")]
+#[error("cannot draw the plot: {message}")]
 pub struct PlotError {
-    pub path: PathBuf,
     pub message: String,
 }
 
@@ -22,21 +20,27 @@ type Line = (&'static str, RGBColor, fn(&SeriesPoint) -> f64);
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 640;
 
-fn fail(path: &Path) -> impl Fn(String) -> PlotError + '_ {
-    move |message| PlotError {
-        path: path.to_path_buf(),
-        message,
-    }
+fn err(message: String) -> PlotError {
+    PlotError { message }
 }
 
-/// Queued jobs and machines by state over time (left axis), with the p95 wait (right axis).
+/// Queued jobs and machines by state over time (left axis), with the p95 wait (right axis), as SVG.
 pub fn time_series(
-    path: &Path,
+    title: &str,
+    points: &[SeriesPoint],
+    report: &Report,
+) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    draw_time_series(&mut svg, title, points, report)?;
+    Ok(svg)
+}
+
+fn draw_time_series(
+    svg: &mut String,
     title: &str,
     points: &[SeriesPoint],
     report: &Report,
 ) -> Result<(), PlotError> {
-    let err = fail(path);
     let hours = |p: &SeriesPoint| p.t / 3600.0;
     let x_max = points
         .last()
@@ -50,7 +54,7 @@ pub fn time_series(
         * 1.1;
     let w_max = points.iter().filter_map(|p| p.wait_p95).fold(1.0, f64::max) * 1.1;
 
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -120,9 +124,14 @@ const WAIT_FLOOR_S: f64 = 1.0;
 
 /// Cost (or machine-hours) against p95 wait for every point, the Pareto front as a line, the SLO as
 /// a dashed line and the recommendation circled. Waits span seconds to hours: the axis is
-/// logarithmic.
-pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotError> {
-    let err = fail(path);
+/// logarithmic. As SVG.
+pub fn sweep(title: &str, sweep: &SweepReport) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    draw_sweep(&mut svg, title, sweep)?;
+    Ok(svg)
+}
+
+fn draw_sweep(svg: &mut String, title: &str, sweep: &SweepReport) -> Result<(), PlotError> {
     let xy = |i: usize| {
         let s = &sweep.points[i].summary;
         (
@@ -149,7 +158,7 @@ pub fn sweep(path: &Path, title: &str, sweep: &SweepReport) -> Result<(), PlotEr
         "machine-hours, mean over replications"
     };
 
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))

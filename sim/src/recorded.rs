@@ -5,6 +5,8 @@
 //! ran from its `RunJob` command to its `JobFinished` event; machines booted from `CreateMachine` to
 //! `MachineCreated` (or failed) and went from `RemoveMachine` to `MachineRemoved`. Boot and removal
 //! times become empirical distributions; jobs that never ran take a duration drawn from those that did.
+//! Job requests, from `RequestJob` to their answer, give the dispatch path's timings: whether GitLab
+//! long-polled, for how long, and its round trip ([`crate::dispatch::RequestTimer`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +14,9 @@ use std::sync::Arc;
 
 use drover_core::{Command, Config, Event, JobId, MachineId, Signal, Step, Timestamp};
 
+use crate::dispatch::RequestTimer;
 use crate::dist::Dist;
-use crate::workload::{Arrivals, Faults, Polling, Trace, TraceRow, Workload};
+use crate::workload::{Arrivals, Faults, Trace, TraceRow, Workload};
 
 /// Collects jobs and machine timings from a stream of core steps.
 #[derive(Debug, Default)]
@@ -27,6 +30,7 @@ pub struct Recorder {
     removals_ms: Vec<f64>,
     creations: u64,
     creation_failures: u64,
+    requests: RequestTimer,
     first: Option<Timestamp>,
     last: Timestamp,
 }
@@ -63,6 +67,7 @@ impl Recorder {
         self.last = self.last.max(now);
         match event {
             Event::JobReceived { runner, job, info } => {
+                self.requests.answered(runner.0, now, Some(true));
                 let arrival = Timestamp(now.0.saturating_sub(info.queued_ms));
                 self.first = self.first.map(|f| f.min(arrival));
                 self.jobs.entry(*job).or_insert(Seen {
@@ -72,6 +77,8 @@ impl Recorder {
                     duration_ms: None,
                 });
             }
+            Event::JobRequestEmpty { runner } => self.requests.answered(runner.0, now, Some(false)),
+            Event::JobRequestFailed { runner, .. } => self.requests.answered(runner.0, now, None),
             Event::JobFinished { job, .. } => {
                 if let Some(j) = self.jobs.get_mut(job)
                     && let (Some(s), None) = (j.started, j.duration_ms)
@@ -103,6 +110,7 @@ impl Recorder {
         }
         for command in &step.commands {
             match command {
+                Command::RequestJob { runner } => self.requests.sent(runner.0, now),
                 Command::RunJob { job, .. } => {
                     if let Some(j) = self.jobs.get_mut(job) {
                         j.started.get_or_insert(now);
@@ -158,6 +166,7 @@ impl Recorder {
         };
         let start = self.first.unwrap_or(Timestamp::ZERO);
         let creations = self.creations.max(1) as f64;
+        let (polling, dispatch) = self.requests.dispatch();
         Ok(Workload {
             origin: origin.clone(),
             start,
@@ -174,7 +183,8 @@ impl Recorder {
             boot_failure_rate: self.creation_failures as f64 / creations,
             removal: empirical(self.removals_ms, 10_000.0),
             removal_failure_rate: 0.0,
-            polling: Polling::Long,
+            polling,
+            dispatch,
             job_timeout_ms: 0,
             faults: Faults::default(),
             shares: Vec::new(),

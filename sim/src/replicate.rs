@@ -6,7 +6,6 @@
 //! them come from the config, and the same base seed gives the same summary, byte for byte.
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -389,7 +388,6 @@ pub fn replicate(
     price: Option<f64>,
     on_run: &(dyn Fn() + Sync),
 ) -> Result<Replicated, SimError> {
-    let wall = Instant::now();
     let base = scenario.seed();
     let results: Vec<Result<RunResult, SimError>> = (0..n.max(1))
         .into_par_iter()
@@ -433,7 +431,7 @@ pub fn replicate(
         summary,
         first,
         interrupted,
-        perf: Perf::measure(events, wall.elapsed()),
+        perf: Perf::counted(events),
     })
 }
 

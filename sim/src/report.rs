@@ -4,7 +4,6 @@
 //! decimals, maps are ordered, and nothing reads the clock.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use drover_core::Timestamp;
 use drover_core::state::State;
@@ -87,7 +86,9 @@ pub struct MachineSeconds {
     pub total: f64,
 }
 
-/// How fast the run went on this machine: the only part of a report that varies between runs.
+/// How fast the run went on this machine: the only part of a report that varies between runs. The
+/// simulator reads no clock: it counts events, and whoever times the run fills in the rest (0 until
+/// then).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Perf {
     /// Events handled by the core.
@@ -99,31 +100,13 @@ pub struct Perf {
 }
 
 impl Perf {
-    pub fn measure(events: u64, wall: Duration) -> Perf {
-        let secs = wall.as_secs_f64();
+    /// `events` handled, not timed.
+    pub fn counted(events: u64) -> Perf {
         Perf {
             events,
-            wall_seconds: round3(secs),
-            events_per_second: if secs > 0.0 {
-                (events as f64 / secs).round()
-            } else {
-                0.0
-            },
-            peak_rss_bytes: peak_rss_bytes(),
+            ..Perf::default()
         }
     }
-}
-
-/// The process's peak resident set size from `/proc/self/status` (Linux); 0 elsewhere.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0)
 }
 
 impl Report {

@@ -7,7 +7,6 @@
 
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::time::Instant;
 
 use drover_core::{Config, Executor};
 use rayon::prelude::*;
@@ -337,7 +336,6 @@ pub fn run_sweep(
     options: &SweepOptions,
     on_run: &(dyn Fn() + Sync),
 ) -> Result<SweepReport, SimError> {
-    let wall = Instant::now();
     let grid = expand(specs)?;
     let has_pool = base
         .config
@@ -463,7 +461,7 @@ pub fn run_sweep(
         recommended,
         options: options.clone(),
         notes,
-        perf: Perf::measure(events, wall.elapsed()),
+        perf: Perf::counted(events),
     })
 }
 

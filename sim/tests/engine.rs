@@ -330,7 +330,10 @@ fn interval_polling_waits_half_a_check_interval() {
     );
     assert!(report.wait_seconds.max <= 3.0);
 
-    // Long polling on the same traffic: a waiting request takes the job at once.
+    // Long polling on the same traffic, as Workhorse does it: a job ends the held request with a
+    // bare 204 (not with the job), and the core asks again a check_interval later. A job arriving
+    // while the request is held (most: holds last 50 s, gaps 3 s) waits exactly 3 s; one arriving
+    // in a gap waits less.
     let long = text.replace("\"interval\"", "\"long\"");
     let report = run(
         &Scenario::new(config, workload(&long), None).unwrap(),
@@ -338,7 +341,12 @@ fn interval_polling_waits_half_a_check_interval() {
     )
     .unwrap()
     .report;
-    assert_eq!((report.wait_seconds.max, report.p_wait), (0.0, 0.0));
+    assert_eq!(report.wait_seconds.max, 3.0, "{:?}", report.wait_seconds);
+    assert!(
+        (2.7..3.0).contains(&report.wait_seconds.mean),
+        "{:?}",
+        report.wait_seconds
+    );
 }
 
 #[test]
@@ -519,10 +527,7 @@ fn series_for_plots_stay_bounded() {
     let busy: f64 = result.series.iter().map(|p| p.busy * width).sum();
     let total = result.report.machine_seconds.busy;
     assert!((busy - total).abs() / total < 0.02, "{busy} vs {total}");
-    let path = std::env::temp_dir().join(format!("drover-sim-test-{}.svg", std::process::id()));
-    drover_sim::plot::time_series(&path, "test", &result.series, &result.report).unwrap();
-    let svg = std::fs::read_to_string(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let svg = drover_sim::plot::time_series("test", &result.series, &result.report).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("queued jobs") && svg.contains("p95 wait"));
 }
 

@@ -1,7 +1,8 @@
 //! The simulator against queueing theory: a fixed warm fleet is an M/M/c queue.
 //!
 //! `IdleCount = limit = c`, machines never removed (`MaxBuilds` 0, a day of `IdleTime`), instant
-//! boots, Poisson arrivals, exponential job durations and long polling: a job waits if and only if
+//! boots, Poisson arrivals, exponential job durations and jobs pushed to waiting requests
+//! (`polling = "push"`, not GitLab's long polling, which adds a `check_interval`): a job waits if and only if
 //! all c machines are busy when it arrives, and the queue is first come first served. Erlang C then
 //! gives the probability of waiting and the mean wait exactly.
 
@@ -36,7 +37,8 @@ fn mmc(seed: u64) -> drover_sim::Report {
     let text = format!(
         "jobs = {JOBS}\nseed = {seed}\n[arrivals]\nkind = \"poisson\"\nrate_per_min = {rate_per_min}\n\
          [duration]\nkind = \"exponential\"\nmean = \"{MEAN_SERVICE_S}s\"\n\
-         [boot]\nkind = \"constant\"\nvalue = \"0s\"\n[removal]\nkind = \"constant\"\nvalue = \"0s\"\n"
+         [boot]\nkind = \"constant\"\nvalue = \"0s\"\n[removal]\nkind = \"constant\"\nvalue = \"0s\"\n\
+         [coordinator]\npolling = \"push\"\n"
     );
     let workload = Workload::parse(&text, Path::new("mmc.toml")).unwrap();
     let mut runner = RunnerConfig::pool("mmc", C, C);
@@ -146,7 +148,8 @@ fn replications_give_intervals_that_hold_erlang_c() {
     let text = format!(
         "jobs = 20000\nseed = 3\n[arrivals]\nkind = \"poisson\"\nrate_per_min = {rate_per_min}\n\
          [duration]\nkind = \"exponential\"\nmean = \"{MEAN_SERVICE_S}s\"\n\
-         [boot]\nkind = \"constant\"\nvalue = \"0s\"\n[removal]\nkind = \"constant\"\nvalue = \"0s\"\n"
+         [boot]\nkind = \"constant\"\nvalue = \"0s\"\n[removal]\nkind = \"constant\"\nvalue = \"0s\"\n\
+         [coordinator]\npolling = \"push\"\n"
     );
     let workload = Workload::parse(&text, Path::new("mmc.toml")).unwrap();
     let mut runner = RunnerConfig::pool("mmc", C, C);

@@ -1,12 +1,14 @@
 //! `drover replay JOURNAL`: re-run a journal through the scheduling core, verify its digests, and
-//! summarise what happened.
+//! summarise what happened, job waits included (measured as `drover simulate` reports them).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::Command;
+use drover_core::{Command, Event, JobId, Timestamp};
 use drover_journal::{Summary, command_kind};
+use drover_sim::report::{WaitSeconds, human_secs};
+use drover_sim::stats::round3;
 
 use crate::exit;
 
@@ -45,7 +47,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .events
         .then(|| std::io::BufWriter::new(std::io::stdout().lock()));
     let mut stdout_closed = false;
+    let mut waits = Waits::default();
     let replay = drover_journal::replay(&journal, |r| {
+        waits.observe(r.now, r.event, &r.step.commands);
         if args.check_invariants
             && violation.is_none()
             && let Err(v) = r
@@ -76,6 +80,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         stdout_closed = out.flush().is_err();
     }
     let stats = replay.core.state().stats();
+    let wait_seconds = waits.seconds();
     let anomalies = replay.core.state().anomalies();
     if stdout_closed {
         // Nobody reads the summary; the exit code below still tells the verdict.
@@ -92,6 +97,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             "commands_by_kind": replay.summary.commands_by_kind,
             "snapshots": replay.summary.snapshots,
             "stats": stats,
+            "wait_seconds": wait_seconds,
             "anomalies": anomalies.by_kind.iter().map(|(k, n)| (k.as_str(), n)).collect::<std::collections::BTreeMap<_, _>>(),
             "digests_checked": replay.digests_checked,
             "divergences": replay.divergences.iter().map(|d| serde_json::json!({
@@ -104,6 +110,19 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print_summary(&args, &journal, &replay.summary, stats, anomalies);
+        match &wait_seconds {
+            Some(w) => println!(
+                "waits (arrival in GitLab's queue to start): mean {}, p50 {}, p90 {}, p95 {}, \
+                 p99 {}, max {}",
+                human_secs(w.mean),
+                human_secs(w.p50),
+                human_secs(w.p90),
+                human_secs(w.p95),
+                human_secs(w.p99),
+                human_secs(w.max)
+            ),
+            None => println!("waits: no job started"),
+        }
         println!(
             "digests: {} verified, {} divergence{}",
             replay.digests_checked,
@@ -215,6 +234,49 @@ fn print_summary(
         for (kind, n) in &anomalies.by_kind {
             println!("  {n} x {}", kind.as_str());
         }
+    }
+}
+
+/// Each job's wait, as the simulator measures it: from its arrival in GitLab's queue (received
+/// minus GitLab's `time_in_queue_seconds`) to the core's `RunJob`.
+#[derive(Default)]
+struct Waits {
+    arrivals: std::collections::BTreeMap<JobId, Timestamp>,
+    seconds: Vec<f64>,
+}
+
+impl Waits {
+    fn observe(&mut self, now: Timestamp, event: &Event, commands: &[Command]) {
+        if let Event::JobReceived { job, info, .. } = event {
+            self.arrivals
+                .insert(*job, Timestamp(now.0.saturating_sub(info.queued_ms)));
+        }
+        for command in commands {
+            if let Command::RunJob { job, .. } = command
+                && let Some(arrival) = self.arrivals.remove(job)
+            {
+                self.seconds
+                    .push(now.0.saturating_sub(arrival.0) as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Mean and nearest-rank percentiles; `None` when no job started.
+    fn seconds(mut self) -> Option<WaitSeconds> {
+        if self.seconds.is_empty() {
+            return None;
+        }
+        self.seconds.sort_by(f64::total_cmp);
+        let s = &self.seconds;
+        let at = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+        Some(WaitSeconds {
+            mean: round3(s.iter().sum::<f64>() / s.len() as f64),
+            p50: round3(at(0.50)),
+            p90: round3(at(0.90)),
+            p95: round3(at(0.95)),
+            p99: round3(at(0.99)),
+            max: round3(s[s.len() - 1]),
+        })
     }
 }
 

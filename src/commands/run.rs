@@ -25,6 +25,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.path();
+    // Made before the config is read: every machine key includes it, from the first start on.
+    if config.is_file() {
+        crate::files::system_id(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
+    }
     let loaded = crate::config::load(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
     loaded
         .require_registered()

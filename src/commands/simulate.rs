@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use drover_sim::replicate::{DEFAULT_REPLICATIONS, MAX_REPLICATIONS, replicate};
@@ -18,6 +18,7 @@ use crate::config;
 use crate::exit;
 
 mod interrupt;
+mod perf;
 mod progress;
 
 /// Points over time kept for `--plot` (merged in pairs as a run grows, so memory stays bounded).
@@ -197,8 +198,10 @@ fn single(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<Exit
         .map_or(0, |p| p.iter().map(|s| s.values.len()).product());
     let progress = progress::Bar::new(u64::from(reps) * (1 + plan_points as u64));
     let price = args.cost_per_machine_hour;
-    let replicated =
+    let wall = Instant::now();
+    let mut replicated =
         replicate(scenario, reps, &options, price, &|| progress.inc()).map_err(interrupted)?;
+    replicated.perf = perf::measured(replicated.perf.events, wall.elapsed());
     // A configuration that could not even be simulated gets its verdict alone.
     let hopeless = replicated
         .summary
@@ -212,10 +215,14 @@ fn single(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<Exit
     };
     let planned = match &plan {
         Some(specs) => {
+            let wall = Instant::now();
             match run_sweep(scenario, specs, &sweep_options(args, &stop), &|| {
                 progress.inc()
             }) {
-                Ok(report) => Some(report),
+                Ok(mut report) => {
+                    report.perf = perf::measured(report.perf.events, wall.elapsed());
+                    Some(report)
+                }
                 Err(drover_sim::SimError::Interrupted) => None,
                 Err(e) => return Err(e.into()),
             }
@@ -230,7 +237,7 @@ fn single(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<Exit
         perf.events += p.perf.events;
         perf.wall_seconds = drover_sim::stats::round3(perf.wall_seconds + p.perf.wall_seconds);
         perf.events_per_second = p.perf.events_per_second.max(perf.events_per_second);
-        perf.peak_rss_bytes = drover_sim::report::peak_rss_bytes();
+        perf.peak_rss_bytes = perf::peak_rss_bytes();
     }
     let text = match args.format {
         Format::Json => {
@@ -297,8 +304,10 @@ fn single(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<Exit
             scenario.seed()
         );
         let first = &replicated.first;
-        plot::time_series(path, &title, &first.series, &first.report)?;
-        eprintln!("wrote {}", path.display());
+        write_plot(
+            path,
+            plot::time_series(&title, &first.series, &first.report),
+        )?;
     }
     emit(args.out.as_deref(), &text)?;
     Ok(ExitCode::from(if was_interrupted {
@@ -362,11 +371,13 @@ fn sweep(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<ExitC
     let total: usize = args.sweep.iter().map(|s| s.values.len()).product();
     let progress = progress::Bar::new(total as u64 * u64::from(args.replications));
     let stop = interrupt::install();
-    let report: SweepReport =
+    let wall = Instant::now();
+    let mut report: SweepReport =
         run_sweep(scenario, &args.sweep, &sweep_options(args, &stop), &|| {
             progress.inc()
         })
         .map_err(interrupted)?;
+    report.perf = perf::measured(report.perf.events, wall.elapsed());
     progress.finish();
     let text = match args.format {
         Format::Json => report.to_json() + "\n",
@@ -374,8 +385,7 @@ fn sweep(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<ExitC
     };
     if let Some(path) = &args.plot {
         let title = format!("{} — cost vs p95 wait", scenario.workload.origin.display());
-        plot::sweep(path, &title, &report)?;
-        eprintln!("wrote {}", path.display());
+        write_plot(path, plot::sweep(&title, &report))?;
     }
     emit(args.out.as_deref(), &text)?;
     // Nothing recommended (every point unstable) misses the SLO too.
@@ -389,6 +399,14 @@ fn sweep(args: &Args, scenario: &Scenario, header: &str) -> anyhow::Result<ExitC
             exit::OK
         },
     ))
+}
+
+/// Writes a drawn SVG to `path`.
+fn write_plot(path: &Path, svg: Result<String, plot::PlotError>) -> anyhow::Result<()> {
+    let svg = svg.with_context(|| format!("cannot draw {}", path.display()))?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {

@@ -36,8 +36,10 @@ pub fn build(
 
     let mut core_runners = Vec::new();
     let mut runners = Vec::new();
-    for (i, (raw_runner, name)) in raw.runners.into_iter().zip(names).enumerate() {
-        if let Some((core, settings)) = runner(raw_runner, i, name, ctx) {
+    let key_names = key_names(&raw.runners, &names);
+    let runs = raw.runners.into_iter().zip(names).zip(key_names);
+    for (i, ((raw_runner, name), key_name)) in runs.enumerate() {
+        if let Some((core, settings)) = runner(raw_runner, i, name, &key_name, ctx) {
             core_runners.push(core);
             runners.push(settings);
         }
@@ -177,6 +179,30 @@ fn global(raw: &RawConfig, ctx: &mut Ctx<'_>) -> (CoreConfig, GlobalSettings) {
     (core, global)
 }
 
+/// What each runner's machine key is made from besides the system id and URL: its own name, or
+/// `#<n>` for the n-th runner without one. Not the name drover gives an unnamed runner: that is
+/// derived from its token, which rotates; the position among unnamed runners does not.
+fn key_names(runners: &[Spanned<RawRunner>], names: &[String]) -> Vec<String> {
+    let mut unnamed = 0;
+    runners
+        .iter()
+        .zip(names)
+        .map(|(r, name)| {
+            let named = r
+                .get_ref()
+                .name
+                .as_ref()
+                .is_some_and(|n| !n.get_ref().trim().is_empty());
+            if named {
+                name.clone()
+            } else {
+                unnamed += 1;
+                format!("#{unnamed}")
+            }
+        })
+        .collect()
+}
+
 /// Each runner's unique name: its own, or one derived from its token or position.
 fn runner_names(runners: &[Spanned<RawRunner>], ctx: &mut Ctx<'_>) -> Vec<String> {
     let mut first_seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -244,6 +270,7 @@ fn runner(
     raw: Spanned<RawRunner>,
     index: usize,
     name: String,
+    key_name: &str,
     ctx: &mut Ctx<'_>,
 ) -> Option<(RunnerConfig, RunnerSettings)> {
     let span = raw.span();
@@ -385,8 +412,10 @@ fn runner(
         }
     }
     let request_concurrency = raw.request_concurrency.map_or(1, |c| c.0.max(1));
-    // Machines are named by URL and name, not by the token: a rotated token keeps its machines.
-    let short_token = drover_core::config::machine_key(url.as_deref().unwrap_or(""), &name);
+    // Machines are named by installation, URL and name, not by the token: a rotated token keeps
+    // its machines, and another installation's machines are not ours.
+    let short_token =
+        drover_core::config::machine_key(&ctx.system_id, url.as_deref().unwrap_or(""), key_name);
     let core = RunnerConfig {
         name: name.clone(),
         short_token,

@@ -15,6 +15,8 @@ pub struct Ctx<'a> {
     pub local: &'a LocalZone,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Warning>,
+    /// The installation's system id, part of every runner's machine key; empty when unknown.
+    pub system_id: String,
     /// The first period that needed `Local`, for the warning if it cannot be resolved.
     pub(super) local_zone_used: Option<(String, Range<usize>)>,
 }
@@ -26,6 +28,7 @@ impl<'a> Ctx<'a> {
             local,
             errors: Vec::new(),
             warnings: Vec::new(),
+            system_id: String::new(),
             local_zone_used: None,
         }
     }

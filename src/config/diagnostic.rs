@@ -249,14 +249,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Read { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: the read error's OS message is already in the text (before the hint), and an
+/// error chain printer would print it a second time after the hint.
+impl std::error::Error for ConfigError {}
 
 /// What a [`Warning`] is about.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

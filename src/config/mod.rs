@@ -71,7 +71,7 @@ mod timezone;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 pub use cache::{S3Credentials, S3Settings};
 pub use diagnostic::{ConfigError, Diagnostic, Warning};
@@ -122,13 +122,21 @@ impl Loaded {
     }
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Machine keys include the system id kept beside it
+/// (`drover run` makes it before loading); without one (a config never run) they are computed
+/// from an empty id, and a malformed one is reported by `drover run`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    let system_id = crate::files::read_system_id(path).ok().flatten();
+    parse_for(
+        &text,
+        path,
+        &LocalZone::detect(),
+        system_id.as_deref().unwrap_or(""),
+    )
 }
 
 /// Parses and validates config text; `origin` names it in messages. `Local` time zones resolve
@@ -143,6 +151,17 @@ pub fn parse_with_zone(
     origin: &Path,
     local: &LocalZone,
 ) -> Result<Loaded, ConfigError> {
+    parse_for(text, origin, local, "")
+}
+
+/// [`parse_with_zone`] for the installation with this system id (see
+/// [`drover_core::config::machine_key`]).
+pub fn parse_for(
+    text: &str,
+    origin: &Path,
+    local: &LocalZone,
+    system_id: &str,
+) -> Result<Loaded, ConfigError> {
     let invalid = |diagnostics| ConfigError::Invalid {
         origin: origin.to_path_buf(),
         diagnostics,
@@ -150,18 +169,13 @@ pub fn parse_with_zone(
     let mut doc = DeTable::parse(text).map_err(|e| invalid(vec![syntax_error(text, &e)]))?;
     let walk = schema::walk(text, doc.get_mut());
     let mut errors = walk.errors.clone();
-    let raw = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
-        Ok(raw) => Some(raw),
-        Err(e) => {
-            errors.push(type_error(text, &walk, &e));
-            None
-        }
-    };
+    let raw = typed(text, &walk, doc, &mut errors);
     let Some(raw) = raw.filter(|_| errors.is_empty()) else {
         errors.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
         return Err(invalid(errors));
     };
     let mut ctx = ctx::Ctx::new(text, local);
+    ctx.system_id = system_id.to_string();
     match build::build(raw, &walk, &mut ctx) {
         Some((core, global, runners)) => Ok(Loaded {
             origin: origin.to_path_buf(),
@@ -177,6 +191,68 @@ pub fn parse_with_zone(
             Err(invalid(errors))
         }
     }
+}
+
+/// The most type errors reported at once (each costs a deserialisation of the document).
+const MAX_TYPE_ERRORS: usize = 32;
+
+/// The typed layer. Serde stops at the first wrong value; to report every one at once, the value
+/// is taken out of the document and the rest is read again, until it reads or an error cannot be
+/// taken out (a missing key, or one left missing by taking out a wrong value: not reported, as
+/// the operator wrote it).
+fn typed(
+    text: &str,
+    walk: &schema::Walk,
+    mut doc: toml::Spanned<DeTable<'_>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<raw::RawConfig> {
+    let mut taken: Vec<std::ops::Range<usize>> = Vec::new();
+    for _ in 0..MAX_TYPE_ERRORS {
+        let e = match raw::RawConfig::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let span = e.span();
+        let missing = missing_field(&one_line(e.message())).is_some();
+        if missing
+            && let Some(span) = &span
+            && taken
+                .iter()
+                .any(|t| span.start <= t.start && t.end <= span.end)
+        {
+            return None;
+        }
+        errors.push(type_error(text, walk, &e));
+        match span {
+            Some(span) if !missing && take_value(doc.get_mut(), &span) => taken.push(span),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Removes the entry whose value is at `span` (for a value inside an array, the array's entry).
+/// Every table is searched: the spans of `[[array]]` tables do not cover their contents.
+fn take_value(table: &mut DeTable<'_>, span: &std::ops::Range<usize>) -> bool {
+    let holder = table
+        .iter()
+        .find(|(_, v)| {
+            v.span() == *span
+                || matches!(v.get_ref(), DeValue::Array(items)
+                    if items.iter().any(|i| i.span() == *span && !matches!(i.get_ref(), DeValue::Table(_))))
+        })
+        .map(|(k, _)| k.clone());
+    if let Some(key) = holder {
+        return table.remove(&key).is_some();
+    }
+    table.iter_mut().any(|(_, v)| match v.get_mut() {
+        DeValue::Table(t) => take_value(t, span),
+        DeValue::Array(items) => items.iter_mut().any(|item| match item.get_mut() {
+            DeValue::Table(t) => take_value(t, span),
+            _ => false,
+        }),
+        _ => false,
+    })
 }
 
 fn syntax_error(text: &str, e: &toml::de::Error) -> Diagnostic {

@@ -230,6 +230,19 @@ impl Visitor<'_> for CountVisitor {
             Err(E::invalid_value(Unexpected::Unsigned(v), &self))
         }
     }
+
+    /// GitLab Runner refuses a float here, so drover does too (one file for both); a whole
+    /// number written as a float (`1e3`, `4.0`) is spelled out.
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        if v.fract() == 0.0 && v >= 0.0 && v <= self.0 as f64 {
+            Err(E::custom(format!(
+                "a float ({v:?}): write the whole number {} (GitLab Runner reads no float here)",
+                v as u64
+            )))
+        } else {
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Count {

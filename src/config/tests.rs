@@ -58,10 +58,11 @@ fn gitlab_full_loads_with_its_values() {
     assert_eq!(names, ["autoscale-linux", "small-docker"]);
     let linux = &l.core.runners[0];
     assert_eq!((linux.limit, linux.request_concurrency), (30, 4));
-    // Machines are keyed by URL and name, not by the token (which rotates).
+    // Machines are keyed by installation, URL and name, not by the token (which rotates).
     assert_eq!(
         linux.short_token,
         drover_core::config::machine_key(
+            "",
             &l.runners[0].url.clone().unwrap_or_default(),
             "autoscale-linux"
         )
@@ -265,6 +266,7 @@ fn every_key_fixture_covers_the_schema_and_loads() {
     assert_eq!(
         l.core.runners[0].short_token,
         drover_core::config::machine_key(
+            "",
             s.url.as_deref().unwrap_or_default(),
             &l.core.runners[0].name
         ),
@@ -450,6 +452,61 @@ concurrent = 1
     );
     assert_eq!(kinds(&l), [WarningKind::UnnamedRunner; 3]);
     assert!(l.core.validate().is_ok());
+}
+
+#[test]
+fn machine_keys_follow_the_installation_not_the_token() {
+    let text = |token: &str| {
+        format!(
+            r#"
+concurrent = 1
+[[runners]]
+  name = "linux"
+  url = "https://gitlab.example.com"
+  token = "{token}"
+  executor = "docker"
+[[runners]]
+  url = "https://gitlab.example.com"
+  token = "{token}"
+  executor = "docker"
+"#
+        )
+    };
+    let keys = |token: &str, system_id: &str| -> Vec<String> {
+        let loaded = parse_for(&text(token), Path::new("t.toml"), &berlin(), system_id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        loaded
+            .core
+            .runners
+            .into_iter()
+            .map(|r| r.short_token)
+            .collect()
+    };
+    let a = keys("glrt-t1_6sYkQxW9bN3pLmZr7cVd", "r_AAAAAAAAAAAA");
+    let url = "https://gitlab.example.com";
+    assert_eq!(
+        a,
+        [
+            drover_core::config::machine_key("r_AAAAAAAAAAAA", url, "linux"),
+            drover_core::config::machine_key("r_AAAAAAAAAAAA", url, "#1"),
+        ]
+    );
+    // A rotated token keeps both keys, the unnamed runner's too (its derived name changes).
+    assert_eq!(a, keys("glrt-t1_rotatedXXXXXXXXXX", "r_AAAAAAAAAAAA"));
+    // Another installation of the same runners (another system id) keys its machines apart.
+    let b = keys("glrt-t1_6sYkQxW9bN3pLmZr7cVd", "r_BBBBBBBBBBBB");
+    assert!(a.iter().all(|k| !b.contains(k)), "{a:?} {b:?}");
+
+    // `load` reads the system id kept beside the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text("glrt-t1_6sYkQxW9bN3pLmZr7cVd")).unwrap();
+    let id = crate::files::system_id(&path).unwrap();
+    let loaded = load(&path).unwrap();
+    assert_eq!(
+        loaded.core.runners[0].short_token,
+        drover_core::config::machine_key(&id, url, "linux")
+    );
 }
 
 #[test]

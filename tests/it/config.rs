@@ -391,6 +391,12 @@ fn file_arguments_and_failures() {
         "{stderr}"
     );
     assert!(stderr.contains("hint: check the path"), "{stderr}");
+    // The OS's reason once, not again after the hint; `run` reads the file the same way.
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    let run = drover(&["run", "--config", "fixtures/config/none.toml"]);
+    let run_stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(CONFIG_EXIT), "{run_stderr}");
+    assert_eq!(run_stderr.matches("os error 2").count(), 1, "{run_stderr}");
 
     let both = drover(&[
         "check-config",

@@ -49,9 +49,16 @@ async fn a_docker_machine_runner_keeps_its_idle_machines_and_drains() {
     .await
     .expect("the fake GitLab starts");
     let token = gitlab.create_runner_token();
+    // This installation's system id, kept beside the config: part of the machine key.
+    let system_id = "r_vmsTESTvms01";
+    std::fs::write(
+        dir.path().join(".runner_system_id"),
+        format!("{system_id}\n"),
+    )
+    .unwrap();
     let prefix = format!(
         "runner-{}-",
-        drover_core::config::machine_key(gitlab.url(), "vms")
+        drover_core::config::machine_key(system_id, gitlab.url(), "vms")
     );
 
     // A machine of this runner that no journal knows (left by an earlier installation).

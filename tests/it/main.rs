@@ -3,5 +3,6 @@ mod daemon;
 mod docker_machine;
 mod gitlab_cli;
 mod packaging;
+mod readme;
 mod replay;
 mod simulate;

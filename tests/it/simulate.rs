@@ -473,6 +473,31 @@ fn a_journal_replays_its_jobs_under_another_config() {
         .report;
     record_journal(&journal, &scenario.config, scenario.workload.start, &tape.0);
 
+    // `drover replay` measures the recorded waits as the simulator did.
+    let replayed = json(&drover(&[
+        "replay",
+        journal.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let waits = &replayed["wait_seconds"];
+    assert!(
+        (waits["mean"].as_f64().unwrap() - original.wait_seconds.mean).abs() < 0.002,
+        "replay {waits} vs simulate {:?}",
+        original.wait_seconds
+    );
+    assert!(
+        original.wait_seconds.mean > 0.0,
+        "{:?}",
+        original.wait_seconds
+    );
+    let max = waits["max"].as_f64().unwrap();
+    assert!(
+        (max - original.wait_seconds.max).abs() <= 0.01 * max,
+        "replay {waits} vs simulate {:?}",
+        original.wait_seconds
+    );
+
     // Under the config it was recorded with: the same jobs, the same busy time.
     let v = json(&drover(&[
         "simulate",

@@ -84,6 +84,8 @@ pub struct Chaos {
     pub resolved: BTreeSet<JobId>,
     pub exited: Option<bool>,
     wake: Option<Timestamp>,
+    /// Machine names listed that are another manager's or installation's: never to be removed.
+    foreign: BTreeSet<String>,
 }
 
 impl Chaos {
@@ -102,6 +104,7 @@ impl Chaos {
             resolved: BTreeSet::new(),
             exited: None,
             wake: None,
+            foreign: BTreeSet::new(),
         };
         c.feed(Event::Tick);
         c
@@ -139,7 +142,11 @@ impl Chaos {
                 Command::CreateMachine { machine, .. } => {
                     self.creating.insert(machine);
                 }
-                Command::RemoveMachine { machine, .. } => {
+                Command::RemoveMachine { machine, name, .. } => {
+                    assert!(
+                        !self.foreign.contains(&name),
+                        "after {event:?}: removes {name}, which is not this installation's"
+                    );
                     self.creating.remove(&machine);
                     self.removing.insert(machine);
                 }
@@ -284,8 +291,24 @@ impl Chaos {
                     .filter(|(i, _)| (a >> (i % 32)) & 1 == 1)
                     .map(|(_, n)| n)
                     .collect();
-                if b % 2 == 0 {
-                    names.push(format!("{prefix}stray-{b}"));
+                // A leftover this runner named (its key, its MachineName): an orphan to remove.
+                let stray = r.config.policy().filter(|_| b % 2 == 0).map(|p| {
+                    format!(
+                        "{prefix}{}",
+                        p.machine_name.replacen("%s", &b.to_string(), 1)
+                    )
+                });
+                names.extend(stray.clone());
+                // Never ours: another manager of this runner (another MachineName), and another
+                // installation of it (another key) on the same engine.
+                let key = &r.config.short_token;
+                let foreign = [
+                    format!("{prefix}other-{b}"),
+                    format!("runner-{key}z-auto-{b}"),
+                ];
+                if b % 3 != 0 {
+                    names.extend(foreign.iter().cloned());
+                    self.foreign.extend(foreign);
                 }
                 let request = self.core.state().seq().saturating_sub(u64::from(b % 3));
                 self.feed(Event::MachinesListed {
@@ -293,6 +316,13 @@ impl Chaos {
                     request,
                     names,
                 });
+                if let Some(stray) = stray {
+                    let known = self.core.state().machines().into_iter();
+                    assert!(
+                        known.map(|(_, m)| m).any(|m| m.name == stray),
+                        "the leftover {stray} was not taken as this runner's"
+                    );
+                }
             }
             14 => {
                 let signal = match a % 6 {

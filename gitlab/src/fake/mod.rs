@@ -2,7 +2,8 @@
 //!
 //! It implements the runner API as `shared/reference/gitlab-api.md` describes it: runners and
 //! tokens (registration tokens, `glrt-` tokens, managers by `system_id`), per-runner queue
-//! versions with Workhorse-style long polling, two-phase job commit, job states with
+//! versions with Workhorse-style long polling, `time_in_queue_seconds` measured on its own clock,
+//! two-phase job commit, job states with
 //! `Job-Status` on every job response, trace offsets with `416`, the final update checked against
 //! the stored trace, cancellation (`canceling` when the runner declared `cancel_gracefully`),
 //! rate limiting, artifacts (uploads checked as Workhorse and Rails check them, served back to
@@ -31,6 +32,7 @@ mod server;
 mod state;
 mod template;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -173,6 +175,8 @@ pub(crate) struct Shared {
     state: Mutex<state::State>,
     /// Bumped on every change; long polls and [`FakeGitlab::wait_until`] follow it.
     changes: watch::Sender<u64>,
+    /// Job requests held by the long poll right now.
+    held: AtomicUsize,
 }
 
 impl Shared {
@@ -201,6 +205,7 @@ impl FakeGitlab {
         let shared = Arc::new(Shared {
             state: Mutex::new(state::State::new(options, url.clone())),
             changes: watch::Sender::new(0),
+            held: AtomicUsize::new(0),
         });
         let server = tokio::spawn(server::serve(listener, tls, shared.clone()));
         Ok(FakeGitlab {
@@ -292,6 +297,12 @@ impl FakeGitlab {
     pub fn answer_raw(&self, body: impl Into<Vec<u8>>) {
         self.shared.lock().push_raw_answer(body.into());
         self.shared.changed();
+    }
+
+    /// Job requests the long poll holds right now (each change is a change for
+    /// [`FakeGitlab::wait_until`]): a test can wait until a runner is parked before it enqueues.
+    pub fn held_requests(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Raw answers not served yet.

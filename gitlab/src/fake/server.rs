@@ -1,6 +1,7 @@
 //! The fake's HTTP(S) server: accept loop, routing, faults and Workhorse-style long polling.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -278,6 +279,7 @@ async fn request_job(shared: &Shared, request: &Request<'_>) -> Reply {
         // X-GitLab-Last-Update, and Rails is never asked.
         let mut changes = shared.changes.subscribe();
         let deadline = tokio::time::Instant::now() + long_poll;
+        let _held = Held::new(shared);
         loop {
             changes.borrow_and_update();
             let current = shared.lock().queue_version(&body);
@@ -296,6 +298,25 @@ async fn request_job(shared: &Shared, request: &Request<'_>) -> Reply {
     let mut state = shared.lock();
     state.check_common(request);
     state.request_job(request)
+}
+
+/// Counts a held job request for [`super::FakeGitlab::held_requests`] while it lives, including
+/// when the client gives up and the request's future is dropped.
+struct Held<'a>(&'a Shared);
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.held.fetch_add(1, Ordering::SeqCst);
+        shared.changed();
+        Held(shared)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed();
+    }
 }
 
 fn finish(shared: &Shared, index: usize, reply: Reply) -> hyper::Response<Full<Bytes>> {

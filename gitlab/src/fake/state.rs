@@ -132,6 +132,13 @@ pub struct JobView {
     /// Final updates answered `200`.
     pub final_updates_accepted: u32,
     pub response: JobResponse,
+    /// When the job entered the queue, on the fake's clock.
+    pub enqueued_at: Instant,
+    /// When a runner picked it (the last time, if it was handed out again).
+    pub picked_at: Option<Instant>,
+    /// When it turned `running`: the runner's acknowledgement (two-phase commit) or, without it,
+    /// the pick. GitLab's `started_at`.
+    pub started_at: Option<Instant>,
 }
 
 impl JobView {
@@ -221,6 +228,11 @@ pub(crate) struct Job {
     final_accepted: u32,
     failure_reason: Option<String>,
     exit_code: Option<i64>,
+    enqueued_at: Instant,
+    /// `false`: the template pins `job_info.time_in_queue_seconds`.
+    live_time_in_queue: bool,
+    picked_at: Option<Instant>,
+    started_at: Option<Instant>,
 }
 
 impl Job {
@@ -240,6 +252,9 @@ impl Job {
             exit_code: self.exit_code,
             final_updates_accepted: self.final_accepted,
             response: self.response.clone(),
+            enqueued_at: self.enqueued_at,
+            picked_at: self.picked_at,
+            started_at: self.started_at,
         }
     }
 }
@@ -463,6 +478,10 @@ impl State {
                 final_accepted: 0,
                 failure_reason: None,
                 exit_code: None,
+                enqueued_at: Instant::now(),
+                live_time_in_queue: template.live_time_in_queue(),
+                picked_at: None,
+                started_at: None,
             },
         );
         self.queue.push_back(id);
@@ -903,6 +922,16 @@ impl State {
                 }
             }
         }
+        // GitLab's `time_in_queue_seconds`: from the enqueue to this pick.
+        let now = Instant::now();
+        job.picked_at = Some(now);
+        if job.live_time_in_queue {
+            let seconds = now.duration_since(job.enqueued_at).as_secs_f64();
+            job.response.job_info.time_in_queue_seconds = seconds;
+            if let Some(slot) = job.served.pointer_mut("/job_info/time_in_queue_seconds") {
+                *slot = json!(seconds);
+            }
+        }
         job.runner = Some(token);
         job.manager = Some(system_id);
         job.graceful = features.cancel_gracefully;
@@ -911,6 +940,7 @@ impl State {
         } else {
             job.accepted = true;
             job.status = JobStatus::Running;
+            job.started_at = Some(now);
         }
         Reply::json(201, &job.served)
     }
@@ -989,6 +1019,7 @@ impl State {
                     let job = self.jobs.get_mut(&id).expect("authenticated");
                     job.accepted = true;
                     job.status = JobStatus::Running;
+                    job.started_at.get_or_insert_with(Instant::now);
                     self.job_reply(id, Reply::text_status(200), record(200))
                 }
                 "pending" => self.job_reply(id, Reply::text_status(200), record(200)),

@@ -51,6 +51,9 @@ pub struct JobTemplate {
     /// (JSON pointer, value). Payloads GitLab's schema does not allow (a wrong type, an array for
     /// an object), which [`JobResponse`] cannot hold. The job keeps its id and token.
     pub json_edits: Vec<(String, serde_json::Value)>,
+    /// `job_info.time_in_queue_seconds` as served; `None` (the default): what GitLab reports, the
+    /// seconds from the enqueue to the job request that picks the job.
+    pub pinned_time_in_queue: Option<f64>,
 }
 
 impl JobTemplate {
@@ -109,6 +112,7 @@ impl JobTemplate {
             cancel_after_patches: None,
             runner_token: None,
             json_edits: Vec::new(),
+            pinned_time_in_queue: None,
         };
         for (key, value) in [
             ("CI", "true"),
@@ -139,6 +143,7 @@ impl JobTemplate {
             cancel_after_patches: None,
             runner_token: None,
             json_edits: Vec::new(),
+            pinned_time_in_queue: None,
         }
     }
 
@@ -295,9 +300,22 @@ impl JobTemplate {
         self
     }
 
+    /// Serves `job_info.time_in_queue_seconds = seconds` whenever the job is picked, instead of the
+    /// time it really spent in the queue.
     pub fn time_in_queue(mut self, seconds: f64) -> Self {
         self.response.job_info.time_in_queue_seconds = seconds;
+        self.pinned_time_in_queue = Some(seconds);
         self
+    }
+
+    /// Whether the served payload's `job_info.time_in_queue_seconds` is the fake's to fill in: not
+    /// pinned, and no JSON edit replaces it.
+    pub(super) fn live_time_in_queue(&self) -> bool {
+        self.pinned_time_in_queue.is_none()
+            && !self
+                .json_edits
+                .iter()
+                .any(|(pointer, _)| "/job_info/time_in_queue_seconds".starts_with(pointer.as_str()))
     }
 
     pub fn token_mask_prefixes<S: Into<String>>(

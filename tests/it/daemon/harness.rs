@@ -39,6 +39,8 @@ pub struct Settings {
     /// Seconds.
     pub idle_time: u32,
     pub max_builds: u32,
+    /// Seconds between job requests (`check_interval`).
+    pub check_interval: u32,
     /// Seconds.
     pub shutdown_timeout: u32,
     /// `[machine.shutdown_drain] enabled`.
@@ -63,6 +65,7 @@ impl Settings {
             idle_count: 0,
             idle_time: 600,
             max_builds: 0,
+            check_interval: 1,
             shutdown_timeout: 30,
             drain: true,
             json_logs: false,
@@ -139,7 +142,11 @@ impl Env {
         .expect("the fake GitLab starts");
         let token = fake.create_runner_token();
         let name = name.replace('_', "-");
-        let short = drover_core::config::machine_key(fake.url(), &name);
+        // The installation's system id, kept beside the config: part of the machine key.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let system_id = "r_droverTEST01";
+        std::fs::write(dir.path().join(".runner_system_id"), system_id).expect("writing");
+        let short = drover_core::config::machine_key(system_id, fake.url(), &name);
         let env = Env {
             fake,
             token,
@@ -147,7 +154,7 @@ impl Env {
             name,
             docker,
             settings,
-            dir: tempfile::tempdir().expect("a temp dir"),
+            dir,
             child: None,
             logs: Vec::new(),
             born: Instant::now(),
@@ -174,7 +181,7 @@ impl Env {
         let s = &self.settings;
         let mut text = format!(
             "concurrent = {concurrent}\n\
-             check_interval = 1\n\
+             check_interval = {check_interval}\n\
              shutdown_timeout = {shutdown_timeout}\n\
              log_format = \"{format}\"\n\
              listen_address = \"127.0.0.1:0\"\n\
@@ -191,6 +198,7 @@ impl Env {
              \x20   image = \"{image}\"\n\
              \x20   pull_policy = [\"if-not-present\"]\n",
             concurrent = s.concurrent,
+            check_interval = s.check_interval,
             shutdown_timeout = s.shutdown_timeout,
             format = if s.json_logs { "json" } else { "text" },
             drain = s.drain,

@@ -14,3 +14,4 @@ mod pool;
 mod recovery;
 mod registry;
 mod signals;
+mod sim_to_real;
