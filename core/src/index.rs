@@ -15,13 +15,29 @@ type Fx = BuildHasherDefault<rustc_hash::FxHasher>;
 
 /// A map from ids to records with O(1) lookups, sorted iteration, and a running digest of its
 /// entries: the wrapping sum of one hash per entry, kept up to date as entries change, so the core's
-/// digest costs O(1) per event instead of a pass over every record. An entry handed out by
-/// [`IdMap::get_mut`] is rehashed at the next [`IdMap::settle`] (the core settles after every event).
+/// digest costs O(1) per event instead of a pass over every record.
+///
+/// Hashing is deferred: an entry inserted or handed out by [`IdMap::get_mut`] is marked pending and
+/// hashed at the next [`IdMap::settle`], once however often it changed, and not at all if it is
+/// removed first. The core settles after every event unless its driver defers that too (the
+/// simulator, which never asks for a digest per event: most of its jobs come and go between two
+/// settles). [`IdMap::digest`] is exact at any time: it hashes what is still pending.
 #[derive(Clone, Debug)]
 pub struct IdMap<K, V> {
-    entries: HashMap<K, (V, u64), Fx>,
+    entries: HashMap<K, Entry<V>, Fx>,
+    /// The sum of the `counted` hashes of the entries.
     sum: u64,
+    /// Keys of pending entries (a key may be listed twice if it was removed and inserted again).
     dirty: Vec<K>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry<V> {
+    value: V,
+    /// The hash this entry adds to `sum` (0 until it is first settled).
+    counted: u64,
+    /// Changed since `counted` was computed: listed in `dirty`.
+    pending: bool,
 }
 
 /// The hash of one entry, as the digest sums it.
@@ -39,28 +55,44 @@ impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {
     }
 
     pub fn get(&self, k: &K) -> Option<&V> {
-        self.entries.get(k).map(|(v, _)| v)
+        self.entries.get(k).map(|e| &e.value)
     }
 
     /// The entry to change; it is rehashed at the next [`IdMap::settle`].
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        let (v, _) = self.entries.get_mut(k)?;
-        self.dirty.push(*k);
-        Some(v)
+        let e = self.entries.get_mut(k)?;
+        if !e.pending {
+            e.pending = true;
+            self.dirty.push(*k);
+        }
+        Some(&mut e.value)
     }
 
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let h = entry_hash(&k, &v);
-        self.sum = self.sum.wrapping_add(h);
-        let old = self.entries.insert(k, (v, h))?;
-        self.sum = self.sum.wrapping_sub(old.1);
-        Some(old.0)
+        let entry = Entry {
+            value: v,
+            counted: 0,
+            pending: true,
+        };
+        match self.entries.insert(k, entry) {
+            Some(old) => {
+                self.sum = self.sum.wrapping_sub(old.counted);
+                if !old.pending {
+                    self.dirty.push(k);
+                }
+                Some(old.value)
+            }
+            None => {
+                self.dirty.push(k);
+                None
+            }
+        }
     }
 
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        let (v, h) = self.entries.remove(k)?;
-        self.sum = self.sum.wrapping_sub(h);
-        Some(v)
+        let e = self.entries.remove(k)?;
+        self.sum = self.sum.wrapping_sub(e.counted);
+        Some(e.value)
     }
 
     pub fn contains_key(&self, k: &K) -> bool {
@@ -74,32 +106,52 @@ impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {
 
     /// Every entry, sorted by key. O(n log n): for status, checks and shutdowns, never per event.
     pub fn sorted(&self) -> Vec<(K, &V)> {
-        let mut v: Vec<(K, &V)> = self.entries.iter().map(|(k, (v, _))| (*k, v)).collect();
+        let mut v: Vec<(K, &V)> = self.entries.iter().map(|(k, e)| (*k, &e.value)).collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         v
     }
 
-    /// Rehashes the entries changed through [`IdMap::get_mut`] since the last call.
+    /// Entries changed since the last [`IdMap::settle`] (an upper bound: removed ones are counted).
+    pub fn unsettled(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Hashes the entries changed since the last call.
     pub fn settle(&mut self) {
-        for k in std::mem::take(&mut self.dirty) {
-            if let Some((v, h)) = self.entries.get_mut(&k) {
-                let fresh = entry_hash(&k, v);
-                self.sum = self.sum.wrapping_sub(*h).wrapping_add(fresh);
-                *h = fresh;
+        for k in self.dirty.drain(..) {
+            if let Some(e) = self.entries.get_mut(&k)
+                && e.pending
+            {
+                let fresh = entry_hash(&k, &e.value);
+                self.sum = self.sum.wrapping_sub(e.counted).wrapping_add(fresh);
+                e.counted = fresh;
+                e.pending = false;
             }
         }
     }
 
-    /// The digest of the entries: order-independent, O(1).
+    /// The digest of the entries: order-independent; O(1) when settled, else O(pending entries).
     pub fn digest(&self) -> u64 {
-        self.sum
+        if self.dirty.is_empty() {
+            return self.sum;
+        }
+        let mut keys = self.dirty.clone();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.iter()
+            .fold(self.sum, |sum, k| match self.entries.get(k) {
+                Some(e) if e.pending => sum
+                    .wrapping_sub(e.counted)
+                    .wrapping_add(entry_hash(k, &e.value)),
+                _ => sum,
+            })
     }
 
     /// The same digest recomputed from every entry, to check the running one.
     pub fn digest_from_scratch(&self) -> u64 {
-        self.entries
-            .iter()
-            .fold(0u64, |sum, (k, (v, _))| sum.wrapping_add(entry_hash(k, v)))
+        self.entries.iter().fold(0u64, |sum, (k, e)| {
+            sum.wrapping_add(entry_hash(k, &e.value))
+        })
     }
 }
 

@@ -366,8 +366,11 @@ impl<'s, O: Observer> World<'s, O> {
             &scenario.routing,
             [stream(seed, 1), stream(seed, 2), stream(seed, 3)],
         );
+        let mut core = Core::new(scenario.config.clone(), start);
+        // A run never asks for the digest per event: hash the core's records in batches.
+        core.defer_hashing();
         World {
-            core: Core::new(scenario.config.clone(), start),
+            core,
             workload: w,
             start,
             now: start,

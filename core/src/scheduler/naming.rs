@@ -1,5 +1,7 @@
 //! Machine names: GitLab's `runner-<key>-` prefix and `MachineName` pattern, with a reproducible suffix.
 
+use std::fmt::Write as _;
+
 use crate::config::RunnerConfig;
 use crate::ids::MachineId;
 use crate::time::Timestamp;
@@ -8,12 +10,26 @@ use crate::time::Timestamp;
 /// machines. The hex digits come from the configured seed, so names are reproducible in replays.
 pub fn machine_name(runner: &RunnerConfig, seed: u64, id: MachineId, now: Timestamp) -> String {
     let pattern = runner.policy().map_or("%s", |p| p.machine_name.as_str());
-    let suffix = format!("{}-{:08x}", now.0 / 1000, splitmix64(seed ^ id.0) as u32);
-    format!(
-        "{}{}",
-        runner.machine_prefix(),
-        pattern.replacen("%s", &suffix, 1)
-    )
+    // Written into one buffer: an ephemeral pool names a machine per job.
+    let mut name = String::with_capacity(8 + runner.short_token.len() + pattern.len() + 24);
+    name.push_str("runner-");
+    name.push_str(&runner.short_token);
+    name.push('-');
+    let (before, after) = match pattern.split_once("%s") {
+        Some(parts) => parts,
+        None => (pattern, ""),
+    };
+    name.push_str(before);
+    if before.len() < pattern.len() {
+        let _ = write!(
+            name,
+            "{}-{:08x}",
+            now.0 / 1000,
+            splitmix64(seed ^ id.0) as u32
+        );
+    }
+    name.push_str(after);
+    name
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -21,4 +37,33 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_machine_name_pattern() {
+        let mut runner = RunnerConfig::pool("linux", 0, 4);
+        runner.short_token = "abcd1234".into();
+        let now = Timestamp(1_767_571_234_567);
+        let suffix = format!("1767571234-{:08x}", splitmix64(7 ^ 3) as u32);
+        for (pattern, want) in [
+            ("auto-%s.example.com", format!("auto-{suffix}.example.com")),
+            ("%s", suffix.clone()),
+            ("m-%s-%s", format!("m-{suffix}-%s")),
+            ("no-placeholder", "no-placeholder".to_string()),
+        ] {
+            if let Some(p) = runner.policy_mut() {
+                p.machine_name = pattern.into();
+            }
+            let name = machine_name(&runner, 7, MachineId(3), now);
+            assert_eq!(name, format!("runner-abcd1234-{want}"), "{pattern}");
+            assert!(
+                runner.owns_machine(&name) || !pattern.contains("%s"),
+                "{name}"
+            );
+        }
+    }
 }
