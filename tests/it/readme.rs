@@ -65,6 +65,14 @@ const SKIPPED: &[(&str, &str)] = &[
         "cargo run --release -p drover-sim --example throughput",
         "a benchmark of 10 M jobs",
     ),
+    (
+        "cargo run --release -p drover-sim --example autoscalers",
+        "a benchmark of 10 M jobs",
+    ),
+    (
+        "sh benches/simpy/run.sh",
+        "a benchmark: installs SimPy from PyPI and times both simulators for minutes",
+    ),
 ];
 
 /// The commands of README.md's `sh` blocks: comment lines dropped, `\` continuations joined.
