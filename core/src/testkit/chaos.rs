@@ -45,6 +45,9 @@ pub fn config(n: [u32; 8]) -> Config {
             p.max_builds = (k >> 6) % 4;
             p.max_growth_rate = (k >> 8) % 3;
             p.max_removal_attempts = 1 + (k >> 10) % 5;
+            if (k >> 13).is_multiple_of(2) {
+                p.machine_name = "ci-%s.example.com".into(); // literal text on both sides
+            }
             p.base.idle_time_ms = u64::from((l >> 3) % 4) * 60_000;
             if (l >> 5).is_multiple_of(3) {
                 p.base.idle_scale_factor = 0.5;
@@ -127,11 +130,18 @@ impl Chaos {
             _ => {}
         }
         self.inputs.push((self.now, event.clone()));
+        let before = (self.core.state().exited(), self.core.state().shutdown());
         let step = self.core.handle(self.now, event.clone());
         if let Err(v) = self
             .core
             .check_invariants()
             .and_then(|()| self.core.check_step(&event, &step))
+        {
+            panic!("after {event:?} at {}: {v}\nstep: {step:?}", self.now);
+        }
+        if let Err(v) = self
+            .check_exit(&event, &step.commands, before)
+            .and_then(|()| self.check_direct_runners())
         {
             panic!("after {event:?} at {}: {v}\nstep: {step:?}", self.now);
         }
@@ -165,6 +175,98 @@ impl Chaos {
                 | Command::ListMachines { .. } => {}
             }
         }
+    }
+
+    /// `Exit` comes exactly when the shutdown in progress has nothing left to wait for, at most
+    /// once: a graceful one waits for every job (running, queued, requested), every machine being
+    /// created or removed (not the removals waiting for a retry), and with draining every idle
+    /// machine; a forceful one for the jobs until its deadline (then exits unclean), and a second
+    /// forceful signal exits at once.
+    fn check_exit(
+        &self,
+        event: &Event,
+        commands: &[Command],
+        (exited_before, shutdown_before): (bool, crate::state::Shutdown),
+    ) -> Result<(), String> {
+        let exits: Vec<bool> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Exit { clean } => Some(*clean),
+                _ => None,
+            })
+            .collect();
+        let s = self.core.state();
+        if exits.len() > 1 || (exited_before && !exits.is_empty()) {
+            return Err(format!("exits again: {exits:?}"));
+        }
+        let (mut jobs, mut creating, mut removing, mut idle) = (0, 0, 0, 0);
+        for r in s.runners() {
+            let c = &r.counts;
+            jobs += c.running + c.queued + c.in_flight;
+            creating += c.creating;
+            removing += c.removing;
+            idle += c.idle;
+        }
+        let removals_in_progress = removing as usize - s.removals_waiting();
+        let drain = self.core.config().drain_machines_on_shutdown;
+        let exit = exits.first().copied();
+        match s.shutdown() {
+            crate::state::Shutdown::None if exit.is_some() => {
+                Err("exits without a shutdown".into())
+            }
+            crate::state::Shutdown::None => Ok(()),
+            _ if exited_before => Ok(()),
+            crate::state::Shutdown::Graceful { .. } => {
+                let due = jobs == 0
+                    && creating == 0
+                    && removals_in_progress == 0
+                    && (!drain || idle == 0);
+                match exit {
+                    Some(true) if due => Ok(()),
+                    None if !due => Ok(()),
+                    _ => Err(format!(
+                        "graceful exit {exit:?}, due {due}: {jobs} jobs, {creating} creating, \
+                         {removals_in_progress} removing, {idle} idle"
+                    )),
+                }
+            }
+            crate::state::Shutdown::Forceful { deadline, .. } => {
+                let second = matches!(event, Event::Signal(Signal::Forceful))
+                    && matches!(shutdown_before, crate::state::Shutdown::Forceful { .. })
+                    && exit == Some(false);
+                let due = jobs == 0 || self.now >= deadline;
+                match exit {
+                    _ if second => Ok(()),
+                    Some(clean) if due && clean == (jobs == 0) => Ok(()),
+                    None if !due => Ok(()),
+                    _ => Err(format!(
+                        "forceful exit {exit:?}, due {due}: {jobs} jobs, deadline {deadline}"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A plain docker runner's job never waits: while one is queued, every job slot it may use
+    /// (`concurrent`, its `limit`) is taken.
+    fn check_direct_runners(&self) -> Result<(), String> {
+        let s = self.core.state();
+        let concurrent = self.core.config().concurrent.max(1);
+        for r in s.runners() {
+            let c = &r.counts;
+            if r.config.policy().is_some() || c.queued == 0 {
+                continue;
+            }
+            let full = s.totals().running >= concurrent
+                || (r.config.limit > 0 && c.running >= r.config.limit);
+            if !full {
+                return Err(format!(
+                    "runner {} keeps {} jobs waiting with a free slot",
+                    r.config.name, c.queued
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn pick<T: Copy>(set: &BTreeSet<T>, i: u32) -> Option<T> {
@@ -302,9 +404,15 @@ impl Chaos {
                 // Never ours: another manager of this runner (another MachineName), and another
                 // installation of it (another key) on the same engine.
                 let key = &r.config.short_token;
+                let pattern = r.config.policy().map_or("%s", |p| p.machine_name.as_str());
                 let foreign = [
                     format!("{prefix}other-{b}"),
-                    format!("runner-{key}z-auto-{b}"),
+                    format!(
+                        "runner-{key}z-{}",
+                        pattern.replacen("%s", &b.to_string(), 1)
+                    ),
+                    // The pattern with nothing for `%s`: no name this runner makes.
+                    format!("{prefix}{}", pattern.replacen("%s", "", 1)),
                 ];
                 if b % 3 != 0 {
                     names.extend(foreign.iter().cloned());
@@ -449,12 +557,20 @@ impl Chaos {
                 s.jobs().into_iter().map(|(id, _)| id).collect::<Vec<_>>()
             ));
         }
+        let polling = !s.exited() && s.shutdown() == crate::state::Shutdown::None;
         for r in s.runners() {
             let c = &r.counts;
             if c.creating != 0 || c.removing != 0 || c.busy != 0 {
                 return Err(format!("runner {} did not settle: {c:?}", r.config.name));
             }
             if r.config.policy().is_none() {
+                // A plain docker runner asks for jobs whenever a job slot is free (or is about to:
+                // the world stops healing at a horizon, maybe right after an empty answer).
+                let slots_taken = s.totals().in_flight >= self.core.config().concurrent.max(1);
+                let asking = c.in_flight > 0 || r.next_poll_at() > self.now;
+                if polling && !r.retired && !asking && !slots_taken {
+                    return Err(format!("runner {} stopped asking for jobs", r.config.name));
+                }
                 continue;
             }
             let mut target = r.policy().values.idle_target(0);
