@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 /// How long a request without a job stays open.
 const LONG_POLL: Duration = Duration::from_secs(50);
 
+mod checks;
+
 /// A config drawn from eight numbers: one or two runners with small pools and limits, so that limits,
 /// growth rates and MaxBuilds are hit often.
 pub fn config(n: [u32; 8]) -> Config {
@@ -131,6 +133,16 @@ impl Chaos {
         }
         self.inputs.push((self.now, event.clone()));
         let before = (self.core.state().exited(), self.core.state().shutdown());
+        let clock = (
+            self.core.state().now(),
+            self.core
+                .state()
+                .anomalies()
+                .by_kind
+                .get(&crate::state::AnomalyKind::TimeWentBackwards)
+                .copied()
+                .unwrap_or(0),
+        );
         let step = self.core.handle(self.now, event.clone());
         if let Err(v) = self
             .core
@@ -142,6 +154,7 @@ impl Chaos {
         if let Err(v) = self
             .check_exit(&event, &step.commands, before)
             .and_then(|()| self.check_direct_runners())
+            .and_then(|()| self.check_clock(clock, self.now))
         {
             panic!("after {event:?} at {}: {v}\nstep: {step:?}", self.now);
         }
@@ -175,98 +188,6 @@ impl Chaos {
                 | Command::ListMachines { .. } => {}
             }
         }
-    }
-
-    /// `Exit` comes exactly when the shutdown in progress has nothing left to wait for, at most
-    /// once: a graceful one waits for every job (running, queued, requested), every machine being
-    /// created or removed (not the removals waiting for a retry), and with draining every idle
-    /// machine; a forceful one for the jobs until its deadline (then exits unclean), and a second
-    /// forceful signal exits at once.
-    fn check_exit(
-        &self,
-        event: &Event,
-        commands: &[Command],
-        (exited_before, shutdown_before): (bool, crate::state::Shutdown),
-    ) -> Result<(), String> {
-        let exits: Vec<bool> = commands
-            .iter()
-            .filter_map(|c| match c {
-                Command::Exit { clean } => Some(*clean),
-                _ => None,
-            })
-            .collect();
-        let s = self.core.state();
-        if exits.len() > 1 || (exited_before && !exits.is_empty()) {
-            return Err(format!("exits again: {exits:?}"));
-        }
-        let (mut jobs, mut creating, mut removing, mut idle) = (0, 0, 0, 0);
-        for r in s.runners() {
-            let c = &r.counts;
-            jobs += c.running + c.queued + c.in_flight;
-            creating += c.creating;
-            removing += c.removing;
-            idle += c.idle;
-        }
-        let removals_in_progress = removing as usize - s.removals_waiting();
-        let drain = self.core.config().drain_machines_on_shutdown;
-        let exit = exits.first().copied();
-        match s.shutdown() {
-            crate::state::Shutdown::None if exit.is_some() => {
-                Err("exits without a shutdown".into())
-            }
-            crate::state::Shutdown::None => Ok(()),
-            _ if exited_before => Ok(()),
-            crate::state::Shutdown::Graceful { .. } => {
-                let due = jobs == 0
-                    && creating == 0
-                    && removals_in_progress == 0
-                    && (!drain || idle == 0);
-                match exit {
-                    Some(true) if due => Ok(()),
-                    None if !due => Ok(()),
-                    _ => Err(format!(
-                        "graceful exit {exit:?}, due {due}: {jobs} jobs, {creating} creating, \
-                         {removals_in_progress} removing, {idle} idle"
-                    )),
-                }
-            }
-            crate::state::Shutdown::Forceful { deadline, .. } => {
-                let second = matches!(event, Event::Signal(Signal::Forceful))
-                    && matches!(shutdown_before, crate::state::Shutdown::Forceful { .. })
-                    && exit == Some(false);
-                let due = jobs == 0 || self.now >= deadline;
-                match exit {
-                    _ if second => Ok(()),
-                    Some(clean) if due && clean == (jobs == 0) => Ok(()),
-                    None if !due => Ok(()),
-                    _ => Err(format!(
-                        "forceful exit {exit:?}, due {due}: {jobs} jobs, deadline {deadline}"
-                    )),
-                }
-            }
-        }
-    }
-
-    /// A plain docker runner's job never waits: while one is queued, every job slot it may use
-    /// (`concurrent`, its `limit`) is taken.
-    fn check_direct_runners(&self) -> Result<(), String> {
-        let s = self.core.state();
-        let concurrent = self.core.config().concurrent.max(1);
-        for r in s.runners() {
-            let c = &r.counts;
-            if r.config.policy().is_some() || c.queued == 0 {
-                continue;
-            }
-            let full = s.totals().running >= concurrent
-                || (r.config.limit > 0 && c.running >= r.config.limit);
-            if !full {
-                return Err(format!(
-                    "runner {} keeps {} jobs waiting with a free slot",
-                    r.config.name, c.queued
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn pick<T: Copy>(set: &BTreeSet<T>, i: u32) -> Option<T> {
@@ -419,11 +340,16 @@ impl Chaos {
                     self.foreign.extend(foreign);
                 }
                 let request = self.core.state().seq().saturating_sub(u64::from(b % 3));
+                let expected = self.listing_expectations(request, &names);
+                let lost_before = self.core.state().stats().machines_lost;
                 self.feed(Event::MachinesListed {
                     runner: RunnerId(0),
                     request,
                     names,
                 });
+                if let Err(v) = self.check_listing(expected, lost_before) {
+                    panic!("after a listing at {}: {v}", self.now);
+                }
                 if let Some(stray) = stray {
                     let known = self.core.state().machines().into_iter();
                     assert!(
@@ -461,7 +387,14 @@ impl Chaos {
             18 => self.feed(Event::MachineRemoved {
                 machine: MachineId(u64::from(a % 16)),
             }),
-            _ => match a % 3 {
+            _ => match a % 4 {
+                3 => {
+                    // An event stamped earlier than the last one (a clock stepped back).
+                    let was = self.now;
+                    self.now = Timestamp(was.0.saturating_sub(u64::from(b % 60_000) + 1));
+                    self.feed(Event::Tick);
+                    self.now = was;
+                }
                 0 => self.feed(Event::JobRequestEmpty {
                     runner: RunnerId((b % 3) as u16),
                 }),
