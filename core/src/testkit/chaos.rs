@@ -183,9 +183,14 @@ impl Chaos {
                 Command::CancelRequests { runner } => {
                     self.canceled.insert(runner);
                 }
-                Command::CancelJob { .. }
-                | Command::AbortJob { .. }
-                | Command::ListMachines { .. } => {}
+                Command::ListMachines {
+                    runner, prefixes, ..
+                } => {
+                    if let Err(v) = self.check_list_request(runner, &prefixes) {
+                        panic!("after {event:?} at {}: {v}", self.now);
+                    }
+                }
+                Command::CancelJob { .. } | Command::AbortJob { .. } => {}
             }
         }
     }

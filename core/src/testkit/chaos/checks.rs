@@ -1,10 +1,12 @@
 //! The chaos model's own checks of the core, beside the invariants the core checks itself: when
-//! `Exit` comes, that plain docker runners never leave a job waiting, what a listing declares
-//! lost, and that the core's clock never goes back.
+//! `Exit` comes, that no job waits needlessly, what a listing covers and declares lost, and that
+//! the core's clock never goes back.
 
 use crate::command::Command;
 use crate::event::{Event, Signal};
-use crate::ids::MachineId;
+use std::collections::BTreeSet;
+
+use crate::ids::{MachineId, RunnerId};
 use crate::state::{AnomalyKind, MachineState, Shutdown};
 use crate::time::Timestamp;
 
@@ -83,6 +85,11 @@ impl Chaos {
     /// (`concurrent`, its `limit`) is taken.
     pub(super) fn check_direct_runners(&self) -> Result<(), String> {
         let s = self.core.state();
+        if let Shutdown::Forceful { .. } = s.shutdown()
+            && s.totals().queued > 0
+        {
+            return Err("a forceful shutdown keeps jobs waiting".into());
+        }
         let concurrent = self.core.config().concurrent.max(1);
         for r in s.runners() {
             let c = &r.counts;
@@ -97,6 +104,44 @@ impl Chaos {
                     r.config.name, c.queued
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A listing covers the runner's current prefix (first) and every prefix its known machines
+    /// carry, once each; [`crate::State::runner_keys`] are the same keys.
+    pub(super) fn check_list_request(
+        &self,
+        runner: RunnerId,
+        prefixes: &[String],
+    ) -> Result<(), String> {
+        let s = self.core.state();
+        let Some(r) = s.runner(runner) else {
+            return Err(format!("a list for unknown runner {runner:?}"));
+        };
+        let mut expected: BTreeSet<String> = s
+            .machines()
+            .into_iter()
+            .filter(|(_, m)| m.runner == runner)
+            .filter_map(|(_, m)| crate::config::prefix_of(&m.name).map(str::to_string))
+            .collect();
+        expected.insert(r.config.machine_prefix());
+        let listed: BTreeSet<String> = prefixes.iter().cloned().collect();
+        if prefixes.first() != Some(&r.config.machine_prefix())
+            || listed != expected
+            || listed.len() != prefixes.len()
+        {
+            return Err(format!("lists {prefixes:?}, expected {expected:?}"));
+        }
+        let keys: Vec<String> = prefixes
+            .iter()
+            .map(|p| p["runner-".len()..p.len() - 1].to_string())
+            .collect();
+        if s.runner_keys(runner) != keys {
+            return Err(format!(
+                "runner keys {:?} for {prefixes:?}",
+                s.runner_keys(runner)
+            ));
         }
         Ok(())
     }
