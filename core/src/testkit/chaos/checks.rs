@@ -46,6 +46,24 @@ impl Chaos {
         let removals_in_progress = removing as usize - s.removals_waiting();
         let drain = self.core.config().drain_machines_on_shutdown;
         let exit = exits.first().copied();
+        // A signal starts its shutdown (a graceful one only from none); a forceful one aborts
+        // every running job at once.
+        let started = match (event, s.shutdown()) {
+            (Event::Signal(Signal::Forceful), Shutdown::Forceful { .. }) => {
+                let running = s.jobs().into_iter().map(|(_, j)| j);
+                !running
+                    .filter(|j| matches!(j.state, crate::state::JobState::Running { .. }))
+                    .any(|j| !j.aborted)
+            }
+            (Event::Signal(Signal::Forceful), _) => false,
+            (Event::Signal(Signal::Graceful), now) => {
+                shutdown_before != Shutdown::None || matches!(now, Shutdown::Graceful { .. })
+            }
+            _ => true,
+        };
+        if !started && !exited_before {
+            return Err(format!("{event:?} left the shutdown at {:?}", s.shutdown()));
+        }
         match s.shutdown() {
             Shutdown::None if exit.is_some() => Err("exits without a shutdown".into()),
             Shutdown::None => Ok(()),
