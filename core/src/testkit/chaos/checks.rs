@@ -84,11 +84,11 @@ impl Chaos {
             }
             Shutdown::Forceful { deadline, .. } => {
                 let second = matches!(event, Event::Signal(Signal::Forceful))
-                    && matches!(shutdown_before, Shutdown::Forceful { .. })
-                    && exit == Some(false);
+                    && matches!(shutdown_before, Shutdown::Forceful { .. });
                 let due = jobs == 0 || s.now() >= deadline;
                 match exit {
-                    _ if second => Ok(()),
+                    Some(false) if second => Ok(()),
+                    _ if second => Err(format!("a second forceful signal exits {exit:?}")),
                     Some(clean) if due && clean == (jobs == 0) => Ok(()),
                     None if !due => Ok(()),
                     _ => Err(format!(
