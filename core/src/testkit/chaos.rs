@@ -125,9 +125,13 @@ impl Chaos {
                 self.received.insert(*job);
             }
             Event::Resumed => {
-                // A new process: none of the old requests, nor their cancellation, carries over.
+                // A new process: none of the old requests, nor their cancellation, carries over,
+                // nor any creation, removal or job it had under way: the core asks for them again.
                 self.requests.clear();
                 self.canceled.clear();
+                self.creating.clear();
+                self.removing.clear();
+                self.running.clear();
             }
             _ => {}
         }
@@ -171,7 +175,10 @@ impl Chaos {
                         "after {event:?}: removes {name}, which is not this installation's"
                     );
                     self.creating.remove(&machine);
-                    self.removing.insert(machine);
+                    assert!(
+                        self.removing.insert(machine),
+                        "after {event:?}: asks again to remove {name} while it is being removed"
+                    );
                 }
                 Command::RunJob { job, .. } | Command::ResumeJob { job, .. } => {
                     self.running.insert(job);
@@ -403,9 +410,11 @@ impl Chaos {
                 0 => self.feed(Event::JobRequestEmpty {
                     runner: RunnerId((b % 3) as u16),
                 }),
-                1 => self.feed(Event::MachineRemovalFailed {
-                    machine: MachineId(u64::from(b % 16)),
-                }),
+                1 => {
+                    let machine = MachineId(u64::from(b % 16));
+                    self.removing.remove(&machine);
+                    self.feed(Event::MachineRemovalFailed { machine });
+                }
                 _ => self.feed(Event::JobReceived {
                     runner: RunnerId((b % 3) as u16),
                     job: JobId(u64::from(b % 8)),
