@@ -91,6 +91,8 @@ pub struct Chaos {
     wake: Option<Timestamp>,
     /// Machine names listed that are another manager's or installation's: never to be removed.
     foreign: BTreeSet<String>,
+    /// Machines known to the core that went: what its `machines_removed` total must say.
+    removed: u64,
 }
 
 impl Chaos {
@@ -110,6 +112,7 @@ impl Chaos {
             exited: None,
             wake: None,
             foreign: BTreeSet::new(),
+            removed: 0,
         };
         c.feed(Event::Tick);
         c
@@ -123,6 +126,9 @@ impl Chaos {
             }
             Event::JobReceived { job, .. } => {
                 self.received.insert(*job);
+            }
+            Event::MachineRemoved { machine } if self.core.state().machine(*machine).is_some() => {
+                self.removed += 1;
             }
             Event::Resumed => {
                 // A new process: none of the old requests, nor their cancellation, carries over,
@@ -353,6 +359,7 @@ impl Chaos {
                 }
                 let request = self.core.state().seq().saturating_sub(u64::from(b % 3));
                 let expected = self.listing_expectations(request, &names);
+                self.removed += expected.1.len() as u64; // removals that went through
                 let lost_before = self.core.state().stats().machines_lost;
                 self.feed(Event::MachinesListed {
                     runner: RunnerId(0),
@@ -491,6 +498,13 @@ impl Chaos {
             return Err(format!("jobs never resolved: {lost:?}"));
         }
         let s = self.core.state();
+        if s.stats().machines_removed != self.removed {
+            return Err(format!(
+                "{} machines counted removed, {} went",
+                s.stats().machines_removed,
+                self.removed
+            ));
+        }
         // Every runner of the config in force (reloads add runners) is there, and active.
         for rc in &self.core.config().runners {
             match s.runner_id(&rc.name).and_then(|id| s.runner(id)) {
