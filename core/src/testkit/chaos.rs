@@ -93,6 +93,8 @@ pub struct Chaos {
     foreign: BTreeSet<String>,
     /// Machines known to the core that went: what its `machines_removed` total must say.
     removed: u64,
+    /// Leftovers of this runner listed while unknown: its `orphans_found` total.
+    orphans: u64,
 }
 
 impl Chaos {
@@ -113,6 +115,7 @@ impl Chaos {
             wake: None,
             foreign: BTreeSet::new(),
             removed: 0,
+            orphans: 0,
         };
         c.feed(Event::Tick);
         c
@@ -340,6 +343,16 @@ impl Chaos {
                     )
                 });
                 names.extend(stray.clone());
+                let known = |n: &String| {
+                    self.core
+                        .state()
+                        .machines()
+                        .iter()
+                        .any(|(_, m)| m.name == *n)
+                };
+                if stray.as_ref().is_some_and(|n| !known(n)) {
+                    self.orphans += 1;
+                }
                 // Never ours: another manager of this runner (another MachineName), and another
                 // installation of it (another key) on the same engine.
                 let key = &r.config.short_token;
@@ -498,6 +511,13 @@ impl Chaos {
             return Err(format!("jobs never resolved: {lost:?}"));
         }
         let s = self.core.state();
+        if s.stats().orphans_found != self.orphans {
+            return Err(format!(
+                "{} orphans counted, {} found",
+                s.stats().orphans_found,
+                self.orphans
+            ));
+        }
         if s.stats().machines_removed != self.removed {
             return Err(format!(
                 "{} machines counted removed, {} went",

@@ -64,6 +64,19 @@ impl Chaos {
         if !started && !exited_before {
             return Err(format!("{event:?} left the shutdown at {:?}", s.shutdown()));
         }
+        // A shutdown starting cancels every job request in flight.
+        if matches!(event, Event::Signal(Signal::Graceful | Signal::Forceful))
+            && shutdown_before == Shutdown::None
+        {
+            for (i, r) in s.runners().iter().enumerate() {
+                let canceled = commands.iter().any(|c| {
+                    matches!(c, Command::CancelRequests { runner } if usize::from(runner.0) == i)
+                });
+                if r.counts.in_flight > 0 && !canceled {
+                    return Err(format!("{event:?} left runner {i}'s requests open"));
+                }
+            }
+        }
         match s.shutdown() {
             Shutdown::None if exit.is_some() => Err("exits without a shutdown".into()),
             Shutdown::None => Ok(()),
