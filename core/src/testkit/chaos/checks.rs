@@ -64,15 +64,16 @@ impl Chaos {
         if !started && !exited_before {
             return Err(format!("{event:?} left the shutdown at {:?}", s.shutdown()));
         }
-        // A shutdown starting cancels every job request in flight.
-        if matches!(event, Event::Signal(Signal::Graceful | Signal::Forceful))
-            && shutdown_before == Shutdown::None
-        {
+        // A shutdown starting cancels every job request in flight; a reload those of the runners
+        // it removed.
+        let starts = matches!(event, Event::Signal(Signal::Graceful | Signal::Forceful))
+            && shutdown_before == Shutdown::None;
+        if starts || matches!(event, Event::Signal(Signal::Reload(_))) {
             for (i, r) in s.runners().iter().enumerate() {
                 let canceled = commands.iter().any(|c| {
                     matches!(c, Command::CancelRequests { runner } if usize::from(runner.0) == i)
                 });
-                if r.counts.in_flight > 0 && !canceled {
+                if r.counts.in_flight > 0 && !canceled && (starts || r.retired) {
                     return Err(format!("{event:?} left runner {i}'s requests open"));
                 }
             }
