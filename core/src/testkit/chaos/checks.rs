@@ -64,6 +64,17 @@ impl Chaos {
         if !started && !exited_before {
             return Err(format!("{event:?} left the shutdown at {:?}", s.shutdown()));
         }
+        // A restart lists every pool runner's machines.
+        if matches!(event, Event::Resumed) {
+            for (i, r) in s.runners().iter().enumerate() {
+                let listed = commands.iter().any(|c| {
+                    matches!(c, Command::ListMachines { runner, .. } if usize::from(runner.0) == i)
+                });
+                if r.config.policy().is_some() && !listed {
+                    return Err(format!("a restart did not list runner {i}'s machines"));
+                }
+            }
+        }
         // A shutdown starting cancels every job request in flight; a reload those of the runners
         // it removed.
         let starts = matches!(event, Event::Signal(Signal::Graceful | Signal::Forceful))
