@@ -49,8 +49,9 @@ proptest! {
     #[test]
     fn replay_is_deterministic(n in any::<[u32; 8]>(), acts in actions(), cut in any::<prop::sample::Index>()) {
         let cfg = config(n);
+        let cfg_copy = cfg.clone();
         let mut chaos = Chaos::new(cfg.clone(), T0);
-        let mut digests = vec![chaos.core.digest()];
+        let mut digests = vec![Core::new(cfg.clone(), T0).digest()];
         for a in acts {
             chaos.act(a);
         }
@@ -76,6 +77,16 @@ proptest! {
             prop_assert_eq!(original.digest(), replayed.digest());
         }
         prop_assert_eq!(replayed.digest(), chaos.core.digest());
+        // The digests tell states apart: the fleet's and the config's, and format 1's too.
+        if chaos.core.state().stats().machines_requested > 0 {
+            digests.sort_unstable();
+            digests.dedup();
+            prop_assert!(digests.len() > 1, "one digest for every state");
+        }
+        let mut other = cfg_copy.clone();
+        other.seed ^= 1;
+        prop_assert_ne!(Core::new(cfg_copy.clone(), T0).digest(), Core::new(other, T0).digest());
+        prop_assert_ne!(Core::new(cfg_copy, T0).digest_v1(), chaos.core.digest_v1());
     }
 }
 

@@ -20,6 +20,8 @@ use crate::time::Timestamp;
 /// How long a request without a job stays open.
 const LONG_POLL: Duration = Duration::from_secs(50);
 
+mod checks;
+
 /// A config drawn from eight numbers: one or two runners with small pools and limits, so that limits,
 /// growth rates and MaxBuilds are hit often.
 pub fn config(n: [u32; 8]) -> Config {
@@ -45,6 +47,9 @@ pub fn config(n: [u32; 8]) -> Config {
             p.max_builds = (k >> 6) % 4;
             p.max_growth_rate = (k >> 8) % 3;
             p.max_removal_attempts = 1 + (k >> 10) % 5;
+            if (k >> 13).is_multiple_of(2) {
+                p.machine_name = "ci-%s.example.com".into(); // literal text on both sides
+            }
             p.base.idle_time_ms = u64::from((l >> 3) % 4) * 60_000;
             if (l >> 5).is_multiple_of(3) {
                 p.base.idle_scale_factor = 0.5;
@@ -86,6 +91,10 @@ pub struct Chaos {
     wake: Option<Timestamp>,
     /// Machine names listed that are another manager's or installation's: never to be removed.
     foreign: BTreeSet<String>,
+    /// Machines known to the core that went: what its `machines_removed` total must say.
+    removed: u64,
+    /// Leftovers of this runner listed while unknown: its `orphans_found` total.
+    orphans: u64,
 }
 
 impl Chaos {
@@ -105,6 +114,8 @@ impl Chaos {
             exited: None,
             wake: None,
             foreign: BTreeSet::new(),
+            removed: 0,
+            orphans: 0,
         };
         c.feed(Event::Tick);
         c
@@ -119,19 +130,44 @@ impl Chaos {
             Event::JobReceived { job, .. } => {
                 self.received.insert(*job);
             }
+            Event::MachineRemoved { machine } if self.core.state().machine(*machine).is_some() => {
+                self.removed += 1;
+            }
             Event::Resumed => {
-                // A new process: none of the old requests, nor their cancellation, carries over.
+                // A new process: none of the old requests, nor their cancellation, carries over,
+                // nor any creation, removal or job it had under way: the core asks for them again.
                 self.requests.clear();
                 self.canceled.clear();
+                self.creating.clear();
+                self.removing.clear();
+                self.running.clear();
             }
             _ => {}
         }
         self.inputs.push((self.now, event.clone()));
+        let before = (self.core.state().exited(), self.core.state().shutdown());
+        let clock = (
+            self.core.state().now(),
+            self.core
+                .state()
+                .anomalies()
+                .by_kind
+                .get(&crate::state::AnomalyKind::TimeWentBackwards)
+                .copied()
+                .unwrap_or(0),
+        );
         let step = self.core.handle(self.now, event.clone());
         if let Err(v) = self
             .core
             .check_invariants()
             .and_then(|()| self.core.check_step(&event, &step))
+        {
+            panic!("after {event:?} at {}: {v}\nstep: {step:?}", self.now);
+        }
+        if let Err(v) = self
+            .check_exit(&event, &step.commands, before)
+            .and_then(|()| self.check_direct_runners())
+            .and_then(|()| self.check_clock(clock, self.now))
         {
             panic!("after {event:?} at {}: {v}\nstep: {step:?}", self.now);
         }
@@ -148,7 +184,10 @@ impl Chaos {
                         "after {event:?}: removes {name}, which is not this installation's"
                     );
                     self.creating.remove(&machine);
-                    self.removing.insert(machine);
+                    assert!(
+                        self.removing.insert(machine),
+                        "after {event:?}: asks again to remove {name} while it is being removed"
+                    );
                 }
                 Command::RunJob { job, .. } | Command::ResumeJob { job, .. } => {
                     self.running.insert(job);
@@ -160,9 +199,14 @@ impl Chaos {
                 Command::CancelRequests { runner } => {
                     self.canceled.insert(runner);
                 }
-                Command::CancelJob { .. }
-                | Command::AbortJob { .. }
-                | Command::ListMachines { .. } => {}
+                Command::ListMachines {
+                    runner, prefixes, ..
+                } => {
+                    if let Err(v) = self.check_list_request(runner, &prefixes) {
+                        panic!("after {event:?} at {}: {v}", self.now);
+                    }
+                }
+                Command::CancelJob { .. } | Command::AbortJob { .. } => {}
             }
         }
     }
@@ -299,23 +343,45 @@ impl Chaos {
                     )
                 });
                 names.extend(stray.clone());
+                let known = |n: &String| {
+                    self.core
+                        .state()
+                        .machines()
+                        .iter()
+                        .any(|(_, m)| m.name == *n)
+                };
+                if stray.as_ref().is_some_and(|n| !known(n)) {
+                    self.orphans += 1;
+                }
                 // Never ours: another manager of this runner (another MachineName), and another
                 // installation of it (another key) on the same engine.
                 let key = &r.config.short_token;
+                let pattern = r.config.policy().map_or("%s", |p| p.machine_name.as_str());
                 let foreign = [
                     format!("{prefix}other-{b}"),
-                    format!("runner-{key}z-auto-{b}"),
+                    format!(
+                        "runner-{key}z-{}",
+                        pattern.replacen("%s", &b.to_string(), 1)
+                    ),
+                    // The pattern with nothing for `%s`: no name this runner makes.
+                    format!("{prefix}{}", pattern.replacen("%s", "", 1)),
                 ];
                 if b % 3 != 0 {
                     names.extend(foreign.iter().cloned());
                     self.foreign.extend(foreign);
                 }
                 let request = self.core.state().seq().saturating_sub(u64::from(b % 3));
+                let expected = self.listing_expectations(request, &names);
+                self.removed += expected.1.len() as u64; // removals that went through
+                let lost_before = self.core.state().stats().machines_lost;
                 self.feed(Event::MachinesListed {
                     runner: RunnerId(0),
                     request,
                     names,
                 });
+                if let Err(v) = self.check_listing(expected, lost_before) {
+                    panic!("after a listing at {}: {v}", self.now);
+                }
                 if let Some(stray) = stray {
                     let known = self.core.state().machines().into_iter();
                     assert!(
@@ -353,13 +419,22 @@ impl Chaos {
             18 => self.feed(Event::MachineRemoved {
                 machine: MachineId(u64::from(a % 16)),
             }),
-            _ => match a % 3 {
+            _ => match a % 4 {
+                3 => {
+                    // An event stamped earlier than the last one (a clock stepped back).
+                    let was = self.now;
+                    self.now = Timestamp(was.0.saturating_sub(u64::from(b % 60_000) + 1));
+                    self.feed(Event::Tick);
+                    self.now = was;
+                }
                 0 => self.feed(Event::JobRequestEmpty {
                     runner: RunnerId((b % 3) as u16),
                 }),
-                1 => self.feed(Event::MachineRemovalFailed {
-                    machine: MachineId(u64::from(b % 16)),
-                }),
+                1 => {
+                    let machine = MachineId(u64::from(b % 16));
+                    self.removing.remove(&machine);
+                    self.feed(Event::MachineRemovalFailed { machine });
+                }
                 _ => self.feed(Event::JobReceived {
                     runner: RunnerId((b % 3) as u16),
                     job: JobId(u64::from(b % 8)),
@@ -436,6 +511,20 @@ impl Chaos {
             return Err(format!("jobs never resolved: {lost:?}"));
         }
         let s = self.core.state();
+        if s.stats().orphans_found != self.orphans {
+            return Err(format!(
+                "{} orphans counted, {} found",
+                s.stats().orphans_found,
+                self.orphans
+            ));
+        }
+        if s.stats().machines_removed != self.removed {
+            return Err(format!(
+                "{} machines counted removed, {} went",
+                s.stats().machines_removed,
+                self.removed
+            ));
+        }
         // Every runner of the config in force (reloads add runners) is there, and active.
         for rc in &self.core.config().runners {
             match s.runner_id(&rc.name).and_then(|id| s.runner(id)) {
@@ -449,12 +538,20 @@ impl Chaos {
                 s.jobs().into_iter().map(|(id, _)| id).collect::<Vec<_>>()
             ));
         }
+        let polling = !s.exited() && s.shutdown() == crate::state::Shutdown::None;
         for r in s.runners() {
             let c = &r.counts;
             if c.creating != 0 || c.removing != 0 || c.busy != 0 {
                 return Err(format!("runner {} did not settle: {c:?}", r.config.name));
             }
             if r.config.policy().is_none() {
+                // A plain docker runner asks for jobs whenever a job slot is free (or is about to:
+                // the world stops healing at a horizon, maybe right after an empty answer).
+                let slots_taken = s.totals().in_flight >= self.core.config().concurrent.max(1);
+                let asking = c.in_flight > 0 || r.next_poll_at() > self.now;
+                if polling && !r.retired && !asking && !slots_taken {
+                    return Err(format!("runner {} stopped asking for jobs", r.config.name));
+                }
                 continue;
             }
             let mut target = r.policy().values.idle_target(0);
