@@ -58,6 +58,10 @@ pub struct Job {
     /// GitLab ended the job while it ran: no final update.
     #[serde(default)]
     pub remote_over: bool,
+    /// The core (or GitLab) asked the running job to stop, and how it ends. Kept so a restart
+    /// sends it again: the core asks only once and resumes a job without asking again.
+    #[serde(default)]
+    pub stop: Option<drover_core::Outcome>,
     /// This process has the job placed (cleared by a restart).
     #[serde(default)]
     pub placed: bool,
@@ -90,6 +94,7 @@ impl Job {
             unstarted: None,
             doomed: None,
             remote_over: false,
+            stop: None,
             placed: false,
             cancel_told: false,
             restarted: false,

@@ -82,6 +82,10 @@ struct World {
     core_holds: bool,
     core_placed: bool,
     core_finished: Vec<Outcome>,
+    /// The core asked to cancel the placed job: it does so once, and not again after a restart.
+    core_cancel_sent: bool,
+    /// The core's cancel reached the job while its script could still run.
+    cancel_reached: bool,
     // Lost in a crash.
     job: Job,
     ops: Vec<Op>,
@@ -106,6 +110,8 @@ impl World {
             core_holds: true,
             core_placed: false,
             core_finished: Vec::new(),
+            core_cancel_sent: false,
+            cancel_reached: false,
             job: Job::new(),
             ops: vec![Op::Place],
             channel: Vec::new(),
@@ -117,6 +123,7 @@ impl World {
     /// Write-ahead: journal, handle, queue the actions.
     fn event(&mut self, event: Event) {
         self.journal.push(Record::Event(event.clone()));
+        self.cancel_reached |= event == Event::Cancel && self.executing();
         let actions = self.job.handle(event, &self.policy);
         for action in actions {
             self.act(action);
@@ -133,7 +140,11 @@ impl World {
                 // The core fails a job it has not placed (and forgets it at once); a placed one
                 // it cancels.
                 match self.core_placed {
-                    true => self.ops.push(Op::CoreCancel),
+                    true if self.core_cancel_sent => {}
+                    true => {
+                        self.core_cancel_sent = true;
+                        self.ops.push(Op::CoreCancel);
+                    }
                     false => {
                         self.core_holds = false;
                         self.ops.push(Op::CoreFail);
@@ -529,14 +540,20 @@ proptest! {
         prop_assert!(!w.core_holds, "the core still holds the job");
         if w.gitlab.accepted {
             prop_assert_eq!(w.gitlab.final_puts, 1);
-            // Canceled by GitLab: reported canceled, or failed when the core's failure report was
-            // cut short by a crash (the restarted driver no longer knows why the core failed it).
+            // The core's cancel reached the job: it never reports success. Canceled by GitLab
+            // alone (the cancel came too late, or died with the process before the job's journal
+            // had it): success, or canceled. A failure when the core's failure report was cut
+            // short by a crash (the restarted driver no longer knows why the core failed it).
             let cut_short = Some(Outcome::Failed {
                 reason: FailureReason::RunnerSystemFailure,
                 exit_code: None,
             });
-            let canceled = w.gitlab.canceling
+            let stopped = w.cancel_reached;
+            let canceled = (w.gitlab.canceling || stopped)
                 && (w.gitlab.reported == Some(Outcome::Canceled) || w.gitlab.reported == cut_short);
+            if stopped {
+                prop_assert!(canceled, "canceled by the core, reported {:?}", w.gitlab.reported);
+            }
             if !canceled {
                 prop_assert_eq!(w.gitlab.reported, Some(Outcome::Success), "{:?}", w.gitlab.trace);
             }
