@@ -122,6 +122,16 @@ impl Job {
     }
 }
 
+impl Job {
+    /// GitLab may have given drover the job: an acknowledgement may have gone out, its answer
+    /// unjournaled. Every record begins by sending one ([`Event::Received`]), and a job the core
+    /// failed meanwhile (its `Fail` journaled or lost in the crash) may still be GitLab's on this
+    /// runner: only GitLab's refusal ([`Phase::Dropped`]) rules it out.
+    pub fn may_be_accepted(&self) -> bool {
+        self.phase != Phase::Dropped
+    }
+}
+
 impl Default for Job {
     fn default() -> Job {
         Job::new()

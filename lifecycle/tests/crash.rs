@@ -51,7 +51,7 @@ enum Op {
     Remove,
     Final,
     CheckClosed,
-    CoreFail,
+    CoreFail(FailureReason),
     CoreCancel,
     KeepAlive,
 }
@@ -84,6 +84,8 @@ struct World {
     core_finished: Vec<Outcome>,
     /// The core asked to cancel the placed job: it does so once, and not again after a restart.
     core_cancel_sent: bool,
+    /// The core failed the job on its own (no machine for it).
+    core_failed: bool,
     /// The core's cancel reached the job while its script could still run.
     cancel_reached: bool,
     // Lost in a crash.
@@ -111,6 +113,7 @@ impl World {
             core_placed: false,
             core_finished: Vec::new(),
             core_cancel_sent: false,
+            core_failed: false,
             cancel_reached: false,
             job: Job::new(),
             ops: vec![Op::Place],
@@ -140,6 +143,8 @@ impl World {
                 // The core fails a job it has not placed (and forgets it at once); a placed one
                 // it cancels.
                 match self.core_placed {
+                    // Failed by the core already: it forgot the job.
+                    _ if !self.core_holds => {}
                     true if self.core_cancel_sent => {}
                     true => {
                         self.core_cancel_sent = true;
@@ -147,7 +152,7 @@ impl World {
                     }
                     false => {
                         self.core_holds = false;
-                        self.ops.push(Op::CoreFail);
+                        self.ops.push(Op::CoreFail(FailureReason::JobCanceled));
                     }
                 }
             }
@@ -185,8 +190,8 @@ impl World {
             Action::SendFinal { trace, .. } => {
                 if trace != FinalTrace::Stored {
                     assert!(
-                        self.gitlab.canceling,
-                        "only a job canceled early never runs"
+                        self.gitlab.canceling || self.core_failed,
+                        "only a job canceled or failed early never runs"
                     );
                 }
                 self.ops.push(Op::Final);
@@ -219,11 +224,11 @@ impl World {
                 Box::new(|w: &mut World| w.core_placed = w.core_holds),
                 self.core_holds.then_some(Event::Placed),
             ),
-            Op::CoreFail => (
+            Op::CoreFail(reason) => (
                 Box::new(|_| {}),
                 Some(Event::Fail {
-                    reason: FailureReason::JobCanceled,
-                    text: "canceled".into(),
+                    reason,
+                    text: "the core failed it".into(),
                 }),
             ),
             Op::CoreCancel => (Box::new(|_| {}), Some(Event::Cancel)),
@@ -450,7 +455,7 @@ impl World {
         }
         // The driver's start-up: a job the core no longer holds is reported failed if it was
         // acknowledged and not reported (its report cut short), else its record goes.
-        let accepted = !matches!(self.job.phase, Phase::Received { .. } | Phase::Dropped);
+        let accepted = self.job.may_be_accepted();
         let reported = matches!(self.job.phase, Phase::Reported { .. });
         if accepted && !reported {
             self.event(Event::Restarted);
@@ -468,7 +473,18 @@ struct Crash {
     after_effect: bool,
 }
 
-type Scenario = (u16, u64, Vec<AcceptAnswer>, Vec<Crash>, Option<usize>, u64);
+/// Steps, messages, GitLab's answers to the acknowledgement, the crashes, when GitLab cancels,
+/// when the core fails the job if it has not placed it yet (most often while its acknowledgement
+/// is in flight), the scheduling seed.
+type Scenario = (
+    u16,
+    u64,
+    Vec<AcceptAnswer>,
+    Vec<Crash>,
+    Option<usize>,
+    Option<usize>,
+    u64,
+);
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     let answer = prop_oneof![
@@ -484,6 +500,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(answer, 0..4),
         prop::collection::vec(crash, 0..4),
         prop::option::weighted(0.3, 0usize..60),
+        prop::option::weighted(0.3, 0usize..4),
         any::<u64>(),
     )
 }
@@ -494,6 +511,7 @@ fn run(
     answers: Vec<AcceptAnswer>,
     mut crashes: Vec<Crash>,
     cancel_at: Option<usize>,
+    fail_at: Option<usize>,
     seed: u64,
 ) -> World {
     crashes.sort_by_key(|c| c.at);
@@ -517,6 +535,13 @@ fn run(
         if cancel_at == Some(n) {
             world.gitlab.canceling = true;
         }
+        if fail_at.is_some_and(|at| at <= n) && world.core_holds && !world.core_placed {
+            world.core_holds = false;
+            world.core_failed = true;
+            world
+                .ops
+                .push(Op::CoreFail(FailureReason::RunnerSystemFailure));
+        }
         let dies = match crashes.front() {
             Some(c) if c.at <= n => crashes.pop_front().map(|c| c.after_effect),
             _ => None,
@@ -532,8 +557,8 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
     ))]
     #[test]
-    fn any_crashes_end_with_one_final_update_and_nothing_left((steps, messages, answers, crashes, cancel_at, seed) in scenario()) {
-        let w = run(steps, messages, answers, crashes, cancel_at, seed);
+    fn any_crashes_end_with_one_final_update_and_nothing_left((steps, messages, answers, crashes, cancel_at, fail_at, seed) in scenario()) {
+        let w = run(steps, messages, answers, crashes, cancel_at, fail_at, seed);
         prop_assert!(w.containers.is_empty(), "orphaned containers {:?}", w.containers);
         prop_assert_eq!(w.gitlab.puts_after_close, 0, "a final update after GitLab closed the job");
         prop_assert!(w.created.values().all(|n| *n <= 1), "a step created twice: {:?}", w.created);
@@ -551,6 +576,15 @@ proptest! {
             let stopped = w.cancel_reached;
             let canceled = (w.gitlab.canceling || stopped)
                 && (w.gitlab.reported == Some(Outcome::Canceled) || w.gitlab.reported == cut_short);
+            if w.core_failed {
+                prop_assert!(
+                    matches!(w.gitlab.reported, Some(Outcome::Failed { .. }))
+                        || (w.gitlab.canceling && w.gitlab.reported == Some(Outcome::Canceled)),
+                    "failed by the core, reported {:?}", w.gitlab.reported
+                );
+                prop_assert!(w.created.is_empty(), "a job the core failed ran");
+                return Ok(());
+            }
             if stopped {
                 prop_assert!(canceled, "canceled by the core, reported {:?}", w.gitlab.reported);
             }

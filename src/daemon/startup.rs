@@ -172,8 +172,9 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
         if held.iter().any(|(j, _)| j.0 == id) {
             continue;
         }
-        // Accepted, out of the core, not reported: the core failed it and the crash cut the
-        // report short. Anything else is done, or was never GitLab's business with us.
+        // Perhaps accepted (an acknowledgement may have been in flight), out of the core, not
+        // reported: the core failed it and the crash cut the report short; re-acknowledging it
+        // settles whether it is ours to report. Anything else is done, or GitLab refused it.
         let progress = state_dir.load_progress(id);
         let runner = progress.runner.as_deref().and_then(|n| runners.named(n));
         if let (true, false, Some(r), Ok(payload)) = (

@@ -160,9 +160,8 @@ impl StateDir {
         let Some(job) = drover_lifecycle::Job::replay(&records, &policy) else {
             return Progress::default();
         };
-        use drover_lifecycle::Phase;
         Progress {
-            accepted: !matches!(job.phase, Phase::Received { .. } | Phase::Dropped),
+            accepted: job.may_be_accepted(),
             runner: Some(job.runner).filter(|r| !r.is_empty()),
             reported: matches!(job.phase, Phase::Reported { .. }),
         }
@@ -350,6 +349,51 @@ mod tests {
         state.forget_runner_config("plain");
         assert_eq!(state.load_runner_config("plain"), None);
         assert_eq!(state.kept_runner_configs().len(), 2);
+    }
+
+    #[test]
+    fn a_job_the_core_failed_while_its_acknowledgement_was_in_flight_counts_as_accepted() {
+        use drover_lifecycle::{Event, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(state.job_dir(7)).unwrap();
+        let records = [
+            Record::Event(Event::Received {
+                runner: "linux".into(),
+                label: "runner-abcd".into(),
+                held: true,
+            }),
+            Record::Event(Event::Fail {
+                reason: drover_core::FailureReason::RunnerSystemFailure,
+                text: "no machine".into(),
+            }),
+        ];
+        let mut text = String::new();
+        for record in &records {
+            text.push_str(&serde_json::to_string(record).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(state.job_file(7, JOURNAL_FILE), &text).unwrap();
+        let progress = state.load_progress(7);
+        assert!(
+            progress.accepted,
+            "its acknowledgement may have gone through"
+        );
+        assert!(!progress.reported);
+        assert_eq!(progress.runner.as_deref(), Some("linux"));
+
+        // The core's failure lost in the crash: the acknowledgement may have gone out all the same.
+        let received = text.lines().next().unwrap().to_owned() + "\n";
+        std::fs::write(state.job_file(7, JOURNAL_FILE), &received).unwrap();
+        assert!(state.load_progress(7).accepted);
+
+        // GitLab refused it: not ours.
+        let refused = Record::Event(Event::AcceptAnswered(
+            drover_lifecycle::AcceptAnswer::TakenBack,
+        ));
+        let text = received + &serde_json::to_string(&refused).unwrap() + "\n";
+        std::fs::write(state.job_file(7, JOURNAL_FILE), text).unwrap();
+        assert!(!state.load_progress(7).accepted);
     }
 
     #[test]

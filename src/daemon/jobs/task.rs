@@ -24,7 +24,7 @@ pub(super) use super::gitlab::unstarted_trace;
 pub(super) enum Start {
     /// The core holds the job.
     Held,
-    /// The core failed the job before a crash cut its report short; `text` is its trace.
+    /// The core failed the job (or its acknowledgement was in flight) before a crash cut its report short; `text` is its trace.
     Interrupted(String),
     /// The payload is unusable: the job is acknowledged and failed with `text`.
     Rejected(String),
