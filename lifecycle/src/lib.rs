@@ -2,13 +2,13 @@
 //! a pure state machine. Events in, actions out; no I/O, no clock, no threads.
 //!
 //! ```text
-//! received ─accept─▶ accepted ─placed─▶ preparing ─step output─▶ running ─steps ended─▶ ended
-//!    │ taken back / gave up                 │ machine lost                                 │ containers removed
-//!    ▼                                      └───────────────┐                              ▼
-//! dropped            core fail / cancel / abort ──▶ reporting ◀─────────────────────────────┘
-//!                                                           │ final answered (or GitLab closed it)
-//!                                                           ▼
-//!                                                        reported ──▶ core told / record dropped
+//! received ─accept─▶ accepted ─placed─▶ preparing ─step output─▶ running ─steps ended / machine lost─▶ ended
+//!    │ taken back / gave up                                                                              │ containers removed
+//!    ▼                                                                                                   ▼
+//! dropped            core fail / cancel / abort (never placed) ──────────────────────────────────▶ reporting
+//!                                                                                                        │ final answered (or GitLab closed it)
+//!                                                                                                        ▼
+//!                                                                                                     reported ──▶ core told / record dropped
 //! ```
 //!
 //! # The run-loop rule

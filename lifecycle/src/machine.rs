@@ -87,8 +87,11 @@ impl Job {
             }
             Event::MachineLost => {
                 if self.is_executing() {
+                    // Its containers may still run if the machine comes back (the core reuses
+                    // it): removed first, as far as the machine can be reached.
                     let outcome = failed(FailureReason::RunnerSystemFailure);
-                    self.report(outcome, FinalTrace::Stored, &mut out);
+                    self.phase = Phase::Ended { outcome };
+                    out.push(Action::RemoveContainers);
                 }
             }
             // Whatever the answer: after `GaveUp` GitLab times the job out itself, and sending again

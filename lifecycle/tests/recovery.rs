@@ -296,3 +296,29 @@ fn a_job_gitlab_ended_while_it_ran_is_aborted_again_after_a_restart_and_not_repo
         [Action::Reattach, Action::Abort(FailureReason::JobCanceled)]
     );
 }
+
+#[test]
+fn a_lost_machine_ends_the_job_through_removing_its_containers() {
+    let mut job = Job::replay(
+        &running().into_iter().map(Record::Event).collect::<Vec<_>>(),
+        &P,
+    )
+    .unwrap();
+    let lost = Outcome::Failed {
+        reason: FailureReason::RunnerSystemFailure,
+        exit_code: None,
+    };
+    // Its containers may still run on the machine the core reuses: they go first.
+    assert_eq!(
+        job.handle(Event::MachineLost, &P),
+        [Action::RemoveContainers]
+    );
+    assert_eq!(job.phase, Phase::Ended { outcome: lost });
+    assert_eq!(
+        job.handle(Event::ContainersRemoved, &P),
+        [Action::SendFinal {
+            outcome: lost,
+            trace: FinalTrace::Stored
+        }]
+    );
+}

@@ -328,7 +328,7 @@ impl JobTask {
         let (shared, label) = (self.shared.clone(), self.job.label.clone());
         self.spawn(move |runner, job| async move {
             let listed = |steps| vec![Event::ContainersListed { steps }];
-            let endpoint = match placement.endpoint().await {
+            let endpoint = match placement.endpoint_retried(&shared.policy).await {
                 Ok(endpoint) => endpoint,
                 // The run finds the machine gone again and says so in the trace.
                 Err(_) => return listed(true),
@@ -377,7 +377,7 @@ async fn remove_containers(shared: &Shared, placement: Option<Placement>, label:
     let Some(placement) = placement else {
         return;
     };
-    match placement.endpoint().await {
+    match placement.endpoint_retried(&shared.policy).await {
         Ok(endpoint) => {
             if let Err(e) = shared.executor.cleanup(&endpoint, label, job).await {
                 tracing::warn!(job, "removing the job's containers failed: {e}");
