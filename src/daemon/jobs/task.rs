@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use drover_core::{FailureReason, JobId};
+use drover_core::{FailureReason, JobId, Outcome};
+use drover_docker::error_line;
 use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::{SharedTrace, TraceBuffer, TraceCheckpoint, TraceOptions};
 use drover_lifecycle::{Action, Event, Job, Note, Phase};
@@ -37,6 +38,9 @@ struct JobTask {
     payload: Arc<JobResponse>,
     job: Job,
     journal: Option<JobJournal>,
+    /// Why the job's journal cannot be kept (then `journal` is `None`): its script must not run,
+    /// as a crash would run it again or lose it.
+    unrecorded: Option<String>,
     /// The core holds the job: it hears of GitLab's cancel and of the job's end.
     core_holds: bool,
     placement: Option<Placement>,
@@ -58,11 +62,14 @@ pub(super) async fn run(
     mut commands: Option<UnboundedReceiver<JobCommand>>,
 ) {
     let id = payload.id;
-    let (journal, records) = match JobJournal::open(&shared.state_dir, id) {
-        Ok((journal, records)) => (Some(journal), records),
+    let (journal, records, unrecorded) = match JobJournal::open(&shared.state_dir, id) {
+        Ok((journal, records)) => (Some(journal), records, None),
         Err(e) => {
-            tracing::error!(job = id, "opening the job's journal failed: {e:#}");
-            (None, Vec::new())
+            // Without a journal a crash would run the script again: it never runs.
+            let why = format!("opening the job's journal failed: {e:#}");
+            tracing::error!(job = id, "{why}; the job fails without running");
+            let records = shared.state_dir.job_records(id).unwrap_or_default();
+            (None, records, Some(why))
         }
     };
     let replayed = Job::replay(&records, &shared.policy);
@@ -72,6 +79,7 @@ pub(super) async fn run(
         payload: Arc::new(payload),
         job: Job::new(),
         journal,
+        unrecorded,
         core_holds: matches!(start, Start::Held),
         placement: None,
         events,
@@ -129,28 +137,76 @@ async fn next_command(commands: &mut Option<UnboundedReceiver<JobCommand>>) -> O
 }
 
 impl JobTask {
-    /// Journal, handle, act: the write-ahead discipline.
+    /// Journal, handle, act: the write-ahead discipline. An event the journal cannot take is still
+    /// handled (it happened), but the job is ended rather than run on unrecorded.
     fn step(&mut self, event: Event) {
-        if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.append(&event, &self.job)
-        {
-            tracing::error!(
-                job = self.payload.id,
-                "journaling the job's event failed: {e:#}"
-            );
-        }
+        let recorded = self.record(&event);
         let stored = match event {
             Event::TraceStored { len, .. } => Some(len),
             _ => None,
         };
         let actions = self.job.handle(event, &self.shared.policy);
-        if let (Some(len), Some(trace)) = (stored, &self.trace) {
+        if let (true, Some(len), Some(trace)) = (recorded, stored, &self.trace) {
             // Journaled for good: GitLab may have it now.
             trace.lock().limit_uploads_to(len);
         }
         for action in actions {
             self.act(action);
         }
+        if !recorded
+            && self.job.stop.is_none()
+            && matches!(self.job.phase, Phase::Preparing | Phase::Running)
+        {
+            self.step(Event::Abort {
+                reason: FailureReason::RunnerSystemFailure,
+            });
+        }
+    }
+
+    /// Appends `event` to the journal; `false` when it is not there (nor will any later event be).
+    fn record(&mut self, event: &Event) -> bool {
+        let Some(journal) = &mut self.journal else {
+            return false;
+        };
+        match journal.append(event, &self.job) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = format!("journaling the job's event failed: {e:#}");
+                tracing::error!(job = self.payload.id, "{why}; the job ends");
+                self.journal = None;
+                self.unrecorded = Some(why);
+                false
+            }
+        }
+    }
+
+    /// Ends a job that cannot be journaled where it would start or re-attach: its trace says why.
+    fn refuse_to_run(&mut self, why: String) {
+        let id = self.payload.id;
+        let line = error_line(&format!(
+            "drover cannot keep this job's record, so it does not run it: {why}"
+        ));
+        let mark = &self.job.trace;
+        match self
+            .shared
+            .state_dir
+            .store_trace(id, mark.len, line.as_bytes())
+        {
+            Ok(()) => {
+                let _ = self.events.send(Event::TraceStored {
+                    len: mark.len + line.len() as u64,
+                    cursor: mark.cursor.unwrap_or_default(),
+                    checkpoint: mark.checkpoint.clone(),
+                });
+            }
+            Err(e) => tracing::error!(job = id, "storing the job's trace failed: {e:#}"),
+        }
+        let _ = self.events.send(Event::StepsEnded {
+            outcome: Outcome::Failed {
+                reason: FailureReason::RunnerSystemFailure,
+                exit_code: None,
+            },
+        });
     }
 
     fn command(&mut self, command: JobCommand) {
@@ -199,6 +255,10 @@ impl JobTask {
             // The task's keep-alive ticks while the job waits for a machine.
             Action::KeepAlive { .. } => {}
             Action::Tell(note) => self.tell(note),
+            Action::Start { .. } | Action::Reattach if self.unrecorded.is_some() => {
+                let why = self.unrecorded.clone().unwrap_or_default();
+                self.refuse_to_run(why);
+            }
             Action::Start { again } => self.execute(None, again),
             Action::Reattach => self.execute(Some(self.job.trace.cursor), false),
             Action::Inspect => self.inspect(),
