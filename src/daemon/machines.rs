@@ -163,14 +163,35 @@ pub enum Placement {
     Unavailable(String),
 }
 
+/// Why a job's machine cannot be reached.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The machine is gone for good: no machine for the job, or the provider has none by its
+    /// name. Nothing of the job can be left on it.
+    pub gone: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Placement {
-    pub async fn endpoint(&self) -> Result<MachineEndpoint, String> {
+    pub async fn endpoint(&self) -> Result<MachineEndpoint, Unreachable> {
         match self {
             Placement::Machine { provider, name } => {
-                provider.endpoint(name).await.map_err(|e| e.to_string())
+                provider.endpoint(name).await.map_err(|e| Unreachable {
+                    gone: e.kind == drover_providers::ProviderErrorKind::NotFound,
+                    message: e.to_string(),
+                })
             }
             Placement::Engine(endpoint) => Ok(endpoint.clone()),
-            Placement::Unavailable(why) => Err(why.clone()),
+            Placement::Unavailable(why) => Err(Unreachable {
+                gone: true,
+                message: why.clone(),
+            }),
         }
     }
 
@@ -179,7 +200,7 @@ impl Placement {
     pub async fn endpoint_retried(
         &self,
         policy: &drover_lifecycle::Policy,
-    ) -> Result<MachineEndpoint, String> {
+    ) -> Result<MachineEndpoint, Unreachable> {
         let mut attempt = 1;
         loop {
             match self.endpoint().await {
@@ -277,7 +298,8 @@ mod tests {
     async fn a_machine_failing_every_attempt_is_lost() {
         let (placement, flaky) = placement(u32::MAX);
         let err = placement.endpoint_retried(&QUICK).await.unwrap_err();
-        assert!(err.contains("heartbeat missed"), "{err}");
+        assert!(err.message.contains("heartbeat missed"), "{err}");
+        assert!(!err.gone, "a failing provider is no gone machine");
         assert_eq!(flaky.calls.load(Ordering::SeqCst), QUICK.endpoint_attempts);
     }
 
@@ -285,6 +307,7 @@ mod tests {
     async fn no_machine_at_all_fails_at_once() {
         let placement = Placement::Unavailable("machine #3 is gone".into());
         let err = placement.endpoint_retried(&QUICK).await.unwrap_err();
-        assert_eq!(err, "machine #3 is gone");
+        assert_eq!(err.message, "machine #3 is gone");
+        assert!(err.gone);
     }
 }

@@ -432,17 +432,98 @@ impl JobTask {
     }
 }
 
-/// Makes sure the job's containers are gone from its machine (idempotent).
+/// Makes sure the job's containers are gone from its machine (idempotent): tried until they are,
+/// or the machine is gone, so the core never gets a machine back with the job still on it.
 async fn remove_containers(shared: &Shared, placement: Option<Placement>, label: &str, job: u64) {
     let Some(placement) = placement else {
         return;
     };
-    match placement.endpoint_retried(&shared.policy).await {
-        Ok(endpoint) => {
-            if let Err(e) = shared.executor.cleanup(&endpoint, label, job).await {
-                tracing::warn!(job, "removing the job's containers failed: {e}");
+    until_removed(&shared.policy, job, || async {
+        match placement.endpoint().await {
+            Ok(endpoint) => shared
+                .executor
+                .cleanup(&endpoint, label, job)
+                .await
+                .map_err(|e| Removal::Failed(e.to_string())),
+            Err(e) if e.gone => Err(Removal::Gone),
+            Err(e) => Err(Removal::Failed(e.message)),
+        }
+    })
+    .await;
+}
+
+/// Why one try at removing a job's containers did not remove them.
+enum Removal {
+    /// The machine is gone, and the containers with it.
+    Gone,
+    Failed(String),
+}
+
+/// The longest wait between two tries at removing a job's containers.
+const REMOVAL_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tries `remove` until it succeeds or finds the machine gone, waiting as the policy's endpoint
+/// backoff says (at most [`REMOVAL_WAIT_CAP`]); returns the number of tries.
+async fn until_removed<F, Fut>(policy: &drover_lifecycle::Policy, job: u64, mut remove: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Removal>>,
+{
+    let mut attempt = 1;
+    loop {
+        match remove().await {
+            Ok(()) => return attempt,
+            Err(Removal::Gone) => {
+                tracing::info!(job, "the job's machine is gone, and its containers with it");
+                return attempt;
+            }
+            Err(Removal::Failed(e)) => {
+                tracing::warn!(
+                    job,
+                    "removing the job's containers failed (try {attempt}): {e}"
+                );
+                attempt += 1;
+                let wait = policy.endpoint_wait(attempt).min(REMOVAL_WAIT_CAP);
+                tokio::time::sleep(wait).await;
             }
         }
-        Err(e) => tracing::warn!(job, "cannot remove the job's containers: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const QUICK: drover_lifecycle::Policy = drover_lifecycle::Policy {
+        endpoint_first_wait: std::time::Duration::ZERO,
+        ..drover_lifecycle::Policy::DEFAULT
+    };
+
+    #[tokio::test]
+    async fn container_removal_is_tried_until_it_succeeds() {
+        let calls = AtomicU32::new(0);
+        let tries = until_removed(&QUICK, 7, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0..=8 => Err(Removal::Failed("engine unreachable".into())),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert_eq!(tries, 10);
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn container_removal_stops_at_a_gone_machine() {
+        let calls = AtomicU32::new(0);
+        let tries = until_removed(&QUICK, 7, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(Removal::Failed("engine unreachable".into())),
+                _ => Err(Removal::Gone),
+            }
+        })
+        .await;
+        assert_eq!(tries, 2);
     }
 }
