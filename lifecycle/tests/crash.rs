@@ -4,6 +4,8 @@
 //! recovery from the journal ends with exactly one final update, no container left behind, no
 //! step created twice, every line of the script's output in GitLab's trace exactly once, and the
 //! job succeeding if GitLab let drover have it.
+//!
+//! One file of a little over 600 lines: the fakes and the property are read together.
 
 use std::collections::{BTreeMap, VecDeque};
 
