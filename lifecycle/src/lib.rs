@@ -2,13 +2,13 @@
 //! a pure state machine. Events in, actions out; no I/O, no clock, no threads.
 //!
 //! ```text
-//! received ─accept─▶ accepted ─placed─▶ preparing ─step output─▶ running ─steps ended─▶ ended
-//!    │ taken back / gave up                 │ machine lost                                 │ containers removed
-//!    ▼                                      └───────────────┐                              ▼
-//! dropped            core fail / cancel / abort ──▶ reporting ◀─────────────────────────────┘
-//!                                                           │ final answered (or GitLab closed it)
-//!                                                           ▼
-//!                                                        reported ──▶ core told / record dropped
+//! received ─accept─▶ accepted ─placed─▶ preparing ─step output─▶ running ─steps ended / machine lost─▶ ended
+//!    │ taken back / gave up                                                                              │ containers removed
+//!    ▼                                                                                                   ▼
+//! dropped            core fail / cancel / abort (never placed) ──────────────────────────────────▶ reporting
+//!                                                                                                        │ final answered (or GitLab closed it)
+//!                                                                                                        ▼
+//!                                                                                                     reported ──▶ core told / record dropped
 //! ```
 //!
 //! # The run-loop rule
@@ -58,6 +58,10 @@ pub struct Job {
     /// GitLab ended the job while it ran: no final update.
     #[serde(default)]
     pub remote_over: bool,
+    /// The core (or GitLab) asked the running job to stop, and how it ends. Kept so a restart
+    /// sends it again: the core asks only once and resumes a job without asking again.
+    #[serde(default)]
+    pub stop: Option<drover_core::Outcome>,
     /// This process has the job placed (cleared by a restart).
     #[serde(default)]
     pub placed: bool,
@@ -90,6 +94,7 @@ impl Job {
             unstarted: None,
             doomed: None,
             remote_over: false,
+            stop: None,
             placed: false,
             cancel_told: false,
             restarted: false,
@@ -114,6 +119,16 @@ impl Job {
             }
         }
         job
+    }
+}
+
+impl Job {
+    /// GitLab may have given drover the job: an acknowledgement may have gone out, its answer
+    /// unjournaled. Every record begins by sending one ([`Event::Received`]), and a job the core
+    /// failed meanwhile (its `Fail` journaled or lost in the crash) may still be GitLab's on this
+    /// runner: only GitLab's refusal ([`Phase::Dropped`]) rules it out.
+    pub fn may_be_accepted(&self) -> bool {
+        self.phase != Phase::Dropped
     }
 }
 

@@ -37,8 +37,16 @@ impl Job {
                 if self.is_executing() {
                     let saw_output = self.trace.cursor.is_some_and(|c| c.saw_step_output());
                     if steps || saw_output {
-                        // Its steps exist (or existed): re-attached, never created again.
+                        // Its steps exist (or existed): re-attached, never created again, and
+                        // stopped again if it was asked to stop.
                         out.push(Action::Reattach);
+                        if let Some(stop) = self.stop {
+                            out.extend(stop_action(stop));
+                        }
+                    } else if let Some(outcome) = self.stop {
+                        // Asked to stop before its script started: it ends here.
+                        self.phase = Phase::Ended { outcome };
+                        out.push(Action::RemoveContainers);
                     } else {
                         // Its script never started: start it, after what the trace holds.
                         self.phase = Phase::Preparing;
@@ -63,6 +71,11 @@ impl Job {
             Event::TraceAcked { offset } => self.trace.acked = offset.min(self.trace.len),
             Event::StepsEnded { outcome } => {
                 if self.is_executing() {
+                    // A job asked to stop ends as asked, even if its script got to the end first.
+                    let outcome = match (outcome, self.stop) {
+                        (Outcome::Success, Some(stop)) => stop,
+                        _ => outcome,
+                    };
                     self.phase = Phase::Ended { outcome };
                     out.push(Action::RemoveContainers);
                 }
@@ -74,8 +87,11 @@ impl Job {
             }
             Event::MachineLost => {
                 if self.is_executing() {
+                    // Its containers may still run if the machine comes back (the core reuses
+                    // it): removed first, as far as the machine can be reached.
                     let outcome = failed(FailureReason::RunnerSystemFailure);
-                    self.report(outcome, FinalTrace::Stored, &mut out);
+                    self.phase = Phase::Ended { outcome };
+                    out.push(Action::RemoveContainers);
                 }
             }
             // Whatever the answer: after `GaveUp` GitLab times the job out itself, and sending again
@@ -110,7 +126,7 @@ impl Job {
                 Phase::Accepted => return self.handle(Event::CancelRequested, policy),
                 Phase::Preparing | Phase::Running => {
                     self.remote_over = true;
-                    out.push(Action::Abort(FailureReason::JobCanceled));
+                    self.stop_with(failed(FailureReason::JobCanceled), &mut out);
                 }
                 _ => {}
             },
@@ -224,17 +240,27 @@ impl Job {
             // job whose placement this process has not seen yet), not after failing it (`Fail`
             // cleared `held`).
             Phase::Accepted => self.report(outcome, FinalTrace::Unstarted(text), out),
-            Phase::Preparing | Phase::Running => match outcome {
-                Outcome::Canceled => out.push(Action::Cancel),
-                Outcome::Failed { reason, .. } => out.push(Action::Abort(reason)),
-                Outcome::Success => {}
-            },
+            Phase::Preparing | Phase::Running => self.stop_with(outcome, out),
             Phase::Dropped if self.held => {
                 out.push(Action::Tell(Note::Finished(Outcome::Canceled)));
             }
             Phase::Dropped => out.push(Action::Discard),
             _ => {}
         }
+    }
+
+    /// Stops the executing job, saved for a restart. A cancel never softens an abort, and a
+    /// repeated request is not sent twice.
+    fn stop_with(&mut self, outcome: Outcome, out: &mut Vec<Action>) {
+        let repeated = matches!(
+            (self.stop, outcome),
+            (Some(Outcome::Failed { .. }), _) | (Some(Outcome::Canceled), Outcome::Canceled)
+        );
+        if repeated || outcome == Outcome::Success {
+            return;
+        }
+        self.stop = Some(outcome);
+        out.extend(stop_action(outcome));
     }
 
     fn report(&mut self, outcome: Outcome, trace: FinalTrace, out: &mut Vec<Action>) {
@@ -291,6 +317,15 @@ impl Job {
             }
             Recovery::TellDropped => self.drop_job(out),
         }
+    }
+}
+
+/// What stops an executing job for `outcome`.
+fn stop_action(outcome: Outcome) -> Option<Action> {
+    match outcome {
+        Outcome::Canceled => Some(Action::Cancel),
+        Outcome::Failed { reason, .. } => Some(Action::Abort(reason)),
+        Outcome::Success => None,
     }
 }
 

@@ -16,6 +16,11 @@ pub struct Policy {
     /// A running job's trace and the executor's position in its output are stored this often.
     /// GitLab only ever gets what is stored, so a restart continues exactly where GitLab is.
     pub persist_every: Duration,
+    /// Attempts to learn how to reach a job's machine before it counts as lost: a provider's
+    /// passing error (a timeout, a missed heartbeat) must not end a job that still runs.
+    pub endpoint_attempts: u32,
+    /// The wait before the second attempt; it doubles after each failed one (2 s, 4 s, 8 s).
+    pub endpoint_first_wait: Duration,
 }
 
 impl Policy {
@@ -25,17 +30,27 @@ impl Policy {
         accept_first_wait: Duration::from_secs(1),
         keep_alive_every: Duration::from_secs(30),
         persist_every: Duration::from_secs(1),
+        endpoint_attempts: 4,
+        endpoint_first_wait: Duration::from_secs(2),
     };
 
     /// The wait before accept attempt `attempt` (1-based): none before the first, then
     /// `accept_first_wait`, doubling.
     pub fn accept_wait(&self, attempt: u32) -> Duration {
-        match attempt {
-            0 | 1 => Duration::ZERO,
-            n => self
-                .accept_first_wait
-                .saturating_mul(1u32.checked_shl(n - 2).unwrap_or(u32::MAX)),
-        }
+        doubling(self.accept_first_wait, attempt)
+    }
+
+    /// The wait before attempt `attempt` (1-based) to reach a job's machine, alike.
+    pub fn endpoint_wait(&self, attempt: u32) -> Duration {
+        doubling(self.endpoint_first_wait, attempt)
+    }
+}
+
+/// None before the first attempt, then `first`, doubling (saturating).
+fn doubling(first: Duration, attempt: u32) -> Duration {
+    match attempt {
+        0 | 1 => Duration::ZERO,
+        n => first.saturating_mul(1u32.checked_shl(n - 2).unwrap_or(u32::MAX)),
     }
 }
 

@@ -4,6 +4,8 @@
 //! recovery from the journal ends with exactly one final update, no container left behind, no
 //! step created twice, every line of the script's output in GitLab's trace exactly once, and the
 //! job succeeding if GitLab let drover have it.
+//!
+//! One file of a little over 600 lines: the fakes and the property are read together.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -51,7 +53,7 @@ enum Op {
     Remove,
     Final,
     CheckClosed,
-    CoreFail,
+    CoreFail(FailureReason),
     CoreCancel,
     KeepAlive,
 }
@@ -82,6 +84,12 @@ struct World {
     core_holds: bool,
     core_placed: bool,
     core_finished: Vec<Outcome>,
+    /// The core asked to cancel the placed job: it does so once, and not again after a restart.
+    core_cancel_sent: bool,
+    /// The core failed the job on its own (no machine for it).
+    core_failed: bool,
+    /// The core's cancel reached the job while its script could still run.
+    cancel_reached: bool,
     // Lost in a crash.
     job: Job,
     ops: Vec<Op>,
@@ -106,6 +114,9 @@ impl World {
             core_holds: true,
             core_placed: false,
             core_finished: Vec::new(),
+            core_cancel_sent: false,
+            core_failed: false,
+            cancel_reached: false,
             job: Job::new(),
             ops: vec![Op::Place],
             channel: Vec::new(),
@@ -117,6 +128,7 @@ impl World {
     /// Write-ahead: journal, handle, queue the actions.
     fn event(&mut self, event: Event) {
         self.journal.push(Record::Event(event.clone()));
+        self.cancel_reached |= event == Event::Cancel && self.executing();
         let actions = self.job.handle(event, &self.policy);
         for action in actions {
             self.act(action);
@@ -133,10 +145,16 @@ impl World {
                 // The core fails a job it has not placed (and forgets it at once); a placed one
                 // it cancels.
                 match self.core_placed {
-                    true => self.ops.push(Op::CoreCancel),
+                    // Failed by the core already: it forgot the job.
+                    _ if !self.core_holds => {}
+                    true if self.core_cancel_sent => {}
+                    true => {
+                        self.core_cancel_sent = true;
+                        self.ops.push(Op::CoreCancel);
+                    }
                     false => {
                         self.core_holds = false;
-                        self.ops.push(Op::CoreFail);
+                        self.ops.push(Op::CoreFail(FailureReason::JobCanceled));
                     }
                 }
             }
@@ -174,8 +192,8 @@ impl World {
             Action::SendFinal { trace, .. } => {
                 if trace != FinalTrace::Stored {
                     assert!(
-                        self.gitlab.canceling,
-                        "only a job canceled early never runs"
+                        self.gitlab.canceling || self.core_failed,
+                        "only a job canceled or failed early never runs"
                     );
                 }
                 self.ops.push(Op::Final);
@@ -208,11 +226,11 @@ impl World {
                 Box::new(|w: &mut World| w.core_placed = w.core_holds),
                 self.core_holds.then_some(Event::Placed),
             ),
-            Op::CoreFail => (
+            Op::CoreFail(reason) => (
                 Box::new(|_| {}),
                 Some(Event::Fail {
-                    reason: FailureReason::JobCanceled,
-                    text: "canceled".into(),
+                    reason,
+                    text: "the core failed it".into(),
                 }),
             ),
             Op::CoreCancel => (Box::new(|_| {}), Some(Event::Cancel)),
@@ -439,7 +457,7 @@ impl World {
         }
         // The driver's start-up: a job the core no longer holds is reported failed if it was
         // acknowledged and not reported (its report cut short), else its record goes.
-        let accepted = !matches!(self.job.phase, Phase::Received { .. } | Phase::Dropped);
+        let accepted = self.job.may_be_accepted();
         let reported = matches!(self.job.phase, Phase::Reported { .. });
         if accepted && !reported {
             self.event(Event::Restarted);
@@ -457,7 +475,18 @@ struct Crash {
     after_effect: bool,
 }
 
-type Scenario = (u16, u64, Vec<AcceptAnswer>, Vec<Crash>, Option<usize>, u64);
+/// Steps, messages, GitLab's answers to the acknowledgement, the crashes, when GitLab cancels,
+/// when the core fails the job if it has not placed it yet (most often while its acknowledgement
+/// is in flight), the scheduling seed.
+type Scenario = (
+    u16,
+    u64,
+    Vec<AcceptAnswer>,
+    Vec<Crash>,
+    Option<usize>,
+    Option<usize>,
+    u64,
+);
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     let answer = prop_oneof![
@@ -473,6 +502,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(answer, 0..4),
         prop::collection::vec(crash, 0..4),
         prop::option::weighted(0.3, 0usize..60),
+        prop::option::weighted(0.3, 0usize..4),
         any::<u64>(),
     )
 }
@@ -483,6 +513,7 @@ fn run(
     answers: Vec<AcceptAnswer>,
     mut crashes: Vec<Crash>,
     cancel_at: Option<usize>,
+    fail_at: Option<usize>,
     seed: u64,
 ) -> World {
     crashes.sort_by_key(|c| c.at);
@@ -506,6 +537,13 @@ fn run(
         if cancel_at == Some(n) {
             world.gitlab.canceling = true;
         }
+        if fail_at.is_some_and(|at| at <= n) && world.core_holds && !world.core_placed {
+            world.core_holds = false;
+            world.core_failed = true;
+            world
+                .ops
+                .push(Op::CoreFail(FailureReason::RunnerSystemFailure));
+        }
         let dies = match crashes.front() {
             Some(c) if c.at <= n => crashes.pop_front().map(|c| c.after_effect),
             _ => None,
@@ -521,22 +559,37 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
     ))]
     #[test]
-    fn any_crashes_end_with_one_final_update_and_nothing_left((steps, messages, answers, crashes, cancel_at, seed) in scenario()) {
-        let w = run(steps, messages, answers, crashes, cancel_at, seed);
+    fn any_crashes_end_with_one_final_update_and_nothing_left((steps, messages, answers, crashes, cancel_at, fail_at, seed) in scenario()) {
+        let w = run(steps, messages, answers, crashes, cancel_at, fail_at, seed);
         prop_assert!(w.containers.is_empty(), "orphaned containers {:?}", w.containers);
         prop_assert_eq!(w.gitlab.puts_after_close, 0, "a final update after GitLab closed the job");
         prop_assert!(w.created.values().all(|n| *n <= 1), "a step created twice: {:?}", w.created);
         prop_assert!(!w.core_holds, "the core still holds the job");
         if w.gitlab.accepted {
             prop_assert_eq!(w.gitlab.final_puts, 1);
-            // Canceled by GitLab: reported canceled, or failed when the core's failure report was
-            // cut short by a crash (the restarted driver no longer knows why the core failed it).
+            // The core's cancel reached the job: it never reports success. Canceled by GitLab
+            // alone (the cancel came too late, or died with the process before the job's journal
+            // had it): success, or canceled. A failure when the core's failure report was cut
+            // short by a crash (the restarted driver no longer knows why the core failed it).
             let cut_short = Some(Outcome::Failed {
                 reason: FailureReason::RunnerSystemFailure,
                 exit_code: None,
             });
-            let canceled = w.gitlab.canceling
+            let stopped = w.cancel_reached;
+            let canceled = (w.gitlab.canceling || stopped)
                 && (w.gitlab.reported == Some(Outcome::Canceled) || w.gitlab.reported == cut_short);
+            if w.core_failed {
+                prop_assert!(
+                    matches!(w.gitlab.reported, Some(Outcome::Failed { .. }))
+                        || (w.gitlab.canceling && w.gitlab.reported == Some(Outcome::Canceled)),
+                    "failed by the core, reported {:?}", w.gitlab.reported
+                );
+                prop_assert!(w.created.is_empty(), "a job the core failed ran");
+                return Ok(());
+            }
+            if stopped {
+                prop_assert!(canceled, "canceled by the core, reported {:?}", w.gitlab.reported);
+            }
             if !canceled {
                 prop_assert_eq!(w.gitlab.reported, Some(Outcome::Success), "{:?}", w.gitlab.trace);
             }

@@ -227,3 +227,98 @@ fn accept_attempts_follow_the_policy_then_the_job_is_given_back() {
     assert_eq!(actions, [Action::Tell(Note::Canceled)]);
     assert_eq!(job.phase, Phase::Dropped);
 }
+
+fn running() -> Vec<Event> {
+    vec![received(), accepted(), Event::Placed, stored(20, 0, 1)]
+}
+
+#[test]
+fn a_cancel_of_the_core_survives_a_restart_and_is_sent_again_after_reattaching() {
+    let mut events = running();
+    events.push(Event::Cancel);
+    let (mut job, _) = restart(&events);
+    let _ = job.handle(Event::Placed, &P);
+    let actions = job.handle(Event::ContainersListed { steps: true }, &P);
+    assert_eq!(actions, [Action::Reattach, Action::Cancel]);
+    // The script finished before the cancel reached it: the job still ends canceled.
+    let _ = job.handle(Event::StepsEnded { outcome: SUCCESS }, &P);
+    assert_eq!(
+        job.phase,
+        Phase::Ended {
+            outcome: Outcome::Canceled
+        }
+    );
+}
+
+#[test]
+fn an_abort_of_the_core_survives_a_restart() {
+    let mut events = running();
+    events.push(Event::Abort {
+        reason: FailureReason::RunnerSystemFailure,
+    });
+    let (mut job, _) = restart(&events);
+    let _ = job.handle(Event::Placed, &P);
+    let actions = job.handle(Event::ContainersListed { steps: true }, &P);
+    assert_eq!(
+        actions,
+        [
+            Action::Reattach,
+            Action::Abort(FailureReason::RunnerSystemFailure)
+        ]
+    );
+}
+
+#[test]
+fn a_job_canceled_while_preparing_is_not_started_again_after_a_restart() {
+    let (mut job, _) = restart(&[received(), accepted(), Event::Placed, Event::Cancel]);
+    let _ = job.handle(Event::Placed, &P);
+    let actions = job.handle(Event::ContainersListed { steps: false }, &P);
+    assert_eq!(actions, [Action::RemoveContainers]);
+    let actions = job.handle(Event::ContainersRemoved, &P);
+    assert_eq!(
+        actions,
+        [Action::SendFinal {
+            outcome: Outcome::Canceled,
+            trace: FinalTrace::Stored
+        }]
+    );
+}
+
+#[test]
+fn a_job_gitlab_ended_while_it_ran_is_aborted_again_after_a_restart_and_not_reported() {
+    let mut events = running();
+    events.push(Event::RemoteEnded);
+    let (mut job, _) = restart(&events);
+    let _ = job.handle(Event::Placed, &P);
+    let actions = job.handle(Event::ContainersListed { steps: true }, &P);
+    assert_eq!(
+        actions,
+        [Action::Reattach, Action::Abort(FailureReason::JobCanceled)]
+    );
+}
+
+#[test]
+fn a_lost_machine_ends_the_job_through_removing_its_containers() {
+    let mut job = Job::replay(
+        &running().into_iter().map(Record::Event).collect::<Vec<_>>(),
+        &P,
+    )
+    .unwrap();
+    let lost = Outcome::Failed {
+        reason: FailureReason::RunnerSystemFailure,
+        exit_code: None,
+    };
+    // Its containers may still run on the machine the core reuses: they go first.
+    assert_eq!(
+        job.handle(Event::MachineLost, &P),
+        [Action::RemoveContainers]
+    );
+    assert_eq!(job.phase, Phase::Ended { outcome: lost });
+    assert_eq!(
+        job.handle(Event::ContainersRemoved, &P),
+        [Action::SendFinal {
+            outcome: lost,
+            trace: FinalTrace::Stored
+        }]
+    );
+}

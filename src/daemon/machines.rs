@@ -163,14 +163,151 @@ pub enum Placement {
     Unavailable(String),
 }
 
+/// Why a job's machine cannot be reached.
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The machine is gone for good: no machine for the job, or the provider has none by its
+    /// name. Nothing of the job can be left on it.
+    pub gone: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Placement {
-    pub async fn endpoint(&self) -> Result<MachineEndpoint, String> {
+    pub async fn endpoint(&self) -> Result<MachineEndpoint, Unreachable> {
         match self {
             Placement::Machine { provider, name } => {
-                provider.endpoint(name).await.map_err(|e| e.to_string())
+                provider.endpoint(name).await.map_err(|e| Unreachable {
+                    gone: e.kind == drover_providers::ProviderErrorKind::NotFound,
+                    message: e.to_string(),
+                })
             }
             Placement::Engine(endpoint) => Ok(endpoint.clone()),
-            Placement::Unavailable(why) => Err(why.clone()),
+            Placement::Unavailable(why) => Err(Unreachable {
+                gone: true,
+                message: why.clone(),
+            }),
         }
+    }
+
+    /// The endpoint, asked again after a provider's error as `policy` says: a passing error does
+    /// not lose the job's machine. No machine at all (`Unavailable`) fails at once.
+    pub async fn endpoint_retried(
+        &self,
+        policy: &drover_lifecycle::Policy,
+    ) -> Result<MachineEndpoint, Unreachable> {
+        let mut attempt = 1;
+        loop {
+            match self.endpoint().await {
+                Ok(endpoint) => return Ok(endpoint),
+                Err(e)
+                    if matches!(self, Placement::Unavailable(_))
+                        || attempt >= policy.endpoint_attempts =>
+                {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!("reaching the job's machine failed (attempt {attempt}): {e}");
+                    attempt += 1;
+                    tokio::time::sleep(policy.endpoint_wait(attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use drover_docker::EngineConfig;
+    use drover_providers::{ProviderError, ProviderErrorKind};
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+
+    /// Fails `endpoint` the first `failures` times.
+    struct Flaky {
+        failures: u32,
+        calls: AtomicU32,
+    }
+
+    impl MachineProvider for Flaky {
+        fn create<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+            unreachable!()
+        }
+        fn remove<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+            unreachable!()
+        }
+        fn list<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<String>, ProviderError>> {
+            unreachable!()
+        }
+        fn endpoint<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = match call < self.failures {
+                true => Err(ProviderError::new(
+                    name,
+                    ProviderErrorKind::Retryable,
+                    "heartbeat missed",
+                )),
+                false => Ok(MachineEndpoint::engine_only(EngineConfig {
+                    host: Some("tcp://127.0.0.1:2376".into()),
+                    tls: None,
+                })),
+            };
+            async move { result }.boxed()
+        }
+    }
+
+    fn placement(failures: u32) -> (Placement, Arc<Flaky>) {
+        let flaky = Arc::new(Flaky {
+            failures,
+            calls: AtomicU32::new(0),
+        });
+        let placement = Placement::Machine {
+            provider: flaky.clone(),
+            name: "runner-abcd-1".into(),
+        };
+        (placement, flaky)
+    }
+
+    const QUICK: drover_lifecycle::Policy = drover_lifecycle::Policy {
+        endpoint_first_wait: std::time::Duration::ZERO,
+        ..drover_lifecycle::Policy::DEFAULT
+    };
+
+    #[tokio::test]
+    async fn a_passing_provider_error_does_not_lose_the_machine() {
+        let (placement, flaky) = placement(QUICK.endpoint_attempts - 1);
+        assert!(placement.endpoint_retried(&QUICK).await.is_ok());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), QUICK.endpoint_attempts);
+    }
+
+    #[tokio::test]
+    async fn a_machine_failing_every_attempt_is_lost() {
+        let (placement, flaky) = placement(u32::MAX);
+        let err = placement.endpoint_retried(&QUICK).await.unwrap_err();
+        assert!(err.message.contains("heartbeat missed"), "{err}");
+        assert!(!err.gone, "a failing provider is no gone machine");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), QUICK.endpoint_attempts);
+    }
+
+    #[tokio::test]
+    async fn no_machine_at_all_fails_at_once() {
+        let placement = Placement::Unavailable("machine #3 is gone".into());
+        let err = placement.endpoint_retried(&QUICK).await.unwrap_err();
+        assert_eq!(err.message, "machine #3 is gone");
+        assert!(err.gone);
     }
 }

@@ -172,9 +172,17 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
         if held.iter().any(|(j, _)| j.0 == id) {
             continue;
         }
-        // Accepted, out of the core, not reported: the core failed it and the crash cut the
-        // report short. Anything else is done, or was never GitLab's business with us.
-        let progress = state_dir.load_progress(id);
+        // Perhaps accepted (an acknowledgement may have been in flight), out of the core, not
+        // reported: the core failed it and the crash cut the report short; re-acknowledging it
+        // settles whether it is ours to report. Anything else is done, or GitLab refused it.
+        let progress = match state_dir.load_progress(id) {
+            Ok(progress) => progress,
+            Err(e) => {
+                // Kept for an operator: what the job did is unknown, so nothing is done with it.
+                tracing::error!(job = id, "the job's record cannot be read: {e:#}");
+                continue;
+            }
+        };
         let runner = progress.runner.as_deref().and_then(|n| runners.named(n));
         if let (true, false, Some(r), Ok(payload)) = (
             progress.accepted,

@@ -153,19 +153,18 @@ impl StateDir {
         fs::read_to_string(self.job_dir(job).join("rejected.txt")).ok()
     }
 
-    /// The summary of a job's record the driver decides by.
-    pub fn load_progress(&self, job: u64) -> Progress {
+    /// The summary of a job's record the driver decides by; `Err` for a damaged journal.
+    pub fn load_progress(&self, job: u64) -> anyhow::Result<Progress> {
         let policy = drover_lifecycle::Policy::DEFAULT;
-        let records = self.job_records(job);
+        let records = self.job_records(job)?;
         let Some(job) = drover_lifecycle::Job::replay(&records, &policy) else {
-            return Progress::default();
+            return Ok(Progress::default());
         };
-        use drover_lifecycle::Phase;
-        Progress {
-            accepted: !matches!(job.phase, Phase::Received { .. } | Phase::Dropped),
+        Ok(Progress {
+            accepted: job.may_be_accepted(),
             runner: Some(job.runner).filter(|r| !r.is_empty()),
             reported: matches!(job.phase, Phase::Reported { .. }),
-        }
+        })
     }
 
     pub(super) fn job_file(&self, job: u64, name: &str) -> PathBuf {
@@ -173,17 +172,30 @@ impl StateDir {
     }
 
     /// The job's records (a torn last line dropped); a record of an older drover (`progress.json`)
-    /// reads as a snapshot of the same job.
-    pub fn job_records(&self, job: u64) -> Vec<Record> {
-        let Ok(text) = std::fs::read(self.job_file(job, JOURNAL_FILE)) else {
-            return self
+    /// reads as a snapshot of the same job. `Err` for a damaged line before the last: no crash
+    /// tears one, and what follows it cannot be trusted to continue it.
+    pub fn job_records(&self, job: u64) -> anyhow::Result<Vec<Record>> {
+        let path = self.job_file(job, JOURNAL_FILE);
+        let Ok(text) = std::fs::read(&path) else {
+            return Ok(self
                 .load_legacy_progress(job)
                 .map(|p| vec![Record::Snapshot(Box::new(upgrade(&p)))])
-                .unwrap_or_default();
+                .unwrap_or_default());
         };
-        text.split(|b| *b == b'\n')
-            .map_while(|line| serde_json::from_slice(line).ok())
-            .collect()
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        let mut records = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_slice(line) {
+                Ok(record) => records.push(record),
+                Err(_) if i + 1 == lines.len() => {}
+                Err(e) => anyhow::bail!("{}: line {} is damaged: {e}", path.display(), i + 1),
+            }
+        }
+        Ok(records)
     }
 
     /// An older drover's record of the job, if there is one.
@@ -206,12 +218,17 @@ impl StateDir {
     /// Replaces the stored trace from `from` on with `bytes` (everything before stays).
     pub fn store_trace(&self, job: u64, from: u64, bytes: &[u8]) -> anyhow::Result<()> {
         let path = self.job_dir(job).join("trace");
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
             .mode(0o600)
             .open(&path)?;
+        if created {
+            // The file's name must survive a crash as its bytes do: the journal vouches for them.
+            File::open(self.job_dir(job))?.sync_all()?;
+        }
         file.set_len(from)?;
         use std::io::Seek;
         file.seek(std::io::SeekFrom::Start(from))?;
@@ -350,6 +367,51 @@ mod tests {
         state.forget_runner_config("plain");
         assert_eq!(state.load_runner_config("plain"), None);
         assert_eq!(state.kept_runner_configs().len(), 2);
+    }
+
+    #[test]
+    fn a_job_the_core_failed_while_its_acknowledgement_was_in_flight_counts_as_accepted() {
+        use drover_lifecycle::{Event, Record};
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(state.job_dir(7)).unwrap();
+        let records = [
+            Record::Event(Event::Received {
+                runner: "linux".into(),
+                label: "runner-abcd".into(),
+                held: true,
+            }),
+            Record::Event(Event::Fail {
+                reason: drover_core::FailureReason::RunnerSystemFailure,
+                text: "no machine".into(),
+            }),
+        ];
+        let mut text = String::new();
+        for record in &records {
+            text.push_str(&serde_json::to_string(record).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(state.job_file(7, JOURNAL_FILE), &text).unwrap();
+        let progress = state.load_progress(7).unwrap();
+        assert!(
+            progress.accepted,
+            "its acknowledgement may have gone through"
+        );
+        assert!(!progress.reported);
+        assert_eq!(progress.runner.as_deref(), Some("linux"));
+
+        // The core's failure lost in the crash: the acknowledgement may have gone out all the same.
+        let received = text.lines().next().unwrap().to_owned() + "\n";
+        std::fs::write(state.job_file(7, JOURNAL_FILE), &received).unwrap();
+        assert!(state.load_progress(7).unwrap().accepted);
+
+        // GitLab refused it: not ours.
+        let refused = Record::Event(Event::AcceptAnswered(
+            drover_lifecycle::AcceptAnswer::TakenBack,
+        ));
+        let text = received + &serde_json::to_string(&refused).unwrap() + "\n";
+        std::fs::write(state.job_file(7, JOURNAL_FILE), text).unwrap();
+        assert!(!state.load_progress(7).unwrap().accepted);
     }
 
     #[test]

@@ -107,7 +107,8 @@ pub(super) async fn run(mut run: Run) {
     let _ = run.events.send(event);
 }
 
-/// Runs the executor to its outcome; `Err(MachineLost)` when the machine cannot be reached.
+/// Runs the executor to its outcome; `Err(MachineLost)` when the machine cannot be reached (after
+/// the policy's retries).
 async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Event> {
     // The executor frames the trace (its first and last lines); a job it never sees gets its
     // error and last line here.
@@ -117,7 +118,7 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
         run.trace
             .write(error_line(&format!("Job failed: {}", reason.as_str())).as_bytes());
     };
-    let endpoint = match run.placement.endpoint().await {
+    let endpoint = match run.placement.endpoint_retried(&run.shared.policy).await {
         Ok(e) => e,
         Err(e) => {
             not_started(

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use drover_core::{FailureReason, JobId};
+use drover_core::{FailureReason, JobId, Outcome};
+use drover_docker::error_line;
 use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::{SharedTrace, TraceBuffer, TraceCheckpoint, TraceOptions};
 use drover_lifecycle::{Action, Event, Job, Note, Phase};
@@ -24,7 +25,7 @@ pub(super) use super::gitlab::unstarted_trace;
 pub(super) enum Start {
     /// The core holds the job.
     Held,
-    /// The core failed the job before a crash cut its report short; `text` is its trace.
+    /// The core failed the job (or its acknowledgement was in flight) before a crash cut its report short; `text` is its trace.
     Interrupted(String),
     /// The payload is unusable: the job is acknowledged and failed with `text`.
     Rejected(String),
@@ -37,6 +38,9 @@ struct JobTask {
     payload: Arc<JobResponse>,
     job: Job,
     journal: Option<JobJournal>,
+    /// Why the job's journal cannot be kept (then `journal` is `None`): its script must not run,
+    /// as a crash would run it again or lose it.
+    unrecorded: Option<String>,
     /// The core holds the job: it hears of GitLab's cancel and of the job's end.
     core_holds: bool,
     placement: Option<Placement>,
@@ -58,11 +62,14 @@ pub(super) async fn run(
     mut commands: Option<UnboundedReceiver<JobCommand>>,
 ) {
     let id = payload.id;
-    let (journal, records) = match JobJournal::open(&shared.state_dir, id) {
-        Ok((journal, records)) => (Some(journal), records),
+    let (journal, records, unrecorded) = match JobJournal::open(&shared.state_dir, id) {
+        Ok((journal, records)) => (Some(journal), records, None),
         Err(e) => {
-            tracing::error!(job = id, "opening the job's journal failed: {e:#}");
-            (None, Vec::new())
+            // Without a journal a crash would run the script again: it never runs.
+            let why = format!("opening the job's journal failed: {e:#}");
+            tracing::error!(job = id, "{why}; the job fails without running");
+            let records = shared.state_dir.job_records(id).unwrap_or_default();
+            (None, records, Some(why))
         }
     };
     let replayed = Job::replay(&records, &shared.policy);
@@ -72,6 +79,7 @@ pub(super) async fn run(
         payload: Arc::new(payload),
         job: Job::new(),
         journal,
+        unrecorded,
         core_holds: matches!(start, Start::Held),
         placement: None,
         events,
@@ -129,28 +137,76 @@ async fn next_command(commands: &mut Option<UnboundedReceiver<JobCommand>>) -> O
 }
 
 impl JobTask {
-    /// Journal, handle, act: the write-ahead discipline.
+    /// Journal, handle, act: the write-ahead discipline. An event the journal cannot take is still
+    /// handled (it happened), but the job is ended rather than run on unrecorded.
     fn step(&mut self, event: Event) {
-        if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.append(&event, &self.job)
-        {
-            tracing::error!(
-                job = self.payload.id,
-                "journaling the job's event failed: {e:#}"
-            );
-        }
+        let recorded = self.record(&event);
         let stored = match event {
             Event::TraceStored { len, .. } => Some(len),
             _ => None,
         };
         let actions = self.job.handle(event, &self.shared.policy);
-        if let (Some(len), Some(trace)) = (stored, &self.trace) {
+        if let (true, Some(len), Some(trace)) = (recorded, stored, &self.trace) {
             // Journaled for good: GitLab may have it now.
             trace.lock().limit_uploads_to(len);
         }
         for action in actions {
             self.act(action);
         }
+        if !recorded
+            && self.job.stop.is_none()
+            && matches!(self.job.phase, Phase::Preparing | Phase::Running)
+        {
+            self.step(Event::Abort {
+                reason: FailureReason::RunnerSystemFailure,
+            });
+        }
+    }
+
+    /// Appends `event` to the journal; `false` when it is not there (nor will any later event be).
+    fn record(&mut self, event: &Event) -> bool {
+        let Some(journal) = &mut self.journal else {
+            return false;
+        };
+        match journal.append(event, &self.job) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = format!("journaling the job's event failed: {e:#}");
+                tracing::error!(job = self.payload.id, "{why}; the job ends");
+                self.journal = None;
+                self.unrecorded = Some(why);
+                false
+            }
+        }
+    }
+
+    /// Ends a job that cannot be journaled where it would start or re-attach: its trace says why.
+    fn refuse_to_run(&mut self, why: String) {
+        let id = self.payload.id;
+        let line = error_line(&format!(
+            "drover cannot keep this job's record, so it does not run it: {why}"
+        ));
+        let mark = &self.job.trace;
+        match self
+            .shared
+            .state_dir
+            .store_trace(id, mark.len, line.as_bytes())
+        {
+            Ok(()) => {
+                let _ = self.events.send(Event::TraceStored {
+                    len: mark.len + line.len() as u64,
+                    cursor: mark.cursor.unwrap_or_default(),
+                    checkpoint: mark.checkpoint.clone(),
+                });
+            }
+            Err(e) => tracing::error!(job = id, "storing the job's trace failed: {e:#}"),
+        }
+        let _ = self.events.send(Event::StepsEnded {
+            outcome: Outcome::Failed {
+                reason: FailureReason::RunnerSystemFailure,
+                exit_code: None,
+            },
+        });
     }
 
     fn command(&mut self, command: JobCommand) {
@@ -199,6 +255,10 @@ impl JobTask {
             // The task's keep-alive ticks while the job waits for a machine.
             Action::KeepAlive { .. } => {}
             Action::Tell(note) => self.tell(note),
+            Action::Start { .. } | Action::Reattach if self.unrecorded.is_some() => {
+                let why = self.unrecorded.clone().unwrap_or_default();
+                self.refuse_to_run(why);
+            }
             Action::Start { again } => self.execute(None, again),
             Action::Reattach => self.execute(Some(self.job.trace.cursor), false),
             Action::Inspect => self.inspect(),
@@ -328,7 +388,7 @@ impl JobTask {
         let (shared, label) = (self.shared.clone(), self.job.label.clone());
         self.spawn(move |runner, job| async move {
             let listed = |steps| vec![Event::ContainersListed { steps }];
-            let endpoint = match placement.endpoint().await {
+            let endpoint = match placement.endpoint_retried(&shared.policy).await {
                 Ok(endpoint) => endpoint,
                 // The run finds the machine gone again and says so in the trace.
                 Err(_) => return listed(true),
@@ -372,17 +432,98 @@ impl JobTask {
     }
 }
 
-/// Makes sure the job's containers are gone from its machine (idempotent).
+/// Makes sure the job's containers are gone from its machine (idempotent): tried until they are,
+/// or the machine is gone, so the core never gets a machine back with the job still on it.
 async fn remove_containers(shared: &Shared, placement: Option<Placement>, label: &str, job: u64) {
     let Some(placement) = placement else {
         return;
     };
-    match placement.endpoint().await {
-        Ok(endpoint) => {
-            if let Err(e) = shared.executor.cleanup(&endpoint, label, job).await {
-                tracing::warn!(job, "removing the job's containers failed: {e}");
+    until_removed(&shared.policy, job, || async {
+        match placement.endpoint().await {
+            Ok(endpoint) => shared
+                .executor
+                .cleanup(&endpoint, label, job)
+                .await
+                .map_err(|e| Removal::Failed(e.to_string())),
+            Err(e) if e.gone => Err(Removal::Gone),
+            Err(e) => Err(Removal::Failed(e.message)),
+        }
+    })
+    .await;
+}
+
+/// Why one try at removing a job's containers did not remove them.
+enum Removal {
+    /// The machine is gone, and the containers with it.
+    Gone,
+    Failed(String),
+}
+
+/// The longest wait between two tries at removing a job's containers.
+const REMOVAL_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tries `remove` until it succeeds or finds the machine gone, waiting as the policy's endpoint
+/// backoff says (at most [`REMOVAL_WAIT_CAP`]); returns the number of tries.
+async fn until_removed<F, Fut>(policy: &drover_lifecycle::Policy, job: u64, mut remove: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Removal>>,
+{
+    let mut attempt = 1;
+    loop {
+        match remove().await {
+            Ok(()) => return attempt,
+            Err(Removal::Gone) => {
+                tracing::info!(job, "the job's machine is gone, and its containers with it");
+                return attempt;
+            }
+            Err(Removal::Failed(e)) => {
+                tracing::warn!(
+                    job,
+                    "removing the job's containers failed (try {attempt}): {e}"
+                );
+                attempt += 1;
+                let wait = policy.endpoint_wait(attempt).min(REMOVAL_WAIT_CAP);
+                tokio::time::sleep(wait).await;
             }
         }
-        Err(e) => tracing::warn!(job, "cannot remove the job's containers: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const QUICK: drover_lifecycle::Policy = drover_lifecycle::Policy {
+        endpoint_first_wait: std::time::Duration::ZERO,
+        ..drover_lifecycle::Policy::DEFAULT
+    };
+
+    #[tokio::test]
+    async fn container_removal_is_tried_until_it_succeeds() {
+        let calls = AtomicU32::new(0);
+        let tries = until_removed(&QUICK, 7, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0..=8 => Err(Removal::Failed("engine unreachable".into())),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert_eq!(tries, 10);
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn container_removal_stops_at_a_gone_machine() {
+        let calls = AtomicU32::new(0);
+        let tries = until_removed(&QUICK, 7, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(Removal::Failed("engine unreachable".into())),
+                _ => Err(Removal::Gone),
+            }
+        })
+        .await;
+        assert_eq!(tries, 2);
     }
 }

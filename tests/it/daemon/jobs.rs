@@ -1,6 +1,8 @@
 //! Jobs end to end: how each ends, what GitLab is told, what the trace says.
 
-use drover_gitlab::fake::JobStatus;
+use std::time::Duration;
+
+use drover_gitlab::fake::{Fault, JobStatus, Route};
 
 use super::harness::*;
 
@@ -219,5 +221,42 @@ async fn the_plain_docker_executor_runs_a_job_without_a_machine() {
     assert!(env.sandboxes().await.is_empty(), "no sandbox is created");
     let status = env.status().expect("status.json");
     assert_eq!(status["machines"], serde_json::json!([]), "{status}");
+    env.finish().await;
+}
+
+/// Without its journal a crash would run the script a second time: a job whose journal cannot be
+/// written is failed without running, and its trace says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_journal_cannot_be_written_fails_without_running_its_script() {
+    let Some(mut env) = Env::new("jobs_unrecorded", Settings::pool()).await else {
+        return;
+    };
+    // Job requests are held up: the job's folder is made before drover gets the job (start-up
+    // would remove a folder made earlier).
+    env.fake.inject(Fault::Delay {
+        route: Route::JobRequest,
+        delay: Duration::from_secs(1),
+        times: 20,
+    });
+    env.start().await;
+    let id = env.enqueue(job("unrecorded", &["echo \"script ran: $((6 * 7))\""]));
+    // A directory where the journal goes: it cannot be written.
+    let blocker = env
+        .state_dir()
+        .join("jobs")
+        .join(id.to_string())
+        .join("events.jsonl")
+        .join("blocker");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let view = env.finished(id).await;
+    let trace = text(&view);
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("runner_system_failure"),
+        None,
+    );
+    assert!(trace.contains("cannot keep this job's record"), "{trace}");
+    assert_eq!(lines(&view, "script ran: 42"), 0, "{trace}");
     env.finish().await;
 }
