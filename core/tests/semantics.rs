@@ -1336,3 +1336,25 @@ fn idle_time_zero_still_waits_past_the_instant_a_machine_was_freed() {
         "{step:?}"
     );
 }
+
+/// A cancel (or abort) the core sent before a crash may not have reached the job's own record:
+/// after the restart the core sends it again, right after resuming the job.
+#[test]
+fn a_cancel_sent_before_a_restart_is_sent_again_after_resuming() {
+    let mut w = world(4, pool(1, 4));
+    w.handle(Event::Tick);
+    w.advance(secs(60));
+    let job = w.submit(R, secs(3600));
+    w.advance(secs(61));
+    let cmds = w.handle(Event::JobCanceled { job });
+    assert!(cmds.contains(&Command::CancelJob { job }));
+    let cmds = w.handle(Event::Resumed);
+    let resume = cmds
+        .iter()
+        .position(|c| matches!(c, Command::ResumeJob { job: j, .. } if *j == job));
+    let cancel = cmds.iter().position(|c| *c == Command::CancelJob { job });
+    assert!(
+        matches!((resume, cancel), (Some(r), Some(c)) if r < c),
+        "{cmds:?}"
+    );
+}

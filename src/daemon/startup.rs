@@ -210,9 +210,11 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
 async fn clean_stray_job_containers(core: &Core, runners: &Runners, executor: &Executor) {
     let mut scans = Vec::new();
     for (id, runner) in runners.iter() {
+        let keys = stray_keys(core, id, runner);
         for endpoint in job_engines(core, id, runner).await {
+            let keys = keys.clone();
             scans.push(async move {
-                let scan = clean_engine(core, executor, runner, &endpoint);
+                let scan = clean_engine(core, executor, runner, &endpoint, &keys);
                 if tokio::time::timeout(STRAY_SCAN_DEADLINE, scan)
                     .await
                     .is_err()
@@ -229,26 +231,56 @@ async fn clean_stray_job_containers(core: &Core, runners: &Runners, executor: &E
     futures_util::future::join_all(scans).await;
 }
 
-async fn clean_engine(core: &Core, executor: &Executor, runner: &Runner, on: &MachineEndpoint) {
-    let ctx = &runner.context;
-    let jobs = match executor.list_jobs(&on.engine, &ctx.short_token).await {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            tracing::warn!(runner = %runner.label, "listing job containers failed: {e}");
-            return;
+/// The labels a runner's stray job containers can carry. On a docker-machine VM, which only this
+/// runner uses, every key the runner had (its machines named under an earlier key keep jobs
+/// labelled with it); on an engine other installations may share (a plain `docker` runner, the
+/// `docker` provider's sandboxes), only the current key, which includes this installation's id:
+/// an earlier key may be another installation's too.
+fn stray_keys(core: &Core, id: RunnerId, runner: &Runner) -> Vec<String> {
+    let mut keys = vec![runner.context.short_token.clone()];
+    let own_vms = matches!(runner.place, runners::Place::Provider(_))
+        && runner
+            .settings()
+            .machine
+            .as_ref()
+            .is_some_and(|m| m.provider != Provider::Docker);
+    if own_vms {
+        for key in core.state().runner_keys(id) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
         }
-    };
-    for job in jobs {
-        if core.state().job(JobId(job)).is_some() {
-            continue;
-        }
-        tracing::info!(
-            runner = %runner.label,
-            job,
-            "removing the containers of a job drover no longer holds"
-        );
-        if let Err(e) = executor.cleanup(on, &ctx.short_token, job).await {
-            tracing::warn!(runner = %runner.label, job, "removing stray job containers failed: {e}");
+    }
+    keys
+}
+
+async fn clean_engine(
+    core: &Core,
+    executor: &Executor,
+    runner: &Runner,
+    on: &MachineEndpoint,
+    keys: &[String],
+) {
+    for key in keys {
+        let jobs = match executor.list_jobs(&on.engine, key).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(runner = %runner.label, "listing job containers failed: {e}");
+                return;
+            }
+        };
+        for job in jobs {
+            if core.state().job(JobId(job)).is_some() {
+                continue;
+            }
+            tracing::info!(
+                runner = %runner.label,
+                job,
+                "removing the containers of a job drover no longer holds"
+            );
+            if let Err(e) = executor.cleanup(on, key, job).await {
+                tracing::warn!(runner = %runner.label, job, "removing stray job containers failed: {e}");
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use super::Core;
 use crate::command::{Command, FailCause, RemoveReason};
 use crate::config::Config;
+use crate::event::FailureReason;
 use crate::ids::{JobId, MachineId};
 use crate::state::{AnomalyKind, JobState, MachineState, RunnerState, Shutdown};
 use crate::time::Timestamp;
@@ -148,6 +149,16 @@ impl Core {
                     runner: j.runner,
                     machine,
                 });
+                // A cancel or abort sent before the crash may not have reached the job's own
+                // record: say it again (the job's lifecycle ignores a repeat).
+                if j.aborted {
+                    out.push(Command::AbortJob {
+                        job,
+                        reason: FailureReason::RunnerSystemFailure,
+                    });
+                } else if j.cancel_requested {
+                    out.push(Command::CancelJob { job });
+                }
             }
         }
         self.request_lists(out);

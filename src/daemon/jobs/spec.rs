@@ -77,10 +77,12 @@ pub(super) fn job_spec(
 /// machine names followed the runner's URL and name.
 pub(super) fn label_candidates(runner: &RunnerContext) -> Vec<String> {
     let token = runner.settings.token.as_ref().map_or("", |t| t.expose());
-    let earlier = drover_core::config::short_token(token, &runner.name);
+    let url = runner.settings.url.as_deref().unwrap_or("");
     let mut labels = vec![runner.short_token.clone()];
-    if earlier != runner.short_token {
-        labels.push(earlier);
+    for earlier in drover_core::config::earlier_keys(url, &runner.name, token) {
+        if !labels.contains(&earlier) {
+            labels.push(earlier);
+        }
     }
     labels
 }
