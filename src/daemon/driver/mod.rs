@@ -211,11 +211,25 @@ impl Driver {
             tracing::info!("reloading the config");
             let commands = self.handle(Event::Signal(Signal::Reload(Box::new(config))))?;
             let core = self.ledger.core();
+            let machines = |id| {
+                let all = core.state().machines();
+                let of = all.into_iter().filter(|(_, m)| m.runner == id);
+                of.map(|(_, m)| m.name.clone()).collect()
+            };
             reload::install(
                 prepared.runners,
                 |name| core.state().runner_id(name),
+                machines,
                 &mut self.runners,
             );
+            let held: std::collections::BTreeSet<(RunnerId, String)> = core
+                .state()
+                .machines()
+                .into_iter()
+                .map(|(_, m)| (m.runner, m.name.clone()))
+                .collect();
+            self.runners
+                .retain_machines(|id, name| held.contains(&(id, name.to_string())));
             runners::keep_configs(&self.state_dir, &self.loaded, self.ledger.core());
             self.execute_all(commands);
         }
@@ -252,7 +266,15 @@ impl Driver {
             Event::JobFinished { job, .. } => Some(*job),
             _ => None,
         };
+        let removed = match &event {
+            Event::MachineRemoved { machine } => self.ledger.core().state().machine(*machine),
+            _ => None,
+        }
+        .map(|m| (m.runner, m.name.clone()));
         let decided = self.ledger.record(event)?;
+        if let Some((runner, name)) = removed {
+            self.runners.removed(runner, &name);
+        }
         if let Some((runner, job)) = self.pending_job.take()
             && needs_task(self.ledger.core(), &decided.commands, JobId(job.id))
             && let Some(r) = self.runners.get(runner)
