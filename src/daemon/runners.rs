@@ -174,9 +174,32 @@ impl Runners {
                     );
                 }
             }
-            runner.link.adopt_requests(old.link);
+            runner.link.adopt(old.link);
+            keep_slots(&mut runner, &old.context);
         }
         self.map.insert(id, runner);
+    }
+}
+
+/// The runner's jobs go on counting `CI_CONCURRENT_ID`s where those before the reload left off,
+/// so a job started after it never gets the id of one still running.
+fn keep_slots(runner: &mut Runner, old: &RunnerContext) {
+    match Arc::get_mut(&mut runner.context) {
+        Some(context) => context.slots = old.slots.clone(),
+        None => {
+            let c = &runner.context;
+            runner.context = Arc::new(RunnerContext {
+                name: c.name.clone(),
+                client: c.client.clone(),
+                info: c.info.clone(),
+                settings: c.settings.clone(),
+                short_token: c.short_token.clone(),
+                registry_mirrors: c.registry_mirrors.clone(),
+                slots: old.slots.clone(),
+                tls_ca_file: c.tls_ca_file.clone(),
+                system_id: c.system_id.clone(),
+            });
+        }
     }
 }
 
@@ -362,6 +385,23 @@ mod tests {
     fn is(a: &Arc<dyn MachineProvider>, b: &Arc<Fake>) -> bool {
         let b: Arc<dyn MachineProvider> = b.clone();
         Arc::ptr_eq(a, &b)
+    }
+
+    #[test]
+    fn a_reload_keeps_the_runners_concurrent_ids() {
+        let id = RunnerId(0);
+        let provider = Fake::with(&[]);
+        let mut runners = Runners::default();
+        runners.install(id, on(&provider));
+        let before = runners.get(id).unwrap().context.slots.acquire(7);
+        assert_eq!(before.id(), 0);
+        runners.install(id, on(&provider));
+        let after = runners.get(id).unwrap().context.slots.acquire(7);
+        assert_eq!(
+            after.id(),
+            1,
+            "the job from before the reload still holds 0"
+        );
     }
 
     #[tokio::test]
