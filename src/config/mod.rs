@@ -97,6 +97,10 @@ pub struct Loaded {
     /// The text it was parsed from: the daemon keeps a copy per runner, so that a runner deleted
     /// from the file while drover was down can still have its machines removed.
     pub text: String,
+    /// The file's modification time, taken before it was read (`None` for text not read from a
+    /// file): the daemon reloads when the file's differs, so an edit made while drover was
+    /// reading the file or starting up is applied.
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 impl Loaded {
@@ -124,11 +128,19 @@ impl Loaded {
 
 /// Reads, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let before = mtime(path);
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    let mut loaded = parse(&text, path)?;
+    loaded.mtime = before;
+    Ok(loaded)
+}
+
+/// The file's modification time, if it can be read.
+pub fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Parses and validates config text; `origin` names it in messages. `Local` time zones resolve
@@ -170,6 +182,7 @@ pub fn parse_with_zone(
             runners,
             warnings: ctx.warnings,
             text: text.to_string(),
+            mtime: None,
         }),
         None => {
             let mut errors = ctx.errors;

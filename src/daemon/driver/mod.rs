@@ -7,7 +7,7 @@
 mod dispatch;
 mod inputs;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +99,8 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         machines: Machines::new(tx),
         jobs: started.jobs,
         state_dir,
-        config_mtime: mtime(&options.config),
+        // The time the running config was read at, not now: an edit since is reloaded.
+        config_mtime: loaded.mtime,
         site,
         loaded,
         started_at: String::new(),
@@ -142,7 +143,7 @@ impl Driver {
                 Some(signal) = signals.recv() => self.signal(signal)?,
                 Some(prepared) = self.reloads.done.recv() => self.reloaded(prepared)?,
                 _ = reload_tick.tick() => {
-                    if mtime(&self.site.config_path) != self.config_mtime {
+                    if crate::config::mtime(&self.site.config_path) != self.config_mtime {
                         self.start_reload();
                     }
                     self.write_status(false);
@@ -187,7 +188,7 @@ impl Driver {
 
     /// Starts reading the config file and building the adapters it needs, as a task.
     fn start_reload(&mut self) {
-        self.config_mtime = mtime(&self.site.config_path);
+        self.config_mtime = crate::config::mtime(&self.site.config_path);
         if self.reloads.running {
             self.reloads.again = true;
             return;
@@ -318,10 +319,6 @@ fn needs_task(core: &Core, commands: &[Command], job: JobId) -> bool {
         || commands
             .iter()
             .any(|c| matches!(c, Command::FailJob { job: failed, .. } if *failed == job))
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]
