@@ -80,7 +80,8 @@ impl RunnerLink {
         }
     }
 
-    /// Cancels the runner's requests in flight: each answers as if it ran out.
+    /// Cancels the runner's requests in flight: each still waiting for GitLab answers as if it
+    /// ran out; one whose answer has begun delivers it.
     pub fn cancel(&mut self) {
         for t in self.requests.drain(..) {
             t.cancel();
@@ -114,10 +115,9 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         session: None,
     };
     tokio::spawn(async move {
-        let outcome = tokio::select! {
-            outcome = client.request_job(&request) => outcome,
-            () = cancel.cancelled() => RequestOutcome::NoJob { last_update: None },
-        };
+        // A cancel ends the wait for GitLab, but never drops an answer that has begun: it may
+        // carry a job GitLab assigned already, which the core then runs or fails.
+        let outcome = client.request_job_until(&request, cancel.cancelled()).await;
         cancel.cancel();
         let input = match outcome {
             RequestOutcome::Job(job) => {
