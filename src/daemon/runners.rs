@@ -251,44 +251,6 @@ pub fn kept_settings(state_dir: &StateDir, name: &str) -> Option<RunnerSettings>
     settings
 }
 
-/// Logs an error when a runner's provider settings differ from those of the copy kept when it
-/// last ran while the core holds machines of it: they were made by the old provider (another
-/// engine, other `MachineOptions`), which the new one cannot reach, so the core will declare them
-/// lost and they must be removed by hand. Called at startup, before the copies are replaced.
-pub fn warn_if_provider_changed(
-    state_dir: &StateDir,
-    core: &Core,
-    id: RunnerId,
-    now: &RunnerSettings,
-) {
-    let machines = core.state().runner(id).map_or(0, |r| {
-        r.counts.creating + r.counts.idle + r.counts.busy + r.counts.removing
-    });
-    if machines == 0 {
-        return;
-    }
-    let kept = state_dir.load_runner_config(&now.name);
-    let before = kept.as_deref().and_then(|text| {
-        let origin = state_dir.root().join("runners");
-        config::parse(text, &origin)
-            .ok()?
-            .runner(&now.name)
-            .cloned()
-    });
-    if let Some(before) = before
-        && !super::adapters::same_provider(&before, now)
-    {
-        tracing::error!(
-            runner = %label(now, "-"),
-            machines,
-            "the runner's machine provider (DockerHost, MachineOptions, MachineDriver, ...) \
-             changed while drover was down: the machines made by the previous provider cannot be \
-             reached and will be declared lost; remove them by hand where the previous settings \
-             made them"
-        );
-    }
-}
-
 /// Keeps a copy of the config file for each runner it defines, and forgets the copies of
 /// runners that are gone and hold nothing any more.
 pub fn keep_configs(state_dir: &StateDir, loaded: &Loaded, core: &Core) {
