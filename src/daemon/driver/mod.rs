@@ -267,13 +267,22 @@ impl Driver {
             Event::JobFinished { job, .. } => Some(*job),
             _ => None,
         };
-        let removed = match &event {
-            Event::MachineRemoved { machine } => self.ledger.core().state().machine(*machine),
+        // A machine the event may end: once the core forgets it, so do the runners' records of
+        // which provider made it.
+        let ending = match &event {
+            Event::MachineRemoved { machine }
+            | Event::MachineLost { machine }
+            | Event::MachineCreationFailed { machine, .. } => Some(*machine),
             _ => None,
-        }
-        .map(|m| (m.runner, m.name.clone()));
+        };
+        let ending = ending.and_then(|id| {
+            let m = self.ledger.core().state().machine(id)?;
+            Some((id, m.runner, m.name.clone()))
+        });
         let decided = self.ledger.record(event)?;
-        if let Some((runner, name)) = removed {
+        if let Some((id, runner, name)) = ending
+            && self.ledger.core().state().machine(id).is_none()
+        {
             self.runners.removed(runner, &name);
         }
         if let Some((runner, job)) = self.pending_job.take()
