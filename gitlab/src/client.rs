@@ -506,6 +506,18 @@ impl Client {
 
     /// `POST /jobs/request`, allowing for a long poll.
     pub async fn request_job(&self, request: &JobRequest) -> RequestOutcome {
+        self.request_job_until(request, std::future::pending())
+            .await
+    }
+
+    /// [`Client::request_job`] that stops waiting once `stop` completes, as if GitLab had no job
+    /// (`NoJob`), but only while GitLab's answer has not begun: an answer whose status line has
+    /// arrived is read whole, since GitLab may have assigned its job to this runner already.
+    pub async fn request_job_until(
+        &self,
+        request: &JobRequest,
+        stop: impl Future<Output = ()>,
+    ) -> RequestOutcome {
         let failed = |status, unhealthy, message: String| RequestOutcome::Failed {
             status,
             retry_after: None,
@@ -525,8 +537,9 @@ impl Client {
             Err(e) => return failed(None, true, e.to_string()),
         };
         let (method, url) = (call.method.clone(), self.url_of(&call.path));
-        let reply = match self.execute(call).await {
-            Ok(reply) => reply,
+        let reply = match self.execute_until(call, stop).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return RequestOutcome::NoJob { last_update: None },
             Err(e) => return failed(None, true, e.to_string()),
         };
         match reply.status {
@@ -683,6 +696,20 @@ impl Client {
 
     /// Sends a call with GitLab Runner's retries and reads the whole answer.
     async fn execute(&self, call: Call<'_>) -> Result<Reply, Error> {
+        match self.execute_until(call, std::future::pending()).await? {
+            Some(reply) => Ok(reply),
+            None => unreachable!("a pending future never completes"),
+        }
+    }
+
+    /// [`Client::execute`] that gives up (`None`) when `stop` completes before an answer begins
+    /// (while sending and waiting for the status line, or between attempts).
+    async fn execute_until(
+        &self,
+        call: Call<'_>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Option<Reply>, Error> {
+        let mut stop = std::pin::pin!(stop);
         let inner = &self.inner;
         let url = inner.base.join(&call.path).map_err(|e| Error::InvalidUrl {
             url: self.url_of(&call.path),
@@ -715,10 +742,13 @@ impl Client {
                     .header("Content-Range", range)
                     .body(bytes.clone()),
             };
-            let response = request
-                .send()
-                .await
-                .map_err(|e| classify(e, &call.method, &shown, call.timeout))?;
+            let response = tokio::select! {
+                // An answer that arrived with the stop wins: it may carry an assigned job.
+                biased;
+                response = request.send() => response,
+                () = &mut stop => return Ok(None),
+            };
+            let response = response.map_err(|e| classify(e, &call.method, &shown, call.timeout))?;
             let status = response.status().as_u16();
             if attempt < attempts && is_retryable(status) {
                 let wait = wait_from_headers(response.headers(), SystemTime::now())
@@ -728,19 +758,21 @@ impl Client {
                     "GitLab asked to retry; waiting before the next attempt"
                 );
                 drop(response);
-                tokio::time::sleep(wait).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = &mut stop => return Ok(None),
+                }
             }
             let headers = response.headers().clone();
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| classify(e, &call.method, &shown, call.timeout))?;
-            return Ok(Reply {
+            return Ok(Some(Reply {
                 status,
                 headers,
                 body,
-            });
+            }));
         }
         unreachable!("the loop returns on its last attempt")
     }

@@ -1,6 +1,7 @@
 //! Integration tests of drover-gitlab against its fake GitLab (one test binary).
 
 mod artifacts;
+mod cancel;
 mod common;
 mod decode;
 mod faults;

@@ -97,6 +97,10 @@ pub struct Loaded {
     /// The text it was parsed from: the daemon keeps a copy per runner, so that a runner deleted
     /// from the file while drover was down can still have its machines removed.
     pub text: String,
+    /// The file's modification time, taken before it was read (`None` for text not read from a
+    /// file): the daemon reloads when the file's differs, so an edit made while drover was
+    /// reading the file or starting up is applied.
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 impl Loaded {
@@ -126,17 +130,25 @@ impl Loaded {
 /// (`drover run` makes it before loading); without one (a config never run) they are computed
 /// from an empty id, and a malformed one is reported by `drover run`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let before = mtime(path);
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let system_id = crate::files::read_system_id(path).ok().flatten();
-    parse_for(
+    let mut loaded = parse_for(
         &text,
         path,
         &LocalZone::detect(),
         system_id.as_deref().unwrap_or(""),
-    )
+    )?;
+    loaded.mtime = before;
+    Ok(loaded)
+}
+
+/// The file's modification time, if it can be read.
+pub fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Parses and validates config text; `origin` names it in messages. `Local` time zones resolve
@@ -184,6 +196,7 @@ pub fn parse_for(
             runners,
             warnings: ctx.warnings,
             text: text.to_string(),
+            mtime: None,
         }),
         None => {
             let mut errors = ctx.errors;

@@ -803,3 +803,20 @@ fn read_errors_name_the_file() {
         "{text}"
     );
 }
+
+#[test]
+fn a_loaded_file_keeps_its_mtime_from_before_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "concurrent = 1\n").unwrap();
+    let first = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(first).unwrap();
+    let loaded = load(&path).unwrap();
+    assert_eq!(loaded.mtime, Some(first));
+    // An edit after the read: the daemon sees another time and reloads.
+    file.set_modified(first + std::time::Duration::from_secs(1))
+        .unwrap();
+    assert_ne!(mtime(&path), loaded.mtime);
+    assert_eq!(load_str("concurrent = 1\n").mtime, None);
+}

@@ -17,7 +17,9 @@ use super::build_spec::{home_registry_credentials, runner_credentials, runner_pu
 use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
 use super::runners::{self, Place, Runner};
+use super::state_dir::StateDir;
 use crate::config::{ExecutorKind, Provider, RunnerSettings};
+use drover_core::{Core, RunnerId};
 
 /// drover's identity towards GitLab (the `User-Agent` and `info`), for the daemon and the
 /// commands alike.
@@ -151,6 +153,44 @@ pub fn same_provider(a: &RunnerSettings, b: &RunnerSettings) -> bool {
         && a.docker.image == b.docker.image
         && a.docker.pull_policy == b.docker.pull_policy
         && docker_auth_config(a) == docker_auth_config(b)
+}
+
+/// Logs an error when a runner's provider settings differ from those of the copy kept when it
+/// last ran while the core holds machines of it: they were made by the old provider (another
+/// engine, other `MachineOptions`), which the new one cannot reach, so the core will declare them
+/// lost and they must be removed by hand. Called at startup, before the copies are replaced.
+pub fn warn_if_provider_changed(
+    state_dir: &StateDir,
+    core: &Core,
+    id: RunnerId,
+    now: &RunnerSettings,
+) {
+    let machines = core.state().runner(id).map_or(0, |r| {
+        r.counts.creating + r.counts.idle + r.counts.busy + r.counts.removing
+    });
+    if machines == 0 {
+        return;
+    }
+    let kept = state_dir.load_runner_config(&now.name);
+    let before = kept.as_deref().and_then(|text| {
+        let origin = state_dir.root().join("runners");
+        crate::config::parse(text, &origin)
+            .ok()?
+            .runner(&now.name)
+            .cloned()
+    });
+    if let Some(before) = before
+        && !same_provider(&before, now)
+    {
+        tracing::error!(
+            runner = %runners::label(now, "-"),
+            machines,
+            "the runner's machine provider (DockerHost, MachineOptions, MachineDriver, ...) \
+             changed while drover was down: the machines made by the previous provider cannot be \
+             reached and will be declared lost; remove them by hand where the previous settings \
+             made them"
+        );
+    }
 }
 
 /// The runner's `DOCKER_AUTH_CONFIG`: the sandboxes' credentials.

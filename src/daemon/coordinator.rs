@@ -68,12 +68,20 @@ impl RunnerLink {
         }
     }
 
-    /// Takes over the requests in flight of the link this one replaces (after a reload).
-    pub fn adopt_requests(&mut self, old: RunnerLink) {
+    /// Takes over from the link this one replaces (after a reload) its requests in flight and
+    /// GitLab's `last_update` cursor, and, for the same token, the count of unhealthy answers
+    /// (a reload does not lift the backoff; a new token may well cure it). Shared, not copied:
+    /// the old link's requests in flight update them.
+    pub fn adopt(&mut self, old: RunnerLink) {
         self.requests = old.requests;
+        self.last_update = old.last_update;
+        if self.token.expose() == old.token.expose() {
+            self.unhealthy = old.unhealthy;
+        }
     }
 
-    /// Cancels the runner's requests in flight: each answers as if it ran out.
+    /// Cancels the runner's requests in flight: each still waiting for GitLab answers as if it
+    /// ran out; one whose answer has begun delivers it.
     pub fn cancel(&mut self) {
         for t in self.requests.drain(..) {
             t.cancel();
@@ -107,10 +115,9 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         session: None,
     };
     tokio::spawn(async move {
-        let outcome = tokio::select! {
-            outcome = client.request_job(&request) => outcome,
-            () = cancel.cancelled() => RequestOutcome::NoJob { last_update: None },
-        };
+        // A cancel ends the wait for GitLab, but never drops an answer that has begun: it may
+        // carry a job GitLab assigned already, which the core then runs or fails.
+        let outcome = client.request_job_until(&request, cancel.cancelled()).await;
         cancel.cancel();
         let input = match outcome {
             RequestOutcome::Job(job) => {
@@ -180,6 +187,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(token: &str) -> RunnerLink {
+        let text = format!(
+            "concurrent = 1\n[[runners]]\nname = \"a\"\nurl = \"https://gitlab.example.com\"\n\
+             token = \"{token}\"\nexecutor = \"docker\"\n"
+        );
+        let path = std::path::Path::new("config.toml");
+        let loaded = crate::config::parse(&text, path).unwrap();
+        let settings = &loaded.runners[0];
+        super::super::adapters::runner_link(settings, "key", "s_1", path)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_reload_keeps_the_backoff_and_gitlabs_cursor_unless_the_token_changed() {
+        let old = link("glrt-one");
+        *lock(&old.unhealthy) = UNHEALTHY_LIMIT + 1;
+        *lock(&old.last_update) = "cursor-1".to_string();
+        let mut same = link("glrt-one");
+        same.adopt(old);
+        assert_eq!(*lock(&same.unhealthy), UNHEALTHY_LIMIT + 1);
+        assert_eq!(*lock(&same.last_update), "cursor-1");
+
+        let mut other = link("glrt-two");
+        other.adopt(same);
+        assert_eq!(*lock(&other.unhealthy), 0, "a new token may cure it");
+        assert_eq!(*lock(&other.last_update), "cursor-1");
+    }
 
     #[test]
     fn a_runner_backs_off_only_after_repeated_unhealthy_answers() {

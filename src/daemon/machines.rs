@@ -117,23 +117,31 @@ impl Machines {
         });
     }
 
-    /// Lists the machines under every prefix and answers with all their names at once.
+    /// Lists the machines under every prefix on every provider of the runner (its current one
+    /// and those that made machines before a reload replaced them) and answers with all their
+    /// names at once.
     pub fn list(
         &self,
         runner: RunnerId,
         label: String,
-        provider: Option<Arc<dyn MachineProvider>>,
+        providers: Vec<Arc<dyn MachineProvider>>,
         request: u64,
         prefixes: Vec<String>,
     ) {
-        let Some(provider) = provider else {
+        if providers.is_empty() {
             return;
-        };
+        }
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
             let mut names = std::collections::BTreeSet::new();
-            for prefix in &prefixes {
-                match provider.list(prefix).await {
+            let mut calls = Vec::new();
+            for provider in &providers {
+                for prefix in &prefixes {
+                    calls.push((provider.clone(), prefix.clone()));
+                }
+            }
+            for (provider, prefix) in calls {
+                match provider.list(&prefix).await {
                     Ok(found) => names.extend(found),
                     // Without a whole answer there is nothing to settle; the next list will.
                     Err(e) => {

@@ -88,15 +88,17 @@ async fn prepare(site: &Site, current: &Current) -> Option<Prepared> {
     })
 }
 
-/// Installs the prepared adapters of the runners the core now knows by these names.
+/// Installs the prepared adapters of the runners the core now knows by these names; `machines`
+/// names a runner's machines, which stay with the provider that made them.
 pub fn install(
     prepared: Vec<(String, Runner)>,
     ids: impl Fn(&str) -> Option<RunnerId>,
+    machines: impl Fn(RunnerId) -> Vec<String>,
     runners: &mut Runners,
 ) {
     for (name, runner) in prepared {
         if let Some(id) = ids(&name) {
-            runners.install(id, runner);
+            runners.replace(id, runner, &machines(id));
         }
     }
 }

@@ -140,7 +140,10 @@ async fn build_runners(setup: &Setup<'_>, core: &Core) -> anyhow::Result<Runners
             }
         } else {
             match setup.loaded.runner(&r.config.name) {
-                Some(settings) => settings.clone(),
+                Some(settings) => {
+                    adapters::warn_if_provider_changed(setup.state_dir, core, id, settings);
+                    settings.clone()
+                }
                 None => continue,
             }
         };

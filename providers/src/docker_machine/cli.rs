@@ -129,7 +129,7 @@ impl Cli {
         let op = args.first().map(String::as_str).unwrap_or("");
         tracing::debug!(machine, command = %self.display(args), "running docker-machine");
         let mut child = children::spawn(command).await.map_err(CliError::Spawn)?;
-        let mut group = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
+        let mut group = GroupGuard(child.id().and_then(|id| ProcessId::of(id as i32)));
         // Dropped before `group`: a record never outlives the wait for its process group.
         let _record = self.record(machine, op, child.id());
         let mut stdout = Lines::new(child.stdout.take());
@@ -211,7 +211,7 @@ impl Cli {
 
 /// Kills the process group of a command that did not finish (on timeout, or when the call is
 /// dropped), with whatever docker-machine started: driver plugins, ssh.
-struct GroupGuard(Option<Pid>);
+struct GroupGuard(Option<ProcessId>);
 
 impl GroupGuard {
     fn disarm(&mut self) {
@@ -221,12 +221,16 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
+        if let Some(leader) = self.0.take() {
             // On a timeout the leader is not reaped yet (tokio reaps after `kill_on_drop`, which
-            // runs after this), so the id cannot have been reused; after the drain grace the
-            // children still holding the output keep the group, and so its id, alive. ESRCH (all
-            // gone) is fine.
-            let _ = kill_process_group(pid, Signal::KILL);
+            // runs after this), so the id cannot have been reused. After the drain grace the
+            // leader is reaped: the group is killed by its id only while it still has members of
+            // its own (they keep the id from being reused). ESRCH (all gone meanwhile) is fine.
+            if children::records::group_alive(leader)
+                && let Some(pid) = Pid::from_raw(leader.pid)
+            {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Creations in flight, marked in drover's state directory (`creating/<name>`, holding the drover
-//! process) from before `docker-machine create` starts until it ends. A mark whose drover is dead
+//! process and the boot it runs in) from before `docker-machine create` starts until it ends. A mark whose drover is dead
 //! is a creation a crash cut short: docker-machine may have asked the cloud for a VM already, and
 //! only `docker-machine rm -y` (the driver) can delete it, so the provider hands the machine to
 //! it before anything else is done with that name.
@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::children::records::ProcessId;
+use crate::children::records::{ProcessId, another_boot, boot_id};
 
 pub(super) struct Creations {
     dir: PathBuf,
@@ -27,7 +27,7 @@ impl Creations {
     /// Marks `name` as being created by this process.
     pub fn begin(&self, name: &str) -> io::Result<()> {
         let partial = self.dir.join(format!(".{name}.partial"));
-        fs::write(&partial, format!("{}\n", self.me))?;
+        fs::write(&partial, format!("{}\n{}\n", self.me, boot_id()))?;
         fs::rename(&partial, self.dir.join(name))
     }
 
@@ -44,13 +44,18 @@ impl Creations {
         let Ok(text) = fs::read_to_string(self.dir.join(name)) else {
             return false;
         };
-        let owner = text.trim().split_once(':').and_then(|(pid, started)| {
+        let mut lines = text.lines();
+        let owner = lines.next().unwrap_or_default().trim().split_once(':');
+        let owner = owner.and_then(|(pid, started)| {
             Some(ProcessId {
                 pid: pid.parse().ok()?,
                 started: started.parse().ok()?,
             })
         });
         match owner {
+            // A mark of an earlier boot: its drover died with that boot, whatever runs under its
+            // pid now.
+            Some(_) if another_boot(lines.next().map(str::trim)) => true,
             Some(owner) => owner != self.me && !owner.alive(),
             // Unreadable: written by a drover that died mid-write, before its `create` began.
             None => true,

@@ -32,9 +32,11 @@ impl Driver {
                 machine,
                 runner,
                 name,
-            } => self
-                .machines
-                .create(self.machine_call(runner, machine, name)),
+            } => {
+                self.runners.creating(runner, &name);
+                self.machines
+                    .create(self.machine_call(runner, machine, name));
+            }
             Command::RemoveMachine {
                 machine,
                 runner,
@@ -49,10 +51,10 @@ impl Driver {
                 request,
                 prefixes,
             } => {
-                let provider = self.runners.get(runner).and_then(|r| r.provider());
+                let providers = self.runners.providers_of(runner);
                 let label = self.label(runner);
                 self.machines
-                    .list(runner, label, provider, request, prefixes);
+                    .list(runner, label, providers, request, prefixes);
             }
             Command::RunJob {
                 job,
@@ -101,13 +103,14 @@ impl Driver {
         MachineCall {
             runner,
             label: self.label(runner),
-            provider: self.runners.get(runner).and_then(|r| r.provider()),
+            provider: self.runners.provider_of(runner, &name),
             machine,
             name,
         }
     }
 
-    /// Where a job runs, resolved now: the task gets the provider and machine name itself.
+    /// Where a job runs, resolved now: the task gets the provider that made the machine and its
+    /// name.
     fn placement(&self, runner: RunnerId, machine: Option<MachineId>) -> Placement {
         let place = self.runners.get(runner).map(|r| &r.place);
         match (machine, place) {
@@ -116,18 +119,18 @@ impl Driver {
                 "runner {} has no Docker engine configured",
                 self.label(runner)
             )),
-            (Some(m), place) => {
+            (Some(m), _) => {
                 let name = self
                     .ledger
                     .core()
                     .state()
                     .machine(m)
                     .map(|m| m.name.clone());
-                match (place, name) {
-                    (Some(Place::Provider(provider)), Some(name)) => Placement::Machine {
-                        provider: provider.clone(),
-                        name,
-                    },
+                let provider = name
+                    .as_deref()
+                    .and_then(|n| self.runners.provider_of(runner, n));
+                match (provider, name) {
+                    (Some(provider), Some(name)) => Placement::Machine { provider, name },
                     (_, Some(name)) => Placement::Unavailable(format!(
                         "runner {} has no machine provider for machine {name}",
                         self.label(runner)

@@ -7,7 +7,7 @@
 mod dispatch;
 mod inputs;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +99,8 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         machines: Machines::new(tx),
         jobs: started.jobs,
         state_dir,
-        config_mtime: mtime(&options.config),
+        // The time the running config was read at, not now: an edit since is reloaded.
+        config_mtime: loaded.mtime,
         site,
         loaded,
         started_at: String::new(),
@@ -142,7 +143,7 @@ impl Driver {
                 Some(signal) = signals.recv() => self.signal(signal)?,
                 Some(prepared) = self.reloads.done.recv() => self.reloaded(prepared)?,
                 _ = reload_tick.tick() => {
-                    if mtime(&self.site.config_path) != self.config_mtime {
+                    if crate::config::mtime(&self.site.config_path) != self.config_mtime {
                         self.start_reload();
                     }
                     self.write_status(false);
@@ -187,7 +188,7 @@ impl Driver {
 
     /// Starts reading the config file and building the adapters it needs, as a task.
     fn start_reload(&mut self) {
-        self.config_mtime = mtime(&self.site.config_path);
+        self.config_mtime = crate::config::mtime(&self.site.config_path);
         if self.reloads.running {
             self.reloads.again = true;
             return;
@@ -211,11 +212,25 @@ impl Driver {
             tracing::info!("reloading the config");
             let commands = self.handle(Event::Signal(Signal::Reload(Box::new(config))))?;
             let core = self.ledger.core();
+            let machines = |id| {
+                let all = core.state().machines();
+                let of = all.into_iter().filter(|(_, m)| m.runner == id);
+                of.map(|(_, m)| m.name.clone()).collect()
+            };
             reload::install(
                 prepared.runners,
                 |name| core.state().runner_id(name),
+                machines,
                 &mut self.runners,
             );
+            let held: std::collections::BTreeSet<(RunnerId, String)> = core
+                .state()
+                .machines()
+                .into_iter()
+                .map(|(_, m)| (m.runner, m.name.clone()))
+                .collect();
+            self.runners
+                .retain_machines(|id, name| held.contains(&(id, name.to_string())));
             runners::keep_configs(&self.state_dir, &self.loaded, self.ledger.core());
             self.execute_all(commands);
         }
@@ -252,7 +267,24 @@ impl Driver {
             Event::JobFinished { job, .. } => Some(*job),
             _ => None,
         };
+        // A machine the event may end: once the core forgets it, so do the runners' records of
+        // which provider made it.
+        let ending = match &event {
+            Event::MachineRemoved { machine }
+            | Event::MachineLost { machine }
+            | Event::MachineCreationFailed { machine, .. } => Some(*machine),
+            _ => None,
+        };
+        let ending = ending.and_then(|id| {
+            let m = self.ledger.core().state().machine(id)?;
+            Some((id, m.runner, m.name.clone()))
+        });
         let decided = self.ledger.record(event)?;
+        if let Some((id, runner, name)) = ending
+            && self.ledger.core().state().machine(id).is_none()
+        {
+            self.runners.removed(runner, &name);
+        }
         if let Some((runner, job)) = self.pending_job.take()
             && needs_task(self.ledger.core(), &decided.commands, JobId(job.id))
             && let Some(r) = self.runners.get(runner)
@@ -296,10 +328,6 @@ fn needs_task(core: &Core, commands: &[Command], job: JobId) -> bool {
         || commands
             .iter()
             .any(|c| matches!(c, Command::FailJob { job: failed, .. } if *failed == job))
-}
-
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]
