@@ -87,6 +87,12 @@ impl Chaos {
                 if r.counts.in_flight > 0 && !canceled && (starts || r.retired) {
                     return Err(format!("{event:?} left runner {i}'s requests open"));
                 }
+                // ... and nothing of a runner it keeps: their long polls go on.
+                if canceled && !starts && !r.retired {
+                    return Err(format!(
+                        "{event:?} canceled the requests of kept runner {i}"
+                    ));
+                }
             }
         }
         match s.shutdown() {
