@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+mod check_autoscaler;
 pub mod check_config;
+mod figures;
 pub mod list;
 pub mod register;
 pub mod replay;
