@@ -21,6 +21,7 @@ pub mod expand;
 mod image;
 pub mod labels;
 pub mod provider;
+pub mod ssh;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
