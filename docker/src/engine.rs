@@ -40,7 +40,7 @@ impl TlsFiles {
 
 /// Whether the engine answered with one of these HTTP status codes (404: no such object; 409: a
 /// conflict, such as a removal already under way; 304: nothing to do).
-pub(crate) fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
+pub fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. }
         if codes.contains(status_code))
 }

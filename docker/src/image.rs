@@ -41,9 +41,9 @@ impl PullPolicy {
     }
 }
 
-/// Where images come from and how: shared by the executor and the provider.
+/// Where images come from and how: shared by the executor and the `docker` machine provider.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Pull<'a> {
+pub struct Pull<'a> {
     /// Tried in order; empty means `[Always]`, GitLab Runner's default.
     pub policies: &'a [PullPolicy],
     pub credentials: &'a [RegistryCredential],
@@ -154,6 +154,16 @@ fn docker_credentials(credential: &RegistryCredential) -> DockerCredentials {
         serveraddress: Some(credential.registry.clone()),
         ..Default::default()
     }
+}
+
+/// Makes `image` available on the engine per the pull options, with no job to show progress to
+/// (the `docker` machine provider warms a sandbox with the runner's default image).
+pub async fn ensure_image_untraced(
+    docker: &Docker,
+    image: &str,
+    options: Pull<'_>,
+) -> Result<(), ImageError> {
+    ensure_image(docker, image, options, &mut Trace::new(None)).await
 }
 
 /// Makes `image` available on the engine per the pull options; progress lines go to the trace.

@@ -29,7 +29,7 @@ pub const ROLE_TRANSFER: &str = "transfer";
 pub const ROLE_CACHE: &str = "cache";
 
 /// A label filter for the engine's list endpoints: every `key=value` (or bare `key`) must match.
-pub(crate) fn filter(pairs: &[(&str, Option<&str>)]) -> HashMap<String, Vec<String>> {
+pub fn filter(pairs: &[(&str, Option<&str>)]) -> HashMap<String, Vec<String>> {
     let labels = pairs
         .iter()
         .map(|(key, value)| match value {

@@ -1,13 +1,10 @@
-//! drover's Docker adapters: the job [`executor`] and the `docker` machine [`provider`].
+//! drover's Docker adapter: the job [`executor`] and what it needs of an engine.
 //!
-//! Both talk to Docker engines through bollard, negotiating the API version down to the engine's
+//! It talks to Docker engines through bollard, negotiating the API version down to the engine's
 //! (Docker 20.10 speaks 1.41). Everything drover creates on an engine carries `drover.*` labels
 //! ([`labels`]): reconciliation after a crash and cleanup after a job find objects by label alone.
+//! Machines come from the `drover-providers` crate, which hands the executor a [`MachineEndpoint`].
 //!
-//! - [`provider::DockerProvider`] implements [`provider::MachineProvider`]: a machine is a sandbox
-//!   (volume + network + anchor container) on an engine.
-//! - [`provider::DockerMachineProvider`] implements it with VMs made by the `docker-machine`
-//!   command (GitLab Runner's `MachineDriver` and `MachineOptions`).
 //! - [`Executor`] runs one job on a [`MachineEndpoint`]: one container per step, services as
 //!   sidecars, output streamed as [`TraceChunk`]s with resumable [`LogCursor`]s.
 //! - [`archive`] makes and unpacks a job's archives (artifacts, caches) through the engine's
@@ -15,19 +12,21 @@
 
 pub mod archive;
 pub mod auth;
+mod endpoint;
 mod engine;
 pub mod executor;
 pub mod expand;
 mod image;
 pub mod labels;
-pub mod provider;
 pub mod ssh;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
 
 pub use auth::RegistryCredential;
-pub use engine::{EngineConfig, EngineError, TlsFiles};
+pub use endpoint::MachineEndpoint;
+pub use engine::{EngineConfig, EngineError, TlsFiles, is_status};
+pub use executor::cleanup::remove_labelled;
 pub use executor::spec::{
     ArtifactSpec, ArtifactTransport, BuildSpec, CacheLocation, CacheSave, CacheSource, CacheSpec,
     CacheTarget, ContainerOptions, DependencySpec, GitSpec, GitStrategy, ImageSpec, LineLevel,
@@ -35,10 +34,5 @@ pub use executor::spec::{
     TransferError, TransferLog, Transport, Variable, When,
 };
 pub use executor::{Executor, ExecutorError, ExecutorOptions, JobControl, JobHandle};
-pub use image::{ImageError, PullPolicy};
-pub use provider::{
-    DockerMachineConfig, DockerMachineProvider, DockerMachineSetupError, DockerMachineTimeouts,
-    DockerProvider, DockerProviderConfig, MachineEndpoint, MachineProvider, ProviderError,
-    ProviderErrorKind,
-};
+pub use image::{ImageError, Pull, PullPolicy, ensure_image_untraced};
 pub use trace::{LogCursor, TraceChunk, TraceSink, error_line};

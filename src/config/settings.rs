@@ -311,7 +311,7 @@ impl fmt::Debug for MachineSettings {
 
 /// A docker-machine option safe to show: the value of a credential-like option is masked (the
 /// provider's rule, so logs and `check-config` agree).
-pub use drover_docker::provider::mask_option;
+pub use drover_providers::mask_option;
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use drover_docker::{
-    DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig, EngineConfig,
-    MachineEndpoint, TlsFiles,
-};
+use drover_docker::{EngineConfig, MachineEndpoint, TlsFiles};
 use drover_gitlab::api::RunnerInfo;
 use drover_gitlab::{Client, ClientConfig, RunnerIdentity};
+use drover_providers::{
+    DockerMachineConfig, DockerMachineProvider, DockerProvider, DockerProviderConfig,
+    MachineProvider, NameLocks,
+};
 
 use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
 use super::coordinator::{RunnerLink, features};
@@ -125,14 +126,19 @@ fn sandbox_credentials(settings: &RunnerSettings) -> Vec<drover_docker::Registry
     })
 }
 
-/// The machine provider of a `docker+machine` runner.
+/// The machine provider of a `docker+machine` runner. Every provider built for one state directory
+/// shares one table of per-name locks, so after a reload that replaced a runner's provider (new
+/// `MachineOptions`, another `DockerHost`) a call on a machine still waits for the old provider's
+/// call on it. docker-machine keeps its crash records under `<state_dir>/docker-machine`.
 pub async fn provider(
     settings: &RunnerSettings,
     short_token: &str,
-) -> anyhow::Result<Option<Arc<dyn drover_docker::MachineProvider>>> {
+    state_dir: &Path,
+) -> anyhow::Result<Option<Arc<dyn MachineProvider>>> {
     let Some(machine) = &settings.machine else {
         return Ok(None);
     };
+    let locks = NameLocks::shared(state_dir);
     match machine.provider {
         Provider::Docker => {
             let config = DockerProviderConfig {
@@ -156,7 +162,7 @@ pub async fn provider(
                     settings.name
                 )
             })?;
-            Ok(Some(Arc::new(provider)))
+            Ok(Some(Arc::new(provider.with_locks(locks))))
         }
         Provider::DockerMachine => {
             let mut config = DockerMachineConfig::new(
@@ -167,12 +173,21 @@ pub async fn provider(
             if let Some(path) = &machine.docker_machine_path {
                 config.program = path.into();
             }
-            let provider = DockerMachineProvider::new(config).with_context(|| {
-                format!(
-                    "runner {:?}: setting up the docker-machine provider",
-                    settings.name
-                )
-            })?;
+            let records = state_dir.join("docker-machine");
+            let provider = DockerMachineProvider::new(config)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| {
+                    p.with_state_dir(&records).with_context(|| {
+                        format!("keeping docker-machine's records in {}", records.display())
+                    })
+                })
+                .with_context(|| {
+                    format!(
+                        "runner {:?}: setting up the docker-machine provider",
+                        settings.name
+                    )
+                })?
+                .with_locks(locks);
             tracing::info!(
                 runner = %settings.name,
                 program = %provider.config().program.display(),

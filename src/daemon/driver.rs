@@ -557,7 +557,9 @@ impl Driver {
                     if keep {
                         continue;
                     }
-                    if let Some(provider) = adapters::provider(&settings, &short).await? {
+                    if let Some(provider) =
+                        adapters::provider(&settings, &short, self.state_dir.root()).await?
+                    {
                         self.machines.set(id, provider);
                     }
                 }

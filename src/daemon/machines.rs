@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
-use drover_docker::{MachineEndpoint, MachineProvider};
+use drover_docker::MachineEndpoint;
+use drover_providers::MachineProvider;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use drover_docker::provider::{FakeCall, FakeDockerMachine};
 use drover_gitlab::fake::{FakeGitlab, FakeOptions};
+use drover_providers::{FakeCall, FakeDockerMachine};
 use tokio::process::{Child, Command};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ listen_address = "127.0.0.1:0"
             .arg(&config)
             .arg("--state-dir")
             .arg(&state)
-            .env("RUST_LOG", "info,drover=debug,drover_docker=debug")
+            .env("RUST_LOG", "info,drover=debug,drover_providers=debug")
             .env("MACHINE_STORAGE_PATH", &dm.storage)
             .env_remove("CONFIG_FILE")
             .stdin(Stdio::null())
@@ -213,5 +213,138 @@ listen_address = "127.0.0.1:0"
     );
     assert!(!text.contains(SECRET), "an option's secret reached the log");
     assert!(!text.contains(&token), "the runner token reached the log");
+    assert!(gitlab.violations().is_empty(), "{:?}", gitlab.violations());
+}
+
+/// Whether a process runs (a zombie does not: it is only waiting to be reaped).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        !(state.starts_with('Z') || state.starts_with('X'))
+    })
+}
+
+#[tokio::test]
+async fn a_creation_cut_short_by_kill_9_dies_with_drover_and_goes_to_rm_before_it_is_made_again() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dm = FakeDockerMachine::install(dir.path()).expect("the fake docker-machine installs");
+    let gitlab = FakeGitlab::start(FakeOptions {
+        token_seed: u64::from(std::process::id()) << 8 | 0x9c,
+        long_poll: Duration::from_secs(2),
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("the fake GitLab starts");
+    let token = gitlab.create_runner_token();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"concurrent = 1
+check_interval = 1
+listen_address = "127.0.0.1:0"
+
+[[runners]]
+  name = "slow-vms"
+  url = "{url}"
+  token = "{token}"
+  executor = "docker+machine"
+  limit = 1
+  [runners.docker]
+    image = "alpine:3.20"
+  [runners.machine]
+    IdleCount = 1
+    IdleTime = 600
+    MachineDriver = "fakecloud"
+    MachineName = "vm-%s"
+    DockerMachinePath = "{program}"
+"#,
+            url = gitlab.url(),
+            program = dm.program.display(),
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let start = |log: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_drover"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RUST_LOG", "info,drover=debug,drover_providers=debug")
+            .env("MACHINE_STORAGE_PATH", &dm.storage)
+            .env_remove("CONFIG_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("drover starts")
+    };
+
+    // A creation that waits for its "cloud", its driver plugin running beside it.
+    dm.slow_creations(true);
+    let log = dir.path().join("drover.log");
+    let mut drover = start(&log);
+    eventually("a creation in flight", &log, || {
+        !dm.slow_creations_in_flight().is_empty()
+    })
+    .await;
+    let (machine, create, plugin) = dm.slow_creations_in_flight().remove(0);
+    drover.kill().await.expect("kill -9");
+
+    // (a) The docker-machine process dies with drover (its parent-death signal)...
+    eventually(
+        "the docker-machine create process dies with drover",
+        &log,
+        || !alive(create),
+    )
+    .await;
+    // ... and what it started, out of that signal's reach, is ended by the next drover from
+    // the record of the process group.
+    assert!(alive(plugin), "nothing else killed the driver plugin");
+    dm.slow_creations(false);
+    let log = dir.path().join("drover-restarted.log");
+    let _drover = start(&log);
+    eventually("the restarted drover ends the plugin", &log, || {
+        !alive(plugin)
+    })
+    .await;
+
+    // (b) The half-made machine goes to `docker-machine rm -y` before it is created again.
+    eventually("the machine is made again", &log, || {
+        dm.state(&machine).as_deref() == Some("Running")
+    })
+    .await;
+    let calls: Vec<Vec<String>> = dm
+        .calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            FakeCall::Start(args) if args.last() == Some(&machine) => Some(args),
+            _ => None,
+        })
+        .collect();
+    let position = |command: &str| {
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, args)| args.iter().any(|a| a == command))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let (creates, removals) = (position("create"), position("rm"));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(creates.len(), 2, "{calls:?}\n{text}");
+    assert!(
+        removals
+            .iter()
+            .any(|&rm| creates[0] < rm && rm < creates[1] && calls[rm].contains(&"-y".into())),
+        "no `rm -y {machine}` between the two creations: {calls:?}\n{text}"
+    );
+    assert!(
+        text.contains("handing it to docker-machine rm -y"),
+        "the log says why: {text}"
+    );
     assert!(gitlab.violations().is_empty(), "{:?}", gitlab.violations());
 }

@@ -26,7 +26,7 @@ pub(crate) async fn remove_job(
 /// [`labels::filter`]); objects already gone, or whose removal is under way, are fine. Step
 /// containers go first and in step order, so that a cleanup cut short by a crash never leaves a
 /// later step without an earlier one (a resume would take that for a step still to run).
-pub(crate) async fn remove_labelled(
+pub async fn remove_labelled(
     docker: &Docker,
     filter: HashMap<String, Vec<String>>,
 ) -> Result<(), bollard::errors::Error> {

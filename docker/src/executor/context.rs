@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use super::spec::BuildSpec;
 use super::{Control, ExecutorOptions};
+use crate::endpoint::MachineEndpoint;
 use crate::image::ImageError;
 use crate::labels;
-use crate::provider::MachineEndpoint;
 use crate::trace::Trace;
 
 /// Why a job could not go on.

@@ -14,9 +14,9 @@ use super::context::{
 use super::spec::{BuildSpec, GitStrategy, StepName, When};
 use super::step::StepEnd;
 use super::{Control, ExecutorOptions, cleanup, script, services};
+use crate::endpoint::MachineEndpoint;
 use crate::image::{Pull, PullPolicy, ensure_image};
 use crate::labels;
-use crate::provider::MachineEndpoint;
 use crate::trace::{LogCursor, Trace, TraceSink};
 
 /// The helper image is pulled only when missing, as GitLab Runner does.

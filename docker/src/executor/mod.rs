@@ -44,8 +44,8 @@ use drover_core::{FailureReason, Outcome};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::endpoint::MachineEndpoint;
 use crate::engine::EngineConfig;
-use crate::provider::MachineEndpoint;
 use crate::trace::{LogCursor, TraceSink};
 use spec::BuildSpec;
 

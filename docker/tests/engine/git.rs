@@ -5,7 +5,7 @@ use std::process::Command;
 
 use drover_core::{FailureReason, Outcome};
 use drover_docker::testing::GIT_IMAGE;
-use drover_docker::{GitSpec, GitStrategy, MachineProvider};
+use drover_docker::{GitSpec, GitStrategy};
 
 use crate::support::*;
 
@@ -137,9 +137,8 @@ async fn an_image_without_git_fails_with_a_clear_message() {
 async fn fetch_reuses_the_working_copy_in_a_machines_builds_volume() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
-    let provider = crate::provider::provider(&runner).await;
     let machine = format!("runner-{runner}-git");
-    let endpoint = provider.create(&machine).await.unwrap();
+    let endpoint = machine_on_local_engine(&docker, &runner, &machine).await;
     let dir = tempfile::tempdir().unwrap();
     let (bare, sha) = bare_repo(dir.path(), "v1\n");
     let job = |id, strategy, script: &[&str]| {
@@ -172,7 +171,7 @@ async fn fetch_reuses_the_working_copy_in_a_machines_builds_volume() {
     let listing = &out[out.find("$ ls -a").unwrap()..];
     assert!(!listing.contains("untracked-1"), "{out}");
     assert!(out.contains("v1"), "{out}");
-    provider.remove(&machine).await.unwrap();
+    remove_machine(&docker, &machine).await;
     assert_nothing_left(&docker, &runner).await;
 }
 
@@ -220,9 +219,8 @@ fn git_job(
 async fn clean_flags_checkout_and_depth_are_honoured_across_fetches() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
-    let provider = crate::provider::provider(&runner).await;
     let machine = format!("runner-{runner}-gitflags");
-    let endpoint = provider.create(&machine).await.unwrap();
+    let endpoint = machine_on_local_engine(&docker, &runner, &machine).await;
     let dir = tempfile::tempdir().unwrap();
     let (bare, _) = bare_repo(dir.path(), "v1\n");
     let sha = commit_and_push(&dir.path().join("work"), &bare, &[("two", "2\n")], "second");
@@ -288,7 +286,7 @@ async fn clean_flags_checkout_and_depth_are_honoured_across_fetches() {
         out.contains("Removing left-1"),
         "git clean -f -d ran: {out}"
     );
-    provider.remove(&machine).await.unwrap();
+    remove_machine(&docker, &machine).await;
     assert_nothing_left(&docker, &runner).await;
 }
 
@@ -296,9 +294,8 @@ async fn clean_flags_checkout_and_depth_are_honoured_across_fetches() {
 async fn the_empty_strategy_leaves_an_empty_project_dir() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
-    let provider = crate::provider::provider(&runner).await;
     let machine = format!("runner-{runner}-empty");
-    let endpoint = provider.create(&machine).await.unwrap();
+    let endpoint = machine_on_local_engine(&docker, &runner, &machine).await;
     let (outcome, out) =
         run_job(endpoint.clone(), spec(&runner, 44, &["touch stale-$((3))"])).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
@@ -312,7 +309,7 @@ async fn the_empty_strategy_leaves_an_empty_project_dir() {
     );
     assert!(!out.contains("stale-3"), "{out}");
     assert!(out.contains("listed-4"), "{out}");
-    provider.remove(&machine).await.unwrap();
+    remove_machine(&docker, &machine).await;
     assert_nothing_left(&docker, &runner).await;
 }
 
@@ -405,9 +402,8 @@ async fn submodules_are_set_up_recursively() {
 async fn a_fetch_drops_the_hooks_config_and_locks_an_earlier_job_left() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
-    let provider = crate::provider::provider(&runner).await;
     let machine = format!("runner-{runner}-gitlocks");
-    let endpoint = provider.create(&machine).await.unwrap();
+    let endpoint = machine_on_local_engine(&docker, &runner, &machine).await;
     let dir = tempfile::tempdir().unwrap();
     let (bare, sha) = bare_repo(dir.path(), "v1\n");
     let planted = [
@@ -448,6 +444,6 @@ async fn a_fetch_drops_the_hooks_config_and_locks_an_earlier_job_left() {
     assert!(!out.contains("planted-hook-ran"), "{out}");
     assert!(out.contains("\nno-planted-config\n"), "{out}");
     assert!(out.contains("v1"), "{out}");
-    provider.remove(&machine).await.unwrap();
+    remove_machine(&docker, &machine).await;
     assert_nothing_left(&docker, &runner).await;
 }

@@ -7,7 +7,6 @@ mod containers;
 mod environment;
 mod git;
 mod jobs;
-mod provider;
 mod registry;
 mod resume;
 mod services;

@@ -8,10 +8,7 @@ use drover_core::{FailureReason, Outcome};
 use drover_docker::auth::{SOURCE_DOCKER_AUTH_CONFIG, parse_docker_config};
 use drover_docker::testing::BUSYBOX_IMAGE;
 use drover_docker::testing::registry::{Basic, TestRegistry};
-use drover_docker::{
-    DockerProvider, DockerProviderConfig, EngineConfig, MachineProvider, PullPolicy,
-    RegistryCredential,
-};
+use drover_docker::{Pull, PullPolicy, RegistryCredential, ensure_image_untraced};
 
 use crate::support::*;
 
@@ -312,8 +309,10 @@ async fn a_mirror_behind_credentials_serves_with_them() {
     assert_nothing_left(&docker, &runner).await;
 }
 
+/// What the `docker` machine provider does to warm a sandbox: the runner's private default image is
+/// pulled before any job, with the runner's credentials.
 #[tokio::test]
-async fn a_sandbox_pre_pulls_a_private_default_image_with_the_runners_credentials() {
+async fn a_private_image_is_pulled_ahead_of_jobs_with_the_runners_credentials() {
     let Some(docker) = engine().await else { return };
     let auth = basic();
     let Some(registry) = TestRegistry::start(Some(auth.clone())).await else {
@@ -325,29 +324,26 @@ async fn a_sandbox_pre_pulls_a_private_default_image_with_the_runners_credential
     registry
         .push(&docker, BUSYBOX_IMAGE, &repository, "1")
         .await;
-    let config = |credentials| DockerProviderConfig {
-        engine: EngineConfig::local(),
-        runner: runner.to_string(),
-        image: image.name.clone(),
-        pull_policy: vec![PullPolicy::IfNotPresent],
+    let policies = [PullPolicy::IfNotPresent];
+    let pull = |credentials| Pull {
+        policies: &policies,
         credentials,
-        registry_mirrors: vec![],
+        mirrors: &[],
     };
 
-    let anonymous = DockerProvider::connect(config(vec![])).await.unwrap();
-    let name = format!("runner-{runner}-private-1");
-    let err = anonymous.create(&name).await.unwrap_err();
+    let err = ensure_image_untraced(&docker, &image.name, pull(&[]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains(&image.name), "{err}");
-    anonymous.remove(&name).await.unwrap();
+    assert!(!is_present(&docker, &image.name).await);
 
-    let provider = DockerProvider::connect(config(docker_auth_config(&registry.host(), &auth)))
+    let credentials = docker_auth_config(&registry.host(), &auth);
+    ensure_image_untraced(&docker, &image.name, pull(&credentials))
         .await
         .unwrap();
-    provider.create(&name).await.unwrap();
     assert!(
         is_present(&docker, &image.name).await,
-        "the default image is on the engine before any job"
+        "the image is on the engine before any job"
     );
-    provider.remove(&name).await.unwrap();
     assert_nothing_left(&docker, &runner).await;
 }

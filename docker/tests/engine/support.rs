@@ -9,7 +9,7 @@ use drover_core::Outcome;
 use drover_docker::testing::BUSYBOX_IMAGE;
 use drover_docker::{
     BuildSpec, EngineConfig, Executor, ExecutorOptions, GitSpec, ImageSpec, JobHandle,
-    MachineEndpoint, PullPolicy, Shell, StepName, StepSpec, TraceChunk, When,
+    MachineEndpoint, PullPolicy, Shell, StepName, StepSpec, TraceChunk, When, labels,
 };
 use tokio::sync::mpsc;
 
@@ -160,6 +160,39 @@ pub fn with_after_script(mut spec: BuildSpec, script: &[&str]) -> BuildSpec {
     spec.steps
         .push(step(StepName::AfterScript, script, Duration::from_secs(60)));
     spec
+}
+
+/// A machine on the local engine, as a machine provider would hand it over: its builds volume
+/// (labelled with the machine and the runner) kept across its jobs, a network per job.
+pub async fn machine_on_local_engine(
+    docker: &Docker,
+    runner: &str,
+    machine: &str,
+) -> MachineEndpoint {
+    let volume = format!("{machine}-builds");
+    let options = bollard::models::VolumeCreateOptions {
+        name: Some(volume.clone()),
+        labels: Some(std::collections::HashMap::from([
+            (labels::MACHINE.to_string(), machine.to_string()),
+            (labels::RUNNER.to_string(), runner.to_string()),
+        ])),
+        ..Default::default()
+    };
+    docker.create_volume(options).await.unwrap();
+    MachineEndpoint {
+        machine: Some(machine.to_string()),
+        engine: EngineConfig::local(),
+        network: None,
+        builds_volume: Some(volume),
+    }
+}
+
+/// Removes everything of a machine made by [`machine_on_local_engine`].
+pub async fn remove_machine(docker: &Docker, machine: &str) {
+    let filter = labels::filter(&[(labels::MACHINE, Some(machine))]);
+    drover_docker::remove_labelled(docker, filter)
+        .await
+        .unwrap();
 }
 
 pub fn local() -> MachineEndpoint {

@@ -245,7 +245,7 @@ impl Env {
             .arg(self.state_dir())
             .env(
                 "RUST_LOG",
-                "info,drover=debug,drover_docker=debug,drover_gitlab=debug",
+                "info,drover=debug,drover_docker=debug,drover_providers=debug,drover_gitlab=debug",
             )
             .env_remove("CONFIG_FILE")
             .stdin(Stdio::null())

@@ -4,10 +4,8 @@ use bollard::models::{NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
 use drover_core::{CreationFailure, Outcome};
 use drover_docker::testing::BUSYBOX_IMAGE;
-use drover_docker::{
-    DockerProvider, DockerProviderConfig, EngineConfig, MachineProvider, ProviderErrorKind,
-    PullPolicy, labels,
-};
+use drover_docker::{EngineConfig, PullPolicy, labels};
+use drover_providers::{DockerProvider, DockerProviderConfig, MachineProvider, ProviderErrorKind};
 
 use crate::support::*;
 

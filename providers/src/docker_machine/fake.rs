@@ -147,6 +147,33 @@ impl FakeDockerMachine {
             .exists()
     }
 
+    /// While slow, creations wait (after saving their config) with a helper process they started,
+    /// as docker-machine waits for the cloud with its driver plugin running;
+    /// [`Self::slow_creations_in_flight`] names them.
+    pub fn slow_creations(&self, slow: bool) {
+        self.switch("create-slow", slow, "");
+    }
+
+    /// The creations that reached the slow part: each machine with the pids of the
+    /// `docker-machine create` process and of the helper it started.
+    pub fn slow_creations_in_flight(&self) -> Vec<(String, i32, i32)> {
+        let Ok(entries) = std::fs::read_dir(self.control()) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, i32, i32)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let name = file.strip_prefix("create-pids-")?.to_string();
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let (create, helper) = text.trim().split_once(' ')?;
+                Some((name, create.parse().ok()?, helper.parse().ok()?))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
     /// The next `count` removals fail.
     pub fn fail_removals(&self, count: u32) {
         self.switch("rm-fail", true, &count.to_string());

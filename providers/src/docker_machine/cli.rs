@@ -1,9 +1,11 @@
-//! Running one docker-machine command: its own process group, a deadline, output read line by line
-//! (logged at debug, masked) and kept for error messages.
+//! Running one docker-machine command: its own process group that dies with drover
+//! ([`crate::children`]), recorded while it runs, a deadline, output read line by line (logged at
+//! debug, masked) and kept for error messages.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -12,6 +14,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::output::Scrubber;
+use crate::children::{self, records::ProcessId, records::Records};
 
 /// Lines kept per stream: enough for any error docker-machine prints, bounded for chatty creations.
 const KEPT_LINES: usize = 200;
@@ -24,6 +27,8 @@ pub(super) struct Cli {
     storage: PathBuf,
     scrubber: Scrubber,
     drain_grace: Duration,
+    /// Where each running command is recorded, so the next drover can end what a crash left.
+    records: Option<Arc<Records>>,
 }
 
 /// A command that ran to its end.
@@ -87,7 +92,13 @@ impl Cli {
             storage,
             scrubber,
             drain_grace: DRAIN_GRACE,
+            records: None,
         }
+    }
+
+    /// Records every command in `records` while it runs.
+    pub fn set_records(&mut self, records: Arc<Records>) {
+        self.records = Some(records);
     }
 
     /// The command line as it may be shown: credential-like option values masked.
@@ -114,12 +125,13 @@ impl Cli {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
         let op = args.first().map(String::as_str).unwrap_or("");
         tracing::debug!(machine, command = %self.display(args), "running docker-machine");
-        let mut child = command.spawn().map_err(CliError::Spawn)?;
+        let mut child = children::spawn(command).await.map_err(CliError::Spawn)?;
         let mut group = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
+        // Dropped before `group`: a record never outlives the wait for its process group.
+        let _record = self.record(machine, op, child.id());
         let mut stdout = Lines::new(child.stdout.take());
         let mut stderr = Lines::new(child.stderr.take());
 
@@ -162,6 +174,28 @@ impl Cli {
             stdout: self.scrubber.scrub(&stdout.text()),
             stderr: self.scrubber.scrub(&stderr.text()),
         })
+    }
+
+    /// Records the running command; a record that cannot be written is logged (the child still
+    /// dies with drover, only the second net is missing).
+    fn record(
+        &self,
+        machine: &str,
+        op: &str,
+        pid: Option<u32>,
+    ) -> Option<children::records::RecordGuard> {
+        let records = self.records.as_ref()?;
+        let child = ProcessId::of(pid? as i32)?;
+        records
+            .write(machine, child, &format!("{op} {machine}"))
+            .inspect_err(|e| {
+                tracing::warn!(
+                    machine,
+                    dir = %records.dir().display(),
+                    "cannot record the docker-machine process: {e}"
+                )
+            })
+            .ok()
     }
 
     fn log(&self, machine: &str, op: &str, stream: &str, line: &str) {

@@ -2,13 +2,15 @@
 //! needed): command lines, adoption, failures and their kinds, removal, listing, endpoints, and
 //! per-name serialisation.
 
+mod conformance;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use drover_docker::provider::{FakeCall, FakeDockerMachine};
-use drover_docker::{
-    DockerMachineConfig, DockerMachineProvider, EngineConfig, MachineProvider, ProviderErrorKind,
-    TlsFiles,
+use drover_docker::{EngineConfig, TlsFiles};
+use drover_providers::{
+    DockerMachineConfig, DockerMachineProvider, FakeCall, FakeDockerMachine, MachineProvider,
+    ProviderErrorKind,
 };
 
 const PREFIX: &str = "runner-abc123xyz-";
@@ -439,4 +441,101 @@ async fn a_program_gone_since_start_up_is_fatal() {
     let err = p.create(&name(42)).await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Fatal, "{err}");
     assert!(err.message.contains("cannot run the program"), "{err}");
+}
+
+/// What a `kill -9` of drover during a creation leaves in its state directory: the mark of a
+/// creation in flight, owned by a process that is gone (this pid, another start time).
+fn leave_an_interrupted_creation(state: &std::path::Path, name: &str) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let started: u64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let creating = state.join("creating");
+    std::fs::create_dir_all(&creating).unwrap();
+    let dead = format!("{}:{}\n", std::process::id(), started + 1);
+    std::fs::write(creating.join(name), dead).unwrap();
+}
+
+#[tokio::test]
+async fn a_creation_cut_short_by_a_crash_goes_to_rm_before_anything_else() {
+    let w = world();
+    let state = w._dir.path().join("state");
+    let provider = || {
+        w.provider(&[])
+            .with_state_dir(&state)
+            .expect("the state directory")
+    };
+    // A directory without config.json, and one with it (state Error), both of creations a
+    // crashed drover had in flight.
+    let (debris, half) = (name(50), name(51));
+    std::fs::create_dir_all(w.fake.storage.join("machines").join(&debris)).unwrap();
+    w.fake.fail_creations("Error creating machine: cut short");
+    w.provider(&[]).create(&half).await.unwrap_err();
+    w.fake.heal_creations();
+    leave_an_interrupted_creation(&state, &debris);
+    leave_an_interrupted_creation(&state, &half);
+    let before = w.commands().len();
+
+    let p = provider();
+    p.create(&debris)
+        .await
+        .expect("created after the hand-over");
+    p.remove(&half).await.expect("removed");
+    let commands = w.commands()[before..].to_vec();
+    assert_eq!(
+        commands,
+        ["rm", "create", "config", "stop", "rm"],
+        "the debris went to rm -y before its new creation (never adopted, never just deleted)"
+    );
+    assert_eq!(w.fake.state(&debris).as_deref(), Some("Running"));
+    assert_eq!(w.fake.machines(), std::slice::from_ref(&debris));
+
+    // Handed over once: the marks are gone, a restart adopts the new machine.
+    let before = w.commands().len();
+    provider().create(&debris).await.expect("adopted");
+    assert_eq!(w.commands()[before..], ["status", "config"]);
+}
+
+#[tokio::test]
+async fn providers_sharing_locks_never_work_on_one_name_at_once() {
+    // A reload that changes MachineOptions builds a new provider while the old one's creation
+    // runs; both share the daemon's lock table.
+    let w = world();
+    let locks = drover_providers::NameLocks::new();
+    let old = w.provider(&["fakecloud-size=s"]).with_locks(locks.clone());
+    let new = w.provider(&["fakecloud-size=l"]).with_locks(locks);
+    let m = name(52);
+    w.fake.close_create_gate();
+    let mut create = Box::pin(old.create(&m));
+    let started =
+        async { eventually("the creation at the gate", || w.fake.create_started(&m)).await };
+    tokio::select! {
+        _ = &mut create => panic!("the creation ended at a closed gate"),
+        () = started => {}
+    }
+    let mut remove = Box::pin(new.remove(&m));
+    assert!(
+        is_pending(&mut remove).await,
+        "the new provider waits for the old one"
+    );
+    assert!(w.fake.started("rm", &m).is_empty());
+    w.fake.open_create_gate();
+    let (created, removed) = tokio::join!(create, remove);
+    created.expect("the old provider's creation finished");
+    removed.expect("then the new provider removed the machine");
+    assert!(w.fake.machines().is_empty());
+    let calls = w.fake.calls();
+    let at = |wanted: &dyn Fn(&FakeCall) -> bool| calls.iter().position(wanted);
+    let create_ended = at(&|c| matches!(c, FakeCall::End { command, .. } if command == "create"));
+    let stop_began = at(&|c| matches!(c, FakeCall::Start(args) if args.contains(&"stop".into())));
+    assert!(
+        create_ended.is_some() && create_ended < stop_began,
+        "the removal began after the creation ended: {calls:?}"
+    );
 }

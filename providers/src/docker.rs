@@ -26,14 +26,12 @@ use bollard::query_parameters::{
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::locks::NameLocks;
-use super::{MachineEndpoint, MachineProvider, ProviderError, ProviderErrorKind};
-use crate::auth::RegistryCredential;
-use crate::engine::{EngineConfig, EngineError, is_status};
-use crate::executor::cleanup::remove_labelled;
-use crate::image::{ImageError, Pull, PullPolicy, ensure_image};
-use crate::labels;
-use crate::trace::Trace;
+use drover_docker::{
+    EngineConfig, EngineError, ImageError, MachineEndpoint, Pull, PullPolicy, RegistryCredential,
+    ensure_image_untraced, is_status, labels, remove_labelled,
+};
+
+use crate::{MachineProvider, NameLocks, ProviderError, ProviderErrorKind};
 
 /// Where the anchor container mounts the builds volume (only so the volume counts as in use).
 const ANCHOR_MOUNT: &str = "/builds";
@@ -68,8 +66,14 @@ impl DockerProvider {
         Ok(DockerProvider {
             config,
             docker,
-            locks: NameLocks::default(),
+            locks: NameLocks::new(),
         })
+    }
+
+    /// Serialises calls on a name with every provider that shares `locks` (see [`NameLocks`]).
+    pub fn with_locks(mut self, locks: NameLocks) -> DockerProvider {
+        self.locks = locks;
+        self
     }
 
     fn endpoint_of(&self, name: &str) -> MachineEndpoint {
@@ -126,14 +130,9 @@ impl DockerProvider {
             credentials: &self.config.credentials,
             mirrors: &self.config.registry_mirrors,
         };
-        ensure_image(
-            &self.docker,
-            &self.config.image,
-            pull,
-            &mut Trace::new(None),
-        )
-        .await
-        .map_err(|e| image_error(name, &self.config.pull_policy, e))?;
+        ensure_image_untraced(&self.docker, &self.config.image, pull)
+            .await
+            .map_err(|e| image_error(name, &self.config.pull_policy, e))?;
 
         match self
             .docker

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::super::ProviderErrorKind;
-use crate::engine::TlsFiles;
+use drover_docker::TlsFiles;
+
+use crate::ProviderErrorKind;
 
 /// The engine address (`-H=`) and TLS files (`--tlscacert=` ...) that `docker-machine config`
 /// prints, one flag a line, paths quoted Go-style. `None` without an address.

@@ -13,6 +13,9 @@
 #   create-hang   create leaves a half-created machine and never ends
 #   create-gate   while it exists, create waits after writing config.json (and touches
 #                 create-started-<name> first)
+#   create-slow   while it exists, create waits after writing config.json with a helper
+#                 process it started (as docker-machine starts its driver plugin), having
+#                 written "<its pid> <the helper's pid>" to create-pids-<name>
 #   rm-fail       holds a number N: the next N removals fail
 # Every call is appended to fake/calls.log: "start<TAB>arg<TAB>arg..." (all its arguments)
 # when it begins and "end<TAB>command<TAB>name<TAB>exit code" when it ends.
@@ -116,6 +119,13 @@ create() {
     if [ -e "$control/create-gate" ]; then
         : >"$control/create-started-$name"
         while [ -e "$control/create-gate" ]; do sleep 0.02; done
+    fi
+    if [ -e "$control/create-slow" ]; then
+        sleep 3600 </dev/null >/dev/null 2>&1 &
+        echo "$$ $!" >"$control/.create-pids-$name"
+        mv "$control/.create-pids-$name" "$control/create-pids-$name"
+        while [ -e "$control/create-slow" ]; do sleep 0.02; done
+        kill "$!" 2>/dev/null
     fi
     if [ -e "$control/create-hang" ]; then
         exec sleep 3600
