@@ -53,7 +53,7 @@ async fn the_group_contract_against_moto() {
 
     let (done, err) = group.decrease(std::slice::from_ref(&first)).await;
     assert!(err.is_none(), "{err:?}");
-    assert_eq!(done, [first.clone()]);
+    assert_eq!(done, std::slice::from_ref(&first));
     assert_eq!(group.desired(), 2);
     assert_eq!(bed.info().expect("describe").desired, 2, "decremented");
     let left: Vec<String> = group
