@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+mod check_autoscaler;
 pub mod check_config;
 pub mod connect;
+mod figures;
 pub mod list;
 pub mod register;
 pub mod replay;

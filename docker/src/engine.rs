@@ -107,15 +107,18 @@ impl EngineConfig {
         }
         let is_tcp = host.starts_with("tcp://") || host.starts_with("http://");
         match (&self.tls, is_tcp, host.starts_with("https://")) {
-            (Some(tls), true, _) | (Some(tls), _, true) => Docker::connect_with_ssl(
-                host,
-                &tls.key,
-                &tls.cert,
-                &tls.ca,
-                REQUEST_TIMEOUT_SECS,
-                version,
-            )
-            .map_err(connect_error),
+            (Some(tls), true, _) | (Some(tls), _, true) => {
+                use_ring_for_tls();
+                Docker::connect_with_ssl(
+                    host,
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    REQUEST_TIMEOUT_SECS,
+                    version,
+                )
+                .map_err(connect_error)
+            }
             (None, true, _) => {
                 let addr = host.replacen("tcp://", "http://", 1);
                 Docker::connect_with_http(&addr, REQUEST_TIMEOUT_SECS, version)
@@ -129,6 +132,13 @@ impl EngineConfig {
             }),
         }
     }
+}
+
+/// bollard builds its TLS config from rustls's process-wide provider. With the AWS SDK in the
+/// build, rustls has both ring and aws-lc-rs and cannot pick one on its own; drover's TLS is ring
+/// throughout, so ring is installed first (a provider already installed is kept).
+fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

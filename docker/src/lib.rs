@@ -18,6 +18,7 @@ pub mod executor;
 pub mod expand;
 mod image;
 pub mod labels;
+pub mod ssh;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;

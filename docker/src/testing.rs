@@ -22,8 +22,10 @@ use tokio::sync::OnceCell;
 
 use crate::engine::EngineConfig;
 
+pub mod aws;
 pub mod registry;
 pub mod s3;
+pub mod sshd;
 
 /// A shell with the usual tools (`sh`, `echo`, `sleep`, `wget`, `httpd`, ...), no git.
 pub const BUSYBOX_IMAGE: &str = "drover-test/busybox:1";
@@ -117,11 +119,15 @@ async fn build_missing() -> Result<(), TestImageError> {
     Ok(())
 }
 
-fn fail(message: impl Into<String>) -> TestImageError {
+pub(crate) fn fail(message: impl Into<String>) -> TestImageError {
     TestImageError(message.into())
 }
 
-async fn load(docker: &Docker, image: &str, archive: Vec<u8>) -> Result<(), TestImageError> {
+pub(crate) async fn load(
+    docker: &Docker,
+    image: &str,
+    archive: Vec<u8>,
+) -> Result<(), TestImageError> {
     let options = ImportImageOptions {
         quiet: true,
         ..Default::default()
@@ -140,7 +146,6 @@ async fn load(docker: &Docker, image: &str, archive: Vec<u8>) -> Result<(), Test
 /// A `docker save` archive of a one-layer image: `manifest.json`, the config, the layer.
 fn image_archive(recipe: &Recipe) -> Result<Vec<u8>, TestImageError> {
     let layer = rootfs(recipe.git)?;
-    let diff_id = format!("sha256:{:x}", Sha256::digest(&layer));
     let mut config = serde_json::json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
     });
@@ -150,6 +155,16 @@ fn image_archive(recipe: &Recipe) -> Result<Vec<u8>, TestImageError> {
             "Interval": 100_000_000u64,
         });
     }
+    archive_of(recipe.name, layer, config)
+}
+
+/// A `docker save` archive of image `name` with one `layer` and the container `config`.
+pub(crate) fn archive_of(
+    name: &str,
+    layer: Vec<u8>,
+    config: serde_json::Value,
+) -> Result<Vec<u8>, TestImageError> {
+    let diff_id = format!("sha256:{:x}", Sha256::digest(&layer));
     let architecture = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -166,7 +181,7 @@ fn image_archive(recipe: &Recipe) -> Result<Vec<u8>, TestImageError> {
     let config_name = format!("{:x}.json", Sha256::digest(&config_bytes));
     let manifest = serde_json::json!([{
         "Config": config_name,
-        "RepoTags": [recipe.name],
+        "RepoTags": [name],
         "Layers": ["layer/layer.tar"],
     }]);
     let manifest = serde_json::to_vec(&manifest).map_err(|e| fail(e.to_string()))?;
@@ -178,7 +193,7 @@ fn image_archive(recipe: &Recipe) -> Result<Vec<u8>, TestImageError> {
 }
 
 /// A deterministic tar: fixed owner and timestamps, parents before children, each once.
-struct Tarball {
+pub(crate) struct Tarball {
     builder: tar::Builder<Vec<u8>>,
     dirs: std::collections::BTreeSet<String>,
 }
@@ -204,7 +219,7 @@ impl Tarball {
         header
     }
 
-    fn dir(&mut self, path: &str, mode: u32) -> Result<(), TestImageError> {
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> Result<(), TestImageError> {
         if !self.dirs.insert(path.to_string()) {
             return Ok(());
         }
@@ -225,7 +240,12 @@ impl Tarball {
         parents.iter().try_for_each(|dir| self.dir(dir, 0o755))
     }
 
-    fn data(&mut self, path: &str, content: &[u8], mode: u32) -> Result<(), TestImageError> {
+    pub(crate) fn data(
+        &mut self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<(), TestImageError> {
         self.parents(path)?;
         let mut header = Tarball::header(tar::EntryType::Regular, mode, content.len() as u64);
         self.builder
@@ -234,13 +254,13 @@ impl Tarball {
     }
 
     /// Copies a host file (following links) into the tarball.
-    fn file(&mut self, host: &Path, path: &str) -> Result<(), TestImageError> {
+    pub(crate) fn file(&mut self, host: &Path, path: &str) -> Result<(), TestImageError> {
         let content =
             std::fs::read(host).map_err(|e| fail(format!("reading {}: {e}", host.display())))?;
         self.data(path, &content, 0o755)
     }
 
-    fn link(&mut self, path: &str, target: &str) -> Result<(), TestImageError> {
+    pub(crate) fn link(&mut self, path: &str, target: &str) -> Result<(), TestImageError> {
         self.parents(path)?;
         let mut header = Tarball::header(tar::EntryType::Symlink, 0o777, 0);
         self.builder
@@ -248,7 +268,7 @@ impl Tarball {
             .map_err(io_error)
     }
 
-    fn finish(self) -> Result<Vec<u8>, TestImageError> {
+    pub(crate) fn finish(self) -> Result<Vec<u8>, TestImageError> {
         self.builder.into_inner().map_err(io_error)
     }
 }
@@ -257,7 +277,7 @@ fn io_error(err: std::io::Error) -> TestImageError {
     fail(err.to_string())
 }
 
-fn find_program(name: &str) -> Result<PathBuf, TestImageError> {
+pub(crate) fn find_program(name: &str) -> Result<PathBuf, TestImageError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/bin".into(), "/bin".into()])
@@ -270,7 +290,7 @@ fn find_program(name: &str) -> Result<PathBuf, TestImageError> {
         })
 }
 
-fn run(program: &Path, args: &[&str]) -> Result<String, TestImageError> {
+pub(crate) fn run(program: &Path, args: &[&str]) -> Result<String, TestImageError> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -319,7 +339,7 @@ fn rootfs(with_git: bool) -> Result<Vec<u8>, TestImageError> {
 }
 
 /// The absolute paths in `ldd`'s output (`libz.so.1 => /lib/…/libz.so.1 (0x…)`, `/lib64/ld-….so.2 (0x…)`).
-fn shared_libraries(ldd: &str) -> Vec<String> {
+pub(crate) fn shared_libraries(ldd: &str) -> Vec<String> {
     ldd.lines()
         .filter_map(|line| {
             let path = match line.split_once("=>") {

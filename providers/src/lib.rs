@@ -15,6 +15,8 @@
 //! one on the same name at once. Every provider passes the same behavioural suite,
 //! [`conformance`] (cargo feature `testing`).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod children;
 #[cfg(feature = "testing")]
 pub mod conformance;

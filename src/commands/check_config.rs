@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use drover_core::period::{Period, PolicyValues, active_period, next_change};
 use drover_core::{Executor, MachinePolicy, RunnerConfig, Timestamp};
 
+use super::figures::{human, unlimited};
 use crate::config::{self, ExecutorKind, Loaded, RunnerSettings};
 use crate::exit;
 
@@ -65,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The whole report for a valid config, evaluated from `at` for `days` days.
 pub fn report(loaded: &Loaded, at: DateTime<Utc>, days: u32) -> String {
     let mut out = String::new();
-    let n = loaded.runners.len();
+    let n = loaded.runners.len() + loaded.autoscalers.len();
     let _ = writeln!(
         out,
         "{}: valid, {n} runner{}",
@@ -94,6 +95,10 @@ pub fn report(loaded: &Loaded, at: DateTime<Utc>, days: u32) -> String {
     for (core, settings) in loaded.core.runners.iter().zip(&loaded.runners) {
         out.push('\n');
         runner(&mut out, loaded, core, settings, at, days);
+    }
+    for a in &loaded.autoscalers {
+        out.push('\n');
+        crate::commands::check_autoscaler::runner(&mut out, loaded, a);
     }
     out
 }
@@ -333,20 +338,4 @@ fn values(v: &PolicyValues) -> String {
         v.idle_scale_factor,
         human(Duration::from_millis(v.idle_time_ms))
     )
-}
-
-fn unlimited(n: u32) -> String {
-    if n == 0 {
-        "unlimited".to_string()
-    } else {
-        n.to_string()
-    }
-}
-
-fn human(d: Duration) -> String {
-    if d.is_zero() {
-        "0s".to_string()
-    } else {
-        humantime::format_duration(d).to_string()
-    }
 }

@@ -31,6 +31,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let loaded = crate::config::load(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
     loaded
+        .require_runnable()
+        .map_err(|e| exit::with_code(exit::CONFIG, e))?;
+    loaded
         .require_registered()
         .map_err(|e| exit::with_code(exit::CONFIG, e))?;
     init_logging(loaded.global.log_format, loaded.global.log_level);

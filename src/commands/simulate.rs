@@ -140,6 +140,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => {
             let path = args.config.path();
             let loaded = config::load(&path).map_err(|e| exit::with_code(exit::CONFIG, e))?;
+            // Simulating without them would report a fleet the operator does not have.
+            if let Some(a) = loaded.autoscalers.first() {
+                return Err(exit::with_code(
+                    exit::CONFIG,
+                    anyhow::anyhow!(
+                        "runner {:?} in {} uses executor \"docker-autoscaler\", which drover cannot \
+                         simulate yet (several jobs per instance are not modelled)",
+                        a.name,
+                        loaded.origin.display()
+                    ),
+                ));
+            }
             if !loaded.warnings.is_empty() {
                 eprintln!(
                     "note: {} has {} warning{} (ignored or deprecated keys); `drover check-config` shows them",

@@ -9,11 +9,14 @@ use drover_core::{Config as CoreConfig, Executor, RunnerConfig};
 use drover_gitlab::Secret;
 use toml::Spanned;
 
+use super::autoscaler::{self, AutoscalerRunner, raw::RawAutoscaler};
 use super::ctx::{Ctx, key_values};
 use super::diagnostic::{Diagnostic, KeyRef, Warning, WarningKind};
 use super::raw::{RawConfig, RawRunner};
 use super::schema::{Walk, suggest};
-use super::settings::{ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings};
+use super::settings::{
+    DockerSettings, ExecutorKind, GlobalSettings, Hooks, LogFormat, LogLevel, RunnerSettings,
+};
 use super::timezone::LocalZone;
 use super::{cache, docker, machine};
 
@@ -25,23 +28,24 @@ const DEFAULT_OUTPUT_LIMIT_KB: u32 = 4096;
 const DEFAULT_CACHE_DIR: &str = "/cache";
 
 /// Builds the validated configs, or returns `None` when errors were recorded in `ctx`.
-pub fn build(
-    raw: RawConfig,
-    walk: &Walk,
-    ctx: &mut Ctx<'_>,
-) -> Option<(CoreConfig, GlobalSettings, Vec<RunnerSettings>)> {
+pub fn build(raw: RawConfig, walk: &Walk, ctx: &mut Ctx<'_>) -> Option<Built> {
     key_warnings(walk, ctx);
     let (mut core, global) = global(&raw, ctx);
     let names = runner_names(&raw.runners, ctx);
 
     let mut core_runners = Vec::new();
     let mut runners = Vec::new();
+    let mut autoscalers = Vec::new();
     let key_names = key_names(&raw.runners, &names);
     let runs = raw.runners.into_iter().zip(names).zip(key_names);
     for (i, ((raw_runner, name), key_name)) in runs.enumerate() {
-        if let Some((core, settings)) = runner(raw_runner, i, name, &key_name, ctx) {
-            core_runners.push(core);
-            runners.push(settings);
+        match runner(raw_runner, i, name, &key_name, ctx) {
+            Some(Runner::Scheduled(core, settings)) => {
+                core_runners.push(core);
+                runners.push(settings);
+            }
+            Some(Runner::Autoscaler(a)) => autoscalers.push(a),
+            None => {}
         }
     }
     if let Some((path, span)) = ctx.local_zone_used.clone()
@@ -63,7 +67,29 @@ pub fn build(
         ctx.error(Diagnostic::new(format!("invalid config: {e}")));
         return None;
     }
-    Some((core, global, runners))
+    Some(Built {
+        core,
+        global,
+        runners,
+        autoscalers,
+    })
+}
+
+/// The validated configs of a file.
+pub struct Built {
+    pub core: CoreConfig,
+    pub global: GlobalSettings,
+    /// The runners the core schedules, in its order.
+    pub runners: Vec<RunnerSettings>,
+    /// `docker-autoscaler` runners, which the core does not schedule yet.
+    pub autoscalers: Vec<AutoscalerRunner>,
+}
+
+/// One `[[runners]]` entry, validated.
+#[allow(clippy::large_enum_variant)] // one per entry, built once and unpacked at once
+enum Runner {
+    Scheduled(RunnerConfig, RunnerSettings),
+    Autoscaler(AutoscalerRunner),
 }
 
 /// One warning naming every ignored key, and one per kind of deprecation.
@@ -272,7 +298,7 @@ fn runner(
     name: String,
     key_name: &str,
     ctx: &mut Ctx<'_>,
-) -> Option<(RunnerConfig, RunnerSettings)> {
+) -> Option<Runner> {
     let span = raw.span();
     let raw = raw.into_inner();
     let errors_before = ctx.errors.len();
@@ -282,7 +308,8 @@ fn runner(
                 ctx.diag(span.clone(), format!("runner {name:?} has no `executor`"))
                     .label("this [[runners]] entry")
                     .hint(
-                        "add `executor = \"docker+machine\"` (an autoscaled pool of machines) or \
+                        "add `executor = \"docker+machine\"` (an autoscaled pool of machines), \
+                         `executor = \"docker-autoscaler\"` (an AWS Auto Scaling group) or \
                          `executor = \"docker\"` (jobs on this host's Docker engine)",
                     ),
             );
@@ -291,12 +318,14 @@ fn runner(
         Some(e) => match e.get_ref().as_str() {
             "docker+machine" => Some(ExecutorKind::DockerMachine),
             "docker" => Some(ExecutorKind::Docker),
+            "docker-autoscaler" => None,
             other => {
-                let known = ["docker+machine", "docker"];
+                let known = ["docker+machine", "docker", "docker-autoscaler"];
                 let hint = match suggest(other, known.into_iter()) {
                     Some(s) => format!("did you mean {s:?}?"),
-                    None => "drover supports \"docker+machine\" (an autoscaled pool of machines) \
-                             and \"docker\" (jobs on this host's Docker engine)"
+                    None => "drover supports \"docker+machine\" (an autoscaled pool of machines), \
+                             \"docker-autoscaler\" (an AWS Auto Scaling group) and \"docker\" \
+                             (jobs on this host's Docker engine)"
                         .into(),
                 };
                 ctx.error(
@@ -364,6 +393,37 @@ fn runner(
         _ => DEFAULT_CACHE_DIR.to_string(),
     };
 
+    let autoscaler = raw
+        .executor
+        .as_ref()
+        .is_some_and(|e| e.get_ref() == "docker-autoscaler");
+    if autoscaler {
+        let common = Common {
+            index,
+            name,
+            span,
+            url,
+            token,
+            docker,
+            limit: raw.limit.map_or(0, |c| c.0),
+            request_concurrency: raw.request_concurrency.map_or(1, |c| c.0.max(1)),
+            errors_before,
+        };
+        let machine_span = raw.machine.as_ref().map(|m| m.span());
+        return autoscaler_runner(common, raw.autoscaler, machine_span, ctx);
+    }
+    if let Some(a) = &raw.autoscaler {
+        let d = Diagnostic::new(format!(
+            "runner {name:?} does not use executor \"docker-autoscaler\": its [runners.autoscaler] section has no effect"
+        ))
+        .hint("remove the section, or set `executor = \"docker-autoscaler\"`");
+        ctx.warn_at(
+            WarningKind::NoEffect,
+            format!("runners[{index}].autoscaler"),
+            a.span(),
+            d,
+        );
+    }
     let (core_executor, machine) = match executor {
         Some(ExecutorKind::DockerMachine) => {
             match machine::pool(raw.machine, index, &name, span.clone(), ctx) {
@@ -445,5 +505,53 @@ fn runner(
         cache,
         cache_dir,
     };
-    Some((core, settings))
+    Some(Runner::Scheduled(core, settings))
+}
+
+/// The keys of a `[[runners]]` entry every executor shares, already validated.
+struct Common {
+    index: usize,
+    name: String,
+    span: std::ops::Range<usize>,
+    url: Option<String>,
+    token: Option<Secret>,
+    docker: DockerSettings,
+    limit: u32,
+    request_concurrency: u32,
+    errors_before: usize,
+}
+
+/// A `docker-autoscaler` runner: the common keys plus `[runners.autoscaler]`.
+fn autoscaler_runner(
+    c: Common,
+    raw: Option<Spanned<RawAutoscaler>>,
+    machine_span: Option<std::ops::Range<usize>>,
+    ctx: &mut Ctx<'_>,
+) -> Option<Runner> {
+    let Common { index, name, .. } = &c;
+    if let Some(span) = machine_span {
+        let d = Diagnostic::new(format!(
+            "runner {name:?} has executor \"docker-autoscaler\": its [runners.machine] section has no effect"
+        ))
+        .hint("the Auto Scaling group and [runners.autoscaler] size the fleet; remove [runners.machine]");
+        ctx.warn_at(
+            WarningKind::NoEffect,
+            format!("runners[{index}].machine"),
+            span,
+            d,
+        );
+    }
+    let autoscaler = autoscaler::settings(raw, *index, name, c.span.clone(), ctx);
+    if ctx.errors.len() > c.errors_before {
+        return None;
+    }
+    Some(Runner::Autoscaler(AutoscalerRunner {
+        name: c.name,
+        url: c.url,
+        token: c.token,
+        limit: c.limit,
+        request_concurrency: c.request_concurrency,
+        docker: c.docker,
+        autoscaler: autoscaler?,
+    }))
 }

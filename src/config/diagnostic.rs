@@ -189,6 +189,12 @@ pub enum ConfigError {
         runner: String,
         missing: &'static str,
     },
+    /// A valid runner this build of drover cannot run yet.
+    NotRunnable {
+        origin: PathBuf,
+        runner: String,
+        executor: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -245,6 +251,18 @@ impl fmt::Display for ConfigError {
                      `token` to its [[runners]] entry"
                 )
             }
+            ConfigError::NotRunnable {
+                origin,
+                runner,
+                executor,
+            } => write!(
+                f,
+                "runner {runner:?} in {} uses executor {executor:?}, which this version of drover \
+                 reads and checks but cannot run yet: its AWS Auto Scaling group provider is not \
+                 built in\n  = hint: `drover check-config` shows what drover read; run this runner \
+                 with GitLab Runner for now, or move it to `executor = \"docker+machine\"`",
+                origin.display()
+            ),
         }
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! Sections drover owns: the top level, `[[runners]]`, `[runners.machine]`,
 //! `[[runners.machine.autoscaling]]`, `[runners.docker]`, `[[runners.docker.services]]`,
-//! `[runners.cache]`, `[runners.cache.s3]`, `[machine.shutdown_drain]`. In those, a key that is
+//! `[runners.cache]`, `[runners.cache.s3]`, `[machine.shutdown_drain]`, `[runners.autoscaler]` and
+//! its sections ([`autoscaler`] lists their keys). In those, a key that is
 //! neither read nor a known GitLab Runner key
 //! is an error with a "did you mean" hint (`IdelCount` → `IdleCount`). Keys are case-sensitive.
 //!
@@ -33,7 +34,7 @@
 //! `concurrency`, `max_retries`, `retry_backoff`; in `[[runners]]` `pre_get_sources_script`,
 //! `post_get_sources_script`, `tls-cert-file`, `tls-key-file`, `labels`, `shell`,
 //! `clone_url`, `custom_build_dir`, `feature_flags`, `referees`, `artifact`,
-//! `monitoring`, timeouts and other executors' sections (`kubernetes`, `autoscaler`, `custom`,
+//! `monitoring`, timeouts and other executors' sections (`kubernetes`, `custom`,
 //! `ssh`, ...); the rest of GitLab Runner's `[runners.docker]` keys (`tls_verify`,
 //! `network_mode`, ...); in `[runners.cache]` the `gcs` and `azure` sections; in
 //! `[runners.cache.s3]` `ServerSideEncryption*`, `DualStack`, `Accelerate`, `RoleARN`, ....
@@ -52,27 +53,32 @@
 //! resolved here to an IANA name (`TZ`, then the system setting; UTC with a warning if neither
 //! names one). Periods with 5 or 6 cron fields get a warning: GitLab Runner prepends a `0`
 //! seconds field, so they are active only in second 0 of each minute.
-//! `executor` must be `docker+machine` or `docker`. `Provider` defaults to `docker-machine` when
+//! `executor` must be `docker+machine`, `docker` or `docker-autoscaler`; the last is validated
+//! into [`Loaded::autoscalers`] and not scheduled yet. `Provider` defaults to `docker-machine` when
 //! `MachineDriver` is set, else `docker`. A runner without a name gets `runner-<short token>` (or
 //! `runner-<n>`) and a warning; two runners with one name are an error.
 
+pub mod autoscaler;
 mod build;
 mod cache;
 mod ctx;
 mod diagnostic;
 mod docker;
 pub mod edit;
+mod keys;
 mod machine;
 mod raw;
 mod schema;
 mod settings;
 mod timezone;
+mod values;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
+pub use autoscaler::{AutoscalerPolicy, AutoscalerRunner};
 pub use cache::{S3Credentials, S3Settings};
 pub use diagnostic::{ConfigError, Diagnostic, Warning};
 pub use schema::suggest;
@@ -90,8 +96,13 @@ pub struct Loaded {
     /// The scheduling config. `seed` is 0: the daemon draws its own.
     pub core: drover_core::Config,
     pub global: GlobalSettings,
-    /// One per `[[runners]]` entry, in the order and with the names of `core.runners`.
+    /// One per `[[runners]]` entry the core schedules, in the order and with the names of
+    /// `core.runners`.
     pub runners: Vec<RunnerSettings>,
+    /// `executor = "docker-autoscaler"` runners, in file order. The core does not schedule them
+    /// yet (no slots per machine, no AWS provider): `drover run` refuses them
+    /// ([`Loaded::require_runnable`]), `check-config` shows them.
+    pub autoscalers: Vec<AutoscalerRunner>,
     /// Ignored and deprecated keys, derived names, suspicious periods; each names its keys and lines.
     pub warnings: Vec<Warning>,
     /// The text it was parsed from: the daemon keeps a copy per runner, so that a runner deleted
@@ -118,6 +129,21 @@ impl Loaded {
             }
         }
         Ok(())
+    }
+
+    /// Every runner can be run by this build of drover, or an error naming the first one that
+    /// cannot: a `docker-autoscaler` runner is read and checked, but its AWS provider is not
+    /// there yet. `drover run` calls this before anything else, so such a config never starts a
+    /// daemon that would silently leave the runner idle.
+    pub fn require_runnable(&self) -> Result<(), ConfigError> {
+        match self.autoscalers.first() {
+            Some(a) => Err(ConfigError::NotRunnable {
+                origin: self.origin.clone(),
+                runner: a.name.clone(),
+                executor: "docker-autoscaler",
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The daemon settings of the runner the core knows as `name`.
@@ -189,11 +215,12 @@ pub fn parse_for(
     let mut ctx = ctx::Ctx::new(text, local);
     ctx.system_id = system_id.to_string();
     match build::build(raw, &walk, &mut ctx) {
-        Some((core, global, runners)) => Ok(Loaded {
+        Some(built) => Ok(Loaded {
             origin: origin.to_path_buf(),
-            core,
-            global,
-            runners,
+            core: built.core,
+            global: built.global,
+            runners: built.runners,
+            autoscalers: built.autoscalers,
             warnings: ctx.warnings,
             text: text.to_string(),
             mtime: None,

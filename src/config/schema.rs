@@ -11,85 +11,11 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::diagnostic::{Diagnostic, KeyRef, Location};
-
-/// What drover does with a key.
-#[derive(Copy, Clone, Debug)]
-pub enum Rule {
-    /// Read and acted on; `expect` says what it takes, for type-error hints.
-    Read { expect: &'static str },
-    /// A sub-section drover reads (a table, or an array of tables).
-    Section(&'static Section),
-    /// A GitLab Runner key drover accepts and ignores; named in one warning.
-    Ignored,
-    /// A key GitLab Runner itself no longer honours; `hint` says what replaced it.
-    Deprecated { hint: &'static str },
-}
-
-#[derive(Copy, Clone, Debug)]
-pub struct Key {
-    pub name: &'static str,
-    pub rule: Rule,
-}
-
-/// A section drover owns: a key not listed here is an error.
-#[derive(Debug)]
-pub struct Section {
-    /// How the operator writes the section header, e.g. `[runners.machine]`.
-    pub header: &'static str,
-    pub keys: &'static [Key],
-}
-
-impl Section {
-    fn key(&self, name: &str) -> Option<&'static Key> {
-        self.keys.iter().find(|k| k.name == name)
-    }
-
-    /// The keys drover reads here, for hints.
-    pub fn read_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.keys
-            .iter()
-            .filter(|k| !matches!(k.rule, Rule::Ignored | Rule::Deprecated { .. }))
-            .map(|k| k.name)
-    }
-}
-
-const fn read(name: &'static str, expect: &'static str) -> Key {
-    Key {
-        name,
-        rule: Rule::Read { expect },
-    }
-}
-
-const fn section(name: &'static str, section: &'static Section) -> Key {
-    Key {
-        name,
-        rule: Rule::Section(section),
-    }
-}
-
-const fn ignored(name: &'static str) -> Key {
-    Key {
-        name,
-        rule: Rule::Ignored,
-    }
-}
-
-const fn deprecated(name: &'static str, hint: &'static str) -> Key {
-    Key {
-        name,
-        rule: Rule::Deprecated { hint },
-    }
-}
-
-const COUNT: &str = "a whole number, 0 or more";
-const COUNT_OR_UNLIMITED: &str = "a whole number, 0 or more (0 = unlimited)";
-/// `IdleScaleFactor`, in `[runners.machine]` and its periods.
-const FACTOR: &str = "a float written with a decimal point, 0.0 or more, e.g. \
-                      `IdleScaleFactor = 1.0` (GitLab Runner refuses `1` too)";
-const SECONDS: &str = "a whole number of seconds, 0 or more";
-const STRING: &str = "a string";
-const STRINGS: &str = "a list of strings, e.g. [\"a\", \"b\"]";
-const BOOL: &str = "true or false";
+use super::keys::{
+    BOOL, COUNT, COUNT_OR_UNLIMITED, FACTOR, SECONDS, STRING, STRINGS, deprecated, ignored, read,
+    section,
+};
+pub use super::keys::{Key, Rule, Section};
 
 /// The top level of the file.
 pub static GLOBAL: Section = Section {
@@ -163,7 +89,10 @@ pub static RUNNER: Section = Section {
         ),
         read("token_expires_at", "a date-time, e.g. 2026-01-01T00:00:00Z"),
         read("tls-ca-file", "a string, the path of a PEM file"),
-        read("executor", "\"docker+machine\" or \"docker\""),
+        read(
+            "executor",
+            "\"docker+machine\", \"docker\" or \"docker-autoscaler\"",
+        ),
         read("limit", COUNT_OR_UNLIMITED),
         read(
             "output_limit",
@@ -211,6 +140,7 @@ pub static RUNNER: Section = Section {
         ignored("job_status_final_update_retry_limit"),
         ignored("experimental"),
         ignored("boot_verify"),
+        section("autoscaler", &crate::config::autoscaler::schema::AUTOSCALER),
         // Sections of executors drover does not run; the executor check refuses those runners.
         ignored("instance"),
         ignored("ssh"),
@@ -218,7 +148,6 @@ pub static RUNNER: Section = Section {
         ignored("virtualbox"),
         ignored("kubernetes"),
         ignored("custom"),
-        ignored("autoscaler"),
         deprecated(
             "pre_clone_script",
             "GitLab Runner renamed it `pre_get_sources_script`, which drover does not run either",
@@ -664,6 +593,12 @@ mod tests {
             &SERVICE,
             &CACHE,
             &CACHE_S3,
+            &crate::config::autoscaler::schema::AUTOSCALER,
+            &crate::config::autoscaler::schema::SCALE_THROTTLE,
+            &crate::config::autoscaler::schema::STATE_STORAGE,
+            &crate::config::autoscaler::schema::PLUGIN_CONFIG,
+            &crate::config::autoscaler::schema::CONNECTOR,
+            &crate::config::autoscaler::schema::POLICY,
         ] {
             let mut names: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
             names.sort_unstable();

@@ -222,6 +222,12 @@ fn every_key_fixture_covers_the_schema_and_loads() {
         &schema::SERVICE,
         &schema::CACHE,
         &schema::CACHE_S3,
+        &autoscaler::schema::AUTOSCALER,
+        &autoscaler::schema::SCALE_THROTTLE,
+        &autoscaler::schema::STATE_STORAGE,
+        &autoscaler::schema::PLUGIN_CONFIG,
+        &autoscaler::schema::CONNECTOR,
+        &autoscaler::schema::POLICY,
     ];
     for section in sections {
         for key in section.keys {
@@ -240,7 +246,30 @@ fn every_key_fixture_covers_the_schema_and_loads() {
     }
 
     let l = load_str(EVERY_KEY);
-    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    // The one warning: drover always journals, so state_storage has no effect.
+    let paths: Vec<&str> = l
+        .warnings
+        .iter()
+        .flat_map(|w| w.keys.iter().map(|k| k.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        ["runners[2].autoscaler.state_storage"],
+        "{:?}",
+        l.warnings
+    );
+    let a = &l.autoscalers[0].autoscaler;
+    assert_eq!(a.plugin, "fleeting-plugin-aws:0.4.0");
+    assert_eq!(
+        (a.capacity_per_instance, a.max_use_count, a.max_instances),
+        (4, 100, 20)
+    );
+    assert!(!a.reservation_throttling);
+    assert_eq!(a.intervals.shutdown_deletion_retries, 5);
+    assert_eq!(a.intervals.failure_threshold, 2);
+    assert_eq!(a.aws.config_file.as_deref(), Some("/etc/drover/aws/config"));
+    assert!(a.connector.password.is_none(), "an empty password is none");
+    assert!(!a.policies[0].preemptive_mode);
     let g = &l.global;
     assert_eq!(
         (

@@ -465,3 +465,60 @@ fn cron_last_nearest_and_nth_days_are_read_as_gitlab_does() {
         "{stdout}"
     );
 }
+
+#[test]
+fn docker_autoscaler_is_shown_by_check_config_and_refused_by_run() {
+    let fixture = "fixtures/config/good/docker-autoscaler-aws.toml";
+    let out = drover(&["check-config", fixture]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "runner \"docker autoscaler example\": executor docker-autoscaler: AWS Auto Scaling group \"my-docker-asg\" (plugin \"aws:latest\")",
+        "capacity_per_instance 2, max_use_count 20, max_instances 10",
+        "scale throttle: 10 instances/s, burst 5",
+        "2. \"* 8-18 * * mon-fri\" in Europe/Berlin: idle_count 10 slots, idle_time 30m, scale_factor 0.5 (limit 8), preemptive on",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("glrt-EXAMPLEAUTOSCALER000"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("drover always journals"), "{stderr}");
+
+    // `drover run` stops before doing anything: no state directory, no daemon.
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().join("state");
+    let out = drover(&[
+        "run",
+        "-c",
+        fixture,
+        "--state-dir",
+        state_dir.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(CONFIG_EXIT),
+        "{}",
+        text(&out.stderr)
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("uses executor \"docker-autoscaler\", which this version of drover reads and checks but cannot run yet"),
+        "{stderr}"
+    );
+    assert!(!state_dir.exists(), "run created its state before refusing");
+
+    let out = drover(&[
+        "simulate",
+        "-c",
+        fixture,
+        "--workload",
+        "fixtures/workloads/steady-day.toml",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(CONFIG_EXIT),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("cannot simulate yet"));
+}
