@@ -25,17 +25,27 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.path();
-    // Made before the config is read: every machine key includes it, from the first start on.
-    if config.is_file() {
+    let load = |config: &std::path::Path| -> anyhow::Result<crate::config::Loaded> {
+        let loaded = crate::config::load(config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
+        loaded
+            .require_runnable()
+            .map_err(|e| exit::with_code(exit::CONFIG, e))?;
+        loaded
+            .require_registered()
+            .map_err(|e| exit::with_code(exit::CONFIG, e))?;
+        Ok(loaded)
+    };
+    let mut loaded = load(&config)?;
+    // Every machine key includes the system id, from the first start on: a config run for the
+    // first time gets one now (only once it is known to be runnable, so a refused file leaves
+    // nothing behind) and is read again with it.
+    let has_id = crate::files::read_system_id(&config)
+        .map_err(|e| exit::with_code(exit::CONFIG, e))?
+        .is_some();
+    if !has_id {
         crate::files::system_id(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
+        loaded = load(&config)?;
     }
-    let loaded = crate::config::load(&config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
-    loaded
-        .require_runnable()
-        .map_err(|e| exit::with_code(exit::CONFIG, e))?;
-    loaded
-        .require_registered()
-        .map_err(|e| exit::with_code(exit::CONFIG, e))?;
     init_logging(loaded.global.log_format, loaded.global.log_level);
     for w in &loaded.warnings {
         tracing::warn!("{w}");

@@ -315,26 +315,7 @@ fn period(raw: &Spanned<RawPeriod>, path: &str, runner: &str, ctx: &mut Ctx<'_>)
     }
     let timezone = match &p.Timezone {
         Some(tz) if !tz.get_ref().is_empty() && tz.get_ref() != "Local" => {
-            match parse_timezone(tz.get_ref()) {
-                Ok(zone) => zone.name().to_string(),
-                Err(_) => {
-                    let hint = match suggest(tz.get_ref(), zone_names()) {
-                        Some(s) => format!("did you mean {s:?}?"),
-                        None => {
-                            "use an IANA zone name such as \"Europe/Berlin\", \"UTC\" or \"Local\""
-                                .into()
-                        }
-                    };
-                    ctx.error(
-                        ctx.diag(
-                            tz.span(),
-                            format!("runner {runner:?}: unknown time zone {:?}", tz.get_ref()),
-                        )
-                        .hint(hint),
-                    );
-                    return None;
-                }
-            }
+            named_zone(tz, runner, ctx)?
         }
         Some(tz) => ctx.local_zone(&format!("{path}.Timezone"), tz.span()),
         None => ctx.local_zone(path, raw.span()),
@@ -380,6 +361,25 @@ fn registry_mirrors(options: &[String]) -> Vec<String> {
         .map(|m| m.trim().to_string())
         .filter(|m| !m.is_empty())
         .collect()
+}
+
+/// A time zone's IANA name, or `None` once an unknown one is reported (with a suggestion).
+pub(super) fn named_zone(tz: &Spanned<String>, runner: &str, ctx: &mut Ctx<'_>) -> Option<String> {
+    if let Ok(zone) = parse_timezone(tz.get_ref()) {
+        return Some(zone.name().to_string());
+    }
+    let hint = match suggest(tz.get_ref(), zone_names()) {
+        Some(s) => format!("did you mean {s:?}?"),
+        None => "use an IANA zone name such as \"Europe/Berlin\", \"UTC\" or \"Local\"".into(),
+    };
+    ctx.error(
+        ctx.diag(
+            tz.span(),
+            format!("runner {runner:?}: unknown time zone {:?}", tz.get_ref()),
+        )
+        .hint(hint),
+    );
+    None
 }
 
 #[cfg(test)]

@@ -506,6 +506,10 @@ fn docker_autoscaler_is_shown_by_check_config_and_refused_by_run() {
         "{stderr}"
     );
     assert!(!state_dir.exists(), "run created its state before refusing");
+    assert!(
+        !std::path::Path::new("fixtures/config/good/.runner_system_id").exists(),
+        "run wrote a system id beside a config it refused"
+    );
 
     let out = drover(&[
         "simulate",

@@ -10,14 +10,13 @@ mod settings;
 use std::ops::Range;
 use std::time::Duration;
 
-use drover_core::period::{CronExpr, parse_timezone};
+use drover_core::period::CronExpr;
 use drover_gitlab::Secret;
 use toml::Spanned;
 
 use super::ctx::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
 use super::schema::suggest;
-use super::timezone::zone_names;
 use raw::{RawAutoscaler, RawConnector, RawDuration, RawPolicy};
 pub use settings::{
     AutoscalerPolicy, AutoscalerRunner, AutoscalerSettings, AwsGroup, ConnectorSettings, Intervals,
@@ -464,26 +463,7 @@ fn policy(
     }
     let timezone = match &p.timezone {
         Some(tz) if !tz.get_ref().is_empty() && tz.get_ref() != "Local" => {
-            match parse_timezone(tz.get_ref()) {
-                Ok(zone) => zone.name().to_string(),
-                Err(_) => {
-                    let hint = match suggest(tz.get_ref(), zone_names()) {
-                        Some(s) => format!("did you mean {s:?}?"),
-                        None => {
-                            "use an IANA zone name such as \"Europe/Berlin\", \"UTC\" or \"Local\""
-                                .into()
-                        }
-                    };
-                    ctx.error(
-                        ctx.diag(
-                            tz.span(),
-                            format!("runner {runner:?}: unknown time zone {:?}", tz.get_ref()),
-                        )
-                        .hint(hint),
-                    );
-                    String::new()
-                }
-            }
+            super::machine::named_zone(tz, runner, ctx).unwrap_or_default()
         }
         Some(tz) => ctx.local_zone(&format!("{path}.timezone"), tz.span()),
         None => ctx.local_zone(path, raw.span()),
