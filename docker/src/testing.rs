@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 use crate::engine::EngineConfig;
 
 pub mod aws;
+pub mod leftovers;
 pub mod registry;
 pub mod s3;
 pub mod sshd;

@@ -1,10 +1,8 @@
 //! Helpers: unique names, job specs, running a job to its end, and "nothing left behind" checks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions, ListVolumesOptions};
 use drover_core::Outcome;
 use drover_docker::testing::BUSYBOX_IMAGE;
 use drover_docker::{
@@ -15,99 +13,11 @@ use tokio::sync::mpsc;
 
 pub use drover_docker::testing::engine_for_tests as engine;
 
-/// A runner token no other test (or test process) uses: every object a test creates carries it.
-/// Dropping it removes whatever is left with its label, so a failed test leaves the engine clean.
-pub struct TestRunner(String);
+pub use drover_docker::testing::leftovers::{TestRunner, assert_nothing_left};
 
+/// A fresh runner token for an engine test.
 pub fn unique_runner() -> TestRunner {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    TestRunner(format!(
-        "t{}x{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-impl std::ops::Deref for TestRunner {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for TestRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Drop for TestRunner {
-    fn drop(&mut self) {
-        let runner = self.0.clone();
-        // Drop cannot await, and the test's runtime may be gone: clean up on a runtime of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(remove_everything_of(&runner));
-        });
-        let _ = cleanup.join();
-    }
-}
-
-async fn remove_everything_of(runner: &str) {
-    let Ok(docker) = EngineConfig::local().connect().await else {
-        return;
-    };
-    let filter = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={runner}", drover_docker::labels::RUNNER)],
-    )]);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filter.clone()),
-        ..Default::default()
-    };
-    for c in docker
-        .list_containers(Some(options))
-        .await
-        .unwrap_or_default()
-    {
-        let options = bollard::query_parameters::RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        let _ = docker
-            .remove_container(&c.id.unwrap_or_default(), Some(options))
-            .await;
-    }
-    let options = ListNetworksOptions {
-        filters: Some(filter.clone()),
-    };
-    for n in docker
-        .list_networks(Some(options))
-        .await
-        .unwrap_or_default()
-    {
-        let _ = docker.remove_network(&n.id.unwrap_or_default()).await;
-    }
-    let options = ListVolumesOptions {
-        filters: Some(filter),
-    };
-    let volumes = docker
-        .list_volumes(Some(options))
-        .await
-        .map(|v| v.volumes.unwrap_or_default());
-    for v in volumes.unwrap_or_default() {
-        let _ = docker
-            .remove_volume(
-                &v.name,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
-            .await;
-    }
+    drover_docker::testing::leftovers::unique_runner('t')
 }
 
 pub fn step(name: StepName, script: &[&str], timeout: Duration) -> StepSpec {
@@ -261,48 +171,6 @@ pub async fn read_until(rx: &mut mpsc::Receiver<TraceChunk>, needle: &str) -> Ve
         .await
         .unwrap_or_else(|_| panic!("{needle:?} did not appear within 60 s"));
     chunks
-}
-
-/// Every container, network and volume on the engine labelled with `label=value`.
-pub async fn objects_labelled(docker: &Docker, label: &str, value: &str) -> Vec<String> {
-    let filter =
-        std::collections::HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
-    let mut found = Vec::new();
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filter.clone()),
-        ..Default::default()
-    };
-    for c in docker.list_containers(Some(options)).await.unwrap() {
-        found.push(format!("container {:?}", c.names.unwrap_or_default()));
-    }
-    let options = ListNetworksOptions {
-        filters: Some(filter.clone()),
-    };
-    for n in docker.list_networks(Some(options)).await.unwrap() {
-        found.push(format!("network {:?}", n.name.unwrap_or_default()));
-    }
-    let options = ListVolumesOptions {
-        filters: Some(filter),
-    };
-    for v in docker
-        .list_volumes(Some(options))
-        .await
-        .unwrap()
-        .volumes
-        .unwrap_or_default()
-    {
-        found.push(format!("volume {}", v.name));
-    }
-    found
-}
-
-pub async fn assert_nothing_left(docker: &Docker, runner: &str) {
-    let left = objects_labelled(docker, drover_docker::labels::RUNNER, runner).await;
-    assert!(
-        left.is_empty(),
-        "objects left behind for runner {runner}: {left:?}"
-    );
 }
 
 /// How often `needle` occurs in `text`.
