@@ -132,7 +132,11 @@ fn allowed_services_bind_the_jobs_services_not_the_runners() {
         "allowed_services = [\"postgres:*\"]\n\
          [[runners.docker.services]]\nname = \"redis:7\"\n",
     );
-    assert!(build_spec(&job, &runner, "r", &[]).is_ok());
+    let spec = build_spec(&job, &runner, "r", &[]).expect("the runner's own service is allowed");
+    assert!(
+        spec.services.iter().any(|s| s.image.name == "redis:7"),
+        "the job's service runs"
+    );
     // The job's image is not held to allowed_services.
     let runner = runner_with("allowed_services = [\"nothing\"]\n");
     let mut plain = job;
