@@ -9,6 +9,14 @@ use anyhow::{Context, bail};
 
 use crate::paths;
 
+/// Makes a new or renamed entry of `dir` durable. Best effort: not all filesystems allow syncing a
+/// directory, and those that refuse keep their entries anyway.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
 /// half-written file and readers see the old or the new content; the result has mode 0600.
 /// Concurrent writers (the daemon's job tasks) each use their own temporary file.
@@ -38,10 +46,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // Make the rename durable; not all filesystems allow syncing a directory.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(dir);
         Ok(())
     })();
     if result.is_err() {

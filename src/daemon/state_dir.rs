@@ -227,7 +227,7 @@ impl StateDir {
             .open(&path)?;
         if created {
             // The file's name must survive a crash as its bytes do: the journal vouches for them.
-            File::open(self.job_dir(job))?.sync_all()?;
+            crate::files::sync_dir(&self.job_dir(job));
         }
         file.set_len(from)?;
         use std::io::Seek;

@@ -77,7 +77,8 @@ impl ProcessId {
         stat(self.pid).is_some_and(|s| s.started == self.started && !s.zombie)
     }
 
-    fn parse(text: &str) -> Option<ProcessId> {
+    /// The `pid:started` form [`Display`](std::fmt::Display) writes.
+    pub(crate) fn parse(text: &str) -> Option<ProcessId> {
         let (pid, started) = text.split_once(':')?;
         Some(ProcessId {
             pid: pid.parse().ok()?,

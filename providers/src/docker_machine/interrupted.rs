@@ -45,13 +45,7 @@ impl Creations {
             return false;
         };
         let mut lines = text.lines();
-        let owner = lines.next().unwrap_or_default().trim().split_once(':');
-        let owner = owner.and_then(|(pid, started)| {
-            Some(ProcessId {
-                pid: pid.parse().ok()?,
-                started: started.parse().ok()?,
-            })
-        });
+        let owner = ProcessId::parse(lines.next().unwrap_or_default().trim());
         match owner {
             // A mark of an earlier boot: its drover died with that boot, whatever runs under its
             // pid now.
