@@ -52,4 +52,4 @@ pub use scheduler::{
 };
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use state::State;
-pub use time::{Timestamp, earliest, millis};
+pub use time::{Timestamp, doubling, earliest, millis};

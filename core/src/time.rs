@@ -58,3 +58,11 @@ pub fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp>
         (None, b) => b,
     }
 }
+
+/// Exponential backoff: `first` doubled `doublings` times, never above `cap` (saturating, so a
+/// long run of failures never wraps). The one formula behind every backoff of drover's policies.
+pub fn doubling(first: Duration, doublings: u32, cap: Duration) -> Duration {
+    first
+        .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
+        .min(cap)
+}

@@ -21,6 +21,9 @@ pub struct Policy {
     pub endpoint_attempts: u32,
     /// The wait before the second attempt; it doubles after each failed one (2 s, 4 s, 8 s).
     pub endpoint_first_wait: Duration,
+    /// No wait between two attempts is longer (retries that go on until they succeed, such as
+    /// removing a job's containers, settle at this pace).
+    pub longest_wait: Duration,
 }
 
 impl Policy {
@@ -32,25 +35,26 @@ impl Policy {
         persist_every: Duration::from_secs(1),
         endpoint_attempts: 4,
         endpoint_first_wait: Duration::from_secs(2),
+        longest_wait: Duration::from_secs(60),
     };
 
     /// The wait before accept attempt `attempt` (1-based): none before the first, then
     /// `accept_first_wait`, doubling.
     pub fn accept_wait(&self, attempt: u32) -> Duration {
-        doubling(self.accept_first_wait, attempt)
+        self.doubling(self.accept_first_wait, attempt)
     }
 
     /// The wait before attempt `attempt` (1-based) to reach a job's machine, alike.
     pub fn endpoint_wait(&self, attempt: u32) -> Duration {
-        doubling(self.endpoint_first_wait, attempt)
+        self.doubling(self.endpoint_first_wait, attempt)
     }
-}
 
-/// None before the first attempt, then `first`, doubling (saturating).
-fn doubling(first: Duration, attempt: u32) -> Duration {
-    match attempt {
-        0 | 1 => Duration::ZERO,
-        n => first.saturating_mul(1u32.checked_shl(n - 2).unwrap_or(u32::MAX)),
+    /// None before the first attempt, then `first`, doubling, at most `longest_wait`.
+    fn doubling(&self, first: Duration, attempt: u32) -> Duration {
+        match attempt {
+            0 | 1 => Duration::ZERO,
+            n => drover_core::doubling(first, n - 2, self.longest_wait),
+        }
     }
 }
 
@@ -74,6 +78,11 @@ mod tests {
         assert!(
             p.accept_wait(100) >= p.accept_wait(6),
             "saturates, never wraps"
+        );
+        assert_eq!(
+            p.endpoint_wait(40),
+            p.longest_wait,
+            "settles at the longest wait"
         );
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::event::CreationFailure;
+use crate::time::doubling;
 
 /// Exponential backoff after creation failures, longer for quota and fatal errors.
 pub fn creation_backoff(failure: CreationFailure, failures: u32) -> Duration {
@@ -11,14 +12,14 @@ pub fn creation_backoff(failure: CreationFailure, failures: u32) -> Duration {
         CreationFailure::Quota => (Duration::from_secs(30), Duration::from_secs(900)),
         CreationFailure::Fatal => (Duration::from_secs(300), Duration::from_secs(1800)),
     };
-    let exp = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1 << exp).min(cap)
+    doubling(base, failures.saturating_sub(1), cap)
 }
 
 /// Backoff between removal attempts: 5 s doubling up to 5 min (GitLab waits a flat 30 s).
 pub fn removal_backoff(attempts: u32) -> Duration {
-    let exp = attempts.saturating_sub(1).min(16);
-    Duration::from_secs(5)
-        .saturating_mul(1 << exp)
-        .min(Duration::from_secs(300))
+    doubling(
+        Duration::from_secs(5),
+        attempts.saturating_sub(1),
+        Duration::from_secs(300),
+    )
 }

@@ -459,11 +459,8 @@ enum Removal {
     Failed(String),
 }
 
-/// The longest wait between two tries at removing a job's containers.
-const REMOVAL_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Tries `remove` until it succeeds or finds the machine gone, waiting as the policy's endpoint
-/// backoff says (at most [`REMOVAL_WAIT_CAP`]); returns the number of tries.
+/// backoff says (settling at its longest wait); returns the number of tries.
 async fn until_removed<F, Fut>(policy: &drover_lifecycle::Policy, job: u64, mut remove: F) -> u32
 where
     F: FnMut() -> Fut,
@@ -483,8 +480,7 @@ where
                     "removing the job's containers failed (try {attempt}): {e}"
                 );
                 attempt += 1;
-                let wait = policy.endpoint_wait(attempt).min(REMOVAL_WAIT_CAP);
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(policy.endpoint_wait(attempt)).await;
             }
         }
     }
