@@ -410,7 +410,7 @@ fn runner(
             errors_before,
         };
         let machine_span = raw.machine.as_ref().map(|m| m.span());
-        return autoscaler_runner(common, raw.autoscaler, machine_span, ctx);
+        return autoscaler_runner(common, key_name, raw.autoscaler, machine_span, ctx);
     }
     if let Some(a) = &raw.autoscaler {
         let d = Diagnostic::new(format!(
@@ -524,6 +524,7 @@ struct Common {
 /// A `docker-autoscaler` runner: the common keys plus `[runners.autoscaler]`.
 fn autoscaler_runner(
     c: Common,
+    key_name: &str,
     raw: Option<Spanned<RawAutoscaler>>,
     machine_span: Option<std::ops::Range<usize>>,
     ctx: &mut Ctx<'_>,
@@ -545,13 +546,32 @@ fn autoscaler_runner(
     if ctx.errors.len() > c.errors_before {
         return None;
     }
+    let autoscaler = autoscaler?;
+    let core = autoscaler::core_runner(
+        name,
+        key_name,
+        &ctx.system_id,
+        c.url.as_deref(),
+        c.limit,
+        c.request_concurrency,
+        &autoscaler,
+    );
+    let core = match core {
+        Ok(core) => core,
+        Err(e) => {
+            // The policies were checked above with their places; this is a backstop.
+            ctx.error(Diagnostic::new(format!("runner {name:?}: {e}")));
+            return None;
+        }
+    };
     Some(Runner::Autoscaler(AutoscalerRunner {
+        core,
         name: c.name,
         url: c.url,
         token: c.token,
         limit: c.limit,
         request_concurrency: c.request_concurrency,
         docker: c.docker,
-        autoscaler: autoscaler?,
+        autoscaler,
     }))
 }

@@ -511,18 +511,21 @@ fn docker_autoscaler_is_shown_by_check_config_and_refused_by_run() {
         "run wrote a system id beside a config it refused"
     );
 
+    // `drover simulate` plans it: capacity_per_instance jobs per machine.
     let out = drover(&[
         "simulate",
         "-c",
         fixture,
         "--workload",
         "fixtures/workloads/steady-day.toml",
+        "--no-plan",
+        "--replications",
+        "2",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(CONFIG_EXIT),
-        "{}",
-        text(&out.stderr)
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("docker-autoscaler, capacity_per_instance 2, max_instances 10"),
+        "{stdout}"
     );
-    assert!(text(&out.stderr).contains("cannot simulate yet"));
 }
