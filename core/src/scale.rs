@@ -135,9 +135,7 @@ impl Core {
     pub(crate) fn refresh_policy(&mut self, runner: RunnerId) -> Option<Timestamp> {
         let now = self.state.now;
         let r = &mut self.state.runners[runner.index()];
-        let Some(policy) = r.config.policy() else {
-            return None;
-        };
+        let policy = r.config.policy()?;
         if policy.periods.is_empty() {
             r.policy.values = policy.base;
             r.policy.period = None;
