@@ -43,8 +43,14 @@ impl Core {
                 "{id} is not indexed by its name {}",
                 m.name
             );
-            let capacity = s.runners[m.runner.index()].config.machine_capacity();
-            let f = crate::slots::free_slots(m.state, m.used_count, capacity);
+            // Only runners with slots count them.
+            let config = &s.runners[m.runner.index()].config;
+            let f = match config.slot_policy() {
+                Some(_) => {
+                    crate::slots::free_slots(m.state, m.used_count, config.machine_capacity())
+                }
+                None => 0,
+            };
             free[m.runner.index()] += f;
             if let MachineState::Shared(k) = m.state
                 && f > 0

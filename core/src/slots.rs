@@ -1,7 +1,7 @@
 //! Job slots: a machine of a `docker-autoscaler` runner runs up to `capacity_per_instance` jobs at
-//! once (a docker+machine machine, one). Each runner keeps the free slots of its ready machines
-//! and an index of the machines running jobs with a slot free, both derived from the machine
-//! records: every change of a machine's state or use count goes through [`State::unslot`] and
+//! once (a docker+machine machine, one). Each such runner keeps the free slots of its ready
+//! machines and an index of the machines running jobs with a slot free, both derived from the
+//! machine records (docker+machine runners keep none): every change of a machine's state or use count goes through [`State::unslot`] and
 //! [`State::reslot`], and [`State::rebuild_slots`] recounts them after a snapshot or a reload.
 
 use crate::ids::{JobId, MachineId};
@@ -28,6 +28,10 @@ impl State {
         let Some(r) = self.runners.get(m.runner.index()) else {
             return (0, None);
         };
+        // Only runners with slots read them: docker+machine pays nothing for them.
+        if r.config.slot_policy().is_none() {
+            return (0, None);
+        }
         let free = free_slots(m.state, m.used_count, r.config.machine_capacity());
         let open = match m.state {
             MachineState::Shared(k) if free > 0 => Some(k),

@@ -102,8 +102,8 @@ pub struct RunnerState {
     /// until then). Reset whenever IdleTime may have changed.
     pub(crate) reap_after: Timestamp,
     /// Free job slots on this runner's ready machines (idle ones, and machines running fewer jobs
-    /// than they take). Derived from the machine records and the config (see `slots.rs`): not
-    /// journaled, rebuilt after a snapshot or a reload.
+    /// than they take), for a runner with slots (0 for the others). Derived from the machine
+    /// records and the config (see `slots.rs`): not journaled, rebuilt after a snapshot or a reload.
     #[serde(skip)]
     pub(crate) free_slots: u32,
     /// Machines running jobs with a slot free, by the jobs they run: the fullest takes the next
@@ -135,7 +135,7 @@ impl RunnerState {
         self.create_blocked_until
     }
 
-    /// Free job slots on the ready machines (for docker+machine, the idle machines).
+    /// Free job slots on the ready machines of a runner with slots (0 for the others).
     pub fn free_slots(&self) -> u32 {
         self.free_slots
     }

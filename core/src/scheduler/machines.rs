@@ -272,8 +272,29 @@ impl Core {
         to: MachineState,
         started: u32,
     ) -> Option<&mut Machine> {
+        let runner = self.state.machines.get(&machine)?.runner;
+        let slots = self.state.runners[runner.index()]
+            .config
+            .slot_policy()
+            .is_some();
+        if slots {
+            self.state.unslot(machine);
+            self.change_machine(machine, to, started);
+            self.state.reslot(machine);
+            self.state.machines.get_mut(&machine)
+        } else {
+            self.change_machine(machine, to, started)
+        }
+    }
+
+    /// The record and counter update of [`Core::move_machine`].
+    fn change_machine(
+        &mut self,
+        machine: MachineId,
+        to: MachineState,
+        started: u32,
+    ) -> Option<&mut Machine> {
         let seq = self.state.seq;
-        self.state.unslot(machine);
         let m = self.state.machines.get_mut(&machine)?;
         let from = m.state;
         m.state = to;
@@ -282,8 +303,7 @@ impl Core {
         let counts = &mut self.state.runners[m.runner.index()].counts;
         dec_state(counts, from);
         inc_state(counts, to);
-        self.state.reslot(machine);
-        self.state.machines.get_mut(&machine)
+        Some(m)
     }
 
     /// Aborts every job running on a machine.

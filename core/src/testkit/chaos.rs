@@ -75,6 +75,7 @@ pub fn config(n: [u32; 8]) -> Config {
 /// `preemptive_mode` and a capped `scale_factor`. Its own idle values carry over, in slots.
 pub fn slots_config(n: [u32; 8]) -> Config {
     let mut c = config(n);
+    c.concurrent = c.concurrent.max(4);
     for (i, r) in c.runners.iter_mut().enumerate() {
         let Executor::Pool(pool) = &r.executor else {
             continue;
@@ -89,9 +90,11 @@ pub fn slots_config(n: [u32; 8]) -> Config {
         let extras = (0..pool.periods.len() as u32)
             .map(|j| extra(m >> (8 + 3 * j)))
             .collect();
+        // Several requests at once, so that machines fill several slots.
+        r.request_concurrency = 1 + (m >> 12) % 4;
         r.executor = Executor::Slots(SlotPolicy {
-            slots: 1 + m % 4,
-            max_machines: (m >> 2) % 5,
+            slots: [1, 2, 3, 4, 2, 3, 4, 3][(m % 8) as usize],
+            max_machines: (m >> 3) % 5,
             pool,
             base_extra: extra(m >> 5),
             extras,
