@@ -42,7 +42,9 @@ use crate::trace::LogCursor;
 /// Runs a step's script `$2` (written from `$5` unless it was uploaded) with the shell `$3`,
 /// keeping its record under the path prefix `$1`; `$4` is the job's deadline. Shell builtins
 /// only up to the step's start: each program started here would delay the script's first byte.
-/// The claim is `set -C` (noclobber), an exclusive create.
+/// The claim is `set -C` (noclobber), an exclusive create. The step runs in a process group of
+/// its own (`setsid`), killed when its shell ends: what it left running would hold the output
+/// pipe open, and dies with the step, as in a step container.
 const WRAPPER: &str = r#"R=$1
 set -C
 { : > "$R.claim"; } 2>/dev/null || { echo drover-claimed >&2; exit 199; }
@@ -51,7 +53,7 @@ echo $$ > "$R.pid"
 kill -9 -1 2>/dev/null
 [ -e /.drover/run/deadline ] || echo "$4" > /.drover/run/deadline
 [ -z "$5" ] || printf '%s' "$5" > "$2"
-{ "$3" "$2" </dev/null & echo $! > "$R.spid"; wait $!; echo $? > "$R.code.tmp"; } 2>&1 | (trap '' PIPE; exec tee "$R.out")
+{ setsid "$3" "$2" </dev/null & p=$!; echo $p > "$R.spid"; wait $p; echo $? > "$R.code.tmp"; kill -9 -$p 2>/dev/null; } 2>&1 | (trap '' PIPE; exec tee "$R.out")
 c=$(cat "$R.code.tmp") && mv "$R.code.tmp" "$R.code" && echo "drover-exit $c" >&2
 "#;
 
@@ -250,6 +252,7 @@ impl Job {
                 let output = self
                     .exec_stream(&container, WRAPPER, &args, user.as_deref(), env)
                     .await?;
+                self.prestart_next();
                 (Instant::now(), output, 0)
             }
         };

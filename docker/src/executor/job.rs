@@ -65,6 +65,7 @@ pub(crate) async fn run(
         step_timeout_hit: None,
         job_status: "running",
         warm: None,
+        prestart: None,
     };
     job.binds = job.binds();
     let result = match mode {
@@ -95,15 +96,9 @@ pub(crate) async fn run(
     {
         tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
     }
-    if job.options.warm {
-        // A warm container for the next job like this one, ready before it comes. In the
-        // background: the outcome does not wait for it.
-        let (docker, endpoint, spec) = (job.docker.clone(), job.endpoint.clone(), job.spec.clone());
-        tokio::spawn(async move {
-            if let Err(err) = warm::prestart(&docker, &endpoint, &spec).await {
-                tracing::debug!(error = %err, "could not start a warm build container");
-            }
-        });
+    if let Some(prestart) = job.prestart.take() {
+        // A failed start only costs the next job its warm start.
+        let _ = prestart.await;
     }
     outcome
 }
@@ -214,7 +209,26 @@ impl Job {
         // Said at the end, not here: a line here would cut into a line the job is writing (and
         // into a secret being masked across the restart).
         self.resumed = true;
+        self.prestart_next();
         self.run_steps(existing, cursor).await
+    }
+
+    /// Starts a warm container for the next job like this one on the machine (once per job; in
+    /// the background, awaited before the outcome).
+    pub(crate) fn prestart_next(&mut self) {
+        if !self.options.warm || self.prestart.is_some() {
+            return;
+        }
+        let (docker, endpoint, spec) = (
+            self.docker.clone(),
+            self.endpoint.clone(),
+            self.spec.clone(),
+        );
+        self.prestart = Some(tokio::spawn(async move {
+            if let Err(err) = warm::prestart(&docker, &endpoint, &spec).await {
+                tracing::debug!(error = %err, "could not start a warm build container");
+            }
+        }));
     }
 
     /// Re-attaches to a job that runs by exec in its claimed warm container.
@@ -245,6 +259,7 @@ impl Job {
             ));
         }
         self.resumed = true;
+        self.prestart_next();
         self.run_steps(existing, cursor).await
     }
 

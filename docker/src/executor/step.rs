@@ -112,7 +112,9 @@ impl Job {
             None => {
                 self.trace.section(header(&planned, &self.spec)).await;
                 self.create_step(&planned, &name).await?;
-                self.upload_and_start(&planned, &name).await?
+                let started = self.upload_and_start(&planned, &name).await?;
+                self.prestart_next();
+                started
             }
             Some(ContainerSummaryStateEnum::CREATED) => {
                 self.upload_and_start(&planned, &name).await?

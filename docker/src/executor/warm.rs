@@ -20,12 +20,14 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::body_full;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
     RenameContainerOptions, StartContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::host;
 use super::spec::{BuildSpec, GitStrategy};
@@ -202,7 +204,32 @@ pub(crate) async fn prestart(
     docker
         .start_container(&name, None::<StartContainerOptions>)
         .await?;
+    // The steps run in process groups of their own: without `setsid` in the image, none runs here.
+    if !succeeds(docker, &name, "command -v setsid >/dev/null").await? {
+        remove(docker, &name).await?;
+        return Ok(false);
+    }
     Ok(true)
+}
+
+/// Whether `script` exits 0 in the container.
+async fn succeeds(
+    docker: &Docker,
+    container: &str,
+    script: &str,
+) -> Result<bool, bollard::errors::Error> {
+    let options = CreateExecOptions {
+        cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = docker.create_exec(container, options).await?;
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await?
+    {
+        while output.next().await.is_some() {}
+    }
+    Ok(docker.inspect_exec(&exec.id).await?.exit_code == Some(0))
 }
 
 /// Waits for a warm container another caller is starting.
