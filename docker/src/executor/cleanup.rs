@@ -98,12 +98,30 @@ pub(crate) async fn list_jobs(
         filters: Some(filter),
         ..Default::default()
     };
-    let jobs: BTreeSet<u64> = docker
+    let mut jobs: BTreeSet<u64> = docker
         .list_containers(Some(options))
         .await?
         .iter()
         .filter_map(|c| c.labels.as_ref()?.get(labels::JOB)?.parse().ok())
         .collect();
+    // A claimed warm container was labelled before its job was known: the job is in its name.
+    let filter = labels::filter(&[
+        (labels::RUNNER, Some(runner)),
+        (labels::ROLE, Some(super::warm::ROLE_WARM)),
+    ]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filter),
+        ..Default::default()
+    };
+    for container in docker.list_containers(Some(options)).await? {
+        let names = container.names.unwrap_or_default();
+        jobs.extend(
+            names
+                .iter()
+                .filter_map(|n| super::warm::claimed_job(runner, n)),
+        );
+    }
     Ok(jobs.into_iter().collect())
 }
 

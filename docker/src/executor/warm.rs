@@ -46,6 +46,11 @@ pub(crate) const RUN_DIR: &str = "/.drover/run";
 /// step and all it left behind while the container stays up. It exits on `docker stop`.
 const HOLDER: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
+/// Whether the image has what steps by exec need: `setsid` (a step's own process group), `tee`
+/// (its output file), the tools of a re-attachment, and `sleep` for the holder.
+const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do \
+                     command -v $p >/dev/null || exit 1; done";
+
 /// The name of a machine's unclaimed warm container.
 fn unclaimed(machine: &str) -> String {
     format!("{machine}-warm")
@@ -54,6 +59,17 @@ fn unclaimed(machine: &str) -> String {
 /// The name a job gives the warm container it claims.
 pub(crate) fn claimed(runner: &str, job_id: u64) -> String {
     format!("drover-{}-job-{job_id}-warm", labels::sanitize(runner))
+}
+
+/// The job that claimed the container named `name` (as the engine lists it, with or without its
+/// leading `/`), if a job of `runner` did.
+pub(crate) fn claimed_job(runner: &str, name: &str) -> Option<u64> {
+    let prefix = format!("drover-{}-job-", labels::sanitize(runner));
+    name.trim_start_matches('/')
+        .strip_prefix(&prefix)?
+        .strip_suffix("-warm")?
+        .parse()
+        .ok()
 }
 
 /// What a warm container for `spec` on `endpoint` is made of, or `None` when the job cannot run
@@ -152,6 +168,7 @@ pub(crate) async fn prestart(
         return Ok(false);
     };
     let name = unclaimed(&template.machine);
+    let mut created = false;
     match docker
         .inspect_container(&name, None::<InspectContainerOptions>)
         .await
@@ -166,32 +183,16 @@ pub(crate) async fn prestart(
                 && found.image.as_deref() == Some(image_id.as_str());
             match status {
                 Some(ContainerStateStatusEnum::RUNNING) if fits => return Ok(true),
-                // Another caller is starting it.
-                Some(ContainerStateStatusEnum::CREATED) if fits => {
-                    return until_running(docker, &name).await;
-                }
+                // Its start was cut short (a crash): finish it.
+                Some(ContainerStateStatusEnum::CREATED) if fits => created = true,
                 _ => remove(docker, &name).await?,
             }
         }
         Err(err) if is_status(&err, &[404]) => {}
         Err(err) => return Err(err),
     }
-    let mut body = template.body;
-    body.labels = Some(HashMap::from([
-        (labels::RUNNER.to_string(), spec.runner.clone()),
-        (labels::MACHINE.to_string(), template.machine.clone()),
-        (labels::ROLE.to_string(), ROLE_WARM.to_string()),
-        (SIGNATURE.to_string(), template.signature),
-    ]));
-    let options = CreateContainerOptions {
-        name: Some(name.clone()),
-        ..Default::default()
-    };
-    match docker.create_container(Some(options), body).await {
-        Ok(_) => {}
-        // Another start for the same machine (the end of a job, an explicit call) is under way.
-        Err(err) if is_status(&err, &[409]) => return until_running(docker, &name).await,
-        Err(err) => return Err(err),
+    if !created {
+        create(docker, &name, &template, &spec.runner).await?;
     }
     let options = UploadToContainerOptions {
         path: "/".to_string(),
@@ -201,15 +202,42 @@ pub(crate) async fn prestart(
     docker
         .upload_to_container(&name, Some(options), body_full(Bytes::from(tar)))
         .await?;
-    docker
+    match docker
         .start_container(&name, None::<StartContainerOptions>)
-        .await?;
-    // The steps run in process groups of their own: without `setsid` in the image, none runs here.
-    if !succeeds(docker, &name, "command -v setsid >/dev/null").await? {
+        .await
+    {
+        // Started already (by a concurrent call).
+        Err(err) if !is_status(&err, &[304]) => return Err(err),
+        _ => {}
+    }
+    // The programs the steps' wrapper and their re-attachment use (`exec_step`).
+    if !succeeds(docker, &name, TOOLS).await? {
         remove(docker, &name).await?;
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Creates the unclaimed warm container of `template`'s machine (not started).
+async fn create(
+    docker: &Docker,
+    name: &str,
+    template: &Template,
+    runner: &str,
+) -> Result<(), bollard::errors::Error> {
+    let mut body = template.body.clone();
+    body.labels = Some(HashMap::from([
+        (labels::RUNNER.to_string(), runner.to_string()),
+        (labels::MACHINE.to_string(), template.machine.clone()),
+        (labels::ROLE.to_string(), ROLE_WARM.to_string()),
+        (SIGNATURE.to_string(), template.signature.clone()),
+    ]));
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker.create_container(Some(options), body).await?;
+    Ok(())
 }
 
 /// Whether `script` exits 0 in the container.
@@ -230,26 +258,6 @@ async fn succeeds(
         while output.next().await.is_some() {}
     }
     Ok(docker.inspect_exec(&exec.id).await?.exit_code == Some(0))
-}
-
-/// Waits for a warm container another caller is starting.
-async fn until_running(docker: &Docker, name: &str) -> Result<bool, bollard::errors::Error> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        match docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(found) if found.state.as_ref().and_then(|s| s.running) == Some(true) => {
-                return Ok(true);
-            }
-            Ok(_) => {}
-            Err(err) if is_status(&err, &[404]) => return Ok(false),
-            Err(err) => return Err(err),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Ok(false)
 }
 
 /// `/.drover/run/`, writable by every user with the sticky bit, as a tar to extract at `/`.
@@ -365,6 +373,14 @@ mod tests {
             dependencies: vec![],
             transport: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_job_of_a_claimed_container_comes_from_its_name() {
+        let name = format!("/{}", claimed("r:1", 42));
+        assert_eq!(claimed_job("r:1", &name), Some(42));
+        assert_eq!(claimed_job("other", &name), None);
+        assert_eq!(claimed_job("r:1", "/m1-warm"), None);
     }
 
     #[test]

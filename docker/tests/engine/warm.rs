@@ -305,6 +305,14 @@ async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
             .unwrap(),
         "a started exec step counts as a started step"
     );
+    let listed = executor()
+        .list_jobs(&EngineConfig::local(), &runner)
+        .await
+        .unwrap();
+    assert!(
+        listed.contains(&551),
+        "reconciliation finds the job: {listed:?}"
+    );
 
     let (tx, rx) = mpsc::channel(64);
     let handle = executor().resume(endpoint, spec, Some(cursor), tx);
