@@ -140,7 +140,7 @@ pub(crate) struct Job {
 /// A step found started after a restart: its container, or its record in the job's warm
 /// container.
 pub(crate) enum Adopted {
-    Container(bollard::models::ContainerSummary),
+    Container(Box<bollard::models::ContainerSummary>),
     Exec(super::exec_step::ExecRecord),
 }
 

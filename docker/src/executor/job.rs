@@ -196,7 +196,7 @@ impl Job {
                 self.deadline_ms = deadline;
             }
             if let Some(index) = index {
-                existing.insert(index, Adopted::Container(container));
+                existing.insert(index, Adopted::Container(Box::new(container)));
             }
         }
         if existing.is_empty() {

@@ -81,7 +81,7 @@ impl Job {
             }
             (None, adopted) => {
                 let container = match adopted {
-                    Some(Adopted::Container(c)) => Some(c),
+                    Some(Adopted::Container(c)) => Some(c.as_ref()),
                     _ => None,
                 };
                 self.run_container_step(planned, container, skip, timeout, bound_by_job)
