@@ -122,17 +122,20 @@ enum Marker {
     Claimed,
 }
 
+/// The last marker in a piece of the wrapper's stderr (which may also hold a tool's complaint).
 fn marker(message: &[u8]) -> Option<Marker> {
     let text = String::from_utf8_lossy(message);
-    let text = text.trim();
-    if let Some(code) = text.strip_prefix("drover-exit ") {
-        return Some(Marker::Exit(code.trim().parse().unwrap_or(-1)));
-    }
-    match text {
-        "drover-killed" => Some(Marker::Killed),
-        "drover-claimed" => Some(Marker::Claimed),
-        _ => None,
-    }
+    text.lines().rev().find_map(|line| {
+        let line = line.trim();
+        if let Some(code) = line.strip_prefix("drover-exit ") {
+            return Some(Marker::Exit(code.trim().parse().unwrap_or(-1)));
+        }
+        match line {
+            "drover-killed" => Some(Marker::Killed),
+            "drover-claimed" => Some(Marker::Claimed),
+            _ => None,
+        }
+    })
 }
 
 type Output = BoxStream<'static, Result<LogOutput, bollard::errors::Error>>;
@@ -524,5 +527,9 @@ mod tests {
         assert!(matches!(marker(b"drover-killed\n"), Some(Marker::Killed)));
         assert!(matches!(marker(b"drover-claimed\n"), Some(Marker::Claimed)));
         assert!(marker(b"tee: write error\n").is_none());
+        assert!(matches!(
+            marker(b"tee: write error\ndrover-exit 0\n"),
+            Some(Marker::Exit(0))
+        ));
     }
 }
