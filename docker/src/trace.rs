@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 /// A message count, not a timestamp: the engine stamps stdout and stderr messages in two copiers and
 /// stamps a partial line when it completes, so timestamps in a container's log are not in log order
 /// and "everything up to T" is not a prefix of the log. The log's order itself is stable, so "the
-/// first N messages" is.
+/// first N messages" is. A step run by exec in a warm container (see the executor) counts bytes
+/// of its output file instead: that file is its record.
 #[derive(
     Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]

@@ -10,6 +10,12 @@
 //!   exists" means "the machine is complete". It also keeps the default image referenced, so the
 //!   engine's image pruning cannot take the warm image away from an idle machine.
 //!
+//! A sandbox also gets a **warm build container** (`<name>-warm`, labelled with the machine) from
+//! the executor once a job ran on it: started ahead of the next job, which runs its steps there by
+//! exec (see `drover_docker`'s executor). The machine's label makes its removal take it; the
+//! executor awaits a warm container's start before a job's outcome, so a removal after the job
+//! never races it.
+//!
 //! Creation checks the default image per the pull policy before the anchor exists, so an idle
 //! machine (`IdleCount`) is real warm capacity: the image is present, the volume and network ready.
 //! Every object carries `drover.machine=<name>` and `drover.runner=<runner>`; listing and removal

@@ -70,6 +70,10 @@ const SKIPPED: &[(&str, &str)] = &[
         "a benchmark of 10 M jobs",
     ),
     (
+        "sh benches/warm-dispatch.sh",
+        "a benchmark: times engine calls and job starts on the Docker engine for minutes",
+    ),
+    (
         "sh benches/simpy/run.sh",
         "a benchmark: installs SimPy from PyPI and times both simulators for minutes",
     ),

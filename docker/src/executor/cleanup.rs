@@ -17,6 +17,9 @@ pub(crate) async fn remove_job(
     runner: &str,
     job_id: u64,
 ) -> Result<(), bollard::errors::Error> {
+    // The warm container the job claimed holds all its steps: it goes first. It is found by
+    // the name the claim gave it (its labels were set before any job claimed it).
+    super::warm::remove(docker, &super::warm::claimed(runner, job_id)).await?;
     let job = job_id.to_string();
     let filter = labels::filter(&[(labels::RUNNER, Some(runner)), (labels::JOB, Some(&job))]);
     remove_labelled(docker, filter).await
@@ -95,21 +98,44 @@ pub(crate) async fn list_jobs(
         filters: Some(filter),
         ..Default::default()
     };
-    let jobs: BTreeSet<u64> = docker
+    let mut jobs: BTreeSet<u64> = docker
         .list_containers(Some(options))
         .await?
         .iter()
         .filter_map(|c| c.labels.as_ref()?.get(labels::JOB)?.parse().ok())
         .collect();
+    // A claimed warm container was labelled before its job was known: the job is in its name.
+    let filter = labels::filter(&[
+        (labels::RUNNER, Some(runner)),
+        (labels::ROLE, Some(super::warm::ROLE_WARM)),
+    ]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filter),
+        ..Default::default()
+    };
+    for container in docker.list_containers(Some(options)).await? {
+        let names = container.names.unwrap_or_default();
+        jobs.extend(
+            names
+                .iter()
+                .filter_map(|n| super::warm::claimed_job(runner, n)),
+        );
+    }
     Ok(jobs.into_iter().collect())
 }
 
-/// Whether step containers of `job_id` (labelled with `runner`) exist, in any state.
+/// Whether step containers of `job_id` (labelled with `runner`) exist, in any state, or the
+/// job's claimed warm container holds a started step.
 pub(crate) async fn has_step_containers(
     docker: &Docker,
     runner: &str,
     job_id: u64,
 ) -> Result<bool, bollard::errors::Error> {
+    let claimed = super::warm::claimed(runner, job_id);
+    if super::exec_step::has_started_steps(docker, &claimed).await? {
+        return Ok(true);
+    }
     let job = job_id.to_string();
     let filter = labels::filter(&[
         (labels::RUNNER, Some(runner)),
@@ -122,4 +148,19 @@ pub(crate) async fn has_step_containers(
         ..Default::default()
     };
     Ok(!docker.list_containers(Some(options)).await?.is_empty())
+}
+
+/// Whether a container of that name exists, in any state.
+pub(crate) async fn exists(docker: &Docker, name: &str) -> Result<bool, bollard::errors::Error> {
+    match docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(err) if is_status(&err, &[404]) => Ok(false),
+        Err(err) => Err(err),
+    }
 }

@@ -129,6 +129,19 @@ pub(crate) struct Job {
     /// `CI_JOB_STATUS` for the next step container: `running`, then the outcome so far
     /// (`success`, `failed`, `canceled`) for `after_script`.
     pub job_status: &'static str,
+    /// The warm container the job claimed: its steps run there by exec (see `exec_step`).
+    pub warm: Option<String>,
+    /// Starting the machine's warm container for the next job: from the job's first step on
+    /// (not to slow its start), awaited before the outcome, so the machine's removal never
+    /// races it.
+    pub prestart: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A step found started after a restart: its container, or its record in the job's warm
+/// container.
+pub(crate) enum Adopted {
+    Container(Box<bollard::models::ContainerSummary>),
+    Exec(super::exec_step::ExecRecord),
 }
 
 pub(crate) fn now_ms() -> u64 {

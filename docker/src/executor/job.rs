@@ -3,17 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bollard::models::{ContainerSummary, NetworkCreateRequest, VolumeCreateOptions};
-use bollard::query_parameters::ListContainersOptions;
+use bollard::models::{NetworkCreateRequest, VolumeCreateOptions};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
 use drover_core::{FailureReason, Outcome};
 use tokio::sync::watch;
 
 use super::context::{
-    Job, JobError, Kind, Names, Planned, instant_at, next_control, now_ms, step_label,
+    Adopted, Job, JobError, Kind, Names, Planned, instant_at, next_control, now_ms, step_label,
 };
 use super::spec::{BuildSpec, GitStrategy, StepName, When};
 use super::step::StepEnd;
-use super::{Control, ExecutorOptions, cleanup, script, services};
+use super::{Control, ExecutorOptions, cleanup, script, services, warm};
 use crate::endpoint::MachineEndpoint;
 use crate::image::{Pull, PullPolicy, ensure_image};
 use crate::labels;
@@ -64,6 +64,8 @@ pub(crate) async fn run(
         resumed: false,
         step_timeout_hit: None,
         job_status: "running",
+        warm: None,
+        prestart: None,
     };
     job.binds = job.binds();
     let result = match mode {
@@ -94,6 +96,10 @@ pub(crate) async fn run(
     {
         tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
     }
+    if let Some(prestart) = job.prestart.take() {
+        // A failed start only costs the next job its warm start.
+        let _ = prestart.await;
+    }
     outcome
 }
 
@@ -105,7 +111,7 @@ fn system_failure() -> Outcome {
 }
 
 impl Job {
-    fn plan(&self) -> Vec<Planned> {
+    pub(crate) fn plan(&self) -> Vec<Planned> {
         // With a `user`, the sources step runs even without sources: it makes the project
         // directory, which the user may have no right to make.
         let sources = (self.spec.git.strategy != GitStrategy::None
@@ -166,6 +172,10 @@ impl Job {
     }
 
     async fn resume(&mut self, cursor: Option<LogCursor>) -> Result<Outcome, JobError> {
+        let claimed = warm::claimed(&self.spec.runner, self.spec.job_id);
+        if cleanup::exists(&self.docker, &claimed).await? {
+            return self.resume_warm(claimed, cursor).await;
+        }
         // By job and by the label the job started under (the caller keeps it across upgrades).
         let job_id = self.spec.job_id.to_string();
         let filter = labels::filter(&[
@@ -186,7 +196,7 @@ impl Job {
                 self.deadline_ms = deadline;
             }
             if let Some(index) = index {
-                existing.insert(index, container);
+                existing.insert(index, Adopted::Container(Box::new(container)));
             }
         }
         if existing.is_empty() {
@@ -199,6 +209,57 @@ impl Job {
         // Said at the end, not here: a line here would cut into a line the job is writing (and
         // into a secret being masked across the restart).
         self.resumed = true;
+        self.prestart_next();
+        self.run_steps(existing, cursor).await
+    }
+
+    /// Starts a warm container for the next job like this one on the machine (once per job; in
+    /// the background, awaited before the outcome).
+    pub(crate) fn prestart_next(&mut self) {
+        if !self.options.warm || self.prestart.is_some() {
+            return;
+        }
+        let (docker, endpoint, spec) = (
+            self.docker.clone(),
+            self.endpoint.clone(),
+            self.spec.clone(),
+        );
+        self.prestart = Some(tokio::spawn(async move {
+            if let Err(err) = warm::prestart(&docker, &endpoint, &spec).await {
+                tracing::debug!(error = %err, "could not start a warm build container");
+            }
+        }));
+    }
+
+    /// Re-attaches to a job that runs by exec in its claimed warm container.
+    async fn resume_warm(
+        &mut self,
+        claimed: String,
+        cursor: Option<LogCursor>,
+    ) -> Result<Outcome, JobError> {
+        self.warm = Some(claimed.clone());
+        let inspect = self
+            .docker
+            .inspect_container(&claimed, None::<InspectContainerOptions>)
+            .await?;
+        if inspect.state.and_then(|s| s.running) != Some(true) {
+            return Err(JobError::System(format!(
+                "the job's build container {claimed} stopped while drover was not running"
+            )));
+        }
+        let existing: BTreeMap<u16, Adopted> = self
+            .exec_records()
+            .await?
+            .into_iter()
+            .map(|(index, record)| (index, Adopted::Exec(record)))
+            .collect();
+        if existing.is_empty() {
+            return Err(JobError::System(
+                "none of the job's steps started in its build container".to_string(),
+            ));
+        }
+        self.resumed = true;
+        self.prestart_next();
         self.run_steps(existing, cursor).await
     }
 
@@ -249,7 +310,13 @@ impl Job {
         if self.endpoint.network.is_none() {
             self.create_network().await?;
         }
-        services::start(self).await
+        services::start(self).await?;
+        if self.options.warm {
+            self.warm = warm::claim(&self.docker, &self.endpoint, &self.spec).await?;
+            let plan = self.plan();
+            self.upload_exec_files(&plan).await?;
+        }
+        Ok(())
     }
 
     /// The builds volume (the machine's, or one for this job) and the `volumes` mounts.
@@ -319,7 +386,7 @@ impl Job {
     /// `cursor` says how much of their output was already consumed.
     async fn run_steps(
         &mut self,
-        existing: BTreeMap<u16, ContainerSummary>,
+        existing: BTreeMap<u16, Adopted>,
         cursor: Option<LogCursor>,
     ) -> Result<Outcome, JobError> {
         let plan = self.plan();

@@ -14,6 +14,17 @@
 //! environment, whose strings Linux limits to 128 KiB each. A container re-attached after a restart
 //! already has its script; one found created but not started gets it again.
 //!
+//! # Warm containers
+//!
+//! On a machine with its own network and builds volume (a `docker` sandbox), the executor keeps
+//! one **warm** build container started ahead of the next job (`warm`): a job whose image and
+//! container settings match claims it and runs its steps there by `exec` (`exec_step`), which
+//! skips a container's create, start and log attach per step. Each step still runs its own script
+//! in its own shell, with its own timeout, exit code, `CI_JOB_STATUS` and user; everything a step
+//! leaves running is killed before the next one. The claimed container is the job's alone and is
+//! removed with the job; the job's end starts a new one for the next job like it. Any other job
+//! takes the container-per-step path.
+//!
 //! # Crash recovery
 //!
 //! The engine is the record. After a restart, [`Executor::resume`] takes the job's [`BuildSpec`] again
@@ -21,7 +32,9 @@
 //! daemon persisted, finds the job's containers by label, re-reads the running step's log from the
 //! cursor, and goes on with the steps that remain. Exit codes of finished steps come from their
 //! containers and the job's deadline from a label, so nothing else needs to survive. If the job's
-//! step containers are gone, the job fails with `runner_system_failure`.
+//! step containers are gone, the job fails with `runner_system_failure`. A job that runs by exec
+//! keeps the same record inside its claimed container (see `exec_step`): the re-attachment reads
+//! the running step's output file from the cursor and its exit code from a file.
 //!
 //! An executor made with [`Executor::keeping_containers`] leaves a job's containers after its
 //! outcome, so that the caller records the outcome before they go (else a crash between the
@@ -31,12 +44,14 @@ mod artifacts;
 mod cache;
 pub(crate) mod cleanup;
 mod context;
+mod exec_step;
 mod host;
 mod job;
 mod script;
 mod services;
 pub mod spec;
 mod step;
+mod warm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +73,9 @@ pub struct ExecutorOptions {
     /// How long to wait for a service with a health check to become healthy (GitLab's
     /// `wait_for_services_timeout`).
     pub service_wait: Duration,
+    /// Steps of a job that fits a machine's warm container run there by exec (see above); `false`:
+    /// every step gets a container of its own.
+    pub warm: bool,
 }
 
 impl Default for ExecutorOptions {
@@ -65,6 +83,7 @@ impl Default for ExecutorOptions {
         ExecutorOptions {
             stop_timeout: Duration::from_secs(10),
             service_wait: Duration::from_secs(30),
+            warm: true,
         }
     }
 }
@@ -152,6 +171,28 @@ impl Executor {
             control: JobControl(Arc::new(control_tx)),
             task,
         }
+    }
+
+    /// Makes sure the machine of `endpoint` has a warm container running for jobs like `spec`
+    /// (replacing one for other jobs); returns once it runs. `false`: such jobs do not run warm
+    /// there (another kind of machine, or a job an exec cannot run), and nothing was started.
+    /// The executor does this itself at the end of each job that fits.
+    pub async fn prestart(
+        &self,
+        endpoint: &MachineEndpoint,
+        spec: &BuildSpec,
+    ) -> Result<bool, ExecutorError> {
+        if !self.options.warm {
+            return Ok(false);
+        }
+        let docker = endpoint.engine.connect().await?;
+        warm::prestart(&docker, endpoint, spec)
+            .await
+            .map_err(|source| ExecutorError::Docker {
+                engine: endpoint.engine.describe(),
+                action: "starting a warm build container".to_string(),
+                source,
+            })
     }
 
     /// Removes every container, network and volume of a job (idempotent). For reconciliation: the

@@ -17,7 +17,9 @@ use drover_core::FailureReason;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::context::{Job, JobError, Kind, Planned, instant_at, later, next_control, step_label};
+use super::context::{
+    Adopted, Job, JobError, Kind, Planned, instant_at, later, next_control, step_label,
+};
 use super::script::{self, FileEntry, SCRIPT_PATH};
 use super::spec::GitStrategy;
 use super::{Control, host};
@@ -54,11 +56,10 @@ impl Job {
     pub(crate) async fn run_step(
         &mut self,
         planned: Planned,
-        adopted: Option<&ContainerSummary>,
+        adopted: Option<&Adopted>,
         skip: u64,
         bound_by_job: bool,
     ) -> Result<StepEnd, JobError> {
-        let name = self.names.step(&planned, &self.spec);
         let timeout = match planned.kind {
             Kind::Sources => self.spec.timeout,
             Kind::User(i) => self.spec.steps[i].timeout,
@@ -69,11 +70,51 @@ impl Job {
                 messages: skip,
             };
         }
+        let (end, own) = match (&self.warm, adopted) {
+            (Some(_), adopted) => {
+                let record = match adopted {
+                    Some(Adopted::Exec(record)) => Some(*record),
+                    _ => None,
+                };
+                self.run_exec_step(planned, record, skip, timeout, bound_by_job)
+                    .await?
+            }
+            (None, adopted) => {
+                let container = match adopted {
+                    Some(Adopted::Container(c)) => Some(c.as_ref()),
+                    _ => None,
+                };
+                self.run_container_step(planned, container, skip, timeout, bound_by_job)
+                    .await?
+            }
+        };
+        let job = instant_at(self.deadline_ms);
+        // What the trace says of a timeout: the step's own limit when it came before the job's.
+        // (Steps not bound by the job, after_script, never decide the job's result.)
+        if end == StepEnd::TimedOut && bound_by_job && own < job && self.step_timeout_hit.is_none()
+        {
+            self.step_timeout_hit = Some(timeout);
+        }
+        Ok(end)
+    }
+
+    /// A step in a container of its own; also returns the step's own deadline.
+    async fn run_container_step(
+        &mut self,
+        planned: Planned,
+        adopted: Option<&ContainerSummary>,
+        skip: u64,
+        timeout: Duration,
+        bound_by_job: bool,
+    ) -> Result<(StepEnd, Instant), JobError> {
+        let name = self.names.step(&planned, &self.spec);
         let started = match adopted.and_then(|c| c.state) {
             None => {
                 self.trace.section(header(&planned, &self.spec)).await;
                 self.create_step(&planned, &name).await?;
-                self.upload_and_start(&planned, &name).await?
+                let started = self.upload_and_start(&planned, &name).await?;
+                self.prestart_next();
+                started
             }
             Some(ContainerSummaryStateEnum::CREATED) => {
                 self.upload_and_start(&planned, &name).await?
@@ -86,13 +127,7 @@ impl Job {
         let end = self
             .follow(&name, planned.index, skip, deadline, bound_by_job)
             .await?;
-        // What the trace says of a timeout: the step's own limit when it came before the job's.
-        // (Steps not bound by the job, after_script, never decide the job's result.)
-        if end == StepEnd::TimedOut && bound_by_job && own < job && self.step_timeout_hit.is_none()
-        {
-            self.step_timeout_hit = Some(timeout);
-        }
-        Ok(end)
+        Ok((end, own))
     }
 
     fn step_image(&self, planned: &Planned) -> (String, Option<Vec<String>>) {
@@ -179,6 +214,20 @@ impl Job {
             .collect()
     }
 
+    /// The job's file variables, as files for a step's container.
+    pub(crate) fn file_variables(&self) -> Vec<FileEntry> {
+        self.spec
+            .variables
+            .iter()
+            .filter(|v| v.file)
+            .map(|v| FileEntry {
+                path: script::file_variable_path(&v.key),
+                content: v.value.clone().into_bytes(),
+                mode: 0o644,
+            })
+            .collect()
+    }
+
     /// Puts the step's script and the file variables into the container, then starts it.
     async fn upload_and_start(
         &mut self,
@@ -194,17 +243,7 @@ impl Job {
             content: text.into_bytes(),
             mode: 0o755,
         }];
-        files.extend(
-            self.spec
-                .variables
-                .iter()
-                .filter(|v| v.file)
-                .map(|v| FileEntry {
-                    path: script::file_variable_path(&v.key),
-                    content: v.value.clone().into_bytes(),
-                    mode: 0o644,
-                }),
-        );
+        files.extend(self.file_variables());
         let tar = script::archive(&files)
             .map_err(|e| JobError::System(format!("building the step's files: {e}")))?;
         let options = UploadToContainerOptions {
@@ -367,7 +406,7 @@ impl Job {
     }
 }
 
-fn header(planned: &Planned, spec: &super::spec::BuildSpec) -> &'static str {
+pub(crate) fn header(planned: &Planned, spec: &super::spec::BuildSpec) -> &'static str {
     match planned.kind {
         Kind::Sources => "Getting source from Git repository",
         Kind::User(i) => match spec.steps[i].name {

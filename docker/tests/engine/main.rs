@@ -11,3 +11,4 @@ mod registry;
 mod resume;
 mod services;
 mod support;
+mod warm;

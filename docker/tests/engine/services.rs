@@ -83,6 +83,7 @@ async fn a_service_that_never_turns_healthy_is_a_warning_after_the_wait() {
     let executor = Executor::new(ExecutorOptions {
         stop_timeout: Duration::from_secs(5),
         service_wait: Duration::from_secs(2),
+        ..Default::default()
     });
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (outcome, collected) = finish(executor.start(local(), spec, tx), rx).await;
@@ -234,6 +235,7 @@ async fn a_service_port_that_never_opens_is_a_warning_after_the_wait() {
     let executor = Executor::new(ExecutorOptions {
         stop_timeout: Duration::from_secs(5),
         service_wait: Duration::from_secs(2),
+        ..Default::default()
     });
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (outcome, collected) = finish(executor.start(local(), spec, tx), rx).await;

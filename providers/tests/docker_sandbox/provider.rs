@@ -188,11 +188,12 @@ async fn jobs_on_a_machine_use_its_sandbox_and_leave_it_intact() {
             .unwrap()
             .is_empty()
     );
+    // Volume, network, anchor, and the warm build container started for the next job.
     assert_eq!(
         objects_labelled(&docker, labels::MACHINE, &name)
             .await
             .len(),
-        3
+        4
     );
     let (outcome, out) = run_job(endpoint, spec_reading_marker(&runner)).await;
     assert_eq!(

@@ -260,3 +260,84 @@ async fn a_job_whose_journal_cannot_be_written_fails_without_running_its_script(
     assert_eq!(lines(&view, "script ran: 42"), 0, "{trace}");
     env.finish().await;
 }
+
+/// The name of a running container whose name contains `part`, if there is one.
+async fn running_container(env: &Env, part: &str) -> Option<(String, String)> {
+    let options = bollard::query_parameters::ListContainersOptions {
+        filters: Some(std::collections::HashMap::from([(
+            "name".to_string(),
+            vec![part.to_string()],
+        )])),
+        ..Default::default()
+    };
+    let found = env.docker.list_containers(Some(options)).await.ok()?;
+    let container = found.into_iter().next()?;
+    Some((container.id?, container.names?.into_iter().next()?))
+}
+
+/// The second job on a sandbox runs by exec in the build container started during the first;
+/// a `kill -9` of drover mid-step re-attaches to it: the step runs once, the trace continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
+    let sync = tempfile::tempdir().expect("a sync directory");
+    std::fs::set_permissions(
+        sync.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let settings = Settings {
+        limit: 1,
+        concurrent: 1,
+        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("jobs_warm_exec", settings).await else {
+        return;
+    };
+    env.start().await;
+    let first = env.enqueue(job("first", &["echo first-$((1))"]));
+    assert_final(&env.finished(first).await, JobStatus::Success, None, None);
+
+    let id = env.enqueue(job(
+        "warm",
+        &[
+            "echo started >> /sync/runs",
+            "echo host-$(hostname)",
+            "for i in $(seq 1 5); do echo \"line $i\"; done",
+            "touch /sync/ready",
+            "while [ ! -e /sync/go ]; do sleep 0.1; done",
+            "for i in $(seq 6 9); do echo \"line $i\"; done",
+        ],
+    ));
+    within(PATIENCE, "the script's first lines", async {
+        while !sync.path().join("ready").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let (container, _) = running_container(&env, &format!("-job-{id}-warm"))
+        .await
+        .expect("the job runs in the sandbox's claimed warm container");
+    env.crash().await;
+    assert!(!env.job(id).status.is_finished());
+
+    env.start().await;
+    std::fs::write(sync.path().join("go"), b"").unwrap();
+    let view = env.finished(id).await;
+    let trace = text(&view);
+    assert_final(&view, JobStatus::Success, None, None);
+    assert!(
+        trace.contains(&format!("host-{}", &container[..12])),
+        "{trace}"
+    );
+    for i in 1..=9 {
+        assert_eq!(
+            lines(&view, &format!("line {i}")),
+            1,
+            "line {i} once:\n{trace}"
+        );
+    }
+    let runs = std::fs::read_to_string(sync.path().join("runs")).unwrap();
+    assert_eq!(runs, "started\n", "the step ran once:\n{trace}");
+    env.finish().await;
+}

@@ -1,0 +1,425 @@
+//! Warm build containers: a machine's build container, created and started before a job arrives,
+//! so that a job for its image runs its steps by `exec` (see `exec_step`) instead of a container
+//! per step.
+//!
+//! A machine has at most one unclaimed warm container, `<machine>-warm`, labelled with the machine
+//! and the runner (so the machine's removal takes it) and with a signature of everything that
+//! shapes it: image, mounts, network, privileges and the runner's container options. A job whose
+//! own container settings have the same signature, and whose image (after its pull policy) is the
+//! one the container runs, **claims** it by renaming it to its own deterministic name
+//! (`drover-<runner>-job-<id>-warm`): a rename succeeds once, so two jobs never share a container.
+//! A claimed container is the job's alone and is removed with the job's other objects; it is
+//! never handed to another job. When a job ends, a new warm container is started for the next job
+//! like it.
+//!
+//! A job that does not fit (another image, an image with an entrypoint, a helper image for the
+//! sources, per-job volumes, a machine without its own network and builds volume) takes the
+//! container-per-step path, as does a job that finds no warm container.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::body_full;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
+    RenameContainerOptions, StartContainerOptions, UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::host;
+use super::spec::{BuildSpec, GitStrategy};
+use crate::endpoint::MachineEndpoint;
+use crate::engine::is_status;
+use crate::labels;
+
+/// `drover.role` of a warm container, claimed or not.
+pub(crate) const ROLE_WARM: &str = "warm";
+/// The signature of a warm container's settings.
+const SIGNATURE: &str = "drover.warm.signature";
+/// Where the steps' records live in a warm container (world-writable: a step may run as `user`).
+pub(crate) const RUN_DIR: &str = "/.drover/run";
+
+/// The warm container's main process: PID 1, so that killing "every process but PID 1" ends a
+/// step and all it left behind while the container stays up. It exits on `docker stop`.
+const HOLDER: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+
+/// Whether the image has what steps by exec need: `setsid` (a step's own process group), `tee`
+/// (its output file), the tools of a re-attachment, and `sleep` for the holder.
+const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do \
+                     command -v $p >/dev/null || exit 1; done";
+
+/// The name of a machine's unclaimed warm container.
+fn unclaimed(machine: &str) -> String {
+    format!("{machine}-warm")
+}
+
+/// The name a job gives the warm container it claims.
+pub(crate) fn claimed(runner: &str, job_id: u64) -> String {
+    format!("drover-{}-job-{job_id}-warm", labels::sanitize(runner))
+}
+
+/// The job that claimed the container named `name` (as the engine lists it, with or without its
+/// leading `/`), if a job of `runner` did.
+pub(crate) fn claimed_job(runner: &str, name: &str) -> Option<u64> {
+    let prefix = format!("drover-{}-job-", labels::sanitize(runner));
+    name.trim_start_matches('/')
+        .strip_prefix(&prefix)?
+        .strip_suffix("-warm")?
+        .parse()
+        .ok()
+}
+
+/// What a warm container for `spec` on `endpoint` is made of, or `None` when the job cannot run
+/// by exec (it then takes a container per step).
+struct Template {
+    machine: String,
+    body: ContainerCreateBody,
+    signature: String,
+}
+
+fn template(endpoint: &MachineEndpoint, spec: &BuildSpec) -> Option<Template> {
+    let machine = endpoint.machine.clone()?;
+    let network = endpoint.network.clone()?;
+    let builds = endpoint.builds_volume.clone()?;
+    let helper_sources = spec.helper_image.is_some()
+        && matches!(spec.git.strategy, GitStrategy::Fetch | GitStrategy::Clone);
+    // A bare `/path` volume lives as long as its job: no container made before the job has it.
+    let per_job_volumes =
+        spec.volumes.iter().any(|v| !v.contains(':')) || !spec.kept_volumes.is_empty();
+    // An entrypoint override other than "none" wraps each step, which an exec cannot do.
+    let entrypoint_set = spec
+        .image
+        .entrypoint
+        .as_ref()
+        .is_some_and(|e| e.iter().any(|part| !part.is_empty()));
+    if helper_sources || per_job_volumes || entrypoint_set {
+        return None;
+    }
+    let mut binds = vec![format!("{builds}:{}", spec.builds_dir)];
+    binds.extend(spec.volumes.iter().cloned());
+    let mut host_config = HostConfig {
+        binds: Some(binds),
+        network_mode: Some(network),
+        privileged: Some(spec.privileged),
+        ..Default::default()
+    };
+    host::for_step(&spec.container_options, &mut host_config);
+    let body = ContainerCreateBody {
+        image: Some(spec.image.name.clone()),
+        entrypoint: Some(vec![]),
+        cmd: Some(vec!["sh".to_string(), "-c".to_string(), HOLDER.to_string()]),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let signature = serde_json::to_string(&body)
+        .map(|text| format!("{:016x}", fnv1a(text.as_bytes())))
+        .ok()?;
+    Some(Template {
+        machine,
+        body,
+        signature,
+    })
+}
+
+/// FNV-1a: a signature that stays the same across drover builds (std's hasher may not).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The image's id, if the image is present and has no entrypoint of its own (an exec would skip
+/// it, a step container would not).
+async fn usable_image(
+    docker: &Docker,
+    image: &str,
+) -> Result<Option<String>, bollard::errors::Error> {
+    match docker.inspect_image(image).await {
+        Ok(inspect) => {
+            let entrypoint = inspect
+                .config
+                .and_then(|c| c.entrypoint)
+                .unwrap_or_default();
+            Ok(match entrypoint.iter().all(String::is_empty) {
+                true => inspect.id,
+                false => None,
+            })
+        }
+        Err(err) if is_status(&err, &[404]) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Makes sure `endpoint`'s machine has a running warm container for jobs like `spec`, replacing
+/// one made for other jobs. `false`: such jobs cannot run warm here (nothing is started).
+pub(crate) async fn prestart(
+    docker: &Docker,
+    endpoint: &MachineEndpoint,
+    spec: &BuildSpec,
+) -> Result<bool, bollard::errors::Error> {
+    let Some(template) = template(endpoint, spec) else {
+        return Ok(false);
+    };
+    let Some(image_id) = usable_image(docker, &spec.image.name).await? else {
+        return Ok(false);
+    };
+    let name = unclaimed(&template.machine);
+    let mut created = false;
+    match docker
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(found) => {
+            let signature = found
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(SIGNATURE).cloned());
+            let status = found.state.and_then(|s| s.status);
+            let fits = signature.as_deref() == Some(template.signature.as_str())
+                && found.image.as_deref() == Some(image_id.as_str());
+            match status {
+                Some(ContainerStateStatusEnum::RUNNING) if fits => return Ok(true),
+                // Its start was cut short (a crash): finish it.
+                Some(ContainerStateStatusEnum::CREATED) if fits => created = true,
+                _ => remove(docker, &name).await?,
+            }
+        }
+        Err(err) if is_status(&err, &[404]) => {}
+        Err(err) => return Err(err),
+    }
+    if !created {
+        create(docker, &name, &template, &spec.runner).await?;
+    }
+    let options = UploadToContainerOptions {
+        path: "/".to_string(),
+        ..Default::default()
+    };
+    let tar = run_dir_archive().map_err(|e| bollard::errors::Error::IOError { err: e })?;
+    docker
+        .upload_to_container(&name, Some(options), body_full(Bytes::from(tar)))
+        .await?;
+    match docker
+        .start_container(&name, None::<StartContainerOptions>)
+        .await
+    {
+        // Started already (by a concurrent call).
+        Err(err) if !is_status(&err, &[304]) => return Err(err),
+        _ => {}
+    }
+    // The programs the steps' wrapper and their re-attachment use (`exec_step`).
+    if !succeeds(docker, &name, TOOLS).await? {
+        remove(docker, &name).await?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Creates the unclaimed warm container of `template`'s machine (not started).
+async fn create(
+    docker: &Docker,
+    name: &str,
+    template: &Template,
+    runner: &str,
+) -> Result<(), bollard::errors::Error> {
+    let mut body = template.body.clone();
+    body.labels = Some(HashMap::from([
+        (labels::RUNNER.to_string(), runner.to_string()),
+        (labels::MACHINE.to_string(), template.machine.clone()),
+        (labels::ROLE.to_string(), ROLE_WARM.to_string()),
+        (SIGNATURE.to_string(), template.signature.clone()),
+    ]));
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker.create_container(Some(options), body).await?;
+    Ok(())
+}
+
+/// Whether `script` exits 0 in the container.
+async fn succeeds(
+    docker: &Docker,
+    container: &str,
+    script: &str,
+) -> Result<bool, bollard::errors::Error> {
+    let options = CreateExecOptions {
+        cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = docker.create_exec(container, options).await?;
+    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await?
+    {
+        while output.next().await.is_some() {}
+    }
+    Ok(docker.inspect_exec(&exec.id).await?.exit_code == Some(0))
+}
+
+/// `/.drover/run/`, writable by every user with the sticky bit, as a tar to extract at `/`.
+fn run_dir_archive() -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, mode) in [(".drover/", 0o755), (".drover/run/", 0o1777)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(mode);
+        header.set_size(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder.append_data(&mut header, path, std::io::empty())?;
+    }
+    builder.into_inner()
+}
+
+/// Claims the machine's warm container for the job of `spec` if it fits (its image already
+/// checked per the job's pull policy); `Some(name)` of the claimed container.
+pub(crate) async fn claim(
+    docker: &Docker,
+    endpoint: &MachineEndpoint,
+    spec: &BuildSpec,
+) -> Result<Option<String>, bollard::errors::Error> {
+    let Some(template) = template(endpoint, spec) else {
+        return Ok(None);
+    };
+    let name = unclaimed(&template.machine);
+    let (found, image) = tokio::join!(
+        docker.inspect_container(&name, None::<InspectContainerOptions>),
+        usable_image(docker, &spec.image.name)
+    );
+    let found = match found {
+        Ok(found) => found,
+        Err(err) if is_status(&err, &[404]) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let signature = found
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(SIGNATURE).cloned());
+    let running = found.state.and_then(|s| s.status) == Some(ContainerStateStatusEnum::RUNNING);
+    if !running || signature.as_deref() != Some(template.signature.as_str()) {
+        return Ok(None);
+    }
+    // The container runs the image the job's pull policy left on the engine, or it is stale.
+    if image? != found.image {
+        return Ok(None);
+    }
+    let target = claimed(&spec.runner, spec.job_id);
+    let options = RenameContainerOptions {
+        name: target.clone(),
+    };
+    match docker.rename_container(&name, options).await {
+        Ok(()) => Ok(Some(target)),
+        // Another job claimed it first, or it went away.
+        Err(err) if is_status(&err, &[404, 409]) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Removes a container by name (gone already is fine).
+pub(crate) async fn remove(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(name, Some(options)).await {
+        Err(err) if !is_status(&err, &[404, 409]) => Err(err),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::executor::spec::{GitSpec, ImageSpec};
+
+    fn machine() -> MachineEndpoint {
+        MachineEndpoint {
+            machine: Some("m1".into()),
+            engine: EngineConfig::local(),
+            network: Some("m1".into()),
+            builds_volume: Some("m1-builds".into()),
+        }
+    }
+
+    fn spec(image: &str) -> BuildSpec {
+        BuildSpec {
+            job_id: 1,
+            runner: "r".into(),
+            image: ImageSpec::new(image),
+            credentials: vec![],
+            registry_mirrors: vec![],
+            variables: vec![],
+            steps: vec![],
+            services: vec![],
+            git: GitSpec::none(),
+            timeout: std::time::Duration::from_secs(60),
+            builds_dir: "/builds".into(),
+            project_dir: "/builds/g/p".into(),
+            shell: crate::executor::spec::Shell::Sh,
+            volumes: vec![],
+            privileged: false,
+            container_options: Default::default(),
+            helper_image: None,
+            warnings: vec![],
+            caches: vec![],
+            kept_volumes: vec![],
+            artifacts: vec![],
+            dependencies: vec![],
+            transport: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_job_of_a_claimed_container_comes_from_its_name() {
+        let name = format!("/{}", claimed("r:1", 42));
+        assert_eq!(claimed_job("r:1", &name), Some(42));
+        assert_eq!(claimed_job("other", &name), None);
+        assert_eq!(claimed_job("r:1", "/m1-warm"), None);
+    }
+
+    #[test]
+    fn jobs_alike_share_a_signature_and_others_do_not() {
+        let a = template(&machine(), &spec("alpine:3")).unwrap();
+        let b = template(&machine(), &spec("alpine:3")).unwrap();
+        assert_eq!(a.signature, b.signature);
+        let other = template(&machine(), &spec("debian:12")).unwrap();
+        assert_ne!(a.signature, other.signature);
+        let mut privileged = spec("alpine:3");
+        privileged.privileged = true;
+        assert_ne!(
+            template(&machine(), &privileged).unwrap().signature,
+            a.signature
+        );
+    }
+
+    #[test]
+    fn jobs_an_exec_cannot_run_take_the_container_path() {
+        let mut entrypoint = spec("alpine:3");
+        entrypoint.image = ImageSpec {
+            entrypoint: Some(vec!["/init".into()]),
+            ..ImageSpec::new("alpine:3")
+        };
+        assert!(template(&machine(), &entrypoint).is_none());
+        let mut cleared = spec("alpine:3");
+        cleared.image.entrypoint = Some(vec![String::new()]);
+        assert!(template(&machine(), &cleared).is_some());
+        let mut anonymous = spec("alpine:3");
+        anonymous.volumes = vec!["/cache".into()];
+        assert!(template(&machine(), &anonymous).is_none());
+        let mut helper = spec("alpine:3");
+        helper.helper_image = Some("helper:1".into());
+        helper.git = GitSpec {
+            strategy: GitStrategy::Fetch,
+            ..GitSpec::none()
+        };
+        assert!(template(&machine(), &helper).is_none());
+        let plain = MachineEndpoint::engine_only(EngineConfig::local());
+        assert!(template(&plain, &spec("alpine:3")).is_none());
+    }
+}

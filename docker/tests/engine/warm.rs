@@ -1,0 +1,382 @@
+//! Warm build containers: a job for the machine's warm image runs its steps by exec in the
+//! pre-started container, with GitLab's step semantics; any other job takes a container per step;
+//! a crash mid-step re-attaches without running the step again.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{NetworkCreateRequest, VolumeCreateOptions};
+use bollard::query_parameters::InspectContainerOptions;
+use drover_core::{FailureReason, Outcome};
+use drover_docker::testing::GIT_IMAGE;
+use drover_docker::{BuildSpec, EngineConfig, MachineEndpoint, StepName, labels};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// A machine as the `docker` provider makes one: a builds volume and a network of its own.
+async fn sandbox(docker: &Docker, runner: &str, machine: &str) -> MachineEndpoint {
+    let labels = HashMap::from([
+        (labels::MACHINE.to_string(), machine.to_string()),
+        (labels::RUNNER.to_string(), runner.to_string()),
+    ]);
+    let volume = format!("{machine}-builds");
+    let options = VolumeCreateOptions {
+        name: Some(volume.clone()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    docker.create_volume(options).await.unwrap();
+    let request = NetworkCreateRequest {
+        name: machine.to_string(),
+        driver: Some("bridge".to_string()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    docker.create_network(request).await.unwrap();
+    MachineEndpoint {
+        machine: Some(machine.to_string()),
+        engine: EngineConfig::local(),
+        network: Some(machine.to_string()),
+        builds_volume: Some(volume),
+    }
+}
+
+/// The id of the machine's unclaimed warm container, if there is one.
+async fn warm_id(docker: &Docker, machine: &str) -> Option<String> {
+    let name = format!("{machine}-warm");
+    let found = docker
+        .inspect_container(&name, None::<InspectContainerOptions>)
+        .await
+        .ok()?;
+    (found.state?.running == Some(true)).then_some(found.id?)
+}
+
+/// Waits (with a deadline) until the machine has a running warm container other than `old`.
+async fn next_warm(docker: &Docker, machine: &str, old: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(id) = warm_id(docker, machine).await
+            && id != old
+        {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new warm container within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pre-starts the machine's warm container for jobs like `spec`; its id.
+async fn prestarted(docker: &Docker, endpoint: &MachineEndpoint, spec: &BuildSpec) -> String {
+    assert!(executor().prestart(endpoint, spec).await.unwrap());
+    warm_id(docker, endpoint.machine.as_deref().unwrap())
+        .await
+        .expect("a running warm container")
+}
+
+async fn remove_sandbox(docker: &Docker, runner: &str, machine: &str) {
+    remove_machine(docker, machine).await;
+    assert_nothing_left(docker, runner).await;
+}
+
+#[tokio::test]
+async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_replaced() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = with_after_script(
+        spec(
+            &runner,
+            501,
+            &["echo host-$(hostname)", "export ONLY_IN_SCRIPT=1"],
+        ),
+        &["echo after-host-$(hostname) leaked-${ONLY_IN_SCRIPT:-no}"],
+    );
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+
+    let (outcome, out) = run_job(endpoint.clone(), spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    // A container's host name is the start of its id.
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    assert!(
+        out.contains(&format!("after-host-{}", &warm[..12])),
+        "{out}"
+    );
+    assert!(
+        out.contains("leaked-no"),
+        "each step is its own script: {out}"
+    );
+
+    // Discarded after its job, never reused: a new one waits for the next job.
+    let gone = docker
+        .inspect_container(&warm, None::<InspectContainerOptions>)
+        .await;
+    assert!(gone.is_err(), "the job's warm container is removed");
+    let next = next_warm(&docker, &machine, &warm).await;
+    let (outcome, out) = run_job(endpoint, spec_on(&runner, 502)).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains(&format!("host-{}", &next[..12])), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+fn spec_on(runner: &str, job_id: u64) -> BuildSpec {
+    spec(runner, job_id, &["echo host-$(hostname)"])
+}
+
+#[tokio::test]
+async fn exec_steps_keep_exit_codes_and_after_script_and_leave_no_process_behind() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = with_after_script(
+        spec(
+            &runner,
+            511,
+            &[
+                "sleep 1000 &",
+                "echo host-$(hostname)",
+                "exit 3",
+                "echo not-reached",
+            ],
+        ),
+        &[
+            "if ps | grep -v grep | grep -q 'sleep 1000'; then echo bg-alive; else echo bg-gone; fi",
+            "echo status=$CI_JOB_STATUS",
+        ],
+    );
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(3)
+        },
+        "{out}"
+    );
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    assert!(!out.contains("not-reached"), "{out}");
+    assert!(
+        out.contains("bg-gone"),
+        "a step's processes end with it: {out}"
+    );
+    assert!(out.contains("status=failed"), "{out}");
+    assert!(out.contains("Job failed: exit code 3"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn an_exec_step_past_its_timeout_is_killed_and_after_script_still_runs() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let mut spec = with_after_script(
+        spec(&runner, 521, &["echo host-$(hostname)", "sleep 300"]),
+        &["echo after-timeout-$((5))"],
+    );
+    spec.steps[0].timeout = Duration::from_secs(2);
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+    let started = std::time::Instant::now();
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::JobExecutionTimeout,
+            exit_code: None
+        },
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{out}");
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    assert!(out.contains("after-timeout-5"), "{out}");
+    assert!(out.contains("longer than 2 seconds"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn cancel_stops_an_exec_step_and_runs_after_script() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = with_after_script(
+        spec(
+            &runner,
+            531,
+            &[
+                "trap 'echo got-term; exit 143' TERM",
+                "echo host-$(hostname) running-$((1))",
+                "while :; do sleep 1; done",
+                "echo not-2-reached",
+            ],
+        ),
+        &["echo after-cancel-$((3)) status=$CI_JOB_STATUS"],
+    );
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = executor().start(endpoint, spec, tx);
+    let before = Collected {
+        chunks: read_until(&mut rx, "running-1").await,
+    }
+    .text();
+    assert!(
+        before.contains(&format!("host-{}", &warm[..12])),
+        "{before}"
+    );
+    handle.control().cancel();
+    let (outcome, rest) = finish(handle, rx).await;
+    let out = rest.text();
+    assert_eq!(outcome, Outcome::Canceled, "{out}");
+    assert!(out.contains("got-term"), "the script gets SIGTERM: {out}");
+    assert!(!out.contains("not-2-reached"), "{out}");
+    assert!(out.contains("after-cancel-3 status=canceled"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn a_job_with_another_image_takes_a_container_per_step() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let warm = prestarted(&docker, &endpoint, &spec_on(&runner, 540)).await;
+    let mut other = spec(&runner, 541, &["echo host-$(hostname)", "git --version"]);
+    other.image.name = GIT_IMAGE.to_string();
+    let (outcome, out) = run_job(endpoint, other).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("host-"), "{out}");
+    assert!(
+        !out.contains(&warm[..12]),
+        "not in the warm container: {out}"
+    );
+    assert!(out.contains("git version"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// A command that blocks the job until the test creates `/sync/go`.
+const WAIT_FOR_GO: &str = "while [ ! -f /sync/go ]; do sleep 0.05; done";
+
+fn go(sync: &Path) {
+    std::fs::write(sync.join("go"), b"").unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let sync = tempfile::tempdir().unwrap();
+    let mut spec = with_after_script(
+        spec(
+            &runner,
+            551,
+            &[
+                "echo run >> /sync/runs",
+                "echo host-$(hostname) mark-$((1))",
+                WAIT_FOR_GO,
+                "echo mark-$((2))",
+                "echo mark-$((3))",
+            ],
+        ),
+        &["echo after-$((4))"],
+    );
+    spec.volumes = vec![format!("{}:/sync", sync.path().display())];
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = executor().start(endpoint.clone(), spec.clone(), tx);
+    let before = read_until(&mut rx, "mark-1").await;
+    // What a kill -9 of drover does to its side.
+    handle.abandon().await;
+    let cursor = before.last().unwrap().cursor;
+    assert!(
+        executor()
+            .has_step_containers(&endpoint, &runner, 551)
+            .await
+            .unwrap(),
+        "a started exec step counts as a started step"
+    );
+    let listed = executor()
+        .list_jobs(&EngineConfig::local(), &runner)
+        .await
+        .unwrap();
+    assert!(
+        listed.contains(&551),
+        "reconciliation finds the job: {listed:?}"
+    );
+
+    let (tx, rx) = mpsc::channel(64);
+    let handle = executor().resume(endpoint, spec, Some(cursor), tx);
+    go(sync.path());
+    let (outcome, after) = finish(handle, rx).await;
+    let before = Collected { chunks: before }.text();
+    let after = after.text();
+    let all = format!("{before}{after}");
+    assert_eq!(outcome, Outcome::Success, "{all}");
+    assert!(
+        before.contains(&format!("host-{}", &warm[..12])),
+        "{before}"
+    );
+    for mark in ["mark-1", "mark-2", "mark-3", "after-4"] {
+        assert_eq!(count(&all, mark), 1, "{mark} exactly once in: {all}");
+    }
+    assert!(all.find("mark-2") < all.find("mark-3") && all.find("mark-3") < all.find("after-4"));
+    assert!(after.contains("re-attached"), "{after}");
+    let runs = std::fs::read_to_string(sync.path().join("runs")).unwrap();
+    assert_eq!(runs, "run\n", "the step ran once");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let sync = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        &runner,
+        561,
+        &[
+            "echo mark-$((1))",
+            WAIT_FOR_GO,
+            "echo mark-$((2))",
+            "exit 7",
+        ],
+    );
+    spec.steps[0].name = StepName::Script;
+    spec.volumes = vec![format!("{}:/sync", sync.path().display())];
+    prestarted(&docker, &endpoint, &spec).await;
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = executor().start(endpoint.clone(), spec.clone(), tx);
+    let before = read_until(&mut rx, "mark-1").await;
+    handle.abandon().await;
+    // The step ends while drover is down.
+    go(sync.path());
+    let cursor = before.last().unwrap().cursor;
+    let (tx, rx) = mpsc::channel(64);
+    let handle = executor().resume(endpoint, spec, Some(cursor), tx);
+    let (outcome, after) = finish(handle, rx).await;
+    let after = after.text();
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(7)
+        },
+        "{after}"
+    );
+    assert_eq!(count(&after, "mark-1"), 0, "{after}");
+    assert_eq!(count(&after, "mark-2"), 1, "{after}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
