@@ -446,7 +446,8 @@ fn runner(
             }
             (Some(Executor::Direct), None)
         }
-        None => (None, None),
+        // docker-autoscaler runners were built above.
+        None | Some(ExecutorKind::DockerAutoscaler) => (None, None),
     };
 
     if ctx.errors.len() > errors_before {
@@ -504,6 +505,7 @@ fn runner(
         machine,
         cache,
         cache_dir,
+        autoscaler: None,
     };
     Some(Runner::Scheduled(core, settings))
 }

@@ -132,11 +132,17 @@ impl Loaded {
     }
 
     /// Every runner can be run by this build of drover, or an error naming the first one that
-    /// cannot: a `docker-autoscaler` runner is read and checked, but its AWS provider is not
-    /// there yet. `drover run` calls this before anything else, so such a config never starts a
-    /// daemon that would silently leave the runner idle.
+    /// cannot: a `docker-autoscaler` runner needs the AWS provider, which a build without the
+    /// cargo feature `aws` leaves out. `drover run` calls this before anything else, so such a
+    /// config never starts a daemon that would silently leave the runner idle.
     pub fn require_runnable(&self) -> Result<(), ConfigError> {
+        self.runnable_with(cfg!(feature = "aws"))
+    }
+
+    /// [`Loaded::require_runnable`] for a build with (`aws`) or without the AWS provider.
+    pub fn runnable_with(&self, aws: bool) -> Result<(), ConfigError> {
         match self.autoscalers.first() {
+            Some(_) if aws => Ok(()),
             Some(a) => Err(ConfigError::NotRunnable {
                 origin: self.origin.clone(),
                 runner: a.name.clone(),

@@ -14,7 +14,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::spec::job_spec;
 use super::{RunnerContext, Shared};
+use crate::config::ExecutorKind;
 use crate::daemon::build_spec::Unsupported;
+use crate::daemon::builds_slots;
 use crate::daemon::machines::Placement;
 
 /// How the task steers a running executor.
@@ -118,7 +120,7 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
         run.trace
             .write(error_line(&format!("Job failed: {}", reason.as_str())).as_bytes());
     };
-    let endpoint = match run.placement.endpoint_retried(&run.shared.policy).await {
+    let mut endpoint = match run.placement.endpoint_retried(&run.shared.policy).await {
         Ok(e) => e,
         Err(e) => {
             not_started(
@@ -130,6 +132,12 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
     };
     // Held while the job runs: this function returns when it has ended.
     let slot = run.runner.slots.acquire(run.job.job_info.project_id);
+    let _builds = match run.runner.settings.executor {
+        ExecutorKind::DockerAutoscaler => {
+            builds_slots::take(&mut endpoint, &run.shared.state_dir, run.job.id)
+        }
+        _ => None,
+    };
     let machine = endpoint.machine.clone();
     let spec = match job_spec(&run.runner, &run.job, machine.as_deref(), &slot, &run.label) {
         Ok(spec) => spec,
