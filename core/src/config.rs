@@ -50,6 +50,73 @@ pub enum Executor {
     Pool(MachinePolicy),
     /// `docker`: jobs run directly on the runner's own engine; no machines to manage.
     Direct,
+    /// `docker-autoscaler`: an autoscaled group of machines, each running up to `slots` jobs at once.
+    /// (Appended last: journals name the executors above by their position.)
+    Slots(SlotPolicy),
+}
+
+/// `[runners.autoscaler]` as far as scheduling is concerned. Idle values are in job slots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotPolicy {
+    /// Jobs one machine runs at once (`capacity_per_instance`, ≥ 1).
+    pub slots: u32,
+    /// Machines in every state but stuck removals; 0 = unlimited (`max_instances`). `limit` caps
+    /// jobs only.
+    pub max_machines: u32,
+    /// `base` and `periods` in job slots (`[[runners.autoscaler.policy]]`: `idle_count`,
+    /// `idle_time`, `scale_factor` as `idle_scale_factor`; `idle_count_min` is unused), `max_builds`
+    /// is `max_use_count`.
+    pub pool: MachinePolicy,
+    /// `scale_factor_limit` and `preemptive_mode` outside every period.
+    pub base_extra: SlotExtra,
+    /// The same for each of `pool.periods`, by index.
+    pub extras: Vec<SlotExtra>,
+}
+
+/// The policy values of `[[runners.autoscaler.policy]]` that docker+machine has no key for.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotExtra {
+    /// Cap on the idle slots `scale_factor` asks for; 0 = none.
+    pub scale_factor_limit: u32,
+    /// Request a job only when a free slot can take it (`preemptive_mode`).
+    pub preemptive: bool,
+}
+
+impl SlotPolicy {
+    /// Slots a new machine brings: `slots`, or fewer if `max_use_count` is lower.
+    pub fn machine_slots(&self) -> u32 {
+        let slots = self.slots.max(1);
+        match self.pool.max_builds {
+            0 => slots,
+            n => slots.min(n),
+        }
+    }
+
+    /// The extra values in force with the period of index `period` (none: outside every period).
+    pub fn extra(&self, period: Option<usize>) -> SlotExtra {
+        period
+            .and_then(|i| self.extras.get(i).copied())
+            .unwrap_or(self.base_extra)
+    }
+
+    /// GitLab's idle capacity in slots with `in_use` slots in use: `idle_count`, or with a
+    /// `scale_factor` `max(idle_count, floor(in_use × scale_factor))`, the factor's term capped by
+    /// `scale_factor_limit` when it is set.
+    pub fn idle_slots(values: &PolicyValues, extra: SlotExtra, in_use: u32) -> u32 {
+        if values.idle_scale_factor <= 0.0 {
+            return values.idle_count;
+        }
+        let scaled = (f64::from(in_use) * values.idle_scale_factor).floor();
+        let mut scaled = if scaled >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            scaled as u32
+        };
+        if extra.scale_factor_limit > 0 {
+            scaled = scaled.min(extra.scale_factor_limit);
+        }
+        values.idle_count.max(scaled)
+    }
 }
 
 /// `[runners.machine]`.
@@ -67,6 +134,23 @@ pub struct MachinePolicy {
     pub machine_name: String,
     /// `[[runners.machine.autoscaling]]` blocks; the last matching one wins.
     pub periods: Vec<Period>,
+}
+
+impl MachinePolicy {
+    /// GitLab's defaults with the given idle count.
+    pub fn with_idle_count(idle_count: u32) -> MachinePolicy {
+        MachinePolicy {
+            base: PolicyValues {
+                idle_count,
+                ..PolicyValues::default()
+            },
+            max_builds: 0,
+            max_growth_rate: 0,
+            max_removal_attempts: 30,
+            machine_name: "auto-%s".to_string(),
+            periods: Vec::new(),
+        }
+    }
 }
 
 /// A semantic error in a [`Config`] built outside the TOML layer.
@@ -113,7 +197,7 @@ impl Config {
             if !names.insert(r.name.as_str()) {
                 return Err(ConfigError::DuplicateRunner(r.name.clone()));
             }
-            if let Executor::Pool(p) = &r.executor
+            if let Some(p) = r.policy()
                 && !p.machine_name.contains("%s")
             {
                 return Err(ConfigError::MachineNameWithoutPlaceholder(r.name.clone()));
@@ -131,23 +215,39 @@ impl RunnerConfig {
             short_token: short_token("", name),
             limit,
             request_concurrency: 1,
-            executor: Executor::Pool(MachinePolicy {
-                base: PolicyValues {
-                    idle_count,
-                    ..PolicyValues::default()
-                },
-                max_builds: 0,
-                max_growth_rate: 0,
-                max_removal_attempts: 30,
-                machine_name: "auto-%s".to_string(),
-                periods: Vec::new(),
-            }),
+            executor: Executor::Pool(MachinePolicy::with_idle_count(idle_count)),
         }
     }
 
+    /// A `docker-autoscaler` runner with GitLab's defaults: `slots` jobs per machine, `idle_count`
+    /// idle slots, `limit` jobs and `max_machines` machines.
+    pub fn slots(
+        name: &str,
+        slots: u32,
+        idle_count: u32,
+        limit: u32,
+        max_machines: u32,
+    ) -> RunnerConfig {
+        RunnerConfig {
+            executor: Executor::Slots(SlotPolicy {
+                slots,
+                max_machines,
+                pool: MachinePolicy::with_idle_count(idle_count),
+                base_extra: SlotExtra {
+                    scale_factor_limit: 0,
+                    preemptive: idle_count > 0,
+                },
+                extras: Vec::new(),
+            }),
+            ..RunnerConfig::pool(name, idle_count, limit)
+        }
+    }
+
+    /// The machine policy of a runner with machines (for `docker-autoscaler`, in job slots).
     pub fn policy(&self) -> Option<&MachinePolicy> {
         match &self.executor {
             Executor::Pool(p) => Some(p),
+            Executor::Slots(s) => Some(&s.pool),
             Executor::Direct => None,
         }
     }
@@ -155,7 +255,26 @@ impl RunnerConfig {
     pub fn policy_mut(&mut self) -> Option<&mut MachinePolicy> {
         match &mut self.executor {
             Executor::Pool(p) => Some(p),
+            Executor::Slots(s) => Some(&mut s.pool),
             Executor::Direct => None,
+        }
+    }
+
+    /// The slot policy of a `docker-autoscaler` runner.
+    pub fn slot_policy(&self) -> Option<&SlotPolicy> {
+        match &self.executor {
+            Executor::Slots(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Jobs one machine of this runner runs at once, and the most a machine ever runs
+    /// (0 = unlimited): 1 and `MaxBuilds` for docker+machine.
+    pub fn machine_capacity(&self) -> (u32, u32) {
+        match &self.executor {
+            Executor::Pool(p) => (1, p.max_builds),
+            Executor::Slots(s) => (s.slots.max(1), s.pool.max_builds),
+            Executor::Direct => (1, 0),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The invariants of design section 7, checked by full scans. For tests, the simulator's checker
 //! mode and `drover replay`; never on the dispatch path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Executor;
 use crate::ids::{JobId, MachineId};
@@ -28,6 +28,9 @@ impl Core {
         let mut counts: Vec<Counts> = vec![Counts::default(); s.runners.len()];
         let mut totals = Totals::default();
         let mut machine_jobs: BTreeMap<MachineId, JobId> = BTreeMap::new();
+        let mut shared: BTreeMap<MachineId, u32> = BTreeMap::new();
+        let mut free = vec![0u32; s.runners.len()];
+        let mut open: Vec<BTreeSet<(u32, MachineId)>> = vec![BTreeSet::new(); s.runners.len()];
 
         for (id, m) in s.machines.sorted() {
             ensure!(
@@ -40,6 +43,14 @@ impl Core {
                 "{id} is not indexed by its name {}",
                 m.name
             );
+            let capacity = s.runners[m.runner.index()].config.machine_capacity();
+            let f = crate::slots::free_slots(m.state, m.used_count, capacity);
+            free[m.runner.index()] += f;
+            if let MachineState::Shared(k) = m.state
+                && f > 0
+            {
+                open[m.runner.index()].insert((k, id));
+            }
             let c = &mut counts[m.runner.index()];
             match m.state {
                 MachineState::Creating => c.creating += 1,
@@ -60,6 +71,11 @@ impl Core {
                         "busy {id} runs {job}, which does not run on it"
                     );
                     machine_jobs.insert(id, job);
+                }
+                MachineState::Shared(k) => {
+                    c.busy += 1;
+                    ensure!(k >= 1, "{id} shares its slots among no job");
+                    shared.insert(id, k);
                 }
                 MachineState::Removing => {
                     c.removing += 1;
@@ -83,6 +99,7 @@ impl Core {
         );
 
         let mut on_machine: BTreeMap<MachineId, JobId> = BTreeMap::new();
+        let mut sharing: BTreeMap<MachineId, u32> = BTreeMap::new();
         for (job, j) in s.jobs.sorted() {
             ensure!(
                 j.runner.index() < s.runners.len(),
@@ -111,7 +128,14 @@ impl Core {
                     c.running += 1;
                     totals.running += 1;
                     if let Some(m) = machine {
-                        if let Some(prev) = on_machine.insert(m, job) {
+                        *sharing.entry(m).or_default() += 1;
+                        // Several jobs share a machine with slots; one with slots that was lost
+                        // keeps its aborted jobs until they end.
+                        let live_shared = shared.contains_key(&m);
+                        if let Some(prev) = on_machine.insert(m, job)
+                            && !live_shared
+                            && !(j.aborted && s.jobs.get(&prev).is_some_and(|p| p.aborted))
+                        {
                             return Err(Violation(format!("{m} runs both {prev} and {job}")));
                         }
                         // The machine may be gone (lost mid-job), but if it is busy it is busy with this job.
@@ -125,7 +149,20 @@ impl Core {
                 }
             }
         }
+        for (m, k) in &shared {
+            let n = sharing.get(m).copied().unwrap_or(0);
+            ensure!(n == *k, "{m} counts {k} jobs, but {n} run on it");
+        }
         for (i, r) in s.runners.iter().enumerate() {
+            ensure!(
+                r.free_slots == free[i] && r.open == open[i],
+                "runner {i} ({}) counts {} free slots and {} open machines; a recount finds {} and {}",
+                r.config.name,
+                r.free_slots,
+                r.open.len(),
+                free[i],
+                open[i].len()
+            );
             counts[i].in_flight = r.counts.in_flight;
             totals.in_flight += r.counts.in_flight;
             ensure!(
@@ -175,8 +212,9 @@ impl Core {
     /// is requested only when a free idle machine (not held for a queued job or another request) can take
     /// it — so after a step that requested jobs, requests in flight never outnumber free idle machines.
     ///
-    /// Invariant 1, checked where the core acts: it never creates a machine beyond `limit` (machines in
-    /// every state but stuck removals count) and never starts a job beyond `limit` or `concurrent`. (A
+    /// Invariant 1, checked where the core acts: it never creates a machine beyond `limit`
+    /// (`max_instances` for a runner with slots; machines in every state but stuck removals count),
+    /// never starts a job beyond `limit` or `concurrent`, nor on a machine with no slot free. (A
     /// reload may lower a limit below what already runs; those drain instead of being killed.)
     /// `event` is what produced `step`: after [`crate::Event::Resumed`] the creations are re-issues
     /// of machines that already count, not new ones.
@@ -189,12 +227,17 @@ impl Core {
             match c {
                 crate::Command::CreateMachine { runner, .. } => {
                     let r = &self.state.runners[runner.index()];
+                    // With slots, `max_instances` caps machines and `limit` jobs.
+                    let cap = match &r.config.executor {
+                        Executor::Slots(sp) => sp.max_machines,
+                        _ => r.config.limit,
+                    };
                     ensure!(
-                        r.config.limit == 0 || r.counts.counted() <= r.config.limit,
+                        cap == 0 || r.counts.counted() <= cap,
                         "runner {} created a machine: {} machines, limit {}",
                         runner.0,
                         r.counts.counted(),
-                        r.config.limit
+                        cap
                     );
                 }
                 // Invariant 2: a machine is asked to go only once it no longer takes jobs.
@@ -223,6 +266,15 @@ impl Core {
                             m.used_count,
                             m.name
                         );
+                        // No machine runs more jobs at once than it has slots.
+                        let (slots, _) =
+                            self.state.runners[runner.index()].config.machine_capacity();
+                        ensure!(
+                            m.state.jobs() <= slots,
+                            "{} runs {} jobs with {slots} slots",
+                            m.name,
+                            m.state.jobs()
+                        );
                     }
                     let r = &self.state.runners[runner.index()];
                     ensure!(
@@ -247,10 +299,23 @@ impl Core {
                 .commands
                 .iter()
                 .any(|c| matches!(c, crate::Command::RequestJob { runner } if runner.index() == i));
-            if !requested
-                || r.policy.values.idle_count == 0
-                || !matches!(r.config.executor, Executor::Pool(_))
-            {
+            if !requested {
+                continue;
+            }
+            // With slots and preemptive_mode: requests and queued jobs never outnumber free slots.
+            if let Executor::Slots(_) = &r.config.executor {
+                let c = &r.counts;
+                ensure!(
+                    !self.slot_gated(crate::RunnerId(i as u16))
+                        || c.in_flight + c.queued <= r.free_slots,
+                    "runner {i} requested a job with {} requests in flight and {} queued jobs for {} free slots",
+                    c.in_flight,
+                    c.queued,
+                    r.free_slots
+                );
+                continue;
+            }
+            if r.policy.values.idle_count == 0 || !matches!(r.config.executor, Executor::Pool(_)) {
                 continue;
             }
             let c = &r.counts;

@@ -33,7 +33,9 @@ mod invariants;
 pub mod period;
 mod queues;
 mod scale;
+mod scale_slots;
 mod scheduler;
+mod slots;
 mod snapshot;
 pub mod state;
 #[cfg(any(test, feature = "testkit"))]
@@ -41,7 +43,9 @@ pub mod testkit;
 mod time;
 
 pub use command::{Command, FailCause, RemoveReason, Step};
-pub use config::{Config, ConfigError, Executor, MachinePolicy, RunnerConfig};
+pub use config::{
+    Config, ConfigError, Executor, MachinePolicy, RunnerConfig, SlotExtra, SlotPolicy,
+};
 pub use digest::DIGEST_VERSION;
 pub use event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 pub use ids::{JobId, MachineId, RunnerId};

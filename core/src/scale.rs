@@ -65,6 +65,7 @@ impl Core {
             let w = match self.state.runners[i].config.executor {
                 Executor::Pool(_) => self.reconcile_pool(runner, out),
                 Executor::Direct => self.reconcile_direct(runner, out),
+                Executor::Slots(_) => self.reconcile_slots(runner, out),
             };
             wake = earliest(wake, w);
         }
@@ -72,7 +73,7 @@ impl Core {
         earliest(wake, self.check_exit(out))
     }
 
-    fn can_start(&self, runner: RunnerId) -> bool {
+    pub(crate) fn can_start(&self, runner: RunnerId) -> bool {
         let r = &self.state.runners[runner.index()];
         self.state.totals.running < self.config.concurrent.max(1)
             && (r.config.limit == 0 || r.counts.running < r.config.limit)
@@ -89,7 +90,7 @@ impl Core {
             && t.running + t.queued + t.in_flight < self.config.concurrent.max(1)
     }
 
-    fn may_request(&self, runner: RunnerId) -> bool {
+    pub(crate) fn may_request(&self, runner: RunnerId) -> bool {
         let r = &self.state.runners[runner.index()];
         self.state.shutdown == Shutdown::None && !r.retired && !self.state.exited
     }
@@ -112,7 +113,7 @@ impl Core {
 
     /// Emits job requests while a slot is free and `has_capacity` holds; returns the next poll time
     /// if the only thing in the way is the polling interval.
-    fn issue_requests(
+    pub(crate) fn issue_requests(
         &mut self,
         runner: RunnerId,
         out: &mut Vec<Command>,
@@ -131,10 +132,10 @@ impl Core {
         None
     }
 
-    fn refresh_policy(&mut self, runner: RunnerId) -> Option<Timestamp> {
+    pub(crate) fn refresh_policy(&mut self, runner: RunnerId) -> Option<Timestamp> {
         let now = self.state.now;
         let r = &mut self.state.runners[runner.index()];
-        let Executor::Pool(policy) = &r.config.executor else {
+        let Some(policy) = r.config.policy() else {
             return None;
         };
         if policy.periods.is_empty() {

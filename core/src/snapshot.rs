@@ -9,7 +9,11 @@ pub fn encode_snapshot(core: &Core) -> Result<Vec<u8>, bincode::error::EncodeErr
 
 /// Decodes a core from a snapshot.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Core, bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(core, _)| core)
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(core, _)| {
+        let mut core: Core = core;
+        core.state.rebuild_slots();
+        core
+    })
 }
 
 #[cfg(test)]

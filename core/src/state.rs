@@ -101,6 +101,15 @@ pub struct RunnerState {
     /// No idle machine of this runner expires before this (an early bound: reaping looks no further
     /// until then). Reset whenever IdleTime may have changed.
     pub(crate) reap_after: Timestamp,
+    /// Free job slots on this runner's ready machines (idle ones, and machines running fewer jobs
+    /// than they take). Derived from the machine records and the config (see `slots.rs`): not
+    /// journaled, rebuilt after a snapshot or a reload.
+    #[serde(skip)]
+    pub(crate) free_slots: u32,
+    /// Machines running jobs with a slot free, by the jobs they run: the fullest takes the next
+    /// job, so idle machines can expire. Derived, as `free_slots`.
+    #[serde(skip)]
+    pub(crate) open: BTreeSet<(u32, MachineId)>,
 }
 
 /// The autoscaling values in force and until when they are known to hold.
@@ -125,6 +134,11 @@ impl RunnerState {
     pub fn create_blocked_until(&self) -> Timestamp {
         self.create_blocked_until
     }
+
+    /// Free job slots on the ready machines (for docker+machine, the idle machines).
+    pub fn free_slots(&self) -> u32 {
+        self.free_slots
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,14 +147,27 @@ pub enum MachineState {
     Idle,
     Busy(JobId),
     Removing,
+    /// Running this many jobs (at least one) on a machine of a runner with job slots
+    /// (`docker-autoscaler`); which ones, the jobs' records say. (Appended last: journals name
+    /// the states above by their position.)
+    Shared(u32),
 }
 
 impl MachineState {
+    /// Jobs the machine runs.
+    pub fn jobs(self) -> u32 {
+        match self {
+            MachineState::Busy(_) => 1,
+            MachineState::Shared(k) => k,
+            MachineState::Creating | MachineState::Idle | MachineState::Removing => 0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MachineState::Creating => "creating",
             MachineState::Idle => "idle",
-            MachineState::Busy(_) => "busy",
+            MachineState::Busy(_) | MachineState::Shared(_) => "busy",
             MachineState::Removing => "removing",
         }
     }

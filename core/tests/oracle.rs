@@ -17,18 +17,23 @@
 //! for a longer hunt elsewhere. A failure prints the seed and the shrunk input, and proptest keeps
 //! the failing case's own seed in `oracle.proptest-regressions`, replayed first on every run.
 
+#[path = "oracle/gen.rs"]
+mod generate;
 #[path = "oracle/model.rs"]
 mod model;
 #[path = "common/seed.rs"]
 mod seed;
+#[path = "oracle/slots.rs"]
+mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use drover_core::{
-    Command, Config, Core, CreationFailure, Event, JobId, JobInfo, MachineId, Outcome, Period,
-    PolicyValues, RunnerConfig, RunnerId, Signal, Step, Timestamp,
+    Command, Config, Core, CreationFailure, Event, JobId, JobInfo, MachineId, Outcome,
+    RunnerConfig, RunnerId, Signal, Step, Timestamp,
 };
+use generate::{config, slots_config};
 use model::{Decisions, Oracle};
 use proptest::prelude::*;
 
@@ -39,63 +44,6 @@ const T0: Timestamp = Timestamp(1_774_735_200_000);
 /// A request without a job stays open this long (GitLab's Workhorse holds it for up to a minute;
 /// longer here so that healing takes fewer steps).
 const LONG_POLL: Duration = Duration::from_secs(300);
-
-const ZONES: [&str; 4] = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"];
-const PERIODS: [&str; 5] = [
-    "* * 9-17 * * mon-fri *",
-    "* 0-29 * * * * *",
-    "* * 0-3 * * * *",
-    "* * * * * sat,sun *",
-    "0-29 * * * * * *",
-];
-
-/// A config of one or two pool runners drawn from eight numbers, small enough that limits,
-/// MaxGrowthRate, MaxBuilds and `concurrent` bind often.
-fn config(n: [u32; 8]) -> Config {
-    let mut c = Config::new(1 + n[0] % 6);
-    c.check_interval = Duration::from_secs(u64::from(1 + n[1] % 5));
-    c.reconcile_interval = None;
-    c.drain_machines_on_shutdown = n[1].is_multiple_of(2);
-    c.seed = u64::from(n[3]);
-    for i in 0..1 + (n[2] % 2) as usize {
-        let (k, l) = (n[4 + 2 * i], n[5 + 2 * i]);
-        c.runners.push(runner(i, k, l));
-    }
-    c
-}
-
-fn runner(i: usize, k: u32, l: u32) -> RunnerConfig {
-    let mut r = RunnerConfig::pool(&format!("r{i}"), k % 4, l % 7);
-    r.short_token = format!("key{i}{}", k % 3);
-    r.request_concurrency = 1 + (k >> 2) % 3;
-    let p = r.policy_mut().expect("a pool");
-    p.max_builds = (k >> 4) % 4;
-    p.max_growth_rate = (k >> 6) % 3;
-    p.max_removal_attempts = 1 + (k >> 8) % 5;
-    p.base.idle_time_ms = u64::from((l >> 3) % 4) * 60_000;
-    if (l >> 5).is_multiple_of(3) {
-        p.base.idle_scale_factor = 0.5;
-        p.base.idle_count_min = (l >> 7) % 3;
-    }
-    // Zero to three periods, each in its own zone; the last matching one wins.
-    for j in 0..(l >> 9) % 4 {
-        let pick = (l >> (11 + 2 * j)) as usize;
-        let values = PolicyValues {
-            idle_count: (pick as u32 >> 3) % 5,
-            idle_count_min: (pick as u32 >> 5) % 2,
-            idle_scale_factor: if pick.is_multiple_of(7) { 1.0 } else { 0.0 },
-            idle_time_ms: u64::from((pick as u32 >> 6) % 3) * 30_000,
-        };
-        let period = Period::new(
-            &[PERIODS[pick % PERIODS.len()]],
-            ZONES[(pick >> 2) % ZONES.len()],
-            values,
-        )
-        .expect("the generator's periods parse");
-        p.periods.push(period);
-    }
-    r
-}
 
 /// What the core did in a step, in the oracle's terms.
 fn decisions(step: &Step) -> Decisions {
@@ -436,8 +384,8 @@ impl Duo {
     }
 }
 
-fn run(n: [u32; 8], acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
-    let mut duo = Duo::new(config(n))?;
+fn run(config: Config, acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
+    let mut duo = Duo::new(config)?;
     for a in acts {
         duo.act(a)?;
     }
@@ -507,7 +455,16 @@ proptest! {
         n in any::<[u32; 8]>(),
         acts in prop::collection::vec(any::<(u8, u32, u32)>(), 0..250),
     ) {
-        run(n, acts)?;
+        run(config(n), acts)?;
+    }
+
+    /// The same with job slots (docker-autoscaler runners) against the model of taskscaler.
+    #[test]
+    fn core_agrees_with_the_reference_model_with_slots(
+        n in any::<[u32; 8]>(),
+        acts in prop::collection::vec(any::<(u8, u32, u32)>(), 0..250),
+    ) {
+        run(slots_config(n), acts)?;
     }
 }
 

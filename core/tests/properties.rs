@@ -6,7 +6,7 @@
 #[path = "common/seed.rs"]
 mod seed;
 
-use drover_core::testkit::chaos::{Chaos, config};
+use drover_core::testkit::chaos::{Chaos, config, slots_config};
 use drover_core::{Core, Event, Signal, Timestamp};
 use proptest::prelude::*;
 
@@ -26,29 +26,37 @@ proptest! {
     /// a graceful signal then ends in a clean exit.
     #[test]
     fn invariants_hold_and_the_fleet_converges(n in any::<[u32; 8]>(), acts in actions()) {
-        let mut chaos = Chaos::new(config(n), T0);
-        for a in acts {
-            chaos.act(a);
-        }
-        chaos.heal();
-        if let Err(e) = chaos.check_converged() {
-            return Err(TestCaseError::fail(e));
-        }
-        if chaos.exited.is_none() {
-            chaos.feed(Event::Signal(Signal::Graceful));
-            chaos.heal();
-            prop_assert_eq!(chaos.exited, Some(true), "a graceful shutdown ends in a clean exit");
-            if let Err(e) = chaos.check_converged() {
-                return Err(TestCaseError::fail(e));
-            }
-        }
+        converges(config(n), acts)?;
+    }
+
+    /// The same with job slots (`docker-autoscaler` runners: several jobs per machine,
+    /// `max_instances`, idle capacity in slots), reloads switching runners between slots and pools.
+    #[test]
+    fn invariants_hold_and_the_fleet_converges_with_slots(n in any::<[u32; 8]>(), acts in actions()) {
+        converges(slots_config(n), acts)?;
     }
 
     /// Invariant 5: the same inputs give the same commands and the same digests, step by step, and a
     /// snapshot taken anywhere continues identically.
     #[test]
     fn replay_is_deterministic(n in any::<[u32; 8]>(), acts in actions(), cut in any::<prop::sample::Index>()) {
-        let cfg = config(n);
+        replays(config(n), acts, cut)?;
+    }
+
+    /// The same with job slots: the slot counts a snapshot leaves out are rebuilt on decoding.
+    #[test]
+    fn replay_is_deterministic_with_slots(n in any::<[u32; 8]>(), acts in actions(), cut in any::<prop::sample::Index>()) {
+        replays(slots_config(n), acts, cut)?;
+    }
+}
+
+/// Same inputs, same commands and digests; a snapshot taken at `cut` continues identically.
+fn replays(
+    cfg: drover_core::Config,
+    acts: Vec<(u8, u32, u32)>,
+    cut: prop::sample::Index,
+) -> Result<(), TestCaseError> {
+    {
         let cfg_copy = cfg.clone();
         let mut chaos = Chaos::new(cfg.clone(), T0);
         let mut digests = vec![Core::new(cfg.clone(), T0).digest()];
@@ -85,9 +93,38 @@ proptest! {
         }
         let mut other = cfg_copy.clone();
         other.seed ^= 1;
-        prop_assert_ne!(Core::new(cfg_copy.clone(), T0).digest(), Core::new(other, T0).digest());
+        prop_assert_ne!(
+            Core::new(cfg_copy.clone(), T0).digest(),
+            Core::new(other, T0).digest()
+        );
         prop_assert_ne!(Core::new(cfg_copy, T0).digest_v1(), chaos.core.digest_v1());
     }
+    Ok(())
+}
+
+/// Invariants after every step, convergence after healing, then a clean graceful exit.
+fn converges(config: drover_core::Config, acts: Vec<(u8, u32, u32)>) -> Result<(), TestCaseError> {
+    let mut chaos = Chaos::new(config, T0);
+    for a in acts {
+        chaos.act(a);
+    }
+    chaos.heal();
+    if let Err(e) = chaos.check_converged() {
+        return Err(TestCaseError::fail(e));
+    }
+    if chaos.exited.is_none() {
+        chaos.feed(Event::Signal(Signal::Graceful));
+        chaos.heal();
+        prop_assert_eq!(
+            chaos.exited,
+            Some(true),
+            "a graceful shutdown ends in a clean exit"
+        );
+        if let Err(e) = chaos.check_converged() {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+    Ok(())
 }
 
 fn b_digest(core: &Core) -> u64 {

@@ -582,11 +582,19 @@ impl<'s, O: Observer> World<'s, O> {
         let (mut idle, mut creating, mut running, mut capped) = (0, 0, 0, false);
         for (r, limit) in runners.iter().zip(&self.limits) {
             let c = &r.counts;
-            idle += c.idle;
             creating += c.creating;
             running += c.running;
             let counted = (c.creating + c.idle + c.busy + c.removing).saturating_sub(c.stuck);
-            capped |= *limit > 0 && counted >= *limit;
+            if let Some(sp) = r.config.slot_policy() {
+                // With slots, a busy machine may have a free slot; `limit` caps jobs and
+                // `max_instances` machines.
+                idle += r.free_slots();
+                capped |= (*limit > 0 && c.running >= *limit)
+                    || (sp.max_machines > 0 && counted >= sp.max_machines);
+            } else {
+                idle += c.idle;
+                capped |= *limit > 0 && counted >= *limit;
+            }
         }
         if idle > 0 {
             WaitCause::Request

@@ -325,8 +325,12 @@ impl Report {
     }
 }
 
-/// `IdleCount 5, IdleTime 10m00s, MaxBuilds 0, limit 20` for a pool runner; `docker (no machines)`.
+/// `IdleCount 5, IdleTime 10m00s, MaxBuilds 0, limit 20` for a pool runner; `docker (no machines)`;
+/// `docker-autoscaler, capacity_per_instance 4, …` with its policy for a runner with slots.
 pub fn describe_runner(runner: &drover_core::RunnerConfig) -> String {
+    if let Some(sp) = runner.slot_policy() {
+        return describe_slots(runner, sp);
+    }
     match runner.policy() {
         None => format!("{}: docker executor, limit {}", runner.name, runner.limit),
         Some(p) => {
@@ -351,6 +355,36 @@ pub fn describe_runner(runner: &drover_core::RunnerConfig) -> String {
             s
         }
     }
+}
+
+fn describe_slots(runner: &drover_core::RunnerConfig, sp: &drover_core::SlotPolicy) -> String {
+    let mut s = format!(
+        "{}: docker-autoscaler, capacity_per_instance {}, max_instances {}, max_use_count {}, limit {}",
+        runner.name, sp.slots, sp.max_machines, sp.pool.max_builds, runner.limit
+    );
+    let policies = &sp.pool.periods;
+    match policies.as_slice() {
+        [p] => {
+            let v = &p.values;
+            s += &format!(
+                "; policy idle_count {}, idle_time {}",
+                v.idle_count,
+                human_secs(v.idle_time_ms as f64 / 1000.0)
+            );
+            if v.idle_scale_factor > 0.0 {
+                let extra = sp.extra(Some(0));
+                s += &format!(
+                    ", scale_factor {}, scale_factor_limit {}",
+                    v.idle_scale_factor, extra.scale_factor_limit
+                );
+            }
+            if !sp.extra(Some(0)).preemptive {
+                s += ", preemptive_mode off";
+            }
+        }
+        ps => s += &format!("; {} policies", ps.len()),
+    }
+    s
 }
 
 /// Fractions keep 4 decimals (0.01 %).

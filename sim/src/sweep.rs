@@ -32,10 +32,19 @@ pub enum Knob {
     IdleScaleFactor,
     MaxGrowthRate,
     Concurrent,
+    /// `docker-autoscaler` keys, set on every `[[runners.autoscaler.policy]]`: `idle_count` (in
+    /// job slots), `idle_time`, `scale_factor`.
+    PolicyIdleCount,
+    PolicyIdleTime,
+    ScaleFactor,
+    /// `[runners.autoscaler]` keys.
+    MaxUseCount,
+    CapacityPerInstance,
+    MaxInstances,
 }
 
 impl Knob {
-    pub const ALL: [Knob; 7] = [
+    pub const ALL: [Knob; 13] = [
         Knob::IdleCount,
         Knob::Limit,
         Knob::IdleTime,
@@ -43,6 +52,12 @@ impl Knob {
         Knob::IdleScaleFactor,
         Knob::MaxGrowthRate,
         Knob::Concurrent,
+        Knob::PolicyIdleCount,
+        Knob::PolicyIdleTime,
+        Knob::ScaleFactor,
+        Knob::MaxUseCount,
+        Knob::CapacityPerInstance,
+        Knob::MaxInstances,
     ];
 
     /// The key as config.toml spells it.
@@ -55,19 +70,55 @@ impl Knob {
             Knob::IdleScaleFactor => "IdleScaleFactor",
             Knob::MaxGrowthRate => "MaxGrowthRate",
             Knob::Concurrent => "concurrent",
+            Knob::PolicyIdleCount => "idle_count",
+            Knob::PolicyIdleTime => "idle_time",
+            Knob::ScaleFactor => "scale_factor",
+            Knob::MaxUseCount => "max_use_count",
+            Knob::CapacityPerInstance => "capacity_per_instance",
+            Knob::MaxInstances => "max_instances",
         }
+    }
+
+    /// Whether it is a key of `[runners.machine]` (docker+machine runners only).
+    fn pool_only(self) -> bool {
+        matches!(
+            self,
+            Knob::IdleCount
+                | Knob::IdleTime
+                | Knob::MaxBuilds
+                | Knob::IdleScaleFactor
+                | Knob::MaxGrowthRate
+        )
+    }
+
+    /// Whether it is a key of `[runners.autoscaler]` (docker-autoscaler runners only).
+    fn slots_only(self) -> bool {
+        !self.pool_only() && !matches!(self, Knob::Limit | Knob::Concurrent)
+    }
+
+    /// A fraction, not a whole number.
+    fn is_factor(self) -> bool {
+        matches!(self, Knob::IdleScaleFactor | Knob::ScaleFactor)
+    }
+
+    /// A duration, shown and written in seconds.
+    fn is_duration(self) -> bool {
+        matches!(self, Knob::IdleTime | Knob::PolicyIdleTime)
     }
 
     /// Shows a value in the knob's unit (IdleTime in seconds, as config.toml writes it).
     pub fn show(self, v: f64) -> String {
-        match self {
-            Knob::IdleScaleFactor => format!("{v}"),
-            Knob::IdleTime => human_secs(v),
-            _ => format!("{}", v as u64),
+        if self.is_factor() {
+            format!("{v}")
+        } else if self.is_duration() {
+            human_secs(v)
+        } else {
+            format!("{}", v as u64)
         }
     }
 
-    /// Sets the knob: `concurrent` on the config, `limit` on every runner, the rest on pool runners.
+    /// Sets the knob: `concurrent` on the config, `limit` on every runner, the rest on the runners
+    /// of their executor.
     fn apply(self, config: &mut Config, v: f64) {
         if self == Knob::Concurrent {
             config.concurrent = (v as u32).max(1);
@@ -83,6 +134,25 @@ impl Knob {
                 (Knob::MaxBuilds, Executor::Pool(p)) => p.max_builds = v as u32,
                 (Knob::IdleScaleFactor, Executor::Pool(p)) => p.base.idle_scale_factor = v,
                 (Knob::MaxGrowthRate, Executor::Pool(p)) => p.max_growth_rate = v as u32,
+                (Knob::MaxUseCount, Executor::Slots(sp)) => sp.pool.max_builds = v as u32,
+                (Knob::CapacityPerInstance, Executor::Slots(sp)) => sp.slots = (v as u32).max(1),
+                (Knob::MaxInstances, Executor::Slots(sp)) => sp.max_machines = v as u32,
+                (
+                    Knob::PolicyIdleCount | Knob::PolicyIdleTime | Knob::ScaleFactor,
+                    Executor::Slots(sp),
+                ) => {
+                    let p = &mut sp.pool;
+                    let values = std::iter::once(&mut p.base)
+                        .chain(p.periods.iter_mut().map(|period| &mut period.values));
+                    for values in values {
+                        match self {
+                            Knob::PolicyIdleCount => values.idle_count = v as u32,
+                            Knob::PolicyIdleTime => values.idle_time_ms = (v * 1000.0) as u64,
+                            _ => values.idle_scale_factor = v,
+                        }
+                    }
+                }
+                (_, Executor::Pool(_) | Executor::Slots(_)) => {}
             }
         }
     }
@@ -103,6 +173,8 @@ pub enum SweepError {
     TooLarge { points: usize },
     #[error("{knob} applies to docker+machine runners, and the simulated config has none")]
     NoPool { knob: &'static str },
+    #[error("{knob} applies to docker-autoscaler runners, and the simulated config has none")]
+    NoSlots { knob: &'static str },
 }
 
 /// `KEY=RANGE`: the values one knob takes.
@@ -112,8 +184,7 @@ pub struct SweepSpec {
     pub values: Vec<f64>,
 }
 
-const RANGE_HINT: &str =
-    "write KEY=A..=B, KEY=A..=B:STEP or KEY=V1,V2,V3 (IdleTime takes durations: 0..=30m:5m)";
+const RANGE_HINT: &str = "write KEY=A..=B, KEY=A..=B:STEP or KEY=V1,V2,V3 (IdleTime and idle_time take durations: 0..=30m:5m)";
 
 impl FromStr for SweepSpec {
     type Err = SweepError;
@@ -157,11 +228,17 @@ fn parse_values(knob: Knob, range: &str) -> Result<Vec<f64>, String> {
         let (a, b) = (value(from)?, value(to)?);
         let step = match step {
             Some(s) => value(s)?,
-            None if knob == Knob::IdleScaleFactor => {
-                return Err("a range of IdleScaleFactor needs a step, like 0..=1:0.25".into());
+            None if knob.is_factor() => {
+                return Err(format!(
+                    "a range of {} needs a step, like 0..=1:0.25",
+                    knob.name()
+                ));
             }
-            None if knob == Knob::IdleTime => {
-                return Err("a range of IdleTime needs a step, like 0..=30m:5m".into());
+            None if knob.is_duration() => {
+                return Err(format!(
+                    "a range of {} needs a step, like 0..=30m:5m",
+                    knob.name()
+                ));
             }
             None => 1.0,
         };
@@ -187,12 +264,12 @@ fn parse_values(knob: Knob, range: &str) -> Result<Vec<f64>, String> {
 
 fn parse_value(knob: Knob, s: &str) -> Result<f64, String> {
     match knob {
-        Knob::IdleScaleFactor => match s.parse::<f64>() {
+        k if k.is_factor() => match s.parse::<f64>() {
             Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
             _ => Err(format!("{s:?} is not a number ≥ 0")),
         },
         // GitLab writes IdleTime in seconds; a unit is welcome.
-        Knob::IdleTime => parse_seconds_or_duration_ms(s)
+        k if k.is_duration() => parse_seconds_or_duration_ms(s)
             .map(|ms| ms as f64 / 1000.0)
             .map_err(|e| format!("{s:?}: {e}")),
         _ => match s.parse::<u32>() {
@@ -342,11 +419,24 @@ pub fn run_sweep(
         .runners
         .iter()
         .any(|r| matches!(r.executor, Executor::Pool(_)));
+    if let Some(s) = specs.iter().find(|s| s.knob.pool_only() && !has_pool) {
+        return Err(SweepError::NoPool {
+            knob: s.knob.name(),
+        }
+        .into());
+    }
+    let slot_runners: Vec<&str> = base
+        .config
+        .runners
+        .iter()
+        .filter(|r| r.slot_policy().is_some())
+        .map(|r| r.name.as_str())
+        .collect();
     if let Some(s) = specs
         .iter()
-        .find(|s| !matches!(s.knob, Knob::Limit | Knob::Concurrent) && !has_pool)
+        .find(|s| s.knob.slots_only() && slot_runners.is_empty())
     {
-        return Err(SweepError::NoPool {
+        return Err(SweepError::NoSlots {
             knob: s.knob.name(),
         }
         .into());
@@ -381,13 +471,24 @@ pub fn run_sweep(
         .config
         .runners
         .iter()
-        .filter(|r| r.policy().is_some_and(|p| !p.periods.is_empty()))
+        .filter(|r| matches!(&r.executor, Executor::Pool(p) if !p.periods.is_empty()))
         .map(|r| r.name.as_str())
         .collect();
     if !with_periods.is_empty() {
         notes.push(format!(
             "swept Idle* values apply outside [[runners.machine.autoscaling]] periods of {}",
             with_periods.join(", ")
+        ));
+    }
+    let policy_knobs = [
+        Knob::PolicyIdleCount,
+        Knob::PolicyIdleTime,
+        Knob::ScaleFactor,
+    ];
+    if specs.iter().any(|s| policy_knobs.contains(&s.knob)) {
+        notes.push(format!(
+            "swept idle_count, idle_time and scale_factor apply to every [[runners.autoscaler.policy]] of {}; preemptive_mode stays as configured",
+            slot_runners.join(", ")
         ));
     }
     let reps = options.replications.max(1);

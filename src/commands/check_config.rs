@@ -172,7 +172,8 @@ fn runner(
         None => "cache: local, kept per project on the machine".to_string(),
     };
     match &core.executor {
-        Executor::Direct => {
+        // docker-autoscaler runners have their own section (`check_autoscaler.rs`).
+        Executor::Direct | Executor::Slots(_) => {
             let _ = writeln!(
                 out,
                 "  limit {limit}, request_concurrency {}",

@@ -140,18 +140,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => {
             let path = args.config.path();
             let loaded = config::load(&path).map_err(|e| exit::with_code(exit::CONFIG, e))?;
-            // Simulating without them would report a fleet the operator does not have.
-            if let Some(a) = loaded.autoscalers.first() {
-                return Err(exit::with_code(
-                    exit::CONFIG,
-                    anyhow::anyhow!(
-                        "runner {:?} in {} uses executor \"docker-autoscaler\", which drover cannot \
-                         simulate yet (several jobs per instance are not modelled)",
-                        a.name,
-                        loaded.origin.display()
-                    ),
-                ));
-            }
             if !loaded.warnings.is_empty() {
                 eprintln!(
                     "note: {} has {} warning{} (ignored or deprecated keys); `drover check-config` shows them",
@@ -160,7 +148,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     if loaded.warnings.len() == 1 { "" } else { "s" }
                 );
             }
-            (path.display().to_string(), loaded.core)
+            (
+                path.display().to_string(),
+                loaded.scheduled_with_autoscalers(),
+            )
         }
     };
     let workload = match (recorded, &args.workload) {
@@ -339,14 +330,36 @@ fn interrupted(e: drover_sim::SimError) -> anyhow::Error {
 
 /// What a plain run is compared with: IdleCount from 0 to the runners' `limit` in at most 11 steps,
 /// and `limit` as configured, 1.5× and 2× (`concurrent` following). With unlimited runners,
-/// IdleCount up to twice its value (at least 10). None without a machine pool.
+/// IdleCount up to twice its value (at least 10). For docker-autoscaler runners (when there is no
+/// docker+machine one) the same over their policies' idle_count. None without machines.
 fn plan_specs(scenario: &Scenario) -> Option<Vec<SweepSpec>> {
-    let pools: Vec<_> = scenario
-        .config
-        .runners
+    let runners = &scenario.config.runners;
+    let has_pool = runners
         .iter()
-        .filter_map(|r| r.policy().map(|p| (r.limit, p.base.idle_count)))
-        .collect();
+        .any(|r| matches!(r.executor, drover_core::Executor::Pool(_)));
+    // docker-autoscaler runners alone: the same plan over idle_count (in slots).
+    let (knob, pools): (Knob, Vec<_>) = if has_pool {
+        let pools = runners
+            .iter()
+            .filter(|r| matches!(r.executor, drover_core::Executor::Pool(_)))
+            .filter_map(|r| r.policy().map(|p| (r.limit, p.base.idle_count)))
+            .collect();
+        (Knob::IdleCount, pools)
+    } else {
+        let slots = runners
+            .iter()
+            .filter_map(|r| {
+                let idle = r
+                    .slot_policy()?
+                    .pool
+                    .periods
+                    .iter()
+                    .map(|p| p.values.idle_count);
+                Some((r.limit, idle.max().unwrap_or(0)))
+            })
+            .collect();
+        (Knob::PolicyIdleCount, slots)
+    };
     let limit = pools.iter().map(|p| p.0).max()?;
     let limited = scenario.config.runners.iter().all(|r| r.limit > 0);
     let top = if limited {
@@ -356,7 +369,7 @@ fn plan_specs(scenario: &Scenario) -> Option<Vec<SweepSpec>> {
     };
     let step = top.div_ceil(10).max(1);
     let mut specs = vec![SweepSpec {
-        knob: Knob::IdleCount,
+        knob,
         values: (0..=top).step_by(step as usize).map(f64::from).collect(),
     }];
     if limited && scenario.config.runners.len() == 1 {

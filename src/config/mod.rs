@@ -54,7 +54,8 @@
 //! names one). Periods with 5 or 6 cron fields get a warning: GitLab Runner prepends a `0`
 //! seconds field, so they are active only in second 0 of each minute.
 //! `executor` must be `docker+machine`, `docker` or `docker-autoscaler`; the last is validated
-//! into [`Loaded::autoscalers`] and not scheduled yet. `Provider` defaults to `docker-machine` when
+//! into [`Loaded::autoscalers`], each with its core runner (slots per machine; see
+//! [`autoscaler::core_runner`]), which `drover run` does not schedule yet. `Provider` defaults to `docker-machine` when
 //! `MachineDriver` is set, else `docker`. A runner without a name gets `runner-<short token>` (or
 //! `runner-<n>`) and a warning; two runners with one name are an error.
 
@@ -99,9 +100,9 @@ pub struct Loaded {
     /// One per `[[runners]]` entry the core schedules, in the order and with the names of
     /// `core.runners`.
     pub runners: Vec<RunnerSettings>,
-    /// `executor = "docker-autoscaler"` runners, in file order. The core does not schedule them
-    /// yet (no slots per machine, no AWS provider): `drover run` refuses them
-    /// ([`Loaded::require_runnable`]), `check-config` shows them.
+    /// `executor = "docker-autoscaler"` runners, in file order, each with the slot runner the core
+    /// schedules for it (`core`). `drover run` refuses them until the AWS provider is wired
+    /// ([`Loaded::require_runnable`]); `check-config` shows them and `simulate` plans them.
     pub autoscalers: Vec<AutoscalerRunner>,
     /// Ignored and deprecated keys, derived names, suspicious periods; each names its keys and lines.
     pub warnings: Vec<Warning>,
@@ -152,9 +153,42 @@ impl Loaded {
         }
     }
 
-    /// The daemon settings of the runner the core knows as `name`.
+    /// The core's config with the `docker-autoscaler` runners scheduled too (after the others),
+    /// as slot runners: what `drover simulate` plans.
+    pub fn scheduled_with_autoscalers(&self) -> drover_core::Config {
+        let mut core = self.core.clone();
+        core.runners
+            .extend(self.autoscalers.iter().map(|a| a.core.clone()));
+        core
+    }
+
+    /// What `drover run` and its reloads run: a config this build can run
+    /// ([`Loaded::require_runnable`]) with every runner registered, its `docker-autoscaler`
+    /// runners scheduled ([`Loaded::schedule_autoscalers`]).
+    pub fn runnable(mut self) -> Result<Loaded, ConfigError> {
+        self.require_runnable()?;
+        self.schedule_autoscalers();
+        self.require_registered()?;
+        Ok(self)
+    }
+
+    /// Hands the `docker-autoscaler` runners to the core and the daemon like the others (after
+    /// them, as [`Loaded::scheduled_with_autoscalers`] orders them): what `drover run` and its
+    /// reloads schedule, once [`Loaded::require_runnable`] passed.
+    pub fn schedule_autoscalers(&mut self) {
+        for a in std::mem::take(&mut self.autoscalers) {
+            self.core.runners.push(a.core);
+            self.runners.push(a.settings);
+        }
+    }
+
+    /// The daemon settings of the runner the core knows as `name`, `docker-autoscaler` runners
+    /// included.
     pub fn runner(&self, name: &str) -> Option<&RunnerSettings> {
-        self.runners.iter().find(|r| r.name == name)
+        self.runners
+            .iter()
+            .chain(self.autoscalers.iter().map(|a| &a.settings))
+            .find(|r| r.name == name)
     }
 }
 

@@ -25,7 +25,6 @@ static TAKING: Mutex<()> = Mutex::new(());
 pub struct BuildsSlot {
     state_dir: StateDir,
     job: u64,
-    pub index: u32,
 }
 
 impl Drop for BuildsSlot {
@@ -57,7 +56,9 @@ pub fn take(endpoint: &mut MachineEndpoint, state_dir: &StateDir, job: u64) -> O
                 .collect();
             let index = (0..).find(|i| !taken.contains(i)).unwrap_or(0);
             let path = state_dir.job_file(job, SLOT_FILE);
-            if let Err(e) = crate::files::write_private(&path, format!("{machine}\n{index}").as_bytes()) {
+            if let Err(e) =
+                crate::files::write_private(&path, format!("{machine}\n{index}").as_bytes())
+            {
                 // The job still gets a volume of its own now; only a restart could move it.
                 tracing::warn!(job, "keeping the job's builds slot failed: {e:#}");
             }
@@ -68,7 +69,6 @@ pub fn take(endpoint: &mut MachineEndpoint, state_dir: &StateDir, job: u64) -> O
     Some(BuildsSlot {
         state_dir: state_dir.clone(),
         job,
-        index,
     })
 }
 
@@ -107,11 +107,14 @@ mod tests {
         let (mut a, mut b, mut c) = (on("m1"), on("m1"), on("m2"));
         let sa = take(&mut a, &state, 1).unwrap();
         let sb = take(&mut b, &state, 2).unwrap();
-        let sc = take(&mut c, &state, 3).unwrap();
+        let _sc = take(&mut c, &state, 3).unwrap();
         assert_eq!(a.builds_volume.as_deref(), Some("m1-builds-0"));
         assert_eq!(b.builds_volume.as_deref(), Some("m1-builds-1"));
-        assert_eq!(c.builds_volume.as_deref(), Some("m2-builds-0"), "another instance");
-        assert_eq!((sa.index, sb.index, sc.index), (0, 1, 0));
+        assert_eq!(
+            c.builds_volume.as_deref(),
+            Some("m2-builds-0"),
+            "another instance"
+        );
 
         // A restart: job 2 re-attaches into its volume whichever job asks first.
         let mut again = on("m1");
@@ -127,7 +130,11 @@ mod tests {
         drop(sb);
         let mut e = on("m1");
         let _se = take(&mut e, &state, 1).unwrap();
-        assert_eq!(e.builds_volume.as_deref(), Some("m1-builds-1"), "slot 1 was given back");
+        assert_eq!(
+            e.builds_volume.as_deref(),
+            Some("m1-builds-1"),
+            "slot 1 was given back"
+        );
     }
 
     #[test]

@@ -312,7 +312,11 @@ async fn job_engines(core: &Core, id: RunnerId, runner: &Runner) -> Vec<MachineE
     let lookups = machines
         .iter()
         .filter(|(_, m)| {
-            m.runner == id && matches!(m.state, MachineState::Idle | MachineState::Busy(_))
+            m.runner == id
+                && matches!(
+                    m.state,
+                    MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_)
+                )
         })
         .map(|(_, m)| async move {
             match tokio::time::timeout(STRAY_SCAN_DEADLINE, provider.endpoint(&m.name)).await {

@@ -491,20 +491,23 @@ fn docker_autoscaler_is_shown_by_check_config() {
         refused_without_aws(fixture);
     }
 
+    // `drover simulate` plans it: capacity_per_instance jobs per machine.
     let out = drover(&[
         "simulate",
         "-c",
         fixture,
         "--workload",
         "fixtures/workloads/steady-day.toml",
+        "--no-plan",
+        "--replications",
+        "2",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(CONFIG_EXIT),
-        "{}",
-        text(&out.stderr)
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("docker-autoscaler, capacity_per_instance 2, max_instances 10"),
+        "{stdout}"
     );
-    assert!(text(&out.stderr).contains("cannot simulate yet"));
 }
 
 /// `drover run` of a docker-autoscaler config by a drover built without the `aws` feature.
@@ -526,7 +529,9 @@ fn refused_without_aws(fixture: &str) {
     );
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("uses executor \"docker-autoscaler\", but this drover was built without AWS support"),
+        stderr.contains(
+            "uses executor \"docker-autoscaler\", but this drover was built without AWS support"
+        ),
         "{stderr}"
     );
     assert!(!state_dir.exists(), "run created its state before refusing");

@@ -70,6 +70,10 @@ const SKIPPED: &[(&str, &str)] = &[
         "a benchmark of 10 M jobs",
     ),
     (
+        "sh benches/aws-build-time.sh",
+        "a benchmark: two release builds from scratch, minutes each",
+    ),
+    (
         "sh benches/simpy/run.sh",
         "a benchmark: installs SimPy from PyPI and times both simulators for minutes",
     ),

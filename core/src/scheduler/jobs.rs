@@ -126,8 +126,15 @@ impl Core {
         let Some(m) = self.state.machines.get(&mid) else {
             return;
         };
-        if m.state != MachineState::Busy(job) {
-            return; // lost or removed while the job ran; its removal is already under way
+        match m.state {
+            MachineState::Busy(j) if j == job => {}
+            // One of the jobs of a machine with slots: the machine frees a slot.
+            MachineState::Shared(k) if k > 1 => {
+                self.set_machine_state(mid, MachineState::Shared(k - 1));
+                return;
+            }
+            MachineState::Shared(_) => {}
+            _ => return, // lost or removed while the job ran; its removal is already under way
         }
         let max_builds = r.config.policy().map_or(0, |p| p.max_builds);
         if max_builds > 0 && m.used_count >= max_builds {
@@ -155,8 +162,8 @@ impl Core {
         }
     }
 
-    /// Starts the oldest queued job of `runner` on `machine` (already taken out of the idle index),
-    /// or directly for runners without a pool. The caller checked that a job is queued.
+    /// Starts the oldest queued job of `runner` on `machine` (an idle one already taken out of the
+    /// idle index, or one with a free slot), or directly for runners without a pool. The caller checked that a job is queued.
     pub(crate) fn start_job(
         &mut self,
         runner: RunnerId,
@@ -173,10 +180,16 @@ impl Core {
         r.front_failures = 0;
         self.state.totals.queued -= 1;
         self.state.totals.running += 1;
-        if let Some(mid) = machine
-            && let Some(m) = self.set_machine_state(mid, MachineState::Busy(job))
-        {
-            m.used_count += 1;
+        if let Some(mid) = machine {
+            // A machine of a runner with slots counts its jobs; docker+machine's runs one.
+            let slots = r.config.slot_policy().is_some();
+            let to = match self.state.machines.get(&mid).map(|m| m.state) {
+                Some(MachineState::Shared(k)) => MachineState::Shared(k + 1),
+                Some(MachineState::Busy(_)) => MachineState::Shared(2),
+                _ if slots => MachineState::Shared(1),
+                _ => MachineState::Busy(job),
+            };
+            self.move_machine(mid, to, 1);
         }
         self.state.stats.jobs_started += 1;
         out.push(Command::RunJob {

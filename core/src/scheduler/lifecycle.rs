@@ -102,6 +102,8 @@ impl Core {
                 r.retired = true;
             }
         }
+        // Slots per machine or uses per machine may have changed.
+        self.state.rebuild_slots();
         self.cancel_requests_of_retired(out);
         self.remove_used_up_idle(out);
         self.config_digest = std::sync::OnceLock::new();

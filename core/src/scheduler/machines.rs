@@ -58,6 +58,7 @@ impl Core {
                 retry_at: None,
             },
         );
+        self.state.reslot(id);
         id
     }
 
@@ -77,7 +78,7 @@ impl Core {
             }
             // Doomed while creating (a lowered limit, a shutdown): its removal is already queued.
             MachineState::Removing => {}
-            MachineState::Idle | MachineState::Busy(_) => {
+            MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_) => {
                 self.anomaly(AnomalyKind::UnexpectedMachineEvent, machine.0)
             }
         }
@@ -97,7 +98,7 @@ impl Core {
         match m.state {
             MachineState::Creating => {}
             MachineState::Removing => return,
-            MachineState::Idle | MachineState::Busy(_) => {
+            MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_) => {
                 self.anomaly(AnomalyKind::UnexpectedMachineEvent, machine.0);
                 return;
             }
@@ -138,6 +139,10 @@ impl Core {
             MachineState::Busy(job) => {
                 self.anomaly(AnomalyKind::MachineVanished, machine.0);
                 self.abort_job(job, out);
+            }
+            MachineState::Shared(_) => {
+                self.anomaly(AnomalyKind::MachineVanished, machine.0);
+                self.abort_jobs_on(machine, out);
             }
             MachineState::Idle | MachineState::Creating => {
                 self.anomaly(AnomalyKind::MachineVanished, machine.0)
@@ -195,6 +200,10 @@ impl Core {
                 self.abort_job(job, out);
                 self.start_removal(machine, RemoveReason::Lost, out);
             }
+            MachineState::Shared(_) => {
+                self.abort_jobs_on(machine, out);
+                self.start_removal(machine, RemoveReason::Lost, out);
+            }
             MachineState::Idle | MachineState::Creating => {
                 self.start_removal(machine, RemoveReason::Lost, out)
             }
@@ -241,6 +250,7 @@ impl Core {
         if let Some(at) = retry_at {
             self.state.removal_retries.remove(&(at, machine));
         }
+        self.state.unslot(machine);
         if let Some(m) = self.state.machines.remove(&machine) {
             self.state.names.remove(&m.name);
         }
@@ -252,15 +262,35 @@ impl Core {
         machine: MachineId,
         to: MachineState,
     ) -> Option<&mut Machine> {
+        self.move_machine(machine, to, 0)
+    }
+
+    /// [`Core::set_machine_state`] that also counts `started` more jobs started on the machine.
+    pub(super) fn move_machine(
+        &mut self,
+        machine: MachineId,
+        to: MachineState,
+        started: u32,
+    ) -> Option<&mut Machine> {
         let seq = self.state.seq;
+        self.state.unslot(machine);
         let m = self.state.machines.get_mut(&machine)?;
         let from = m.state;
         m.state = to;
         m.changed_seq = seq;
+        m.used_count += started;
         let counts = &mut self.state.runners[m.runner.index()].counts;
         dec_state(counts, from);
         inc_state(counts, to);
-        Some(m)
+        self.state.reslot(machine);
+        self.state.machines.get_mut(&machine)
+    }
+
+    /// Aborts every job running on a machine.
+    pub(crate) fn abort_jobs_on(&mut self, machine: MachineId, out: &mut Vec<Command>) {
+        for job in self.state.jobs_on(machine) {
+            self.abort_job(job, out);
+        }
     }
 
     /// A machine becomes idle now: its idle clock starts and it joins the idle index.
@@ -278,7 +308,7 @@ fn inc_state(counts: &mut Counts, state: MachineState) {
     match state {
         MachineState::Creating => counts.creating += 1,
         MachineState::Idle => counts.idle += 1,
-        MachineState::Busy(_) => counts.busy += 1,
+        MachineState::Busy(_) | MachineState::Shared(_) => counts.busy += 1,
         MachineState::Removing => counts.removing += 1,
     }
 }
@@ -287,7 +317,7 @@ fn dec_state(counts: &mut Counts, state: MachineState) {
     match state {
         MachineState::Creating => counts.creating -= 1,
         MachineState::Idle => counts.idle -= 1,
-        MachineState::Busy(_) => counts.busy -= 1,
+        MachineState::Busy(_) | MachineState::Shared(_) => counts.busy -= 1,
         MachineState::Removing => counts.removing -= 1,
     }
 }

@@ -219,6 +219,8 @@ impl RunnerState {
             front_failures: 0,
             policy: ActivePolicy::default(),
             reap_after: Timestamp::ZERO,
+            free_slots: 0,
+            open: BTreeSet::new(),
         }
     }
 }

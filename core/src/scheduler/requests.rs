@@ -53,8 +53,10 @@ impl Core {
                 m.runner == runner && m.changed_seq < request && !listed.contains(m.name.as_str())
             })
             .filter(|(_, m)| {
-                matches!(m.state, MachineState::Idle | MachineState::Busy(_))
-                    || m.retry_at.is_some()
+                matches!(
+                    m.state,
+                    MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_)
+                ) || m.retry_at.is_some()
             })
             .map(|(id, _)| id)
             .collect();
@@ -70,10 +72,7 @@ impl Core {
                 self.state.stats.machines_removed += 1;
             } else {
                 self.state.stats.machines_lost += 1;
-                if let Some(MachineState::Busy(job)) = self.state.machines.get(&id).map(|m| m.state)
-                {
-                    self.abort_job(job, out);
-                }
+                self.abort_jobs_on(id, out);
                 self.start_removal(id, RemoveReason::Lost, out);
             }
         }
@@ -129,7 +128,7 @@ impl Core {
     pub(crate) fn request_lists(&mut self, out: &mut Vec<Command>) {
         let request = self.state.seq;
         for (i, r) in self.state.runners.iter().enumerate() {
-            if matches!(r.config.executor, Executor::Pool(_)) {
+            if matches!(r.config.executor, Executor::Pool(_) | Executor::Slots(_)) {
                 let runner = RunnerId(i as u16);
                 out.push(Command::ListMachines {
                     runner,

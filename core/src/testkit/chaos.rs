@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::command::Command;
-use crate::config::{Config, RunnerConfig};
+use crate::config::{Config, Executor, RunnerConfig, SlotExtra, SlotPolicy};
 use crate::event::{CreationFailure, Event, FailureReason, JobInfo, Outcome, Signal};
 use crate::ids::{JobId, MachineId, RunnerId};
 use crate::period::{Period, PolicyValues};
@@ -66,6 +66,36 @@ pub fn config(n: [u32; 8]) -> Config {
             }
         }
         c.runners.push(r);
+    }
+    c
+}
+
+/// [`config`] with each pool runner turned into a runner with job slots (`docker-autoscaler`):
+/// one to four slots per machine, `max_instances` often binding, policies with and without
+/// `preemptive_mode` and a capped `scale_factor`. Its own idle values carry over, in slots.
+pub fn slots_config(n: [u32; 8]) -> Config {
+    let mut c = config(n);
+    for (i, r) in c.runners.iter_mut().enumerate() {
+        let Executor::Pool(pool) = &r.executor else {
+            continue;
+        };
+        let m = n[4 + i * 2].rotate_left(9) ^ n[5 + i * 2].rotate_left(17);
+        let mut pool = pool.clone();
+        pool.base.idle_count_min = 0;
+        let extra = |bits: u32| SlotExtra {
+            scale_factor_limit: bits % 3,
+            preemptive: (bits >> 2).is_multiple_of(2),
+        };
+        let extras = (0..pool.periods.len() as u32)
+            .map(|j| extra(m >> (8 + 3 * j)))
+            .collect();
+        r.executor = Executor::Slots(SlotPolicy {
+            slots: 1 + m % 4,
+            max_machines: (m >> 2) % 5,
+            pool,
+            base_extra: extra(m >> 5),
+            extras,
+        });
     }
     c
 }
@@ -394,16 +424,30 @@ impl Chaos {
                 let signal = match a % 6 {
                     0 => Signal::Graceful,
                     1 => Signal::Forceful,
-                    _ => Signal::Reload(Box::new(config([
-                        a,
-                        b,
-                        a ^ b,
-                        b,
-                        a.rotate_left(7),
-                        b.rotate_left(3),
-                        a.rotate_left(13),
-                        b.rotate_left(11),
-                    ]))),
+                    _ => {
+                        let n = [
+                            a,
+                            b,
+                            a ^ b,
+                            b,
+                            a.rotate_left(7),
+                            b.rotate_left(3),
+                            a.rotate_left(13),
+                            b.rotate_left(11),
+                        ];
+                        // A world with slots reloads into slots or pools alike.
+                        let slots = self
+                            .core
+                            .config()
+                            .runners
+                            .iter()
+                            .any(|r| r.slot_policy().is_some());
+                        Signal::Reload(Box::new(if slots && b % 3 != 0 {
+                            slots_config(n)
+                        } else {
+                            config(n)
+                        }))
+                    }
                 };
                 self.feed(Event::Signal(signal));
             }
@@ -552,6 +596,10 @@ impl Chaos {
                 if polling && !r.retired && !asking && !slots_taken {
                     return Err(format!("runner {} stopped asking for jobs", r.config.name));
                 }
+                continue;
+            }
+            if let Some(sp) = r.config.slot_policy() {
+                self.check_slots_converged(r, sp)?;
                 continue;
             }
             let mut target = r.policy().values.idle_target(0);

@@ -35,6 +35,8 @@ pub enum MState {
     Idle,
     Busy(JobId),
     Removing,
+    /// A machine of a runner with job slots running at least one job (which ones: the jobs say).
+    InUse,
 }
 
 #[derive(Clone, Debug)]
@@ -78,7 +80,7 @@ pub struct Oracle {
     pub machines: Vec<OMachine>,
     pub jobs: BTreeMap<JobId, OJob>,
     pub runners: Vec<ORunner>,
-    next_machine: u64,
+    pub(crate) next_machine: u64,
     idle_order: u64,
     arrivals: u64,
     /// Machines that came up, and creations that failed.
@@ -150,11 +152,11 @@ impl Oracle {
         }
     }
 
-    fn rc(&self, r: RunnerId) -> &RunnerConfig {
+    pub(crate) fn rc(&self, r: RunnerId) -> &RunnerConfig {
         &self.config.runners[r.index()]
     }
 
-    fn machine(&mut self, id: MachineId) -> Option<&mut OMachine> {
+    pub(crate) fn machine(&mut self, id: MachineId) -> Option<&mut OMachine> {
         self.machines.iter_mut().find(|m| m.id == id)
     }
 
@@ -164,7 +166,7 @@ impl Oracle {
         active_period(&p.periods, self.now).map_or(p.base, |i| p.periods[i].values)
     }
 
-    fn count(&self, r: RunnerId, f: impl Fn(&OMachine) -> bool) -> u32 {
+    pub(crate) fn count(&self, r: RunnerId, f: impl Fn(&OMachine) -> bool) -> u32 {
         self.machines
             .iter()
             .filter(|m| m.runner == r && f(m))
@@ -174,19 +176,19 @@ impl Oracle {
     fn idle(&self, r: RunnerId) -> u32 {
         self.count(r, |m| m.state == MState::Idle)
     }
-    fn creating(&self, r: RunnerId) -> u32 {
+    pub(crate) fn creating(&self, r: RunnerId) -> u32 {
         self.count(r, |m| m.state == MState::Creating)
     }
     fn busy(&self, r: RunnerId) -> u32 {
         self.count(r, |m| matches!(m.state, MState::Busy(_)))
     }
     /// `Total` of §1.2: every state, removals included (DEVIATION: but not stuck ones).
-    fn total(&self, r: RunnerId) -> u32 {
+    pub(crate) fn total(&self, r: RunnerId) -> u32 {
         self.count(r, |m| {
             m.state != MState::Removing || m.failed_removals < STUCK_AFTER
         })
     }
-    fn queued(&self, r: RunnerId) -> Vec<JobId> {
+    pub(crate) fn queued(&self, r: RunnerId) -> Vec<JobId> {
         let mut q: Vec<(u64, JobId)> = self
             .jobs
             .iter()
@@ -196,14 +198,14 @@ impl Oracle {
         q.sort();
         q.into_iter().map(|(_, id)| id).collect()
     }
-    fn running(&self, r: Option<RunnerId>) -> u32 {
+    pub(crate) fn running(&self, r: Option<RunnerId>) -> u32 {
         self.jobs
             .values()
             .filter(|j| j.running_on.is_some() && r.is_none_or(|r| j.runner == r))
             .count() as u32
     }
     /// Idle machines, least recently used first.
-    fn idle_lru(&self, r: RunnerId) -> Vec<MachineId> {
+    pub(crate) fn idle_lru(&self, r: RunnerId) -> Vec<MachineId> {
         let mut v: Vec<_> = self
             .machines
             .iter()
@@ -214,7 +216,7 @@ impl Oracle {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    fn remove(&mut self, id: MachineId, reason: RemoveReason, d: &mut Decisions) {
+    pub(crate) fn remove(&mut self, id: MachineId, reason: RemoveReason, d: &mut Decisions) {
         if let Some(m) = self.machine(id)
             && m.state != MState::Removing
         {
@@ -224,7 +226,7 @@ impl Oracle {
         }
     }
 
-    fn make_idle(&mut self, id: MachineId) {
+    pub(crate) fn make_idle(&mut self, id: MachineId) {
         self.idle_order += 1;
         let (now, order) = (self.now, self.idle_order);
         if let Some(m) = self.machine(id) {
@@ -251,6 +253,15 @@ impl Oracle {
             j.aborted = true;
             d.aborts.insert(job);
         }
+    }
+
+    /// The jobs running on a machine, from the jobs' own records.
+    pub(crate) fn jobs_on(&self, id: MachineId) -> Vec<JobId> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.running_on == Some(Some(id)))
+            .map(|(job, _)| *job)
+            .collect()
     }
 
     // ----- events ----------------------------------------------------------------------------
@@ -328,8 +339,14 @@ impl Oracle {
 
     /// The provider says the machine is gone: asked for, or vanished under a job (which is aborted).
     pub fn machine_removed(&mut self, id: MachineId, d: &mut Decisions) {
-        if let Some(MState::Busy(job)) = self.machine(id).map(|m| m.state) {
-            self.abort(job, d);
+        match self.machine(id).map(|m| m.state) {
+            Some(MState::Busy(job)) => self.abort(job, d),
+            Some(MState::InUse) => {
+                for job in self.jobs_on(id) {
+                    self.abort(job, d);
+                }
+            }
+            _ => {}
         }
         self.machines.retain(|m| m.id != id);
     }
@@ -364,6 +381,11 @@ impl Oracle {
         if let MState::Busy(job) = state {
             self.abort(job, d);
         }
+        if state == MState::InUse {
+            for job in self.jobs_on(id) {
+                self.abort(job, d);
+            }
+        }
         self.remove(id, RemoveReason::Lost, d);
     }
 
@@ -376,9 +398,14 @@ impl Oracle {
             return;
         };
         let max_builds = self.rc(j.runner).policy().map_or(0, |p| p.max_builds);
+        let others = self.jobs_on(mid);
         let Some(m) = self.machine(mid) else { return };
-        if m.state != MState::Busy(job) {
-            return;
+        match m.state {
+            MState::Busy(j) if j == job => {}
+            // A machine with slots frees one; its last job ends as a docker+machine job does.
+            MState::InUse if !others.is_empty() => return,
+            MState::InUse => {}
+            _ => return,
         }
         if max_builds > 0 && m.used_count >= max_builds {
             self.remove(mid, RemoveReason::TooManyBuilds, d);
@@ -454,6 +481,9 @@ impl Oracle {
     }
 
     fn pass_runner(&mut self, r: RunnerId, d: &mut Decisions) {
+        if self.rc(r).slot_policy().is_some() {
+            return self.pass_slots(r, d);
+        }
         let now = self.now;
         let rc = self.rc(r).clone();
         let policy = rc.policy().expect("pool runner").clone();

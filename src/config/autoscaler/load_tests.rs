@@ -38,7 +38,8 @@ fn minimal(extra: &str) -> String {
 #[test]
 fn the_operator_fixture_loads_with_its_values() {
     let l = load(AWS);
-    // Kept out of the core until it schedules slots on instances.
+    // Kept out of the scheduled runners until `drover run` has the AWS provider (`core` holds
+    // its slot runner).
     assert!(l.core.runners.is_empty() && l.runners.is_empty());
     assert_eq!(l.autoscalers.len(), 1);
     let r = &l.autoscalers[0];

@@ -2,6 +2,7 @@
 //! into [`AutoscalerSettings`]. The `plugin` must name GitLab's AWS fleeting plugin, in any of
 //! the forms GitLab Runner accepts; it selects drover's own AWS provider (no plugin binary runs).
 
+mod core;
 mod duration;
 pub mod raw;
 pub mod schema;
@@ -17,6 +18,7 @@ use toml::Spanned;
 use super::ctx::Ctx;
 use super::diagnostic::{Diagnostic, WarningKind};
 use super::schema::suggest;
+pub use core::core_runner;
 use raw::{RawAutoscaler, RawConnector, RawDuration, RawPolicy};
 pub use settings::{
     AutoscalerPolicy, AutoscalerRunner, AutoscalerSettings, AwsGroup, ConnectorSettings, Intervals,

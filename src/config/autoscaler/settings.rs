@@ -9,11 +9,13 @@ use drover_gitlab::Secret;
 use super::super::settings::DockerSettings;
 
 /// A `[[runners]]` entry with `executor = "docker-autoscaler"`. Kept apart from the runners the
-/// core schedules until the core has slots per machine and the AWS provider exists: `drover run`
-/// refuses such a runner at start ([`crate::config::Loaded::require_runnable`]).
+/// core schedules until the AWS provider exists: `drover run` refuses such a runner at start
+/// ([`crate::config::Loaded::require_runnable`]); `drover simulate` schedules `core`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutoscalerRunner {
     pub name: String,
+    /// The runner as the core schedules it: a slot runner ([`super::core_runner`]).
+    pub core: drover_core::RunnerConfig,
     pub url: Option<String>,
     pub token: Option<Secret>,
     /// `limit`: jobs at once, 0 = unlimited.
@@ -21,6 +23,9 @@ pub struct AutoscalerRunner {
     pub request_concurrency: u32,
     pub docker: DockerSettings,
     pub autoscaler: AutoscalerSettings,
+    /// What the daemon runs the runner's jobs with (`executor` `DockerAutoscaler`, `autoscaler`
+    /// set): the keys every executor shares, as for the other runners.
+    pub settings: super::super::settings::RunnerSettings,
 }
 
 /// `[runners.autoscaler]`.

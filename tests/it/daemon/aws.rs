@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bollard::query_parameters::LogsOptions;
 use drover_docker::ssh::keys;
@@ -65,7 +64,10 @@ impl Cloud {
             authorized_key: keys::authorized_key(&key),
         });
         // Fake instances of an earlier run that failed before its clean-up.
-        reconciler.remove_all().await.expect("removing stale instances");
+        reconciler
+            .remove_all()
+            .await
+            .expect("removing stale instances");
         let reconciling = Some(reconciler.run_in_background());
         Some(Cloud {
             group,
@@ -355,7 +357,12 @@ async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
     for view in [&a, &b] {
         assert_final(view, JobStatus::Success, None, None);
         let own = format!("owner {} of {}", view.id, view.id);
-        assert_eq!(lines(view, &own), 1, "a working copy of its own:\n{}", text(view));
+        assert_eq!(
+            lines(view, &own),
+            1,
+            "a working copy of its own:\n{}",
+            text(view)
+        );
     }
     assert_eq!(machine_of(&a), machine_of(&b), "one instance ran both");
     assert_eq!(cloud.in_service(), instances, "no other instance came");
@@ -402,7 +409,11 @@ async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
     assert_eq!(lines(&view, "finished 42"), 1, "{}", text(&view));
     assert_eq!(count(&view.trace, "Job succeeded"), 1, "{}", text(&view));
     // The restart re-adopted both instances (none deleted, none made): the idle one stays.
-    assert_eq!(cloud.in_service(), before, "the instances survived the restart");
+    assert_eq!(
+        cloud.in_service(),
+        before,
+        "the instances survived the restart"
+    );
     eventually("one busy instance back to idle, both kept", async || {
         let status = env.status()?;
         let runner = &status["runners"][0];
@@ -441,7 +452,10 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
     let lost = lost.first().expect("one instance").clone();
     // A spot reclaim, or someone in the console: terminated (desired decremented) behind
     // drover's back; the reconciler takes its SSH server away.
-    cloud.group.terminate(&lost).expect("terminating the instance");
+    cloud
+        .group
+        .terminate(&lost)
+        .expect("terminating the instance");
 
     let view = env.finished(id).await;
     assert_eq!(view.status, JobStatus::Failed, "{}", text(&view));

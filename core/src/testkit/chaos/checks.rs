@@ -3,7 +3,9 @@
 //! the core's clock never goes back.
 
 use crate::command::Command;
+use crate::config::SlotPolicy;
 use crate::event::{Event, Signal};
+use crate::state::RunnerState;
 use std::collections::BTreeSet;
 
 use crate::ids::{MachineId, RunnerId};
@@ -210,7 +212,10 @@ impl Chaos {
             }
             if m.retry_at.is_some() {
                 gone.push(id);
-            } else if matches!(m.state, MachineState::Idle | MachineState::Busy(_)) {
+            } else if matches!(
+                m.state,
+                MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_)
+            ) {
                 lost.push(id);
             }
         }
@@ -273,6 +278,67 @@ impl Chaos {
                 "time moved from {before} to {at}, the core says {}",
                 s.now()
             ));
+        }
+        Ok(())
+    }
+
+    /// Invariant 4 for a runner with slots: once healed, its idle machines hold the idle slots of
+    /// its policy (at most `limit`), or as many as `max_instances` allows, and the least recently
+    /// used one is not surplus (the rest would still hold them, or the free slots requests in
+    /// flight hold with `preemptive_mode`); none once retired or drained.
+    pub(super) fn check_slots_converged(
+        &self,
+        r: &RunnerState,
+        sp: &SlotPolicy,
+    ) -> Result<(), String> {
+        let s = self.core.state();
+        let c = &r.counts;
+        let name = &r.config.name;
+        let drained = r.retired
+            || (matches!(s.shutdown(), Shutdown::Graceful { .. })
+                && self.core.config().drain_machines_on_shutdown);
+        if drained {
+            return match c.idle {
+                0 => Ok(()),
+                n => Err(format!(
+                    "runner {name} keeps {n} idle machines after draining"
+                )),
+            };
+        }
+        if s.shutdown() != Shutdown::None {
+            return Ok(()); // idle machines stay for the next start, however many
+        }
+        let extra = sp.extra(r.policy().period);
+        let mut target = SlotPolicy::idle_slots(&r.policy().values, extra, 0);
+        if r.config.limit > 0 {
+            target = target.min(r.config.limit);
+        }
+        let held = if extra.preemptive && target > 0 {
+            c.in_flight
+        } else {
+            0
+        };
+        let capped = sp.max_machines > 0 && c.counted() >= sp.max_machines;
+        if r.free_slots() < target && !capped {
+            return Err(format!(
+                "runner {name} holds {} free slots, expected {target}",
+                r.free_slots()
+            ));
+        }
+        let idle = s.idle_machines(s.runner_id(name).map_or(0, |id| id.index()));
+        if let Some(lru) = idle.first().and_then(|&m| s.machine(m)) {
+            let slots = crate::slots::free_slots(
+                MachineState::Idle,
+                lru.used_count,
+                r.config.machine_capacity(),
+            );
+            if r.free_slots() - slots >= target.max(held) {
+                return Err(format!(
+                    "runner {name} keeps {} free slots for a target of {target} ({held} held): {} is surplus",
+                    r.free_slots(),
+                    lru.name
+                ));
+            }
         }
         Ok(())
     }
