@@ -42,6 +42,9 @@ struct Asg {
     idle_count: u32,
     idle_time: &'static str,
     delete_on_shutdown: bool,
+    /// A host directory the jobs see as `/signal` (the fake instances run them on the host's
+    /// engine): the test lets a waiting job go on by making a file there.
+    signal: Option<PathBuf>,
 }
 
 impl Cloud {
@@ -119,6 +122,7 @@ impl Cloud {
              \x20 [runners.docker]\n\
              \x20   image = \"{image}\"\n\
              \x20   pull_policy = [\"if-not-present\"]\n\
+             {volumes}\
              \x20 [runners.autoscaler]\n\
              \x20   plugin = \"aws\"\n\
              \x20   capacity_per_instance = {capacity}\n\
@@ -150,6 +154,10 @@ impl Cloud {
             key = self.key_path.display(),
             idle_count = asg.idle_count,
             idle_time = asg.idle_time,
+            volumes = asg.signal.as_ref().map_or(String::new(), |dir| format!(
+                "    volumes = [\"{}:/signal\"]\n",
+                dir.display()
+            )),
         );
         std::fs::write(env.config_path(), text).expect("writing config.toml");
     }
@@ -276,6 +284,7 @@ async fn a_burst_scales_the_group_from_zero_and_back_to_idle_count() {
         idle_count: 0,
         idle_time: "2s",
         delete_on_shutdown: false,
+        signal: None,
     };
     cloud.configure(&mut env, &asg);
     env.start().await;
@@ -331,6 +340,7 @@ async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
         idle_count: 0,
         idle_time: "1m",
         delete_on_shutdown: true,
+        signal: None,
     };
     cloud.configure(&mut env, &asg);
     env.start().await;
@@ -382,20 +392,27 @@ async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
     let Some(cloud) = Cloud::start(&env, 3, 23).await else {
         return;
     };
+    let signal = tempfile::tempdir().expect("a temp dir");
     let asg = Asg {
         capacity: 1,
         max_instances: 3,
         idle_count: 1,
         idle_time: "10m",
         delete_on_shutdown: true,
+        signal: Some(signal.path().to_path_buf()),
     };
     cloud.configure(&mut env, &asg);
     env.start().await;
     // idle_count 1: one warm instance before any job.
     cloud.instances_become(1).await;
+    // The job waits for the test's word, so drover dies mid-job whatever the pace.
     let id = env.enqueue(job(
         "survivor",
-        &["echo started", "sleep 6", "echo \"finished $((6 * 7))\""],
+        &[
+            "echo started",
+            "until [ -e /signal/go ]; do sleep 0.1; done",
+            "echo \"finished $((6 * 7))\"",
+        ],
     ));
     env.trace_shows(id, "\nstarted").await;
     // The job took the warm instance and idle_count brings another: one busy, one idle.
@@ -404,6 +421,7 @@ async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
     assert!(!env.job(id).status.is_finished(), "the crash came mid-job");
 
     env.start().await;
+    std::fs::write(signal.path().join("go"), "").expect("letting the job go on");
     let view = env.finished(id).await;
     assert_final(&view, JobStatus::Success, None, None);
     assert_eq!(lines(&view, "finished 42"), 1, "{}", text(&view));
@@ -443,6 +461,7 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
         idle_count: 0,
         idle_time: "10m",
         delete_on_shutdown: true,
+        signal: None,
     };
     cloud.configure(&mut env, &asg);
     env.start().await;
