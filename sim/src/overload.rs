@@ -2,8 +2,9 @@
 //! instead of being simulated until memory runs out, and a sweep marks it and goes on.
 //!
 //! Two tests, both deterministic: before the run, the workload's mean arrival rate against the
-//! most jobs per hour the runners' `limit` and `concurrent` can run (ρ ≥ 1: flagged, and not run
-//! at all when the queue would outgrow [`MAX_WAITING`]); during the run, more than
+//! most jobs per hour the runners' `limit` (and `max_instances` × `capacity_per_instance`) and
+//! `concurrent` can run (ρ ≥ 1: flagged, and not run at all when the queue would outgrow
+//! [`MAX_WAITING`]); during the run, more than
 //! [`MAX_WAITING`] jobs waiting at once, with the rates measured so far.
 
 use serde::Serialize;
@@ -108,6 +109,20 @@ fn overloaded(w: &Workload, config: &Config, fractions: &[f64]) -> Option<Unstab
                 per_hour * fraction,
                 r.limit,
                 format!("limit {} of {}", r.limit, r.name),
+            )
+        {
+            return Some(u);
+        }
+        // With slots, `max_instances` machines run at most `capacity_per_instance` jobs each.
+        if let Some(sp) = r.slot_policy()
+            && sp.max_machines > 0
+            && let Some(u) = unstable(
+                per_hour * fraction,
+                sp.max_machines.saturating_mul(sp.slots.max(1)),
+                format!(
+                    "max_instances {} × capacity_per_instance {} of {}",
+                    sp.max_machines, sp.slots, r.name
+                ),
             )
         {
             return Some(u);

@@ -1,5 +1,6 @@
 //! The `drover check-config` section of a `docker-autoscaler` runner: what drover read from
-//! `[runners.autoscaler]`, and that `drover run` does not run it yet.
+//! `[runners.autoscaler]`, the scaling the core plans for it, and that `drover run` does not run
+//! it yet.
 
 use std::fmt::Write as _;
 
@@ -106,19 +107,38 @@ pub fn runner(out: &mut String, loaded: &Loaded, r: &AutoscalerRunner) {
             .map_or("no limit,".to_string(), |n| format!("{n} instances/s,")),
         a.scale_throttle.burst
     );
+    if let Some(sp) = r.core.slot_policy() {
+        let per = sp.machine_slots();
+        let most = match sp.max_machines {
+            0 => "no cap on instances".to_string(),
+            n => format!(
+                "at most {n} instances ({} jobs at once)",
+                n.saturating_mul(sp.slots)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  planned scaling: {per} job slot{} per new instance, {most}; `drover simulate` plans it",
+            if per == 1 { "" } else { "s" }
+        );
+    }
+    let per = r.core.slot_policy().map_or(1, |sp| sp.machine_slots());
     let _ = writeln!(out, "  policies (the last matching one wins):");
     for (n, p) in a.policies.iter().enumerate() {
-        let _ = writeln!(out, "    {}. {}", n + 1, policy(p));
+        let _ = writeln!(out, "    {}. {}", n + 1, policy(p, per));
     }
 }
 
-fn policy(p: &AutoscalerPolicy) -> String {
+/// A policy, and the idle instances its `idle_count` keeps with `per` slots per instance.
+fn policy(p: &AutoscalerPolicy, per: u32) -> String {
     let periods: Vec<String> = p.periods.iter().map(|e| format!("{e:?}")).collect();
+    let warm = p.idle_count.div_ceil(per.max(1));
     format!(
-        "{} in {}: idle_count {} slots, idle_time {}, scale_factor {}{}, preemptive {}",
+        "{} in {}: idle_count {} slots ({warm} idle instance{} at rest), idle_time {}, scale_factor {}{}, preemptive {}",
         periods.join(", "),
         p.timezone,
         p.idle_count,
+        if warm == 1 { "" } else { "s" },
         human(p.idle_time),
         p.scale_factor,
         if p.scale_factor_limit > 0 {

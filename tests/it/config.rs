@@ -476,7 +476,8 @@ fn docker_autoscaler_is_shown_by_check_config() {
         "runner \"docker autoscaler example\": executor docker-autoscaler: AWS Auto Scaling group \"my-docker-asg\" (plugin \"aws:latest\")",
         "capacity_per_instance 2, max_use_count 20, max_instances 10",
         "scale throttle: 10 instances/s, burst 5",
-        "2. \"* 8-18 * * mon-fri\" in Europe/Berlin: idle_count 10 slots, idle_time 30m, scale_factor 0.5 (limit 8), preemptive on",
+        "2. \"* 8-18 * * mon-fri\" in Europe/Berlin: idle_count 10 slots (5 idle instances at rest), idle_time 30m, scale_factor 0.5 (limit 8), preemptive on",
+        "planned scaling: 2 job slots per new instance, at most 10 instances (20 jobs at once)",
     ] {
         assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
     }

@@ -650,3 +650,99 @@ fn an_overloaded_configuration_gets_a_verdict_fast_and_small() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+const AUTOSCALER_CONFIG: &str = "fixtures/config/good/autoscaler-plan.toml";
+
+/// A docker-autoscaler config is planned like a docker+machine one: its runner described in
+/// slots, the same report, and sweeps over its own keys. Four jobs per instance under
+/// `max_instances` 10 carry a load one job per instance cannot, on fewer machine-hours, and idle
+/// slots cut the wait for a new instance.
+#[test]
+fn a_docker_autoscaler_config_is_planned_and_swept() {
+    let out = drover(&[
+        "simulate",
+        "-c",
+        AUTOSCALER_CONFIG,
+        "--workload",
+        STEADY,
+        "--no-plan",
+        "--replications",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "runner asg-linux: docker-autoscaler, capacity_per_instance 4, max_instances 10",
+        "policy idle_count 4, idle_time 20m00s",
+        "job wait",
+        "machine-hours",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let v = json(&drover(&[
+        "simulate",
+        "-c",
+        AUTOSCALER_CONFIG,
+        "--workload",
+        STEADY,
+        "--sweep",
+        "capacity_per_instance=1,4",
+        "--sweep",
+        "idle_count=0,4",
+        "--replications",
+        "4",
+        "--format",
+        "json",
+    ]));
+    let points = v["points"].as_array().expect("points");
+    assert_eq!(points.len(), 4, "{v}");
+    let point = |capacity: u64, idle: u64| {
+        points
+            .iter()
+            .find(|p| {
+                p["params"]
+                    == serde_json::json!({"capacity_per_instance": capacity, "idle_count": idle})
+            })
+            .unwrap_or_else(|| panic!("no point {capacity}/{idle} in {v}"))
+    };
+    let p95 = |p: &serde_json::Value| p["wait_seconds"]["p95"]["mean"].as_f64().unwrap();
+    let hours = |p: &serde_json::Value| p["machine_hours"]["mean"].as_f64().unwrap();
+    let (one, four, warm) = (point(1, 0), point(4, 0), point(4, 4));
+    assert!(p95(one) > 10.0 * p95(four), "{one}\n{four}");
+    assert!(hours(four) < hours(one), "{one}\n{four}");
+    assert!(p95(warm) < p95(four), "{warm}\n{four}");
+    // Never more than max_instances machines (the mean of the replications' peaks).
+    assert!(
+        points
+            .iter()
+            .all(|p| p["peak_machines"]["mean"].as_f64().unwrap() <= 10.0),
+        "{v}"
+    );
+
+    // docker+machine keys do not apply to it, nor its keys to docker+machine.
+    for (config, key, kind) in [
+        (AUTOSCALER_CONFIG, "IdleCount=0,1", "docker+machine"),
+        (
+            SEED_CONFIG,
+            "capacity_per_instance=1,2",
+            "docker-autoscaler",
+        ),
+    ] {
+        let out = drover(&[
+            "simulate",
+            "-c",
+            config,
+            "--workload",
+            STEADY,
+            "--sweep",
+            key,
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!("applies to {kind} runners")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
