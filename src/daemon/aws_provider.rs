@@ -8,12 +8,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use drover_providers::{MachineProvider, NameLocks};
+use drover_providers::MachineProvider;
 
 use crate::config::autoscaler::AutoscalerSettings;
 
 /// The folder of the AWS providers' records in the state directory.
-pub const STATE_SUBDIR: &str = "aws";
+#[cfg(feature = "aws")]
+const STATE_SUBDIR: &str = "aws";
 
 /// The AWS provider of runner `runner` (for messages), from its `[runners.autoscaler]`. Relative
 /// paths (`key_path`, `config_file`, `credentials_file`) are read beside the config file.
@@ -25,6 +26,7 @@ pub async fn provider(
     state_dir: &Path,
 ) -> anyhow::Result<Arc<dyn MachineProvider>> {
     use anyhow::Context;
+    use drover_providers::NameLocks;
     use drover_providers::aws::{AwsProvider, AwsProviderConfig, AwsTarget, ConnectorConfig};
 
     let beside = |p: &str| crate::paths::in_config_dir(config_path, Path::new(p));
