@@ -52,6 +52,10 @@ pub enum EngineError {
         "unsupported Docker host {host:?}: use unix:///path/to/docker.sock, tcp://host:port or https://host:port"
     )]
     UnsupportedHost { host: String },
+    #[error(
+        "Docker host {host}: no live SSH connection; the instance was removed or its provider stopped"
+    )]
+    NoSshConnection { host: String },
     #[error("Docker host {host}: https:// needs TLS certificates (ca, cert, key)")]
     MissingTls { host: String },
     #[error(
@@ -97,6 +101,16 @@ impl EngineConfig {
         let Some(host) = self.host.as_deref() else {
             return Docker::connect_with_defaults().map_err(connect_error);
         };
+        if host.starts_with(crate::ssh::registry::SCHEME) {
+            // An instance's SSH connection, registered by its provider.
+            let connection = crate::ssh::registry::lookup(host).ok_or_else(|| {
+                EngineError::NoSshConnection {
+                    host: host.to_string(),
+                }
+            })?;
+            return crate::ssh::docker_over_ssh(connection, REQUEST_TIMEOUT_SECS)
+                .map_err(connect_error);
+        }
         let version = API_DEFAULT_VERSION;
         if let Some(path) = host
             .strip_prefix("unix://")

@@ -16,6 +16,7 @@ mod endpoint;
 mod engine;
 pub mod executor;
 pub mod expand;
+pub mod files;
 mod image;
 pub mod labels;
 pub mod ssh;

@@ -57,7 +57,8 @@ pub trait MachineProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<MachineEndpoint, ProviderError>>;
 
     /// Ends what the provider runs on its own (child processes, plugin processes, connections)
-    /// before drover exits. Machines stay as they are: the journal still knows them. Calls in
+    /// before drover exits. Machines stay as they are (the journal still knows them), unless the
+    /// operator asked for them to go (the AWS provider's `delete_instances_on_shutdown`). Calls in
     /// flight may fail.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()

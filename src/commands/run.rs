@@ -26,14 +26,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.path();
     let load = |config: &std::path::Path| -> anyhow::Result<crate::config::Loaded> {
-        let loaded = crate::config::load(config).map_err(|e| exit::with_code(exit::CONFIG, e))?;
-        loaded
-            .require_runnable()
-            .map_err(|e| exit::with_code(exit::CONFIG, e))?;
-        loaded
-            .require_registered()
-            .map_err(|e| exit::with_code(exit::CONFIG, e))?;
-        Ok(loaded)
+        crate::config::load(config)
+            .and_then(crate::config::Loaded::runnable)
+            .map_err(|e| exit::with_code(exit::CONFIG, e))
     };
     let mut loaded = load(&config)?;
     // Every machine key includes the system id, from the first start on: a config run for the

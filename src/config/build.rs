@@ -398,6 +398,26 @@ fn runner(
         .as_ref()
         .is_some_and(|e| e.get_ref() == "docker-autoscaler");
     if autoscaler {
+        // What the daemon runs the runner's jobs with; `autoscaler` is filled in once validated.
+        let settings = RunnerSettings {
+            name: name.clone(),
+            url: url.clone(),
+            token: token.clone(),
+            tls_ca_file: raw.tls_ca_file.filter(|f| !f.is_empty()),
+            executor: ExecutorKind::DockerAutoscaler,
+            output_limit_kb: output_limit_kb(raw.output_limit),
+            environment,
+            builds_dir: raw.builds_dir.filter(|d| !d.is_empty()),
+            hooks: Hooks {
+                pre_build_script: raw.pre_build_script,
+                post_build_script: raw.post_build_script,
+            },
+            docker: docker.clone(),
+            machine: None,
+            cache,
+            cache_dir,
+            autoscaler: None,
+        };
         let common = Common {
             index,
             name,
@@ -408,6 +428,7 @@ fn runner(
             limit: raw.limit.map_or(0, |c| c.0),
             request_concurrency: raw.request_concurrency.map_or(1, |c| c.0.max(1)),
             errors_before,
+            settings,
         };
         let machine_span = raw.machine.as_ref().map(|m| m.span());
         return autoscaler_runner(common, key_name, raw.autoscaler, machine_span, ctx);
@@ -446,7 +467,8 @@ fn runner(
             }
             (Some(Executor::Direct), None)
         }
-        None => (None, None),
+        // docker-autoscaler runners were built above.
+        None | Some(ExecutorKind::DockerAutoscaler) => (None, None),
     };
 
     if ctx.errors.len() > errors_before {
@@ -489,11 +511,7 @@ fn runner(
         token,
         tls_ca_file: raw.tls_ca_file.filter(|f| !f.is_empty()),
         executor,
-        output_limit_kb: raw
-            .output_limit
-            .map(|c| c.0)
-            .filter(|&kb| kb > 0)
-            .unwrap_or(DEFAULT_OUTPUT_LIMIT_KB),
+        output_limit_kb: output_limit_kb(raw.output_limit),
         environment,
         builds_dir: raw.builds_dir.filter(|d| !d.is_empty()),
         hooks: Hooks {
@@ -504,8 +522,16 @@ fn runner(
         machine,
         cache,
         cache_dir,
+        autoscaler: None,
     };
     Some(Runner::Scheduled(core, settings))
+}
+
+/// `output_limit` in KiB; unset or 0: GitLab Runner's default.
+fn output_limit_kb(raw: Option<super::raw::Count>) -> u32 {
+    raw.map(|c| c.0)
+        .filter(|&kb| kb > 0)
+        .unwrap_or(DEFAULT_OUTPUT_LIMIT_KB)
 }
 
 /// The keys of a `[[runners]]` entry every executor shares, already validated.
@@ -519,6 +545,8 @@ struct Common {
     limit: u32,
     request_concurrency: u32,
     errors_before: usize,
+    /// The daemon's settings of the runner.
+    settings: RunnerSettings,
 }
 
 /// A `docker-autoscaler` runner: the common keys plus `[runners.autoscaler]`.
@@ -564,8 +592,11 @@ fn autoscaler_runner(
             return None;
         }
     };
+    let mut settings = c.settings;
+    settings.autoscaler = Some(Box::new(autoscaler.clone()));
     Some(Runner::Autoscaler(AutoscalerRunner {
         core,
+        settings,
         name: c.name,
         url: c.url,
         token: c.token,

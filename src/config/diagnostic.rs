@@ -189,7 +189,7 @@ pub enum ConfigError {
         runner: String,
         missing: &'static str,
     },
-    /// A valid runner this build of drover cannot run yet.
+    /// A valid runner this build of drover cannot run: built without the AWS provider.
     NotRunnable {
         origin: PathBuf,
         runner: String,
@@ -257,10 +257,9 @@ impl fmt::Display for ConfigError {
                 executor,
             } => write!(
                 f,
-                "runner {runner:?} in {} uses executor {executor:?}, which this version of drover \
-                 reads and checks but cannot run yet: its AWS Auto Scaling group provider is not \
-                 built in\n  = hint: `drover check-config` shows what drover read; run this runner \
-                 with GitLab Runner for now, or move it to `executor = \"docker+machine\"`",
+                "runner {runner:?} in {} uses executor {executor:?}, but this drover was built \
+                 without AWS support (cargo feature `aws`)\n  = hint: build drover with its \
+                 default features (`cargo build --release`), or drop `--no-default-features`",
                 origin.display()
             ),
         }

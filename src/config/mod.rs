@@ -133,11 +133,17 @@ impl Loaded {
     }
 
     /// Every runner can be run by this build of drover, or an error naming the first one that
-    /// cannot: a `docker-autoscaler` runner is read and checked, but its AWS provider is not
-    /// there yet. `drover run` calls this before anything else, so such a config never starts a
-    /// daemon that would silently leave the runner idle.
+    /// cannot: a `docker-autoscaler` runner needs the AWS provider, which a build without the
+    /// cargo feature `aws` leaves out. `drover run` calls this before anything else, so such a
+    /// config never starts a daemon that would silently leave the runner idle.
     pub fn require_runnable(&self) -> Result<(), ConfigError> {
+        self.runnable_with(cfg!(feature = "aws"))
+    }
+
+    /// [`Loaded::require_runnable`] for a build with (`aws`) or without the AWS provider.
+    pub fn runnable_with(&self, aws: bool) -> Result<(), ConfigError> {
         match self.autoscalers.first() {
+            Some(_) if aws => Ok(()),
             Some(a) => Err(ConfigError::NotRunnable {
                 origin: self.origin.clone(),
                 runner: a.name.clone(),
@@ -156,9 +162,33 @@ impl Loaded {
         core
     }
 
-    /// The daemon settings of the runner the core knows as `name`.
+    /// What `drover run` and its reloads run: a config this build can run
+    /// ([`Loaded::require_runnable`]) with every runner registered, its `docker-autoscaler`
+    /// runners scheduled ([`Loaded::schedule_autoscalers`]).
+    pub fn runnable(mut self) -> Result<Loaded, ConfigError> {
+        self.require_runnable()?;
+        self.schedule_autoscalers();
+        self.require_registered()?;
+        Ok(self)
+    }
+
+    /// Hands the `docker-autoscaler` runners to the core and the daemon like the others (after
+    /// them, as [`Loaded::scheduled_with_autoscalers`] orders them): what `drover run` and its
+    /// reloads schedule, once [`Loaded::require_runnable`] passed.
+    pub fn schedule_autoscalers(&mut self) {
+        for a in std::mem::take(&mut self.autoscalers) {
+            self.core.runners.push(a.core);
+            self.runners.push(a.settings);
+        }
+    }
+
+    /// The daemon settings of the runner the core knows as `name`, `docker-autoscaler` runners
+    /// included.
     pub fn runner(&self, name: &str) -> Option<&RunnerSettings> {
-        self.runners.iter().find(|r| r.name == name)
+        self.runners
+            .iter()
+            .chain(self.autoscalers.iter().map(|a| &a.settings))
+            .find(|r| r.name == name)
     }
 }
 

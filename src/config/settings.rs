@@ -102,6 +102,8 @@ pub struct RunnerSettings {
     pub cache: Option<CacheSettings>,
     /// `cache_dir`: where the local cache's archives live inside the job (default `/cache`).
     pub cache_dir: String,
+    /// `[runners.autoscaler]`, for `docker-autoscaler` runners.
+    pub autoscaler: Option<Box<super::autoscaler::AutoscalerSettings>>,
 }
 
 impl fmt::Debug for RunnerSettings {
@@ -125,6 +127,7 @@ impl fmt::Debug for RunnerSettings {
             .field("machine", &self.machine)
             .field("cache", &self.cache)
             .field("cache_dir", &self.cache_dir)
+            .field("autoscaler", &self.autoscaler)
             .finish()
     }
 }
@@ -176,6 +179,8 @@ pub enum ExecutorKind {
     DockerMachine,
     /// `docker`: jobs run on the runner's own Docker engine.
     Docker,
+    /// `docker-autoscaler`: jobs run on instances of a cloud instance group, over SSH.
+    DockerAutoscaler,
 }
 
 impl ExecutorKind {
@@ -184,6 +189,7 @@ impl ExecutorKind {
         match self {
             ExecutorKind::DockerMachine => "docker+machine",
             ExecutorKind::Docker => "docker",
+            ExecutorKind::DockerAutoscaler => "docker-autoscaler",
         }
     }
 }
@@ -367,6 +373,7 @@ mod tests {
             machine: None,
             cache: None,
             cache_dir: "/cache".into(),
+            autoscaler: None,
         }
     }
 

@@ -13,6 +13,7 @@ use drover_providers::{
     MachineProvider, NameLocks,
 };
 
+use super::aws_provider;
 use super::build_spec::{home_registry_credentials, runner_credentials, runner_pull_policies};
 use super::coordinator::{RunnerLink, features};
 use super::jobs::RunnerContext;
@@ -70,6 +71,16 @@ pub async fn build(
                 None => Place::Nowhere,
             },
         },
+        ExecutorKind::DockerAutoscaler => match (previous, &settings.autoscaler) {
+            (Some((before, place @ Place::Provider(_))), _) if same_provider(before, settings) => {
+                place.clone()
+            }
+            (_, Some(a)) => Place::Provider(
+                aws_provider::provider(&settings.name, a, &site.config_path, &site.state_dir)
+                    .await?,
+            ),
+            (_, None) => Place::Nowhere,
+        },
     };
     Ok(Runner {
         label: runners::label(settings, short),
@@ -102,6 +113,7 @@ pub fn runner_link(
     let executor = match settings.executor {
         ExecutorKind::DockerMachine => "docker+machine",
         ExecutorKind::Docker => "docker",
+        ExecutorKind::DockerAutoscaler => "docker-autoscaler",
     };
     let info = runner_info(executor);
     let token = token.clone();
@@ -145,11 +157,12 @@ pub fn local_engine(settings: &RunnerSettings) -> MachineEndpoint {
 
 /// Whether two versions of a runner's settings make the same machine provider. A reload that
 /// changes only other settings (`output_limit`, `environment` but its `DOCKER_AUTH_CONFIG`, the
-/// token, ...) keeps the provider, and with it the serialisation of calls on one machine (a
-/// removal waits for the creation in flight).
+/// token, the autoscaler's policies, ...) keeps the provider, and with it the serialisation of
+/// calls on one machine (a removal waits for the creation in flight).
 pub fn same_provider(a: &RunnerSettings, b: &RunnerSettings) -> bool {
     a.executor == b.executor
         && a.machine == b.machine
+        && aws_provider::same_group(a.autoscaler.as_deref(), b.autoscaler.as_deref())
         && a.docker.image == b.docker.image
         && a.docker.pull_policy == b.docker.pull_policy
         && docker_auth_config(a) == docker_auth_config(b)

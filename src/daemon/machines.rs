@@ -165,6 +165,8 @@ pub enum Placement {
     Machine {
         provider: Arc<dyn MachineProvider>,
         name: String,
+        /// The core's id of the machine, to tell it the machine is lost.
+        id: MachineId,
     },
     Engine(MachineEndpoint),
     /// Nowhere: the job fails with `runner_system_failure` and this message.
@@ -189,7 +191,7 @@ impl std::fmt::Display for Unreachable {
 impl Placement {
     pub async fn endpoint(&self) -> Result<MachineEndpoint, Unreachable> {
         match self {
-            Placement::Machine { provider, name } => {
+            Placement::Machine { provider, name, .. } => {
                 provider.endpoint(name).await.map_err(|e| Unreachable {
                     gone: e.kind == drover_providers::ProviderErrorKind::NotFound,
                     message: e.to_string(),
@@ -200,6 +202,22 @@ impl Placement {
                 gone: true,
                 message: why.clone(),
             }),
+        }
+    }
+
+    /// After a run that failed for the system (or a machine that could not be reached): the
+    /// machine's id and the provider's word if the machine is gone for good (an instance
+    /// terminated behind drover's back, a VM deleted by hand), so that the job's trace says so and
+    /// the core replaces the machine now rather than at its next reconciliation. Asked once,
+    /// within `PATIENCE`: a machine that does not answer is not called gone.
+    pub async fn gone(&self) -> Option<(MachineId, String)> {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+        let Placement::Machine { id, .. } = self else {
+            return None;
+        };
+        match tokio::time::timeout(PATIENCE, self.endpoint()).await {
+            Ok(Err(e)) if e.gone => Some((*id, e.message)),
+            _ => None,
         }
     }
 
@@ -286,6 +304,7 @@ mod tests {
         let placement = Placement::Machine {
             provider: flaky.clone(),
             name: "runner-abcd-1".into(),
+            id: MachineId(1),
         };
         (placement, flaky)
     }

@@ -14,7 +14,9 @@
 
 pub mod adapters;
 mod artifacts;
+mod aws_provider;
 mod build_spec;
+mod builds_slots;
 mod cache;
 mod clock;
 mod concurrency;

@@ -54,16 +54,15 @@ pub fn spawn(site: Site, current: Current, done: UnboundedSender<Option<Prepared
 }
 
 async fn prepare(site: &Site, current: &Current) -> Option<Prepared> {
-    let loaded =
-        match config::load(&site.config_path).and_then(|l| l.require_registered().map(|()| l)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(
-                    "the config file changed but cannot be used; keeping the running config:\n{e}"
-                );
-                return None;
-            }
-        };
+    let loaded = match config::load(&site.config_path).and_then(config::Loaded::runnable) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(
+                "the config file changed but cannot be used; keeping the running config:\n{e}"
+            );
+            return None;
+        }
+    };
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

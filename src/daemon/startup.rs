@@ -290,18 +290,19 @@ async fn clean_engine(
 
 /// The engines a runner's job containers can be on, one endpoint per engine: the local engine
 /// of a plain `docker` runner, the one shared engine of the `docker` provider's sandboxes, or
-/// each live machine's own engine for `docker-machine` (its removed machines took their
-/// containers with them).
+/// each live machine's own engine for `docker-machine` and cloud instances (its removed machines
+/// took their containers with them).
 async fn job_engines(core: &Core, id: RunnerId, runner: &Runner) -> Vec<MachineEndpoint> {
     let provider = match &runner.place {
         runners::Place::Engine(endpoint) => return vec![endpoint.clone()],
         runners::Place::Nowhere => return Vec::new(),
         runners::Place::Provider(provider) => provider,
     };
-    let Some(machine) = runner.settings().machine.as_ref() else {
-        return Vec::new();
-    };
-    if machine.provider == Provider::Docker {
+    // The `docker` provider's one engine; else (docker-machine VMs, cloud instances) each
+    // machine's own.
+    if let Some(machine) = runner.settings().machine.as_ref()
+        && machine.provider == Provider::Docker
+    {
         return vec![MachineEndpoint::engine_only(EngineConfig {
             host: machine.docker_host.clone(),
             tls: None,
@@ -311,7 +312,11 @@ async fn job_engines(core: &Core, id: RunnerId, runner: &Runner) -> Vec<MachineE
     let lookups = machines
         .iter()
         .filter(|(_, m)| {
-            m.runner == id && matches!(m.state, MachineState::Idle | MachineState::Busy(_))
+            m.runner == id
+                && matches!(
+                    m.state,
+                    MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_)
+                )
         })
         .map(|(_, m)| async move {
             match tokio::time::timeout(STRAY_SCAN_DEADLINE, provider.endpoint(&m.name)).await {

@@ -74,6 +74,10 @@ const SKIPPED: &[(&str, &str)] = &[
         "a benchmark: times engine calls and job starts on the Docker engine for minutes",
     ),
     (
+        "sh benches/aws-build-time.sh",
+        "a benchmark: two release builds from scratch, minutes each",
+    ),
+    (
         "sh benches/simpy/run.sh",
         "a benchmark: installs SimPy from PyPI and times both simulators for minutes",
     ),

@@ -5,8 +5,32 @@ use std::time::Duration;
 
 use russh::client::{self, Handle, Msg};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use futures_util::future::BoxFuture;
 use russh::{ChannelMsg, ChannelStream, Disconnect};
 use tokio::sync::Mutex;
+
+/// Output kept per stream of [`SshConnection::exec`]: the tail matters for a message.
+const EXEC_OUTPUT_LIMIT: usize = 16 * 1024;
+
+/// Runs right before every dial (not before channels on a live session): where a provider pushes
+/// a short-lived key, e.g. through EC2 Instance Connect. An `Err` is the dial's failure.
+pub type BeforeDial = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What a command run by [`SshConnection::exec`] left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit status; `None` if the server sent none (killed by a signal).
+    pub status: Option<u32>,
+    /// The last [`EXEC_OUTPUT_LIMIT`] bytes of stdout and of stderr.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
 
 /// Channels tried per request before giving up (a dead session is dialled again in between).
 const CHANNEL_ATTEMPTS: usize = 3;
@@ -76,9 +100,11 @@ pub enum SshError {
     #[error("SSH to {address}: opening a channel to Docker: {reason}")]
     Channel { address: String, reason: String },
     #[error(
-        "SSH to {address}: `docker system dial-stdio` did not start (the server answered {reason})"
+        "SSH to {address}: the command (`docker system dial-stdio` or a check) did not start (the server answered {reason})"
     )]
     ExecNotStarted { address: String, reason: String },
+    #[error("SSH to {address}: before dialling: {reason}")]
+    BeforeDial { address: String, reason: String },
 }
 
 /// A connection to one instance. Cheap to share (`Arc`); every request opens its own channel.
@@ -89,6 +115,7 @@ pub struct SshConnection {
     pinned: Arc<StdMutex<Option<PublicKey>>>,
     /// Sessions dialled so far, for tests and metrics.
     dials: std::sync::atomic::AtomicU32,
+    before_dial: Option<BeforeDial>,
 }
 
 impl SshConnection {
@@ -102,7 +129,88 @@ impl SshConnection {
             session: Mutex::new(None),
             pinned: Arc::new(StdMutex::new(pinned)),
             dials: Default::default(),
+            before_dial: None,
         }
+    }
+
+    /// Runs `hook` right before each dial (see [`BeforeDial`]).
+    pub fn with_before_dial(mut self, hook: BeforeDial) -> SshConnection {
+        self.before_dial = Some(hook);
+        self
+    }
+
+    /// Runs `command` on the instance (on the live session or a new one) and waits for it to end.
+    /// A channel the server closes before confirming the exec is tried again, as for Docker's.
+    pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
+        let mut last = None;
+        for _ in 0..CHANNEL_ATTEMPTS {
+            let session = self.session().await?;
+            match self.exec_on(&session, command).await {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    if session.is_closed() || !matches!(e, SshError::ExecNotStarted { .. }) {
+                        self.forget(&session).await;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| SshError::Channel {
+            address: self.target.address.clone(),
+            reason: "no session".into(),
+        }))
+    }
+
+    async fn exec_on(
+        &self,
+        session: &Handle<Client>,
+        command: &str,
+    ) -> Result<ExecOutput, SshError> {
+        let err = |e: russh::Error| SshError::Channel {
+            address: self.target.address.clone(),
+            reason: e.to_string(),
+        };
+        let mut channel = session.channel_open_session().await.map_err(err)?;
+        channel.exec(true, command).await.map_err(err)?;
+        let mut out = ExecOutput::default();
+        let keep = |buf: &mut Vec<u8>, data: &[u8]| {
+            buf.extend_from_slice(data);
+            if buf.len() > EXEC_OUTPUT_LIMIT {
+                buf.drain(..buf.len() - EXEC_OUTPUT_LIMIT);
+            }
+        };
+        let mut started = false;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Success => started = true,
+                ChannelMsg::Data { data } => {
+                    started = true;
+                    keep(&mut out.stdout, &data);
+                }
+                ChannelMsg::ExtendedData { data, .. } => {
+                    started = true;
+                    keep(&mut out.stderr, &data);
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    started = true;
+                    out.status = Some(exit_status);
+                }
+                ChannelMsg::Failure if !started => {
+                    return Err(SshError::ExecNotStarted {
+                        address: self.target.address.clone(),
+                        reason: "a refusal".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if !started {
+            return Err(SshError::ExecNotStarted {
+                address: self.target.address.clone(),
+                reason: "a closed channel".into(),
+            });
+        }
+        Ok(out)
     }
 
     pub fn target(&self) -> &SshTarget {
@@ -217,6 +325,12 @@ impl SshConnection {
 
     async fn dial(&self) -> Result<Handle<Client>, SshError> {
         let t = &self.target;
+        if let Some(hook) = &self.before_dial {
+            hook().await.map_err(|reason| SshError::BeforeDial {
+                address: t.address.clone(),
+                reason,
+            })?;
+        }
         let config = Arc::new(client::Config {
             keepalive_interval: t.keepalive,
             keepalive_max: 3,

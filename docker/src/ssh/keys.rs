@@ -1,8 +1,6 @@
 //! The private key drover signs in to instances with: the manager's own ed25519 key, made on
 //! first use and kept in the state directory (mode 0600), or an operator's `key_path`.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use russh::keys::PrivateKey;
@@ -77,22 +75,9 @@ fn create(path: &Path) -> Result<PrivateKey, KeyError> {
     let text = key
         .to_openssh(LineEnding::LF)
         .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-    }
-    // Written under a temporary name and renamed, so a crash never leaves half a key; created
-    // 0600, never readable by others even for an instant.
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write_err)?;
-    file.write_all(text.as_bytes()).map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)?;
+    // Written under a temporary name of its own, synced and renamed (the directory synced too),
+    // so a crash never leaves half a key; created 0600, never readable by others for an instant.
+    crate::files::write_private(path, text.as_bytes()).map_err(write_err)?;
     Ok(key)
 }
 

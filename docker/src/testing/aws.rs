@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
@@ -123,6 +124,22 @@ impl TestGroup {
         Ok(group)
     }
 
+    /// [`TestGroup::setup`] in another subnet of 127.0.0.0/16 (e.g. `127.0.3.0/24`), so two
+    /// groups of one moto never hand out the same address.
+    pub fn setup_in(
+        moto: &Moto,
+        name: &str,
+        max_size: u32,
+        subnet: &str,
+    ) -> Result<TestGroup, TestbedError> {
+        let group = TestGroup {
+            endpoint: moto.endpoint.clone(),
+            name: name.to_string(),
+        };
+        group.call(&["setup", name, &max_size.to_string(), subnet])?;
+        Ok(group)
+    }
+
     pub fn set_desired(&self, n: u32) -> Result<(), TestbedError> {
         self.call(&["set-desired", &self.name, &n.to_string()])
             .map(drop)
@@ -159,6 +176,15 @@ impl TestGroup {
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// A reconciler running in the background; stopped when dropped.
+pub struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -242,6 +268,22 @@ impl Reconciler {
             }
         }
         Ok(out)
+    }
+
+    /// Reconciles over and over until the handle is dropped: the group's instances boot (get
+    /// their SSH server) as soon as the group has them, and lose it once terminated, while the
+    /// code under test runs. A failed pass is reported and the next one tries again.
+    pub fn run_in_background(self: &Arc<Self>) -> Background {
+        let me = self.clone();
+        Background(tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.reconcile().await {
+                    eprintln!("reconciler of {}: {e}", me.group.name);
+                }
+                // The fake cloud's own pace, not a test's synchronisation.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }))
     }
 
     /// Removes every container of this group (test clean-up).

@@ -1,13 +1,13 @@
 """The AWS side of drover's offline test bed, against moto on loopback (boto3 ships with moto).
 
-    python3 -c "$(cat aws_testbed.py)" ENDPOINT setup GROUP MAX_SIZE
+    python3 -c "$(cat aws_testbed.py)" ENDPOINT setup GROUP MAX_SIZE [SUBNET_CIDR]
     ... ENDPOINT instances GROUP          -> JSON [{"id", "lifecycle", "private_ip", "state"}]
     ... ENDPOINT set-desired GROUP N
     ... ENDPOINT terminate INSTANCE_ID    (decrements the desired capacity, as drover does)
     ... ENDPOINT group GROUP              -> JSON {"desired", "min", "max", "protected", "suspended"}
 
 `setup` is idempotent. It makes the group the way drover's README asks operators to: a VPC
-127.0.0.0/16 and subnet 127.0.1.0/24 (so instances get loopback private addresses a test can
+127.0.0.0/16 and subnet 127.0.1.0/24 or the one given (so instances get loopback private addresses a test can
 serve SSH on), a launch template, min 0, new instances protected from scale-in, AZRebalance
 suspended.
 """
@@ -32,12 +32,12 @@ def group_of(asg, name):
     return groups[0] if groups else None
 
 
-def setup(asg, ec2, name, max_size):
+def setup(asg, ec2, name, max_size, subnet_cidr="127.0.1.0/24"):
     if group_of(asg, name) is not None:
         return {"group": name, "created": False}
     vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(
-        VpcId=vpc, CidrBlock="127.0.1.0/24", AvailabilityZone="us-east-1a"
+        VpcId=vpc, CidrBlock=subnet_cidr, AvailabilityZone="us-east-1a"
     )["Subnet"]["SubnetId"]
     template = name + "-template"
     ec2.create_launch_template(
@@ -85,7 +85,7 @@ def main():
     endpoint, command, *args = sys.argv[1:]
     asg, ec2 = clients(endpoint)
     if command == "setup":
-        result = setup(asg, ec2, args[0], int(args[1]))
+        result = setup(asg, ec2, args[0], int(args[1]), *args[2:3])
     elif command == "instances":
         result = instances(asg, ec2, args[0])
     elif command == "set-desired":

@@ -8,7 +8,7 @@ use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata};
 
 /// Which group, and how to reach AWS.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AwsTarget {
     /// The Auto Scaling group's name (`plugin_config.name`).
     pub group: String,
@@ -21,6 +21,21 @@ pub struct AwsTarget {
     pub endpoint_url: Option<String>,
     /// Fixed access keys instead of the chain (tests against an emulator).
     pub static_keys: Option<(String, String)>,
+}
+
+/// Without the secret key: settings are logged.
+impl std::fmt::Debug for AwsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsTarget")
+            .field("group", &self.group)
+            .field("profile", &self.profile)
+            .field("config_file", &self.config_file)
+            .field("credentials_file", &self.credentials_file)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("static_keys", &self.static_keys.as_ref().map(|(id, _)| id))
+            .finish()
+    }
 }
 
 /// What kind of failure, which decides what the caller does.

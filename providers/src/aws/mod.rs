@@ -10,12 +10,26 @@
 //! | `Decrease` | [`AsgGroup::decrease`] | `TerminateInstanceInAutoScalingGroup` with decrement, in order |
 //! | `ConnectInfo` | [`AsgGroup::connect_info`] | `DescribeInstances`, then `ec2-instance-connect:SendSSHPublicKey` unless static credentials |
 //!
+//! [`AwsProvider`] puts the group behind [`crate::MachineProvider`]: names bound to instances
+//! in the state directory (records), AWS calls retried or stopped per the retry policy, instances
+//! reached over SSH and checked ready by the connector.
+//!
 //! Credentials come from `aws-config`'s chain, as operators expect: environment, the profile
 //! (`profile`, `config_file`, `credentials_file` of `[runners.autoscaler.plugin_config]`), the
 //! instance role through IMDSv2.
 
+mod calls;
+mod config;
 mod group;
+mod instances;
+mod provider;
+mod records;
 
+pub use config::{
+    AwsProviderConfig, ConnectorConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READY_TIMEOUT,
+    DEFAULT_USERNAME,
+};
+pub use provider::AwsProvider;
 pub use group::{
     AsgGroup, AwsError, AwsErrorKind, AwsTarget, ConnectInfo, Instance, InstanceState,
 };

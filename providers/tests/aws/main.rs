@@ -1,6 +1,10 @@
 //! The AWS group client against moto: the ASG contract drover keeps (SetDesiredCapacity capped at
 //! MaxSize, DescribeAutoScalingGroups, TerminateInstanceInAutoScalingGroup with decrement,
-//! DescribeInstances, SendSSHPublicKey). Without moto these tests say "SKIPPED", except in CI.
+//! DescribeInstances, SendSSHPublicKey), and the provider on it (`provider`). Without moto (or
+//! Docker and dropbear for the provider) these tests say "SKIPPED", except in CI.
+
+mod bed;
+mod provider;
 
 use drover_docker::testing::aws::{Moto, TestGroup};
 use drover_providers::aws::{AsgGroup, AwsErrorKind, AwsTarget, InstanceState};

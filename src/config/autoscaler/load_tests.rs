@@ -229,11 +229,12 @@ fn mistakes_are_errors_at_their_place() {
 }
 
 #[test]
-fn run_refuses_what_check_config_accepts() {
+fn a_build_without_aws_refuses_what_check_config_accepts() {
     let l = load(AWS);
-    let err = l.require_runnable().unwrap_err().to_string();
+    let err = l.runnable_with(false).unwrap_err().to_string();
     assert!(err.contains("\"docker autoscaler example\""), "{err}");
-    assert!(err.contains("cannot run yet"), "{err}");
+    assert!(err.contains("built without AWS support"), "{err}");
+    assert!(l.runnable_with(true).is_ok());
     // A config without such a runner runs.
     let l = load("concurrent = 1\n[[runners]]\nname = \"d\"\nexecutor = \"docker\"\n");
     assert!(l.require_runnable().is_ok());

@@ -23,6 +23,9 @@ pub struct AutoscalerRunner {
     pub request_concurrency: u32,
     pub docker: DockerSettings,
     pub autoscaler: AutoscalerSettings,
+    /// What the daemon runs the runner's jobs with (`executor` `DockerAutoscaler`, `autoscaler`
+    /// set): the keys every executor shares, as for the other runners.
+    pub settings: super::super::settings::RunnerSettings,
 }
 
 /// `[runners.autoscaler]`.

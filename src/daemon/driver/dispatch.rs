@@ -130,7 +130,11 @@ impl Driver {
                     .as_deref()
                     .and_then(|n| self.runners.provider_of(runner, n));
                 match (provider, name) {
-                    (Some(provider), Some(name)) => Placement::Machine { provider, name },
+                    (Some(provider), Some(name)) => Placement::Machine {
+                        provider,
+                        name,
+                        id: m,
+                    },
                     (_, Some(name)) => Placement::Unavailable(format!(
                         "runner {} has no machine provider for machine {name}",
                         self.label(runner)

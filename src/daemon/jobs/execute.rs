@@ -14,7 +14,9 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::spec::job_spec;
 use super::{RunnerContext, Shared};
+use crate::config::ExecutorKind;
 use crate::daemon::build_spec::Unsupported;
+use crate::daemon::builds_slots;
 use crate::daemon::machines::Placement;
 
 /// How the task steers a running executor.
@@ -97,7 +99,16 @@ pub(super) async fn run(mut run: Run) {
         latest: run.mark.acked,
     };
     let event = match execute(&mut run, &mut persister).await {
-        Ok(outcome) => Event::StepsEnded { outcome },
+        Ok(outcome) => {
+            if let Outcome::Failed {
+                reason: FailureReason::RunnerSystemFailure,
+                ..
+            } = outcome
+            {
+                report_lost_machine(&run, true).await;
+            }
+            Event::StepsEnded { outcome }
+        }
         Err(lost) => lost,
     };
     // The executor's last lines and what redaction held back: stored before the end is journaled.
@@ -105,6 +116,21 @@ pub(super) async fn run(mut run: Run) {
     let latest = persister.latest;
     persister.persist(&run, latest);
     let _ = run.events.send(event);
+}
+
+/// The machine of a job that failed for the system may be gone (an instance terminated behind
+/// drover's back): the core hears of it at once, and the trace (with `note`) names it.
+async fn report_lost_machine(run: &Run, note: bool) {
+    let Some((machine, why)) = run.placement.gone().await else {
+        return;
+    };
+    if note {
+        run.trace
+            .write(error_line(&format!("the job's machine is gone: {why}")).as_bytes());
+        run.trace.write(b"\n");
+    }
+    let lost = drover_core::Event::MachineLost { machine };
+    let _ = run.shared.inputs.send(crate::daemon::Input::Event(lost));
 }
 
 /// Runs the executor to its outcome; `Err(MachineLost)` when the machine cannot be reached (after
@@ -118,18 +144,27 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
         run.trace
             .write(error_line(&format!("Job failed: {}", reason.as_str())).as_bytes());
     };
-    let endpoint = match run.placement.endpoint_retried(&run.shared.policy).await {
+    let mut endpoint = match run.placement.endpoint_retried(&run.shared.policy).await {
         Ok(e) => e,
         Err(e) => {
             not_started(
                 format!("the machine for this job is unreachable: {e}"),
                 FailureReason::RunnerSystemFailure,
             );
+            if e.gone {
+                report_lost_machine(run, false).await;
+            }
             return Err(Event::MachineLost);
         }
     };
     // Held while the job runs: this function returns when it has ended.
     let slot = run.runner.slots.acquire(run.job.job_info.project_id);
+    let _builds = match run.runner.settings.executor {
+        ExecutorKind::DockerAutoscaler => {
+            builds_slots::take(&mut endpoint, &run.shared.state_dir, run.job.id)
+        }
+        _ => None,
+    };
     let machine = endpoint.machine.clone();
     let spec = match job_spec(&run.runner, &run.job, machine.as_deref(), &slot, &run.label) {
         Ok(spec) => spec,

@@ -47,7 +47,7 @@ pub(super) fn job_spec(
     // machine, always 0.
     let project_id = match runner.settings.executor {
         ExecutorKind::DockerMachine => 0,
-        ExecutorKind::Docker => slot.project_id(),
+        ExecutorKind::Docker | ExecutorKind::DockerAutoscaler => slot.project_id(),
     };
     with_concurrency(&mut spec, slot.id(), project_id);
     if let Some(path) = &runner.tls_ca_file {

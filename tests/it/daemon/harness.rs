@@ -53,6 +53,8 @@ pub struct Settings {
     pub docker_extra: String,
     /// More sections of the runner, at the end of the file, e.g. `[runners.cache]`.
     pub runner_extra: String,
+    /// More environment variables of the daemon, e.g. where its AWS API is.
+    pub env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             image: BUSYBOX_IMAGE.to_string(),
             docker_extra: String::new(),
             runner_extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -256,6 +259,7 @@ impl Env {
                 "info,drover=debug,drover_docker=debug,drover_providers=debug,drover_gitlab=debug",
             )
             .env_remove("CONFIG_FILE")
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

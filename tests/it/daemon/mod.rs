@@ -3,6 +3,8 @@
 //! Every test runs its own daemon with its own runner (short token, machine prefix), so the tests
 //! run in parallel without seeing each other's machines. See `harness.rs`.
 
+#[cfg(feature = "aws")]
+mod aws;
 mod cache;
 mod faults;
 mod harness;

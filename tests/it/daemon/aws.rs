@@ -1,0 +1,505 @@
+//! `executor = "docker-autoscaler"` on an AWS Auto Scaling group, end to end: moto as the AWS API,
+//! the test bed's reconciler turning each InService instance into an SSH server (dropbear) on
+//! exactly its private address 127.0.1.x with the host's engine behind it, the fake GitLab, and the
+//! real drover binary reaching every instance's Docker over SSH.
+//!
+//! The fake instances share one range of loopback addresses, so these tests take turns. With `CI`
+//! set a missing engine, moto or dropbear fails them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bollard::query_parameters::LogsOptions;
+use drover_docker::ssh::keys;
+use drover_docker::testing::aws::{Background, Moto, Reconciler, TestGroup};
+use drover_docker::testing::sshd::{self, INSTANCE_SSH_PORT, INSTANCE_USER};
+use drover_gitlab::fake::{JobStatus, JobView};
+use futures_util::StreamExt;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::harness::*;
+
+/// One AWS test bed at a time.
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// The AWS side of one test: moto, the group, the reconciler running in the background.
+struct Cloud {
+    group: TestGroup,
+    reconciler: Arc<Reconciler>,
+    reconciling: Option<Background>,
+    /// The key every instance lets in (`key_path`, `use_static_credentials`).
+    key_path: PathBuf,
+    moto: Moto,
+    _keys: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// What the test's `[runners.autoscaler]` says.
+struct Asg {
+    capacity: u32,
+    max_instances: u32,
+    idle_count: u32,
+    idle_time: &'static str,
+    delete_on_shutdown: bool,
+    /// A host directory the jobs see as `/signal` (the fake instances run them on the host's
+    /// engine): the test lets a waiting job go on by making a file there.
+    signal: Option<PathBuf>,
+}
+
+impl Cloud {
+    /// Moto, a group of at most `max_size` instances in the subnet `127.0.<subnet>.0/24` (one
+    /// per test), the reconciler; `None` without moto outside CI.
+    async fn start(env: &Env, max_size: u32, subnet: u8) -> Option<Cloud> {
+        let turn = TURN.lock().await;
+        let moto = Moto::start().await?;
+        sshd::ensure_sshd_image(&env.docker)
+            .await
+            .unwrap_or_else(|e| panic!("the SSH server image: {e}"));
+        let cidr = format!("127.0.{subnet}.0/24");
+        let group = TestGroup::setup_in(&moto, &format!("e2e-{}", env.name), max_size, &cidr)
+            .expect("setting up the group");
+        let keys_dir = tempfile::tempdir().expect("a temp dir");
+        let key = keys::manager_key(keys_dir.path()).expect("an ed25519 key");
+        let reconciler = Arc::new(Reconciler {
+            docker: env.docker.clone(),
+            group: group.clone(),
+            authorized_key: keys::authorized_key(&key),
+        });
+        // Fake instances of an earlier run that failed before its clean-up.
+        reconciler
+            .remove_all()
+            .await
+            .expect("removing stale instances");
+        let reconciling = Some(reconciler.run_in_background());
+        Some(Cloud {
+            group,
+            reconciler,
+            reconciling,
+            key_path: keys_dir.path().join(keys::MANAGER_KEY_FILE),
+            moto,
+            _keys: keys_dir,
+            _turn: turn,
+        })
+    }
+
+    /// The daemon's AWS settings: moto, fixed keys, no profile files, no instance metadata.
+    fn environment(&self, env: &Env) -> Vec<(String, String)> {
+        let none = env.state_dir().with_extension("no-aws-files");
+        [
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", none.join("config").display().to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                none.join("credentials").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Writes the test's `config.toml`: one docker-autoscaler runner on this group.
+    fn configure(&self, env: &mut Env, asg: &Asg) {
+        env.settings.env = self.environment(env);
+        let concurrent = asg.capacity * asg.max_instances;
+        let text = format!(
+            "concurrent = {concurrent}\n\
+             check_interval = 1\n\
+             shutdown_timeout = 30\n\
+             listen_address = \"127.0.0.1:0\"\n\
+             \n\
+             [[runners]]\n\
+             \x20 name = \"{name}\"\n\
+             \x20 url = \"{url}\"\n\
+             \x20 token = \"{token}\"\n\
+             \x20 executor = \"docker-autoscaler\"\n\
+             \x20 limit = {concurrent}\n\
+             \x20 [runners.docker]\n\
+             \x20   image = \"{image}\"\n\
+             \x20   pull_policy = [\"if-not-present\"]\n\
+             {volumes}\
+             \x20 [runners.autoscaler]\n\
+             \x20   plugin = \"aws\"\n\
+             \x20   capacity_per_instance = {capacity}\n\
+             \x20   max_instances = {max_instances}\n\
+             \x20   delete_instances_on_shutdown = {delete}\n\
+             \x20   instance_ready_command = \"test -S /var/run/docker.sock\"\n\
+             \x20   update_interval = \"1s\"\n\
+             \x20   update_interval_when_expecting = \"1s\"\n\
+             \x20   [runners.autoscaler.plugin_config]\n\
+             \x20     name = \"{group}\"\n\
+             \x20   [runners.autoscaler.connector_config]\n\
+             \x20     username = \"{user}\"\n\
+             \x20     protocol_port = {port}\n\
+             \x20     use_static_credentials = true\n\
+             \x20     key_path = \"{key}\"\n\
+             \x20   [[runners.autoscaler.policy]]\n\
+             \x20     idle_count = {idle_count}\n\
+             \x20     idle_time = \"{idle_time}\"\n",
+            name = env.name,
+            url = env.fake.url(),
+            token = env.token,
+            image = env.settings.image,
+            capacity = asg.capacity,
+            max_instances = asg.max_instances,
+            delete = asg.delete_on_shutdown,
+            group = self.group.name,
+            user = INSTANCE_USER,
+            port = INSTANCE_SSH_PORT,
+            key = self.key_path.display(),
+            idle_count = asg.idle_count,
+            idle_time = asg.idle_time,
+            volumes = asg.signal.as_ref().map_or(String::new(), |dir| format!(
+                "    volumes = [\"{}:/signal\"]\n",
+                dir.display()
+            )),
+        );
+        std::fs::write(env.config_path(), text).expect("writing config.toml");
+    }
+
+    /// The group's instances that are in service (moto's view), by id.
+    fn in_service(&self) -> BTreeSet<String> {
+        self.group
+            .instances()
+            .expect("describing the group")
+            .into_iter()
+            .filter(|i| i.lifecycle == "InService")
+            .map(|i| i.id)
+            .collect()
+    }
+
+    /// Waits until exactly `n` instances are in service and the group wants no more; their ids.
+    async fn instances_become(&self, n: usize) -> BTreeSet<String> {
+        eventually(&format!("{n} instances in service"), async || {
+            let ids = self.in_service();
+            let desired = self.group.info().ok()?.desired as usize;
+            (ids.len() == n && desired == n).then_some(ids)
+        })
+        .await
+    }
+
+    /// The SSH server's log of an instance: who signed in.
+    async fn ssh_log(&self, env: &Env, id: &str) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut logs = env
+            .docker
+            .logs(&self.reconciler.container(id), Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        text
+    }
+
+    /// The end of every test: no fake instance left behind, moto stopped.
+    async fn finish(mut self) {
+        drop(self.reconciling.take());
+        self.reconciler
+            .remove_all()
+            .await
+            .expect("removing the fake instances");
+    }
+}
+
+/// What a real instance takes with it when it is terminated, and a fake one (sharing the host's
+/// engine) leaves: the builds volumes of its job slots (`<machine>-builds-<slot>`) and, for the
+/// jobs in `jobs`, their containers, networks and volumes. Everything else of the test's runner
+/// is still checked by `Env::finish`.
+async fn instance_disks_gone(env: &Env, jobs: &[u64]) {
+    let objects = env.objects().await;
+    let machine_volume = |name: &str| {
+        name.starts_with(&format!("{}asg-", env.prefix()))
+            && name
+                .rsplit_once("-builds-")
+                .is_some_and(|(_, slot)| slot.parse::<u32>().is_ok())
+    };
+    let of_jobs = |name: &str| jobs.iter().any(|j| name.contains(&format!("-job-{j}")));
+    for c in objects.containers.iter().filter(|n| of_jobs(n)) {
+        let options = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let _ = env.docker.remove_container(c, Some(options)).await;
+    }
+    for n in objects.networks.iter().filter(|n| of_jobs(n)) {
+        let _ = env.docker.remove_network(n).await;
+    }
+    for v in objects
+        .volumes
+        .iter()
+        .filter(|n| machine_volume(n) || of_jobs(n))
+    {
+        let options = bollard::query_parameters::RemoveVolumeOptions { force: true };
+        env.docker
+            .remove_volume(v, Some(options))
+            .await
+            .unwrap_or_else(|e| panic!("removing {v}: {e}"));
+    }
+}
+
+/// Signed in over SSH with drover's key at least once.
+fn signed_in(log: &str) -> bool {
+    log.contains("Pubkey auth succeeded")
+}
+
+/// The machine a job ran on, from the first line of its trace.
+fn machine_of(job: &JobView) -> String {
+    let trace = text(job);
+    let start = trace
+        .find("on machine ")
+        .unwrap_or_else(|| panic!("no machine in the trace:\n{trace}"))
+        + "on machine ".len();
+    trace[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+/// The settings of every test: the local test image, the daemon's env filled in by the cloud.
+fn settings() -> Settings {
+    Settings::pool()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_the_group_from_zero_and_back_to_idle_count() {
+    let Some(mut env) = Env::new("aws_burst", settings()).await else {
+        return;
+    };
+    let Some(cloud) = Cloud::start(&env, 3, 21).await else {
+        return;
+    };
+    let asg = Asg {
+        capacity: 1,
+        max_instances: 3,
+        idle_count: 0,
+        idle_time: "2s",
+        delete_on_shutdown: false,
+        signal: None,
+    };
+    cloud.configure(&mut env, &asg);
+    env.start().await;
+    assert!(cloud.in_service().is_empty(), "the group starts empty");
+
+    let burst: Vec<u64> = (0..3)
+        .map(|i| env.enqueue(job(&format!("burst-{i}"), &["echo started", "sleep 6"])))
+        .collect();
+    // Three jobs, one per instance: the group grows to three, and each runs its job at once.
+    let grown = cloud.instances_become(3).await;
+    for id in &burst {
+        env.trace_shows(*id, "\nstarted").await;
+    }
+    let mut machines = BTreeSet::new();
+    for id in &burst {
+        let view = env.finished(*id).await;
+        assert_final(&view, JobStatus::Success, None, None);
+        machines.insert(machine_of(&view));
+    }
+    assert_eq!(machines.len(), 3, "one instance per job: {machines:?}");
+    for id in &grown {
+        let log = cloud.ssh_log(&env, id).await;
+        assert!(signed_in(&log), "drover reached {id} over SSH:\n{log}");
+    }
+    // idle_count 0 and idle_time 2 s: the group goes back to nothing.
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, &[]).await;
+    eventually("the status shows nothing in flight", async || {
+        let status = env.status()?;
+        let runner = &status["runners"][0];
+        let settled = runner["idle"] == 0
+            && runner["creating"] == 0
+            && runner["removing"] == 0
+            && runner["busy"] == 0;
+        settled.then_some(())
+    })
+    .await;
+    env.finish().await;
+    cloud.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
+    let Some(mut env) = Env::new("aws_capacity", settings()).await else {
+        return;
+    };
+    let Some(cloud) = Cloud::start(&env, 2, 22).await else {
+        return;
+    };
+    let asg = Asg {
+        capacity: 2,
+        max_instances: 1,
+        idle_count: 0,
+        idle_time: "1m",
+        delete_on_shutdown: true,
+        signal: None,
+    };
+    cloud.configure(&mut env, &asg);
+    env.start().await;
+
+    // Each job marks the builds directory as its own, waits for the other to have started, and
+    // checks the mark is still its own: two jobs sharing one working copy would see the other's.
+    let script = [
+        "echo \"$CI_JOB_ID\" > \"$CI_BUILDS_DIR/owner\"",
+        "echo started",
+        "sleep 6",
+        "echo \"owner $(cat \"$CI_BUILDS_DIR/owner\") of $CI_JOB_ID\"",
+    ];
+    let a = env.enqueue(job("a", &script));
+    let b = env.enqueue(job("b", &script));
+    // Both run at once, on the one instance the group may have.
+    env.trace_shows(a, "\nstarted").await;
+    env.trace_shows(b, "\nstarted").await;
+    assert!(
+        !env.job(a).status.is_finished() && !env.job(b).status.is_finished(),
+        "both jobs run at the same time"
+    );
+    let instances = cloud.instances_become(1).await;
+    let (a, b) = (env.finished(a).await, env.finished(b).await);
+    for view in [&a, &b] {
+        assert_final(view, JobStatus::Success, None, None);
+        let own = format!("owner {} of {}", view.id, view.id);
+        assert_eq!(
+            lines(view, &own),
+            1,
+            "a working copy of its own:\n{}",
+            text(view)
+        );
+    }
+    assert_eq!(machine_of(&a), machine_of(&b), "one instance ran both");
+    assert_eq!(cloud.in_service(), instances, "no other instance came");
+    // delete_instances_on_shutdown: the drained shutdown empties the group.
+    env.quit().await;
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, &[]).await;
+    env.finish().await;
+    cloud.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
+    let Some(mut env) = Env::new("aws_kill9", settings()).await else {
+        return;
+    };
+    let Some(cloud) = Cloud::start(&env, 3, 23).await else {
+        return;
+    };
+    let signal = tempfile::tempdir().expect("a temp dir");
+    let asg = Asg {
+        capacity: 1,
+        max_instances: 3,
+        idle_count: 1,
+        idle_time: "10m",
+        delete_on_shutdown: true,
+        signal: Some(signal.path().to_path_buf()),
+    };
+    cloud.configure(&mut env, &asg);
+    env.start().await;
+    // idle_count 1: one warm instance before any job.
+    cloud.instances_become(1).await;
+    // The job waits for the test's word, so drover dies mid-job whatever the pace.
+    let id = env.enqueue(job(
+        "survivor",
+        &[
+            "echo started",
+            "until [ -e /signal/go ]; do sleep 0.1; done",
+            "echo \"finished $((6 * 7))\"",
+        ],
+    ));
+    env.trace_shows(id, "\nstarted").await;
+    // The job took the warm instance and idle_count brings another: one busy, one idle.
+    let before = cloud.instances_become(2).await;
+    env.crash().await;
+    assert!(!env.job(id).status.is_finished(), "the crash came mid-job");
+
+    env.start().await;
+    std::fs::write(signal.path().join("go"), "").expect("letting the job go on");
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    assert_eq!(lines(&view, "finished 42"), 1, "{}", text(&view));
+    assert_eq!(count(&view.trace, "Job succeeded"), 1, "{}", text(&view));
+    // The restart re-adopted both instances (none deleted, none made): the idle one stays.
+    assert_eq!(
+        cloud.in_service(),
+        before,
+        "the instances survived the restart"
+    );
+    eventually("one busy instance back to idle, both kept", async || {
+        let status = env.status()?;
+        let runner = &status["runners"][0];
+        (runner["idle"] == 2 && runner["busy"] == 0 && runner["creating"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(cloud.in_service(), before);
+    // Nothing leaks: the drained shutdown deletes the instances (delete_instances_on_shutdown).
+    env.quit().await;
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, &[]).await;
+    env.finish().await;
+    cloud.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
+    let Some(mut env) = Env::new("aws_lost", settings()).await else {
+        return;
+    };
+    let Some(cloud) = Cloud::start(&env, 2, 24).await else {
+        return;
+    };
+    let asg = Asg {
+        capacity: 1,
+        max_instances: 2,
+        idle_count: 0,
+        idle_time: "10m",
+        delete_on_shutdown: true,
+        signal: None,
+    };
+    cloud.configure(&mut env, &asg);
+    env.start().await;
+    let id = env.enqueue(job("doomed", &["echo started", "sleep 120"]));
+    env.trace_shows(id, "\nstarted").await;
+    let lost = cloud.instances_become(1).await;
+    let lost = lost.first().expect("one instance").clone();
+    // A spot reclaim, or someone in the console: terminated (desired decremented) behind
+    // drover's back; the reconciler takes its SSH server away.
+    cloud
+        .group
+        .terminate(&lost)
+        .expect("terminating the instance");
+
+    let view = env.finished(id).await;
+    assert_eq!(view.status, JobStatus::Failed, "{}", text(&view));
+    assert_eq!(
+        view.failure_reason.as_deref(),
+        Some("runner_system_failure"),
+        "{}",
+        text(&view)
+    );
+    assert!(
+        text(&view).contains(&lost),
+        "the trace names the lost instance {lost}:\n{}",
+        text(&view)
+    );
+
+    // Capacity is restored: the next job gets a new instance and runs.
+    let next = env.enqueue(job("next", &["echo \"again $((6 * 7))\""]));
+    let next = env.finished(next).await;
+    assert_final(&next, JobStatus::Success, None, None);
+    assert_eq!(lines(&next, "again 42"), 1, "{}", text(&next));
+    let now = cloud.in_service();
+    assert!(!now.contains(&lost), "{now:?}");
+    env.quit().await;
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, &[id]).await;
+    env.finish().await;
+    cloud.finish().await;
+}
