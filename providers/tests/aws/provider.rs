@@ -22,14 +22,14 @@ async fn the_aws_provider_passes_the_conformance_suite() {
     let ours = tempfile::tempdir().unwrap();
     let theirs = tempfile::tempdir().unwrap();
     let _bed = cloud
-        .group("drover-conformance", 5, "127.0.1.0/24", ours.path())
+        .group("conformance", 5, "127.0.1.0/24", ours.path())
         .await;
     // Another manager has a group of its own, as GitLab's docs require.
     let _other_bed = cloud
-        .group("drover-conformance-other", 2, "127.0.3.0/24", theirs.path())
+        .group("conformance-other", 2, "127.0.3.0/24", theirs.path())
         .await;
-    let config = cloud.config("drover-conformance", ours.path());
-    let other = cloud.config("drover-conformance-other", theirs.path());
+    let config = cloud.config("conformance", ours.path());
+    let other = cloud.config("conformance-other", theirs.path());
     // A creation on this backend fails midway when the instance never passes its readiness
     // check: it is bound, not ready.
     let failing = drover_providers::aws::AwsProviderConfig {
@@ -68,8 +68,8 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_deleting_them() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-restart", 3, "127.0.1.0/24", dir.path()).await;
-    let config = cloud.config("drover-restart", dir.path());
+    let bed = cloud.group("restart", 3, "127.0.1.0/24", dir.path()).await;
+    let config = cloud.config("restart", dir.path());
 
     let first = provider(&config).await;
     first.create("runner-x-1").await.expect("create");
@@ -99,8 +99,8 @@ async fn an_instance_terminated_behind_drovers_back_is_not_found_by_its_id() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-vanish", 3, "127.0.1.0/24", dir.path()).await;
-    let p = provider(&cloud.config("drover-vanish", dir.path())).await;
+    let bed = cloud.group("vanish", 3, "127.0.1.0/24", dir.path()).await;
+    let p = provider(&cloud.config("vanish", dir.path())).await;
     p.create("runner-v-1").await.expect("create");
     let [instance] = live_instances(&bed).try_into().expect("one instance");
     // A spot reclaim, or an operator in the console.
@@ -121,8 +121,8 @@ async fn creations_stop_at_the_groups_max_size() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-cap", 1, "127.0.1.0/24", dir.path()).await;
-    let p = provider(&cloud.config("drover-cap", dir.path())).await;
+    let bed = cloud.group("cap", 1, "127.0.1.0/24", dir.path()).await;
+    let p = provider(&cloud.config("cap", dir.path())).await;
     assert_eq!(p.max_size(), 1);
     p.create("runner-c-1").await.expect("the first fits");
     // moto would launch past MaxSize; drover does not ask.
@@ -145,8 +145,8 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-ready", 3, "127.0.1.0/24", dir.path()).await;
-    let base = cloud.config("drover-ready", dir.path());
+    let bed = cloud.group("ready", 3, "127.0.1.0/24", dir.path()).await;
+    let base = cloud.config("ready", dir.path());
 
     // Passes on its third run, as a slow cloud-init would.
     let counting = "n=$(cat /tmp/ready-runs 2>/dev/null || echo 0); n=$((n+1)); \
@@ -196,10 +196,10 @@ async fn delete_instances_on_shutdown_terminates_this_managers_instances() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-shutdown", 3, "127.0.1.0/24", dir.path()).await;
+    let bed = cloud.group("shutdown", 3, "127.0.1.0/24", dir.path()).await;
     let p = provider(&drover_providers::aws::AwsProviderConfig {
         delete_instances_on_shutdown: true,
-        ..cloud.config("drover-shutdown", dir.path())
+        ..cloud.config("shutdown", dir.path())
     })
     .await;
     p.create("runner-s-1").await.expect("create");
