@@ -116,7 +116,10 @@ impl Drop for Cloud {
         // Dropped inside the test's runtime, possibly while panicking: clean up on a thread and
         // an engine connection of its own.
         let _ = std::thread::spawn(|| {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(async {
                     if let Ok(docker) = drover_docker::EngineConfig::local().connect().await {
                         let _ = remove_groups(&docker, GROUPS).await;
@@ -141,7 +144,9 @@ pub fn live_instances(bed: &Bed) -> Vec<String> {
         .instances()
         .expect("instances")
         .into_iter()
-        .filter(|i| i.state.as_deref() != Some("terminated") && !i.lifecycle.starts_with("Terminat"))
+        .filter(|i| {
+            i.state.as_deref() != Some("terminated") && !i.lifecycle.starts_with("Terminat")
+        })
         .map(|i| i.id)
         .collect()
 }

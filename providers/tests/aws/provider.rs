@@ -89,7 +89,11 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_deleting_them() {
     assert_eq!(bed.reconciler.group.info().unwrap().desired, 1);
     again.remove("runner-x-1").await.expect("remove");
     assert!(live_instances(&bed).is_empty());
-    assert_eq!(bed.reconciler.group.info().unwrap().desired, 0, "decremented");
+    assert_eq!(
+        bed.reconciler.group.info().unwrap().desired,
+        0,
+        "decremented"
+    );
     cloud.clean_up().await;
 }
 
@@ -104,13 +108,18 @@ async fn an_instance_terminated_behind_drovers_back_is_not_found_by_its_id() {
     p.create("runner-v-1").await.expect("create");
     let [instance] = live_instances(&bed).try_into().expect("one instance");
     // A spot reclaim, or an operator in the console.
-    bed.reconciler.group.terminate(&instance).expect("terminate");
+    bed.reconciler
+        .group
+        .terminate(&instance)
+        .expect("terminate");
     let err = p.endpoint("runner-v-1").await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::NotFound, "{err}");
     assert!(err.message.contains(&instance), "names the instance: {err}");
     assert!(err.message.contains("gone"), "{err}");
     // The core then removes the name: fine although the instance is gone.
-    p.remove("runner-v-1").await.expect("remove a vanished machine");
+    p.remove("runner-v-1")
+        .await
+        .expect("remove a vanished machine");
     assert!(p.list("runner-v-").await.unwrap().is_empty());
     cloud.clean_up().await;
 }
@@ -131,7 +140,11 @@ async fn creations_stop_at_the_groups_max_size() {
     assert!(err.message.contains("MaxSize (1)"), "{err}");
     assert_eq!(bed.reconciler.group.info().unwrap().desired, 1);
     assert_eq!(live_instances(&bed).len(), 1);
-    assert_eq!(p.list("runner-c-").await.unwrap(), ["runner-c-1"], "no pending name is left");
+    assert_eq!(
+        p.list("runner-c-").await.unwrap(),
+        ["runner-c-1"],
+        "no pending name is left"
+    );
     // Room again after a removal.
     p.remove("runner-c-1").await.unwrap();
     p.create("runner-c-2").await.expect("fits now");
@@ -156,7 +169,9 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         ..base.clone()
     })
     .await;
-    p.create("runner-r-1").await.expect("ready on the third run");
+    p.create("runner-r-1")
+        .await
+        .expect("ready on the third run");
     let [instance] = live_instances(&bed).try_into().expect("one instance");
     let runs = run_on(&bed, &instance, dir.path(), "cat /tmp/ready-runs").await;
     assert_eq!(runs.trim(), "3", "ran until it passed, then no more");
@@ -164,14 +179,14 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
     // Never passes: the creation fails after the timeout, saying what was last wrong.
     let p = provider(&drover_providers::aws::AwsProviderConfig {
         instance_ready_command: Some("echo cloud-init still running >&2; exit 3".into()),
-        ready_timeout: Duration::from_secs(3),
+        ready_timeout: Duration::from_secs(15),
         ..base
     })
     .await;
     let err = p.create("runner-r-2").await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
     for part in [
-        "not ready within 3s",
+        "not ready within 15s",
         "instance_ready_command",
         "exit status 3",
         "cloud-init still running",
@@ -179,7 +194,10 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         assert!(err.message.contains(part), "{part:?} in: {err}");
     }
     // Half-created: listed for the core to remove, not handed out.
-    assert_eq!(p.list("runner-r-").await.unwrap(), ["runner-r-1", "runner-r-2"]);
+    assert_eq!(
+        p.list("runner-r-").await.unwrap(),
+        ["runner-r-1", "runner-r-2"]
+    );
     assert_eq!(
         p.endpoint("runner-r-2").await.unwrap_err().kind,
         ProviderErrorKind::NotFound
