@@ -210,8 +210,14 @@ impl Connector {
                 Err(NotReady::Gone(e)) => return Err(e),
                 Err(NotReady::Yet(why)) => why,
             };
-            let now = Instant::now();
-            if now >= deadline {
+            let wait = drover_core::doubling(
+                Duration::from_millis(250),
+                attempt - 1,
+                Duration::from_secs(5),
+            );
+            // No attempt that the deadline would cut short: the message keeps the last real
+            // reason.
+            if Instant::now() + wait >= deadline {
                 return Err(ProviderError::new(
                     machine,
                     ProviderErrorKind::Retryable,
@@ -223,12 +229,7 @@ impl Connector {
                 ));
             }
             tracing::debug!(machine, instance, attempt, "instance not ready: {why}");
-            let wait = drover_core::doubling(
-                Duration::from_millis(250),
-                attempt - 1,
-                Duration::from_secs(5),
-            );
-            tokio::time::sleep(wait.min(deadline - now)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
