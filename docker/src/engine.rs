@@ -103,11 +103,10 @@ impl EngineConfig {
         };
         if host.starts_with(crate::ssh::registry::SCHEME) {
             // An instance's SSH connection, registered by its provider.
-            let connection = crate::ssh::registry::lookup(host).ok_or_else(|| {
-                EngineError::NoSshConnection {
+            let connection =
+                crate::ssh::registry::lookup(host).ok_or_else(|| EngineError::NoSshConnection {
                     host: host.to_string(),
-                }
-            })?;
+                })?;
             return crate::ssh::docker_over_ssh(connection, REQUEST_TIMEOUT_SECS)
                 .map_err(connect_error);
         }

@@ -3,9 +3,9 @@
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use russh::client::{self, Handle, Msg};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use futures_util::future::BoxFuture;
 use russh::{ChannelMsg, ChannelStream, Disconnect};
 use tokio::sync::Mutex;
 

@@ -179,6 +179,34 @@ impl TestGroup {
     }
 }
 
+/// Removes the fake instances of every group whose name starts with `prefix` (leftovers of an
+/// earlier run that died before its clean-up would hold the addresses a new run needs).
+pub async fn remove_groups(docker: &Docker, prefix: &str) -> Result<(), TestbedError> {
+    let filters = HashMap::from([("label".to_string(), vec![GROUP_LABEL.to_string()])]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let list = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| TestbedError(e.to_string()))?;
+    for c in list {
+        let ours = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(GROUP_LABEL))
+            .is_some_and(|g| g.starts_with(prefix));
+        if let (true, Some(id)) = (ours, c.id) {
+            sshd::remove_instance(docker, &id)
+                .await
+                .map_err(|e| TestbedError(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A reconciler running in the background; stopped when dropped.
 pub struct Background(tokio::task::JoinHandle<()>);
 

@@ -211,7 +211,7 @@ pub async fn restart_instance(
     wait_listening(address).await.map_err(err)
 }
 
-/// Removes the container; gone already is fine.
+/// Removes the container; gone already, or being removed, is fine.
 pub async fn remove_instance(docker: &Docker, name: &str) -> Result<(), InstanceError> {
     let options = RemoveContainerOptions {
         force: true,
@@ -219,8 +219,10 @@ pub async fn remove_instance(docker: &Docker, name: &str) -> Result<(), Instance
     };
     match docker.remove_container(name, Some(options)).await {
         Ok(()) => Ok(()),
+        // Gone already, or going (another pass of a reconciler removes it).
         Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
+            status_code: 404 | 409,
+            ..
         }) => Ok(()),
         Err(e) => Err(InstanceError {
             name: name.to_string(),

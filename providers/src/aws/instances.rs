@@ -67,9 +67,11 @@ impl Connector {
         instance: &str,
     ) -> Result<(Arc<SshConnection>, String), ProviderError> {
         let user = self.config.username();
-        let info = retrying(self.policy, || self.group.connect_info(instance, user, None))
-            .await
-            .map_err(|e| gone(machine, instance, e))?;
+        let info = retrying(self.policy, || {
+            self.group.connect_info(instance, user, None)
+        })
+        .await
+        .map_err(|e| gone(machine, instance, e))?;
         let host = if self.config.use_external_addr {
             info.external_addr.or(info.internal_addr)
         } else {
@@ -169,7 +171,11 @@ impl Connector {
     }
 
     /// Checks the instance is reachable now (fleeting's heartbeat: a command over SSH).
-    pub async fn heartbeat(&self, machine: &str, connection: &SshConnection) -> Result<(), ProviderError> {
+    pub async fn heartbeat(
+        &self,
+        machine: &str,
+        connection: &SshConnection,
+    ) -> Result<(), ProviderError> {
         match connection.exec("exit 0").await {
             Ok(out) if out.success() => Ok(()),
             Ok(out) => Err(ProviderError::new(
@@ -204,8 +210,14 @@ impl Connector {
                 Err(NotReady::Gone(e)) => return Err(e),
                 Err(NotReady::Yet(why)) => why,
             };
-            let now = Instant::now();
-            if now >= deadline {
+            let wait = drover_core::doubling(
+                Duration::from_millis(250),
+                attempt - 1,
+                Duration::from_secs(5),
+            );
+            // No attempt that the deadline would cut short: the message keeps the last real
+            // reason.
+            if Instant::now() + wait >= deadline {
                 return Err(ProviderError::new(
                     machine,
                     ProviderErrorKind::Retryable,
@@ -217,8 +229,7 @@ impl Connector {
                 ));
             }
             tracing::debug!(machine, instance, attempt, "instance not ready: {why}");
-            let wait = drover_core::doubling(Duration::from_millis(250), attempt - 1, Duration::from_secs(5));
-            tokio::time::sleep(wait.min(deadline - now)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -252,18 +263,23 @@ impl Connector {
             }
             Some(_) => {}
         }
-        let (connection, _) = self
-            .connection(machine, instance)
-            .await
-            .map_err(|e| match e.kind {
-                ProviderErrorKind::NotFound => NotReady::Gone(e),
-                _ => NotReady::Yet(e.message),
-            })?;
+        let (connection, _) =
+            self.connection(machine, instance)
+                .await
+                .map_err(|e| match e.kind {
+                    ProviderErrorKind::NotFound => NotReady::Gone(e),
+                    _ => NotReady::Yet(e.message),
+                })?;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Some(command) = command {
             let out = tokio::time::timeout(left, connection.exec(command))
                 .await
-                .map_err(|_| NotReady::Yet(format!("instance_ready_command `{command}` still ran")))?
+                .map_err(|_| {
+                    NotReady::Yet(format!(
+                        "instance_ready_command `{command}` (or the SSH dial before it) did not \
+                         finish in time"
+                    ))
+                })?
                 .map_err(|e| NotReady::Yet(e.to_string()))?;
             if !out.success() {
                 let stderr = String::from_utf8_lossy(&out.stderr);
@@ -292,9 +308,7 @@ pub(super) fn gone_error(machine: &str, instance: &str, why: &str) -> ProviderEr
     ProviderError::new(
         machine,
         ProviderErrorKind::NotFound,
-        format!(
-            "instance {instance} is gone ({why}): terminated or reclaimed outside drover"
-        ),
+        format!("instance {instance} is gone ({why}): terminated or reclaimed outside drover"),
     )
 }
 

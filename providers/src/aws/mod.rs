@@ -29,7 +29,7 @@ pub use config::{
     AwsProviderConfig, ConnectorConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READY_TIMEOUT,
     DEFAULT_USERNAME,
 };
-pub use provider::AwsProvider;
 pub use group::{
     AsgGroup, AwsError, AwsErrorKind, AwsTarget, ConnectInfo, Instance, InstanceState,
 };
+pub use provider::AwsProvider;

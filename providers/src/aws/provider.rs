@@ -47,7 +47,8 @@ impl AwsProvider {
         locks: NameLocks,
     ) -> Result<AwsProvider, ProviderError> {
         let group_name = config.target.group.clone();
-        let fatal = |message: String| ProviderError::new(&group_name, ProviderErrorKind::Fatal, message);
+        let fatal =
+            |message: String| ProviderError::new(&group_name, ProviderErrorKind::Fatal, message);
         if group_name.is_empty() {
             return Err(fatal(
                 "plugin_config.name is empty: set it to the Auto Scaling group's name".into(),
@@ -116,7 +117,11 @@ impl AwsProvider {
     async fn create_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
         let started = Instant::now();
         let deadline = started + self.config.ready_timeout;
-        let instance = match self.records.read(name).map_err(|e| self.io_error(name, e))? {
+        let instance = match self
+            .records
+            .read(name)
+            .map_err(|e| self.io_error(name, e))?
+        {
             Some(Record::Bound { instance, ready }) => {
                 if ready {
                     // Adopt a complete machine, if it is still there.
@@ -229,7 +234,11 @@ impl AwsProvider {
     }
 
     async fn endpoint_locked(&self, name: &str) -> Result<MachineEndpoint, ProviderError> {
-        let instance = match self.records.read(name).map_err(|e| self.io_error(name, e))? {
+        let instance = match self
+            .records
+            .read(name)
+            .map_err(|e| self.io_error(name, e))?
+        {
             Some(Record::Bound {
                 instance,
                 ready: true,
@@ -270,13 +279,18 @@ impl AwsProvider {
     }
 
     async fn remove_locked(&self, name: &str) -> Result<(), ProviderError> {
-        let record = self.records.read(name).map_err(|e| self.io_error(name, e))?;
+        let record = self
+            .records
+            .read(name)
+            .map_err(|e| self.io_error(name, e))?;
         if let Some(Record::Bound { instance, .. }) = record {
             self.connector.forget(&instance).await;
             self.terminate(name, &instance).await?;
         }
         // A pending name never got an instance (a later creation adopts one that shows).
-        self.records.remove(name).map_err(|e| self.io_error(name, e))
+        self.records
+            .remove(name)
+            .map_err(|e| self.io_error(name, e))
     }
 
     /// Terminates `instance`, lowering the desired capacity; one already gone is fine.

@@ -166,7 +166,10 @@ mod tests {
         std::fs::write(records.dir().join(".m3.json.tmp-1-1"), "{").unwrap();
         assert_eq!(
             records.list().unwrap(),
-            [("m1".to_string(), bound.clone()), ("m2".into(), Record::Pending)]
+            [
+                ("m1".to_string(), bound.clone()),
+                ("m2".into(), Record::Pending)
+            ]
         );
         // Another provider over the same directory reads the same.
         let again = Records::open(dir.path(), "ci/group").unwrap();
@@ -195,8 +198,11 @@ mod tests {
             text,
             r#"{"version":1,"state":"bound","instance":"i-0abc","ready":false}"#
         );
-        std::fs::write(records.dir().join("n.json"), r#"{"version":2,"state":"pending"}"#)
-            .unwrap();
+        std::fs::write(
+            records.dir().join("n.json"),
+            r#"{"version":2,"state":"pending"}"#,
+        )
+        .unwrap();
         let err = records.read("n").unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
     }

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_docker::ssh::keys;
-use drover_docker::testing::aws::{Background, Moto, Reconciler, TestGroup};
+use drover_docker::testing::aws::{Background, Moto, Reconciler, TestGroup, remove_groups};
 use drover_docker::testing::sshd::{self, INSTANCE_SSH_PORT};
 use drover_providers::aws::{AwsProvider, AwsProviderConfig, AwsTarget, ConnectorConfig};
 use drover_providers::{MachineProvider, NameLocks};
 use tokio::sync::{Mutex, MutexGuard};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// The prefix of every group these tests make.
+pub const GROUPS: &str = "drover-prov-";
 
 /// One group with live instances.
 pub struct Bed {
@@ -36,6 +39,9 @@ impl Cloud {
         if let Err(e) = sshd::ensure_sshd_image(&docker).await {
             panic!("{e}");
         }
+        remove_groups(&docker, GROUPS)
+            .await
+            .expect("remove leftover fake instances");
         let moto = Moto::start().await?;
         Some(Cloud {
             moto,
@@ -44,7 +50,7 @@ impl Cloud {
         })
     }
 
-    /// A group `name` in `subnet`, whose instances accept the manager key of `state_dir`.
+    /// A group `drover-prov-<name>` in `subnet`, whose instances accept the manager key of `state_dir`.
     pub async fn group(
         &mut self,
         name: &str,
@@ -55,7 +61,8 @@ impl Cloud {
         let docker = drover_docker::testing::engine_for_tests()
             .await
             .expect("a Docker engine");
-        let group = TestGroup::setup_in(&self.moto, name, max_size, subnet).expect("the group");
+        let name = format!("{GROUPS}{name}");
+        let group = TestGroup::setup_in(&self.moto, &name, max_size, subnet).expect("the group");
         let key = keys::manager_key(state_dir).expect("the manager key");
         let reconciler = Arc::new(Reconciler {
             docker,
@@ -70,11 +77,12 @@ impl Cloud {
         }
     }
 
-    /// A provider's settings for `group`, state in `state_dir`, dialling the fake instances' port.
+    /// A provider's settings for `drover-prov-<group>`, state in `state_dir`, dialling the fake
+    /// instances' port.
     pub fn config(&self, group: &str, state_dir: &std::path::Path) -> AwsProviderConfig {
         AwsProviderConfig {
             target: AwsTarget {
-                group: group.to_string(),
+                group: format!("{GROUPS}{group}"),
                 region: Some("us-east-1".into()),
                 endpoint_url: Some(self.moto.endpoint.clone()),
                 static_keys: Some(("testing".into(), "testing".into())),
@@ -99,6 +107,30 @@ impl Cloud {
     }
 }
 
+/// A test that fails leaves no instance container behind either.
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        if self.beds.is_empty() {
+            return;
+        }
+        // Dropped inside the test's runtime, possibly while panicking: clean up on a thread and
+        // an engine connection of its own.
+        let _ = std::thread::spawn(|| {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    if let Ok(docker) = drover_docker::EngineConfig::local().connect().await {
+                        let _ = remove_groups(&docker, GROUPS).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
 pub async fn provider(config: &AwsProviderConfig) -> AwsProvider {
     AwsProvider::new(config.clone(), NameLocks::new())
         .await
@@ -112,7 +144,9 @@ pub fn live_instances(bed: &Bed) -> Vec<String> {
         .instances()
         .expect("instances")
         .into_iter()
-        .filter(|i| i.state.as_deref() != Some("terminated") && !i.lifecycle.starts_with("Terminat"))
+        .filter(|i| {
+            i.state.as_deref() != Some("terminated") && !i.lifecycle.starts_with("Terminat")
+        })
         .map(|i| i.id)
         .collect()
 }

@@ -22,14 +22,14 @@ async fn the_aws_provider_passes_the_conformance_suite() {
     let ours = tempfile::tempdir().unwrap();
     let theirs = tempfile::tempdir().unwrap();
     let _bed = cloud
-        .group("drover-conformance", 5, "127.0.1.0/24", ours.path())
+        .group("conformance", 5, "127.0.1.0/24", ours.path())
         .await;
     // Another manager has a group of its own, as GitLab's docs require.
     let _other_bed = cloud
-        .group("drover-conformance-other", 2, "127.0.3.0/24", theirs.path())
+        .group("conformance-other", 2, "127.0.3.0/24", theirs.path())
         .await;
-    let config = cloud.config("drover-conformance", ours.path());
-    let other = cloud.config("drover-conformance-other", theirs.path());
+    let config = cloud.config("conformance", ours.path());
+    let other = cloud.config("conformance-other", theirs.path());
     // A creation on this backend fails midway when the instance never passes its readiness
     // check: it is bound, not ready.
     let failing = drover_providers::aws::AwsProviderConfig {
@@ -68,8 +68,8 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_deleting_them() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-restart", 3, "127.0.1.0/24", dir.path()).await;
-    let config = cloud.config("drover-restart", dir.path());
+    let bed = cloud.group("restart", 3, "127.0.1.0/24", dir.path()).await;
+    let config = cloud.config("restart", dir.path());
 
     let first = provider(&config).await;
     first.create("runner-x-1").await.expect("create");
@@ -89,7 +89,11 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_deleting_them() {
     assert_eq!(bed.reconciler.group.info().unwrap().desired, 1);
     again.remove("runner-x-1").await.expect("remove");
     assert!(live_instances(&bed).is_empty());
-    assert_eq!(bed.reconciler.group.info().unwrap().desired, 0, "decremented");
+    assert_eq!(
+        bed.reconciler.group.info().unwrap().desired,
+        0,
+        "decremented"
+    );
     cloud.clean_up().await;
 }
 
@@ -99,18 +103,23 @@ async fn an_instance_terminated_behind_drovers_back_is_not_found_by_its_id() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-vanish", 3, "127.0.1.0/24", dir.path()).await;
-    let p = provider(&cloud.config("drover-vanish", dir.path())).await;
+    let bed = cloud.group("vanish", 3, "127.0.1.0/24", dir.path()).await;
+    let p = provider(&cloud.config("vanish", dir.path())).await;
     p.create("runner-v-1").await.expect("create");
     let [instance] = live_instances(&bed).try_into().expect("one instance");
     // A spot reclaim, or an operator in the console.
-    bed.reconciler.group.terminate(&instance).expect("terminate");
+    bed.reconciler
+        .group
+        .terminate(&instance)
+        .expect("terminate");
     let err = p.endpoint("runner-v-1").await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::NotFound, "{err}");
     assert!(err.message.contains(&instance), "names the instance: {err}");
     assert!(err.message.contains("gone"), "{err}");
     // The core then removes the name: fine although the instance is gone.
-    p.remove("runner-v-1").await.expect("remove a vanished machine");
+    p.remove("runner-v-1")
+        .await
+        .expect("remove a vanished machine");
     assert!(p.list("runner-v-").await.unwrap().is_empty());
     cloud.clean_up().await;
 }
@@ -121,8 +130,8 @@ async fn creations_stop_at_the_groups_max_size() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-cap", 1, "127.0.1.0/24", dir.path()).await;
-    let p = provider(&cloud.config("drover-cap", dir.path())).await;
+    let bed = cloud.group("cap", 1, "127.0.1.0/24", dir.path()).await;
+    let p = provider(&cloud.config("cap", dir.path())).await;
     assert_eq!(p.max_size(), 1);
     p.create("runner-c-1").await.expect("the first fits");
     // moto would launch past MaxSize; drover does not ask.
@@ -131,7 +140,11 @@ async fn creations_stop_at_the_groups_max_size() {
     assert!(err.message.contains("MaxSize (1)"), "{err}");
     assert_eq!(bed.reconciler.group.info().unwrap().desired, 1);
     assert_eq!(live_instances(&bed).len(), 1);
-    assert_eq!(p.list("runner-c-").await.unwrap(), ["runner-c-1"], "no pending name is left");
+    assert_eq!(
+        p.list("runner-c-").await.unwrap(),
+        ["runner-c-1"],
+        "no pending name is left"
+    );
     // Room again after a removal.
     p.remove("runner-c-1").await.unwrap();
     p.create("runner-c-2").await.expect("fits now");
@@ -145,8 +158,8 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-ready", 3, "127.0.1.0/24", dir.path()).await;
-    let base = cloud.config("drover-ready", dir.path());
+    let bed = cloud.group("ready", 3, "127.0.1.0/24", dir.path()).await;
+    let base = cloud.config("ready", dir.path());
 
     // Passes on its third run, as a slow cloud-init would.
     let counting = "n=$(cat /tmp/ready-runs 2>/dev/null || echo 0); n=$((n+1)); \
@@ -156,22 +169,26 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         ..base.clone()
     })
     .await;
-    p.create("runner-r-1").await.expect("ready on the third run");
+    p.create("runner-r-1")
+        .await
+        .expect("ready on the third run");
     let [instance] = live_instances(&bed).try_into().expect("one instance");
     let runs = run_on(&bed, &instance, dir.path(), "cat /tmp/ready-runs").await;
     assert_eq!(runs.trim(), "3", "ran until it passed, then no more");
 
-    // Never passes: the creation fails after the timeout, saying what was last wrong.
+    // Never passes: the creation fails after the timeout, saying what was last wrong. (The
+    // timeout leaves room for a new instance's first SSH handshake, slow on a busy host: its
+    // dropbear makes its host keys then.)
     let p = provider(&drover_providers::aws::AwsProviderConfig {
         instance_ready_command: Some("echo cloud-init still running >&2; exit 3".into()),
-        ready_timeout: Duration::from_secs(3),
+        ready_timeout: Duration::from_secs(40),
         ..base
     })
     .await;
     let err = p.create("runner-r-2").await.unwrap_err();
     assert_eq!(err.kind, ProviderErrorKind::Retryable, "{err}");
     for part in [
-        "not ready within 3s",
+        "not ready within 40s",
         "instance_ready_command",
         "exit status 3",
         "cloud-init still running",
@@ -179,7 +196,10 @@ async fn instance_ready_command_is_retried_and_times_out_with_a_clear_error() {
         assert!(err.message.contains(part), "{part:?} in: {err}");
     }
     // Half-created: listed for the core to remove, not handed out.
-    assert_eq!(p.list("runner-r-").await.unwrap(), ["runner-r-1", "runner-r-2"]);
+    assert_eq!(
+        p.list("runner-r-").await.unwrap(),
+        ["runner-r-1", "runner-r-2"]
+    );
     assert_eq!(
         p.endpoint("runner-r-2").await.unwrap_err().kind,
         ProviderErrorKind::NotFound
@@ -196,10 +216,10 @@ async fn delete_instances_on_shutdown_terminates_this_managers_instances() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let bed = cloud.group("drover-shutdown", 3, "127.0.1.0/24", dir.path()).await;
+    let bed = cloud.group("shutdown", 3, "127.0.1.0/24", dir.path()).await;
     let p = provider(&drover_providers::aws::AwsProviderConfig {
         delete_instances_on_shutdown: true,
-        ..cloud.config("drover-shutdown", dir.path())
+        ..cloud.config("shutdown", dir.path())
     })
     .await;
     p.create("runner-s-1").await.expect("create");
