@@ -3,7 +3,8 @@
 //! - [`driver`]: the event loop. One `select!` turns task results, the core's timer, signals and
 //!   config-file changes into events; each is journaled and handled by the core ([`ledger`]), and
 //!   its commands are dispatched as spawned tasks that carry all they need.
-//! - [`startup`]: recovery from the journal before the loop runs.
+//! - [`startup`]: recovery from the journal before the loop runs; [`late`] holds what concerns a
+//!   runner whose engine did not answer at start.
 //! - [`runners`]: each runner's state in one place, built by [`adapters`]; [`reload`] builds new
 //!   ones off the loop.
 //! - The adapters the commands go to: [`coordinator`] (job requests), [`machines`] (providers),
@@ -22,6 +23,7 @@ mod coordinator;
 mod driver;
 mod expand;
 mod jobs;
+mod late;
 mod ledger;
 mod machines;
 mod metrics;
@@ -32,6 +34,7 @@ mod signals;
 mod sources;
 mod startup;
 pub mod state_dir;
+mod strays;
 pub mod status;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};

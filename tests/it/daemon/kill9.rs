@@ -1,0 +1,147 @@
+//! The random-point `kill -9` measurement of issue #13, run by `tools/kill9-trials.sh` (ignored in
+//! the suite: it is a measurement, not a test). Each trial starts drover on the real engine against
+//! the fake GitLab (MaxBuilds 1, IdleCount 2), queues 6 jobs that print numbered lines, kills
+//! drover -9 at a random moment, restarts it and counts: jobs lost (not finished in time), double
+//! accepted final updates, `runner_system_failure` outcomes, jobs whose trace repeats a line of
+//! the script's output, and objects left on the engine after a drained shutdown (leaked
+//! machines). The kill points come from a seeded generator (`DROVER_KILL9_SEED`), so a run can
+//! be repeated; timing on a busy host still moves what each point hits.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use super::harness::*;
+
+/// Jobs per trial.
+const JOBS: usize = 6;
+/// Lines each job prints, one every 0.2 s.
+const LINES: u32 = 20;
+/// The latest kill point after the jobs are queued.
+const LATEST_KILL: Duration = Duration::from_secs(12);
+/// How long a restarted drover has to finish every job before the rest count as lost.
+const FINISH_WITHIN: Duration = Duration::from_secs(240);
+
+#[derive(Debug, Default)]
+struct Tally {
+    trials: u32,
+    jobs: u32,
+    lost: u32,
+    double_final: u32,
+    system_failures: u32,
+    duplicated_output: u32,
+    leaked_trials: u32,
+    leaked_objects: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it with tools/kill9-trials.sh"]
+async fn kill_9_at_random_points() {
+    let trials: u32 = std::env::var("DROVER_KILL9_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let seed: u64 = std::env::var("DROVER_KILL9_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill -9 trials: {trials}, seed {seed} (DROVER_KILL9_SEED={seed} repeats them)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut tally = Tally::default();
+    for n in 0..trials {
+        let kill_after = Duration::from_millis(rng.random_range(0..=LATEST_KILL.as_millis() as u64));
+        trial(n, kill_after, &mut tally).await;
+    }
+    println!(
+        "kill-9 trials: {} (seed {seed}), jobs: {}\n\
+         lost jobs: {}\n\
+         double final updates: {}\n\
+         runner_system_failure outcomes: {}\n\
+         jobs with duplicated script output: {}\n\
+         trials that leaked objects: {} ({} objects)",
+        tally.trials,
+        tally.jobs,
+        tally.lost,
+        tally.double_final,
+        tally.system_failures,
+        tally.duplicated_output,
+        tally.leaked_trials,
+        tally.leaked_objects,
+    );
+}
+
+async fn trial(n: u32, kill_after: Duration, tally: &mut Tally) {
+    let settings = Settings {
+        concurrent: 4,
+        limit: 4,
+        idle_count: 2,
+        max_builds: 1,
+        ..Settings::pool()
+    };
+    let mut env = Env::new(&format!("kill9_{n}"), settings)
+        .await
+        .expect("a Docker engine");
+    env.start().await;
+    let script = format!("for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.2; done");
+    let ids: Vec<u64> = (0..JOBS)
+        .map(|j| env.enqueue(job(&format!("trial-{n}-job-{j}"), &[&script])))
+        .collect();
+    // The random kill point is what is measured, not a wait for a condition.
+    tokio::time::sleep(kill_after).await;
+    env.crash().await;
+    env.start().await;
+
+    let deadline = Instant::now() + FINISH_WITHIN;
+    while Instant::now() < deadline && !ids.iter().all(|id| env.job(*id).status.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut notes = Vec::new();
+    for id in &ids {
+        let view = env.job(*id);
+        tally.jobs += 1;
+        if !view.status.is_finished() {
+            tally.lost += 1;
+            notes.push(format!("job {id} lost ({:?})", view.status));
+            continue;
+        }
+        if view.final_updates_accepted > 1 {
+            tally.double_final += 1;
+            notes.push(format!("job {id}: {} final updates accepted", view.final_updates_accepted));
+        }
+        if view.failure_reason.as_deref() == Some("runner_system_failure") {
+            tally.system_failures += 1;
+            notes.push(format!("job {id}: runner_system_failure:\n{}", tail(&view)));
+        }
+        let repeated = (1..=LINES).any(|i| lines(&view, &format!("line {i}")) > 1);
+        if repeated {
+            tally.duplicated_output += 1;
+            notes.push(format!("job {id}: script output repeated:\n{}", text(&view)));
+        }
+    }
+    if env.running() {
+        env.quit().await;
+    }
+    let left = env.objects().await;
+    if !left.is_empty() {
+        tally.leaked_trials += 1;
+        tally.leaked_objects += left.containers.len() + left.networks.len() + left.volumes.len();
+        notes.push(format!("left on the engine: {left:?}"));
+        remove_objects(&env.docker, &env.short).await;
+    }
+    tally.trials += 1;
+    eprintln!(
+        "trial {n}: killed after {:.1} s: {}",
+        kill_after.as_secs_f64(),
+        if notes.is_empty() { "clean".to_string() } else { notes.join("\n") }
+    );
+    if !notes.is_empty() {
+        eprintln!("----- drover's log of trial {n} -----\n{}", env.log());
+    }
+}
+
+/// The last lines of a job's trace.
+fn tail(view: &drover_gitlab::fake::JobView) -> String {
+    let text = text(view);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
