@@ -28,6 +28,7 @@ mod ledger;
 mod machines;
 mod metrics;
 mod reload;
+mod retry;
 mod runners;
 mod short_token;
 mod signals;
