@@ -209,7 +209,9 @@ fn removal_hint(settings: &RunnerSettings, machines: &[String]) -> String {
              {names}",
             m.docker_host.as_deref().unwrap_or("of DOCKER_HOST")
         ),
-        _ => format!("`docker-machine rm -y {names}` with the previous MachineDriver's credentials"),
+        _ => {
+            format!("`docker-machine rm -y {names}` with the previous MachineDriver's credentials")
+        }
     }
 }
 
@@ -360,7 +362,10 @@ mod tests {
         }
         let hint = removal_hint(&sandboxes, &names);
         assert!(hint.contains("tcp://10.0.0.9:2375"), "{hint}");
-        assert!(hint.contains("drover.machine=<name>") && hint.contains("vm-1 vm-2"), "{hint}");
+        assert!(
+            hint.contains("drover.machine=<name>") && hint.contains("vm-1 vm-2"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -174,7 +174,11 @@ impl Late {
 
     /// The waiting runners `installed` says have adapters now (a reload built them).
     pub fn installed(&self, installed: impl Fn(RunnerId) -> bool) -> Vec<RunnerId> {
-        self.waiting.keys().copied().filter(|id| installed(*id)).collect()
+        self.waiting
+            .keys()
+            .copied()
+            .filter(|id| installed(*id))
+            .collect()
     }
 }
 
@@ -302,6 +306,10 @@ mod tests {
         assert_eq!(released.jobs.len(), 1);
         assert!(!late.is_waiting(down));
         let after = Command::RequestJob { runner: down };
-        assert_eq!(late.hold(after.clone()), Some(after), "installed: no more waiting");
+        assert_eq!(
+            late.hold(after.clone()),
+            Some(after),
+            "installed: no more waiting"
+        );
     }
 }

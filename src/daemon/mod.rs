@@ -35,8 +35,8 @@ mod signals;
 mod sources;
 mod startup;
 pub mod state_dir;
-mod strays;
 pub mod status;
+mod strays;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_gitlab::api::{JobResponse, UndecodableJob};

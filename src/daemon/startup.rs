@@ -78,7 +78,13 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Started> {
         setup.inputs.clone(),
     );
     let mut late = late;
-    adopt_recovered_jobs(setup.state_dir, ledger.core(), &runners, &mut late, &mut jobs);
+    adopt_recovered_jobs(
+        setup.state_dir,
+        ledger.core(),
+        &runners,
+        &mut late,
+        &mut jobs,
+    );
     // Before any command runs, so no new job can be mistaken for a stray.
     let sweeps = runners.iter().map(|(id, r)| {
         let plan = strays::plan(

@@ -104,10 +104,7 @@ impl Plan {
 /// Carries out sweeps, the engines all at once and each within a deadline, so a dead VM delays
 /// start-up by seconds, not by a connection timeout per machine. `provider` gives a plan's
 /// machines' engines.
-pub async fn sweep(
-    plans: Vec<(Plan, Option<Arc<dyn MachineProvider>>)>,
-    executor: &Executor,
-) {
+pub async fn sweep(plans: Vec<(Plan, Option<Arc<dyn MachineProvider>>)>, executor: &Executor) {
     let mut scans = Vec::new();
     for (plan, provider) in &plans {
         for endpoint in engines(plan, provider.as_deref()).await {
@@ -174,7 +171,10 @@ async fn engines(plan: &Plan, provider: Option<&dyn MachineProvider>) -> Vec<Mac
         .into_iter()
         .flatten()
     {
-        if !endpoints.iter().any(|known| known.engine == endpoint.engine) {
+        if !endpoints
+            .iter()
+            .any(|known| known.engine == endpoint.engine)
+        {
             endpoints.push(endpoint);
         }
     }
@@ -203,20 +203,28 @@ mod tests {
     fn core() -> Core {
         let text = "concurrent = 2\n[[runners]]\nname = \"r\"\nurl = \"https://gitlab.example.com\"\n\
                     token = \"glrt-x\"\nexecutor = \"docker\"\n";
-        let config = crate::config::parse(text, Path::new("config.toml")).unwrap().core;
+        let config = crate::config::parse(text, Path::new("config.toml"))
+            .unwrap()
+            .core;
         Core::new(config, T0)
     }
 
     #[test]
     fn a_plain_docker_runner_sweeps_its_engine_under_its_current_key_only() {
-        let s = settings("docker", "[runners.docker]\nhost = \"tcp://127.0.0.1:2375\"\n");
+        let s = settings(
+            "docker",
+            "[runners.docker]\nhost = \"tcp://127.0.0.1:2375\"\n",
+        );
         let core = core();
         let plan = plan(&core, RunnerId(0), &s, "key", "r/key");
         assert_eq!(plan.keys, ["key"]);
         let Engines::One(endpoint) = &plan.engines else {
             panic!("{plan:?}");
         };
-        assert_eq!(endpoint.engine.host.as_deref(), Some("tcp://127.0.0.1:2375"));
+        assert_eq!(
+            endpoint.engine.host.as_deref(),
+            Some("tcp://127.0.0.1:2375")
+        );
     }
 
     #[test]
@@ -232,7 +240,11 @@ mod tests {
             panic!("{plan_s:?}");
         };
         assert_eq!(endpoint.engine.host.as_deref(), Some("unix:///other.sock"));
-        assert_eq!(plan_s.keys, ["key"], "a shared engine: the current key only");
+        assert_eq!(
+            plan_s.keys,
+            ["key"],
+            "a shared engine: the current key only"
+        );
 
         let vms = settings(
             "docker+machine",

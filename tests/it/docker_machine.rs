@@ -416,7 +416,10 @@ async fn a_forceful_exit_ends_docker_machine_children_and_keeps_the_creation_mar
         .expect("drover exits without waiting for the creation")
         .expect("waiting for drover");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.code().is_some(), "drover exited by itself: {status:?}\n{text}");
+    assert!(
+        status.code().is_some(),
+        "drover exited by itself: {status:?}\n{text}"
+    );
     // Ended by drover on its way out, not by the parent-death signal (the plugin is out of its
     // reach) nor by a later drover.
     eventually("the create process ended", &log, || !alive(create)).await;

@@ -102,9 +102,7 @@ impl Spawner {
                 for mut request in requests {
                     let _runtime = request.runtime.enter();
                     let spawned = catch_unwind(AssertUnwindSafe(|| spawn(&mut request.command)))
-                        .unwrap_or_else(|_| {
-                            Err(io::Error::other("starting the command panicked"))
-                        });
+                        .unwrap_or_else(|_| Err(io::Error::other("starting the command panicked")));
                     let _ = request.reply.send(spawned);
                 }
             })?;

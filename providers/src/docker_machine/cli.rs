@@ -211,7 +211,11 @@ impl Cli {
     /// Asks a command's process group to end (docker-machine and its driver plugins may clean
     /// up), and waits a grace period for the command to exit.
     async fn stop(&self, machine: &str, op: &str, child: &mut Child, group: Option<ProcessId>) {
-        tracing::info!(machine, command = op, "drover is shutting down: ending docker-machine");
+        tracing::info!(
+            machine,
+            command = op,
+            "drover is shutting down: ending docker-machine"
+        );
         if let Some(pid) = group.and_then(|g| Pid::from_raw(g.pid)) {
             let _ = kill_process_group(pid, Signal::TERM);
         }

@@ -29,8 +29,7 @@ pub(super) fn job_variables(
         .iter()
         .map(|(k, v)| Variable::new(k.clone(), v.clone()))
         .collect();
-    let short_token =
-        short_token::of_runner(runner).unwrap_or_else(|| runner_short.to_string());
+    let short_token = short_token::of_runner(runner).unwrap_or_else(|| runner_short.to_string());
     for (k, v) in [
         ("CI_BUILDS_DIR", dirs.builds.to_string()),
         ("CI_PROJECT_DIR", dirs.project.to_string()),

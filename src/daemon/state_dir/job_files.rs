@@ -68,5 +68,4 @@ impl StateDir {
     pub fn remove_job(&self, job: u64) {
         let _ = fs::remove_dir_all(self.job_dir(job));
     }
-
 }

@@ -89,7 +89,6 @@ impl StateDir {
     pub fn forget_legacy_progress(&self, job: u64) {
         let _ = fs::remove_file(self.job_file(job, "progress.json"));
     }
-
 }
 
 /// The job an older drover's `progress.json` describes. It did not keep the label the job's

@@ -24,7 +24,6 @@ mod job_files;
 mod job_record;
 mod runner_configs;
 
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -108,7 +107,6 @@ impl StateDir {
         self.job_dir(job).join(name)
     }
 
-
     /// Jobs with a folder.
     pub fn jobs(&self) -> Vec<u64> {
         let Ok(entries) = fs::read_dir(self.root.join("jobs")) else {
@@ -122,4 +120,3 @@ impl StateDir {
         ids
     }
 }
-

@@ -59,7 +59,6 @@ impl StateDir {
     pub fn forget_runner_config(&self, name: &str) {
         let _ = fs::remove_file(self.runner_config_file(name));
     }
-
 }
 
 #[cfg(test)]

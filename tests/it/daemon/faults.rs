@@ -141,7 +141,8 @@ async fn a_runner_whose_engine_is_down_at_start_waits_while_the_other_works() {
     env.write_config();
     env.start().await;
     assert!(
-        env.last_log().contains("cannot build the runner's adapters"),
+        env.last_log()
+            .contains("cannot build the runner's adapters"),
         "{}",
         env.last_log()
     );
@@ -196,7 +197,9 @@ async fn proxy_to_the_engine(port: u16) {
                 }
                 return;
             }
-            let path = host.strip_prefix("unix://").unwrap_or("/var/run/docker.sock");
+            let path = host
+                .strip_prefix("unix://")
+                .unwrap_or("/var/run/docker.sock");
             if let Ok(mut outbound) = tokio::net::UnixStream::connect(path).await {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }

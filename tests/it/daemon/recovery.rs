@@ -410,7 +410,10 @@ async fn kill_9_during_machine_creation_leaks_nothing() {
         (names.len() == 3).then_some(names)
     })
     .await;
-    assert_eq!(known, warm, "the engine's sandboxes are the machines drover holds");
+    assert_eq!(
+        known, warm,
+        "the engine's sandboxes are the machines drover holds"
+    );
     let objects = env.objects().await;
     assert_eq!(objects.volumes.len(), 3, "{objects:?}");
     assert_eq!(objects.networks.len(), 3, "{objects:?}");
@@ -424,7 +427,11 @@ async fn kill_9_during_machine_creation_leaks_nothing() {
     env.finish().await;
     hang.abort();
     let _ = docker
-        .remove_image(&image, None::<bollard::query_parameters::RemoveImageOptions>, None)
+        .remove_image(
+            &image,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
         .await;
 }
 
