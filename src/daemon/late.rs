@@ -282,7 +282,7 @@ mod tests {
 
         let pass = Command::RequestJob { runner: up };
         assert_eq!(late.hold(pass.clone()), Some(pass));
-        assert_eq!(late.hold(Command::Exit { clean: true }).is_some(), true);
+        assert!(late.hold(Command::Exit { clean: true }).is_some());
         let other_job = Command::CancelJob { job: JobId(7) };
         assert_eq!(late.hold(other_job.clone()), Some(other_job));
 

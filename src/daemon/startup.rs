@@ -70,14 +70,13 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Started> {
     // Adapters and job tasks before any command: a runner the reload added needs its provider and
     // GitLab link, a resumed job its task.
     let executor = Executor::new(ExecutorOptions::default());
-    let (runners, late) = build_runners(&setup, ledger.core(), &executor).await?;
+    let (runners, mut late) = build_runners(&setup, ledger.core(), &executor).await?;
     runners::keep_configs(setup.state_dir, setup.loaded, ledger.core());
     let mut jobs = Jobs::new(
         setup.state_dir.clone(),
         executor.clone(),
         setup.inputs.clone(),
     );
-    let mut late = late;
     adopt_recovered_jobs(
         setup.state_dir,
         ledger.core(),
