@@ -281,7 +281,7 @@ impl<'a> Running<'a> {
             l.running += usize::from(entered);
             entered
         });
-        entered.then_some(Running(life))
+        entered.then(|| Running(life))
     }
 }
 
