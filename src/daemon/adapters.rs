@@ -178,12 +178,17 @@ pub fn warn_if_provider_changed(
     id: RunnerId,
     now: &RunnerSettings,
 ) {
-    let machines = core.state().runner(id).map_or(0, |r| {
-        r.counts.creating + r.counts.idle + r.counts.busy + r.counts.removing
-    });
-    if machines == 0 {
+    let mut machines: Vec<String> = core
+        .state()
+        .machines()
+        .iter()
+        .filter(|(_, m)| m.runner == id)
+        .map(|(_, m)| m.name.clone())
+        .collect();
+    if machines.is_empty() {
         return;
     }
+    machines.sort();
     let kept = state_dir.load_runner_config(&now.name);
     let before = kept.as_deref().and_then(|text| {
         let origin = state_dir.root().join("runners");
@@ -197,12 +202,29 @@ pub fn warn_if_provider_changed(
     {
         tracing::error!(
             runner = %runners::label(now, "-"),
-            machines,
+            machines = %machines.join(" "),
             "the runner's machine provider (DockerHost, MachineOptions, MachineDriver, ...) \
              changed while drover was down: the machines made by the previous provider cannot be \
-             reached and will be declared lost; remove them by hand where the previous settings \
-             made them"
+             reached and will be declared lost. Remove them by hand where the previous settings \
+             made them: {}",
+            removal_hint(&before, &machines)
         );
+    }
+}
+
+/// How an operator removes `machines` made under `settings`.
+fn removal_hint(settings: &RunnerSettings, machines: &[String]) -> String {
+    let names = machines.join(" ");
+    match settings.machine.as_ref() {
+        Some(m) if m.provider == Provider::Docker => format!(
+            "on the engine {}, remove the containers, networks and volumes labelled \
+             drover.machine=<name> (`docker rm -f`, `docker network rm`, `docker volume rm`) for \
+             {names}",
+            m.docker_host.as_deref().unwrap_or("of DOCKER_HOST")
+        ),
+        _ => {
+            format!("`docker-machine rm -y {names}` with the previous MachineDriver's credentials")
+        }
     }
 }
 
@@ -338,6 +360,24 @@ mod tests {
         assert!(
             format!("{error:#}").contains("/nonexistent/drover/certs/ca.pem"),
             "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_provider_changed_while_down_names_the_machines_and_how_to_remove_them() {
+        let names = ["vm-1".to_string(), "vm-2".to_string()];
+        let hint = removal_hint(&runner(4096, "fakecloud-region=eu"), &names);
+        assert!(hint.contains("`docker-machine rm -y vm-1 vm-2`"), "{hint}");
+        let mut sandboxes = runner(4096, "x");
+        if let Some(m) = sandboxes.machine.as_mut() {
+            m.provider = Provider::Docker;
+            m.docker_host = Some("tcp://10.0.0.9:2375".into());
+        }
+        let hint = removal_hint(&sandboxes, &names);
+        assert!(hint.contains("tcp://10.0.0.9:2375"), "{hint}");
+        assert!(
+            hint.contains("drover.machine=<name>") && hint.contains("vm-1 vm-2"),
+            "{hint}"
         );
     }
 

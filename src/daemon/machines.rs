@@ -227,23 +227,18 @@ impl Placement {
         &self,
         policy: &drover_lifecycle::Policy,
     ) -> Result<MachineEndpoint, Unreachable> {
-        let mut attempt = 1;
-        loop {
-            match self.endpoint().await {
-                Ok(endpoint) => return Ok(endpoint),
-                Err(e)
-                    if matches!(self, Placement::Unavailable(_))
-                        || attempt >= policy.endpoint_attempts =>
-                {
-                    return Err(e);
-                }
-                Err(e) => {
-                    tracing::warn!("reaching the job's machine failed (attempt {attempt}): {e}");
-                    attempt += 1;
-                    tokio::time::sleep(policy.endpoint_wait(attempt)).await;
-                }
-            }
-        }
+        let unavailable = matches!(self, Placement::Unavailable(_));
+        let (endpoint, _) = super::retry::at_endpoint_backoff(
+            policy,
+            Some(policy.endpoint_attempts),
+            || self.endpoint(),
+            |_| unavailable,
+            |attempt, e| {
+                tracing::warn!("reaching the job's machine failed (attempt {attempt}): {e}");
+            },
+        )
+        .await;
+        endpoint
     }
 }
 

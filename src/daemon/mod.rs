@@ -3,7 +3,8 @@
 //! - [`driver`]: the event loop. One `select!` turns task results, the core's timer, signals and
 //!   config-file changes into events; each is journaled and handled by the core ([`ledger`]), and
 //!   its commands are dispatched as spawned tasks that carry all they need.
-//! - [`startup`]: recovery from the journal before the loop runs.
+//! - [`startup`]: recovery from the journal before the loop runs; [`late`] holds what concerns a
+//!   runner whose engine did not answer at start.
 //! - [`runners`]: each runner's state in one place, built by [`adapters`]; [`reload`] builds new
 //!   ones off the loop.
 //! - The adapters the commands go to: [`coordinator`] (job requests), [`machines`] (providers),
@@ -24,10 +25,12 @@ mod coordinator;
 mod driver;
 mod expand;
 mod jobs;
+mod late;
 mod ledger;
 mod machines;
 mod metrics;
 mod reload;
+mod retry;
 mod runners;
 mod short_token;
 mod signals;
@@ -35,6 +38,7 @@ mod sources;
 mod startup;
 pub mod state_dir;
 pub mod status;
+mod strays;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
 use drover_gitlab::api::{JobResponse, UndecodableJob};

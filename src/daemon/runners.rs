@@ -16,7 +16,7 @@ use drover_providers::MachineProvider;
 
 use super::coordinator::RunnerLink;
 use super::jobs::RunnerContext;
-use super::short_token::gitlab_short_token;
+use super::short_token;
 use super::state_dir::StateDir;
 use crate::config::{self, Loaded, RunnerSettings};
 
@@ -56,10 +56,7 @@ impl Runner {
 /// How logs name a runner: its name and GitLab's short token (`linux-autoscale/abcd1234`), or
 /// the machine key for a runner without a token.
 pub fn label(settings: &RunnerSettings, machine_key: &str) -> String {
-    let short = settings.token.as_ref().map_or_else(
-        || machine_key.to_string(),
-        |t| gitlab_short_token(t.expose()),
-    );
+    let short = short_token::of_runner(settings).unwrap_or_else(|| machine_key.to_string());
     format!("{}/{short}", settings.name)
 }
 

@@ -1,6 +1,17 @@
-//! GitLab Runner's short token: the part of a runner token that `CI_RUNNER_SHORT_TOKEN` shows
-//! and that names the runner's objects in a non-shared cache. (It is not the lower-cased short
-//! token that names drover's machines.)
+//! GitLab Runner's short token: the part of a runner token that `CI_RUNNER_SHORT_TOKEN` shows,
+//! that names the runner's objects in a non-shared cache and that logs name a runner by. Every
+//! use goes through [`of_runner`].
+//!
+//! It is not `drover_core::config::short_token`: that one is a machine key of earlier drover
+//! versions (lower-cased, other prefixes), kept as it was so their machines are still recognised.
+
+/// The GitLab short token of a runner's token, if it has one.
+pub fn of_runner(settings: &crate::config::RunnerSettings) -> Option<String> {
+    settings
+        .token
+        .as_ref()
+        .map(|t| gitlab_short_token(t.expose()))
+}
 
 /// One known prefix removed (`glrt-`, optionally followed by a `t1_`/`t2_`/`t3_` partition; a bare
 /// partition; `glrtr-`; `glcbt-`; or `GR` and 7 hex digits), then the first 9 characters, case kept.

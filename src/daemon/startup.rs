@@ -1,29 +1,25 @@
 //! Start-up: the core recovered from the journal (or a new journal), `Resumed`, a config file
-//! changed while drover was down applied as a reload, every runner's adapters, tasks for the jobs
-//! the core still holds, stray job containers removed, and the journal compacted. Everything here
+//! changed while drover was down applied as a reload, every runner's adapters (a runner whose
+//! engine or provider does not answer waits in `late.rs`), tasks for the jobs the core still
+//! holds, stray job containers removed (`strays.rs`), and the journal compacted. Everything here
 //! runs before the event loop, so it may wait on engines and providers.
 
-use std::time::Duration;
-
-use drover_core::state::MachineState;
 use drover_core::{Command, Core, Event, JobId, RunnerId, Signal, Timestamp};
-use drover_docker::{EngineConfig, Executor, ExecutorOptions, MachineEndpoint};
+use drover_docker::{Executor, ExecutorOptions};
 use drover_journal::{Header, Writer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Input;
 use super::adapters::{self, Site};
 use super::jobs::Jobs;
+use super::late::{Late, Retry};
 use super::ledger::Ledger;
 use super::metrics::Metrics;
-use super::runners::{self, Runner, Runners};
+use super::runners::{self, Runners};
 use super::state_dir::StateDir;
-use crate::config::{Loaded, Provider};
+use super::strays;
+use crate::config::Loaded;
 use anyhow::Context;
-
-/// How long start-up waits for one engine (or one machine's address) while looking for stray job
-/// containers.
-const STRAY_SCAN_DEADLINE: Duration = Duration::from_secs(15);
 
 /// What start-up works with.
 pub struct Setup<'a> {
@@ -38,6 +34,8 @@ pub struct Started {
     pub ledger: Ledger,
     pub runners: Runners,
     pub jobs: Jobs,
+    /// Runners whose adapters could not be built yet: what concerns them waits there.
+    pub late: Late,
     /// The commands of `Resumed` (and of the reload at start), not carried out yet.
     pub commands: Vec<Command>,
     pub wake: Option<Timestamp>,
@@ -71,22 +69,40 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Started> {
     }
     // Adapters and job tasks before any command: a runner the reload added needs its provider and
     // GitLab link, a resumed job its task.
-    let runners = build_runners(&setup, ledger.core()).await?;
-    runners::keep_configs(setup.state_dir, setup.loaded, ledger.core());
     let executor = Executor::new(ExecutorOptions::default());
+    let (runners, mut late) = build_runners(&setup, ledger.core(), &executor).await?;
+    runners::keep_configs(setup.state_dir, setup.loaded, ledger.core());
     let mut jobs = Jobs::new(
         setup.state_dir.clone(),
         executor.clone(),
         setup.inputs.clone(),
     );
-    adopt_recovered_jobs(setup.state_dir, ledger.core(), &runners, &mut jobs);
-    clean_stray_job_containers(ledger.core(), &runners, &executor).await;
+    adopt_recovered_jobs(
+        setup.state_dir,
+        ledger.core(),
+        &runners,
+        &mut late,
+        &mut jobs,
+    );
+    // Before any command runs, so no new job can be mistaken for a stray.
+    let sweeps = runners.iter().map(|(id, r)| {
+        let plan = strays::plan(
+            ledger.core(),
+            id,
+            r.settings(),
+            &r.context.short_token,
+            &r.label,
+        );
+        (plan, r.provider())
+    });
+    strays::sweep(sweeps.collect(), &executor).await;
     // Start from a snapshot so the journal does not grow without bound across restarts.
     ledger.compact()?;
     Ok(Started {
         ledger,
         runners,
         jobs,
+        late,
         commands,
         wake,
     })
@@ -125,9 +141,16 @@ fn open_journal(state_dir: &StateDir, loaded: &Loaded) -> anyhow::Result<(Core, 
 }
 
 /// Adapters for every runner the core knows. A runner deleted from the file gets them from the
-/// copy of the config file kept when it was last applied, while it still holds anything.
-async fn build_runners(setup: &Setup<'_>, core: &Core) -> anyhow::Result<Runners> {
+/// copy of the config file kept when it was last applied, while it still holds anything. A runner
+/// whose provider cannot be built (its engine is down) waits in [`Late`] while drover tries
+/// again; its GitLab settings must be usable, or start-up fails as for any config error.
+async fn build_runners(
+    setup: &Setup<'_>,
+    core: &Core,
+    executor: &Executor,
+) -> anyhow::Result<(Runners, Late)> {
     let mut runners = Runners::default();
+    let mut late = Late::default();
     for (i, r) in core.state().runners().iter().enumerate() {
         let id = RunnerId(i as u16);
         let settings = if r.retired {
@@ -147,15 +170,39 @@ async fn build_runners(setup: &Setup<'_>, core: &Core) -> anyhow::Result<Runners
                 None => continue,
             }
         };
-        let runner = adapters::build(&settings, &r.config.short_token, setup.site, None).await?;
-        runners.install(id, runner);
+        let short = &r.config.short_token;
+        let site = setup.site;
+        adapters::runner_link(&settings, short, &site.system_id, &site.config_path)?;
+        match adapters::build(&settings, short, site, None).await {
+            Ok(runner) => runners.install(id, runner),
+            Err(e) => {
+                let label = runners::label(&settings, short);
+                let strays = strays::plan(core, id, &settings, short, &label);
+                let retry = Retry {
+                    settings,
+                    short: short.clone(),
+                    label,
+                    site: site.clone(),
+                    strays,
+                    executor: executor.clone(),
+                };
+                late.start(id, retry, &e);
+            }
+        }
     }
-    Ok(runners)
+    Ok((runners, late))
 }
 
 /// A task for every job the core still holds. Payloads of jobs it does not hold (stored just
 /// before a crash, never journaled) are dropped: GitLab re-queues unaccepted jobs.
-fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jobs: &mut Jobs) {
+/// Those of a runner still waiting for its adapters wait in `late`.
+fn adopt_recovered_jobs(
+    state_dir: &StateDir,
+    core: &Core,
+    runners: &Runners,
+    late: &mut Late,
+    jobs: &mut Jobs,
+) {
     let held: Vec<(JobId, RunnerId)> = core
         .state()
         .jobs()
@@ -165,6 +212,7 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
     for (job, runner) in &held {
         match (state_dir.load_job(job.0), runners.get(*runner)) {
             (Ok(payload), Some(r)) => jobs.adopt(payload, r.context.clone()),
+            (Ok(payload), None) if late.is_waiting(*runner) => late.hold_job(*runner, payload),
             (Err(e), _) => tracing::error!(job = job.0, "cannot resume the job: {e:#}"),
             (_, None) => {
                 tracing::error!(job = job.0, "cannot resume the job: its runner is gone")
@@ -186,6 +234,16 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
                 continue;
             }
         };
+        let waiting = progress.runner.as_deref().and_then(|n| late.named(n));
+        if let (true, false, Some(waiting), Ok(payload)) = (
+            progress.accepted,
+            progress.reported,
+            waiting,
+            state_dir.load_job(id),
+        ) {
+            late.hold_interrupted(waiting, payload, state_dir.load_rejection(id));
+            continue;
+        }
         let runner = progress.runner.as_deref().and_then(|n| runners.named(n));
         if let (true, false, Some(r), Ok(payload)) = (
             progress.accepted,
@@ -204,142 +262,4 @@ fn adopt_recovered_jobs(state_dir: &StateDir, core: &Core, runners: &Runners, jo
         }
         state_dir.remove_job(id);
     }
-}
-
-/// Removes the containers of jobs the core does not hold (a job finished and forgotten before a
-/// crash cut its cleanup short). Before any command runs, so no new job can be mistaken for a
-/// stray; engines are scanned at once and each within a deadline, so a dead VM delays start-up
-/// by seconds, not by a connection timeout per machine.
-async fn clean_stray_job_containers(core: &Core, runners: &Runners, executor: &Executor) {
-    let mut scans = Vec::new();
-    for (id, runner) in runners.iter() {
-        let keys = stray_keys(core, id, runner);
-        for endpoint in job_engines(core, id, runner).await {
-            let keys = keys.clone();
-            scans.push(async move {
-                let scan = clean_engine(core, executor, runner, &endpoint, &keys);
-                if tokio::time::timeout(STRAY_SCAN_DEADLINE, scan)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        runner = %runner.label,
-                        engine = %endpoint.engine.describe(),
-                        "gave up looking for stray job containers: the engine did not answer"
-                    );
-                }
-            });
-        }
-    }
-    futures_util::future::join_all(scans).await;
-}
-
-/// The labels a runner's stray job containers can carry. On a docker-machine VM, which only this
-/// runner uses, every key the runner had (its machines named under an earlier key keep jobs
-/// labelled with it); on an engine other installations may share (a plain `docker` runner, the
-/// `docker` provider's sandboxes), only the current key, which includes this installation's id:
-/// an earlier key may be another installation's too.
-fn stray_keys(core: &Core, id: RunnerId, runner: &Runner) -> Vec<String> {
-    let mut keys = vec![runner.context.short_token.clone()];
-    let own_vms = matches!(runner.place, runners::Place::Provider(_))
-        && runner
-            .settings()
-            .machine
-            .as_ref()
-            .is_some_and(|m| m.provider != Provider::Docker);
-    if own_vms {
-        for key in core.state().runner_keys(id) {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-    }
-    keys
-}
-
-async fn clean_engine(
-    core: &Core,
-    executor: &Executor,
-    runner: &Runner,
-    on: &MachineEndpoint,
-    keys: &[String],
-) {
-    for key in keys {
-        let jobs = match executor.list_jobs(&on.engine, key).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::warn!(runner = %runner.label, "listing job containers failed: {e}");
-                return;
-            }
-        };
-        for job in jobs {
-            if core.state().job(JobId(job)).is_some() {
-                continue;
-            }
-            tracing::info!(
-                runner = %runner.label,
-                job,
-                "removing the containers of a job drover no longer holds"
-            );
-            if let Err(e) = executor.cleanup(on, key, job).await {
-                tracing::warn!(runner = %runner.label, job, "removing stray job containers failed: {e}");
-            }
-        }
-    }
-}
-
-/// The engines a runner's job containers can be on, one endpoint per engine: the local engine
-/// of a plain `docker` runner, the one shared engine of the `docker` provider's sandboxes, or
-/// each live machine's own engine for `docker-machine` and cloud instances (its removed machines
-/// took their containers with them).
-async fn job_engines(core: &Core, id: RunnerId, runner: &Runner) -> Vec<MachineEndpoint> {
-    let provider = match &runner.place {
-        runners::Place::Engine(endpoint) => return vec![endpoint.clone()],
-        runners::Place::Nowhere => return Vec::new(),
-        runners::Place::Provider(provider) => provider,
-    };
-    // The `docker` provider's one engine; else (docker-machine VMs, cloud instances) each
-    // machine's own.
-    if let Some(machine) = runner.settings().machine.as_ref()
-        && machine.provider == Provider::Docker
-    {
-        return vec![MachineEndpoint::engine_only(EngineConfig {
-            host: machine.docker_host.clone(),
-            tls: None,
-        })];
-    }
-    let machines = core.state().machines();
-    let lookups = machines
-        .iter()
-        .filter(|(_, m)| {
-            m.runner == id
-                && matches!(
-                    m.state,
-                    MachineState::Idle | MachineState::Busy(_) | MachineState::Shared(_)
-                )
-        })
-        .map(|(_, m)| async move {
-            match tokio::time::timeout(STRAY_SCAN_DEADLINE, provider.endpoint(&m.name)).await {
-                Ok(Ok(endpoint)) => Some(endpoint),
-                Ok(Err(e)) => {
-                    tracing::debug!(machine = %m.name, "no engine to clean: {e}");
-                    None
-                }
-                Err(_) => None,
-            }
-        });
-    let mut endpoints: Vec<MachineEndpoint> = Vec::new();
-    for endpoint in futures_util::future::join_all(lookups)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        if !endpoints
-            .iter()
-            .any(|known| known.engine == endpoint.engine)
-        {
-            endpoints.push(endpoint);
-        }
-    }
-    endpoints
 }

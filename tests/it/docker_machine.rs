@@ -355,3 +355,82 @@ listen_address = "127.0.0.1:0"
     );
     assert!(gitlab.violations().is_empty(), "{:?}", gitlab.violations());
 }
+
+/// SIGTERM with a creation in flight: drover exits without waiting for it, and on its way out the
+/// provider's shutdown ends the `docker-machine create` and the driver plugin it started (no
+/// restart needed), keeping the creation's mark so the next drover hands the machine to `rm -y`.
+#[tokio::test]
+async fn a_forceful_exit_ends_docker_machine_children_and_keeps_the_creation_mark() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dm = FakeDockerMachine::install(dir.path()).expect("the fake docker-machine installs");
+    let gitlab = FakeGitlab::start(FakeOptions {
+        token_seed: u64::from(std::process::id()) << 8 | 0x7e,
+        long_poll: Duration::from_secs(2),
+        ..FakeOptions::default()
+    })
+    .await
+    .expect("the fake GitLab starts");
+    let token = gitlab.create_runner_token();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrent = 1\ncheck_interval = 1\nshutdown_timeout = 30\n\n[[runners]]\n\
+             \x20 name = \"ending-vms\"\n  url = \"{url}\"\n  token = \"{token}\"\n\
+             \x20 executor = \"docker+machine\"\n  limit = 1\n  [runners.docker]\n\
+             \x20   image = \"alpine:3.20\"\n  [runners.machine]\n    IdleCount = 1\n\
+             \x20   IdleTime = 600\n    MachineDriver = \"fakecloud\"\n\
+             \x20   MachineName = \"vm-%s\"\n    DockerMachinePath = \"{program}\"\n",
+            url = gitlab.url(),
+            program = dm.program.display(),
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let log = dir.path().join("drover.log");
+    dm.slow_creations(true);
+    let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info,drover=debug,drover_providers=debug")
+        .env("MACHINE_STORAGE_PATH", &dm.storage)
+        .env_remove("CONFIG_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("drover starts");
+    eventually("a creation in flight", &log, || {
+        !dm.slow_creations_in_flight().is_empty()
+    })
+    .await;
+    let (machine, create, plugin) = dm.slow_creations_in_flight().remove(0);
+
+    signal(&drover, "TERM");
+    let status = tokio::time::timeout(PATIENCE, drover.wait())
+        .await
+        .expect("drover exits without waiting for the creation")
+        .expect("waiting for drover");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.code().is_some(),
+        "drover exited by itself: {status:?}\n{text}"
+    );
+    // Ended by drover on its way out, not by the parent-death signal (the plugin is out of its
+    // reach) nor by a later drover.
+    eventually("the create process ended", &log, || !alive(create)).await;
+    eventually("the driver plugin ended", &log, || !alive(plugin)).await;
+    assert!(text.contains("ending docker-machine"), "{text}");
+    assert!(
+        state
+            .join("docker-machine")
+            .join("creating")
+            .join(&machine)
+            .exists(),
+        "the cut-short creation stays marked for `rm -y`\n{text}"
+    );
+}

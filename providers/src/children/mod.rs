@@ -13,8 +13,9 @@
 pub mod records;
 
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{SendError, Sender, channel};
 
 use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
 use tokio::process::{Child, Command};
@@ -52,33 +53,61 @@ pub async fn spawn(mut command: Command) -> io::Result<Child> {
         runtime: Handle::current(),
         reply,
     };
-    spawner()?
-        .send(request)
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    SPAWNER.send(request)?;
     answer
         .await
         .map_err(|_| io::Error::other("the spawner thread dropped the command"))?
 }
 
-/// The spawner thread's queue, starting the thread on first use. It never ends: the queue's
-/// sender lives in a static.
-fn spawner() -> io::Result<Sender<Request>> {
-    static SPAWNER: Mutex<Option<Sender<Request>>> = Mutex::new(None);
-    let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(sender) = spawner.as_ref() {
-        return Ok(sender.clone());
+/// The one spawner of the process.
+static SPAWNER: Spawner = Spawner {
+    queue: Mutex::new(None),
+    spawn: |command| command.spawn(),
+};
+
+/// The spawner thread's queue. The thread catches a panic of a spawn (that spawn fails, the
+/// thread lives on: its children's parent-death signal fires when it exits), and should it end
+/// anyway, the next spawn starts a new one.
+struct Spawner {
+    queue: Mutex<Option<Sender<Request>>>,
+    spawn: fn(&mut Command) -> io::Result<Child>,
+}
+
+impl Spawner {
+    fn send(&self, request: Request) -> io::Result<()> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let request = match queue.as_ref() {
+            Some(q) => match q.send(request) {
+                Ok(()) => return Ok(()),
+                Err(SendError(request)) => {
+                    tracing::error!("the process spawner thread was gone; starting a new one");
+                    request
+                }
+            },
+            None => request,
+        };
+        let sender = self.start()?;
+        *queue = Some(sender.clone());
+        sender
+            .send(request)
+            .map_err(|_| io::Error::other("the spawner thread is gone"))
     }
-    let (sender, requests) = channel::<Request>();
-    std::thread::Builder::new()
-        .name("drover-spawner".to_string())
-        .spawn(move || {
-            for mut request in requests {
-                let _runtime = request.runtime.enter();
-                let _ = request.reply.send(request.command.spawn());
-            }
-        })?;
-    *spawner = Some(sender.clone());
-    Ok(sender)
+
+    fn start(&self) -> io::Result<Sender<Request>> {
+        let (sender, requests) = channel::<Request>();
+        let spawn = self.spawn;
+        std::thread::Builder::new()
+            .name("drover-spawner".to_string())
+            .spawn(move || {
+                for mut request in requests {
+                    let _runtime = request.runtime.enter();
+                    let spawned = catch_unwind(AssertUnwindSafe(|| spawn(&mut request.command)))
+                        .unwrap_or_else(|_| Err(io::Error::other("starting the command panicked")));
+                    let _ = request.reply.send(spawned);
+                }
+            })?;
+        Ok(sender)
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +126,55 @@ mod tests {
         assert_eq!(status.code(), Some(7));
         // Read before the wait reaped it; a zombie keeps its group.
         assert_eq!(pgid.ok(), Some(pid));
+    }
+
+    /// A spawner of its own whose spawns panic for `panic-please`.
+    fn panicky() -> Spawner {
+        Spawner {
+            queue: Mutex::new(None),
+            spawn: |command| {
+                if command.as_std().get_program() == "panic-please" {
+                    panic!("a spawn panics");
+                }
+                command.spawn()
+            },
+        }
+    }
+
+    async fn spawn_on(spawner: &Spawner, command: Command) -> io::Result<Child> {
+        let (reply, answer) = oneshot::channel();
+        spawner.send(Request {
+            command,
+            runtime: Handle::current(),
+            reply,
+        })?;
+        answer.await.map_err(|_| io::Error::other("dropped"))?
+    }
+
+    #[tokio::test]
+    async fn a_panicking_spawn_fails_alone_and_the_spawner_lives_on() {
+        let spawner = panicky();
+        let err = spawn_on(&spawner, Command::new("panic-please"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 3"]);
+        let mut child = spawn_on(&spawner, command).await.unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_spawner_thread_that_is_gone_is_replaced() {
+        let spawner = panicky();
+        // A thread that ended: its queue has no receiver any more.
+        let (gone, requests) = channel::<Request>();
+        drop(requests);
+        *spawner.queue.lock().unwrap() = Some(gone);
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 4"]);
+        let mut child = spawn_on(&spawner, command).await.unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(4));
     }
 
     #[tokio::test]

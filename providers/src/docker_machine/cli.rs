@@ -1,6 +1,7 @@
 //! Running one docker-machine command: its own process group that dies with drover
 //! ([`crate::children`]), recorded while it runs, a deadline, output read line by line (logged at
-//! debug, masked) and kept for error messages.
+//! debug, masked) and kept for error messages. [`Cli::shutdown`] ends every running command:
+//! `SIGTERM` to its process group, `SIGKILL` to what is left after a grace period.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::output::Scrubber;
@@ -20,6 +22,8 @@ use crate::children::{self, records::ProcessId, records::Records};
 const KEPT_LINES: usize = 200;
 /// How long to keep reading after the program exited, for output a child of it still holds open.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long a command may take to end after `SIGTERM` at shutdown before its group is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How to run docker-machine.
 pub(super) struct Cli {
@@ -29,6 +33,15 @@ pub(super) struct Cli {
     drain_grace: Duration,
     /// Where each running command is recorded, so the next drover can end what a crash left.
     records: Option<Arc<Records>>,
+    /// Whether the provider shuts down, and how many commands run.
+    life: watch::Sender<Life>,
+    stop_grace: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Life {
+    stopping: bool,
+    running: usize,
 }
 
 /// A command that ran to its end.
@@ -83,6 +96,8 @@ pub(super) enum CliError {
     TimedOut(Duration),
     #[error("waiting for the program: {0}")]
     Wait(std::io::Error),
+    #[error("drover is shutting down; the command was ended")]
+    ShutDown,
 }
 
 impl Cli {
@@ -93,7 +108,17 @@ impl Cli {
             scrubber,
             drain_grace: DRAIN_GRACE,
             records: None,
+            life: watch::Sender::new(Life::default()),
+            stop_grace: STOP_GRACE,
         }
+    }
+
+    /// Ends every running command (`SIGTERM` to its process group, then `SIGKILL` after a grace
+    /// period) and waits until they have ended; later commands fail at once.
+    pub async fn shutdown(&self) {
+        self.life.send_modify(|l| l.stopping = true);
+        let mut life = self.life.subscribe();
+        let _ = life.wait_for(|l| l.running == 0).await;
     }
 
     /// Records every command in `records` while it runs.
@@ -127,6 +152,8 @@ impl Cli {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let op = args.first().map(String::as_str).unwrap_or("");
+        let mut life = self.life.subscribe();
+        let _running = Running::enter(&self.life).ok_or(CliError::ShutDown)?;
         tracing::debug!(machine, command = %self.display(args), "running docker-machine");
         let mut child = children::spawn(command).await.map_err(CliError::Spawn)?;
         let mut group = GroupGuard(child.id().and_then(|id| ProcessId::of(id as i32)));
@@ -158,6 +185,11 @@ impl Cli {
                     status = Some(exited.map_err(CliError::Wait)?);
                     drain_until = deadline.min(Instant::now() + self.drain_grace);
                 }
+                () = stopping(&mut life), if status.is_none() => {
+                    // `group` kills what is left of the process group on the way out.
+                    self.stop(machine, op, &mut child, group.0).await;
+                    return Err(CliError::ShutDown);
+                }
                 () = tokio::time::sleep_until(drain_until) => {
                     if status.is_none() {
                         // `group` kills the process group on the way out.
@@ -174,6 +206,30 @@ impl Cli {
             stdout: self.scrubber.scrub(&stdout.text()),
             stderr: self.scrubber.scrub(&stderr.text()),
         })
+    }
+
+    /// Asks a command's process group to end (docker-machine and its driver plugins may clean
+    /// up), and waits a grace period for the command to exit.
+    async fn stop(&self, machine: &str, op: &str, child: &mut Child, group: Option<ProcessId>) {
+        tracing::info!(
+            machine,
+            command = op,
+            "drover is shutting down: ending docker-machine"
+        );
+        if let Some(pid) = group.and_then(|g| Pid::from_raw(g.pid)) {
+            let _ = kill_process_group(pid, Signal::TERM);
+        }
+        if tokio::time::timeout(self.stop_grace, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                machine,
+                command = op,
+                "docker-machine did not end within {:?} of SIGTERM; killing it",
+                self.stop_grace
+            );
+        }
     }
 
     /// Records the running command; a record that cannot be written is logged (the child still
@@ -206,6 +262,32 @@ impl Cli {
             "docker-machine: {}",
             self.scrubber.scrub(line)
         );
+    }
+}
+
+/// Resolves once the provider shuts down.
+async fn stopping(life: &mut watch::Receiver<Life>) {
+    let _ = life.wait_for(|l| l.stopping).await;
+}
+
+/// Counts a running command while it lives; refused once the provider shuts down.
+struct Running<'a>(&'a watch::Sender<Life>);
+
+impl<'a> Running<'a> {
+    fn enter(life: &'a watch::Sender<Life>) -> Option<Running<'a>> {
+        let mut entered = false;
+        life.send_if_modified(|l| {
+            entered = !l.stopping;
+            l.running += usize::from(entered);
+            entered
+        });
+        entered.then(|| Running(life))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|l| l.running -= 1);
     }
 }
 
@@ -398,6 +480,77 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_running_commands_with_sigterm_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Arc::new(cli(dir.path()));
+        let (pid_file, ended) = (dir.path().join("pid"), dir.path().join("ended"));
+        // The command cleans up on SIGTERM; its background child is in its process group.
+        let script = format!(
+            "trap 'echo cleaned > {ended}; exit 0' TERM; sleep 300 & echo $! > {pid}.tmp; \
+             mv {pid}.tmp {pid}; wait",
+            ended = ended.display(),
+            pid = pid_file.display()
+        );
+        let running = tokio::spawn({
+            let cli = cli.clone();
+            async move { run(&cli, &script, Duration::from_secs(600)).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pid_file.exists() {
+            assert!(Instant::now() < deadline, "the command did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), cli.shutdown())
+            .await
+            .expect("shutdown waits for the running command only");
+        let err = running.await.unwrap().unwrap_err();
+        assert!(matches!(err, CliError::ShutDown), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&ended).unwrap(),
+            "cleaned\n",
+            "the command had its chance to clean up"
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid.trim()) {
+            assert!(
+                Instant::now() < deadline,
+                "the command's child outlived the shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let later = run(&cli, "echo never > later", Duration::from_secs(5)).await;
+        assert!(matches!(later, Err(CliError::ShutDown)), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn a_command_deaf_to_sigterm_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = cli(dir.path());
+        cli.stop_grace = Duration::from_millis(200);
+        let cli = Arc::new(cli);
+        let started = dir.path().join("started");
+        let script = format!(
+            "trap '' TERM; echo > {started}; while true; do sleep 1; done",
+            started = started.display()
+        );
+        let running = tokio::spawn({
+            let cli = cli.clone();
+            async move { run(&cli, &script, Duration::from_secs(600)).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            assert!(Instant::now() < deadline, "the command did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), cli.shutdown())
+            .await
+            .expect("the deaf command is killed");
+        let err = running.await.unwrap().unwrap_err();
+        assert!(matches!(err, CliError::ShutDown), "{err}");
     }
 
     #[tokio::test]

@@ -21,7 +21,8 @@
 //!   VM's `tcp://ip:2376` and its TLS client certificates.
 //!
 //! Every docker-machine process runs in a process group of its own that dies with drover
-//! ([`crate::children`]): a timeout (or a dropped call) kills the group, with the driver plugins
+//! ([`crate::children`]): a timeout (or a dropped call) kills the group, `shutdown` ends every
+//! group (`SIGTERM`, then `SIGKILL`), with the driver plugins
 //! and ssh clients docker-machine started, and a Ctrl-C at drover's terminal does not cut a
 //! creation short behind the core's back. With a state directory ([`DockerMachineProvider::with_state_dir`])
 //! each process is recorded while it runs, and what a dead drover left running is killed when the
@@ -181,8 +182,11 @@ impl DockerMachineProvider {
         let args = self.create_args(name);
         self.mark_creation(name, true)?;
         let finished = self.cli.run(name, &args, self.config.timeouts.create).await;
-        // Ended, or killed with its process group: nothing of it runs on.
-        self.mark_creation(name, false)?;
+        // Ended, or killed with its process group: nothing of it runs on. One ended by drover's
+        // shutdown keeps its mark, so the next drover hands what it started to `rm -y`.
+        if !matches!(finished, Err(CliError::ShutDown)) {
+            self.mark_creation(name, false)?;
+        }
         let finished = finished.map_err(|e| cli_error(name, "create", e))?;
         if !finished.success() {
             let kind = classify(&finished.all_output());
@@ -420,6 +424,12 @@ impl MachineProvider for DockerMachineProvider {
             self.endpoint_locked(name).await
         }
         .boxed()
+    }
+
+    /// Ends every docker-machine command still running (see [`Cli::shutdown`]); a creation it
+    /// cuts short keeps its mark, so the next drover hands the machine to `rm -y`.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.cli.shutdown().boxed()
     }
 }
 

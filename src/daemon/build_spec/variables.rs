@@ -8,7 +8,7 @@ use drover_gitlab::api::JobResponse;
 
 use crate::config::RunnerSettings;
 use crate::daemon::expand::expand;
-use crate::daemon::short_token::gitlab_short_token;
+use crate::daemon::short_token;
 
 /// Where the job runs, as its `CI_*` variables tell it.
 pub(super) struct Dirs<'a> {
@@ -29,10 +29,7 @@ pub(super) fn job_variables(
         .iter()
         .map(|(k, v)| Variable::new(k.clone(), v.clone()))
         .collect();
-    let short_token = runner.token.as_ref().map_or_else(
-        || runner_short.to_string(),
-        |t| gitlab_short_token(t.expose()),
-    );
+    let short_token = short_token::of_runner(runner).unwrap_or_else(|| runner_short.to_string());
     for (k, v) in [
         ("CI_BUILDS_DIR", dirs.builds.to_string()),
         ("CI_PROJECT_DIR", dirs.project.to_string()),

@@ -21,7 +21,7 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
 use super::build_spec::Unsupported;
-use super::short_token::gitlab_short_token;
+use super::short_token;
 use crate::config::RunnerSettings;
 
 /// Fills `spec.caches` and the local cache's volumes. `machine`: the machine the job runs on.
@@ -84,11 +84,7 @@ pub fn plan(
         .unwrap_or(&spec.project_dir)
         .trim_matches('/')
         .to_string();
-    let short = runner
-        .token
-        .as_ref()
-        .map(|t| gitlab_short_token(t.expose()))
-        .unwrap_or_default();
+    let short = short_token::of_runner(runner).unwrap_or_default();
     // GitLab Runner's URLs live as long as the job's timeout; saving comes after the script and
     // `after_script`, so a short job's URLs get an hour.
     let expires = spec.timeout.max(Duration::from_secs(3600));

@@ -18,6 +18,10 @@ impl Driver {
 
     /// Hands a command to its adapter with everything its task needs.
     fn execute(&mut self, command: Command) {
+        // A runner whose adapters are not built yet: its commands wait for them.
+        let Some(command) = self.late.hold(command) else {
+            return;
+        };
         match command {
             Command::RequestJob { runner } => {
                 let link = self.runners.get_mut(runner).map(|r| &mut r.link);

@@ -6,6 +6,7 @@
 
 mod dispatch;
 mod inputs;
+mod late;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use super::Input;
 use super::adapters::Site;
 use super::jobs::Jobs;
+use super::late::Late;
 use super::ledger::Ledger;
 use super::machines::Machines;
 use super::reload::{self, Prepared};
@@ -33,6 +35,8 @@ use inputs::RecentIds;
 
 /// GitLab Runner checks the config file's modification time this often.
 const RELOAD_CHECK: Duration = Duration::from_secs(3);
+/// How long drover waits at exit for its machine providers to end their child processes.
+const PROVIDER_SHUTDOWN: Duration = Duration::from_secs(20);
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -46,6 +50,8 @@ struct Driver {
     runners: Runners,
     machines: Machines,
     jobs: Jobs,
+    /// Runners whose adapters are not built yet, and what waits for them.
+    late: Late,
     state_dir: StateDir,
     site: Site,
     loaded: Loaded,
@@ -98,6 +104,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         runners: started.runners,
         machines: Machines::new(tx),
         jobs: started.jobs,
+        late: started.late,
         state_dir,
         // The time the running config was read at, not now: an edit since is reloaded.
         config_mtime: loaded.mtime,
@@ -122,7 +129,32 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
 }
 
 impl Driver {
-    async fn run(mut self, mut signals: UnboundedReceiver<OpSignal>) -> anyhow::Result<ExitCode> {
+    async fn run(mut self, signals: UnboundedReceiver<OpSignal>) -> anyhow::Result<ExitCode> {
+        let ran = self.run_loop(signals).await;
+        if ran.is_err() {
+            // The loop failed (the journal cannot be written): still end the providers' children.
+            self.shut_down_providers().await;
+        }
+        ran
+    }
+
+    /// Ends what providers run on their own (docker-machine children: `SIGTERM`, then `SIGKILL`),
+    /// within a bound: a provider that hangs cannot keep drover from exiting, and what it left
+    /// still dies with drover (see `drover_providers::children`).
+    async fn shut_down_providers(&self) {
+        let providers = self.runners.providers();
+        let all = futures_util::future::join_all(providers.iter().map(|p| p.shutdown()));
+        if tokio::time::timeout(PROVIDER_SHUTDOWN, all).await.is_err() {
+            tracing::warn!(
+                "the machine providers did not shut down within {PROVIDER_SHUTDOWN:?}; exiting"
+            );
+        }
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut signals: UnboundedReceiver<OpSignal>,
+    ) -> anyhow::Result<ExitCode> {
         let mut reload_tick = tokio::time::interval(RELOAD_CHECK);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(
@@ -142,6 +174,7 @@ impl Driver {
                 }
                 Some(signal) = signals.recv() => self.signal(signal)?,
                 Some(prepared) = self.reloads.done.recv() => self.reloaded(prepared)?,
+                Some(built) = self.late.built.recv() => self.late_built(built),
                 _ = reload_tick.tick() => {
                     if crate::config::mtime(&self.site.config_path) != self.config_mtime {
                         self.start_reload();
@@ -156,9 +189,7 @@ impl Driver {
         if clean && !self.jobs.wait(within).await {
             tracing::warn!("some job reports did not reach GitLab before the shutdown timeout");
         }
-        // What providers run on their own (docker-machine children) ends with drover.
-        let providers = self.runners.providers();
-        futures_util::future::join_all(providers.iter().map(|p| p.shutdown())).await;
+        self.shut_down_providers().await;
         self.ledger.close();
         self.write_status(true);
         tracing::info!(clean, "drover stopped");
@@ -231,6 +262,7 @@ impl Driver {
                 .collect();
             self.runners
                 .retain_machines(|id, name| held.contains(&(id, name.to_string())));
+            self.release_installed();
             runners::keep_configs(&self.state_dir, &self.loaded, self.ledger.core());
             self.execute_all(commands);
         }

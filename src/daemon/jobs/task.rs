@@ -466,24 +466,25 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), Removal>>,
 {
-    let mut attempt = 1;
-    loop {
-        match remove().await {
-            Ok(()) => return attempt,
-            Err(Removal::Gone) => {
-                tracing::info!(job, "the job's machine is gone, and its containers with it");
-                return attempt;
-            }
-            Err(Removal::Failed(e)) => {
+    let (removed, tries) = crate::daemon::retry::at_endpoint_backoff(
+        policy,
+        None,
+        &mut remove,
+        |e| matches!(e, Removal::Gone),
+        |attempt, e| {
+            if let Removal::Failed(e) = e {
                 tracing::warn!(
                     job,
                     "removing the job's containers failed (try {attempt}): {e}"
                 );
-                attempt += 1;
-                tokio::time::sleep(policy.endpoint_wait(attempt)).await;
             }
-        }
+        },
+    )
+    .await;
+    if let Err(Removal::Gone) = removed {
+        tracing::info!(job, "the job's machine is gone, and its containers with it");
     }
+    tries
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod cache;
 mod faults;
 mod harness;
 mod jobs;
+mod kill9;
 mod ops;
 mod payloads;
 mod pipeline;

@@ -331,10 +331,28 @@ async fn a_failure_report_cut_short_by_a_crash_is_sent_after_the_restart() {
     env.finish().await;
 }
 
+/// Every sandbox creation is cut short at the same point (its volume and network made, its image
+/// being pulled from a registry that never answers): the restarted drover finishes or removes
+/// each half-made machine, and removes the orphan of an earlier life and a stray job container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_machine_creation_leaks_nothing() {
+    // The sandboxes' image lives on a loopback "registry" that accepts and never answers.
+    let registry = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let image = format!(
+        "127.0.0.1:{}/drover-test/hang:1",
+        registry.local_addr().unwrap().port()
+    );
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = registry.accept().await {
+            held.push(connection);
+        }
+    });
     let settings = Settings {
         idle_count: 3,
+        image: image.clone(),
         ..Settings::pool()
     };
     let Some(mut env) = Env::new("recovery_creation", settings).await else {
@@ -346,31 +364,28 @@ async fn kill_9_during_machine_creation_leaks_nothing() {
     let stray = make_stray_job_container(&env, 999_999).await;
 
     env.spawn();
-    // Die as soon as the first of the three machines appears on the engine.
-    let caught = within(PATIENCE, "a machine being created", async {
+    // Die once all three creations wait for the image: each machine half made.
+    let caught = within(PATIENCE, "three creations waiting for the image", async {
         loop {
             let objects = env.objects().await;
-            if objects.volumes.iter().any(|v| !v.contains("orphan")) {
+            let fresh = |names: &[String]| names.iter().filter(|n| !n.contains("orphan")).count();
+            if fresh(&objects.volumes) == 3 && fresh(&objects.networks) == 3 {
                 return objects;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     env.crash().await;
-    eprintln!(
-        "crashed with {} volumes, {} networks, {} containers",
-        caught.volumes.len(),
-        caught.networks.len(),
-        caught.containers.len()
+    assert!(
+        env.sandboxes().await.is_empty(),
+        "no creation got past the image: {caught:?}"
     );
 
+    // The image is there now (as if the pull had finished): the restart can complete machines.
+    tag_image(&env.docker, drover_docker::testing::BUSYBOX_IMAGE, &image).await;
     env.start().await;
     let warm = env.sandboxes_become(3).await;
-    assert!(
-        warm.iter().all(|m| m.starts_with(&env.prefix())),
-        "{warm:?}"
-    );
     eventually(
         "the orphan and the stray job container removed",
         async || {
@@ -382,9 +397,47 @@ async fn kill_9_during_machine_creation_leaks_nothing() {
         },
     )
     .await;
+    // Nothing but the three complete machines drover holds: no half-made one left beside them.
+    let known = eventually("drover holds the three machines", async || {
+        let status = env.status()?;
+        let mut names: Vec<String> = status["machines"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["state"] == "idle")
+            .filter_map(|m| m["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert_eq!(
+        known, warm,
+        "the engine's sandboxes are the machines drover holds"
+    );
+    let objects = env.objects().await;
+    assert_eq!(objects.volumes.len(), 3, "{objects:?}");
+    assert_eq!(objects.networks.len(), 3, "{objects:?}");
+    for name in &warm {
+        assert!(
+            objects.networks.contains(name),
+            "{name}'s network: {objects:?}"
+        );
+    }
+    let docker = env.docker.clone();
     env.finish().await;
+    hang.abort();
+    let _ = docker
+        .remove_image(
+            &image,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
 }
 
+/// One machine's removal is held half done (its anchor container gone, its volume in use by a
+/// container of the test's): drover dies there. The restarted drover finishes that removal and
+/// the others once the volume is free, and leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_machine_removal_leaks_nothing() {
     let settings = Settings {
@@ -397,28 +450,95 @@ async fn kill_9_during_machine_removal_leaks_nothing() {
     };
     env.start().await;
     let warm = env.sandboxes_become(3).await;
+    let held = &warm[0];
+    let volume = eventually("the machine's volume", async || {
+        let objects = env.objects().await;
+        objects
+            .volumes
+            .into_iter()
+            .find(|v| v.starts_with(held.as_str()))
+    })
+    .await;
+    let holder = hold_volume(&env, &volume).await;
     env.settings.idle_count = 0;
     env.write_config();
     env.signal("HUP");
-    // Die as soon as the first sandbox starts to go.
-    within(PATIENCE, "a machine being removed", async {
+    // Die once the held machine is half removed: its anchor gone, its volume still there, and its
+    // removal failed at least once.
+    within(PATIENCE, "the machine half removed", async {
         loop {
-            if env.sandboxes().await.len() < warm.len() {
+            let gone = !env.sandboxes().await.contains(held);
+            let failed = env
+                .last_log()
+                .lines()
+                .any(|l| l.contains("removing the machine failed") && l.contains(held.as_str()));
+            if gone && failed && env.objects().await.volumes.contains(&volume) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     env.crash().await;
-    eprintln!("crashed with {:?} left", env.objects().await);
+    assert!(!env.sandboxes().await.contains(held));
+    assert!(env.objects().await.volumes.contains(&volume));
 
+    release_volume(&env, &holder).await;
     env.start().await;
     eventually("every machine removed", async || {
         env.objects().await.is_empty().then_some(())
     })
     .await;
     env.finish().await;
+}
+
+/// A container of the test (not drover's: no `drover.runner` label, another name) that keeps
+/// `volume` in use, so the engine refuses to remove it.
+async fn hold_volume(env: &Env, volume: &str) -> String {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::CreateContainerOptions;
+    let name = format!("holder-{}", std::process::id());
+    let body = ContainerCreateBody {
+        image: Some(drover_docker::testing::BUSYBOX_IMAGE.to_string()),
+        cmd: Some(vec!["true".to_string()]),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{volume}:/held")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    env.docker
+        .create_container(Some(options), body)
+        .await
+        .expect("creating the volume's holder");
+    name
+}
+
+async fn release_volume(env: &Env, holder: &str) {
+    let options = bollard::query_parameters::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    env.docker
+        .remove_container(holder, Some(options))
+        .await
+        .expect("removing the volume's holder");
+}
+
+async fn tag_image(docker: &bollard::Docker, from: &str, to: &str) {
+    let (repo, tag) = to.rsplit_once(':').expect("an image with a tag");
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    docker
+        .tag_image(from, Some(options))
+        .await
+        .expect("tagging the image");
 }
 
 /// A step container of a job drover's journal does not know (never started).
