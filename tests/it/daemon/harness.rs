@@ -53,6 +53,8 @@ pub struct Settings {
     pub docker_extra: String,
     /// More sections of the runner, at the end of the file, e.g. `[runners.cache]`.
     pub runner_extra: String,
+    /// The fake GitLab's long-poll hold (Workhorse's; zero: a GitLab without long polling).
+    pub long_poll: Duration,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             image: BUSYBOX_IMAGE.to_string(),
             docker_extra: String::new(),
             runner_extra: String::new(),
+            long_poll: Duration::from_secs(10),
         }
     }
 
@@ -135,7 +138,7 @@ impl Env {
         let fake = FakeGitlab::start(FakeOptions {
             token_seed: seed.finish(),
             trace_update_interval: 1,
-            long_poll: Duration::from_secs(10),
+            long_poll: settings.long_poll,
             ..FakeOptions::default()
         })
         .await

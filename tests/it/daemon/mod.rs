@@ -10,6 +10,7 @@ mod jobs;
 mod ops;
 mod payloads;
 mod pipeline;
+mod polling;
 mod pool;
 mod recovery;
 mod registry;
