@@ -148,9 +148,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::JobReceived { .. } => "job_received",
-            Event::JobRequestEmpty { .. } | Event::JobRequestAnswered { .. } => {
-                "job_request_empty"
-            }
+            Event::JobRequestEmpty { .. } | Event::JobRequestAnswered { .. } => "job_request_empty",
             Event::JobRequestFailed { .. } => "job_request_failed",
             Event::MachineCreated { .. } => "machine_created",
             Event::MachineCreationFailed { .. } => "machine_creation_failed",

@@ -392,7 +392,11 @@ fn held_answers_are_followed_at_once_and_fast_ones_are_paced() {
     assert_eq!(requests(&step.commands), 1, "a long-poll answer: at once");
     // The poll runs out after 50 s.
     let step = core.handle(T0.after(secs(50)), answered(50_000, false));
-    assert_eq!(requests(&step.commands), 1, "held as long as a pause: at once");
+    assert_eq!(
+        requests(&step.commands),
+        1,
+        "held as long as a pause: at once"
+    );
     // A job ends the hold early: the bare 204 is news.
     let step = core.handle(T0.after(secs(51)), answered(1_000, true));
     assert_eq!(requests(&step.commands), 1);
@@ -409,8 +413,14 @@ fn held_answers_are_followed_at_once_and_fast_ones_are_paced() {
     let step = core.handle(T0.after(secs(52)), answered(30, false));
     assert_eq!(requests(&step.commands), 0);
     assert_eq!(step.wake_at, Some(T0.after(secs(55))));
-    assert_eq!(requests(&core.handle(T0.after(secs(54)), Event::Tick).commands), 0);
-    assert_eq!(requests(&core.handle(T0.after(secs(55)), Event::Tick).commands), 1);
+    assert_eq!(
+        requests(&core.handle(T0.after(secs(54)), Event::Tick).commands),
+        0
+    );
+    assert_eq!(
+        requests(&core.handle(T0.after(secs(55)), Event::Tick).commands),
+        1
+    );
 }
 
 #[test]

@@ -417,9 +417,9 @@ async fn long_poll_is_ended_only_by_a_job_the_runner_could_take() {
     for held in [held, second] {
         match held.await.unwrap() {
             RequestOutcome::NoJob {
-            last_update: None,
-            long_polling: true,
-        } => {}
+                last_update: None,
+                long_polling: true,
+            } => {}
             other => panic!("expected a bare 204, got {other:?}"),
         }
     }

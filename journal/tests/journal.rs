@@ -238,7 +238,11 @@ fn held_answers_journal_and_replay() {
     drop(writer);
     let journal = read(&path).unwrap();
     let replayed = replay(&journal, |_| {}).unwrap();
-    assert!(replayed.divergences.is_empty(), "{:?}", replayed.divergences);
+    assert!(
+        replayed.divergences.is_empty(),
+        "{:?}",
+        replayed.divergences
+    );
     assert_eq!(replayed.core.digest(), core.digest());
     let read_back: Vec<&Event> = journal
         .frames

@@ -277,7 +277,10 @@ mod tests {
             line.enqueue(JobId(2), Polling::Push, |_| {}),
             Released::Job(JobId(2))
         );
-        assert_eq!(line.enqueue(JobId(3), Polling::Push, |_| {}), Released::Empty(0));
+        assert_eq!(
+            line.enqueue(JobId(3), Polling::Push, |_| {}),
+            Released::Empty(0)
+        );
         assert_eq!(line.request(Polling::Push, T), Fate::Job(JobId(3)));
     }
 

@@ -255,7 +255,10 @@ mod tests {
     fn a_new_version_or_the_first_bare_204_for_a_version_is_news() {
         let ended = Mutex::new(String::new());
         assert!(is_news(Some("v1"), "", &ended), "the first answer");
-        assert!(!is_news(Some("v1"), "v1", &ended), "Rails echoes the version sent");
+        assert!(
+            !is_news(Some("v1"), "v1", &ended),
+            "Rails echoes the version sent"
+        );
         assert!(is_news(None, "v1", &ended), "a hold of v1 ended");
         assert!(!is_news(None, "v1", &ended), "and again: nothing new");
         assert!(is_news(Some("v2"), "v1", &ended));

@@ -190,7 +190,11 @@ mod tests {
     #[test]
     fn fast_empty_answers_keep_check_interval_and_held_ones_go_on_at_once() {
         assert_eq!(request_pause(CHECK, RequestEnd::Empty), CHECK);
-        assert_eq!(request_pause(CHECK, answered(40, false)), CHECK, "no Workhorse");
+        assert_eq!(
+            request_pause(CHECK, answered(40, false)),
+            CHECK,
+            "no Workhorse"
+        );
         assert_eq!(
             request_pause(CHECK, answered(50_000, false)),
             Duration::ZERO,
@@ -201,10 +205,7 @@ mod tests {
             CHECK,
             "held, but shorter than check_interval"
         );
-        assert_eq!(
-            request_pause(CHECK, answered(3_000, false)),
-            Duration::ZERO
-        );
+        assert_eq!(request_pause(CHECK, answered(3_000, false)), Duration::ZERO);
         assert_eq!(
             request_pause(CHECK, answered(5, true)),
             Duration::ZERO,
