@@ -89,6 +89,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// Picks one figure of a [`Sample`].
+type Figure = fn(&Sample) -> f64;
+
 /// One job's timings, in milliseconds.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -226,7 +229,7 @@ async fn measure(args: &Args, fake: &FakeGitlab) -> Result<Vec<Sample>, String> 
         let gap = rng.random_range(args.gap_ms.0..=args.gap_ms.1);
         tokio::time::sleep(Duration::from_millis(gap)).await;
         let id = fake.enqueue_job(
-            JobTemplate::new(format!("dispatch-{i}"))
+            JobTemplate::new(&format!("dispatch-{i}"))
                 .image(BUSYBOX_IMAGE)
                 .variable("GIT_STRATEGY", "none")
                 .script(["adjtimex"]),
@@ -294,7 +297,7 @@ fn report(args: &Args, samples: &[Sample]) {
         "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "ms", "p50", "p95", "p99", "mean", "max"
     );
-    let rows: [(&str, fn(&Sample) -> f64); 3] = [
+    let rows: [(&str, Figure); 3] = [
         ("enqueue -> assigned", |s| s.assigned),
         ("assigned -> script", |s| s.to_script),
         ("total", |s| s.total),
