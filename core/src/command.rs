@@ -8,7 +8,7 @@ use crate::ids::{JobId, MachineId, RunnerId};
 /// An instruction for the driver. Each one that has a result comes back as an [`crate::Event`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Ask the coordinator for a job → `JobReceived` / `JobRequestEmpty` / `JobRequestFailed`.
+    /// Ask the coordinator for a job → `JobReceived` / `JobRequestAnswered` / `JobRequestFailed`.
     RequestJob { runner: RunnerId },
     /// Stop the runner's job requests in flight (shutdown); each still answers with an event.
     CancelRequests { runner: RunnerId },

@@ -14,7 +14,10 @@ pub enum Event {
         job: JobId,
         info: JobInfo,
     },
-    /// A job request came back without a job (204, or a long poll that ran out).
+    /// A job request came back without a job (204, or a long poll that ran out), with nothing
+    /// said of how: the runner waits `check_interval`. What journals of format 2 and older hold
+    /// for every empty answer; drivers now send [`Event::JobRequestAnswered`] for a `204`, and
+    /// this for an answer that carried nothing usable.
     JobRequestEmpty { runner: RunnerId },
     /// A job request failed after the client's own retries. `retry_after_ms` is the server's wish.
     JobRequestFailed {
@@ -50,6 +53,18 @@ pub enum Event {
     Resumed,
     /// Time passed; sent at or after [`crate::Step::wake_at`].
     Tick,
+    /// A job request came back without a job, with what decides the runner's next request
+    /// ([`crate::request_pause`]). Last, so the variants before it keep their journal encoding
+    /// (journal format 3 on).
+    JobRequestAnswered {
+        runner: RunnerId,
+        /// How long the coordinator took to answer, in milliseconds of the driver's clock.
+        held_ms: u64,
+        /// The coordinator long-polls (Workhorse's `Gitlab-Ci-Builds-Polling: yes`) and this
+        /// answer is news: a bare `204` that ended a hold, or a queue version other than the one
+        /// sent. The next request will be held until the queue changes, so it may go at once.
+        long_poll: bool,
+    },
 }
 
 /// What the core keeps of a job: enough to schedule it, and for the simulator to rebuild the traffic of
@@ -133,7 +148,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::JobReceived { .. } => "job_received",
-            Event::JobRequestEmpty { .. } => "job_request_empty",
+            Event::JobRequestEmpty { .. } | Event::JobRequestAnswered { .. } => "job_request_empty",
             Event::JobRequestFailed { .. } => "job_request_failed",
             Event::MachineCreated { .. } => "machine_created",
             Event::MachineCreationFailed { .. } => "machine_creation_failed",

@@ -52,7 +52,8 @@ pub use ids::{JobId, MachineId, RunnerId};
 pub use invariants::Violation;
 pub use period::{Period, PeriodError, PolicyValues};
 pub use scheduler::{
-    Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, creation_backoff, machine_name, removal_backoff,
+    Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, RequestEnd, creation_backoff, machine_name,
+    removal_backoff, request_pause,
 };
 pub use snapshot::{decode_snapshot, encode_snapshot};
 pub use state::State;

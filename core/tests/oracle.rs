@@ -134,6 +134,11 @@ impl Duo {
                 o.job_received(*runner, *job, info.timeout_ms)
             }
             Event::JobRequestEmpty { runner } => o.request_done(*runner, None),
+            Event::JobRequestAnswered {
+                runner,
+                held_ms,
+                long_poll,
+            } => o.request_answered(*runner, *held_ms, *long_poll),
             Event::JobRequestFailed {
                 runner,
                 retry_after_ms,
@@ -214,8 +219,13 @@ impl Duo {
             }
             3..=5 if !self.requests.is_empty() => {
                 let (runner, _) = self.requests.remove(a as usize % self.requests.len());
-                let event = match b % 5 {
+                let event = match b % 7 {
                     0 => Event::JobRequestEmpty { runner },
+                    5 | 6 => Event::JobRequestAnswered {
+                        runner,
+                        held_ms: u64::from(a % 8_000),
+                        long_poll: b % 3 == 0,
+                    },
                     1 => Event::JobRequestFailed {
                         runner,
                         retry_after_ms: (b % 3 == 0).then_some(u64::from(b % 60_000)),

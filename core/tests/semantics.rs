@@ -372,6 +372,57 @@ fn request_concurrency_and_check_interval() {
     assert_eq!(requests(&step.commands), 1);
 }
 
+/// With long polling the runner keeps a request outstanding: an empty answer the coordinator held
+/// (a long poll that ran out, or ended by a new job) is followed by the next request at once; a
+/// fast empty answer from a coordinator without long polling waits `check_interval`.
+#[test]
+fn held_answers_are_followed_at_once_and_fast_ones_are_paced() {
+    let mut c = Config::new(10).with_runner(pool(0, 0));
+    c.check_interval = secs(3);
+    let mut core = drover_core::Core::new(c, T0);
+    let step = core.handle(T0, Event::Tick);
+    assert_eq!(requests(&step.commands), 1);
+    let answered = |held_ms, long_poll| Event::JobRequestAnswered {
+        runner: R,
+        held_ms,
+        long_poll,
+    };
+    // The first answer (no last_update yet) comes from Rails with a fresh queue version.
+    let step = core.handle(T0.after(secs(0)), answered(20, true));
+    assert_eq!(requests(&step.commands), 1, "a long-poll answer: at once");
+    // The poll runs out after 50 s.
+    let step = core.handle(T0.after(secs(50)), answered(50_000, false));
+    assert_eq!(
+        requests(&step.commands),
+        1,
+        "held as long as a pause: at once"
+    );
+    // A job ends the hold early: the bare 204 is news.
+    let step = core.handle(T0.after(secs(51)), answered(1_000, true));
+    assert_eq!(requests(&step.commands), 1);
+    let step = core.handle(
+        T0.after(secs(51)),
+        Event::JobReceived {
+            runner: R,
+            job: JobId(1),
+            info: info(),
+        },
+    );
+    assert_eq!(requests(&step.commands), 1, "after a job: at once");
+    // A coordinator without long polling answers at once: paced.
+    let step = core.handle(T0.after(secs(52)), answered(30, false));
+    assert_eq!(requests(&step.commands), 0);
+    assert_eq!(step.wake_at, Some(T0.after(secs(55))));
+    assert_eq!(
+        requests(&core.handle(T0.after(secs(54)), Event::Tick).commands),
+        0
+    );
+    assert_eq!(
+        requests(&core.handle(T0.after(secs(55)), Event::Tick).commands),
+        1
+    );
+}
+
 #[test]
 fn periods_last_match_wins_and_switch_at_boundaries() {
     let mut r = pool(1, 20);

@@ -143,7 +143,12 @@ pub enum RequestOutcome {
     Unusable { message: String },
     /// `204`: nothing to do. Send `last_update` (when present) with the next request; a bare
     /// `204` from a long poll carries none, and the previous value stays current.
-    NoJob { last_update: Option<String> },
+    /// `long_polling`: the answer came through Workhorse with long polling on
+    /// (`Gitlab-Ci-Builds-Polling: yes`); `false` for a request given up before its answer.
+    NoJob {
+        last_update: Option<String>,
+        long_polling: bool,
+    },
     /// Anything else. `unhealthy` follows GitLab Runner (a `403`, or no usable answer at all);
     /// after 3 unhealthy results in a row GitLab Runner rests the runner for an hour.
     Failed {
@@ -539,7 +544,12 @@ impl Client {
         let (method, url) = (call.method.clone(), self.url_of(&call.path));
         let reply = match self.execute_until(call, stop).await {
             Ok(Some(reply)) => reply,
-            Ok(None) => return RequestOutcome::NoJob { last_update: None },
+            Ok(None) => {
+                return RequestOutcome::NoJob {
+                    last_update: None,
+                    long_polling: false,
+                };
+            }
             Err(e) => return failed(None, true, e.to_string()),
         };
         match reply.status {
@@ -552,6 +562,9 @@ impl Client {
             },
             204 => RequestOutcome::NoJob {
                 last_update: reply.header("x-gitlab-last-update").map(str::to_owned),
+                long_polling: reply
+                    .header("gitlab-ci-builds-polling")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             },
             status => RequestOutcome::Failed {
                 status: Some(status),

@@ -46,7 +46,13 @@ async fn a_stop_before_gitlab_answers_is_no_job() {
     };
     let outcome = client.request_job_until(&request(), stop).await;
     assert!(
-        matches!(outcome, RequestOutcome::NoJob { last_update: None }),
+        matches!(
+            outcome,
+            RequestOutcome::NoJob {
+                last_update: None,
+                long_polling: false
+            }
+        ),
         "{outcome:?}"
     );
     server.await.unwrap();

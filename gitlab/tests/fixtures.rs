@@ -440,11 +440,14 @@ async fn job_request_exchanges_read_as_gitlab_runner_reads_them() {
     }
     assert!(matches!(&outcomes[0], RequestOutcome::Job(job) if job.id == 4821));
     assert!(
-        matches!(&outcomes[1], RequestOutcome::NoJob { last_update: Some(v) } if v == "8c1e0a5d27f94b6e9a3d2c1b0f7e6d5a")
+        matches!(&outcomes[1], RequestOutcome::NoJob { last_update: Some(v), .. } if v == "8c1e0a5d27f94b6e9a3d2c1b0f7e6d5a")
     );
     assert!(matches!(
         &outcomes[2],
-        RequestOutcome::NoJob { last_update: None }
+        RequestOutcome::NoJob {
+            last_update: None,
+            ..
+        }
     ));
     assert!(matches!(
         &outcomes[3],

@@ -273,6 +273,7 @@ async fn long_poll_holds_until_the_queue_changes() {
 
     let RequestOutcome::NoJob {
         last_update: Some(version),
+        long_polling: true,
     } = client.request_job(&job_request(&token, false, "")).await
     else {
         panic!("the first request goes to Rails and gets the queue version");
@@ -291,7 +292,10 @@ async fn long_poll_holds_until_the_queue_changes() {
     let id = fake.enqueue_job(JobTemplate::new("build"));
     // Workhorse answers a bare 204 when the queue changes; the runner asks again at once.
     match held.await.unwrap() {
-        RequestOutcome::NoJob { last_update: None } => {}
+        RequestOutcome::NoJob {
+            last_update: None,
+            long_polling: true,
+        } => {}
         other => panic!("expected a bare 204, got {other:?}"),
     }
     match client
@@ -316,6 +320,7 @@ async fn long_poll_times_out_with_a_bare_204() {
     let token = verified_runner(&fake, &client, false).await;
     let RequestOutcome::NoJob {
         last_update: Some(version),
+        long_polling: true,
     } = client.request_job(&job_request(&token, false, "")).await
     else {
         panic!("expected a queue version");
@@ -325,7 +330,13 @@ async fn long_poll_times_out_with_a_bare_204() {
         .request_job(&job_request(&token, false, &version))
         .await;
     assert!(
-        matches!(outcome, RequestOutcome::NoJob { last_update: None }),
+        matches!(
+            outcome,
+            RequestOutcome::NoJob {
+                last_update: None,
+                long_polling: true
+            }
+        ),
         "{outcome:?}"
     );
     assert!(
@@ -378,6 +389,7 @@ async fn long_poll_is_ended_only_by_a_job_the_runner_could_take() {
     let other = fake.create_runner_token();
     let RequestOutcome::NoJob {
         last_update: Some(version),
+        long_polling: true,
     } = client.request_job(&job_request(&token, false, "")).await
     else {
         panic!("the first request goes to Rails and gets the queue version");
@@ -404,7 +416,10 @@ async fn long_poll_is_ended_only_by_a_job_the_runner_could_take() {
     let mine = fake.enqueue_job(JobTemplate::new("mine").for_runner(token.expose()));
     for held in [held, second] {
         match held.await.unwrap() {
-            RequestOutcome::NoJob { last_update: None } => {}
+            RequestOutcome::NoJob {
+                last_update: None,
+                long_polling: true,
+            } => {}
             other => panic!("expected a bare 204, got {other:?}"),
         }
     }
@@ -432,7 +447,8 @@ async fn without_two_phase_commit_a_job_runs_at_once_and_paused_runners_get_noth
     assert!(matches!(
         client.request_job(&request).await,
         RequestOutcome::NoJob {
-            last_update: Some(_)
+            last_update: Some(_),
+            long_polling: false,
         }
     ));
     fake.set_runner_paused(token.expose(), false);

@@ -11,7 +11,9 @@ pub const MAGIC: &[u8; 8] = b"DROVERJ\0";
 ///
 /// - 1: digests are [`Core::digest_v1`] (the whole serialized core).
 /// - 2: digests are [`Core::digest`] (version [`drover_core::DIGEST_VERSION`]: live state only).
-pub const FORMAT_VERSION: u16 = 2;
+/// - 3: events may be [`drover_core::Event::JobRequestAnswered`] (appended to the event enum, so
+///   format-2 frames decode unchanged); digests as in 2.
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The digest a journal of `format` records for `core`: older journals replay and verify with the
 /// digest they were written with.

@@ -196,3 +196,61 @@ fn a_replay_that_diverges_says_where() {
     assert_eq!(r.divergences.len(), 1);
     assert_eq!(r.divergences[0].offset, journal.frames[20].0);
 }
+
+/// Format 3's event, an empty answer with how long it was held, journals and replays like any.
+#[test]
+fn held_answers_journal_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.journal");
+    let header = Header {
+        created_at: T0,
+        drover_version: "test".into(),
+        config: config(),
+    };
+    let mut writer = Writer::create(&path, &header, false).unwrap();
+    let mut core = drover_core::Core::new(config(), T0);
+    let events = [
+        (T0, Event::Tick),
+        (
+            T0.after(Duration::from_secs(50)),
+            Event::JobRequestAnswered {
+                runner: RunnerId(0),
+                held_ms: 50_000,
+                long_poll: false,
+            },
+        ),
+        (
+            T0.after(Duration::from_secs(51)),
+            Event::JobRequestAnswered {
+                runner: RunnerId(0),
+                held_ms: 20,
+                long_poll: true,
+            },
+        ),
+    ];
+    for (now, event) in &events {
+        writer
+            .append_event(core.state().seq(), *now, event, core.digest())
+            .unwrap();
+        let _ = core.handle(*now, event.clone());
+    }
+    writer.append_snapshot(&core).unwrap();
+    drop(writer);
+    let journal = read(&path).unwrap();
+    let replayed = replay(&journal, |_| {}).unwrap();
+    assert!(
+        replayed.divergences.is_empty(),
+        "{:?}",
+        replayed.divergences
+    );
+    assert_eq!(replayed.core.digest(), core.digest());
+    let read_back: Vec<&Event> = journal
+        .frames
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Frame::Event { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(read_back, events.iter().map(|(_, e)| e).collect::<Vec<_>>());
+}

@@ -4,8 +4,11 @@
 //! with the runner's queue version (`X-GitLab-Last-Update`). With Workhorse's long polling a request
 //! whose `last_update` is the runner's current version is held; a new job for the runner bumps the
 //! version and ends the held requests with a bare `204` (not with the job): the runner gets the job
-//! with its next request, which the core paces (`check_interval`). A hold also ends, empty, when
-//! the long-poll timeout passes. Answers from Rails take a round trip.
+//! with its next request. A hold also ends, empty, when the long-poll timeout passes. Answers from
+//! Rails take a round trip. The core decides when the next request goes
+//! ([`drover_core::request_pause`]): at once after a long-poll answer, `check_interval` after a
+//! fast empty one; the engine tells it how long each request was held and whether Workhorse
+//! answered.
 //!
 //! This module is the pure model of one runner's line ([`Line`]) and of the timings
 //! ([`Dispatch`]); the engine schedules what it decides. [`RequestTimer`] learns the timings from
@@ -80,13 +83,14 @@ pub struct Line {
     /// The version the runner last heard; `None` before its first empty answer (an empty
     /// `last_update` always goes to Rails).
     known: Option<u64>,
-    held: Vec<u64>,
+    /// Held requests: the hold's number and when it began.
+    held: Vec<(u64, Timestamp)>,
     next_hold: u64,
 }
 
 impl Line {
-    /// A job request arrives.
-    pub fn request(&mut self, polling: Polling) -> Fate {
+    /// A job request arrives at `now`.
+    pub fn request(&mut self, polling: Polling, now: Timestamp) -> Fate {
         let hold = match polling {
             Polling::Long => self.known == Some(self.version),
             Polling::Interval => false,
@@ -94,7 +98,7 @@ impl Line {
         };
         if hold {
             self.next_hold += 1;
-            self.held.push(self.next_hold);
+            self.held.push((self.next_hold, now));
             return Fate::Held(self.next_hold);
         }
         match self.queue.pop_front() {
@@ -106,27 +110,39 @@ impl Line {
         }
     }
 
-    /// A job for this runner is enqueued: what becomes of the held requests.
-    pub fn enqueue(&mut self, job: JobId, polling: Polling) -> Released {
+    /// A job for this runner is enqueued: what becomes of the held requests. With
+    /// [`Released::Empty`], `ended` is called with the start of each hold that ends.
+    pub fn enqueue(
+        &mut self,
+        job: JobId,
+        polling: Polling,
+        mut ended: impl FnMut(Timestamp),
+    ) -> Released {
         self.version += 1;
         if polling == Polling::Push && !self.held.is_empty() {
             self.held.remove(0);
             return Released::Job(job);
         }
         self.queue.push_back(job);
-        Released::Empty(std::mem::take(&mut self.held).len())
+        let n = self.held.len();
+        for (_, since) in self.held.drain(..) {
+            ended(since);
+        }
+        Released::Empty(n)
     }
 
     /// The long-poll timeout of `hold` passed: whether it was still held (it ends empty).
     pub fn time_out(&mut self, hold: u64) -> bool {
         let before = self.held.len();
-        self.held.retain(|h| *h != hold);
+        self.held.retain(|(h, _)| *h != hold);
         self.held.len() < before
     }
 
     /// The runner gives up its requests in flight; returns how many were held.
     pub fn cancel(&mut self) -> usize {
-        std::mem::take(&mut self.held).len()
+        let n = self.held.len();
+        self.held.clear();
+        n
     }
 }
 
@@ -216,51 +232,56 @@ fn median(xs: &[f64]) -> Option<f64> {
 mod tests {
     use super::*;
 
+    const T: Timestamp = Timestamp(1_000);
+
     #[test]
     fn a_new_job_ends_held_requests_empty_and_the_next_request_gets_it() {
         let mut line = Line::default();
         // The first request (no last_update) goes to Rails and learns the version.
-        assert_eq!(line.request(Polling::Long), Fate::Empty);
-        let Fate::Held(hold) = line.request(Polling::Long) else {
+        assert_eq!(line.request(Polling::Long, T), Fate::Empty);
+        let Fate::Held(hold) = line.request(Polling::Long, T) else {
             panic!("a current last_update is held");
         };
         assert_eq!(
-            line.enqueue(JobId(7), Polling::Long),
+            line.enqueue(JobId(7), Polling::Long, |since| assert_eq!(since, T)),
             Released::Empty(1),
             "the hold ends with a bare 204"
         );
         assert!(!line.time_out(hold), "an ended hold has no timeout left");
-        assert_eq!(line.request(Polling::Long), Fate::Job(JobId(7)));
+        assert_eq!(line.request(Polling::Long, T), Fate::Job(JobId(7)));
         // After a job the runner's version is stale: Rails answers, empty, with the new one.
-        assert_eq!(line.request(Polling::Long), Fate::Empty);
-        assert!(matches!(line.request(Polling::Long), Fate::Held(_)));
+        assert_eq!(line.request(Polling::Long, T), Fate::Empty);
+        assert!(matches!(line.request(Polling::Long, T), Fate::Held(_)));
         assert_eq!(line.cancel(), 1);
     }
 
     #[test]
     fn holds_time_out_and_interval_polling_never_holds() {
         let mut line = Line::default();
-        assert_eq!(line.request(Polling::Long), Fate::Empty);
-        let Fate::Held(hold) = line.request(Polling::Long) else {
+        assert_eq!(line.request(Polling::Long, T), Fate::Empty);
+        let Fate::Held(hold) = line.request(Polling::Long, T) else {
             panic!("held");
         };
         assert!(line.time_out(hold));
         assert!(!line.time_out(hold));
         let mut line = Line::default();
         for _ in 0..3 {
-            assert_eq!(line.request(Polling::Interval), Fate::Empty);
+            assert_eq!(line.request(Polling::Interval, T), Fate::Empty);
         }
-        line.enqueue(JobId(1), Polling::Interval);
-        assert_eq!(line.request(Polling::Interval), Fate::Job(JobId(1)));
+        line.enqueue(JobId(1), Polling::Interval, |_| {});
+        assert_eq!(line.request(Polling::Interval, T), Fate::Job(JobId(1)));
         // Push: a waiting request takes the next job at once.
         let mut line = Line::default();
-        assert!(matches!(line.request(Polling::Push), Fate::Held(_)));
+        assert!(matches!(line.request(Polling::Push, T), Fate::Held(_)));
         assert_eq!(
-            line.enqueue(JobId(2), Polling::Push),
+            line.enqueue(JobId(2), Polling::Push, |_| {}),
             Released::Job(JobId(2))
         );
-        assert_eq!(line.enqueue(JobId(3), Polling::Push), Released::Empty(0));
-        assert_eq!(line.request(Polling::Push), Fate::Job(JobId(3)));
+        assert_eq!(
+            line.enqueue(JobId(3), Polling::Push, |_| {}),
+            Released::Empty(0)
+        );
+        assert_eq!(line.request(Polling::Push, T), Fate::Job(JobId(3)));
     }
 
     #[test]

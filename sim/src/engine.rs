@@ -253,8 +253,17 @@ impl Ord for Entry {
 /// A coordinator answer given at the current instant.
 #[derive(Clone, Copy, Debug)]
 enum Answer {
-    Job { runner: RunnerId, job: JobId },
-    Empty { runner: RunnerId },
+    Job {
+        runner: RunnerId,
+        job: JobId,
+    },
+    /// `held_ms` from the request; `long_poll`: Workhorse's answer, or Rails' fresh queue version
+    /// behind Workhorse (see [`Event::JobRequestAnswered`]).
+    Empty {
+        runner: RunnerId,
+        held_ms: u64,
+        long_poll: bool,
+    },
 }
 
 /// A job between its arrival and its end.
@@ -511,7 +520,11 @@ impl<'s, O: Observer> World<'s, O> {
             Scheduled::Answer(answer) => self.answer(answer),
             Scheduled::HoldTimeout(runner, hold) => {
                 if self.coordinators[runner.index()].time_out(hold) {
-                    self.answers.push_back(Answer::Empty { runner });
+                    self.answers.push_back(Answer::Empty {
+                        runner,
+                        held_ms: self.workload.dispatch.long_poll_ms,
+                        long_poll: true,
+                    });
                 }
             }
             Scheduled::JobDone(job) => {
@@ -564,13 +577,17 @@ impl<'s, O: Observer> World<'s, O> {
         }
         // Workhorse ends the runner's held requests with a bare 204: the job goes to a later one.
         let runner = job.runner;
-        match self.coordinators[runner.index()].enqueue(id, self.workload.polling) {
-            Released::Empty(n) => {
-                for _ in 0..n {
-                    self.answers.push_back(Answer::Empty { runner });
-                }
-            }
-            Released::Job(job) => self.answers.push_back(Answer::Job { runner, job }),
+        let (now, answers) = (self.now, &mut self.answers);
+        let released =
+            self.coordinators[runner.index()].enqueue(id, self.workload.polling, |since| {
+                answers.push_back(Answer::Empty {
+                    runner,
+                    held_ms: now.0.saturating_sub(since.0),
+                    long_poll: true,
+                })
+            });
+        if let Released::Job(job) = released {
+            self.answers.push_back(Answer::Job { runner, job });
         }
         self.schedule_arrival();
     }
@@ -633,7 +650,15 @@ impl<'s, O: Observer> World<'s, O> {
                 };
                 self.feed(Event::JobReceived { runner, job, info })
             }
-            Answer::Empty { runner } => self.feed(Event::JobRequestEmpty { runner }),
+            Answer::Empty {
+                runner,
+                held_ms,
+                long_poll,
+            } => self.feed(Event::JobRequestAnswered {
+                runner,
+                held_ms,
+                long_poll,
+            }),
         }
     }
 
@@ -674,9 +699,15 @@ impl<'s, O: Observer> World<'s, O> {
                 let Some(c) = self.coordinators.get_mut(runner.index()) else {
                     return;
                 };
-                match c.request(self.workload.polling) {
+                match c.request(self.workload.polling, self.now) {
                     Fate::Job(job) => self.reply(Answer::Job { runner, job }),
-                    Fate::Empty => self.reply(Answer::Empty { runner }),
+                    // Rails' empty answer carries a fresh queue version; behind Workhorse the next
+                    // request is held.
+                    Fate::Empty => self.reply(Answer::Empty {
+                        runner,
+                        held_ms: 0,
+                        long_poll: self.workload.polling == Polling::Long,
+                    }),
                     // An idealised push coordinator holds a request for as long as it takes.
                     Fate::Held(_) if self.workload.polling == Polling::Push => {}
                     Fate::Held(hold) => {
@@ -691,7 +722,11 @@ impl<'s, O: Observer> World<'s, O> {
             Command::CancelRequests { runner } => {
                 if let Some(c) = self.coordinators.get_mut(runner.index()) {
                     for _ in 0..c.cancel() {
-                        self.answers.push_back(Answer::Empty { runner });
+                        self.answers.push_back(Answer::Empty {
+                            runner,
+                            held_ms: 0,
+                            long_poll: false,
+                        });
                     }
                 }
             }
@@ -725,12 +760,15 @@ impl<'s, O: Observer> World<'s, O> {
     }
 
     /// Rails' answer to a request, after the round trip.
-    fn reply(&mut self, answer: Answer) {
+    fn reply(&mut self, mut answer: Answer) {
         let delay = self
             .workload
             .dispatch
             .round_trip
             .sample_ms(&mut self.request_rng);
+        if let Answer::Empty { held_ms, .. } = &mut answer {
+            *held_ms = delay;
+        }
         if delay == 0 {
             self.answers.push_back(answer);
         } else {

@@ -77,7 +77,9 @@ impl Recorder {
                     duration_ms: None,
                 });
             }
-            Event::JobRequestEmpty { runner } => self.requests.answered(runner.0, now, Some(false)),
+            Event::JobRequestEmpty { runner } | Event::JobRequestAnswered { runner, .. } => {
+                self.requests.answered(runner.0, now, Some(false))
+            }
             Event::JobRequestFailed { runner, .. } => self.requests.answered(runner.0, now, None),
             Event::JobFinished { job, .. } => {
                 if let Some(j) = self.jobs.get_mut(job)

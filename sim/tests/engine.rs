@@ -331,19 +331,28 @@ fn interval_polling_waits_half_a_check_interval() {
     assert!(report.wait_seconds.max <= 3.0);
 
     // Long polling on the same traffic, as Workhorse does it: a job ends the held request with a
-    // bare 204 (not with the job), and the core asks again a check_interval later. A job arriving
-    // while the request is held (most: holds last 50 s, gaps 3 s) waits exactly 3 s; one arriving
-    // in a gap waits less.
+    // bare 204 (not with the job), and the core asks again at once (`request_pause`); Rails hands
+    // out the job at once (no round trip here), so no job waits at all.
     let long = text.replace("\"interval\"", "\"long\"");
     let report = run(
-        &Scenario::new(config, workload(&long), None).unwrap(),
+        &Scenario::new(config.clone(), workload(&long), None).unwrap(),
         &RunOptions::default(),
     )
     .unwrap()
     .report;
-    assert_eq!(report.wait_seconds.max, 3.0, "{:?}", report.wait_seconds);
+    assert_eq!(report.wait_seconds.max, 0.0, "{:?}", report.wait_seconds);
+
+    // With a 200 ms round trip a job waits the bare 204's and the next request's: 0.2-0.4 s.
+    let mut slow = Workload::parse(&long, Path::new("test.toml")).unwrap();
+    slow.dispatch.round_trip = drover_sim::dist::Dist::Constant { ms: 200.0 };
+    let report = run(
+        &Scenario::new(config, Arc::new(slow), None).unwrap(),
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .report;
     assert!(
-        (2.7..3.0).contains(&report.wait_seconds.mean),
+        report.wait_seconds.max <= 0.4 && report.wait_seconds.mean >= 0.2,
         "{:?}",
         report.wait_seconds
     );

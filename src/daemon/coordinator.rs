@@ -1,4 +1,6 @@
 //! Job requests to GitLab over each runner's link, one task per `RequestJob`, answered as events.
+//! An empty answer tells the core how long GitLab held the request and whether it was long-poll
+//! news ([`Event::JobRequestAnswered`]); when to ask again is the core's decision.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub struct RunnerLink {
     /// How logs name the runner.
     label: String,
     last_update: Arc<Mutex<String>>,
+    /// The `last_update` whose hold last ended with Workhorse's bare `204`: another bare `204`
+    /// for it is no news.
+    ended: Arc<Mutex<String>>,
     unhealthy: Arc<Mutex<u32>>,
     requests: Vec<CancellationToken>,
 }
@@ -63,6 +68,7 @@ impl RunnerLink {
             info,
             label,
             last_update: Arc::default(),
+            ended: Arc::default(),
             unhealthy: Arc::default(),
             requests: Vec::new(),
         }
@@ -75,6 +81,7 @@ impl RunnerLink {
     pub fn adopt(&mut self, old: RunnerLink) {
         self.requests = old.requests;
         self.last_update = old.last_update;
+        self.ended = old.ended;
         if self.token.expose() == old.token.expose() {
             self.unhealthy = old.unhealthy;
         }
@@ -105,6 +112,7 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
     link.requests.push(cancel.clone());
     let client = link.client.clone();
     let last_update = link.last_update.clone();
+    let ended = link.ended.clone();
     let unhealthy = link.unhealthy.clone();
     let label = link.label.clone();
     let request = JobRequest {
@@ -115,9 +123,11 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         session: None,
     };
     tokio::spawn(async move {
+        let sent = tokio::time::Instant::now();
         // A cancel ends the wait for GitLab, but never drops an answer that has begun: it may
         // carry a job GitLab assigned already, which the core then runs or fails.
         let outcome = client.request_job_until(&request, cancel.cancelled()).await;
+        let held_ms = drover_core::millis(sent.elapsed());
         cancel.cancel();
         let input = match outcome {
             RequestOutcome::Job(job) => {
@@ -135,12 +145,20 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
                 *lock(&unhealthy) = 0;
                 Input::Unusable { runner, message }
             }
-            RequestOutcome::NoJob { last_update: lu } => {
+            RequestOutcome::NoJob {
+                last_update: lu,
+                long_polling,
+            } => {
                 *lock(&unhealthy) = 0;
+                let news = long_polling && is_news(lu.as_deref(), &request.last_update, &ended);
                 if let Some(lu) = lu {
                     *lock(&last_update) = lu;
                 }
-                Input::Event(Event::JobRequestEmpty { runner })
+                Input::Event(Event::JobRequestAnswered {
+                    runner,
+                    held_ms,
+                    long_poll: news,
+                })
             }
             RequestOutcome::Failed {
                 status,
@@ -163,6 +181,22 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         };
         let _ = inputs.send(input);
     });
+}
+
+/// Whether an empty answer to a request that sent `sent` moved the runner's view of its queue:
+/// a queue version other than `sent` (Rails answered), or the first bare `204` (Workhorse ended
+/// the hold) for `sent`. A second bare `204` for the same version says nothing new: asking again
+/// at once would only loop through a Workhorse that stopped holding.
+fn is_news(version: Option<&str>, sent: &str, ended: &Mutex<String>) -> bool {
+    match version {
+        Some(v) => v != sent,
+        None => {
+            let mut ended = lock(ended);
+            let news = *ended != sent;
+            sent.clone_into(&mut ended);
+            news
+        }
+    }
 }
 
 /// Consecutive unhealthy answers (403, no usable answer) before a runner backs off, as GitLab
@@ -215,6 +249,20 @@ mod tests {
         other.adopt(same);
         assert_eq!(*lock(&other.unhealthy), 0, "a new token may cure it");
         assert_eq!(*lock(&other.last_update), "cursor-1");
+    }
+
+    #[test]
+    fn a_new_version_or_the_first_bare_204_for_a_version_is_news() {
+        let ended = Mutex::new(String::new());
+        assert!(is_news(Some("v1"), "", &ended), "the first answer");
+        assert!(
+            !is_news(Some("v1"), "v1", &ended),
+            "Rails echoes the version sent"
+        );
+        assert!(is_news(None, "v1", &ended), "a hold of v1 ended");
+        assert!(!is_news(None, "v1", &ended), "and again: nothing new");
+        assert!(is_news(Some("v2"), "v1", &ended));
+        assert!(is_news(None, "v2", &ended));
     }
 
     #[test]

@@ -183,7 +183,9 @@ impl Metrics {
         };
         match event {
             Event::JobReceived { runner, .. } => self.request(&runner_name(*runner), "job"),
-            Event::JobRequestEmpty { runner } => self.request(&runner_name(*runner), "empty"),
+            Event::JobRequestEmpty { runner } | Event::JobRequestAnswered { runner, .. } => {
+                self.request(&runner_name(*runner), "empty")
+            }
             Event::JobRequestFailed { runner, .. } => self.request(&runner_name(*runner), "failed"),
             Event::MachineCreated { machine } => {
                 if let Some(runner) = runner_of_machine(*machine) {

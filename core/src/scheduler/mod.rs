@@ -23,6 +23,7 @@ use crate::time::Timestamp;
 
 pub use backoff::{creation_backoff, removal_backoff};
 pub use naming::machine_name;
+pub use requests::{RequestEnd, request_pause};
 
 /// GitLab's default job timeout, used when the job names none.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
@@ -109,11 +110,27 @@ impl Core {
             Event::JobReceived { runner, job, info } => {
                 self.on_job_received(runner, job, info, out)
             }
-            Event::JobRequestEmpty { runner } => self.on_request_done(runner, None),
+            Event::JobRequestEmpty { runner } => self.on_request_done(runner, RequestEnd::Empty),
+            Event::JobRequestAnswered {
+                runner,
+                held_ms,
+                long_poll,
+            } => self.on_request_done(
+                runner,
+                RequestEnd::Answered {
+                    held: Duration::from_millis(held_ms),
+                    long_poll,
+                },
+            ),
             Event::JobRequestFailed {
                 runner,
                 retry_after_ms,
-            } => self.on_request_done(runner, Some(retry_after_ms.unwrap_or(0))),
+            } => self.on_request_done(
+                runner,
+                RequestEnd::Failed {
+                    retry_after: retry_after_ms.map(Duration::from_millis),
+                },
+            ),
             Event::MachineCreated { machine } => self.on_machine_created(machine),
             Event::MachineCreationFailed { machine, failure } => {
                 self.on_creation_failed(machine, failure, out)

@@ -1,5 +1,6 @@
-//! Job requests and machine listings: a request answered or failed, requests canceled, listings
-//! asked for and their answers reconciled (lost machines, orphans).
+//! Job requests and machine listings: a request answered or failed and the pause before the
+//! runner's next one ([`request_pause`]), requests canceled, listings asked for and their answers
+//! reconciled (lost machines, orphans).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,10 +11,44 @@ use crate::config::Executor;
 use crate::ids::{MachineId, RunnerId};
 use crate::state::{AnomalyKind, MachineState};
 
+/// How a job request without a job ended, as [`request_pause`] sees it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RequestEnd {
+    /// Empty, with nothing said of how ([`crate::Event::JobRequestEmpty`]).
+    Empty,
+    /// Empty after the coordinator held it for `held` ([`crate::Event::JobRequestAnswered`]).
+    Answered { held: Duration, long_poll: bool },
+    /// Failed ([`crate::Event::JobRequestFailed`]), with the server's wish.
+    Failed { retry_after: Option<Duration> },
+}
+
+/// The pause before a runner's next job request after one ended without a job (after a job the
+/// runner asks again at once, as GitLab Runner does). Requests of one slot start `check_interval`
+/// apart at the most often, unless the coordinator long-polls:
+///
+/// - an answer held at least `check_interval` is followed at once: the hold was the pause, so a
+///   request slot still asks no more often than `check_interval` (a long poll that ran out, or a
+///   slow coordinator);
+/// - a long-poll answer that is news (`long_poll`: a hold ended because the queue changed, or a
+///   fresh queue version) is followed at once: the next request is held until the queue changes,
+///   so requests go no faster than the runner's queue changes;
+/// - any other empty answer (a coordinator without Workhorse, or one that echoes the version
+///   sent) waits `check_interval`, so such a GitLab is never hammered;
+/// - a failure waits `check_interval` or the server's `Retry-After`, whichever is longer.
+pub fn request_pause(check_interval: Duration, end: RequestEnd) -> Duration {
+    match end {
+        RequestEnd::Answered { held, long_poll } if long_poll || held >= check_interval => {
+            Duration::ZERO
+        }
+        RequestEnd::Empty | RequestEnd::Answered { .. } => check_interval,
+        RequestEnd::Failed { retry_after } => check_interval.max(retry_after.unwrap_or_default()),
+    }
+}
+
 impl Core {
-    pub(super) fn on_request_done(&mut self, runner: RunnerId, failed_retry_after: Option<u64>) {
+    pub(super) fn on_request_done(&mut self, runner: RunnerId, end: RequestEnd) {
         let now = self.state.now;
-        let interval = self.config.check_interval;
+        let pause = request_pause(self.config.check_interval, end);
         let Some(r) = self.state.runners.get_mut(runner.index()) else {
             self.anomaly(AnomalyKind::UnknownRunner, u64::from(runner.0));
             return;
@@ -24,10 +59,6 @@ impl Core {
         }
         r.counts.in_flight -= 1;
         self.state.totals.in_flight -= 1;
-        let pause = match failed_retry_after {
-            Some(ms) => interval.max(Duration::from_millis(ms)),
-            None => interval,
-        };
         r.next_poll_at = r.next_poll_at.max(now.after(pause));
     }
 
@@ -136,6 +167,84 @@ impl Core {
                     prefixes: self.state.machine_prefixes(runner),
                 });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RequestEnd, request_pause};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const CHECK: Duration = Duration::from_secs(3);
+
+    fn answered(held_ms: u64, long_poll: bool) -> RequestEnd {
+        RequestEnd::Answered {
+            held: Duration::from_millis(held_ms),
+            long_poll,
+        }
+    }
+
+    #[test]
+    fn fast_empty_answers_keep_check_interval_and_held_ones_go_on_at_once() {
+        assert_eq!(request_pause(CHECK, RequestEnd::Empty), CHECK);
+        assert_eq!(
+            request_pause(CHECK, answered(40, false)),
+            CHECK,
+            "no Workhorse"
+        );
+        assert_eq!(
+            request_pause(CHECK, answered(50_000, false)),
+            Duration::ZERO,
+            "a long poll that ran out"
+        );
+        assert_eq!(
+            request_pause(CHECK, answered(2_999, false)),
+            CHECK,
+            "held, but shorter than check_interval"
+        );
+        assert_eq!(request_pause(CHECK, answered(3_000, false)), Duration::ZERO);
+        assert_eq!(
+            request_pause(CHECK, answered(5, true)),
+            Duration::ZERO,
+            "a hold ended by a new job, or a fresh queue version"
+        );
+        let failed = |ms: Option<u64>| RequestEnd::Failed {
+            retry_after: ms.map(Duration::from_millis),
+        };
+        assert_eq!(request_pause(CHECK, failed(None)), CHECK);
+        assert_eq!(request_pause(CHECK, failed(Some(1))), CHECK);
+        assert_eq!(
+            request_pause(CHECK, failed(Some(60_000))),
+            Duration::from_secs(60)
+        );
+    }
+
+    proptest! {
+        /// Without a long-poll signal a request slot starts requests at least `check_interval`
+        /// apart: the time the request took plus the pause after it.
+        #[test]
+        fn without_long_polling_requests_are_paced(check_ms in 0u64..120_000, held_ms in 0u64..200_000) {
+            let check = Duration::from_millis(check_ms);
+            let pause = request_pause(check, answered(held_ms, false));
+            prop_assert!(Duration::from_millis(held_ms) + pause >= check);
+            prop_assert!(pause == Duration::ZERO || pause == check);
+            prop_assert!(request_pause(check, RequestEnd::Empty) == check);
+        }
+
+        /// A long-poll answer never waits, and nothing waits longer than check_interval but a
+        /// failure with the server's Retry-After.
+        #[test]
+        fn long_polls_go_on_at_once_and_only_failures_wait_longer(
+            check_ms in 0u64..120_000,
+            held_ms in 0u64..200_000,
+            retry in proptest::option::of(0u64..3_600_000),
+        ) {
+            let check = Duration::from_millis(check_ms);
+            prop_assert_eq!(request_pause(check, answered(held_ms, true)), Duration::ZERO);
+            let failed = request_pause(check, RequestEnd::Failed { retry_after: retry.map(Duration::from_millis) });
+            prop_assert_eq!(failed, check.max(Duration::from_millis(retry.unwrap_or(0))));
         }
     }
 }

@@ -267,7 +267,13 @@ impl Chaos {
                 }
                 let (runner, _) = self.requests.remove(a as usize % self.requests.len());
                 let event = match b % 4 {
-                    0 => Event::JobRequestEmpty { runner },
+                    0 if (b >> 4) % 2 == 0 => Event::JobRequestEmpty { runner },
+                    // Held for up to 60 s (a long poll), or news from a long-polling coordinator.
+                    0 => Event::JobRequestAnswered {
+                        runner,
+                        held_ms: u64::from(a % 60_000),
+                        long_poll: (b >> 5) % 2 == 0,
+                    },
                     1 => Event::JobRequestFailed {
                         runner,
                         retry_after_ms: Some(u64::from(b % 90_000)),

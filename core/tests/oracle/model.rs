@@ -291,6 +291,22 @@ impl Oracle {
     pub fn request_done(&mut self, r: RunnerId, retry_after_ms: Option<u64>) {
         let interval = self.config.check_interval.as_millis() as u64;
         let pause = retry_after_ms.map_or(interval, |ms| ms.max(interval));
+        self.request_paused(r, pause);
+    }
+
+    /// An empty answer held `held_ms`: a long poll's, or one held as long as a pause, is followed
+    /// at once; a fast one waits check_interval.
+    pub fn request_answered(&mut self, r: RunnerId, held_ms: u64, long_poll: bool) {
+        let interval = self.config.check_interval.as_millis() as u64;
+        let pause = if long_poll || held_ms >= interval {
+            0
+        } else {
+            interval
+        };
+        self.request_paused(r, pause);
+    }
+
+    fn request_paused(&mut self, r: RunnerId, pause: u64) {
         let o = &mut self.runners[r.index()];
         o.in_flight -= 1;
         o.next_poll = o.next_poll.max(Timestamp(self.now.0 + pause));

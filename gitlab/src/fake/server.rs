@@ -263,8 +263,19 @@ async fn handle(
     Ok(finish(&shared, index, reply))
 }
 
-/// `POST /jobs/request`: Workhorse's long poll in front of the Rails handler.
+/// `POST /jobs/request`: Workhorse's long poll in front of the Rails handler. With long polling
+/// on, every answer says so (`Gitlab-Ci-Builds-Polling: yes`), as Workhorse's do.
 async fn request_job(shared: &Shared, request: &Request<'_>) -> Reply {
+    let long_poll = shared.lock().options.long_poll;
+    let reply = workhorse(shared, request).await;
+    if long_poll.is_zero() {
+        reply
+    } else {
+        reply.header("Gitlab-Ci-Builds-Polling", "yes")
+    }
+}
+
+async fn workhorse(shared: &Shared, request: &Request<'_>) -> Reply {
     let body: serde_json::Value = serde_json::from_slice(request.body).unwrap_or_default();
     let (held_version, long_poll) = {
         let state = shared.lock();

@@ -55,6 +55,8 @@ pub struct Settings {
     pub runner_extra: String,
     /// More environment variables of the daemon, e.g. where its AWS API is.
     pub env: Vec<(String, String)>,
+    /// The fake GitLab's long-poll hold (Workhorse's; zero: a GitLab without long polling).
+    pub long_poll: Duration,
 }
 
 impl Settings {
@@ -75,6 +77,7 @@ impl Settings {
             docker_extra: String::new(),
             runner_extra: String::new(),
             env: Vec::new(),
+            long_poll: Duration::from_secs(10),
         }
     }
 
@@ -138,7 +141,7 @@ impl Env {
         let fake = FakeGitlab::start(FakeOptions {
             token_seed: seed.finish(),
             trace_update_interval: 1,
-            long_poll: Duration::from_secs(10),
+            long_poll: settings.long_poll,
             ..FakeOptions::default()
         })
         .await

@@ -13,6 +13,7 @@ mod kill9;
 mod ops;
 mod payloads;
 mod pipeline;
+mod polling;
 mod pool;
 mod recovery;
 mod registry;
