@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::index::IdMap;
 
 use crate::command::RemoveReason;
-use crate::config::RunnerConfig;
+use crate::config::{RunnerConfig, SlotPolicy};
 use crate::event::JobInfo;
 use crate::ids::{JobId, MachineId, RunnerId};
 use crate::period::PolicyValues;
@@ -138,6 +138,20 @@ impl RunnerState {
     /// Free job slots on the ready machines of a runner with slots (0 for the others).
     pub fn free_slots(&self) -> u32 {
         self.free_slots
+    }
+
+    /// The idle capacity the runner's policy asks for now, for status and metrics: idle machines
+    /// for docker+machine (`IdleCount` with `IdleScaleFactor` over busy machines), idle job
+    /// slots for a runner with slots (`idle_count` with `scale_factor` over running jobs).
+    pub fn idle_target(&self) -> u32 {
+        match self.config.slot_policy() {
+            Some(sp) => SlotPolicy::idle_slots(
+                &self.policy.values,
+                sp.extra(self.policy.period),
+                self.counts.running,
+            ),
+            None => self.policy.values.idle_target(self.counts.busy),
+        }
     }
 }
 

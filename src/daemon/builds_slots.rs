@@ -4,9 +4,11 @@
 //! builds directory per concurrent slot: each job takes the lowest slot free on its instance and
 //! builds in that slot's volume, `<machine>-builds-<slot>`. The volumes go with the instance.
 //!
-//! The slot is kept in the job's folder of the state directory while the job runs, so a job
-//! re-attached after a restart builds in the same volume, and a job started after the restart
-//! does not take a slot a resumed job still holds.
+//! The slot is kept in the job's folder of the state directory until the folder goes (the job's
+//! end is journaled and reported), so a job re-attached after a restart builds in the same
+//! volume, and a job started after the restart does not take a slot a resumed job still holds.
+//! It is never given back when the job's task is dropped: drover exiting (even cleanly) with the
+//! job still running must not free a slot whose volume the job's containers still use.
 
 use std::sync::Mutex;
 
@@ -20,17 +22,10 @@ const SLOT_FILE: &str = "builds-slot";
 /// Taking a slot (read the others' files, write one's own) is one step across the process.
 static TAKING: Mutex<()> = Mutex::new(());
 
-/// A job's slot on its machine, given back when dropped (the job's run has ended).
-#[derive(Debug)]
+/// A job's slot on its machine: held while the job's folder exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildsSlot {
-    state_dir: StateDir,
-    job: u64,
-}
-
-impl Drop for BuildsSlot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.state_dir.job_file(self.job, SLOT_FILE));
-    }
+    pub index: u32,
 }
 
 /// Gives a job on a cloud instance the builds volume of its slot there: the slot it held before
@@ -59,17 +54,17 @@ pub fn take(endpoint: &mut MachineEndpoint, state_dir: &StateDir, job: u64) -> O
             if let Err(e) =
                 crate::files::write_private(&path, format!("{machine}\n{index}").as_bytes())
             {
-                // The job still gets a volume of its own now; only a restart could move it.
+                // Unrecorded, the slot could be handed out again: build in a volume no other
+                // job can be given instead (without a later job's working copy to fetch into).
                 tracing::warn!(job, "keeping the job's builds slot failed: {e:#}");
+                endpoint.builds_volume = Some(format!("{volume}-job-{job}"));
+                return None;
             }
             index
         }
     };
     endpoint.builds_volume = Some(format!("{volume}-{index}"));
-    Some(BuildsSlot {
-        state_dir: state_dir.clone(),
-        job,
-    })
+    Some(BuildsSlot { index })
 }
 
 /// The machine and slot a job holds, from its folder.
@@ -120,14 +115,26 @@ mod tests {
         let mut again = on("m1");
         let kept = take(&mut again, &state, 2).unwrap();
         assert_eq!(again.builds_volume.as_deref(), Some("m1-builds-1"));
-        std::mem::forget(kept);
+        assert_eq!(kept, sb);
+        drop(kept);
+        let mut busy = on("m1");
+        job_dir(&state, 5);
+        let _s5 = take(&mut busy, &state, 5).unwrap();
+        assert_eq!(
+            busy.builds_volume.as_deref(),
+            Some("m1-builds-2"),
+            "a dropped task gives nothing back while the job's folder is there"
+        );
+        state.remove_job(5);
 
-        // Slot 0 is given back; the next job reuses its working copy.
-        drop(sa);
+        // Slot 0 is given back with its job's folder; the next job reuses its working copy.
+        let _ = sa;
+        state.remove_job(1);
         let mut d = on("m1");
         let _sd = take(&mut d, &state, 4).unwrap();
         assert_eq!(d.builds_volume.as_deref(), Some("m1-builds-0"));
-        drop(sb);
+        state.remove_job(2);
+        job_dir(&state, 1);
         let mut e = on("m1");
         let _se = take(&mut e, &state, 1).unwrap();
         assert_eq!(

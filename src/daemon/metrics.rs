@@ -105,7 +105,7 @@ impl Metrics {
             );
             r.register(
                 "idle_target",
-                "Machines the runner keeps available now",
+                "Idle capacity the runner keeps now: machines (docker+machine) or job slots (docker-autoscaler)",
                 m.idle_target.clone(),
             );
             r.register(
@@ -285,7 +285,7 @@ impl Metrics {
                 .set(i64::from(r.config.limit));
             self.idle_target
                 .get_or_create(&RunnerLabel { runner: name })
-                .set(i64::from(r.policy().values.idle_target(c.busy)));
+                .set(i64::from(r.idle_target()));
         }
         for c in commands {
             match c {

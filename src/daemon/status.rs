@@ -22,6 +22,7 @@ pub struct RunnerStatus {
     pub name: String,
     pub limit: u32,
     pub idle_count: u32,
+    /// Idle machines (docker+machine) or idle job slots (docker-autoscaler) kept now.
     pub idle_target: u32,
     pub period: Option<usize>,
     pub creating: u32,
@@ -77,7 +78,7 @@ impl Status {
                     name: r.config.name.clone(),
                     limit: r.config.limit,
                     idle_count: r.policy().values.idle_count,
-                    idle_target: r.policy().values.idle_target(r.counts.busy),
+                    idle_target: r.idle_target(),
                     period: r.policy().period,
                     creating: r.counts.creating,
                     idle: r.counts.idle,
