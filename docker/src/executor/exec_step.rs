@@ -39,7 +39,9 @@ use super::step::{StepEnd, header};
 use super::warm::RUN_DIR;
 use crate::trace::LogCursor;
 
-/// Runs a step's script `$2` (written from `$5` unless it was uploaded) with the shell `$3`,
+/// Runs a step's script `$2` (read from stdin, `$5` bytes, unless it was uploaded; never an
+/// argument: an exec's arguments are visible to the engine's API and in the container's `ps`)
+/// with the shell `$3`,
 /// keeping its record under the path prefix `$1`; `$4` is the job's deadline. Shell builtins
 /// only up to the step's start: each program started here would delay the script's first byte.
 /// The claim is `set -C` (noclobber), an exclusive create. The step runs in a process group of
@@ -52,7 +54,7 @@ set +C
 echo $$ > "$R.pid"
 kill -9 -1 2>/dev/null
 [ -e /.drover/run/deadline ] || echo "$4" > /.drover/run/deadline
-[ -z "$5" ] || printf '%s' "$5" > "$2"
+if [ -n "$5" ]; then cat > "$2"; [ "$(wc -c < "$2")" -eq "$5" ] || { echo "drover-exit 1" >&2; exit 1; }; fi
 { setsid "$3" "$2" </dev/null & p=$!; echo $p > "$R.spid"; wait $p; echo $? > "$R.code.tmp"; kill -9 -$p 2>/dev/null; } 2>&1 | (trap '' PIPE; exec tee "$R.out")
 c=$(cat "$R.code.tmp") && mv "$R.code.tmp" "$R.code" && echo "drover-exit $c" >&2
 "#;
@@ -241,19 +243,22 @@ impl Job {
                 };
                 let mut env = self.environment();
                 env.push(format!("CI_JOB_STATUS={}", self.job_status));
-                let text = match self.uploads_files(&self.plan()) {
-                    true => String::new(),
-                    false => self.step_script(&planned),
+                let (length, stdin) = match self.uploads_files(&self.plan()) {
+                    true => (String::new(), None),
+                    false => {
+                        let text = self.step_script(&planned).into_bytes();
+                        (text.len().to_string(), Some(text))
+                    }
                 };
                 let args = [
                     dir.clone(),
                     script_path(planned.index),
                     self.spec.shell.program().to_string(),
                     self.deadline_ms.to_string(),
-                    text,
+                    length,
                 ];
                 let output = self
-                    .exec_stream(&container, WRAPPER, &args, user.as_deref(), env)
+                    .exec_stream(&container, WRAPPER, &args, user.as_deref(), env, stdin)
                     .await?;
                 self.prestart_next();
                 (Instant::now(), output, 0)
@@ -382,7 +387,7 @@ impl Job {
 
     async fn reader(&self, container: &str, dir: &str, from: u64) -> Result<Output, JobError> {
         let args = [dir.to_string(), from.to_string()];
-        self.exec_stream(container, READER, &args, Some("0"), Vec::new())
+        self.exec_stream(container, READER, &args, Some("0"), Vec::new(), None)
             .await
     }
 
@@ -409,7 +414,8 @@ impl Job {
         }
     }
 
-    /// Starts `sh -c script sh args...` in `container`, attached to its output.
+    /// Starts `sh -c script sh args...` in `container`, attached to its output; `stdin` is
+    /// written to its standard input, which is then closed.
     async fn exec_stream(
         &self,
         container: &str,
@@ -417,6 +423,7 @@ impl Job {
         args: &[String],
         user: Option<&str>,
         env: Vec<String>,
+        stdin: Option<Vec<u8>>,
     ) -> Result<Output, JobError> {
         let mut cmd = vec![
             "sh".to_string(),
@@ -429,13 +436,26 @@ impl Job {
             cmd: Some(cmd),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
+            attach_stdin: Some(stdin.is_some()),
             user: user.map(str::to_string),
             env: (!env.is_empty()).then_some(env),
             ..Default::default()
         };
         let exec = self.docker.create_exec(container, options).await?;
         match self.docker.start_exec(&exec.id, None).await? {
-            StartExecResults::Attached { output, .. } => Ok(output),
+            StartExecResults::Attached { output, mut input } => {
+                if let Some(bytes) = stdin {
+                    use tokio::io::AsyncWriteExt;
+                    let written = async {
+                        input.write_all(&bytes).await?;
+                        input.shutdown().await
+                    };
+                    written.await.map_err(|e| {
+                        JobError::System(format!("sending the step's script: {e}"))
+                    })?;
+                }
+                Ok(output)
+            }
             StartExecResults::Detached => Err(JobError::System(
                 "the engine started an exec detached".to_string(),
             )),
@@ -451,7 +471,7 @@ impl Job {
         user: Option<&str>,
     ) -> Result<String, JobError> {
         let mut output = self
-            .exec_stream(container, script, args, user, Vec::new())
+            .exec_stream(container, script, args, user, Vec::new(), None)
             .await?;
         let mut text = Vec::new();
         while let Some(item) = output.next().await {
@@ -514,7 +534,10 @@ pub(crate) async fn has_started_steps(
             listed.extend_from_slice(&item?.into_bytes());
         }
     }
-    Ok(!String::from_utf8_lossy(&listed).trim().is_empty())
+    // Only a claim marks a started step: the steps' scripts may be uploaded before the first.
+    Ok(String::from_utf8_lossy(&listed)
+        .lines()
+        .any(|name| name.trim().ends_with(".claim")))
 }
 
 #[cfg(test)]

@@ -96,12 +96,22 @@ pub(crate) async fn run(
     {
         tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
     }
-    if let Some(prestart) = job.prestart.take() {
-        // A failed start only costs the next job its warm start.
-        let _ = prestart.await;
+    if let Some(mut prestart) = job.prestart.take() {
+        // A failed start only costs the next job its warm start; a stuck engine must not hold
+        // back the job's outcome.
+        if tokio::time::timeout(PRESTART_WAIT, &mut prestart)
+            .await
+            .is_err()
+        {
+            prestart.abort();
+            tracing::warn!(job = job.spec.job_id, "gave up waiting for the next warm container");
+        }
     }
     outcome
 }
+
+/// How long a job's outcome waits for the next job's warm container to start.
+const PRESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn system_failure() -> Outcome {
     Outcome::Failed {

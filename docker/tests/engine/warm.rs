@@ -380,3 +380,30 @@ async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment(
     assert_eq!(count(&after, "mark-2"), 1, "{after}");
     remove_sandbox(&docker, &runner, &machine).await;
 }
+
+#[tokio::test]
+async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let mut spec = spec(
+        &runner,
+        521,
+        &[
+            "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < $f 2>/dev/null; echo; done > /tmp/cmds",
+            // The bracket keeps the pattern from matching itself.
+            "echo secret-hits=$(grep -c 'warm-secr[e]t-42' /tmp/cmds) wrappers=$(grep -c 'drover-claime[d]' /tmp/cmds)",
+            "echo length=${#WARM_SECRET}",
+        ],
+    );
+    spec.variables = vec![drover_docker::Variable::new("WARM_SECRET", "warm-secret-42")];
+    prestarted(&docker, &endpoint, &spec).await;
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("length=14"), "the variable reaches the step: {out}");
+    // The step's own wrapper is among the processes seen, without the script in its arguments.
+    assert!(out.contains("secret-hits=0 wrappers="), "{out}");
+    assert!(!out.contains("wrappers=0"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
