@@ -450,9 +450,9 @@ impl Job {
                         input.write_all(&bytes).await?;
                         input.shutdown().await
                     };
-                    written.await.map_err(|e| {
-                        JobError::System(format!("sending the step's script: {e}"))
-                    })?;
+                    written
+                        .await
+                        .map_err(|e| JobError::System(format!("sending the step's script: {e}")))?;
                 }
                 Ok(output)
             }

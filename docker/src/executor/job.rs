@@ -104,7 +104,10 @@ pub(crate) async fn run(
             .is_err()
         {
             prestart.abort();
-            tracing::warn!(job = job.spec.job_id, "gave up waiting for the next warm container");
+            tracing::warn!(
+                job = job.spec.job_id,
+                "gave up waiting for the next warm container"
+            );
         }
     }
     outcome

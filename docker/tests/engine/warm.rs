@@ -397,11 +397,17 @@ async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments(
             "echo length=${#WARM_SECRET}",
         ],
     );
-    spec.variables = vec![drover_docker::Variable::new("WARM_SECRET", "warm-secret-42")];
+    spec.variables = vec![drover_docker::Variable::new(
+        "WARM_SECRET",
+        "warm-secret-42",
+    )];
     prestarted(&docker, &endpoint, &spec).await;
     let (outcome, out) = run_job(endpoint, spec).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
-    assert!(out.contains("length=14"), "the variable reaches the step: {out}");
+    assert!(
+        out.contains("length=14"),
+        "the variable reaches the step: {out}"
+    );
     // The step's own wrapper is among the processes seen, without the script in its arguments.
     assert!(out.contains("secret-hits=0 wrappers="), "{out}");
     assert!(!out.contains("wrappers=0"), "{out}");
