@@ -2,7 +2,8 @@
 //! so that a job for its image runs its steps by `exec` (see `exec_step`) instead of a container
 //! per step.
 //!
-//! A machine has at most one unclaimed warm container, `<machine>-warm`, labelled with the machine
+//! A machine has at most one unclaimed warm container, `<machine>-warm` (started and checked as
+//! `<machine>-warm-pending`, so that no job claims it before it is ready), labelled with the machine
 //! and the runner (so the machine's removal takes it) and with a signature of everything that
 //! shapes it: image, mounts, network, privileges and the runner's container options. A job whose
 //! own container settings have the same signature, and whose image (after its pull policy) is the
@@ -54,6 +55,11 @@ const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do 
 /// The name of a machine's unclaimed warm container.
 fn unclaimed(machine: &str) -> String {
     format!("{machine}-warm")
+}
+
+/// The name of a machine's warm container while it starts (not yet claimable).
+fn pending(machine: &str) -> String {
+    format!("{machine}-warm-pending")
 }
 
 /// The name a job gives the warm container it claims.
@@ -168,32 +174,38 @@ pub(crate) async fn prestart(
         return Ok(false);
     };
     let name = unclaimed(&template.machine);
-    let mut created = false;
     match docker
         .inspect_container(&name, None::<InspectContainerOptions>)
         .await
     {
         Ok(found) => {
-            let signature = found
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| l.get(SIGNATURE).cloned());
-            let status = found.state.and_then(|s| s.status);
-            let fits = signature.as_deref() == Some(template.signature.as_str())
-                && found.image.as_deref() == Some(image_id.as_str());
-            match status {
+            let fits = fits(&found, &template, &image_id);
+            match found.state.and_then(|s| s.status) {
                 Some(ContainerStateStatusEnum::RUNNING) if fits => return Ok(true),
-                // Its start was cut short (a crash): finish it.
-                Some(ContainerStateStatusEnum::CREATED) if fits => created = true,
                 _ => remove(docker, &name).await?,
             }
         }
         Err(err) if is_status(&err, &[404]) => {}
         Err(err) => return Err(err),
     }
-    if !created {
-        create(docker, &name, &template, &spec.runner).await?;
+    // Made and checked under another name: a job can claim it only once it is ready.
+    let pending = pending(&template.machine);
+    let mut created = false;
+    match docker
+        .inspect_container(&pending, None::<InspectContainerOptions>)
+        .await
+    {
+        // Its start was cut short (a crash): finish it.
+        Ok(found) if fits(&found, &template, &image_id) => created = true,
+        Ok(_) => remove(docker, &pending).await?,
+        Err(err) if is_status(&err, &[404]) => {}
+        Err(err) => return Err(err),
     }
+    if !created {
+        create(docker, &pending, &template, &spec.runner).await?;
+    }
+    let name_ready = name;
+    let name = pending;
     let options = UploadToContainerOptions {
         path: "/".to_string(),
         ..Default::default()
@@ -215,7 +227,32 @@ pub(crate) async fn prestart(
         remove(docker, &name).await?;
         return Ok(false);
     }
-    Ok(true)
+    let options = RenameContainerOptions { name: name_ready };
+    match docker.rename_container(&name, options).await {
+        Ok(()) => Ok(true),
+        // A concurrent call made it ready first.
+        Err(err) if is_status(&err, &[404]) => Ok(true),
+        Err(err) if is_status(&err, &[409]) => {
+            remove(docker, &name).await?;
+            Ok(true)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether the warm container `found` was made from `template` and runs `image_id`.
+fn fits(
+    found: &bollard::models::ContainerInspectResponse,
+    template: &Template,
+    image_id: &str,
+) -> bool {
+    let signature = found
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(SIGNATURE));
+    signature.map(String::as_str) == Some(template.signature.as_str())
+        && found.image.as_deref() == Some(image_id)
 }
 
 /// Creates the unclaimed warm container of `template`'s machine (not started).

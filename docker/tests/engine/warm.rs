@@ -99,6 +99,13 @@ async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_repla
         &["echo after-host-$(hostname) leaked-${ONLY_IN_SCRIPT:-no}"],
     );
     let warm = prestarted(&docker, &endpoint, &spec).await;
+    let pending = docker
+        .inspect_container(
+            &format!("{machine}-warm-pending"),
+            None::<InspectContainerOptions>,
+        )
+        .await;
+    assert!(pending.is_err(), "a ready warm container has its own name");
 
     let (outcome, out) = run_job(endpoint.clone(), spec).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
