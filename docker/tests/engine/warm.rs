@@ -420,3 +420,48 @@ async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments(
     assert!(!out.contains("wrappers=0"), "{out}");
     remove_sandbox(&docker, &runner, &machine).await;
 }
+
+#[tokio::test]
+async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let sync = tempfile::tempdir().unwrap();
+    let mut spec = spec(&runner, 522, &[WAIT_FOR_GO, "echo length=${#WARM_SECRET}"]);
+    spec.volumes = vec![format!("{}:/sync", sync.path().display())];
+    spec.variables = vec![drover_docker::Variable::new(
+        "WARM_SECRET",
+        "warm-secret-43",
+    )];
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+    let watch = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut wrappers = 0;
+        while wrappers == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no wrapper exec");
+            let found = docker
+                .inspect_container(&warm, None::<InspectContainerOptions>)
+                .await
+                .unwrap();
+            for id in found.exec_ids.unwrap_or_default() {
+                let Ok(exec) = docker.inspect_exec(&id).await else {
+                    continue;
+                };
+                let args = exec
+                    .process_config
+                    .and_then(|p| p.arguments)
+                    .unwrap_or_default()
+                    .join(" ");
+                assert!(!args.contains("warm-secret-43"), "{args}");
+                wrappers += usize::from(args.contains("drover-claimed"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        go(sync.path());
+    };
+    let ((outcome, out), ()) = tokio::join!(run_job(endpoint, spec), watch);
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("length=14"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
