@@ -116,7 +116,6 @@ mod tests {
         let kept = take(&mut again, &state, 2).unwrap();
         assert_eq!(again.builds_volume.as_deref(), Some("m1-builds-1"));
         assert_eq!(kept, sb);
-        drop(kept);
         let mut busy = on("m1");
         job_dir(&state, 5);
         let _s5 = take(&mut busy, &state, 5).unwrap();

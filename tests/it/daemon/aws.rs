@@ -20,6 +20,9 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use super::harness::*;
 
+/// How long a group may take to reach a size.
+const SCALING: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// One AWS test bed at a time.
 static TURN: Mutex<()> = Mutex::const_new(());
 
@@ -175,7 +178,9 @@ impl Cloud {
 
     /// Waits until exactly `n` instances are in service and the group wants no more; their ids.
     async fn instances_become(&self, n: usize) -> BTreeSet<String> {
-        eventually(&format!("{n} instances in service"), async || {
+        // Scaling takes the core's idle time, the API emulator and the reconciler in turn: slow
+        // on a loaded CI machine, so more patience than one daemon round trip.
+        eventually_within(&format!("{n} instances in service"), SCALING, async || {
             let ids = self.in_service();
             let desired = self.group.info().ok()?.desired as usize;
             (ids.len() == n && desired == n).then_some(ids)

@@ -600,15 +600,25 @@ impl Drop for Env {
 }
 
 /// Polls `check` (every 100 ms) until it gives a value, for at most [`PATIENCE`].
-pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_within(what, PATIENCE, check).await
+}
+
+/// [`eventually`] with its own patience, for what takes several slow round trips (a cloud
+/// group's scaling, each step through the API emulator and the instance reconciler).
+pub async fn eventually_within<T>(
+    what: &str,
+    patience: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: not reached within {PATIENCE:?}"
+            "{what}: not reached within {patience:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
