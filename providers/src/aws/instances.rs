@@ -39,6 +39,8 @@ enum NotReady {
     Gone(ProviderError),
     /// Not yet; the reason.
     Yet(String),
+    /// The deadline cut the attempt short; what it was doing.
+    Cut(String),
 }
 
 impl Connector {
@@ -203,12 +205,22 @@ impl Connector {
         deadline: Instant,
     ) -> Result<(), ProviderError> {
         let mut attempt = 0;
+        // The reason of the last attempt that ran to its end: the one worth reporting when the
+        // deadline cuts a later attempt short (a slow dial on a busy host).
+        let mut last_real: Option<String> = None;
         loop {
             attempt += 1;
             let why = match self.try_ready(machine, instance, command, deadline).await {
                 Ok(()) => return Ok(()),
                 Err(NotReady::Gone(e)) => return Err(e),
-                Err(NotReady::Yet(why)) => why,
+                Err(NotReady::Yet(why)) => {
+                    last_real = Some(why.clone());
+                    why
+                }
+                Err(NotReady::Cut(cut)) => match &last_real {
+                    Some(real) => format!("{real} (then {cut})"),
+                    None => cut,
+                },
             };
             let wait = drover_core::doubling(
                 Duration::from_millis(250),
@@ -275,7 +287,7 @@ impl Connector {
             let out = tokio::time::timeout(left, connection.exec(command))
                 .await
                 .map_err(|_| {
-                    NotReady::Yet(format!(
+                    NotReady::Cut(format!(
                         "instance_ready_command `{command}` (or the SSH dial before it) did not \
                          finish in time"
                     ))
