@@ -103,7 +103,7 @@ pub struct RunnerSettings {
     /// `cache_dir`: where the local cache's archives live inside the job (default `/cache`).
     pub cache_dir: String,
     /// `[runners.autoscaler]`, for `docker-autoscaler` runners.
-    pub autoscaler: Option<Box<super::autoscaler::AutoscalerSettings>>,
+    pub autoscaler: Option<Box<super::autoscaler::settings::AutoscalerSettings>>,
 }
 
 impl fmt::Debug for RunnerSettings {

@@ -141,7 +141,17 @@ pub(crate) struct Job {
 /// container.
 pub(crate) enum Adopted {
     Container(Box<bollard::models::ContainerSummary>),
-    Exec(super::exec_step::ExecRecord),
+    Exec(ExecRecord),
+}
+
+/// A step run by exec in a warm container, found on its record there after a restart
+/// (`exec_step.rs` writes and reads the records).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExecRecord {
+    /// When it started, Unix seconds.
+    pub started_s: u64,
+    /// Its exit code, once it has ended.
+    pub code: Option<i32>,
 }
 
 pub(crate) fn now_ms() -> u64 {

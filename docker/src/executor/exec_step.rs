@@ -33,7 +33,9 @@ use futures_util::stream::BoxStream;
 use tokio::time::Instant;
 
 use super::Control;
-use super::context::{Job, JobError, Kind, Planned, instant_at, later, next_control, now_ms};
+use super::context::{
+    ExecRecord, Job, JobError, Kind, Planned, instant_at, later, next_control, now_ms,
+};
 use super::script::{self, FileEntry};
 use super::step::{StepEnd, header};
 use super::warm::RUN_DIR;
@@ -97,15 +99,6 @@ const ARGUMENT_MAX: usize = 64 * 1024;
 
 /// The exit code of a step killed with SIGKILL.
 const SIGKILLED: i32 = 128 + 9;
-
-/// A step found on record after a restart.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ExecRecord {
-    /// When it started, Unix seconds.
-    pub started_s: u64,
-    /// Its exit code, once it has ended.
-    pub code: Option<i32>,
-}
 
 /// The path prefix of a step's record.
 fn record_path(index: u16) -> String {

@@ -5,8 +5,9 @@
 mod core;
 mod duration;
 pub mod raw;
+mod runner;
 pub mod schema;
-mod settings;
+pub(crate) mod settings;
 
 use std::ops::Range;
 use std::time::Duration;
@@ -20,9 +21,9 @@ use super::diagnostic::{Diagnostic, WarningKind};
 use super::schema::suggest;
 pub use core::core_runner;
 use raw::{RawAutoscaler, RawConnector, RawDuration, RawPolicy};
+pub use runner::AutoscalerRunner;
 pub use settings::{
-    AutoscalerPolicy, AutoscalerRunner, AutoscalerSettings, AwsGroup, ConnectorSettings, Intervals,
-    ScaleThrottle,
+    AutoscalerPolicy, AutoscalerSettings, AwsGroup, ConnectorSettings, Intervals, ScaleThrottle,
 };
 
 /// What drover answers to when `plugin` names something else.

@@ -1,32 +1,12 @@
 //! The validated `[runners.autoscaler]` of a `docker-autoscaler` runner: what the AWS provider,
-//! the SSH connector and (later) the core's slot policy read. Defaults are GitLab Runner's.
+//! the SSH connector and the core's slot policy read. Defaults are GitLab Runner's. A leaf: the
+//! runner's other settings ([`crate::config::settings::RunnerSettings`]) hold these, not the
+//! other way round.
 
 use std::fmt;
 use std::time::Duration;
 
 use drover_gitlab::Secret;
-
-use super::super::settings::DockerSettings;
-
-/// A `[[runners]]` entry with `executor = "docker-autoscaler"`. Kept apart from the runners the
-/// core schedules until the AWS provider exists: `drover run` refuses such a runner at start
-/// ([`crate::config::Loaded::require_runnable`]); `drover simulate` schedules `core`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AutoscalerRunner {
-    pub name: String,
-    /// The runner as the core schedules it: a slot runner ([`super::core_runner`]).
-    pub core: drover_core::RunnerConfig,
-    pub url: Option<String>,
-    pub token: Option<Secret>,
-    /// `limit`: jobs at once, 0 = unlimited.
-    pub limit: u32,
-    pub request_concurrency: u32,
-    pub docker: DockerSettings,
-    pub autoscaler: AutoscalerSettings,
-    /// What the daemon runs the runner's jobs with (`executor` `DockerAutoscaler`, `autoscaler`
-    /// set): the keys every executor shares, as for the other runners.
-    pub settings: super::super::settings::RunnerSettings,
-}
 
 /// `[runners.autoscaler]`.
 #[derive(Clone, Debug, PartialEq)]
