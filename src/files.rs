@@ -1,58 +1,19 @@
 //! Files drover keeps private: written atomically with mode 0600 (config.toml holds runner
 //! tokens, the state directory job payloads and pieces of secrets), and this host's system id.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 
 use crate::paths;
 
-/// Makes a new or renamed entry of `dir` durable. Best effort: not all filesystems allow syncing a
-/// directory, and those that refuse keep their entries anyway.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+pub use drover_docker::files::sync_dir;
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// half-written file and readers see the old or the new content; the result has mode 0600.
-/// Concurrent writers (the daemon's job tasks) each use their own temporary file.
+/// [`drover_docker::files::write_private`] (temporary file, sync, rename, directory sync; mode
+/// 0600), with the path in the error.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let dir = paths::dir_of(path);
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    drover_docker::files::write_private(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The `.runner_system_id` file beside the config.
