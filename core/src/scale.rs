@@ -279,30 +279,45 @@ impl Core {
 
         // Creation, throttled by limit, MaxGrowthRate and the failure backoff.
         if !matches!(shutdown, Shutdown::Forceful { .. }) {
-            let r = &self.state.runners[ri];
-            let c = &r.counts;
-            let need = want.saturating_sub(c.supply());
-            if need > 0 {
-                if now < r.create_blocked_until {
-                    wake = earliest(wake, Some(r.create_blocked_until));
-                } else {
-                    let headroom = if limit == 0 {
-                        u32::MAX
-                    } else {
-                        limit.saturating_sub(c.counted())
-                    };
-                    let growth = if max_growth == 0 {
-                        u32::MAX
-                    } else {
-                        max_growth.saturating_sub(c.creating)
-                    };
-                    for _ in 0..need.min(headroom).min(growth) {
-                        self.create_machine(runner, out);
-                    }
-                }
-            }
+            let need = want.saturating_sub(self.state.runners[ri].counts.supply());
+            let blocked = self.create_capped(runner, need, limit, max_growth, now, out);
+            wake = earliest(wake, blocked);
         }
         wake
+    }
+
+    /// Creates up to `need` machines for `runner`: no more than `cap` machines counted in all and
+    /// `max_growth` creating at once (0: no bound). While failures block creations, creates
+    /// nothing and returns when they may resume.
+    pub(crate) fn create_capped(
+        &mut self,
+        runner: RunnerId,
+        need: u32,
+        cap: u32,
+        max_growth: u32,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Option<Timestamp> {
+        if need == 0 {
+            return None;
+        }
+        let r = &self.state.runners[runner.index()];
+        if now < r.create_blocked_until {
+            return Some(r.create_blocked_until);
+        }
+        let c = &r.counts;
+        let headroom = match cap {
+            0 => u32::MAX,
+            cap => cap.saturating_sub(c.counted()),
+        };
+        let growth = match max_growth {
+            0 => u32::MAX,
+            g => g.saturating_sub(c.creating),
+        };
+        for _ in 0..need.min(headroom).min(growth) {
+            self.create_machine(runner, out);
+        }
+        None
     }
 
     /// Emits `Exit` once everything a shutdown waits for has finished.

@@ -152,28 +152,10 @@ impl Core {
         // Creation, throttled by max_instances, the growth rate and the failure backoff.
         if !matches!(shutdown, Shutdown::Forceful { .. }) {
             let r = &self.state.runners[ri];
-            let c = &r.counts;
-            let supply = r.free_slots + c.creating * per_machine;
+            let supply = r.free_slots + r.counts.creating * per_machine;
             let need = machines_for(want.saturating_sub(supply), per_machine);
-            if need > 0 {
-                if now < r.create_blocked_until {
-                    wake = earliest(wake, Some(r.create_blocked_until));
-                } else {
-                    let headroom = if max_machines == 0 {
-                        u32::MAX
-                    } else {
-                        max_machines.saturating_sub(c.counted())
-                    };
-                    let growth = if max_growth == 0 {
-                        u32::MAX
-                    } else {
-                        max_growth.saturating_sub(c.creating)
-                    };
-                    for _ in 0..need.min(headroom).min(growth) {
-                        self.create_machine(runner, out);
-                    }
-                }
-            }
+            let blocked = self.create_capped(runner, need, max_machines, max_growth, now, out);
+            wake = earliest(wake, blocked);
         }
         wake
     }
