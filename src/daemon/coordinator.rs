@@ -45,9 +45,8 @@ pub struct RunnerLink {
     /// How logs name the runner.
     label: String,
     last_update: Arc<Mutex<String>>,
-    /// The `last_update` whose hold last ended with Workhorse's bare `204`: another bare `204`
-    /// for it is no news.
-    ended: Arc<Mutex<String>>,
+    /// What the runner's last empty answers said, to tell news from a loop ([`is_news`]).
+    ended: Arc<Mutex<PollView>>,
     unhealthy: Arc<Mutex<u32>>,
     requests: Vec<CancellationToken>,
 }
@@ -132,6 +131,7 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         let input = match outcome {
             RequestOutcome::Job(job) => {
                 *lock(&unhealthy) = 0;
+                lock(&ended).version_news = false;
                 tracing::info!(runner = %label, job = job.id, "received a job");
                 Input::Job { runner, job }
             }
@@ -183,17 +183,36 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
     });
 }
 
-/// Whether an empty answer to a request that sent `sent` moved the runner's view of its queue:
-/// a queue version other than `sent` (Rails answered), or the first bare `204` (Workhorse ended
-/// the hold) for `sent`. A second bare `204` for the same version says nothing new: asking again
-/// at once would only loop through a Workhorse that stopped holding.
-fn is_news(version: Option<&str>, sent: &str, ended: &Mutex<String>) -> bool {
+/// What a runner's last empty answers said.
+#[derive(Debug, Default)]
+struct PollView {
+    /// The `last_update` whose hold last ended with Workhorse's bare `204`.
+    ended: String,
+    /// The last empty answer was news by a new queue version (Rails answered), with no job since.
+    version_news: bool,
+}
+
+/// Whether an empty answer to a request that sent `sent` moved the runner's view of its queue,
+/// so the runner asks again at once: a queue version other than `sent` (Rails answered), or the
+/// first bare `204` (Workhorse ended the hold) for `sent`.
+///
+/// Neither may repeat without a pause, so no coordinator can make a runner loop: a second bare
+/// `204` for the same version is a Workhorse that stopped holding, and a new version right after
+/// a new version (no hold or job between) is a queue key that changes on every request (a busy
+/// instance-wide runner, or an evicted Redis key that Rails makes anew each time). Either waits
+/// `check_interval`; in the normal flow a new version is followed by a hold.
+fn is_news(version: Option<&str>, sent: &str, view: &Mutex<PollView>) -> bool {
+    let mut view = lock(view);
     match version {
-        Some(v) => v != sent,
+        Some(v) => {
+            let news = v != sent && !view.version_news;
+            view.version_news = news;
+            news
+        }
         None => {
-            let mut ended = lock(ended);
-            let news = *ended != sent;
-            sent.clone_into(&mut ended);
+            view.version_news = false;
+            let news = view.ended != sent;
+            sent.clone_into(&mut view.ended);
             news
         }
     }
@@ -253,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_new_version_or_the_first_bare_204_for_a_version_is_news() {
-        let ended = Mutex::new(String::new());
+        let ended = Mutex::new(PollView::default());
         assert!(is_news(Some("v1"), "", &ended), "the first answer");
         assert!(
             !is_news(Some("v1"), "v1", &ended),
@@ -263,6 +282,23 @@ mod tests {
         assert!(!is_news(None, "v1", &ended), "and again: nothing new");
         assert!(is_news(Some("v2"), "v1", &ended));
         assert!(is_news(None, "v2", &ended));
+    }
+
+    #[test]
+    fn a_new_version_on_every_answer_is_news_only_every_other_time() {
+        // A queue key that changes on every request: Rails answers each with a new version.
+        let view = Mutex::new(PollView::default());
+        let news: Vec<bool> = (0..6)
+            .map(|i| is_news(Some(&format!("v{}", i + 1)), &format!("v{i}"), &view))
+            .collect();
+        assert_eq!(news, [true, false, true, false, true, false]);
+        // A hold between two new versions, or a job, makes the next new version news again.
+        let view = Mutex::new(PollView::default());
+        assert!(is_news(Some("v1"), "v0", &view));
+        assert!(is_news(None, "v1", &view), "the hold of v1 ended");
+        assert!(is_news(Some("v2"), "v1", &view));
+        lock(&view).version_news = false; // a job came in between
+        assert!(is_news(Some("v3"), "v2", &view));
     }
 
     #[test]
