@@ -34,7 +34,7 @@ pub struct ConnectorConfig {
     pub protocol_port: Option<u16>,
     /// Bound on one SSH dial; `None`: 30 s.
     pub timeout: Option<Duration>,
-    /// SSH keepalive interval; `None`: none.
+    /// SSH keepalive interval; `None`: drover's default (30 s).
     pub keepalive: Option<Duration>,
 }
 

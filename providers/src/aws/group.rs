@@ -236,6 +236,26 @@ impl AsgGroup {
         Ok(target - current)
     }
 
+    /// Lowers the desired capacity by one, unless that would take it below `floor`; returns
+    /// whether it did. Used for a capacity raised for an instance that has not shown yet.
+    pub async fn lower_one(&self, floor: u32) -> Result<bool, AwsError> {
+        let current = self.desired();
+        if current == 0 || current - 1 < floor {
+            return Ok(false);
+        }
+        let target = current - 1;
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.name)
+            .desired_capacity(i32::try_from(target).unwrap_or(i32::MAX))
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        self.set_desired(target);
+        Ok(true)
+    }
+
     /// Terminates the instances in order, each lowering the desired capacity, and stops at the
     /// first failure. Returns the ids terminated, and the failure if there was one.
     pub async fn decrease(&self, ids: &[String]) -> (Vec<String>, Option<AwsError>) {

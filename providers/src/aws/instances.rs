@@ -21,6 +21,10 @@ use crate::{ProviderError, ProviderErrorKind};
 /// Bound on one Docker ping during the readiness wait.
 const PING_TIMEOUT_SECS: u64 = 30;
 
+/// SSH keepalive interval when the settings give none: a session whose instance vanished
+/// (hard-terminated, network gone) is noticed in about a minute and a half, not TCP's ~15.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// The SSH side of a provider.
 pub(super) struct Connector {
     group: Arc<AsgGroup>,
@@ -99,7 +103,7 @@ impl Connector {
             key: self.key.clone(),
             tunnel: DockerTunnel::DialStdio,
             host_key: HostKeyPolicy::TrustFirstUse,
-            keepalive: self.config.keepalive,
+            keepalive: Some(self.config.keepalive.unwrap_or(DEFAULT_KEEPALIVE)),
             timeout: self.config.dial_timeout(),
         };
         let mut connection = SshConnection::new(target);
@@ -172,13 +176,26 @@ impl Connector {
         }
     }
 
-    /// Checks the instance is reachable now (fleeting's heartbeat: a command over SSH).
+    /// Checks the instance is reachable now (fleeting's heartbeat: a command over SSH), within
+    /// the dial timeout: it runs under the machine's lock, and a half-open session (the
+    /// instance hard-terminated) would otherwise hold it until TCP gives up. A session that
+    /// does not answer in time is closed, so the next request dials again.
     pub async fn heartbeat(
         &self,
         machine: &str,
         connection: &SshConnection,
     ) -> Result<(), ProviderError> {
-        match connection.exec("exit 0").await {
+        let timeout = self.config.dial_timeout();
+        let Ok(result) = tokio::time::timeout(timeout, connection.exec("exit 0")).await else {
+            // Closing a dead session only queues a disconnect; bounded all the same.
+            let _ = tokio::time::timeout(timeout, connection.close()).await;
+            return Err(ProviderError::new(
+                machine,
+                ProviderErrorKind::Retryable,
+                format!("heartbeat `exit 0` over SSH had no answer within {timeout:?}"),
+            ));
+        };
+        match result {
             Ok(out) if out.success() => Ok(()),
             Ok(out) => Err(ProviderError::new(
                 machine,

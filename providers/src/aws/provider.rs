@@ -168,16 +168,7 @@ impl AwsProvider {
             let instances = retrying(self.policy, || self.group.update())
                 .await
                 .map_err(|e| provider_error(name, e))?;
-            let bound: BTreeSet<String> = self
-                .records
-                .list()
-                .map_err(|e| self.io_error(name, e))?
-                .into_iter()
-                .filter_map(|(_, r)| match r {
-                    Record::Bound { instance, .. } => Some(instance),
-                    Record::Pending => None,
-                })
-                .collect();
+            let bound = self.bound_instances(name)?;
             if let Some(free) = instances
                 .iter()
                 .find(|i| i.state != InstanceState::Deleting && !bound.contains(&i.id))
@@ -283,14 +274,61 @@ impl AwsProvider {
             .records
             .read(name)
             .map_err(|e| self.io_error(name, e))?;
-        if let Some(Record::Bound { instance, .. }) = record {
-            self.connector.forget(&instance).await;
-            self.terminate(name, &instance).await?;
+        match record {
+            Some(Record::Bound { instance, .. }) => {
+                self.connector.forget(&instance).await;
+                self.terminate(name, &instance).await?;
+            }
+            Some(Record::Pending) => self.settle_pending(name).await?,
+            None => {}
         }
-        // A pending name never got an instance (a later creation adopts one that shows).
         self.records
             .remove(name)
             .map_err(|e| self.io_error(name, e))
+    }
+
+    /// Undoes what a creation that never bound an instance (timed out, cut by a crash) may have
+    /// left: under the group's lock, an instance of the group no name is bound to is terminated
+    /// with the capacity; if none has shown yet, the capacity is lowered by one (never below the
+    /// instances names are bound to), so no instance starts for nobody.
+    async fn settle_pending(&self, name: &str) -> Result<(), ProviderError> {
+        let _group = self.locks.lock(&self.group_lock_key()).await;
+        let instances = retrying(self.policy, || self.group.update())
+            .await
+            .map_err(|e| provider_error(name, e))?;
+        let bound = self.bound_instances(name)?;
+        if let Some(free) = instances
+            .iter()
+            .find(|i| i.state != InstanceState::Deleting && !bound.contains(&i.id))
+        {
+            tracing::info!(machine = name, instance = %free.id, "terminating the instance a pending name left");
+            return self.terminate(name, &free.id).await;
+        }
+        let floor = u32::try_from(bound.len()).unwrap_or(u32::MAX);
+        let lowered = retrying(self.policy, || self.group.lower_one(floor))
+            .await
+            .map_err(|e| provider_error(name, e))?;
+        if lowered {
+            tracing::info!(
+                machine = name,
+                "lowered the capacity a pending name had raised"
+            );
+        }
+        Ok(())
+    }
+
+    /// The instances names are bound to.
+    fn bound_instances(&self, name: &str) -> Result<BTreeSet<String>, ProviderError> {
+        Ok(self
+            .records
+            .list()
+            .map_err(|e| self.io_error(name, e))?
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Record::Bound { instance, .. } => Some(instance),
+                Record::Pending => None,
+            })
+            .collect())
     }
 
     /// Terminates `instance`, lowering the desired capacity; one already gone is fine.
@@ -315,24 +353,76 @@ impl AwsProvider {
         .map_err(|e| provider_error(name, e))
     }
 
+    /// Deletes every bound instance in one decrease, taking no name's lock (the daemon gives
+    /// shutdown 20 s); what cannot be deleted is logged with the command that deletes it.
     async fn shutdown_now(&self) {
         if self.config.delete_instances_on_shutdown {
-            let records = match self.records.list() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(group = %self.group.name(), "cannot read instance records: {e}");
-                    Vec::new()
-                }
-            };
-            for (name, _) in records {
-                let _guard = self.locks.lock(&name).await;
-                match self.remove_locked(&name).await {
-                    Ok(()) => tracing::info!(machine = %name, "instance deleted on shutdown"),
-                    Err(e) => tracing::warn!("deleting on shutdown: {e}"),
-                }
-            }
+            self.delete_all_now().await;
         }
         self.connector.close_all().await;
+    }
+
+    async fn delete_all_now(&self) {
+        let group = self.group.name();
+        let records = match self.records.list() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%group, "deleting on shutdown: cannot read instance records: {e}");
+                return;
+            }
+        };
+        let bound: Vec<(String, String)> = records
+            .into_iter()
+            .filter_map(|(name, r)| match r {
+                Record::Bound { instance, .. } => Some((name, instance)),
+                Record::Pending => {
+                    tracing::warn!(machine = %name, "deleting on shutdown: no instance bound yet; the next start settles it");
+                    None
+                }
+            })
+            .collect();
+        if bound.is_empty() {
+            return;
+        }
+        // Ids already gone need no call; if the group cannot be read, every id is tried.
+        let live: Option<BTreeSet<String>> = match self.group.update().await {
+            Ok(instances) => Some(
+                instances
+                    .into_iter()
+                    .filter(|i| i.state != InstanceState::Deleting)
+                    .map(|i| i.id)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(%group, "deleting on shutdown: cannot describe the group: {e}");
+                None
+            }
+        };
+        let ids: Vec<String> = bound
+            .iter()
+            .map(|(_, id)| id.clone())
+            .filter(|id| live.as_ref().is_none_or(|l| l.contains(id)))
+            .collect();
+        let (done, error) = self.group.decrease(&ids).await;
+        if let Some(e) = &error {
+            tracing::warn!(%group, "deleting on shutdown: {e}");
+        }
+        for (name, instance) in &bound {
+            if done.contains(instance) || !ids.contains(instance) {
+                tracing::info!(machine = %name, %instance, "instance deleted on shutdown");
+                if let Err(e) = self.records.remove(name) {
+                    tracing::warn!(machine = %name, "deleting on shutdown: record: {e}");
+                }
+            } else {
+                tracing::warn!(
+                    machine = %name,
+                    %instance,
+                    "instance left running on shutdown; delete it with: aws autoscaling \
+                     terminate-instance-in-auto-scaling-group --instance-id {instance} \
+                     --should-decrement-desired-capacity"
+                );
+            }
+        }
     }
 }
 

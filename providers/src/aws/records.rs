@@ -43,7 +43,16 @@ pub struct Records {
 impl Records {
     /// The records under `state_dir` for `group` (the directory is made if missing).
     pub fn open(state_dir: &Path, group: &str) -> io::Result<Records> {
-        let dir = state_dir.join("aws-instances").join(file_safe(group));
+        let base = state_dir.join("aws-instances");
+        let dir = base.join(file_safe(group));
+        // Before names were told apart by a hash, a sanitised name was used bare: a directory of
+        // that name is kept, so its records are not orphaned.
+        let legacy = base.join(sanitised(group));
+        let dir = if dir != legacy && legacy.is_dir() {
+            legacy
+        } else {
+            dir
+        };
         std::fs::create_dir_all(&dir)?;
         Ok(Records { dir })
     }
@@ -133,8 +142,25 @@ fn parse(path: &Path, bytes: &[u8]) -> io::Result<Record> {
     Ok(file.record)
 }
 
-/// A group name as a directory name: group names may hold `/`.
+/// A group name as a directory name: group names may hold `/`. A name that had to be changed
+/// gets a stable hash of the raw name appended, so `ci/group` and `ci_group` differ.
 fn file_safe(group: &str) -> String {
+    let safe = sanitised(group);
+    if safe == group {
+        safe
+    } else {
+        format!("{safe}-{:08x}", fnv1a(group.as_bytes()) as u32)
+    }
+}
+
+/// FNV-1a (64 bit): stable across builds and platforms, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn sanitised(group: &str) -> String {
     group
         .chars()
         .map(|c| match c {
@@ -154,7 +180,8 @@ mod tests {
     fn records_round_trip_and_list_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
         let records = Records::open(dir.path(), "ci/group").unwrap();
-        assert!(records.dir().ends_with("aws-instances/ci_group"));
+        let dir_name = records.dir().file_name().unwrap().to_str().unwrap();
+        assert!(dir_name.starts_with("ci_group-"), "{dir_name}");
         assert_eq!(records.read("m1").unwrap(), None);
         records.write("m2", &Record::Pending).unwrap();
         let bound = Record::Bound {
@@ -178,6 +205,29 @@ mod tests {
         again.remove("m1").unwrap();
         assert_eq!(records.read("m1").unwrap(), None);
         assert!(records.write("../x", &Record::Pending).is_err());
+    }
+
+    #[test]
+    fn group_names_that_sanitise_alike_get_their_own_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let slash = Records::open(dir.path(), "ci/group").unwrap();
+        let underscore = Records::open(dir.path(), "ci_group").unwrap();
+        assert_ne!(slash.dir(), underscore.dir());
+        assert!(underscore.dir().ends_with("aws-instances/ci_group"));
+        // Stable: the same raw name opens the same directory again.
+        assert_eq!(
+            Records::open(dir.path(), "ci/group").unwrap().dir(),
+            slash.dir()
+        );
+    }
+
+    #[test]
+    fn a_directory_of_the_old_bare_name_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("aws-instances/ci_group");
+        std::fs::create_dir_all(&old).unwrap();
+        let records = Records::open(dir.path(), "ci/group").unwrap();
+        assert_eq!(records.dir(), old);
     }
 
     #[test]

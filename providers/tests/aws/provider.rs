@@ -232,6 +232,60 @@ async fn delete_instances_on_shutdown_terminates_this_managers_instances() {
     cloud.clean_up().await;
 }
 
+#[tokio::test]
+async fn removing_a_pending_name_gives_back_the_capacity_it_raised() {
+    let Some(mut cloud) = Cloud::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bed = cloud.group("pending", 3, "127.0.1.0/24", dir.path()).await;
+    let p = provider(&cloud.config("pending", dir.path())).await;
+    p.create("runner-p-1").await.expect("create");
+    let kept = live_instances(&bed);
+    assert_eq!(kept.len(), 1);
+    // A creation cut short after raising the capacity: the name is pending, an instance shows
+    // that no name is bound to.
+    let records = std::fs::read_dir(dir.path().join("aws-instances"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| d.join("runner-p-1.json").exists())
+        .expect("the group's records");
+    std::fs::write(
+        records.join("runner-p-2.json"),
+        r#"{"version":1,"state":"pending"}"#,
+    )
+    .unwrap();
+    bed.reconciler.group.set_desired(2).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while live_instances(&bed).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no instance showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    p.remove("runner-p-2")
+        .await
+        .expect("remove the pending name");
+    assert_eq!(
+        live_instances(&bed),
+        kept,
+        "only the bound instance is left"
+    );
+    assert_eq!(bed.reconciler.group.info().unwrap().desired, 1);
+    // A pending name whose instance has not shown: the raised capacity is lowered, never below
+    // the bound instances.
+    std::fs::write(
+        records.join("runner-p-3.json"),
+        r#"{"version":1,"state":"pending"}"#,
+    )
+    .unwrap();
+    p.remove("runner-p-3")
+        .await
+        .expect("remove the pending name");
+    assert_eq!(bed.reconciler.group.info().unwrap().desired, 1, "not below");
+    assert_eq!(live_instances(&bed), kept);
+    assert_eq!(p.list("runner-p-").await.unwrap(), ["runner-p-1"]);
+    cloud.clean_up().await;
+}
+
 /// Runs `command` on the instance over SSH with the manager key, as an operator would.
 async fn run_on(
     bed: &crate::bed::Bed,
