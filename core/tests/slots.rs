@@ -254,6 +254,15 @@ fn a_lost_machine_aborts_every_job_on_it() {
         .collect();
     assert_eq!(aborted, vec![JobId(1), JobId(2), JobId(3)]);
     assert_eq!(removals(&step), vec![(MachineId(1), RemoveReason::Lost)]);
+    // Each job on it reports the loss: the machine is lost once.
+    let again = run.later(
+        1,
+        Event::MachineLost {
+            machine: MachineId(1),
+        },
+    );
+    assert!(again.commands.is_empty(), "{:?}", again.commands);
+    assert_eq!(run.core.state().stats().machines_lost, 1);
 }
 
 /// Past `idle_time`, an idle machine goes only while the other machines' free slots still cover

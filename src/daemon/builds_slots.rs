@@ -100,7 +100,7 @@ mod tests {
             job_dir(&state, job);
         }
         let (mut a, mut b, mut c) = (on("m1"), on("m1"), on("m2"));
-        let sa = take(&mut a, &state, 1).unwrap();
+        take(&mut a, &state, 1).unwrap();
         let sb = take(&mut b, &state, 2).unwrap();
         let _sc = take(&mut c, &state, 3).unwrap();
         assert_eq!(a.builds_volume.as_deref(), Some("m1-builds-0"));
@@ -127,7 +127,6 @@ mod tests {
         state.remove_job(5);
 
         // Slot 0 is given back with its job's folder; the next job reuses its working copy.
-        let _ = sa;
         state.remove_job(1);
         let mut d = on("m1");
         let _sd = take(&mut d, &state, 4).unwrap();

@@ -3,7 +3,8 @@
 //! backoff. Meanwhile every command for such a runner and its recovered jobs wait here, so its job
 //! requests, machines and jobs wait too while the other runners work. Once built, the runner's
 //! stray job containers are swept, and the loop installs it and carries out what waited, in
-//! order. A reload that builds the runner first ends the retries the same way.
+//! order. A reload that adds a runner it cannot build puts it here too; a reload that builds a
+//! waiting runner ends its retries and sweeps its strays the same way.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -77,7 +78,8 @@ pub struct Retry {
 }
 
 impl Late {
-    /// The runner's adapters could not be built (`error`): it waits, and a task tries again.
+    /// The runner's adapters could not be built (`error`), at start-up or by a reload that added
+    /// it: it waits, and a task tries again.
     pub fn start(&mut self, id: RunnerId, retry: Retry, error: &anyhow::Error) {
         tracing::error!(
             runner = %retry.label,
@@ -101,14 +103,44 @@ impl Late {
             strays::sweep(vec![(strays, runner.provider())], &executor).await;
             let _ = tx.send(Built { id, runner });
         });
+        // A runner already waiting (a reload changed its settings) keeps what waits for it; only
+        // its retries start over, with the new settings.
+        let held = match self.waiting.remove(&id) {
+            Some(previous) => {
+                previous.retry.abort();
+                previous.held
+            }
+            None => Released::default(),
+        };
         self.waiting.insert(
             id,
             Waiting {
                 name,
                 retry: task.abort_handle(),
-                held: Released::default(),
+                held,
             },
         );
+    }
+
+    /// A reload built a waiting runner's adapters: its retries end, its stray job containers are
+    /// swept as after a retry, and then it comes back on [`Late::built`] to be installed.
+    pub fn built_by_reload(
+        &mut self,
+        id: RunnerId,
+        runner: Runner,
+        strays: strays::Plan,
+        executor: Executor,
+    ) {
+        let Some(w) = self.waiting.get_mut(&id) else {
+            return;
+        };
+        w.retry.abort();
+        let tx = self.built_tx.clone();
+        let task = tokio::spawn(async move {
+            strays::sweep(vec![(strays, runner.provider())], &executor).await;
+            let _ = tx.send(Built { id, runner });
+        });
+        w.retry = task.abort_handle();
     }
 
     pub fn is_waiting(&self, id: RunnerId) -> bool {

@@ -205,6 +205,14 @@ impl Placement {
         }
     }
 
+    /// The core's id of the job's machine; `None` without one.
+    pub fn machine_id(&self) -> Option<MachineId> {
+        match self {
+            Placement::Machine { id, .. } => Some(*id),
+            Placement::Engine(_) | Placement::Unavailable(_) => None,
+        }
+    }
+
     /// After a run that failed for the system (or a machine that could not be reached): the
     /// machine's id and the provider's word if the machine is gone for good (an instance
     /// terminated behind drover's back, a VM deleted by hand), so that the job's trace says so and
@@ -212,11 +220,9 @@ impl Placement {
     /// within `PATIENCE`: a machine that does not answer is not called gone.
     pub async fn gone(&self) -> Option<(MachineId, String)> {
         const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-        let Placement::Machine { id, .. } = self else {
-            return None;
-        };
+        let id = self.machine_id()?;
         match tokio::time::timeout(PATIENCE, self.endpoint()).await {
-            Ok(Err(e)) if e.gone => Some((*id, e.message)),
+            Ok(Err(e)) if e.gone => Some((id, e.message)),
             _ => None,
         }
     }

@@ -18,6 +18,16 @@ pub struct Prepared {
     pub loaded: Loaded,
     /// New adapters by runner name; a runner whose settings did not change keeps its own.
     pub runners: Vec<(String, Runner)>,
+    /// Runners without adapters (added by this reload, or still waiting since start-up) whose
+    /// adapters could not be built: they wait in `late.rs` while drover tries again.
+    pub unbuilt: Vec<Unbuilt>,
+}
+
+/// A runner whose adapters the reload could not build, and why.
+pub struct Unbuilt {
+    pub settings: crate::config::RunnerSettings,
+    pub short: String,
+    pub error: anyhow::Error,
 }
 
 /// What the task needs of the runners as they are: their settings, to see what changed, and
@@ -67,6 +77,7 @@ async fn prepare(site: &Site, current: &Current) -> Option<Prepared> {
         tracing::warn!("{w}");
     }
     let mut changed = Vec::new();
+    let mut unbuilt = Vec::new();
     for (settings, core) in loaded.runners.iter().zip(&loaded.core.runners) {
         let previous = current.get(&settings.name);
         if previous.is_some_and(|(p, _)| p == settings) {
@@ -75,15 +86,22 @@ async fn prepare(site: &Site, current: &Current) -> Option<Prepared> {
         let built = adapters::build(settings, &core.short_token, site, previous).await;
         match built {
             Ok(runner) => changed.push((settings.name.clone(), runner)),
-            Err(e) => tracing::error!(
+            // A runner with adapters keeps them and its old settings' provider.
+            Err(e) if previous.is_some() => tracing::error!(
                 runner = %runners::label(settings, &core.short_token),
                 "applying the reloaded settings failed: {e:#}"
             ),
+            Err(error) => unbuilt.push(Unbuilt {
+                settings: settings.clone(),
+                short: core.short_token.clone(),
+                error,
+            }),
         }
     }
     Some(Prepared {
         loaded,
         runners: changed,
+        unbuilt,
     })
 }
 

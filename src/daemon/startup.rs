@@ -34,6 +34,8 @@ pub struct Started {
     pub ledger: Ledger,
     pub runners: Runners,
     pub jobs: Jobs,
+    /// The executor that swept the stray job containers, for the runners built later.
+    pub executor: Executor,
     /// Runners whose adapters could not be built yet: what concerns them waits there.
     pub late: Late,
     /// The commands of `Resumed` (and of the reload at start), not carried out yet.
@@ -102,6 +104,7 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Started> {
         ledger,
         runners,
         jobs,
+        executor,
         late,
         commands,
         wake,

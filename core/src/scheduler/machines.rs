@@ -193,7 +193,11 @@ impl Core {
             self.anomaly(AnomalyKind::UnknownMachine, machine.0);
             return;
         };
-        self.state.stats.machines_lost += 1;
+        // Counted once: a machine already being removed (its loss reported by each of its jobs,
+        // or lost while it was going anyway) is not lost again.
+        if m.state != MachineState::Removing {
+            self.state.stats.machines_lost += 1;
+        }
         match m.state {
             MachineState::Removing => {}
             MachineState::Busy(job) => {

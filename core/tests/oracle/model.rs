@@ -393,7 +393,9 @@ impl Oracle {
         let Some(state) = self.machine(id).map(|m| m.state) else {
             return;
         };
-        self.lost += 1;
+        if state != MState::Removing {
+            self.lost += 1;
+        }
         if let MState::Busy(job) = state {
             self.abort(job, d);
         }

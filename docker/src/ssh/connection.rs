@@ -33,7 +33,16 @@ impl ExecOutput {
 }
 
 /// Channels tried per request before giving up (a dead session is dialled again in between).
-const CHANNEL_ATTEMPTS: usize = 3;
+/// Several jobs starting at once on one instance open channels in bursts, and dropbear then
+/// closes more of them unconfirmed: room for a burst, each retry after a short pause.
+const CHANNEL_ATTEMPTS: u32 = 6;
+
+/// The pause before the next channel after one the server closed unconfirmed: 25 ms, 50 ms, …
+async fn pause_before_retry(attempt: u32, error: &SshError) {
+    if matches!(error, SshError::ExecNotStarted { .. }) {
+        tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt + 1))).await;
+    }
+}
 
 /// Where an instance's Docker engine is, seen from its SSH server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +152,7 @@ impl SshConnection {
     /// A channel the server closes before confirming the exec is tried again, as for Docker's.
     pub async fn exec(&self, command: &str) -> Result<ExecOutput, SshError> {
         let mut last = None;
-        for _ in 0..CHANNEL_ATTEMPTS {
+        for attempt in 0..CHANNEL_ATTEMPTS {
             let session = self.session().await?;
             match self.exec_on(&session, command).await {
                 Ok(out) => return Ok(out),
@@ -151,6 +160,7 @@ impl SshConnection {
                     if session.is_closed() || !matches!(e, SshError::ExecNotStarted { .. }) {
                         self.forget(&session).await;
                     }
+                    pause_before_retry(attempt, &e).await;
                     last = Some(e);
                 }
             }
@@ -232,7 +242,7 @@ impl SshConnection {
     /// dialled again once.
     pub async fn docker_stream(&self) -> Result<ChannelStream<Msg>, SshError> {
         let mut last = None;
-        for _ in 0..CHANNEL_ATTEMPTS {
+        for attempt in 0..CHANNEL_ATTEMPTS {
             let session = self.session().await?;
             match self.open(&session).await {
                 Ok(stream) => return Ok(stream),
@@ -241,6 +251,7 @@ impl SshConnection {
                     if session.is_closed() || !matches!(e, SshError::ExecNotStarted { .. }) {
                         self.forget(&session).await;
                     }
+                    pause_before_retry(attempt, &e).await;
                     last = Some(e);
                 }
             }

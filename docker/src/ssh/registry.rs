@@ -4,7 +4,10 @@
 //! resolves it to the same connection, so all jobs on an instance share one SSH session.
 //!
 //! The table holds weak references: the provider owns each connection, and a connection it drops
-//! (its instance removed) can no longer be reached through an old address.
+//! (its instance removed) can no longer be reached through an old address. Two providers may hold
+//! a connection to one instance (the one a reload retired, kept for its machines, and its
+//! successor): an address keeps every live one, so either provider dropping its own leaves the
+//! other's jobs their engine.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -14,8 +17,8 @@ use super::connection::SshConnection;
 /// The scheme of registered addresses.
 pub const SCHEME: &str = "ssh://";
 
-fn table() -> &'static Mutex<HashMap<String, Weak<SshConnection>>> {
-    static TABLE: OnceLock<Mutex<HashMap<String, Weak<SshConnection>>>> = OnceLock::new();
+fn table() -> &'static Mutex<HashMap<String, Vec<Weak<SshConnection>>>> {
+    static TABLE: OnceLock<Mutex<HashMap<String, Vec<Weak<SshConnection>>>>> = OnceLock::new();
     TABLE.get_or_init(Mutex::default)
 }
 
@@ -26,16 +29,64 @@ pub fn address(connection: &SshConnection, instance: &str) -> String {
     format!("{SCHEME}{}@{}/{instance}", t.username, t.address)
 }
 
-/// Registers `connection` under `address` (replacing a connection registered there before) and
-/// drops entries whose connection is gone.
+/// Registers `connection` under `address` (the newest of the live connections registered there)
+/// and drops entries whose connection is gone.
 pub fn register(address: &str, connection: &Arc<SshConnection>) {
     let mut table = table().lock().unwrap_or_else(|p| p.into_inner());
-    table.retain(|_, c| c.strong_count() > 0);
-    table.insert(address.to_string(), Arc::downgrade(connection));
+    for held in table.values_mut() {
+        held.retain(|c| c.strong_count() > 0);
+    }
+    table.retain(|_, held| !held.is_empty());
+    let held = table.entry(address.to_string()).or_default();
+    let weak = Arc::downgrade(connection);
+    held.retain(|c| !c.ptr_eq(&weak));
+    held.push(weak);
 }
 
-/// The live connection registered under `address`.
+/// The newest live connection registered under `address`.
 pub fn lookup(address: &str) -> Option<Arc<SshConnection>> {
     let table = table().lock().unwrap_or_else(|p| p.into_inner());
-    table.get(address).and_then(Weak::upgrade)
+    table.get(address)?.iter().rev().find_map(Weak::upgrade)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ssh::{DockerTunnel, HostKeyPolicy, SshTarget, keys};
+
+    fn connection(key: &Arc<russh::keys::PrivateKey>) -> Arc<SshConnection> {
+        Arc::new(SshConnection::new(SshTarget {
+            address: "127.0.2.9:2222".into(),
+            username: "ec2-user".into(),
+            key: key.clone(),
+            tunnel: DockerTunnel::DialStdio,
+            host_key: HostKeyPolicy::TrustFirstUse,
+            keepalive: None,
+            timeout: Duration::from_secs(1),
+        }))
+    }
+
+    #[test]
+    fn two_providers_connections_to_one_instance_are_both_reachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(keys::manager_key(dir.path()).unwrap());
+        let (old, new) = (connection(&key), connection(&key));
+        let engine = address(&old, "i-registry-test");
+        assert_eq!(address(&new, "i-registry-test"), engine);
+        assert!(
+            engine.starts_with("ssh://ec2-user@127.0.2.9:2222/"),
+            "{engine}"
+        );
+        register(&engine, &old);
+        register(&engine, &new);
+        register(&engine, &new);
+        assert!(lookup(&engine).is_some_and(|c| Arc::ptr_eq(&c, &new)));
+        // The successor drops its connection first: the old provider's jobs still reach theirs.
+        drop(new);
+        assert!(lookup(&engine).is_some_and(|c| Arc::ptr_eq(&c, &old)));
+        drop(old);
+        assert!(lookup(&engine).is_none());
+    }
 }

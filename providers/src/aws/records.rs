@@ -43,16 +43,7 @@ pub struct Records {
 impl Records {
     /// The records under `state_dir` for `group` (the directory is made if missing).
     pub fn open(state_dir: &Path, group: &str) -> io::Result<Records> {
-        let base = state_dir.join("aws-instances");
-        let dir = base.join(file_safe(group));
-        // Before names were told apart by a hash, a sanitised name was used bare: a directory of
-        // that name is kept, so its records are not orphaned.
-        let legacy = base.join(sanitised(group));
-        let dir = if dir != legacy && legacy.is_dir() {
-            legacy
-        } else {
-            dir
-        };
+        let dir = state_dir.join("aws-instances").join(file_safe(group));
         std::fs::create_dir_all(&dir)?;
         Ok(Records { dir })
     }
@@ -214,20 +205,13 @@ mod tests {
         let underscore = Records::open(dir.path(), "ci_group").unwrap();
         assert_ne!(slash.dir(), underscore.dir());
         assert!(underscore.dir().ends_with("aws-instances/ci_group"));
-        // Stable: the same raw name opens the same directory again.
-        assert_eq!(
-            Records::open(dir.path(), "ci/group").unwrap().dir(),
-            slash.dir()
-        );
-    }
-
-    #[test]
-    fn a_directory_of_the_old_bare_name_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("aws-instances/ci_group");
-        std::fs::create_dir_all(&old).unwrap();
-        let records = Records::open(dir.path(), "ci/group").unwrap();
-        assert_eq!(records.dir(), old);
+        // Stable, whichever was opened first: the same raw name opens the same directory again.
+        for (group, opened) in [("ci/group", &slash), ("ci_group", &underscore)] {
+            assert_eq!(
+                Records::open(dir.path(), group).unwrap().dir(),
+                opened.dir()
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,8 @@ async fn the_aws_provider_passes_the_conformance_suite() {
     // check: it is bound, not ready.
     let failing = drover_providers::aws::AwsProviderConfig {
         instance_ready_command: Some("exit 1".into()),
-        ready_timeout: Duration::from_secs(2),
+        // Room for the new instance's SSH server to come up, so the command itself is what fails.
+        ready_timeout: Duration::from_secs(20),
         ..config.clone()
     };
     let factory = |config: drover_providers::aws::AwsProviderConfig| {

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use drover_core::{Command, Core, Event, JobId, RunnerId, Signal, Timestamp};
+use drover_docker::Executor;
 use drover_gitlab::api::JobResponse;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
@@ -50,6 +51,8 @@ struct Driver {
     runners: Runners,
     machines: Machines,
     jobs: Jobs,
+    /// The executor that sweeps a late runner's stray job containers.
+    executor: Executor,
     /// Runners whose adapters are not built yet, and what waits for them.
     late: Late,
     state_dir: StateDir,
@@ -104,6 +107,7 @@ pub async fn run(options: RunOptions, loaded: Loaded) -> anyhow::Result<ExitCode
         runners: started.runners,
         machines: Machines::new(tx),
         jobs: started.jobs,
+        executor: started.executor,
         late: started.late,
         state_dir,
         // The time the running config was read at, not now: an edit since is reloaded.
@@ -248,8 +252,15 @@ impl Driver {
                 let of = all.into_iter().filter(|(_, m)| m.runner == id);
                 of.map(|(_, m)| m.name.clone()).collect()
             };
+            // A waiting runner the reload built is swept first, as if its retry had built it.
+            let (waited, built): (Vec<_>, Vec<_>) =
+                prepared.runners.into_iter().partition(|(name, _)| {
+                    core.state()
+                        .runner_id(name)
+                        .is_some_and(|id| self.late.is_waiting(id))
+                });
             reload::install(
-                prepared.runners,
+                built,
                 |name| core.state().runner_id(name),
                 machines,
                 &mut self.runners,
@@ -262,6 +273,8 @@ impl Driver {
                 .collect();
             self.runners
                 .retain_machines(|id, name| held.contains(&(id, name.to_string())));
+            self.wait_for_unbuilt(prepared.unbuilt);
+            self.sweep_then_install(waited);
             self.release_installed();
             runners::keep_configs(&self.state_dir, &self.loaded, self.ledger.core());
             self.execute_all(commands);

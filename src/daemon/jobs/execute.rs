@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::{FailureReason, Outcome};
+use drover_core::{FailureReason, MachineId, Outcome};
 use drover_docker::{LogCursor, error_line};
 use drover_gitlab::api::JobResponse;
 use drover_gitlab::trace::{RemoteState, SharedTrace, TraceUploader};
@@ -104,8 +104,9 @@ pub(super) async fn run(mut run: Run) {
                 reason: FailureReason::RunnerSystemFailure,
                 ..
             } = outcome
+                && let Some(lost) = run.placement.gone().await
             {
-                report_lost_machine(&run, true).await;
+                report_lost_machine(&run, lost, true);
             }
             Event::StepsEnded { outcome }
         }
@@ -120,10 +121,7 @@ pub(super) async fn run(mut run: Run) {
 
 /// The machine of a job that failed for the system may be gone (an instance terminated behind
 /// drover's back): the core hears of it at once, and the trace (with `note`) names it.
-async fn report_lost_machine(run: &Run, note: bool) {
-    let Some((machine, why)) = run.placement.gone().await else {
-        return;
-    };
+fn report_lost_machine(run: &Run, (machine, why): (MachineId, String), note: bool) {
     if note {
         run.trace
             .write(error_line(&format!("the job's machine is gone: {why}")).as_bytes());
@@ -151,8 +149,11 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
                 format!("the machine for this job is unreachable: {e}"),
                 FailureReason::RunnerSystemFailure,
             );
-            if e.gone {
-                report_lost_machine(run, false).await;
+            // The provider said so already: no need to ask it again.
+            if e.gone
+                && let Some(id) = run.placement.machine_id()
+            {
+                report_lost_machine(run, (id, e.message), false);
             }
             return Err(Event::MachineLost);
         }

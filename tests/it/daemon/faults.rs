@@ -109,9 +109,23 @@ async fn a_job_failed_by_machine_creation_carries_the_creation_error() {
 /// engine answers drover builds its adapters and runs its job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_engine_is_down_at_start_waits_while_the_other_works() {
-    let Some(mut env) = Env::new("faults_engine_down", Settings::pool()).await else {
+    runner_with_an_engine_down("faults_engine_down", false).await;
+}
+
+/// The same for a runner a reload adds while its engine is down: it waits and is retried as at
+/// start-up, instead of being scheduled without a provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_a_reload_adds_while_its_engine_is_down_waits_and_is_retried() {
+    runner_with_an_engine_down("faults_reload_engine_down", true).await;
+}
+
+async fn runner_with_an_engine_down(name: &str, by_reload: bool) {
+    let Some(mut env) = Env::new(name, Settings::pool()).await else {
         return;
     };
+    if by_reload {
+        env.start().await;
+    }
     // The second runner's engine: a loopback port nothing listens on until the proxy starts.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -139,13 +153,23 @@ async fn a_runner_whose_engine_is_down_at_start_waits_while_the_other_works() {
         image = env.settings.image,
     );
     env.write_config();
-    env.start().await;
-    assert!(
-        env.last_log()
-            .contains("cannot build the runner's adapters"),
-        "{}",
-        env.last_log()
-    );
+    if by_reload {
+        env.signal("HUP");
+        eventually("the added runner waits for its engine", async || {
+            env.last_log()
+                .contains("cannot build the runner's adapters")
+                .then_some(())
+        })
+        .await;
+    } else {
+        env.start().await;
+        assert!(
+            env.last_log()
+                .contains("cannot build the runner's adapters"),
+            "{}",
+            env.last_log()
+        );
+    }
 
     let waiting = env.enqueue(job("waits", &["echo late runner ran"]).for_runner(&late_token));
     let healthy = env.enqueue(job("healthy", &["echo healthy runner ran"]).for_runner(&env.token));
