@@ -13,4 +13,5 @@ cd "$(dirname "$0")/.."
 export DROVER_KILL9_TRIALS="${1:-40}"
 if [ -n "${2:-}" ]; then export DROVER_KILL9_SEED="$2"; fi
 export CI=1
-exec cargo test --test it -- --ignored --exact daemon::kill9::kill_9_at_random_points --nocapture
+# --workspace --all-features: the feature set CI builds with, so nothing is rebuilt for it.
+exec cargo test --workspace --all-features --locked --test it -- --ignored --exact daemon::kill9::kill_9_at_random_points --nocapture

@@ -56,7 +56,7 @@ set +C
 echo $$ > "$R.pid"
 kill -9 -1 2>/dev/null
 [ -e /.drover/run/deadline ] || echo "$4" > /.drover/run/deadline
-if [ -n "$5" ]; then cat > "$2"; [ "$(wc -c < "$2")" -eq "$5" ] || { echo "drover-exit 1" >&2; exit 1; }; fi
+if [ -n "$5" ]; then cat > "$2"; [ "$(wc -c < "$2")" -eq "$5" ] || { echo drover-short-script >&2; exit 198; }; fi
 { setsid "$3" "$2" </dev/null & p=$!; echo $p > "$R.spid"; wait $p; echo $? > "$R.code.tmp"; kill -9 -$p 2>/dev/null; } 2>&1 | (trap '' PIPE; exec tee "$R.out")
 c=$(cat "$R.code.tmp") && mv "$R.code.tmp" "$R.code" && echo "drover-exit $c" >&2
 "#;
@@ -115,6 +115,8 @@ enum Marker {
     Killed,
     /// Another wrapper holds the step.
     Claimed,
+    /// The script came short on stdin (the connection to the engine broke): nothing ran.
+    ShortScript,
 }
 
 /// The last marker in a piece of the wrapper's stderr (which may also hold a tool's complaint).
@@ -128,6 +130,7 @@ fn marker(message: &[u8]) -> Option<Marker> {
         match line {
             "drover-killed" => Some(Marker::Killed),
             "drover-claimed" => Some(Marker::Claimed),
+            "drover-short-script" => Some(Marker::ShortScript),
             _ => None,
         }
     })
@@ -354,6 +357,14 @@ impl Job {
             let code = match end {
                 Some(Marker::Exit(code)) => code,
                 Some(Marker::Killed) => SIGKILLED,
+                // Not the script's failure: drover's delivery of it failed.
+                Some(Marker::ShortScript) => {
+                    return Err(JobError::System(
+                        "the step's script reached the build container incomplete (the \
+                         connection to the engine broke); nothing of it ran"
+                            .into(),
+                    ));
+                }
                 // The step's wrapper died with everything else: drover killed it.
                 None if interruption.is_some() => SIGKILLED,
                 // The stream ended early, or another wrapper holds the step: read its record.
@@ -542,6 +553,10 @@ mod tests {
         assert!(matches!(marker(b"drover-exit 3\n"), Some(Marker::Exit(3))));
         assert!(matches!(marker(b"drover-killed\n"), Some(Marker::Killed)));
         assert!(matches!(marker(b"drover-claimed\n"), Some(Marker::Claimed)));
+        assert!(matches!(
+            marker(b"drover-short-script\n"),
+            Some(Marker::ShortScript)
+        ));
         assert!(marker(b"tee: write error\n").is_none());
         assert!(matches!(
             marker(b"tee: write error\ndrover-exit 0\n"),

@@ -504,3 +504,62 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
     env.finish().await;
     cloud.finish().await;
 }
+
+/// A job whose instance's SSH server drops every session mid-step (sshd restarted, as on a
+/// network blip) runs on: drover reaches the engine again over a fresh session, and when the job
+/// outlives its timeout stops it, reports `job_execution_timeout` and removes its containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_job_is_cleaned_up_over_a_fresh_session_after_its_session_dropped() {
+    let Some(mut env) = Env::new("aws_timeout", settings()).await else {
+        return;
+    };
+    let Some(cloud) = Cloud::start(&env, 1, 25).await else {
+        return;
+    };
+    let asg = Asg {
+        capacity: 1,
+        max_instances: 1,
+        idle_count: 0,
+        idle_time: "10m",
+        delete_on_shutdown: true,
+        signal: None,
+    };
+    cloud.configure(&mut env, &asg);
+    env.start().await;
+    let id = env.enqueue(job("slow", &["echo started", "sleep 600"]).timeout(30));
+    env.trace_shows(id, "\nstarted").await;
+    let instance = cloud.instances_become(1).await;
+    let instance = instance.first().expect("one instance");
+    let address = cloud
+        .group
+        .instances()
+        .expect("describing the group")
+        .into_iter()
+        .find(|i| &i.id == instance)
+        .and_then(|i| i.private_ip)
+        .map(|ip| format!("{ip}:{INSTANCE_SSH_PORT}"))
+        .expect("the instance's address");
+    sshd::restart_instance(&env.docker, &cloud.reconciler.container(instance), &address)
+        .await
+        .expect("restarting the instance's SSH server");
+
+    let view = env.finished(id).await;
+    assert_final(
+        &view,
+        JobStatus::Failed,
+        Some("job_execution_timeout"),
+        None,
+    );
+    assert_eq!(lines(&view, "started"), 1, "{}", text(&view));
+    let of_job = format!("-job-{id}");
+    eventually("the timed-out job's containers are removed", async || {
+        let left = env.objects().await.containers;
+        left.iter().all(|c| !c.contains(&of_job)).then_some(())
+    })
+    .await;
+    env.quit().await;
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, &[]).await;
+    env.finish().await;
+    cloud.finish().await;
+}
