@@ -85,33 +85,4 @@ mod tests {
         std::fs::write(system_id_path(&config), "garbage").unwrap();
         assert!(read_system_id(&config).is_err());
     }
-
-    #[test]
-    fn private_files_are_replaced_whole_with_mode_0600_by_concurrent_writers() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("progress.json");
-        std::thread::scope(|s| {
-            for i in 0..8u8 {
-                let path = &path;
-                s.spawn(move || {
-                    for _ in 0..20 {
-                        write_private(path, &[i; 4096]).unwrap();
-                    }
-                });
-            }
-        });
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len(), 4096);
-        assert!(
-            bytes.iter().all(|b| *b == bytes[0]),
-            "one writer's content, whole"
-        );
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, ["progress.json"], "no temporary file is left behind");
-    }
 }

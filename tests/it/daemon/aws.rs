@@ -215,6 +215,31 @@ impl Cloud {
     }
 }
 
+/// Moto, a group of at most `max_size` instances in `127.0.<subnet>.0/24`, and drover running
+/// with `asg`; `None` outside CI without an engine or moto.
+async fn drover_on_a_group(
+    name: &str,
+    max_size: u32,
+    subnet: u8,
+    asg: &Asg,
+) -> Option<(Env, Cloud)> {
+    let mut env = Env::new(name, settings()).await?;
+    let cloud = Cloud::start(&env, max_size, subnet).await?;
+    cloud.configure(&mut env, asg);
+    env.start().await;
+    Some((env, cloud))
+}
+
+/// The end of a test whose runner deletes its instances on shutdown: the drained shutdown
+/// empties the group, and nothing of its instances (nor of `jobs`) is left.
+async fn shut_down(mut env: Env, cloud: Cloud, jobs: &[u64]) {
+    env.quit().await;
+    cloud.instances_become(0).await;
+    instance_disks_gone(&env, jobs).await;
+    env.finish().await;
+    cloud.finish().await;
+}
+
 /// What a real instance takes with it when it is terminated, and a fake one (sharing the host's
 /// engine) leaves: the builds volumes of its job slots (`<machine>-builds-<slot>`) and, for the
 /// jobs in `jobs`, their containers, networks and volumes. Everything else of the test's runner
@@ -277,12 +302,6 @@ fn settings() -> Settings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_the_group_from_zero_and_back_to_idle_count() {
-    let Some(mut env) = Env::new("aws_burst", settings()).await else {
-        return;
-    };
-    let Some(cloud) = Cloud::start(&env, 3, 21).await else {
-        return;
-    };
     let asg = Asg {
         capacity: 1,
         max_instances: 3,
@@ -291,8 +310,9 @@ async fn a_burst_scales_the_group_from_zero_and_back_to_idle_count() {
         delete_on_shutdown: false,
         signal: None,
     };
-    cloud.configure(&mut env, &asg);
-    env.start().await;
+    let Some((env, cloud)) = drover_on_a_group("aws_burst", 3, 21, &asg).await else {
+        return;
+    };
     assert!(cloud.in_service().is_empty(), "the group starts empty");
 
     let burst: Vec<u64> = (0..3)
@@ -333,12 +353,6 @@ async fn a_burst_scales_the_group_from_zero_and_back_to_idle_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
-    let Some(mut env) = Env::new("aws_capacity", settings()).await else {
-        return;
-    };
-    let Some(cloud) = Cloud::start(&env, 2, 22).await else {
-        return;
-    };
     let signal = tempfile::tempdir().expect("a temp dir");
     let asg = Asg {
         capacity: 2,
@@ -348,8 +362,9 @@ async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
         delete_on_shutdown: true,
         signal: Some(signal.path().to_path_buf()),
     };
-    cloud.configure(&mut env, &asg);
-    env.start().await;
+    let Some((env, cloud)) = drover_on_a_group("aws_capacity", 2, 22, &asg).await else {
+        return;
+    };
 
     // Each job marks the builds directory as its own, says it started, waits until the other
     // started too (so both run at once, whatever the pace), and checks the mark is still its own:
@@ -378,21 +393,11 @@ async fn capacity_per_instance_two_runs_two_jobs_on_one_instance_at_once() {
     assert_eq!(machine_of(&a), machine_of(&b), "one instance ran both");
     assert_eq!(cloud.in_service(), instances, "no other instance came");
     // delete_instances_on_shutdown: the drained shutdown empties the group.
-    env.quit().await;
-    cloud.instances_become(0).await;
-    instance_disks_gone(&env, &[]).await;
-    env.finish().await;
-    cloud.finish().await;
+    shut_down(env, cloud, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
-    let Some(mut env) = Env::new("aws_kill9", settings()).await else {
-        return;
-    };
-    let Some(cloud) = Cloud::start(&env, 3, 23).await else {
-        return;
-    };
     let signal = tempfile::tempdir().expect("a temp dir");
     let asg = Asg {
         capacity: 1,
@@ -402,8 +407,9 @@ async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
         delete_on_shutdown: true,
         signal: Some(signal.path().to_path_buf()),
     };
-    cloud.configure(&mut env, &asg);
-    env.start().await;
+    let Some((mut env, cloud)) = drover_on_a_group("aws_kill9", 3, 23, &asg).await else {
+        return;
+    };
     // idle_count 1: one warm instance before any job.
     cloud.instances_become(1).await;
     // The job waits for the test's word, so drover dies mid-job whatever the pace.
@@ -441,21 +447,11 @@ async fn kill_9_mid_job_finishes_the_job_once_and_keeps_the_idle_instances() {
     .await;
     assert_eq!(cloud.in_service(), before);
     // Nothing leaks: the drained shutdown deletes the instances (delete_instances_on_shutdown).
-    env.quit().await;
-    cloud.instances_become(0).await;
-    instance_disks_gone(&env, &[]).await;
-    env.finish().await;
-    cloud.finish().await;
+    shut_down(env, cloud, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
-    let Some(mut env) = Env::new("aws_lost", settings()).await else {
-        return;
-    };
-    let Some(cloud) = Cloud::start(&env, 2, 24).await else {
-        return;
-    };
     let asg = Asg {
         capacity: 1,
         max_instances: 2,
@@ -464,8 +460,9 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
         delete_on_shutdown: true,
         signal: None,
     };
-    cloud.configure(&mut env, &asg);
-    env.start().await;
+    let Some((env, cloud)) = drover_on_a_group("aws_lost", 2, 24, &asg).await else {
+        return;
+    };
     let id = env.enqueue(job("doomed", &["echo started", "sleep 120"]));
     env.trace_shows(id, "\nstarted").await;
     let lost = cloud.instances_become(1).await;
@@ -498,11 +495,7 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
     assert_eq!(lines(&next, "again 42"), 1, "{}", text(&next));
     let now = cloud.in_service();
     assert!(!now.contains(&lost), "{now:?}");
-    env.quit().await;
-    cloud.instances_become(0).await;
-    instance_disks_gone(&env, &[id]).await;
-    env.finish().await;
-    cloud.finish().await;
+    shut_down(env, cloud, &[id]).await;
 }
 
 /// A job whose instance's SSH server drops every session mid-step (sshd restarted, as on a
@@ -510,12 +503,6 @@ async fn an_instance_terminated_behind_drovers_back_fails_its_job_naming_it() {
 /// outlives its timeout stops it, reports `job_execution_timeout` and removes its containers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_job_is_cleaned_up_over_a_fresh_session_after_its_session_dropped() {
-    let Some(mut env) = Env::new("aws_timeout", settings()).await else {
-        return;
-    };
-    let Some(cloud) = Cloud::start(&env, 1, 25).await else {
-        return;
-    };
     let asg = Asg {
         capacity: 1,
         max_instances: 1,
@@ -524,8 +511,9 @@ async fn a_timed_out_job_is_cleaned_up_over_a_fresh_session_after_its_session_dr
         delete_on_shutdown: true,
         signal: None,
     };
-    cloud.configure(&mut env, &asg);
-    env.start().await;
+    let Some((env, cloud)) = drover_on_a_group("aws_timeout", 1, 25, &asg).await else {
+        return;
+    };
     let id = env.enqueue(job("slow", &["echo started", "sleep 600"]).timeout(30));
     env.trace_shows(id, "\nstarted").await;
     let instance = cloud.instances_become(1).await;
@@ -557,9 +545,5 @@ async fn a_timed_out_job_is_cleaned_up_over_a_fresh_session_after_its_session_dr
         left.iter().all(|c| !c.contains(&of_job)).then_some(())
     })
     .await;
-    env.quit().await;
-    cloud.instances_become(0).await;
-    instance_disks_gone(&env, &[]).await;
-    env.finish().await;
-    cloud.finish().await;
+    shut_down(env, cloud, &[]).await;
 }
