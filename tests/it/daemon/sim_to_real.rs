@@ -5,7 +5,7 @@
 //! clock, from each job's enqueue to its start (the runner's acknowledgement, GitLab's
 //! `started_at`), never from drover's own view. Then the simulator, fed the daemon's journal with the
 //! same config, predicts the mean and p95 wait and the machine-seconds; each must be within
-//! [`TOLERANCE`] of the measurement.
+//! [`TOLERANCE`] of the measurement (a wait also passes within [`WAIT_FLOOR_SECONDS`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +22,10 @@ const MEAN_GAP_SECONDS: f64 = 1.5;
 const SLEEP_SECONDS: std::ops::RangeInclusive<u64> = 1..=4;
 /// Relative error allowed for each predicted figure.
 const TOLERANCE: f64 = 0.15;
+/// Absolute error allowed for a predicted wait whatever its size: on an idle machine the mean wait
+/// is about a second, and a quarter of a second of dispatch jitter (a round trip, a container
+/// start) is then more than 15 % of it, though no planning question turns on it.
+const WAIT_FLOOR_SECONDS: f64 = 0.5;
 
 /// splitmix64: a seeded, dependency-free source for the trace.
 struct Rng(u64);
@@ -96,13 +100,13 @@ fn machine_seconds(journal: &Path) -> f64 {
         .sum()
 }
 
-fn within(what: &str, predicted: f64, measured: f64) -> bool {
+fn within(what: &str, predicted: f64, measured: f64, floor: f64) -> bool {
     let error = (predicted - measured) / measured;
     println!(
         "sim-to-real {what:>16}: measured {measured:8.2}  predicted {predicted:8.2}  error {:+6.1} %",
         error * 100.0
     );
-    error.abs() <= TOLERANCE
+    error.abs() <= TOLERANCE || (predicted - measured).abs() <= floor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,22 +183,25 @@ async fn the_simulator_predicts_the_daemons_waits_and_machine_time_from_its_jour
             "mean wait (s)",
             figure("/wait_seconds/mean/mean"),
             measured_mean,
+            WAIT_FLOOR_SECONDS,
         ),
         within(
             "p95 wait (s)",
             figure("/wait_seconds/p95/mean"),
             measured_p95,
+            WAIT_FLOOR_SECONDS,
         ),
         within(
             "machine-seconds",
             figure("/machine_seconds/total/mean"),
             measured_machine_seconds,
+            0.0,
         ),
     ];
     env.finish().await;
     assert!(
         checks.iter().all(|ok| *ok),
-        "a prediction is more than {} % off (figures above)",
+        "a prediction is more than {} % off (a wait more than {WAIT_FLOOR_SECONDS} s, too; figures above)",
         TOLERANCE * 100.0
     );
 }
