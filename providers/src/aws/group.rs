@@ -224,6 +224,12 @@ impl AsgGroup {
         if target <= current {
             return Ok(0);
         }
+        self.set_capacity(target).await?;
+        Ok(target - current)
+    }
+
+    /// Sets the group's desired capacity to `target` (no cooldown) and remembers it.
+    async fn set_capacity(&self, target: u32) -> Result<(), AwsError> {
         self.asg
             .set_desired_capacity()
             .auto_scaling_group_name(&self.name)
@@ -233,7 +239,7 @@ impl AsgGroup {
             .await
             .map_err(|e| self.error(e))?;
         self.set_desired(target);
-        Ok(target - current)
+        Ok(())
     }
 
     /// Lowers the desired capacity by one, unless that would take it below `floor`; returns
@@ -244,15 +250,7 @@ impl AsgGroup {
             return Ok(false);
         }
         let target = current - 1;
-        self.asg
-            .set_desired_capacity()
-            .auto_scaling_group_name(&self.name)
-            .desired_capacity(i32::try_from(target).unwrap_or(i32::MAX))
-            .honor_cooldown(false)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
-        self.set_desired(target);
+        self.set_capacity(target).await?;
         Ok(true)
     }
 

@@ -165,15 +165,7 @@ impl AwsProvider {
         let _group = self.locks.lock(&self.group_lock_key()).await;
         let mut raised = false;
         loop {
-            let instances = retrying(self.policy, || self.group.update())
-                .await
-                .map_err(|e| provider_error(name, e))?;
-            let bound = self.bound_instances(name)?;
-            if let Some(free) = instances
-                .iter()
-                .find(|i| i.state != InstanceState::Deleting && !bound.contains(&i.id))
-            {
-                let instance = free.id.clone();
+            if let (Some(instance), _) = self.unbound_instance(name).await? {
                 if !raised {
                     tracing::info!(machine = name, %instance, "adopting an instance no name had");
                 }
@@ -293,18 +285,12 @@ impl AwsProvider {
     /// instances names are bound to), so no instance starts for nobody.
     async fn settle_pending(&self, name: &str) -> Result<(), ProviderError> {
         let _group = self.locks.lock(&self.group_lock_key()).await;
-        let instances = retrying(self.policy, || self.group.update())
-            .await
-            .map_err(|e| provider_error(name, e))?;
-        let bound = self.bound_instances(name)?;
-        if let Some(free) = instances
-            .iter()
-            .find(|i| i.state != InstanceState::Deleting && !bound.contains(&i.id))
-        {
-            tracing::info!(machine = name, instance = %free.id, "terminating the instance a pending name left");
-            return self.terminate(name, &free.id).await;
+        let (free, bound) = self.unbound_instance(name).await?;
+        if let Some(free) = free {
+            tracing::info!(machine = name, instance = %free, "terminating the instance a pending name left");
+            return self.terminate(name, &free).await;
         }
-        let floor = u32::try_from(bound.len()).unwrap_or(u32::MAX);
+        let floor = u32::try_from(bound).unwrap_or(u32::MAX);
         let lowered = retrying(self.policy, || self.group.lower_one(floor))
             .await
             .map_err(|e| provider_error(name, e))?;
@@ -318,6 +304,20 @@ impl AwsProvider {
     }
 
     /// The instances names are bound to.
+    /// From the group as AWS reports it now: the first live instance no name is bound to, and
+    /// how many instances names are bound to. Called under the group's lock.
+    async fn unbound_instance(&self, name: &str) -> Result<(Option<String>, usize), ProviderError> {
+        let instances = retrying(self.policy, || self.group.update())
+            .await
+            .map_err(|e| provider_error(name, e))?;
+        let bound = self.bound_instances(name)?;
+        let free = instances
+            .iter()
+            .find(|i| i.state != InstanceState::Deleting && !bound.contains(&i.id))
+            .map(|i| i.id.clone());
+        Ok((free, bound.len()))
+    }
+
     fn bound_instances(&self, name: &str) -> Result<BTreeSet<String>, ProviderError> {
         Ok(self
             .records
