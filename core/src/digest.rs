@@ -1,7 +1,8 @@
 //! The core's digest, for replay checks, and its snapshots.
 //!
-//! Version 2 (this one) hashes the live state only: the config, the per-runner scheduling state,
-//! the counters, and every machine and job record. Lazy indexes (the idle and queue deques, the
+//! Version 2 (this one) hashes the live state only: the config, the per-runner scheduling state
+//! (a run of unhealthy job requests only once one has begun), the counters, and every machine and
+//! job record. Lazy indexes (the idle and queue deques, the
 //! deadline queues, early-wake bounds) are left out: they are derived from the records, so a change
 //! in how they are kept does not make an old journal read as diverging. It is incremental: machine
 //! and job records carry their own hashes, summed as they change ([`crate::index::IdMap`]), and the
@@ -50,6 +51,12 @@ pub(crate) fn state_digest(config_digest: u64, s: &State, machines: u64, jobs: u
                 r.policy.period,
             ),
         );
+    }
+    // Only runs that have begun: journals before format 4 never had one, so their digests stand.
+    for (i, &n) in s.unhealthy.iter().enumerate() {
+        if n > 0 {
+            feed(&mut h, &(i as u64, n));
+        }
     }
     feed(
         &mut h,

@@ -19,7 +19,9 @@ pub enum Event {
     /// for every empty answer; drivers now send [`Event::JobRequestAnswered`] for a `204`, and
     /// this for an answer that carried nothing usable.
     JobRequestEmpty { runner: RunnerId },
-    /// A job request failed after the client's own retries. `retry_after_ms` is the server's wish.
+    /// A job request failed after the client's own retries, in a way that says nothing of the
+    /// runner's health (a `5xx`, a `409`, a `429`). `retry_after_ms` is the server's wish.
+    /// Journals of format 3 and older hold this for every failure.
     JobRequestFailed {
         runner: RunnerId,
         retry_after_ms: Option<u64>,
@@ -54,7 +56,7 @@ pub enum Event {
     /// Time passed; sent at or after [`crate::Step::wake_at`].
     Tick,
     /// A job request came back without a job, with what decides the runner's next request
-    /// ([`crate::request_pause`]). Last, so the variants before it keep their journal encoding
+    /// ([`crate::request_pause`]). Appended after the others, so they keep their journal encoding
     /// (journal format 3 on).
     JobRequestAnswered {
         runner: RunnerId,
@@ -64,6 +66,14 @@ pub enum Event {
         /// answer is news: a bare `204` that ended a hold, or a queue version other than the one
         /// sent. The next request will be held until the queue changes, so it may go at once.
         long_poll: bool,
+    },
+    /// A job request failed in a way GitLab Runner counts toward `unhealthy_requests_limit` (a
+    /// `403`, or no usable answer at all), after the client's own retries. After
+    /// [`crate::UNHEALTHY_LIMIT`] in a row the runner backs off ([`crate::unhealthy_backoff`]);
+    /// any answer from the coordinator ends the run. Appended last (journal format 4 on).
+    JobRequestUnhealthy {
+        runner: RunnerId,
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -150,6 +160,7 @@ impl Event {
             Event::JobReceived { .. } => "job_received",
             Event::JobRequestEmpty { .. } | Event::JobRequestAnswered { .. } => "job_request_empty",
             Event::JobRequestFailed { .. } => "job_request_failed",
+            Event::JobRequestUnhealthy { .. } => "job_request_unhealthy",
             Event::MachineCreated { .. } => "machine_created",
             Event::MachineCreationFailed { .. } => "machine_creation_failed",
             Event::MachineRemoved { .. } => "machine_removed",

@@ -52,9 +52,9 @@ pub use ids::{JobId, MachineId, RunnerId};
 pub use invariants::Violation;
 pub use period::{Period, PeriodError, PolicyValues};
 pub use scheduler::{
-    Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, RequestEnd, creation_backoff, machine_name,
-    removal_backoff, request_pause,
+    Core, DEFAULT_JOB_TIMEOUT, PREPARE_ATTEMPTS, RequestEnd, UNHEALTHY_LIMIT, creation_backoff,
+    machine_name, removal_backoff, request_pause, unhealthy_backoff,
 };
-pub use snapshot::{decode_snapshot, encode_snapshot};
+pub use snapshot::{decode_snapshot, decode_snapshot_without_unhealthy_runs, encode_snapshot};
 pub use state::State;
 pub use time::{Timestamp, doubling, earliest, millis};

@@ -16,6 +16,18 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Core, bincode::error::DecodeError
     })
 }
 
+/// Decodes a snapshot written before the state's last field, the runners' unhealthy-request runs
+/// (journals of format 3 and older): they end where it begins, and an empty list is one zero
+/// byte, which is all such a core would have held.
+pub fn decode_snapshot_without_unhealthy_runs(
+    bytes: &[u8],
+) -> Result<Core, bincode::error::DecodeError> {
+    let mut whole = Vec::with_capacity(bytes.len() + 1);
+    whole.extend_from_slice(bytes);
+    whole.push(0);
+    decode_snapshot(&whole)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, RunnerConfig};
@@ -68,5 +80,17 @@ mod tests {
         let decoded = super::decode_snapshot(&bytes).unwrap();
         assert_eq!(decoded.digest(), other.digest());
         assert_eq!(decoded.digest_v1(), other.digest_v1());
+    }
+
+    /// A snapshot from before the unhealthy-request runs were kept decodes as one with none.
+    #[test]
+    fn a_snapshot_without_the_unhealthy_runs_decodes_with_none() {
+        let core = warm_core();
+        let mut bytes = super::encode_snapshot(&core).unwrap();
+        assert_eq!(bytes.pop(), Some(0), "an empty list ends the snapshot");
+        assert!(super::decode_snapshot(&bytes).is_err());
+        let decoded = super::decode_snapshot_without_unhealthy_runs(&bytes).unwrap();
+        assert_eq!(decoded.digest(), core.digest());
+        assert!(decoded.state.unhealthy.is_empty());
     }
 }

@@ -40,6 +40,10 @@ pub struct State {
     pub(crate) exited: bool,
     pub(crate) anomalies: Anomalies,
     pub(crate) stats: Stats,
+    /// Unhealthy job requests in a row, by runner index (missing = 0): see
+    /// [`crate::unhealthy_backoff`]. Last in the state, so a snapshot of journal format 3 and older
+    /// (which has none) decodes with it empty (`snapshot.rs`).
+    pub(crate) unhealthy: Vec<u32>,
 }
 
 /// Global counters across runners.

@@ -133,7 +133,7 @@ impl Duo {
             Event::JobReceived { runner, job, info } => {
                 o.job_received(*runner, *job, info.timeout_ms)
             }
-            Event::JobRequestEmpty { runner } => o.request_done(*runner, None),
+            Event::JobRequestEmpty { runner } => o.request_empty(*runner),
             Event::JobRequestAnswered {
                 runner,
                 held_ms,
@@ -142,7 +142,11 @@ impl Duo {
             Event::JobRequestFailed {
                 runner,
                 retry_after_ms,
-            } => o.request_done(*runner, Some(retry_after_ms.unwrap_or(0))),
+            } => o.request_failed(*runner, *retry_after_ms, false),
+            Event::JobRequestUnhealthy {
+                runner,
+                retry_after_ms,
+            } => o.request_failed(*runner, *retry_after_ms, true),
             Event::MachineCreated { machine } => o.machine_created(*machine),
             Event::MachineCreationFailed { machine, failure } => {
                 o.creation_failed(*machine, *failure, &mut expected)
@@ -219,7 +223,7 @@ impl Duo {
             }
             3..=5 if !self.requests.is_empty() => {
                 let (runner, _) = self.requests.remove(a as usize % self.requests.len());
-                let event = match b % 7 {
+                let event = match b % 9 {
                     0 => Event::JobRequestEmpty { runner },
                     5 | 6 => Event::JobRequestAnswered {
                         runner,
@@ -229,6 +233,11 @@ impl Duo {
                     1 => Event::JobRequestFailed {
                         runner,
                         retry_after_ms: (b % 3 == 0).then_some(u64::from(b % 60_000)),
+                    },
+                    // Often enough in a row to reach the backoff.
+                    7 | 8 => Event::JobRequestUnhealthy {
+                        runner,
+                        retry_after_ms: (b % 5 == 0).then_some(u64::from(b % 60_000)),
                     },
                     _ => {
                         let job = JobId(self.next_job);

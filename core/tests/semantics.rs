@@ -423,6 +423,78 @@ fn held_answers_are_followed_at_once_and_fast_ones_are_paced() {
     );
 }
 
+/// Unhealthy job requests (a `403`, no usable answer) back a runner off only from the third in a
+/// row: a minute, then doubling; any answer ends the run, and other failures neither lengthen nor
+/// end it (GitLab Runner's `unhealthy_requests_limit`).
+#[test]
+fn a_run_of_unhealthy_requests_backs_the_runner_off() {
+    let mut c = Config::new(10).with_runner(pool(0, 0));
+    c.check_interval = secs(3);
+    let mut core = drover_core::Core::new(c, T0);
+    let mut now = T0;
+    let step = core.handle(now, Event::Tick);
+    assert_eq!(requests(&step.commands), 1);
+    let unhealthy = Event::JobRequestUnhealthy {
+        runner: R,
+        retry_after_ms: None,
+    };
+    // Hands `event` to the core at `now` and returns the pause until the next request.
+    fn pause_after(core: &mut drover_core::Core, event: Event, now: &mut Timestamp) -> u64 {
+        let step = core.handle(*now, event);
+        assert_eq!(requests(&step.commands), 0);
+        // Other work may wake the core first (its periodic checks): tick until it asks.
+        let mut wake = step.wake_at.expect("the next request is planned");
+        loop {
+            let step = core.handle(wake, Event::Tick);
+            if requests(&step.commands) == 1 {
+                break;
+            }
+            wake = step.wake_at.expect("the next request is planned");
+        }
+        let pause = wake.0 - now.0;
+        *now = wake;
+        pause
+    }
+    assert_eq!(pause_after(&mut core, unhealthy.clone(), &mut now), 3_000);
+    assert_eq!(pause_after(&mut core, unhealthy.clone(), &mut now), 3_000);
+    assert_eq!(
+        pause_after(&mut core, unhealthy.clone(), &mut now),
+        60_000,
+        "the third"
+    );
+    assert_eq!(pause_after(&mut core, unhealthy.clone(), &mut now), 120_000);
+    let failed = Event::JobRequestFailed {
+        runner: R,
+        retry_after_ms: None,
+    };
+    assert_eq!(
+        pause_after(&mut core, failed, &mut now),
+        120_000,
+        "a 5xx keeps the run as it is"
+    );
+    assert_eq!(pause_after(&mut core, unhealthy.clone(), &mut now), 240_000);
+    for _ in 0..4 {
+        pause_after(&mut core, unhealthy.clone(), &mut now);
+    }
+    assert_eq!(
+        pause_after(&mut core, unhealthy.clone(), &mut now),
+        600_000,
+        "ten minutes at the most"
+    );
+    let answered = Event::JobRequestAnswered {
+        runner: R,
+        held_ms: 50_000,
+        long_poll: false,
+    };
+    let step = core.handle(now, answered);
+    assert_eq!(requests(&step.commands), 1, "a held answer: at once");
+    assert_eq!(
+        pause_after(&mut core, unhealthy, &mut now),
+        3_000,
+        "an answer ended the run"
+    );
+}
+
 #[test]
 fn periods_last_match_wins_and_switch_at_boundaries() {
     let mut r = pool(1, 20);

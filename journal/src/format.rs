@@ -13,7 +13,11 @@ pub const MAGIC: &[u8; 8] = b"DROVERJ\0";
 /// - 2: digests are [`Core::digest`] (version [`drover_core::DIGEST_VERSION`]: live state only).
 /// - 3: events may be [`drover_core::Event::JobRequestAnswered`] (appended to the event enum, so
 ///   format-2 frames decode unchanged); digests as in 2.
-pub const FORMAT_VERSION: u16 = 3;
+/// - 4: events may be [`drover_core::Event::JobRequestUnhealthy`] (appended); snapshots end with
+///   the runners' unhealthy-request runs, which older snapshots lack
+///   ([`drover_core::decode_snapshot_without_unhealthy_runs`]); digests as in 2 (a run is hashed
+///   only once it has begun, and never began before).
+pub const FORMAT_VERSION: u16 = 4;
 
 /// The digest a journal of `format` records for `core`: older journals replay and verify with the
 /// digest they were written with.

@@ -88,7 +88,7 @@ pub fn replay(
                     }
                 } else {
                     // A compacted journal starts from a snapshot: continue from it.
-                    core = decode(bytes, *offset)?;
+                    core = decode(bytes, *offset, journal.format)?;
                 }
             }
             Frame::Event {
@@ -158,7 +158,10 @@ pub fn recover(journal: &Journal) -> Result<Core, JournalError> {
                 _ => None,
             });
     let (mut core, rest) = match last_snapshot {
-        Some((i, offset, bytes)) => (decode(bytes, offset)?, &journal.frames[i + 1..]),
+        Some((i, offset, bytes)) => (
+            decode(bytes, offset, journal.format)?,
+            &journal.frames[i + 1..],
+        ),
         None => (
             Core::new(header.config.clone(), header.created_at),
             &journal.frames[..],
@@ -172,8 +175,13 @@ pub fn recover(journal: &Journal) -> Result<Core, JournalError> {
     Ok(core)
 }
 
-fn decode(bytes: &[u8], offset: u64) -> Result<Core, JournalError> {
-    drover_core::decode_snapshot(bytes).map_err(|e| JournalError::Snapshot {
+fn decode(bytes: &[u8], offset: u64, format: u16) -> Result<Core, JournalError> {
+    let decoded = if format <= 3 {
+        drover_core::decode_snapshot_without_unhealthy_runs(bytes)
+    } else {
+        drover_core::decode_snapshot(bytes)
+    };
+    decoded.map_err(|e| JournalError::Snapshot {
         offset,
         reason: e.to_string(),
     })

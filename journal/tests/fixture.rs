@@ -159,10 +159,42 @@ fn a_format_2_journal_still_replays_and_recovers() {
     );
     let recovered = drover_journal::recover(&journal).expect("it recovers");
     assert_eq!(recovered.digest(), replay.core.digest());
-    // The same day in the current format differs only in its version.
-    let current = std::fs::read(fixture()).expect("committed");
+    // The same day in format 3 differs only in its version.
+    let format3 = std::fs::read(format3_fixture()).expect("committed");
     let old = std::fs::read(&path).expect("committed");
-    assert_eq!(current.len(), old.len());
-    let differing: Vec<usize> = (0..old.len()).filter(|&i| old[i] != current[i]).collect();
+    assert_eq!(format3.len(), old.len());
+    let differing: Vec<usize> = (0..old.len()).filter(|&i| old[i] != format3[i]).collect();
     assert_eq!(differing, vec![8], "only the format's low byte");
+}
+
+fn format3_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/journals/two-runners-day-format3.journal")
+}
+
+/// A journal written in format 3 (before the core kept runs of unhealthy job requests, whose
+/// snapshots end before them) still replays digest for digest and recovers from its last
+/// snapshot, to the state the current format's journal of the same day recovers to.
+#[test]
+fn a_format_3_journal_still_replays_and_recovers() {
+    let journal =
+        drover_journal::read(&format3_fixture()).expect("the format-3 fixture is committed");
+    assert_eq!(journal.format, 3);
+    let replay = drover_journal::replay(&journal, |_| {}).expect("it replays");
+    assert_eq!(replay.divergences, Vec::new());
+    assert!(replay.summary.snapshots > 0);
+    assert_eq!(
+        replay.digests_checked,
+        replay.summary.events + replay.summary.snapshots
+    );
+    let recovered = drover_journal::recover(&journal).expect("its snapshots decode");
+    assert_eq!(recovered.digest(), replay.core.digest());
+    let current = drover_journal::read(&fixture()).expect("committed");
+    assert_eq!(current.format, drover_journal::FORMAT_VERSION);
+    let current = drover_journal::recover(&current).expect("it recovers");
+    assert_eq!(
+        recovered.digest(),
+        current.digest(),
+        "the same day, the same state"
+    );
 }

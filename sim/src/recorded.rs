@@ -80,7 +80,9 @@ impl Recorder {
             Event::JobRequestEmpty { runner } | Event::JobRequestAnswered { runner, .. } => {
                 self.requests.answered(runner.0, now, Some(false))
             }
-            Event::JobRequestFailed { runner, .. } => self.requests.answered(runner.0, now, None),
+            Event::JobRequestFailed { runner, .. } | Event::JobRequestUnhealthy { runner, .. } => {
+                self.requests.answered(runner.0, now, None)
+            }
             Event::JobFinished { job, .. } => {
                 if let Some(j) = self.jobs.get_mut(job)
                     && let (Some(s), None) = (j.started, j.duration_ms)

@@ -1,9 +1,9 @@
 //! Job requests to GitLab over each runner's link, one task per `RequestJob`, answered as events.
 //! An empty answer tells the core how long GitLab held the request and whether it was long-poll
-//! news ([`Event::JobRequestAnswered`]); when to ask again is the core's decision.
+//! news ([`Event::JobRequestAnswered`]), a failure whether it counts against the runner's health
+//! ([`Event::JobRequestUnhealthy`]); when to ask again, backoff included, is the core's decision.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use drover_core::{Event, RunnerId};
 use drover_gitlab::api::{FeaturesInfo, JobRequest, RunnerInfo};
@@ -47,7 +47,6 @@ pub struct RunnerLink {
     last_update: Arc<Mutex<String>>,
     /// What the runner's last empty answers said, to tell news from a loop ([`is_news`]).
     ended: Arc<Mutex<PollView>>,
-    unhealthy: Arc<Mutex<u32>>,
     requests: Vec<CancellationToken>,
 }
 
@@ -68,22 +67,17 @@ impl RunnerLink {
             label,
             last_update: Arc::default(),
             ended: Arc::default(),
-            unhealthy: Arc::default(),
             requests: Vec::new(),
         }
     }
 
     /// Takes over from the link this one replaces (after a reload) its requests in flight and
-    /// GitLab's `last_update` cursor, and, for the same token, the count of unhealthy answers
-    /// (a reload does not lift the backoff; a new token may well cure it). Shared, not copied:
-    /// the old link's requests in flight update them.
+    /// GitLab's `last_update` cursor. Shared, not copied: the old link's requests in flight
+    /// update them.
     pub fn adopt(&mut self, old: RunnerLink) {
         self.requests = old.requests;
         self.last_update = old.last_update;
         self.ended = old.ended;
-        if self.token.expose() == old.token.expose() {
-            self.unhealthy = old.unhealthy;
-        }
     }
 
     /// Cancels the runner's requests in flight: each still waiting for GitLab answers as if it
@@ -112,7 +106,6 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
     let client = link.client.clone();
     let last_update = link.last_update.clone();
     let ended = link.ended.clone();
-    let unhealthy = link.unhealthy.clone();
     let label = link.label.clone();
     let request = JobRequest {
         info: link.info.clone(),
@@ -130,26 +123,18 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
         cancel.cancel();
         let input = match outcome {
             RequestOutcome::Job(job) => {
-                *lock(&unhealthy) = 0;
                 lock(&ended).version_news = false;
                 tracing::info!(runner = %label, job = job.id, "received a job");
                 Input::Job { runner, job }
             }
             // GitLab answered: a payload drover cannot use is no fault of the link, so the
             // request cadence stays as it is.
-            RequestOutcome::Undecodable(job) => {
-                *lock(&unhealthy) = 0;
-                Input::Undecodable { runner, job }
-            }
-            RequestOutcome::Unusable { message } => {
-                *lock(&unhealthy) = 0;
-                Input::Unusable { runner, message }
-            }
+            RequestOutcome::Undecodable(job) => Input::Undecodable { runner, job },
+            RequestOutcome::Unusable { message } => Input::Unusable { runner, message },
             RequestOutcome::NoJob {
                 last_update: lu,
                 long_polling,
             } => {
-                *lock(&unhealthy) = 0;
                 let news = long_polling && is_news(lu.as_deref(), &request.last_update, &ended);
                 if let Some(lu) = lu {
                     *lock(&last_update) = lu;
@@ -163,19 +148,21 @@ pub fn request(runner: RunnerId, link: Option<&mut RunnerLink>, inputs: &Unbound
             RequestOutcome::Failed {
                 status,
                 retry_after,
-                unhealthy: sick,
+                unhealthy,
                 message,
             } => {
-                let mut n = lock(&unhealthy);
-                if sick {
-                    *n += 1;
-                }
-                let backoff = unhealthy_backoff(*n);
                 tracing::warn!(runner = %label, status = ?status, "job request failed: {message}");
-                let retry = retry_after.or(backoff).map(drover_core::millis);
-                Input::Event(Event::JobRequestFailed {
-                    runner,
-                    retry_after_ms: retry,
+                let retry_after_ms = retry_after.map(drover_core::millis);
+                Input::Event(if unhealthy {
+                    Event::JobRequestUnhealthy {
+                        runner,
+                        retry_after_ms,
+                    }
+                } else {
+                    Event::JobRequestFailed {
+                        runner,
+                        retry_after_ms,
+                    }
                 })
             }
         };
@@ -218,21 +205,6 @@ fn is_news(version: Option<&str>, sent: &str, view: &Mutex<PollView>) -> bool {
     }
 }
 
-/// Consecutive unhealthy answers (403, no usable answer) before a runner backs off, as GitLab
-/// Runner's `unhealthy_requests_limit`; a single dropped connection only waits `check_interval`.
-const UNHEALTHY_LIMIT: u32 = 3;
-
-/// The pause after `n` consecutive unhealthy answers: none below the limit, then 60 s doubling up
-/// to 10 minutes (GitLab Runner rests the runner for an hour at once; drover tries again sooner).
-fn unhealthy_backoff(n: u32) -> Option<Duration> {
-    let over = n.checked_sub(UNHEALTHY_LIMIT)?;
-    Some(
-        Duration::from_secs(60)
-            .saturating_mul(1 << over.min(4))
-            .min(Duration::from_secs(600)),
-    )
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -255,18 +227,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_keeps_the_backoff_and_gitlabs_cursor_unless_the_token_changed() {
+    fn a_reload_keeps_gitlabs_cursor() {
         let old = link("glrt-one");
-        *lock(&old.unhealthy) = UNHEALTHY_LIMIT + 1;
         *lock(&old.last_update) = "cursor-1".to_string();
-        let mut same = link("glrt-one");
-        same.adopt(old);
-        assert_eq!(*lock(&same.unhealthy), UNHEALTHY_LIMIT + 1);
-        assert_eq!(*lock(&same.last_update), "cursor-1");
-
         let mut other = link("glrt-two");
-        other.adopt(same);
-        assert_eq!(*lock(&other.unhealthy), 0, "a new token may cure it");
+        other.adopt(old);
         assert_eq!(*lock(&other.last_update), "cursor-1");
     }
 
@@ -299,23 +264,5 @@ mod tests {
         assert!(is_news(Some("v2"), "v1", &view));
         lock(&view).version_news = false; // a job came in between
         assert!(is_news(Some("v3"), "v2", &view));
-    }
-
-    #[test]
-    fn a_runner_backs_off_only_after_repeated_unhealthy_answers() {
-        assert_eq!(unhealthy_backoff(0), None);
-        assert_eq!(unhealthy_backoff(UNHEALTHY_LIMIT - 1), None);
-        assert_eq!(
-            unhealthy_backoff(UNHEALTHY_LIMIT),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            unhealthy_backoff(UNHEALTHY_LIMIT + 1),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            unhealthy_backoff(UNHEALTHY_LIMIT + 30),
-            Some(Duration::from_secs(600))
-        );
     }
 }

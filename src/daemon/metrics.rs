@@ -186,7 +186,9 @@ impl Metrics {
             Event::JobRequestEmpty { runner } | Event::JobRequestAnswered { runner, .. } => {
                 self.request(&runner_name(*runner), "empty")
             }
-            Event::JobRequestFailed { runner, .. } => self.request(&runner_name(*runner), "failed"),
+            Event::JobRequestFailed { runner, .. } | Event::JobRequestUnhealthy { runner, .. } => {
+                self.request(&runner_name(*runner), "failed")
+            }
             Event::MachineCreated { machine } => {
                 if let Some(runner) = runner_of_machine(*machine) {
                     self.creations.get_or_create(&RunnerLabel { runner }).inc();

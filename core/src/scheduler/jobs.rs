@@ -44,6 +44,8 @@ impl Core {
         if r.counts.in_flight > 0 {
             r.counts.in_flight -= 1;
             self.state.totals.in_flight -= 1;
+            // An answer with a job ends a run of unhealthy requests.
+            self.set_unhealthy_run(runner, 0);
         } else {
             self.anomaly(AnomalyKind::UnexpectedJobResponse, job.0);
         }

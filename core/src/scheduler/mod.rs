@@ -23,7 +23,7 @@ use crate::time::Timestamp;
 
 pub use backoff::{creation_backoff, removal_backoff};
 pub use naming::machine_name;
-pub use requests::{RequestEnd, request_pause};
+pub use requests::{RequestEnd, UNHEALTHY_LIMIT, request_pause, unhealthy_backoff};
 
 /// GitLab's default job timeout, used when the job names none.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(7200);
@@ -76,6 +76,7 @@ impl Core {
             exited: false,
             anomalies: Default::default(),
             stats: Default::default(),
+            unhealthy: Vec::new(),
         };
         Core {
             config,
@@ -110,27 +111,30 @@ impl Core {
             Event::JobReceived { runner, job, info } => {
                 self.on_job_received(runner, job, info, out)
             }
-            Event::JobRequestEmpty { runner } => self.on_request_done(runner, RequestEnd::Empty),
+            Event::JobRequestEmpty { runner } => {
+                self.on_request_done(runner, RequestEnd::Empty);
+            }
             Event::JobRequestAnswered {
                 runner,
                 held_ms,
                 long_poll,
-            } => self.on_request_done(
-                runner,
-                RequestEnd::Answered {
-                    held: Duration::from_millis(held_ms),
-                    long_poll,
-                },
-            ),
+            } => {
+                self.on_request_done(
+                    runner,
+                    RequestEnd::Answered {
+                        held: Duration::from_millis(held_ms),
+                        long_poll,
+                    },
+                );
+            }
             Event::JobRequestFailed {
                 runner,
                 retry_after_ms,
-            } => self.on_request_done(
+            } => self.on_request_failed(runner, retry_after_ms, false),
+            Event::JobRequestUnhealthy {
                 runner,
-                RequestEnd::Failed {
-                    retry_after: retry_after_ms.map(Duration::from_millis),
-                },
-            ),
+                retry_after_ms,
+            } => self.on_request_failed(runner, retry_after_ms, true),
             Event::MachineCreated { machine } => self.on_machine_created(machine),
             Event::MachineCreationFailed { machine, failure } => {
                 self.on_creation_failed(machine, failure, out)
@@ -216,9 +220,15 @@ impl Core {
         })
     }
 
-    /// The digest of format-1 journals: xxh3 of the whole serialized core, indexes included.
+    /// The digest of format-1 journals: xxh3 of the whole serialized core, indexes included, as
+    /// it was serialized then: without the unhealthy-request runs, which end it (an empty list is
+    /// its last byte) and never began in such a journal.
     pub fn digest_v1(&self) -> u64 {
-        hash_of(self)
+        let mut bytes = crate::encode_snapshot(self).unwrap_or_default();
+        if self.state.unhealthy.is_empty() {
+            bytes.pop();
+        }
+        xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 }
 

@@ -18,8 +18,12 @@ pub enum RequestEnd {
     Empty,
     /// Empty after the coordinator held it for `held` ([`crate::Event::JobRequestAnswered`]).
     Answered { held: Duration, long_poll: bool },
-    /// Failed ([`crate::Event::JobRequestFailed`]), with the server's wish.
-    Failed { retry_after: Option<Duration> },
+    /// Failed ([`crate::Event::JobRequestFailed`], [`crate::Event::JobRequestUnhealthy`]), with
+    /// the server's wish and the runner's unhealthy requests in a row, this one included.
+    Failed {
+        retry_after: Option<Duration>,
+        unhealthy: u32,
+    },
 }
 
 /// The pause before a runner's next job request after one ended without a job (after a job the
@@ -34,32 +38,100 @@ pub enum RequestEnd {
 ///   so requests go no faster than the runner's queue changes;
 /// - any other empty answer (a coordinator without Workhorse, or one that echoes the version
 ///   sent) waits `check_interval`, so such a GitLab is never hammered;
-/// - a failure waits `check_interval` or the server's `Retry-After`, whichever is longer.
+/// - a failure waits the longest of `check_interval`, the server's `Retry-After` and the
+///   runner's [`unhealthy_backoff`].
 pub fn request_pause(check_interval: Duration, end: RequestEnd) -> Duration {
     match end {
         RequestEnd::Answered { held, long_poll } if long_poll || held >= check_interval => {
             Duration::ZERO
         }
         RequestEnd::Empty | RequestEnd::Answered { .. } => check_interval,
-        RequestEnd::Failed { retry_after } => check_interval.max(retry_after.unwrap_or_default()),
+        RequestEnd::Failed {
+            retry_after,
+            unhealthy,
+        } => check_interval
+            .max(retry_after.unwrap_or_default())
+            .max(unhealthy_backoff(unhealthy).unwrap_or_default()),
     }
 }
 
+/// Unhealthy job requests in a row (a `403`, no usable answer) before a runner backs off, as
+/// GitLab Runner's default `unhealthy_requests_limit`: a single dropped connection only waits
+/// `check_interval`.
+pub const UNHEALTHY_LIMIT: u32 = 3;
+
+/// The pause after `n` unhealthy requests in a row: none below [`UNHEALTHY_LIMIT`], then 60 s
+/// doubling up to 10 minutes (GitLab Runner rests the runner for its `unhealthy_interval`, an hour
+/// by default, at once; drover tries again sooner, and keeps the run across reloads).
+pub fn unhealthy_backoff(n: u32) -> Option<Duration> {
+    let over = n.checked_sub(UNHEALTHY_LIMIT)?;
+    Some(
+        Duration::from_secs(60)
+            .saturating_mul(1 << over.min(4))
+            .min(Duration::from_secs(600)),
+    )
+}
+
 impl Core {
-    pub(super) fn on_request_done(&mut self, runner: RunnerId, end: RequestEnd) {
+    /// A failed request: `unhealthy` ones lengthen the runner's run of them, others leave it.
+    pub(super) fn on_request_failed(
+        &mut self,
+        runner: RunnerId,
+        retry_after_ms: Option<u64>,
+        unhealthy: bool,
+    ) {
+        let run = self.unhealthy_run(runner) + u32::from(unhealthy);
+        let end = RequestEnd::Failed {
+            retry_after: retry_after_ms.map(Duration::from_millis),
+            unhealthy: run,
+        };
+        if self.on_request_done(runner, end) && unhealthy {
+            self.set_unhealthy_run(runner, run);
+        }
+    }
+
+    /// A request ended without a job: the runner's next one waits [`request_pause`]. Whether it
+    /// was one of the runner's requests in flight (else it is an anomaly, and changes nothing).
+    pub(super) fn on_request_done(&mut self, runner: RunnerId, end: RequestEnd) -> bool {
         let now = self.state.now;
         let pause = request_pause(self.config.check_interval, end);
         let Some(r) = self.state.runners.get_mut(runner.index()) else {
             self.anomaly(AnomalyKind::UnknownRunner, u64::from(runner.0));
-            return;
+            return false;
         };
         if r.counts.in_flight == 0 {
             self.anomaly(AnomalyKind::UnexpectedJobResponse, u64::from(runner.0));
-            return;
+            return false;
         }
         r.counts.in_flight -= 1;
         self.state.totals.in_flight -= 1;
         r.next_poll_at = r.next_poll_at.max(now.after(pause));
+        if !matches!(end, RequestEnd::Failed { .. }) {
+            self.set_unhealthy_run(runner, 0);
+        }
+        true
+    }
+
+    /// The runner's unhealthy requests in a row.
+    pub(super) fn unhealthy_run(&self, runner: RunnerId) -> u32 {
+        self.state
+            .unhealthy
+            .get(runner.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sets the runner's run of unhealthy requests; the list grows only for a run that starts.
+    pub(super) fn set_unhealthy_run(&mut self, runner: RunnerId, n: u32) {
+        let runs = &mut self.state.unhealthy;
+        match runs.get_mut(runner.index()) {
+            Some(slot) => *slot = n,
+            None if n > 0 => {
+                runs.resize(runner.index(), 0);
+                runs.push(n);
+            }
+            None => {}
+        }
     }
 
     pub(super) fn on_machines_listed(
@@ -173,7 +245,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use super::{RequestEnd, request_pause};
+    use super::{RequestEnd, UNHEALTHY_LIMIT, request_pause, unhealthy_backoff};
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -210,14 +282,44 @@ mod tests {
             Duration::ZERO,
             "a hold ended by a new job, or a fresh queue version"
         );
-        let failed = |ms: Option<u64>| RequestEnd::Failed {
+        let failed = |ms: Option<u64>, unhealthy| RequestEnd::Failed {
             retry_after: ms.map(Duration::from_millis),
+            unhealthy,
         };
-        assert_eq!(request_pause(CHECK, failed(None)), CHECK);
-        assert_eq!(request_pause(CHECK, failed(Some(1))), CHECK);
+        assert_eq!(request_pause(CHECK, failed(None, 0)), CHECK);
+        assert_eq!(request_pause(CHECK, failed(Some(1), 0)), CHECK);
         assert_eq!(
-            request_pause(CHECK, failed(Some(60_000))),
+            request_pause(CHECK, failed(Some(60_000), 0)),
             Duration::from_secs(60)
+        );
+        assert_eq!(request_pause(CHECK, failed(None, 2)), CHECK);
+        assert_eq!(
+            request_pause(CHECK, failed(Some(1), 3)),
+            Duration::from_secs(60),
+            "the third unhealthy request in a row"
+        );
+        assert_eq!(
+            request_pause(CHECK, failed(Some(900_000), 4)),
+            Duration::from_secs(900),
+            "the server's wish, when longer"
+        );
+    }
+
+    #[test]
+    fn a_runner_backs_off_only_after_repeated_unhealthy_requests() {
+        assert_eq!(unhealthy_backoff(0), None);
+        assert_eq!(unhealthy_backoff(UNHEALTHY_LIMIT - 1), None);
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT + 1),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            unhealthy_backoff(UNHEALTHY_LIMIT + 30),
+            Some(Duration::from_secs(600))
         );
     }
 
@@ -234,17 +336,23 @@ mod tests {
         }
 
         /// A long-poll answer never waits, and nothing waits longer than check_interval but a
-        /// failure with the server's Retry-After.
+        /// failure with the server's Retry-After or a run of unhealthy requests; those never
+        /// shorten the wait.
         #[test]
         fn long_polls_go_on_at_once_and_only_failures_wait_longer(
             check_ms in 0u64..120_000,
             held_ms in 0u64..200_000,
             retry in proptest::option::of(0u64..3_600_000),
+            unhealthy in 0u32..40,
         ) {
             let check = Duration::from_millis(check_ms);
             prop_assert_eq!(request_pause(check, answered(held_ms, true)), Duration::ZERO);
-            let failed = request_pause(check, RequestEnd::Failed { retry_after: retry.map(Duration::from_millis) });
-            prop_assert_eq!(failed, check.max(Duration::from_millis(retry.unwrap_or(0))));
+            let retry_after = retry.map(Duration::from_millis);
+            let healthy = request_pause(check, RequestEnd::Failed { retry_after, unhealthy: 0 });
+            prop_assert_eq!(healthy, check.max(Duration::from_millis(retry.unwrap_or(0))));
+            let sick = request_pause(check, RequestEnd::Failed { retry_after, unhealthy });
+            prop_assert!(sick >= healthy);
+            prop_assert!(sick <= healthy.max(Duration::from_secs(600)));
         }
     }
 }

@@ -274,9 +274,14 @@ impl Chaos {
                         held_ms: u64::from(a % 60_000),
                         long_poll: (b >> 5) % 2 == 0,
                     },
-                    1 => Event::JobRequestFailed {
+                    1 if (b >> 4) % 2 == 0 => Event::JobRequestFailed {
                         runner,
                         retry_after_ms: Some(u64::from(b % 90_000)),
+                    },
+                    // A 403 or no answer at all: several in a row back the runner off.
+                    1 => Event::JobRequestUnhealthy {
+                        runner,
+                        retry_after_ms: ((b >> 5) % 4 == 0).then_some(u64::from(b % 90_000)),
                     },
                     _ => {
                         let job = JobId(self.next_job);

@@ -72,6 +72,8 @@ pub struct ORunner {
     pub blocked_until: Timestamp,
     /// Creation failures the oldest waiting job has seen (GitLab's Prepare retries).
     pub front_failures: u32,
+    /// Unhealthy job requests in a row (a `403`, no usable answer).
+    pub unhealthy: u32,
 }
 
 pub struct Oracle {
@@ -268,6 +270,7 @@ impl Oracle {
 
     pub fn job_received(&mut self, r: RunnerId, job: JobId, timeout_ms: u64) {
         self.runners[r.index()].in_flight -= 1;
+        self.runners[r.index()].unhealthy = 0;
         self.arrivals += 1;
         let timeout = if timeout_ms == 0 {
             7_200_000
@@ -287,16 +290,33 @@ impl Oracle {
         );
     }
 
-    /// An empty answer, or a failed request with the server's Retry-After.
-    pub fn request_done(&mut self, r: RunnerId, retry_after_ms: Option<u64>) {
+    /// An empty answer: check_interval.
+    pub fn request_empty(&mut self, r: RunnerId) {
+        self.runners[r.index()].unhealthy = 0;
         let interval = self.config.check_interval.as_millis() as u64;
-        let pause = retry_after_ms.map_or(interval, |ms| ms.max(interval));
+        self.request_paused(r, interval);
+    }
+
+    /// A failed request: check_interval, or the server's Retry-After, or, from the third unhealthy
+    /// one in a row, a minute doubling with each further one up to ten, whichever is longest.
+    pub fn request_failed(&mut self, r: RunnerId, retry_after_ms: Option<u64>, unhealthy: bool) {
+        let o = &mut self.runners[r.index()];
+        if unhealthy {
+            o.unhealthy += 1;
+        }
+        let backoff = match o.unhealthy {
+            0..=2 => 0,
+            n => (60_000u64 << (n - 3).min(4)).min(600_000),
+        };
+        let interval = self.config.check_interval.as_millis() as u64;
+        let pause = interval.max(retry_after_ms.unwrap_or(0)).max(backoff);
         self.request_paused(r, pause);
     }
 
     /// An empty answer held `held_ms`: a long poll's, or one held as long as a pause, is followed
     /// at once; a fast one waits check_interval.
     pub fn request_answered(&mut self, r: RunnerId, held_ms: u64, long_poll: bool) {
+        self.runners[r.index()].unhealthy = 0;
         let interval = self.config.check_interval.as_millis() as u64;
         let pause = if long_poll || held_ms >= interval {
             0
