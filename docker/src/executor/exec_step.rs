@@ -36,6 +36,7 @@ use super::Control;
 use super::context::{
     ExecRecord, Job, JobError, Kind, Planned, instant_at, later, next_control, now_ms,
 };
+use super::patience::Patience;
 use super::script::{self, FileEntry};
 use super::step::{StepEnd, header};
 use super::warm::RUN_DIR;
@@ -299,6 +300,7 @@ impl Job {
         let mut handled = Control::Run;
         let mut kill_at: Option<Instant> = None;
         let mut reattaches = 0u32;
+        let mut patience = Patience::default();
         loop {
             let mut end = None;
             loop {
@@ -371,12 +373,15 @@ impl Job {
                 Some(Marker::Claimed) | None => {
                     reattaches += 1;
                     if reattaches > 1 {
-                        self.ensure_running(container).await?;
                         let pause = Duration::from_millis(200) * reattaches.min(10);
                         tokio::time::sleep(pause).await;
                     }
                     let from = delivered.min(i64::MAX as u64);
-                    output = self.reader(container, dir, from).await?;
+                    // While the engine is silent, an empty stream: the next round asks again.
+                    output = self
+                        .reopen(container, dir, from, &mut patience)
+                        .await?
+                        .unwrap_or_else(|| futures_util::stream::empty().boxed());
                     offset = from;
                     continue;
                 }
@@ -402,20 +407,37 @@ impl Job {
             .map(|_| ())
     }
 
-    async fn ensure_running(&self, container: &str) -> Result<(), JobError> {
-        let inspect = self
+    /// Reads the step's record again from byte `from`, once its build container is known to
+    /// run; `None` while the engine gives no answer and [`Patience`] bears it.
+    async fn reopen(
+        &self,
+        container: &str,
+        dir: &str,
+        from: u64,
+        patience: &mut Patience,
+    ) -> Result<Option<Output>, JobError> {
+        let inspect = match self
             .docker
             .inspect_container(
                 container,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
-            .await?;
-        match inspect.state.and_then(|s| s.running) {
-            Some(true) => Ok(()),
-            _ => Err(JobError::System(format!(
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(err) if patience.bears(&err) => {
+                tracing::debug!(container, error = %err, "the engine does not answer");
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        patience.answered();
+        if inspect.state.and_then(|s| s.running) != Some(true) {
+            return Err(JobError::System(format!(
                 "the job's build container {container} stopped"
-            ))),
+            )));
         }
+        self.reader(container, dir, from).await.map(Some)
     }
 
     /// Starts `sh -c script sh args...` in `container`, attached to its output; `stdin` is

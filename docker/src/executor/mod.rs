@@ -47,6 +47,7 @@ mod context;
 mod exec_step;
 mod host;
 mod job;
+mod patience;
 mod script;
 mod services;
 pub mod spec;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::context::{
     Adopted, Job, JobError, Kind, Planned, instant_at, later, next_control, step_label,
 };
+use super::patience::Patience;
 use super::script::{self, FileEntry, SCRIPT_PATH};
 use super::spec::GitStrategy;
 use super::{Control, host};
@@ -29,9 +30,6 @@ use crate::trace::LogCursor;
 
 /// The first pause before reading a running step's log again after its stream ended early.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
-/// How long a running step's engine may give no answer at all (an instance's SSH server
-/// restarting, a network blip) before the job fails for the system; the step runs on meanwhile.
-const UNREACHABLE_PATIENCE: Duration = Duration::from_secs(15);
 
 /// The exit code of a step killed with SIGKILL (through its init process).
 const SIGKILLED: i32 = 128 + 9;
@@ -297,7 +295,7 @@ impl Job {
         let mut interruption = None;
         let mut handled = Control::Run;
         let mut reconnects = 0u32;
-        let mut unreachable_since: Option<Instant> = None;
+        let mut patience = Patience::default();
         // Before reading the log again: a pause that the deadline and the control still cut into.
         let mut pause: Option<Instant> = None;
         loop {
@@ -361,20 +359,14 @@ impl Job {
                 .await
             {
                 Ok(inspect) => {
-                    unreachable_since = None;
+                    patience.answered();
                     inspect
                 }
                 Err(err) if is_status(&err, &[404]) => {
                     return Err(JobError::System(format!("the container {name} vanished")));
                 }
-                // No answer at all, not an error status: the engine may be back in a moment.
-                Err(err)
-                    if !matches!(
-                        err,
-                        bollard::errors::Error::DockerResponseServerError { .. }
-                    ) && unreachable_since.get_or_insert_with(Instant::now).elapsed()
-                        < UNREACHABLE_PATIENCE =>
-                {
+                // No answer at all: the engine may be back in a moment.
+                Err(err) if patience.bears(&err) => {
                     tracing::debug!(container = name, error = %err, "the engine does not answer");
                     reconnects += 1;
                     pause = Some(Instant::now() + RECONNECT_PAUSE * reconnects.min(10));
