@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use drover_core::{CreationFailure, Event, MachineId, RunnerId};
-use drover_docker::MachineEndpoint;
+use drover_docker::{BuildSpec, Executor, MachineEndpoint};
 use drover_providers::MachineProvider;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -26,6 +26,33 @@ pub struct MachineCall {
     pub provider: Option<Arc<dyn MachineProvider>>,
     pub machine: MachineId,
     pub name: String,
+    /// A creation's warm build container, started before the machine is reported ready.
+    pub warmup: Option<Warmup>,
+}
+
+/// A new machine's first warm build container (see `drover_docker`'s warm containers), for jobs
+/// with its runner's defaults: started before the machine is reported ready, so its first job
+/// runs its steps by exec too, and no removal can race the start. A machine that cannot have one
+/// (no builds volume and network of its own, an image that is absent or has an entrypoint) is
+/// ready as it is, and so is one whose start fails.
+pub struct Warmup {
+    pub executor: Executor,
+    /// The spec of a job with the runner's defaults; `None`: the runner's settings make none.
+    pub spec: Box<dyn FnOnce() -> Option<BuildSpec> + Send>,
+}
+
+impl Warmup {
+    async fn start(self, endpoint: &MachineEndpoint, label: &str) {
+        let Some(spec) = (self.spec)() else { return };
+        match self.executor.prestart(endpoint, &spec).await {
+            Ok(started) => {
+                tracing::debug!(runner = %label, machine = ?endpoint.machine, started, "warm build container");
+            }
+            Err(e) => {
+                tracing::info!(runner = %label, machine = ?endpoint.machine, "no warm build container: {e}");
+            }
+        }
+    }
 }
 
 pub struct Machines {
@@ -58,6 +85,7 @@ impl Machines {
             provider,
             machine,
             name,
+            warmup,
         } = call;
         let Some(provider) = provider else {
             tracing::error!(runner = %label, "no machine provider for this runner");
@@ -73,7 +101,12 @@ impl Machines {
         tokio::spawn(async move {
             tracing::info!(runner = %label, machine = %name, "creating machine");
             let input = match provider.create(&name).await {
-                Ok(_) => Input::Event(Event::MachineCreated { machine }),
+                Ok(endpoint) => {
+                    if let Some(warmup) = warmup {
+                        warmup.start(&endpoint, &label).await;
+                    }
+                    Input::Event(Event::MachineCreated { machine })
+                }
                 Err(e) => {
                     tracing::warn!(runner = %label, machine = %name, "creating the machine failed: {e}");
                     Input::CreationFailed {

@@ -11,7 +11,9 @@
 //! (`drover-<runner>-job-<id>-warm`): a rename succeeds once, so two jobs never share a container.
 //! A claimed container is the job's alone and is removed with the job's other objects; it is
 //! never handed to another job. When a job ends, a new warm container is started for the next job
-//! like it.
+//! like it; a new machine's first one is started by whoever made the machine (drover's daemon
+//! does, for the runner's default job, before the machine is ready) through
+//! [`crate::Executor::prestart`].
 //!
 //! A job that does not fit (another image, an image with an entrypoint, a helper image for the
 //! sources, per-job volumes, a machine without its own network and builds volume) takes the

@@ -4,9 +4,10 @@
 use drover_core::{Command, FailCause, MachineId, RunnerId};
 
 use super::Driver;
+use crate::config::ExecutorKind;
 use crate::daemon::coordinator;
 use crate::daemon::jobs::JobCommand;
-use crate::daemon::machines::{MachineCall, Placement};
+use crate::daemon::machines::{MachineCall, Placement, Warmup};
 use crate::daemon::runners::Place;
 
 impl Driver {
@@ -38,8 +39,9 @@ impl Driver {
                 name,
             } => {
                 self.runners.creating(runner, &name);
-                self.machines
-                    .create(self.machine_call(runner, machine, name));
+                let mut call = self.machine_call(runner, machine, name);
+                call.warmup = self.warmup(runner, &call.name);
+                self.machines.create(call);
             }
             Command::RemoveMachine {
                 machine,
@@ -110,7 +112,17 @@ impl Driver {
             provider: self.runners.provider_of(runner, &name),
             machine,
             name,
+            warmup: None,
         }
+    }
+
+    /// A new machine's first warm build container: docker+machine runners only (a
+    /// docker-autoscaler instance's jobs each build in their slot's volume, which no container
+    /// made before the job has).
+    fn warmup(&self, runner: RunnerId, name: &str) -> Option<Warmup> {
+        let r = self.runners.get(runner)?;
+        (r.settings().executor == ExecutorKind::DockerMachine)
+            .then(|| self.jobs.warmup(r.context.clone(), name.to_string()))
     }
 
     /// Where a job runs, resolved now: the task gets the provider that made the machine and its

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Input;
 use super::concurrency::Slots;
-use super::machines::Placement;
+use super::machines::{Placement, Warmup};
 use super::state_dir::StateDir;
 use crate::config::RunnerSettings;
 use drover_gitlab::Client;
@@ -93,6 +93,16 @@ impl Jobs {
                 uploader: UploaderConfig::default(),
                 policy: Policy::DEFAULT,
             }),
+        }
+    }
+
+    /// How a new machine of `runner` named `machine` starts its first warm build container, for
+    /// jobs with the runner's defaults, before it is reported ready (see `machines.rs`). The spec
+    /// is made in the machine's task: it reads files (a TLS CA, registry credentials).
+    pub fn warmup(&self, runner: Arc<RunnerContext>, machine: String) -> Warmup {
+        Warmup {
+            executor: self.shared.executor.clone(),
+            spec: Box::new(move || spec::default_job_spec(&runner, &machine)),
         }
     }
 

@@ -17,6 +17,29 @@ use crate::daemon::build_spec::{
 use crate::daemon::cache;
 use crate::daemon::concurrency::Slot;
 
+/// The spec of a job that asks for nothing of its own: the runner's default image, no sources
+/// to fetch, no cache. What a machine's first warm build container is made from, before any job
+/// arrives; a job it fits (see `drover_docker`'s warm containers) claims it. `None` when the
+/// runner's settings make no such job (no default image).
+pub fn default_job_spec(runner: &RunnerContext, machine: &str) -> Option<BuildSpec> {
+    let job = JobResponse {
+        variables: vec![drover_gitlab::api::Variable {
+            key: "GIT_STRATEGY".to_string(),
+            value: "none".to_string(),
+            public: true,
+            ..Default::default()
+        }],
+        steps: vec![drover_gitlab::api::Step {
+            name: drover_gitlab::api::step_name::SCRIPT.to_string(),
+            script: vec!["true".to_string()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let slot = runner.slots.acquire(0);
+    job_spec(runner, &job, Some(machine), &slot, &runner.short_token).ok()
+}
+
 /// The job's spec, completed in the order its parts become known:
 /// 1. `build_spec`: the payload and the runner's settings (may refuse the job);
 /// 2. `cache::plan`: the caches, which depend on the machine the job landed on (may refuse it);

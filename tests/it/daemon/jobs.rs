@@ -341,3 +341,51 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
     assert_eq!(runs, "started\n", "the step ran once:\n{trace}");
     env.finish().await;
 }
+
+/// A new sandbox starts its warm build container before it is ready, so its first job runs by
+/// exec too: in a MaxBuilds 1 pool, the only job a sandbox gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
+    let sync = tempfile::tempdir().expect("a sync directory");
+    std::fs::set_permissions(
+        sync.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let settings = Settings {
+        limit: 1,
+        concurrent: 1,
+        max_builds: 1,
+        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        ..Settings::pool()
+    };
+    let Some(mut env) = Env::new("jobs_first_warm", settings).await else {
+        return;
+    };
+    env.start().await;
+    let id = env.enqueue(job(
+        "first",
+        &[
+            "touch /sync/ready",
+            "while [ ! -e /sync/go ]; do sleep 0.1; done",
+            "echo first-done",
+        ],
+    ));
+    within(PATIENCE, "the script's first line", async {
+        while !sync.path().join("ready").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let warm = running_container(&env, &format!("-job-{id}-warm")).await;
+    std::fs::write(sync.path().join("go"), b"").unwrap();
+    let view = env.finished(id).await;
+    assert_final(&view, JobStatus::Success, None, None);
+    assert!(
+        warm.is_some(),
+        "the sandbox's first job runs in its claimed warm container:\n{}",
+        text(&view)
+    );
+    assert_eq!(lines(&view, "first-done"), 1);
+    env.finish().await;
+}
