@@ -78,6 +78,10 @@ const SKIPPED: &[(&str, &str)] = &[
         "a benchmark: two release builds from scratch, minutes each",
     ),
     (
+        "sh tools/kill9-trials.sh",
+        "a measurement: 40 trials of drover killed -9 mid-job on the Docker engine, about 15 minutes",
+    ),
+    (
         "sh benches/simpy/run.sh",
         "a benchmark: installs SimPy from PyPI and times both simulators for minutes",
     ),
