@@ -803,15 +803,26 @@ pub async fn remove_job_containers(docker: &Docker, short: &str, job: u64) -> us
         format!("drover.runner={short}"),
         format!("drover.job={job}"),
     ]);
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .expect("listing the job's containers");
+    // A warm build container the job claimed carries its job in its name only (it was made
+    // before the job): `drover-<runner>-job-<id>-warm`.
+    let claimed = std::collections::HashMap::from([
+        ("label".to_string(), vec![format!("drover.runner={short}")]),
+        ("name".to_string(), vec![format!("-job-{job}-warm")]),
+    ]);
+    let mut containers = Vec::new();
+    for filters in [filters, claimed] {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        containers.extend(
+            docker
+                .list_containers(Some(options))
+                .await
+                .expect("listing the job's containers"),
+        );
+    }
     for c in &containers {
         let options = RemoveContainerOptions {
             force: true,
