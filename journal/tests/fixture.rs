@@ -142,44 +142,19 @@ fn a_format_1_journal_still_replays_and_recovers() {
     assert_eq!(recovered.digest(), replay.core.digest());
 }
 
-/// A journal written in format 2 (before `JobRequestAnswered` was appended to the events) still
-/// decodes, replays digest for digest and recovers from its snapshots.
-#[test]
-fn a_format_2_journal_still_replays_and_recovers() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/journals/two-runners-day-format2.journal");
-    let journal = drover_journal::read(&path).expect("the format-2 fixture is committed");
-    assert_eq!(journal.format, 2);
-    let replay = drover_journal::replay(&journal, |_| {}).expect("it replays");
-    assert_eq!(replay.divergences, Vec::new());
-    assert!(replay.summary.snapshots > 0);
-    assert_eq!(
-        replay.digests_checked,
-        replay.summary.events + replay.summary.snapshots
-    );
-    let recovered = drover_journal::recover(&journal).expect("it recovers");
-    assert_eq!(recovered.digest(), replay.core.digest());
-    // The same day in format 3 differs only in its version.
-    let format3 = std::fs::read(format3_fixture()).expect("committed");
-    let old = std::fs::read(&path).expect("committed");
-    assert_eq!(format3.len(), old.len());
-    let differing: Vec<usize> = (0..old.len()).filter(|&i| old[i] != format3[i]).collect();
-    assert_eq!(differing, vec![8], "only the format's low byte");
+/// The fixture of the same day written in an older `format`.
+fn old_fixture(format: u16) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../fixtures/journals/two-runners-day-format{format}.journal"
+    ))
 }
 
-fn format3_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/journals/two-runners-day-format3.journal")
-}
-
-/// A journal written in format 3 (before the core kept runs of unhealthy job requests, whose
-/// snapshots end before them) still replays digest for digest and recovers from its last
-/// snapshot, to the state the current format's journal of the same day recovers to.
-#[test]
-fn a_format_3_journal_still_replays_and_recovers() {
-    let journal =
-        drover_journal::read(&format3_fixture()).expect("the format-3 fixture is committed");
-    assert_eq!(journal.format, 3);
+/// Reads the day's journal of an older `format` and checks that it replays digest for digest
+/// (its snapshots too) and that recovery from its last snapshot lands on the replayed state,
+/// which it returns.
+fn replays_and_recovers(format: u16) -> drover_core::Core {
+    let journal = drover_journal::read(&old_fixture(format)).expect("the fixture is committed");
+    assert_eq!(journal.format, format);
     let replay = drover_journal::replay(&journal, |_| {}).expect("it replays");
     assert_eq!(replay.divergences, Vec::new());
     assert!(replay.summary.snapshots > 0);
@@ -189,6 +164,28 @@ fn a_format_3_journal_still_replays_and_recovers() {
     );
     let recovered = drover_journal::recover(&journal).expect("its snapshots decode");
     assert_eq!(recovered.digest(), replay.core.digest());
+    recovered
+}
+
+/// A journal written in format 2 (before `JobRequestAnswered` was appended to the events) still
+/// decodes, replays digest for digest and recovers from its snapshots.
+#[test]
+fn a_format_2_journal_still_replays_and_recovers() {
+    replays_and_recovers(2);
+    // The same day in format 3 differs only in its version.
+    let format3 = std::fs::read(old_fixture(3)).expect("committed");
+    let old = std::fs::read(old_fixture(2)).expect("committed");
+    assert_eq!(format3.len(), old.len());
+    let differing: Vec<usize> = (0..old.len()).filter(|&i| old[i] != format3[i]).collect();
+    assert_eq!(differing, vec![8], "only the format's low byte");
+}
+
+/// A journal written in format 3 (before the core kept runs of unhealthy job requests, whose
+/// snapshots end before them) still replays digest for digest and recovers from its last
+/// snapshot, to the state the current format's journal of the same day recovers to.
+#[test]
+fn a_format_3_journal_still_replays_and_recovers() {
+    let recovered = replays_and_recovers(3);
     let current = drover_journal::read(&fixture()).expect("committed");
     assert_eq!(current.format, drover_journal::FORMAT_VERSION);
     let current = drover_journal::recover(&current).expect("it recovers");

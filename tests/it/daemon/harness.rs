@@ -797,6 +797,48 @@ pub async fn remove_objects(docker: &Docker, short: &str) {
     }
 }
 
+/// A directory a job's containers mount at `/sync`: the script and the test wait for each other
+/// through files in it, never through sleeps.
+pub struct SyncDir(tempfile::TempDir);
+
+impl SyncDir {
+    pub fn new() -> SyncDir {
+        let dir = tempfile::tempdir().expect("a sync directory");
+        // A step may run as another user.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("opening the sync directory to every user");
+        SyncDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// The `[runners.docker]` line that mounts it at `/sync`.
+    pub fn volume(&self) -> String {
+        format!("    volumes = [\"{}:/sync\"]\n", self.path().display())
+    }
+
+    /// Waits until the job made `/sync/<name>`.
+    pub async fn wait_for(&self, name: &str) {
+        let path = self.path().join(name);
+        within(PATIENCE, &format!("/sync/{name} from the job"), async {
+            while !path.exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Makes `/sync/<name>` for the job.
+    pub fn signal(&self, name: &str) {
+        std::fs::write(self.path().join(name), b"").expect("writing a sync file");
+    }
+}
+
 /// Removes the containers of one job (as an operator cleaning up while drover is down would).
 pub async fn remove_job_containers(docker: &Docker, short: &str, job: u64) -> usize {
     let filters = label_filter(&[

@@ -279,16 +279,11 @@ async fn running_container(env: &Env, part: &str) -> Option<(String, String)> {
 /// a `kill -9` of drover mid-step re-attaches to it: the step runs once, the trace continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
-    let sync = tempfile::tempdir().expect("a sync directory");
-    std::fs::set_permissions(
-        sync.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let sync = SyncDir::new();
     let settings = Settings {
         limit: 1,
         concurrent: 1,
-        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        docker_extra: sync.volume(),
         ..Settings::pool()
     };
     let Some(mut env) = Env::new("jobs_warm_exec", settings).await else {
@@ -309,12 +304,7 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
             "for i in $(seq 6 9); do echo \"line $i\"; done",
         ],
     ));
-    within(PATIENCE, "the script's first lines", async {
-        while !sync.path().join("ready").exists() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    sync.wait_for("ready").await;
     let (container, _) = running_container(&env, &format!("-job-{id}-warm"))
         .await
         .expect("the job runs in the sandbox's claimed warm container");
@@ -322,7 +312,7 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
     assert!(!env.job(id).status.is_finished());
 
     env.start().await;
-    std::fs::write(sync.path().join("go"), b"").unwrap();
+    sync.signal("go");
     let view = env.finished(id).await;
     let trace = text(&view);
     assert_final(&view, JobStatus::Success, None, None);
@@ -346,17 +336,12 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
 /// exec too: in a MaxBuilds 1 pool, the only job a sandbox gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
-    let sync = tempfile::tempdir().expect("a sync directory");
-    std::fs::set_permissions(
-        sync.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let sync = SyncDir::new();
     let settings = Settings {
         limit: 1,
         concurrent: 1,
         max_builds: 1,
-        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        docker_extra: sync.volume(),
         ..Settings::pool()
     };
     let Some(mut env) = Env::new("jobs_first_warm", settings).await else {
@@ -371,14 +356,9 @@ async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
             "echo first-done",
         ],
     ));
-    within(PATIENCE, "the script's first line", async {
-        while !sync.path().join("ready").exists() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    sync.wait_for("ready").await;
     let warm = running_container(&env, &format!("-job-{id}-warm")).await;
-    std::fs::write(sync.path().join("go"), b"").unwrap();
+    sync.signal("go");
     let view = env.finished(id).await;
     assert_final(&view, JobStatus::Success, None, None);
     assert!(

@@ -149,14 +149,9 @@ async fn kill_9_before_the_script_started_starts_the_job_once_after_the_restart(
 /// the restarted drover continues the trace where GitLab's copy ends, and no step runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_script_continues_the_trace_without_repeating_a_line() {
-    let sync = tempfile::tempdir().expect("a sync directory");
-    std::fs::set_permissions(
-        sync.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let sync = SyncDir::new();
     let settings = Settings {
-        docker_extra: format!("    volumes = [\"{}:/sync\"]\n", sync.path().display()),
+        docker_extra: sync.volume(),
         ..Settings::pool()
     };
     let Some(mut env) = Env::new("recovery_midscript", settings).await else {
@@ -174,16 +169,11 @@ async fn kill_9_mid_script_continues_the_trace_without_repeating_a_line() {
             "for i in $(seq 41 45); do echo \"line $i\"; done",
         ],
     ));
-    within(PATIENCE, "the script's first burst", async {
-        while !sync.path().join("ready").exists() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    sync.wait_for("ready").await;
     env.crash().await;
 
     env.start().await;
-    std::fs::write(sync.path().join("go"), b"").unwrap();
+    sync.signal("go");
     let view = env.finished(id).await;
     let trace = text(&view);
     assert_final(&view, JobStatus::Success, None, None);
