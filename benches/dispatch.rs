@@ -14,8 +14,17 @@
 //! ```
 //!
 //! Options: `--drover PATH`, `--jobs N` (200), `--seed N` (1), `--gap-ms MIN-MAX` (100-1000),
-//! `--check-interval S` (3), `--idle N` (IdleCount, 2), `--runner-extra FILE` (lines appended to
-//! the runner's section, e.g. a warm-sandbox option), `--json FILE` (every sample).
+//! `--check-interval S` (3), `--idle N` (IdleCount, 2), `--runners N` (1), `--runner-extra FILE`
+//! (lines appended to each runner's section, e.g. a warm-sandbox option), `--json FILE` (every
+//! sample).
+//!
+//! `--at-rest SECONDS` measures the daemon at rest instead: once every runner's IdleCount
+//! sandboxes are up and each runner holds a long poll, drover's resident memory and its CPU time
+//! over SECONDS with no job to run (`/proc/<pid>`).
+//!
+//! ```text
+//! cargo bench --bench dispatch -- --at-rest 60 --runners 4 --idle 5
+//! ```
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -38,6 +47,8 @@ struct Args {
     gap_ms: (u64, u64),
     check_interval: u64,
     idle: u32,
+    runners: u32,
+    at_rest: Option<u64>,
     runner_extra: Option<PathBuf>,
     json: Option<PathBuf>,
 }
@@ -50,6 +61,8 @@ fn parse_args() -> Result<Args, String> {
         gap_ms: (100, 1000),
         check_interval: 3,
         idle: 2,
+        runners: 1,
+        at_rest: None,
         runner_extra: None,
         json: None,
     };
@@ -65,6 +78,8 @@ fn parse_args() -> Result<Args, String> {
                 args.check_interval = number("--check-interval", value("--check-interval")?)?
             }
             "--idle" => args.idle = number("--idle", value("--idle")?)? as u32,
+            "--runners" => args.runners = number("--runners", value("--runners")?)?.max(1) as u32,
+            "--at-rest" => args.at_rest = Some(number("--at-rest", value("--at-rest")?)?),
             "--gap-ms" => {
                 let v = value("--gap-ms")?;
                 let (lo, hi) = v.split_once('-').ok_or("--gap-ms MIN-MAX")?;
@@ -114,8 +129,12 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     match runtime.block_on(run(&args)) {
-        Ok(samples) => {
+        Ok(Measured::Jobs(samples)) => {
             report(&args, &samples);
+            ExitCode::SUCCESS
+        }
+        Ok(Measured::AtRest(rest)) => {
+            rest.report(&args);
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -125,7 +144,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args) -> Result<Vec<Sample>, String> {
+/// What a run measured.
+enum Measured {
+    Jobs(Vec<Sample>),
+    AtRest(AtRest),
+}
+
+async fn run(args: &Args) -> Result<Measured, String> {
     if engine_for_tests().await.is_none() {
         return Err("no Docker engine".into());
     }
@@ -136,7 +161,9 @@ async fn run(args: &Args) -> Result<Vec<Sample>, String> {
     })
     .await
     .map_err(|e| format!("starting the fake GitLab: {e}"))?;
-    let token = fake.create_runner_token();
+    let tokens: Vec<String> = (0..args.runners)
+        .map(|_| fake.create_runner_token())
+        .collect();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = dir.path().join("config.toml");
     let extra = match &args.runner_extra {
@@ -145,7 +172,7 @@ async fn run(args: &Args) -> Result<Vec<Sample>, String> {
         }
         None => String::new(),
     };
-    std::fs::write(&config, config_text(args, fake.url(), &token, &extra))
+    std::fs::write(&config, config_text(args, fake.url(), &tokens, &extra))
         .map_err(|e| e.to_string())?;
     let log = dir.path().join("drover.log");
     let mut daemon = Command::new(&args.drover)
@@ -163,7 +190,12 @@ async fn run(args: &Args) -> Result<Vec<Sample>, String> {
         .spawn()
         .map_err(|e| format!("starting {}: {e}", args.drover.display()))?;
     let pid = daemon.id().ok_or("drover exited at once")?;
-    let result = measure(args, &fake).await;
+    let result = match args.at_rest {
+        Some(seconds) => at_rest(args, &fake, pid, Duration::from_secs(seconds))
+            .await
+            .map(Measured::AtRest),
+        None => measure(args, &fake).await.map(Measured::Jobs),
+    };
     // A graceful stop drains the sandboxes (shutdown_drain), so nothing is left on the engine.
     let _ = std::process::Command::new("kill")
         .args(["-QUIT", &pid.to_string()])
@@ -179,35 +211,165 @@ async fn run(args: &Args) -> Result<Vec<Sample>, String> {
     result
 }
 
-fn config_text(args: &Args, url: &str, token: &str, extra: &str) -> String {
+fn config_text(args: &Args, url: &str, tokens: &[String], extra: &str) -> String {
     let limit = args.idle.max(1) + 2;
-    format!(
-        "concurrent = {limit}\n\
+    let mut text = format!(
+        "concurrent = {concurrent}\n\
          check_interval = {check}\n\
          shutdown_timeout = 60\n\
          listen_address = \"127.0.0.1:0\"\n\
          \n\
-         [machine.shutdown_drain]\n  enabled = true\n\
-         \n\
-         [[runners]]\n\
-         \x20 name = \"dispatch-bench\"\n\
-         \x20 url = \"{url}\"\n\
-         \x20 token = \"{token}\"\n\
-         \x20 executor = \"docker+machine\"\n\
-         \x20 limit = {limit}\n\
-         \x20 [runners.docker]\n\
-         \x20   image = \"{BUSYBOX_IMAGE}\"\n\
-         \x20   pull_policy = [\"if-not-present\"]\n\
-         \x20 [runners.machine]\n\
-         \x20   Provider = \"docker\"\n\
-         \x20   IdleCount = {idle}\n\
-         \x20   IdleTime = 600\n\
-         \x20   MaxBuilds = 0\n\
-         \x20   MachineName = \"dispatch-%s\"\n\
-         {extra}",
+         [machine.shutdown_drain]\n  enabled = true\n",
+        concurrent = limit * tokens.len() as u32,
         check = args.check_interval,
-        idle = args.idle.max(1),
-    )
+    );
+    for (i, token) in tokens.iter().enumerate() {
+        // The first runner keeps the names of earlier runs of the bench.
+        let (name, machine) = match i {
+            0 => ("dispatch-bench".to_string(), "dispatch".to_string()),
+            _ => (format!("dispatch-bench-{i}"), format!("dispatch{i}")),
+        };
+        text.push_str(&format!(
+            "\n\
+             [[runners]]\n\
+             \x20 name = \"{name}\"\n\
+             \x20 url = \"{url}\"\n\
+             \x20 token = \"{token}\"\n\
+             \x20 executor = \"docker+machine\"\n\
+             \x20 limit = {limit}\n\
+             \x20 [runners.docker]\n\
+             \x20   image = \"{BUSYBOX_IMAGE}\"\n\
+             \x20   pull_policy = [\"if-not-present\"]\n\
+             \x20 [runners.machine]\n\
+             \x20   Provider = \"docker\"\n\
+             \x20   IdleCount = {idle}\n\
+             \x20   IdleTime = 600\n\
+             \x20   MaxBuilds = 0\n\
+             \x20   MachineName = \"{machine}-%s\"\n\
+             {extra}",
+            idle = args.idle.max(1),
+        ));
+    }
+    text
+}
+
+/// The daemon at rest: its pool up, nothing to run.
+struct AtRest {
+    sandboxes: usize,
+    window: Duration,
+    cpu: Duration,
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+impl AtRest {
+    fn report(&self, args: &Args) {
+        println!(
+            "at rest: {} runners, IdleCount {} each: {} sandboxes up, long polls held, no jobs",
+            args.runners,
+            args.idle.max(1),
+            self.sandboxes
+        );
+        println!("drover: {}", args.drover.display());
+        println!(
+            "resident memory {:.1} MiB (peak {:.1} MiB); CPU {:.3} s in {} s = {:.2} %",
+            self.rss_kib as f64 / 1024.0,
+            self.peak_kib as f64 / 1024.0,
+            self.cpu.as_secs_f64(),
+            self.window.as_secs(),
+            100.0 * self.cpu.as_secs_f64() / self.window.as_secs_f64()
+        );
+    }
+}
+
+/// Waits for every runner's pool and held request, lets the daemon settle, then reads its memory
+/// and CPU time over `window`.
+async fn at_rest(
+    args: &Args,
+    fake: &FakeGitlab,
+    pid: u32,
+    window: Duration,
+) -> Result<AtRest, String> {
+    let wanted = (args.runners * args.idle.max(1)) as usize;
+    let deadline = Instant::now() + PATIENCE;
+    let mut sandboxes = 0;
+    while sandboxes < wanted || fake.held_requests() < args.runners as usize {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{sandboxes} of {wanted} sandboxes and {} of {} held requests after {PATIENCE:?}",
+                fake.held_requests(),
+                args.runners
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sandboxes = bench_sandboxes().await?;
+    }
+    // What starting up left (a sweep, the first status file) is done within a few seconds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = cpu_time(pid)?;
+    tokio::time::sleep(window).await;
+    let cpu = cpu_time(pid)?.saturating_sub(before);
+    let (rss_kib, peak_kib) = memory_kib(pid)?;
+    Ok(AtRest {
+        sandboxes: bench_sandboxes().await?,
+        window,
+        cpu,
+        rss_kib,
+        peak_kib,
+    })
+}
+
+/// The bench's sandboxes on the engine: their anchor containers, named after this bench's
+/// `MachineName`s.
+async fn bench_sandboxes() -> Result<usize, String> {
+    // A sandbox's anchor is created, never started: `-a`.
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "label=drover.role=anchor",
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("docker ps: {e}"))?;
+    let names = String::from_utf8_lossy(&out.stdout);
+    Ok(names.lines().filter(|n| n.contains("dispatch")).count())
+}
+
+/// User + system CPU time of a process (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("odd /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or("odd /proc stat")
+    };
+    // utime and stime, fields 14 and 15 of the line (the state, field 3, is first here).
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// Resident and peak resident memory of a process, in KiB (`/proc/<pid>/status`).
+fn memory_kib(pid: u32) -> Result<(u64, u64), String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or(format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 async fn measure(args: &Args, fake: &FakeGitlab) -> Result<Vec<Sample>, String> {
