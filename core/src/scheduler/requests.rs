@@ -80,7 +80,9 @@ impl Core {
         retry_after_ms: Option<u64>,
         unhealthy: bool,
     ) {
-        let run = self.unhealthy_run(runner) + u32::from(unhealthy);
+        let run = self
+            .unhealthy_run(runner)
+            .saturating_add(u32::from(unhealthy));
         let end = RequestEnd::Failed {
             retry_after: retry_after_ms.map(Duration::from_millis),
             unhealthy: run,
