@@ -151,9 +151,9 @@ enum Measured {
 }
 
 async fn run(args: &Args) -> Result<Measured, String> {
-    if engine_for_tests().await.is_none() {
+    let Some(docker) = engine_for_tests().await else {
         return Err("no Docker engine".into());
-    }
+    };
     let fake = FakeGitlab::start(FakeOptions {
         long_poll: Duration::from_secs(50),
         trace_update_interval: 1,
@@ -191,7 +191,7 @@ async fn run(args: &Args) -> Result<Measured, String> {
         .map_err(|e| format!("starting {}: {e}", args.drover.display()))?;
     let pid = daemon.id().ok_or("drover exited at once")?;
     let result = match args.at_rest {
-        Some(seconds) => at_rest(args, &fake, pid, Duration::from_secs(seconds))
+        Some(seconds) => at_rest(args, &fake, &docker, pid, Duration::from_secs(seconds))
             .await
             .map(Measured::AtRest),
         None => measure(args, &fake).await.map(Measured::Jobs),
@@ -287,6 +287,7 @@ impl AtRest {
 async fn at_rest(
     args: &Args,
     fake: &FakeGitlab,
+    docker: &bollard::Docker,
     pid: u32,
     window: Duration,
 ) -> Result<AtRest, String> {
@@ -302,7 +303,7 @@ async fn at_rest(
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        sandboxes = bench_sandboxes().await?;
+        sandboxes = bench_sandboxes(docker).await?;
     }
     // What starting up left (a sweep, the first status file) is done within a few seconds.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -311,7 +312,7 @@ async fn at_rest(
     let cpu = cpu_time(pid)?.saturating_sub(before);
     let (rss_kib, peak_kib) = memory_kib(pid)?;
     Ok(AtRest {
-        sandboxes: bench_sandboxes().await?,
+        sandboxes: bench_sandboxes(docker).await?,
         window,
         cpu,
         rss_kib,
@@ -319,27 +320,30 @@ async fn at_rest(
     })
 }
 
-/// The bench's sandboxes on the engine: their anchor containers, named after this bench's
-/// `MachineName`s.
-async fn bench_sandboxes() -> Result<usize, String> {
-    // A sandbox's anchor is created, never started: `-a`.
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            "label=drover.role=anchor",
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
+/// The bench's sandboxes on the engine: their anchor containers (created, never started), named
+/// after this bench's `MachineName`s.
+async fn bench_sandboxes(docker: &bollard::Docker) -> Result<usize, String> {
+    use drover_docker::labels;
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", labels::ROLE, labels::ROLE_ANCHOR)],
+        )])),
+        ..Default::default()
+    };
+    let found = docker
+        .list_containers(Some(options))
         .await
-        .map_err(|e| format!("docker ps: {e}"))?;
-    let names = String::from_utf8_lossy(&out.stdout);
-    Ok(names.lines().filter(|n| n.contains("dispatch")).count())
+        .map_err(|e| format!("listing the sandboxes: {e}"))?;
+    let ours = |c: &bollard::models::ContainerSummary| {
+        c.names.iter().flatten().any(|n| n.contains("dispatch"))
+    };
+    Ok(found.iter().filter(|c| ours(c)).count())
 }
 
-/// User + system CPU time of a process (`/proc/<pid>/stat`, in clock ticks of 1/100 s).
+/// User + system CPU time of a process (`/proc/<pid>/stat`, in `USER_HZ` ticks: 1/100 s on
+/// Linux whatever the kernel's own tick).
 fn cpu_time(pid: u32) -> Result<Duration, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     // Fields after the command name, which is in parentheses and may hold spaces.
