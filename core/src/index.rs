@@ -11,6 +11,8 @@ use std::hash::{BuildHasherDefault, Hash};
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, Serializer};
 
+use crate::record_bytes::RecordHash;
+
 type Fx = BuildHasherDefault<rustc_hash::FxHasher>;
 
 /// A map from ids to records with O(1) lookups, sorted iteration, and a running digest of its
@@ -40,12 +42,7 @@ struct Entry<V> {
     pending: bool,
 }
 
-/// The hash of one entry, as the digest sums it.
-pub(crate) fn entry_hash<K: Serialize, V: Serialize>(k: &K, v: &V) -> u64 {
-    crate::hash::hash_of(&(k, v))
-}
-
-impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {
+impl<K: Copy + Eq + Hash + Ord, V: RecordHash<K>> IdMap<K, V> {
     pub fn new() -> Self {
         IdMap {
             entries: HashMap::default(),
@@ -122,7 +119,7 @@ impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {
             if let Some(e) = self.entries.get_mut(&k)
                 && e.pending
             {
-                let fresh = entry_hash(&k, &e.value);
+                let fresh = e.value.record_hash(&k);
                 self.sum = self.sum.wrapping_sub(e.counted).wrapping_add(fresh);
                 e.counted = fresh;
                 e.pending = false;
@@ -142,32 +139,34 @@ impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> IdMap<K, V> {
             .fold(self.sum, |sum, k| match self.entries.get(k) {
                 Some(e) if e.pending => sum
                     .wrapping_sub(e.counted)
-                    .wrapping_add(entry_hash(k, &e.value)),
+                    .wrapping_add(e.value.record_hash(k)),
                 _ => sum,
             })
     }
 
     /// The same digest recomputed from every entry, to check the running one.
     pub fn digest_from_scratch(&self) -> u64 {
-        self.entries.iter().fold(0u64, |sum, (k, e)| {
-            sum.wrapping_add(entry_hash(k, &e.value))
-        })
+        self.entries
+            .iter()
+            .fold(0u64, |sum, (k, e)| sum.wrapping_add(e.value.record_hash(k)))
     }
 }
 
-impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> Default for IdMap<K, V> {
+impl<K: Copy + Eq + Hash + Ord, V: RecordHash<K>> Default for IdMap<K, V> {
     fn default() -> Self {
         IdMap::new()
     }
 }
 
-impl<K: Copy + Eq + Hash + Ord + Serialize, V: Serialize> Serialize for IdMap<K, V> {
+impl<K: Copy + Eq + Hash + Ord + Serialize, V: RecordHash<K> + Serialize> Serialize
+    for IdMap<K, V>
+{
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.sorted())
     }
 }
 
-impl<'de, K: Copy + Eq + Hash + Ord + Serialize + Deserialize<'de>, V: Serialize + Deserialize<'de>>
+impl<'de, K: Copy + Eq + Hash + Ord + Deserialize<'de>, V: RecordHash<K> + Deserialize<'de>>
     Deserialize<'de> for IdMap<K, V>
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -177,5 +176,50 @@ impl<'de, K: Copy + Eq + Hash + Ord + Serialize + Deserialize<'de>, V: Serialize
             map.insert(k, v);
         }
         Ok(map)
+    }
+}
+
+/// Machine names to ids: hashed for O(1) lookups (an ephemeral pool adds and removes a name per
+/// job, where an ordered map compared long common prefixes at every level). Serialized sorted by
+/// name, as the ordered map it replaces, so snapshots and format-1 digests are unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct NameIndex(HashMap<String, crate::ids::MachineId, Fx>);
+
+impl NameIndex {
+    pub fn get(&self, name: &str) -> Option<&crate::ids::MachineId> {
+        self.0.get(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub fn insert(&mut self, name: String, id: crate::ids::MachineId) {
+        self.0.insert(name, id);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Serialize for NameIndex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<(&String, &crate::ids::MachineId)> = self.0.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        s.collect_map(sorted)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameIndex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map: std::collections::BTreeMap<String, crate::ids::MachineId> =
+            std::collections::BTreeMap::deserialize(d)?;
+        Ok(NameIndex(map.into_iter().collect()))
     }
 }

@@ -32,6 +32,7 @@ mod index;
 mod invariants;
 pub mod period;
 mod queues;
+mod record_bytes;
 mod scale;
 mod scale_slots;
 mod scheduler;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::index::IdMap;
+use crate::index::{IdMap, NameIndex};
 
 use crate::command::RemoveReason;
 use crate::config::{RunnerConfig, SlotPolicy};
@@ -20,7 +20,7 @@ pub struct State {
     pub(crate) seq: u64,
     pub(crate) runners: Vec<RunnerState>,
     pub(crate) machines: IdMap<MachineId, Machine>,
-    pub(crate) names: BTreeMap<String, MachineId>,
+    pub(crate) names: NameIndex,
     pub(crate) jobs: IdMap<JobId, Job>,
     pub(crate) totals: Totals,
     pub(crate) next_machine: u64,

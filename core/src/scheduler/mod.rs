@@ -63,7 +63,7 @@ impl Core {
             seq: 0,
             runners,
             machines: IdMap::new(),
-            names: BTreeMap::new(),
+            names: Default::default(),
             jobs: IdMap::new(),
             totals: Default::default(),
             next_machine: 1,
