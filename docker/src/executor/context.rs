@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::spec::BuildSpec;
+use super::standby::{Standby, Standbys};
 use super::{Control, ExecutorOptions};
 use crate::endpoint::MachineEndpoint;
 use crate::image::ImageError;
@@ -135,6 +136,11 @@ pub(crate) struct Job {
     /// (not to slow its start), awaited before the outcome, so the machine's removal never
     /// races it.
     pub prestart: Option<tokio::task::JoinHandle<()>>,
+    /// The executor's standby execs, and the one waiting in the container this job claimed, for
+    /// its first step (see `standby`).
+    pub standbys: Arc<Standbys>,
+    /// (In a mutex only to keep `Job` `Sync`: the job alone touches it, through `&mut`.)
+    pub standby: std::sync::Mutex<Option<Standby>>,
 }
 
 /// A step found started after a restart: its container, or its record in the job's warm

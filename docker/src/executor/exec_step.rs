@@ -38,9 +38,14 @@ use super::context::{
 };
 use super::patience::Patience;
 use super::script::{self, FileEntry};
+use super::standby::{self, Standby};
 use super::step::{StepEnd, header};
 use super::warm::RUN_DIR;
 use crate::trace::LogCursor;
+
+/// How long after a step's start the next job's warm container is started if the step has not
+/// printed anything by then.
+const PRESTART_AFTER: Duration = Duration::from_millis(300);
 
 /// Runs a step's script `$2` (read from stdin, `$5` bytes, unless it was uploaded; never an
 /// argument: an exec's arguments are visible to the engine's API and in the container's `ps`)
@@ -145,6 +150,27 @@ impl Job {
             Kind::Sources => script::get_sources(&self.spec, &self.spec.image.name),
             Kind::User(i) => script::user_step(&self.spec, &self.spec.steps[i]),
         }
+    }
+
+    /// The standby exec of the job's claimed container and the request that runs the step
+    /// there, if the step can take it: as the container's user, with only variables the shell
+    /// can export (see `standby`). Taken either way: a later step cannot use it.
+    fn standby_request(
+        &mut self,
+        args: &[String; 5],
+        env: &[String],
+        script: Option<&[u8]>,
+        user: Option<&str>,
+    ) -> Option<(Standby, Vec<u8>)> {
+        let standby = self.standby.get_mut().ok()?.take()?;
+        if user.is_some() {
+            return None;
+        }
+        // The wrapper reads no script from its input: the request writes it.
+        let mut args = args.clone();
+        args[4].clear();
+        let request = standby::request(WRAPPER, &args, env, script)?;
+        Some((standby, request))
     }
 
     /// Whether the job's files go into the claimed container by the archive API (slow on a
@@ -254,10 +280,32 @@ impl Job {
                     self.deadline_ms.to_string(),
                     length,
                 ];
-                let output = self
-                    .exec_stream(&container, WRAPPER, &args, user.as_deref(), env, stdin)
-                    .await?;
-                self.prestart_next();
+                let output =
+                    match self.standby_request(&args, &env, stdin.as_deref(), user.as_deref()) {
+                        // The script comes in the request, not on the wrapper's input.
+                        Some((standby, request)) => match standby.run(request).await {
+                            Ok(output) => output,
+                            Err(err) => {
+                                return Err(JobError::System(format!(
+                                    "sending the step to its standby exec: {err}"
+                                )));
+                            }
+                        },
+                        None => {
+                            self.exec_stream(
+                                &container,
+                                WRAPPER,
+                                &args,
+                                user.as_deref(),
+                                env,
+                                stdin,
+                            )
+                            .await?
+                        }
+                    };
+                // The next job's warm container starts once this step shows its first byte
+                // (`follow_exec`): started now, it would compete with the step's start-up for
+                // the engine and the CPU and delay that byte.
                 (Instant::now(), output, 0)
             }
         };
@@ -301,12 +349,15 @@ impl Job {
         let mut kill_at: Option<Instant> = None;
         let mut reattaches = 0u32;
         let mut patience = Patience::default();
+        // A step that prints nothing for a while still gets the next warm container going.
+        let prestart_at = later(Instant::now(), PRESTART_AFTER);
         loop {
             let mut end = None;
             loop {
                 tokio::select! {
                     item = output.next() => match item {
                         Some(Ok(LogOutput::StdOut { message })) => {
+                            self.prestart_next();
                             let len = message.len() as u64;
                             if offset + len > delivered {
                                 let from = delivered.saturating_sub(offset) as usize;
@@ -328,6 +379,9 @@ impl Job {
                         }
                         None => break,
                     },
+                    () = tokio::time::sleep_until(prestart_at), if self.prestart.is_none() => {
+                        self.prestart_next();
+                    }
                     () = tokio::time::sleep_until(deadline), if interruption.is_none() => {
                         self.kill_all(container).await?;
                         interruption = Some(StepEnd::TimedOut);
@@ -356,6 +410,7 @@ impl Job {
                     }
                 }
             }
+            self.prestart_next();
             let code = match end {
                 Some(Marker::Exit(code)) => code,
                 Some(Marker::Killed) => SIGKILLED,

@@ -13,7 +13,7 @@ use super::context::{
 };
 use super::spec::{BuildSpec, GitStrategy, StepName, When};
 use super::step::StepEnd;
-use super::{Control, ExecutorOptions, cleanup, script, services, warm};
+use super::{Control, Executor, cleanup, script, services, warm};
 use crate::endpoint::MachineEndpoint;
 use crate::image::{Pull, PullPolicy, ensure_image};
 use crate::labels;
@@ -28,14 +28,18 @@ pub(crate) enum Mode {
 }
 
 pub(crate) async fn run(
+    executor: Executor,
     endpoint: MachineEndpoint,
     spec: Arc<BuildSpec>,
-    options: ExecutorOptions,
     sink: TraceSink,
     control: watch::Receiver<Control>,
     mode: Mode,
-    remove_when_done: bool,
 ) -> Outcome {
+    let Executor {
+        options,
+        keep_containers,
+        standbys,
+    } = executor;
     let mut trace = Trace::new(Some(sink));
     let docker = match endpoint.engine.connect().await {
         Ok(docker) => docker,
@@ -66,6 +70,8 @@ pub(crate) async fn run(
         job_status: "running",
         warm: None,
         prestart: None,
+        standbys,
+        standby: Default::default(),
     };
     job.binds = job.binds();
     let result = match mode {
@@ -91,7 +97,7 @@ pub(crate) async fn run(
             system_failure()
         }
     };
-    if remove_when_done
+    if !keep_containers
         && let Err(err) = cleanup::remove_job(&job.docker, &job.spec.runner, job.spec.job_id).await
     {
         tracing::warn!(job = job.spec.job_id, error = %err, "could not remove the job's containers");
@@ -232,13 +238,14 @@ impl Job {
         if !self.options.warm || self.prestart.is_some() {
             return;
         }
-        let (docker, endpoint, spec) = (
+        let (docker, endpoint, spec, standbys) = (
             self.docker.clone(),
             self.endpoint.clone(),
             self.spec.clone(),
+            self.standbys.clone(),
         );
         self.prestart = Some(tokio::spawn(async move {
-            if let Err(err) = warm::prestart(&docker, &endpoint, &spec).await {
+            if let Err(err) = warm::prestart(&docker, &endpoint, &spec, &standbys).await {
                 tracing::debug!(error = %err, "could not start a warm build container");
             }
         }));
@@ -325,7 +332,12 @@ impl Job {
         }
         services::start(self).await?;
         if self.options.warm {
-            self.warm = warm::claim(&self.docker, &self.endpoint, &self.spec).await?;
+            if let Some((name, standby)) =
+                warm::claim(&self.docker, &self.endpoint, &self.spec, &self.standbys).await?
+            {
+                self.warm = Some(name);
+                self.standby = std::sync::Mutex::new(standby);
+            }
             let plan = self.plan();
             self.upload_exec_files(&plan).await?;
         }

@@ -51,6 +51,7 @@ mod patience;
 mod script;
 mod services;
 pub mod spec;
+mod standby;
 mod step;
 mod warm;
 
@@ -111,6 +112,8 @@ pub struct Executor {
     /// [`Executor::cleanup`]): a crash between the two cannot lose the outcome with the
     /// containers.
     keep_containers: bool,
+    /// The standby execs waiting in warm containers (see `standby`), for the jobs that claim them.
+    standbys: Arc<standby::Standbys>,
 }
 
 impl Executor {
@@ -118,6 +121,7 @@ impl Executor {
         Executor {
             options,
             keep_containers: false,
+            standbys: Arc::default(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Executor {
         Executor {
             options: self.options.clone(),
             keep_containers: true,
+            standbys: self.standbys.clone(),
         }
     }
 
@@ -159,13 +164,12 @@ impl Executor {
         let (control_tx, control_rx) = watch::channel(Control::Run);
         let job_id = spec.job_id;
         let task = tokio::spawn(job::run(
+            self.clone(),
             endpoint,
             Arc::new(spec),
-            self.options.clone(),
             sink,
             control_rx,
             mode,
-            !self.keep_containers,
         ));
         JobHandle {
             job_id,
@@ -187,7 +191,7 @@ impl Executor {
             return Ok(false);
         }
         let docker = endpoint.engine.connect().await?;
-        warm::prestart(&docker, endpoint, spec)
+        warm::prestart(&docker, endpoint, spec, &self.standbys)
             .await
             .map_err(|source| ExecutorError::Docker {
                 engine: endpoint.engine.describe(),

@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 
 use super::host;
 use super::spec::{BuildSpec, GitStrategy};
+use super::standby::{self, Standby, Standbys};
 use crate::endpoint::MachineEndpoint;
 use crate::engine::is_status;
 use crate::labels;
@@ -163,17 +164,42 @@ async fn usable_image(
 }
 
 /// Makes sure `endpoint`'s machine has a running warm container for jobs like `spec`, replacing
-/// one made for other jobs. `false`: such jobs cannot run warm here (nothing is started).
+/// one made for other jobs, with a standby exec for its first step (see `standby`). `false`:
+/// such jobs cannot run warm here (nothing is started).
 pub(crate) async fn prestart(
     docker: &Docker,
     endpoint: &MachineEndpoint,
     spec: &BuildSpec,
+    standbys: &Standbys,
 ) -> Result<bool, bollard::errors::Error> {
-    let Some(template) = template(endpoint, spec) else {
+    let Some(ready) = make_ready(docker, endpoint, spec).await? else {
         return Ok(false);
     };
+    if let Some(id) = ready
+        && !standbys.has(&id)
+    {
+        // Without one the first step starts an exec of its own: a failure costs only time.
+        match standby::start(docker, &id).await {
+            Ok(Some(standby)) => standbys.put(id, standby),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(error = %err, "could not start a standby exec"),
+        }
+    }
+    Ok(true)
+}
+
+/// [`prestart`]'s container: `None` if jobs like `spec` cannot run warm here, else the id of the
+/// ready warm container (`None` if another call made it ready at the same time).
+async fn make_ready(
+    docker: &Docker,
+    endpoint: &MachineEndpoint,
+    spec: &BuildSpec,
+) -> Result<Option<Option<String>>, bollard::errors::Error> {
+    let Some(template) = template(endpoint, spec) else {
+        return Ok(None);
+    };
     let Some(image_id) = usable_image(docker, &spec.image.name).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let name = unclaimed(&template.machine);
     match docker
@@ -183,7 +209,7 @@ pub(crate) async fn prestart(
         Ok(found) => {
             let fits = fits(&found, &template, &image_id);
             match found.state.and_then(|s| s.status) {
-                Some(ContainerStateStatusEnum::RUNNING) if fits => return Ok(true),
+                Some(ContainerStateStatusEnum::RUNNING) if fits => return Ok(Some(found.id)),
                 _ => remove(docker, &name).await?,
             }
         }
@@ -192,20 +218,21 @@ pub(crate) async fn prestart(
     }
     // Made and checked under another name: a job can claim it only once it is ready.
     let pending = pending(&template.machine);
-    let mut created = false;
+    let mut created = None;
     match docker
         .inspect_container(&pending, None::<InspectContainerOptions>)
         .await
     {
         // Its start was cut short (a crash): finish it.
-        Ok(found) if fits(&found, &template, &image_id) => created = true,
+        Ok(found) if fits(&found, &template, &image_id) => created = found.id,
         Ok(_) => remove(docker, &pending).await?,
         Err(err) if is_status(&err, &[404]) => {}
         Err(err) => return Err(err),
     }
-    if !created {
-        create(docker, &pending, &template, &spec.runner).await?;
-    }
+    let id = match created {
+        Some(id) => id,
+        None => create(docker, &pending, &template, &spec.runner).await?,
+    };
     let name_ready = name;
     let name = pending;
     let options = UploadToContainerOptions {
@@ -227,16 +254,16 @@ pub(crate) async fn prestart(
     // The programs the steps' wrapper and their re-attachment use (`exec_step`).
     if !succeeds(docker, &name, TOOLS).await? {
         remove(docker, &name).await?;
-        return Ok(false);
+        return Ok(None);
     }
     let options = RenameContainerOptions { name: name_ready };
     match docker.rename_container(&name, options).await {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Some(Some(id))),
         // A concurrent call made it ready first.
-        Err(err) if is_status(&err, &[404]) => Ok(true),
+        Err(err) if is_status(&err, &[404]) => Ok(Some(None)),
         Err(err) if is_status(&err, &[409]) => {
             remove(docker, &name).await?;
-            Ok(true)
+            Ok(Some(None))
         }
         Err(err) => Err(err),
     }
@@ -257,13 +284,13 @@ fn fits(
         && found.image.as_deref() == Some(image_id)
 }
 
-/// Creates the unclaimed warm container of `template`'s machine (not started).
+/// Creates the unclaimed warm container of `template`'s machine (not started); its id.
 async fn create(
     docker: &Docker,
     name: &str,
     template: &Template,
     runner: &str,
-) -> Result<(), bollard::errors::Error> {
+) -> Result<String, bollard::errors::Error> {
     let mut body = template.body.clone();
     body.labels = Some(HashMap::from([
         (labels::RUNNER.to_string(), runner.to_string()),
@@ -275,8 +302,7 @@ async fn create(
         name: Some(name.to_string()),
         ..Default::default()
     };
-    docker.create_container(Some(options), body).await?;
-    Ok(())
+    Ok(docker.create_container(Some(options), body).await?.id)
 }
 
 /// Whether `script` exits 0 in the container.
@@ -315,12 +341,14 @@ fn run_dir_archive() -> std::io::Result<Vec<u8>> {
 }
 
 /// Claims the machine's warm container for the job of `spec` if it fits (its image already
-/// checked per the job's pull policy); `Some(name)` of the claimed container.
+/// checked per the job's pull policy): the name of the claimed container, and the standby exec
+/// waiting in it, if one does.
 pub(crate) async fn claim(
     docker: &Docker,
     endpoint: &MachineEndpoint,
     spec: &BuildSpec,
-) -> Result<Option<String>, bollard::errors::Error> {
+    standbys: &Standbys,
+) -> Result<Option<(String, Option<Standby>)>, bollard::errors::Error> {
     let Some(template) = template(endpoint, spec) else {
         return Ok(None);
     };
@@ -351,7 +379,7 @@ pub(crate) async fn claim(
         name: target.clone(),
     };
     match docker.rename_container(&name, options).await {
-        Ok(()) => Ok(Some(target)),
+        Ok(()) => Ok(Some((target, found.id.and_then(|id| standbys.take(&id))))),
         // Another job claimed it first, or it went away.
         Err(err) if is_status(&err, &[404, 409]) => Ok(None),
         Err(err) => Err(err),

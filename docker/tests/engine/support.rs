@@ -108,11 +108,17 @@ pub fn local() -> MachineEndpoint {
     MachineEndpoint::engine_only(EngineConfig::local())
 }
 
-pub fn executor() -> Executor {
-    Executor::new(ExecutorOptions {
+thread_local! {
+    /// One executor per test (each runs on a thread of its own), as the daemon keeps one: what
+    /// it prestarts on a machine (a warm container, its standby exec) the test's jobs find.
+    static EXECUTOR: Executor = Executor::new(ExecutorOptions {
         stop_timeout: Duration::from_secs(5),
         ..Default::default()
-    })
+    });
+}
+
+pub fn executor() -> Executor {
+    EXECUTOR.with(Executor::clone)
 }
 
 /// Output collected from a job's sink.

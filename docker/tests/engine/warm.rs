@@ -399,8 +399,9 @@ async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments(
         521,
         &[
             "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < $f 2>/dev/null; echo; done > /tmp/cmds",
-            // The bracket keeps the pattern from matching itself.
-            "echo secret-hits=$(grep -c 'warm-secr[e]t-42' /tmp/cmds) wrappers=$(grep -c 'drover-claime[d]' /tmp/cmds)",
+            // The bracket keeps the pattern from matching itself. The step runs under the
+            // wrapper's exec, or the standby exec that sourced the wrapper.
+            "echo secret-hits=$(grep -c 'warm-secr[e]t-42' /tmp/cmds) wrappers=$(grep -c -e 'drover-claime[d]' -e 'run/standb[y]' /tmp/cmds)",
             "echo length=${#WARM_SECRET}",
         ],
     );
@@ -428,7 +429,15 @@ async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
     let machine = format!("{}-m", &*runner);
     let endpoint = sandbox(&docker, &runner, &machine).await;
     let sync = tempfile::tempdir().unwrap();
-    let mut spec = spec(&runner, 522, &[WAIT_FOR_GO, "echo length=${#WARM_SECRET}"]);
+    let mut spec = spec(
+        &runner,
+        522,
+        &[
+            "touch /sync/started",
+            WAIT_FOR_GO,
+            "echo length=${#WARM_SECRET}",
+        ],
+    );
     spec.volumes = vec![format!("{}:/sync", sync.path().display())];
     spec.variables = vec![drover_docker::Variable::new(
         "WARM_SECRET",
@@ -436,32 +445,119 @@ async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
     )];
     let warm = prestarted(&docker, &endpoint, &spec).await;
     let watch = async {
+        // Once the step runs, the engine shows every exec it runs under.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let mut wrappers = 0;
-        while wrappers == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "no wrapper exec");
-            let found = docker
-                .inspect_container(&warm, None::<InspectContainerOptions>)
-                .await
-                .unwrap();
-            for id in found.exec_ids.unwrap_or_default() {
-                let Ok(exec) = docker.inspect_exec(&id).await else {
-                    continue;
-                };
-                let args = exec
-                    .process_config
-                    .and_then(|p| p.arguments)
-                    .unwrap_or_default()
-                    .join(" ");
-                assert!(!args.contains("warm-secret-43"), "{args}");
-                wrappers += usize::from(args.contains("drover-claimed"));
-            }
+        while !sync.path().join("started").exists() {
+            assert!(tokio::time::Instant::now() < deadline, "the step never ran");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let found = docker
+            .inspect_container(&warm, None::<InspectContainerOptions>)
+            .await
+            .unwrap();
+        let mut wrappers = 0;
+        for id in found.exec_ids.unwrap_or_default() {
+            let Ok(exec) = docker.inspect_exec(&id).await else {
+                continue;
+            };
+            let args = exec
+                .process_config
+                .and_then(|p| p.arguments)
+                .unwrap_or_default()
+                .join(" ");
+            assert!(!args.contains("warm-secret-43"), "{args}");
+            // The wrapper's exec, or the standby exec the step's request went to.
+            wrappers += usize::from(
+                args.contains("drover-claimed") || args.contains("/.drover/run/standby"),
+            );
+        }
+        assert!(wrappers > 0, "the step's exec is not among the container's");
         go(sync.path());
     };
     let ((outcome, out), ()) = tokio::join!(run_job(endpoint, spec), watch);
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("length=14"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// The processes of the step shell's parent (`$PPID`) that name the standby exec's program.
+const IN_STANDBY: &str = "$(tr '\\000' ' ' < /proc/$PPID/cmdline | grep -c 'run/standb[y]')";
+
+#[tokio::test]
+async fn a_warm_jobs_first_step_runs_in_the_standby_exec_started_with_its_container() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = with_after_script(
+        spec(
+            &runner,
+            531,
+            &[&format!("echo script-in-standby={IN_STANDBY}")],
+        ),
+        &[&format!("echo after-in-standby={IN_STANDBY}")],
+    );
+    prestarted(&docker, &endpoint, &spec).await;
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    // The first step's request went to the standby; after_script started an exec of its own.
+    assert!(out.contains("script-in-standby=1"), "{out}");
+    assert!(out.contains("after-in-standby=0"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// Whether a standby exec still runs in the container `id`.
+async fn standby_runs(docker: &Docker, id: &str) -> bool {
+    let found = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    for exec in found.exec_ids.unwrap_or_default() {
+        let Ok(exec) = docker.inspect_exec(&exec).await else {
+            continue;
+        };
+        let args = exec
+            .process_config
+            .and_then(|p| p.arguments)
+            .unwrap_or_default()
+            .join(" ");
+        if exec.running == Some(true) && args.contains("/.drover/run/standby") {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_standby_exec_whose_drover_went_away_runs_nothing_and_exits() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = spec(&runner, 541, &["echo ran-once"]);
+    // Prestarted by an executor that then goes away, as a drover that stopped or crashed: its
+    // standby never gets a request.
+    let gone = drover_docker::Executor::new(drover_docker::ExecutorOptions::default());
+    assert!(gone.prestart(&endpoint, &spec).await.unwrap());
+    let warm = warm_id(&docker, &machine).await.expect("a warm container");
+    assert!(standby_runs(&docker, &warm).await, "a standby waits");
+    drop(gone);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while standby_runs(&docker, &warm).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the standby still runs 60 s after its drover went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing of a step ran there: a job claims the container and runs its first step (a step
+    // on record would be taken for another wrapper's).
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert_eq!(
+        out.matches("ran-once").count(),
+        2,
+        "echoed and printed: {out}"
+    );
     remove_sandbox(&docker, &runner, &machine).await;
 }
