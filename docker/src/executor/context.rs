@@ -132,9 +132,9 @@ pub(crate) struct Job {
     pub job_status: &'static str,
     /// The warm container the job claimed: its steps run there by exec (see `exec_step`).
     pub warm: Option<String>,
-    /// Starting the machine's warm container for the next job: from the job's first step on
-    /// (not to slow its start), awaited before the outcome, so the machine's removal never
-    /// races it.
+    /// Starting the machine's warm container for the next job: from the first byte of the job's
+    /// first step on (not to slow its start), awaited before the outcome, so the machine's
+    /// removal never races it.
     pub prestart: Option<tokio::task::JoinHandle<()>>,
     /// The executor's standby execs, and the one waiting in the container this job claimed, for
     /// its first step (see `standby`).

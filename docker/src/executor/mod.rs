@@ -23,7 +23,8 @@
 //! in its own shell, with its own timeout, exit code, `CI_JOB_STATUS` and user; everything a step
 //! leaves running is killed before the next one. The claimed container is the job's alone and is
 //! removed with the job; the job's end starts a new one for the next job like it. Any other job
-//! takes the container-per-step path.
+//! takes the container-per-step path. A ready warm container also holds a **standby** exec
+//! (`standby`) that the claiming job's first step starts in with a write, not an exec.
 //!
 //! # Crash recovery
 //!
