@@ -280,29 +280,25 @@ impl Job {
                     self.deadline_ms.to_string(),
                     length,
                 ];
-                let output =
+                // The script comes in the standby's request, not on the wrapper's input. A
+                // request that did not get through runs nothing, or, if it did after all,
+                // the step's claim keeps the exec below from running it again.
+                let sent =
                     match self.standby_request(&args, &env, stdin.as_deref(), user.as_deref()) {
-                        // The script comes in the request, not on the wrapper's input.
-                        Some((standby, request)) => match standby.run(request).await {
-                            Ok(output) => output,
-                            Err(err) => {
-                                return Err(JobError::System(format!(
-                                    "sending the step to its standby exec: {err}"
-                                )));
-                            }
-                        },
-                        None => {
-                            self.exec_stream(
-                                &container,
-                                WRAPPER,
-                                &args,
-                                user.as_deref(),
-                                env,
-                                stdin,
-                            )
-                            .await?
-                        }
+                        Some((standby, request)) => standby
+                            .run(request)
+                            .await
+                            .inspect_err(|err| tracing::debug!(error = %err, "standby exec failed"))
+                            .ok(),
+                        None => None,
                     };
+                let output = match sent {
+                    Some(output) => output,
+                    None => {
+                        self.exec_stream(&container, WRAPPER, &args, user.as_deref(), env, stdin)
+                            .await?
+                    }
+                };
                 // The next job's warm container starts once this step shows its first byte
                 // (`follow_exec`): started now, it would compete with the step's start-up for
                 // the engine and the CPU and delay that byte.
@@ -350,7 +346,7 @@ impl Job {
         let mut reattaches = 0u32;
         let mut patience = Patience::default();
         // A step that prints nothing for a while still gets the next warm container going.
-        let prestart_at = later(Instant::now(), PRESTART_AFTER);
+        let mut prestart_at = Some(later(Instant::now(), PRESTART_AFTER));
         loop {
             let mut end = None;
             loop {
@@ -379,7 +375,9 @@ impl Job {
                         }
                         None => break,
                     },
-                    () = tokio::time::sleep_until(prestart_at), if self.prestart.is_none() => {
+                    () = tokio::time::sleep_until(prestart_at.unwrap_or_else(Instant::now)),
+                        if prestart_at.is_some() => {
+                        prestart_at = None;
                         self.prestart_next();
                     }
                     () = tokio::time::sleep_until(deadline), if interruption.is_none() => {
