@@ -1,7 +1,8 @@
 //! The discrete-event engine: the real [`Core`] against a simulated coordinator, provider and executor.
 //!
-//! Virtual time jumps from event to event. Scheduled events live in a priority queue ordered by
-//! `(time, sequence)`, so events at the same instant run in the order they were scheduled. Answers
+//! Virtual time jumps from event to event. Scheduled events live in queues ordered by
+//! `(time, sequence)` (`crate::queue`: a heap, and a FIFO for the long-poll timeouts), so events at
+//! the same instant run in the order they were scheduled. Answers
 //! the coordinator gives "at once" (a job for a waiting request, an empty answer) go to a FIFO that
 //! is drained before the heap: they happen at the current instant, before anything scheduled.
 
@@ -9,7 +10,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dary_heap::QuaternaryHeap;
 use drover_core::state::JobState;
 use drover_core::{
     Command, Config, Core, CreationFailure, Event, JobId, JobInfo, MachineId, Outcome, RunnerId,
@@ -23,6 +23,7 @@ use crate::arrivals::{ArrivalStream, NewJob};
 use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
 use crate::overload::{self, MAX_WAITING, Unstable};
+use crate::queue::{Fifo, Keyed, Queue};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
 use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
@@ -199,8 +200,17 @@ enum Scheduled {
     MachineLost(JobId),
     /// A wake-up; stale unless its sequence number is the pending tick's.
     Tick,
-    /// GitLab's answer to a job request arrives after its round trip.
-    Answer(Answer),
+    /// GitLab's answer to a job request arrives after its round trip: an [`Answer`], flattened
+    /// so that an entry stays 16 bytes.
+    AnswerJob {
+        runner: RunnerId,
+        job: JobId,
+    },
+    AnswerEmpty {
+        runner: RunnerId,
+        held_ms: u64,
+        long_poll: bool,
+    },
     /// Workhorse's long-poll timeout for a held request of this runner.
     HoldTimeout(RunnerId, u64),
 }
@@ -212,16 +222,19 @@ struct Entry {
     what: Scheduled,
 }
 
+// Two entries to a cache line: the queue's pops read a node's four children.
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
 impl Entry {
     fn new(at: Timestamp, seq: u64, what: Scheduled) -> Entry {
         Entry {
-            key: (u128::from(at.0) << 64) | u128::from(seq),
+            key: Entry::key_of(at, seq),
             what,
         }
     }
 
-    fn at(&self) -> Timestamp {
-        Timestamp((self.key >> 64) as u64)
+    fn key_of(at: Timestamp, seq: u64) -> u128 {
+        (u128::from(at.0) << 64) | u128::from(seq)
     }
 
     fn seq(&self) -> u64 {
@@ -229,25 +242,19 @@ impl Entry {
     }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key == other.key
+impl Keyed for Entry {
+    #[inline]
+    fn key(&self) -> u128 {
+        self.key
     }
 }
 
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Entry) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    /// Reversed: the heap pops its largest entry, and the earliest must come out first.
-    fn cmp(&self, other: &Entry) -> std::cmp::Ordering {
-        other.key.cmp(&self.key)
-    }
+/// Which queue the next event comes from.
+#[derive(Clone, Copy)]
+enum Next {
+    Arrival,
+    Heap,
+    HoldTimeout,
 }
 
 /// A coordinator answer given at the current instant.
@@ -315,8 +322,10 @@ struct World<'s, O> {
     start: Timestamp,
     now: Timestamp,
     end: Timestamp,
-    /// A 4-ary heap: half the depth of a binary heap, so fewer cache misses per pop.
-    heap: QuaternaryHeap<Entry>,
+    heap: Queue<Entry>,
+    /// The long-poll timeouts, out of the heap: each is `long_poll_ms` after its request, so they
+    /// come due in the order they are scheduled.
+    hold_timeouts: Fifo<Entry>,
     seq: u64,
     answers: VecDeque<Answer>,
     pending_tick: Option<(Timestamp, u64)>,
@@ -384,7 +393,8 @@ impl<'s, O: Observer> World<'s, O> {
             start,
             now: start,
             end: start,
-            heap: QuaternaryHeap::new(),
+            heap: Queue::new(),
+            hold_timeouts: Fifo::new(),
             seq: 0,
             answers: VecDeque::new(),
             pending_tick: None,
@@ -457,14 +467,10 @@ impl<'s, O: Observer> World<'s, O> {
                 continue;
             }
             self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
-            let heap_next = self.heap.peek().map(|e| (e.at(), e.seq()));
-            let arrival_next = self.next_job.map(|(job, seq)| (job.at, seq));
-            let (at, from_heap) = match (arrival_next, heap_next) {
-                (Some(a), Some(h)) if h < a => (h.0, true),
-                (Some(a), _) => (a.0, false),
-                (None, Some(h)) => (h.0, true),
-                (None, None) => break,
+            let Some((key, next)) = self.next() else {
+                break;
             };
+            let at = Timestamp((key >> 64) as u64);
             if self.drained && self.horizon_end.is_none_or(|h| at >= h) {
                 break;
             }
@@ -478,13 +484,17 @@ impl<'s, O: Observer> World<'s, O> {
                 self.now = at;
                 self.ticks_now = 0;
             }
-            if !from_heap {
-                self.arrive();
-                continue;
+            let entry = match next {
+                Next::Arrival => {
+                    self.arrive();
+                    continue;
+                }
+                Next::Heap => self.heap.pop(),
+                Next::HoldTimeout => self.hold_timeouts.pop(),
+            };
+            if let Some(entry) = entry {
+                self.dispatch(entry.seq(), entry.what)?;
             }
-            let Some(entry) = self.heap.pop() else { break };
-            let (seq, what) = (entry.seq(), entry.what);
-            self.dispatch(seq, what)?;
         }
         self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
         self.end = match self.horizon_end {
@@ -493,6 +503,25 @@ impl<'s, O: Observer> World<'s, O> {
         };
         self.stats.advance(self.end);
         Ok(())
+    }
+
+    /// The key of the earliest scheduled event and where it waits; keys are unique, so exactly one
+    /// queue holds the earliest.
+    #[inline]
+    fn next(&self) -> Option<(u128, Next)> {
+        let arrival = self.next_job.map(|(job, seq)| Entry::key_of(job.at, seq));
+        let mut next = arrival.map(|k| (k, Next::Arrival));
+        for (key, from) in [
+            (self.heap.peek().map(Entry::key), Next::Heap),
+            (self.hold_timeouts.peek().map(Entry::key), Next::HoldTimeout),
+        ] {
+            if let Some(k) = key
+                && next.is_none_or(|(n, _)| k < n)
+            {
+                next = Some((k, from));
+            }
+        }
+        next
     }
 
     fn dispatch(&mut self, seq: u64, what: Scheduled) -> Result<(), SimError> {
@@ -517,7 +546,16 @@ impl<'s, O: Observer> World<'s, O> {
                 self.feed(Event::MachineRemoved { machine });
             }
             Scheduled::RemovalFailed(machine) => self.feed(Event::MachineRemovalFailed { machine }),
-            Scheduled::Answer(answer) => self.answer(answer),
+            Scheduled::AnswerJob { runner, job } => self.answer(Answer::Job { runner, job }),
+            Scheduled::AnswerEmpty {
+                runner,
+                held_ms,
+                long_poll,
+            } => self.answer(Answer::Empty {
+                runner,
+                held_ms,
+                long_poll,
+            }),
             Scheduled::HoldTimeout(runner, hold) => {
                 if self.coordinators[runner.index()].time_out(hold) {
                     self.answers.push_back(Answer::Empty {
@@ -715,7 +753,12 @@ impl<'s, O: Observer> World<'s, O> {
                             .now
                             .0
                             .saturating_add(self.workload.dispatch.long_poll_ms);
-                        self.schedule(Timestamp(at), Scheduled::HoldTimeout(runner, hold));
+                        self.seq += 1;
+                        self.hold_timeouts.push(Entry::new(
+                            Timestamp(at),
+                            self.seq,
+                            Scheduled::HoldTimeout(runner, hold),
+                        ));
                     }
                 }
             }
@@ -772,10 +815,19 @@ impl<'s, O: Observer> World<'s, O> {
         if delay == 0 {
             self.answers.push_back(answer);
         } else {
-            self.schedule(
-                Timestamp(self.now.0.saturating_add(delay)),
-                Scheduled::Answer(answer),
-            );
+            let what = match answer {
+                Answer::Job { runner, job } => Scheduled::AnswerJob { runner, job },
+                Answer::Empty {
+                    runner,
+                    held_ms,
+                    long_poll,
+                } => Scheduled::AnswerEmpty {
+                    runner,
+                    held_ms,
+                    long_poll,
+                },
+            };
+            self.schedule(Timestamp(self.now.0.saturating_add(delay)), what);
         }
     }
 

@@ -29,6 +29,7 @@ mod engine;
 pub mod overload;
 mod parse;
 pub mod plot;
+mod queue;
 mod recorded;
 pub mod replicate;
 pub mod report;
