@@ -480,7 +480,7 @@ impl<'s, O: Observer> World<'s, O> {
                 break;
             }
             if at > self.now {
-                self.stats.advance(at);
+                self.advance(at);
                 self.now = at;
                 self.ticks_now = 0;
             }
@@ -501,7 +501,7 @@ impl<'s, O: Observer> World<'s, O> {
             Some(h) if self.drained => h.max(self.now),
             _ => self.now,
         };
-        self.stats.advance(self.end);
+        self.advance(self.end);
         Ok(())
     }
 
@@ -522,6 +522,15 @@ impl<'s, O: Observer> World<'s, O> {
             }
         }
         next
+    }
+
+    /// Integrates the levels up to `at`. The wait cause is judged here rather than after every
+    /// event: it only weighs time spent waiting, and the fleet it reads changes only in steps.
+    fn advance(&mut self, at: Timestamp) {
+        if self.stats.waiting > 0 {
+            self.stats.cause = self.wait_cause();
+        }
+        self.stats.advance(at);
     }
 
     fn dispatch(&mut self, seq: u64, what: Scheduled) -> Result<(), SimError> {
@@ -609,7 +618,6 @@ impl<'s, O: Observer> World<'s, O> {
         });
         self.stats.arrived += 1;
         self.stats.waiting += 1;
-        self.stats.cause = self.wait_cause();
         if self.stats.waiting > MAX_WAITING {
             self.stop_unstable();
         }
@@ -701,16 +709,27 @@ impl<'s, O: Observer> World<'s, O> {
     }
 
     /// Hands one event to the core and carries out what it says.
+    ///
+    /// Inlined so that the event is built where the core reads it: copying a just-written event
+    /// into a call's argument stalls the CPU's store forwarding, on every event.
+    #[inline(always)]
     fn feed(&mut self, event: Event) {
         let seen = if O::ACTIVE { Some(event.clone()) } else { None };
         let mut commands = std::mem::take(&mut self.commands);
         let wake_at = self.core.handle_into(self.now, event, &mut commands);
+        self.carry_out(seen, commands, wake_at);
+    }
+
+    /// What follows a step: the fleet's levels, the observer, the commands and the next wake-up.
+    fn carry_out(
+        &mut self,
+        seen: Option<Event>,
+        mut commands: Vec<Command>,
+        wake_at: Option<Timestamp>,
+    ) {
         self.stats.events += 1;
         let runners = self.core.state().runners();
         self.stats.set_machines(runners.iter().map(|r| &r.counts));
-        if self.stats.waiting > 0 {
-            self.stats.cause = self.wait_cause();
-        }
         if let Some(event) = seen {
             let step = Step {
                 commands: commands.clone(),
