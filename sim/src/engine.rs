@@ -6,7 +6,7 @@
 //! the coordinator gives "at once" (a job for a waiting request, an empty answer) go to a FIFO that
 //! is drained before the heap: they happen at the current instant, before anything scheduled.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +22,7 @@ use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
 use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
+use crate::idhash::IdHash;
 use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::queue::{Fifo, Keyed, Queue};
 use crate::report::{Perf, Report};
@@ -342,7 +343,7 @@ struct World<'s, O> {
     coordinators: Vec<Line>,
     jobs: JobWindow,
     /// The simulated provider: when each machine asked for is (or was) ready, until it is removed.
-    ready_at: BTreeMap<MachineId, Timestamp>,
+    ready_at: HashMap<MachineId, Timestamp, IdHash>,
     boot_rng: ChaCha8Rng,
     removal_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
@@ -415,7 +416,7 @@ impl<'s, O: Observer> World<'s, O> {
                 slots: VecDeque::new(),
                 live: 0,
             },
-            ready_at: BTreeMap::new(),
+            ready_at: HashMap::default(),
             boot_rng: stream(seed, 4),
             removal_rng: stream(seed, 5),
             fault_rng: stream(seed, 6),
