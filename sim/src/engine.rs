@@ -165,6 +165,7 @@ pub fn run_observed<O: Observer>(
         }
     }
     let end = world.end;
+    world.stats.settle_waits();
     let perf = Perf::counted(world.stats.events);
     let series = world
         .stats
@@ -676,7 +677,7 @@ impl<'s, O: Observer> World<'s, O> {
         let hours = (self.now.0.saturating_sub(self.start.0)).max(1) as f64 / 3_600_000.0;
         self.unstable = Some(Unstable {
             arrivals_per_hour: crate::stats::round3(self.stats.arrived as f64 / hours),
-            capacity_per_hour: crate::stats::round3(self.stats.waits.len() as f64 / hours),
+            capacity_per_hour: crate::stats::round3(self.stats.started() as f64 / hours),
             limited_by: "jobs started so far".into(),
             evidence: "queue",
             at_seconds: crate::stats::round3(hours * 3600.0),
