@@ -685,6 +685,9 @@ impl<'s, O: Observer> World<'s, O> {
         });
     }
 
+    /// Inlined into the run loop, which reads the answer straight from the FIFO: a whole copy of
+    /// an entry just written field by field stalls store forwarding.
+    #[inline(always)]
     fn answer(&mut self, answer: Answer) {
         match answer {
             Answer::Job { runner, job } => {
