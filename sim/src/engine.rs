@@ -1,15 +1,15 @@
 //! The discrete-event engine: the real [`Core`] against a simulated coordinator, provider and executor.
 //!
-//! Virtual time jumps from event to event. Scheduled events live in a priority queue ordered by
-//! `(time, sequence)`, so events at the same instant run in the order they were scheduled. Answers
+//! Virtual time jumps from event to event. Scheduled events live in queues ordered by
+//! `(time, sequence)` (`crate::queue`: a heap, and a FIFO for the long-poll timeouts), so events at
+//! the same instant run in the order they were scheduled. Answers
 //! the coordinator gives "at once" (a job for a waiting request, an empty answer) go to a FIFO that
 //! is drained before the heap: they happen at the current instant, before anything scheduled.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dary_heap::QuaternaryHeap;
 use drover_core::state::JobState;
 use drover_core::{
     Command, Config, Core, CreationFailure, Event, JobId, JobInfo, MachineId, Outcome, RunnerId,
@@ -22,7 +22,9 @@ use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
 use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
+use crate::idhash::IdHash;
 use crate::overload::{self, MAX_WAITING, Unstable};
+use crate::queue::{Fifo, Keyed, Queue};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
 use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
@@ -163,6 +165,7 @@ pub fn run_observed<O: Observer>(
         }
     }
     let end = world.end;
+    world.stats.settle_waits();
     let perf = Perf::counted(world.stats.events);
     let series = world
         .stats
@@ -199,8 +202,17 @@ enum Scheduled {
     MachineLost(JobId),
     /// A wake-up; stale unless its sequence number is the pending tick's.
     Tick,
-    /// GitLab's answer to a job request arrives after its round trip.
-    Answer(Answer),
+    /// GitLab's answer to a job request arrives after its round trip: an [`Answer`], flattened
+    /// so that an entry stays 16 bytes.
+    AnswerJob {
+        runner: RunnerId,
+        job: JobId,
+    },
+    AnswerEmpty {
+        runner: RunnerId,
+        held_ms: u64,
+        long_poll: bool,
+    },
     /// Workhorse's long-poll timeout for a held request of this runner.
     HoldTimeout(RunnerId, u64),
 }
@@ -212,16 +224,19 @@ struct Entry {
     what: Scheduled,
 }
 
+// Two entries to a cache line: the queue's pops read a node's four children.
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
 impl Entry {
     fn new(at: Timestamp, seq: u64, what: Scheduled) -> Entry {
         Entry {
-            key: (u128::from(at.0) << 64) | u128::from(seq),
+            key: Entry::key_of(at, seq),
             what,
         }
     }
 
-    fn at(&self) -> Timestamp {
-        Timestamp((self.key >> 64) as u64)
+    fn key_of(at: Timestamp, seq: u64) -> u128 {
+        (u128::from(at.0) << 64) | u128::from(seq)
     }
 
     fn seq(&self) -> u64 {
@@ -229,25 +244,19 @@ impl Entry {
     }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key == other.key
+impl Keyed for Entry {
+    #[inline]
+    fn key(&self) -> u128 {
+        self.key
     }
 }
 
-impl Eq for Entry {}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Entry) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Entry {
-    /// Reversed: the heap pops its largest entry, and the earliest must come out first.
-    fn cmp(&self, other: &Entry) -> std::cmp::Ordering {
-        other.key.cmp(&self.key)
-    }
+/// Which queue the next event comes from.
+#[derive(Clone, Copy)]
+enum Next {
+    Arrival,
+    Heap,
+    HoldTimeout,
 }
 
 /// A coordinator answer given at the current instant.
@@ -315,8 +324,10 @@ struct World<'s, O> {
     start: Timestamp,
     now: Timestamp,
     end: Timestamp,
-    /// A 4-ary heap: half the depth of a binary heap, so fewer cache misses per pop.
-    heap: QuaternaryHeap<Entry>,
+    heap: Queue<Entry>,
+    /// The long-poll timeouts, out of the heap: each is `long_poll_ms` after its request, so they
+    /// come due in the order they are scheduled.
+    hold_timeouts: Fifo<Entry>,
     seq: u64,
     answers: VecDeque<Answer>,
     pending_tick: Option<(Timestamp, u64)>,
@@ -333,7 +344,7 @@ struct World<'s, O> {
     coordinators: Vec<Line>,
     jobs: JobWindow,
     /// The simulated provider: when each machine asked for is (or was) ready, until it is removed.
-    ready_at: BTreeMap<MachineId, Timestamp>,
+    ready_at: HashMap<MachineId, Timestamp, IdHash>,
     boot_rng: ChaCha8Rng,
     removal_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
@@ -384,7 +395,8 @@ impl<'s, O: Observer> World<'s, O> {
             start,
             now: start,
             end: start,
-            heap: QuaternaryHeap::new(),
+            heap: Queue::new(),
+            hold_timeouts: Fifo::new(),
             seq: 0,
             answers: VecDeque::new(),
             pending_tick: None,
@@ -405,7 +417,7 @@ impl<'s, O: Observer> World<'s, O> {
                 slots: VecDeque::new(),
                 live: 0,
             },
-            ready_at: BTreeMap::new(),
+            ready_at: HashMap::default(),
             boot_rng: stream(seed, 4),
             removal_rng: stream(seed, 5),
             fault_rng: stream(seed, 6),
@@ -457,14 +469,10 @@ impl<'s, O: Observer> World<'s, O> {
                 continue;
             }
             self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
-            let heap_next = self.heap.peek().map(|e| (e.at(), e.seq()));
-            let arrival_next = self.next_job.map(|(job, seq)| (job.at, seq));
-            let (at, from_heap) = match (arrival_next, heap_next) {
-                (Some(a), Some(h)) if h < a => (h.0, true),
-                (Some(a), _) => (a.0, false),
-                (None, Some(h)) => (h.0, true),
-                (None, None) => break,
+            let Some((key, next)) = self.next() else {
+                break;
             };
+            let at = Timestamp((key >> 64) as u64);
             if self.drained && self.horizon_end.is_none_or(|h| at >= h) {
                 break;
             }
@@ -474,25 +482,57 @@ impl<'s, O: Observer> World<'s, O> {
                 break;
             }
             if at > self.now {
-                self.stats.advance(at);
+                self.advance(at);
                 self.now = at;
                 self.ticks_now = 0;
             }
-            if !from_heap {
-                self.arrive();
-                continue;
+            let entry = match next {
+                Next::Arrival => {
+                    self.arrive();
+                    continue;
+                }
+                Next::Heap => self.heap.pop(),
+                Next::HoldTimeout => self.hold_timeouts.pop(),
+            };
+            if let Some(entry) = entry {
+                self.dispatch(entry.seq(), entry.what)?;
             }
-            let Some(entry) = self.heap.pop() else { break };
-            let (seq, what) = (entry.seq(), entry.what);
-            self.dispatch(seq, what)?;
         }
         self.drained = self.arrivals_done_at.is_some() && self.jobs.live == 0;
         self.end = match self.horizon_end {
             Some(h) if self.drained => h.max(self.now),
             _ => self.now,
         };
-        self.stats.advance(self.end);
+        self.advance(self.end);
         Ok(())
+    }
+
+    /// The key of the earliest scheduled event and where it waits; keys are unique, so exactly one
+    /// queue holds the earliest.
+    #[inline]
+    fn next(&self) -> Option<(u128, Next)> {
+        let arrival = self.next_job.map(|(job, seq)| Entry::key_of(job.at, seq));
+        let mut next = arrival.map(|k| (k, Next::Arrival));
+        for (key, from) in [
+            (self.heap.peek().map(Entry::key), Next::Heap),
+            (self.hold_timeouts.peek().map(Entry::key), Next::HoldTimeout),
+        ] {
+            if let Some(k) = key
+                && next.is_none_or(|(n, _)| k < n)
+            {
+                next = Some((k, from));
+            }
+        }
+        next
+    }
+
+    /// Integrates the levels up to `at`. The wait cause is judged here rather than after every
+    /// event: it only weighs time spent waiting, and the fleet it reads changes only in steps.
+    fn advance(&mut self, at: Timestamp) {
+        if self.stats.waiting > 0 {
+            self.stats.cause = self.wait_cause();
+        }
+        self.stats.advance(at);
     }
 
     fn dispatch(&mut self, seq: u64, what: Scheduled) -> Result<(), SimError> {
@@ -517,7 +557,16 @@ impl<'s, O: Observer> World<'s, O> {
                 self.feed(Event::MachineRemoved { machine });
             }
             Scheduled::RemovalFailed(machine) => self.feed(Event::MachineRemovalFailed { machine }),
-            Scheduled::Answer(answer) => self.answer(answer),
+            Scheduled::AnswerJob { runner, job } => self.answer(Answer::Job { runner, job }),
+            Scheduled::AnswerEmpty {
+                runner,
+                held_ms,
+                long_poll,
+            } => self.answer(Answer::Empty {
+                runner,
+                held_ms,
+                long_poll,
+            }),
             Scheduled::HoldTimeout(runner, hold) => {
                 if self.coordinators[runner.index()].time_out(hold) {
                     self.answers.push_back(Answer::Empty {
@@ -571,7 +620,6 @@ impl<'s, O: Observer> World<'s, O> {
         });
         self.stats.arrived += 1;
         self.stats.waiting += 1;
-        self.stats.cause = self.wait_cause();
         if self.stats.waiting > MAX_WAITING {
             self.stop_unstable();
         }
@@ -629,7 +677,7 @@ impl<'s, O: Observer> World<'s, O> {
         let hours = (self.now.0.saturating_sub(self.start.0)).max(1) as f64 / 3_600_000.0;
         self.unstable = Some(Unstable {
             arrivals_per_hour: crate::stats::round3(self.stats.arrived as f64 / hours),
-            capacity_per_hour: crate::stats::round3(self.stats.waits.len() as f64 / hours),
+            capacity_per_hour: crate::stats::round3(self.stats.started() as f64 / hours),
             limited_by: "jobs started so far".into(),
             evidence: "queue",
             at_seconds: crate::stats::round3(hours * 3600.0),
@@ -637,6 +685,9 @@ impl<'s, O: Observer> World<'s, O> {
         });
     }
 
+    /// Inlined into the run loop, which reads the answer straight from the FIFO: a whole copy of
+    /// an entry just written field by field stalls store forwarding.
+    #[inline(always)]
     fn answer(&mut self, answer: Answer) {
         match answer {
             Answer::Job { runner, job } => {
@@ -663,16 +714,27 @@ impl<'s, O: Observer> World<'s, O> {
     }
 
     /// Hands one event to the core and carries out what it says.
+    ///
+    /// Inlined so that the event is built where the core reads it: copying a just-written event
+    /// into a call's argument stalls the CPU's store forwarding, on every event.
+    #[inline(always)]
     fn feed(&mut self, event: Event) {
         let seen = if O::ACTIVE { Some(event.clone()) } else { None };
         let mut commands = std::mem::take(&mut self.commands);
         let wake_at = self.core.handle_into(self.now, event, &mut commands);
+        self.carry_out(seen, commands, wake_at);
+    }
+
+    /// What follows a step: the fleet's levels, the observer, the commands and the next wake-up.
+    fn carry_out(
+        &mut self,
+        seen: Option<Event>,
+        mut commands: Vec<Command>,
+        wake_at: Option<Timestamp>,
+    ) {
         self.stats.events += 1;
         let runners = self.core.state().runners();
         self.stats.set_machines(runners.iter().map(|r| &r.counts));
-        if self.stats.waiting > 0 {
-            self.stats.cause = self.wait_cause();
-        }
         if let Some(event) = seen {
             let step = Step {
                 commands: commands.clone(),
@@ -715,7 +777,12 @@ impl<'s, O: Observer> World<'s, O> {
                             .now
                             .0
                             .saturating_add(self.workload.dispatch.long_poll_ms);
-                        self.schedule(Timestamp(at), Scheduled::HoldTimeout(runner, hold));
+                        self.seq += 1;
+                        self.hold_timeouts.push(Entry::new(
+                            Timestamp(at),
+                            self.seq,
+                            Scheduled::HoldTimeout(runner, hold),
+                        ));
                     }
                 }
             }
@@ -772,10 +839,19 @@ impl<'s, O: Observer> World<'s, O> {
         if delay == 0 {
             self.answers.push_back(answer);
         } else {
-            self.schedule(
-                Timestamp(self.now.0.saturating_add(delay)),
-                Scheduled::Answer(answer),
-            );
+            let what = match answer {
+                Answer::Job { runner, job } => Scheduled::AnswerJob { runner, job },
+                Answer::Empty {
+                    runner,
+                    held_ms,
+                    long_poll,
+                } => Scheduled::AnswerEmpty {
+                    runner,
+                    held_ms,
+                    long_poll,
+                },
+            };
+            self.schedule(Timestamp(self.now.0.saturating_add(delay)), what);
         }
     }
 

@@ -22,7 +22,11 @@ pub(crate) struct Stats {
     pub(crate) cause: WaitCause,
     pub(crate) waiting_by_cause_ms: [u128; 3],
     pub(crate) peak_machines: u64,
+    /// Every wait recorded, once [`Stats::settle_waits`] has run.
     pub(crate) waits: Histogram<u64>,
+    /// Waits of 0 ms not yet in `waits`: most jobs of a warm pool start at once, and adding them in
+    /// one count at the end leaves the histogram as a record each would, for less work.
+    zero_waits: u64,
     pub(crate) wait_sum_ms: u128,
     pub(crate) wait_max_ms: u64,
     pub(crate) waited: u64,
@@ -46,6 +50,7 @@ impl Stats {
             peak_machines: 0,
             waits: Histogram::new_with_max(MAX_WAIT_MS, 3)
                 .expect("constant histogram bounds are valid"),
+            zero_waits: 0,
             wait_sum_ms: 0,
             wait_max_ms: 0,
             waited: 0,
@@ -90,15 +95,28 @@ impl Stats {
     }
 
     pub(crate) fn record_wait(&mut self, now: Timestamp, wait_ms: u64) {
-        self.waits.saturating_record(wait_ms);
-        self.wait_sum_ms += u128::from(wait_ms);
-        self.wait_max_ms = self.wait_max_ms.max(wait_ms);
-        if wait_ms > 0 {
+        if wait_ms == 0 {
+            self.zero_waits += 1;
+        } else {
+            self.waits.saturating_record(wait_ms);
+            self.wait_sum_ms += u128::from(wait_ms);
+            self.wait_max_ms = self.wait_max_ms.max(wait_ms);
             self.waited += 1;
         }
         if let Some(series) = &mut self.series {
             series.record_wait(now, wait_ms);
         }
+    }
+
+    /// Jobs started so far (their waits recorded).
+    pub(crate) fn started(&self) -> u64 {
+        self.waits.len() + self.zero_waits
+    }
+
+    /// Adds the pending zero waits to `waits`: before anything reads the histogram.
+    pub(crate) fn settle_waits(&mut self) {
+        self.waits
+            .saturating_record_n(0, std::mem::take(&mut self.zero_waits));
     }
 }
 
