@@ -22,13 +22,17 @@ use crate::SimError;
 use crate::arrivals::{ArrivalStream, NewJob};
 use crate::dispatch::{Fate, Line, Released};
 use crate::dist::exponential;
-use crate::idhash::IdHash;
 use crate::overload::{self, MAX_WAITING, Unstable};
 use crate::queue::{Fifo, Keyed, Queue};
 use crate::report::{Perf, Report};
 use crate::routing::Routing;
 use crate::stats::{Series, SeriesPoint, Stats, WaitCause};
 use crate::workload::{DRAIN_LIMIT_MS, Polling, Workload};
+
+/// Hashing for maps keyed by the core's ids, which are counters: FxHash, not SipHash (no one chooses
+/// them, so a flooding defence buys nothing; such a map is never iterated, so its order cannot
+/// reach a result).
+type IdHash = std::hash::BuildHasherDefault<rustc_hash::FxHasher>;
 
 /// How long an aborted or canceled job takes to stop and report.
 pub const STOP_DELAY_MS: u64 = 1_000;

@@ -26,7 +26,6 @@ mod arrivals;
 pub mod dispatch;
 pub mod dist;
 mod engine;
-mod idhash;
 pub mod overload;
 mod parse;
 pub mod plot;
