@@ -31,6 +31,8 @@ pub struct IdMap<K, V> {
     sum: u64,
     /// Keys of pending entries (a key may be listed twice if it was removed and inserted again).
     dirty: Vec<K>,
+    /// Where [`IdMap::settle`] encodes the records it hashes.
+    scratch: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +50,7 @@ impl<K: Copy + Eq + Hash + Ord, V: RecordHash<K>> IdMap<K, V> {
             entries: HashMap::default(),
             sum: 0,
             dirty: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -119,7 +122,7 @@ impl<K: Copy + Eq + Hash + Ord, V: RecordHash<K>> IdMap<K, V> {
             if let Some(e) = self.entries.get_mut(&k)
                 && e.pending
             {
-                let fresh = e.value.record_hash(&k);
+                let fresh = e.value.record_hash(&k, &mut self.scratch);
                 self.sum = self.sum.wrapping_sub(e.counted).wrapping_add(fresh);
                 e.counted = fresh;
                 e.pending = false;
@@ -135,20 +138,22 @@ impl<K: Copy + Eq + Hash + Ord, V: RecordHash<K>> IdMap<K, V> {
         let mut keys = self.dirty.clone();
         keys.sort_unstable();
         keys.dedup();
+        let mut scratch = Vec::new();
         keys.iter()
             .fold(self.sum, |sum, k| match self.entries.get(k) {
                 Some(e) if e.pending => sum
                     .wrapping_sub(e.counted)
-                    .wrapping_add(e.value.record_hash(k)),
+                    .wrapping_add(e.value.record_hash(k, &mut scratch)),
                 _ => sum,
             })
     }
 
     /// The same digest recomputed from every entry, to check the running one.
     pub fn digest_from_scratch(&self) -> u64 {
-        self.entries
-            .iter()
-            .fold(0u64, |sum, (k, e)| sum.wrapping_add(e.value.record_hash(k)))
+        let mut scratch = Vec::new();
+        self.entries.iter().fold(0u64, |sum, (k, e)| {
+            sum.wrapping_add(e.value.record_hash(k, &mut scratch))
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The hash of one machine or job record, as the digest sums it: xxh3 of bincode's standard
-//! encoding of `(id, record)`, written field by field onto the stack.
+//! encoding of `(id, record)`, written field by field into a reused buffer.
 //!
 //! The daemon settles (hashes) every record an event changed, after every event, so this runs a
 //! few times per event. Going through serde costs several times the hash itself; writing the same
@@ -13,38 +13,23 @@ use crate::state::{Job, JobState, Machine, MachineState};
 
 /// A record whose digest entry is hashed from its encoding.
 pub(crate) trait RecordHash<K> {
-    /// xxh3 of bincode's standard encoding of `(key, self)`.
-    fn record_hash(&self, key: &K) -> u64;
+    /// xxh3 of bincode's standard encoding of `(key, self)`, encoded in `scratch` (a buffer kept
+    /// by the caller, so that hashing neither allocates nor clears a buffer per record).
+    fn record_hash(&self, key: &K, scratch: &mut Vec<u8>) -> u64;
 }
 
-/// Room for a record with a machine name of up to ~180 bytes; a longer one takes the serde path.
-const STACK: usize = 256;
+/// Bincode's standard encoding (little-endian, variable-length integers).
+struct Enc<'a>(&'a mut Vec<u8>);
 
-/// Bincode's standard encoding (little-endian, variable-length integers) into a stack buffer.
-struct Enc {
-    buf: [u8; STACK],
-    len: usize,
-    overflow: bool,
-}
-
-impl Enc {
-    fn new() -> Enc {
-        Enc {
-            buf: [0; STACK],
-            len: 0,
-            overflow: false,
-        }
+impl<'a> Enc<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Enc<'a> {
+        buf.clear();
+        Enc(buf)
     }
 
     #[inline(always)]
     fn bytes(&mut self, b: &[u8]) {
-        match self.buf.get_mut(self.len..self.len + b.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(b);
-                self.len += b.len();
-            }
-            None => self.overflow = true,
-        }
+        self.0.extend_from_slice(b);
     }
 
     /// An unsigned integer of any width: below 251 one byte, else a marker byte (251, 252, 253
@@ -52,30 +37,30 @@ impl Enc {
     #[inline(always)]
     fn uint(&mut self, v: u64) {
         if v < 251 {
-            self.bytes(&[v as u8]);
+            self.0.push(v as u8);
         } else if v <= u64::from(u16::MAX) {
-            self.bytes(&[251]);
+            self.0.push(251);
             self.bytes(&(v as u16).to_le_bytes());
         } else if v <= u64::from(u32::MAX) {
-            self.bytes(&[252]);
+            self.0.push(252);
             self.bytes(&(v as u32).to_le_bytes());
         } else {
-            self.bytes(&[253]);
+            self.0.push(253);
             self.bytes(&v.to_le_bytes());
         }
     }
 
     #[inline(always)]
     fn bool(&mut self, b: bool) {
-        self.bytes(&[u8::from(b)]);
+        self.0.push(u8::from(b));
     }
 
     #[inline(always)]
     fn option(&mut self, v: Option<u64>) {
         match v {
-            None => self.bytes(&[0]),
+            None => self.0.push(0),
             Some(v) => {
-                self.bytes(&[1]);
+                self.0.push(1);
                 self.uint(v);
             }
         }
@@ -87,9 +72,8 @@ impl Enc {
         self.bytes(s.as_bytes());
     }
 
-    /// The hash of what was written, or `None` if it did not fit.
-    fn hash(&self) -> Option<u64> {
-        (!self.overflow).then(|| xxhash_rust::xxh3::xxh3_64(&self.buf[..self.len]))
+    fn hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.0)
     }
 }
 
@@ -109,8 +93,8 @@ fn remove_reason_index(r: RemoveReason) -> u64 {
 }
 
 impl RecordHash<MachineId> for Machine {
-    fn record_hash(&self, key: &MachineId) -> u64 {
-        let mut e = Enc::new();
+    fn record_hash(&self, key: &MachineId, scratch: &mut Vec<u8>) -> u64 {
+        let mut e = Enc::new(scratch);
         e.uint(key.0);
         e.uint(u64::from(self.runner.0));
         e.str(&self.name);
@@ -135,13 +119,12 @@ impl RecordHash<MachineId> for Machine {
         e.option(self.remove_reason.map(remove_reason_index));
         e.option(self.retry_at.map(|t| t.0));
         e.hash()
-            .unwrap_or_else(|| crate::hash::hash_of(&(key, self)))
     }
 }
 
 impl RecordHash<JobId> for Job {
-    fn record_hash(&self, key: &JobId) -> u64 {
-        let mut e = Enc::new();
+    fn record_hash(&self, key: &JobId, scratch: &mut Vec<u8>) -> u64 {
+        let mut e = Enc::new(scratch);
         e.uint(key.0);
         e.uint(u64::from(self.runner.0));
         e.uint(self.info.timeout_ms);
@@ -165,7 +148,6 @@ impl RecordHash<JobId> for Job {
         e.bool(self.cancel_requested);
         e.bool(self.aborted);
         e.hash()
-            .unwrap_or_else(|| crate::hash::hash_of(&(key, self)))
     }
 }
 
@@ -285,8 +267,9 @@ mod tests {
 
         #[test]
         fn encodes_like_bincode((id, m) in machine(), (jid, j) in job()) {
-            prop_assert_eq!(m.record_hash(&MachineId(id)), crate::hash::hash_of(&(MachineId(id), &m)));
-            prop_assert_eq!(j.record_hash(&JobId(jid)), crate::hash::hash_of(&(JobId(jid), &j)));
+            let mut scratch = Vec::new();
+            prop_assert_eq!(m.record_hash(&MachineId(id), &mut scratch), crate::hash::hash_of(&(MachineId(id), &m)));
+            prop_assert_eq!(j.record_hash(&JobId(jid), &mut scratch), crate::hash::hash_of(&(JobId(jid), &j)));
         }
     }
 }
