@@ -6,7 +6,8 @@
 //! cleanup listing) and, against them, `exec` into a running container until its first byte.
 //! Part 2 times the whole executor: `Executor::start` until the first byte of the job's script,
 //! on a sandbox-like machine (builds volume and network of its own), cold (a container per step)
-//! and warm (the machine's pre-started build container, steps by exec).
+//! and warm (the machine's pre-started build container: the first step in its standby exec, the
+//! others by exec).
 //!
 //! `DROVER_BENCH_N` sets the number of rounds (default 40). Figures are wall-clock times of a
 //! shared machine: rerun when it is idle for clean ones.
@@ -362,7 +363,7 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
     let mut phases = Phases::default();
     for (mode, warm) in [
         ("cold: a container per step", false),
-        ("warm: exec in the pre-started container", true),
+        ("warm: the pre-started container", true),
     ] {
         let executor = if warm { &warm_executor } else { &cold_executor };
         if warm && !executor.prestart(endpoint, &job(runner, 0)).await? {
