@@ -1,9 +1,10 @@
 #!/bin/sh
 # Where a step's start-up time goes on the local Docker engine (create, upload, start, log attach,
 # per-job network and volume, against `exec` in a running container), and the executor's own
-# `Executor::start` -> first script byte, cold (a container per step) and warm (steps by exec in
-# the machine's pre-started build container). Needs a Docker engine and busybox-static (the test
-# image is built from it). Usage: sh benches/warm-dispatch.sh [rounds]   (default 40)
+# `Executor::start` -> first script byte, cold (a container per step) and warm (the first step in
+# the standby exec of the machine's pre-started build container, the others by exec). Needs a
+# Docker engine and busybox-static (the test image is built from it).
+# Usage: sh benches/warm-dispatch.sh [rounds]   (default 40)
 set -eu
 cd "$(dirname "$0")/.."
 DROVER_BENCH_N="${1:-40}" exec cargo run -q -p drover-docker --features testing --example dispatch_phases
