@@ -1,5 +1,5 @@
-//! The core's one hash: xxh3 of a value's bincode encoding, used by the id maps' running digests
-//! and by the core's digest.
+//! The core's one hash: xxh3 of a value's bincode encoding, used by the core's digest. The id
+//! maps' records hash the same bytes written by hand (`record_bytes.rs`), checked against this.
 
 use serde::Serialize;
 

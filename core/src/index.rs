@@ -11,9 +11,14 @@ use std::hash::{BuildHasherDefault, Hash};
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, Serializer};
 
-use crate::record_bytes::RecordHash;
-
 type Fx = BuildHasherDefault<rustc_hash::FxHasher>;
+
+/// A record whose digest entry is hashed from its encoding (implemented in `record_bytes.rs`).
+pub(crate) trait RecordHash<K> {
+    /// xxh3 of bincode's standard encoding of `(key, self)`, encoded in `scratch` (a buffer kept
+    /// by the caller, so that hashing neither allocates nor clears a buffer per record).
+    fn record_hash(&self, key: &K, scratch: &mut Vec<u8>) -> u64;
+}
 
 /// A map from ids to records with O(1) lookups, sorted iteration, and a running digest of its
 /// entries: the wrapping sum of one hash per entry, kept up to date as entries change, so the core's

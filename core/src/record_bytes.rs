@@ -9,14 +9,8 @@
 
 use crate::command::RemoveReason;
 use crate::ids::{JobId, MachineId};
+use crate::index::RecordHash;
 use crate::state::{Job, JobState, Machine, MachineState};
-
-/// A record whose digest entry is hashed from its encoding.
-pub(crate) trait RecordHash<K> {
-    /// xxh3 of bincode's standard encoding of `(key, self)`, encoded in `scratch` (a buffer kept
-    /// by the caller, so that hashing neither allocates nor clears a buffer per record).
-    fn record_hash(&self, key: &K, scratch: &mut Vec<u8>) -> u64;
-}
 
 /// Bincode's standard encoding (little-endian, variable-length integers).
 struct Enc<'a>(&'a mut Vec<u8>);

@@ -451,20 +451,8 @@ async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
             assert!(tokio::time::Instant::now() < deadline, "the step never ran");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let found = docker
-            .inspect_container(&warm, None::<InspectContainerOptions>)
-            .await
-            .unwrap();
         let mut wrappers = 0;
-        for id in found.exec_ids.unwrap_or_default() {
-            let Ok(exec) = docker.inspect_exec(&id).await else {
-                continue;
-            };
-            let args = exec
-                .process_config
-                .and_then(|p| p.arguments)
-                .unwrap_or_default()
-                .join(" ");
+        for (_, args) in execs(&docker, &warm).await {
             assert!(!args.contains("warm-secret-43"), "{args}");
             // The wrapper's exec, or the standby exec the step's request went to.
             wrappers += usize::from(
@@ -478,6 +466,27 @@ async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
     assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("length=14"), "{out}");
     remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// The execs of the container `id` as the engine shows them: running, and their arguments.
+async fn execs(docker: &Docker, id: &str) -> Vec<(bool, String)> {
+    let found = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let mut execs = Vec::new();
+    for exec in found.exec_ids.unwrap_or_default() {
+        let Ok(exec) = docker.inspect_exec(&exec).await else {
+            continue;
+        };
+        let args = exec
+            .process_config
+            .and_then(|p| p.arguments)
+            .unwrap_or_default()
+            .join(" ");
+        execs.push((exec.running == Some(true), args));
+    }
+    execs
 }
 
 /// The processes of the step shell's parent (`$PPID`) that name the standby exec's program.
@@ -508,24 +517,10 @@ async fn a_warm_jobs_first_step_runs_in_the_standby_exec_started_with_its_contai
 
 /// Whether a standby exec still runs in the container `id`.
 async fn standby_runs(docker: &Docker, id: &str) -> bool {
-    let found = docker
-        .inspect_container(id, None::<InspectContainerOptions>)
+    execs(docker, id)
         .await
-        .unwrap();
-    for exec in found.exec_ids.unwrap_or_default() {
-        let Ok(exec) = docker.inspect_exec(&exec).await else {
-            continue;
-        };
-        let args = exec
-            .process_config
-            .and_then(|p| p.arguments)
-            .unwrap_or_default()
-            .join(" ");
-        if exec.running == Some(true) && args.contains("/.drover/run/standby") {
-            return true;
-        }
-    }
-    false
+        .iter()
+        .any(|(running, args)| *running && args.contains("/.drover/run/standby"))
 }
 
 #[tokio::test]
