@@ -1,4 +1,5 @@
-//! The core's id maps: hashed for O(1) lookups, with a running digest of their entries.
+//! The core's id maps and its machine-name index: hashed for O(1) lookups, the id maps with a
+//! running digest of their entries.
 //!
 //! Hash maps are fast but iterate in an arbitrary order, so these never expose hash order: iteration
 //! is always sorted by key, and serialization (snapshots, digests) writes entries sorted.
