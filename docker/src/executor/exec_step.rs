@@ -29,7 +29,6 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use tokio::time::Instant;
 
 use super::Control;
@@ -38,7 +37,7 @@ use super::context::{
 };
 use super::patience::Patience;
 use super::script::{self, FileEntry};
-use super::standby::{self, Standby};
+use super::standby::{self, Output, Standby};
 use super::step::{StepEnd, header};
 use super::warm::RUN_DIR;
 use crate::trace::LogCursor;
@@ -141,8 +140,6 @@ fn marker(message: &[u8]) -> Option<Marker> {
         }
     })
 }
-
-type Output = BoxStream<'static, Result<LogOutput, bollard::errors::Error>>;
 
 impl Job {
     fn step_script(&self, planned: &Planned) -> String {

@@ -216,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn the_standby_runs_only_what_ends_as_a_request_ends() {
+        let last = STANDBY
+            .lines()
+            .find(|l| l.contains("tail -n 1"))
+            .expect("the completeness check");
+        assert!(last.contains(&format!("\"{REQUEST_END}\"")), "{last}");
+    }
+
+    #[test]
     fn what_a_standby_cannot_carry_is_refused() {
         let args = ["a".to_string(), "b".to_string()];
         assert!(request("W", &args, &["FOO.BAR=1".to_string()], None).is_none());
