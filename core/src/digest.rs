@@ -4,9 +4,9 @@
 //! (a run of unhealthy job requests only once one has begun), the counters, and every machine and
 //! job record. Lazy indexes (the idle and queue deques, the deadline queues, early-wake bounds) are
 //! left out: they are derived from the records, so a change in how they are kept does not make an
-//! old journal read as diverging. It is incremental: machine
-//! and job records carry their own hashes, summed as they change ([`crate::index::IdMap`]), and the
-//! config's hash is kept until a reload, so a digest costs O(runners), not a pass over the fleet.
+//! old journal read as diverging. It is incremental: machine and job records carry their own
+//! hashes, summed as they change ([`crate::index::IdMap`]), and the config's hash is kept until a
+//! reload, so a digest costs O(runners), not a pass over the fleet.
 //!
 //! Version 1 ([`crate::Core::digest_v1`]), what journals of format 1 hold, hashed the whole serialized core;
 //! it is kept so those journals still replay and verify.

@@ -343,7 +343,10 @@ impl Job {
         let mut reattaches = 0u32;
         let mut patience = Patience::default();
         // A step that prints nothing for a while still gets the next warm container going.
-        let mut prestart_at = Some(later(Instant::now(), PRESTART_AFTER));
+        let mut prestart_at = self
+            .prestart
+            .is_none()
+            .then(|| later(Instant::now(), PRESTART_AFTER));
         loop {
             let mut end = None;
             loop {

@@ -25,6 +25,8 @@ use futures_util::FutureExt;
 use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::script::{is_shell_name, quote};
+
 /// The standby's program: reads a request to its end, runs it only if complete (its last line is
 /// [`REQUEST_END`]); the request removes its file first (it holds the job's variables).
 const STANDBY: &str = r##"f=/.drover/run/standby.$$
@@ -35,6 +37,10 @@ cat > "$f" || exit 0
 
 /// The last line of a complete request.
 const REQUEST_END: &str = "#drover-request-end";
+
+/// The line that ends the here-document carrying a step's script (a script holding it is not
+/// carried).
+const SCRIPT_END: &str = "DROVER_STEP_SCRIPT_END_5f0c7a91e2d84b36";
 
 /// Standbys waiting in more warm containers than this are not kept (each holds a connection).
 const MAX_WAITING: usize = 4096;
@@ -145,24 +151,26 @@ pub(crate) fn request(
     text.push('\n');
     for entry in exports {
         let (name, value) = entry.split_once('=')?;
-        if !super::script::is_shell_name(name) {
+        if !is_shell_name(name) {
             return None;
         }
         text.push_str(&format!("export {name}={}\n", quote(value)));
     }
     let mut request = text.into_bytes();
     if let (Some(script), Some(path)) = (script, args.get(1)) {
-        let end = format!("DROVER_STEP_SCRIPT_END_{:x}", script_tag(script));
-        if std::str::from_utf8(script).map_or(true, |s| s.lines().any(|l| l == end)) {
+        if script
+            .split(|b| *b == b'\n')
+            .any(|line| line == SCRIPT_END.as_bytes())
+        {
             return None;
         }
         // A here-document takes the script byte for byte, plus the newline before its end.
-        request.extend_from_slice(format!("cat > {} <<'{end}'\n", quote(path)).as_bytes());
+        request.extend_from_slice(format!("cat > {} <<'{SCRIPT_END}'\n", quote(path)).as_bytes());
         request.extend_from_slice(script);
         if !script.ends_with(b"\n") {
             request.push(b'\n');
         }
-        request.extend_from_slice(format!("{end}\n").as_bytes());
+        request.extend_from_slice(format!("{SCRIPT_END}\n").as_bytes());
     }
     request.extend_from_slice(wrapper.as_bytes());
     if !wrapper.ends_with('\n') {
@@ -171,19 +179,6 @@ pub(crate) fn request(
     request.extend_from_slice(REQUEST_END.as_bytes());
     request.push(b'\n');
     Some(request)
-}
-
-/// Shell single quotes: the text taken literally.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// A tag for the script's here-document end, from its content (FNV-1a): a script does not hold
-/// its own hash by chance.
-fn script_tag(script: &[u8]) -> u64 {
-    script.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
@@ -203,7 +198,7 @@ mod tests {
         let script = b"echo 'hi'\nexit 3";
         let request = request("WRAP", &args, &exports, Some(script)).expect("carried");
         let text = String::from_utf8(request).expect("utf-8");
-        let end = format!("DROVER_STEP_SCRIPT_END_{:x}", script_tag(script));
+        let end = SCRIPT_END;
         assert_eq!(
             text,
             format!(
@@ -229,6 +224,8 @@ mod tests {
         let args = ["a".to_string(), "b".to_string()];
         assert!(request("W", &args, &["FOO.BAR=1".to_string()], None).is_none());
         assert!(request("W", &args, &["NOVALUE".to_string()], None).is_none());
+        let holds_end = format!("echo a\n{SCRIPT_END}\necho b\n");
+        assert!(request("W", &args, &[], Some(holds_end.as_bytes())).is_none());
         assert!(request("W", &args, &["OK=1".to_string()], Some(b"echo\n")).is_some());
     }
 }
