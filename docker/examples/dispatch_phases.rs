@@ -5,9 +5,10 @@
 //! log attach until the first byte, wait, remove), the per-job objects (network, volume, the
 //! cleanup listing) and, against them, `exec` into a running container until its first byte.
 //! Part 2 times the whole executor: `Executor::start` until the first byte of the job's script,
-//! on a sandbox-like machine (builds volume and network of its own), cold (a container per step)
-//! and warm (the machine's pre-started build container: the first step in its standby exec, the
-//! others by exec).
+//! and from the script's last byte to the first of its next step (`after_script`), on a
+//! sandbox-like machine (builds volume and network of its own), cold (a container per step) and
+//! warm (the machine's pre-started build container: each step in a standby exec started ahead of
+//! it).
 //!
 //! `DROVER_BENCH_N` sets the number of rounds (default 40). Figures are wall-clock times of a
 //! shared machine: rerun when it is idle for clean ones.
@@ -333,7 +334,11 @@ fn job(runner: &str, job_id: u64) -> BuildSpec {
         credentials: vec![],
         registry_mirrors: vec![],
         variables: vec![],
-        steps: vec![step(StepName::Script, "echo script")],
+        steps: vec![
+            // A step that runs a while after its first byte, as a step does: 300 ms.
+            step(StepName::Script, "echo script; sleep 0.3; echo script-done"),
+            step(StepName::AfterScript, "echo after"),
+        ],
         services: vec![],
         git: GitSpec::none(),
         timeout: Duration::from_secs(60),
@@ -361,9 +366,17 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
         ..Default::default()
     });
     let mut phases = Phases::default();
-    for (mode, warm) in [
-        ("cold: a container per step", false),
-        ("warm: the pre-started container", true),
+    for (mode, next, warm) in [
+        (
+            "cold: a container per step",
+            "cold: a step's last byte -> the next's first",
+            false,
+        ),
+        (
+            "warm: the pre-started container",
+            "warm: a step's last byte -> the next's first",
+            true,
+        ),
     ] {
         let executor = if warm { &warm_executor } else { &cold_executor };
         if warm && !executor.prestart(endpoint, &job(runner, 0)).await? {
@@ -375,15 +388,25 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
             let (tx, mut rx) = mpsc::channel(256);
             let t = Instant::now();
             let handle = executor.start(endpoint.clone(), spec, tx);
-            let mut first = None;
+            let (mut first, mut last, mut second) = (None, None, None);
             while let Some(chunk) = rx.recv().await {
-                if first.is_none() && chunk.cursor.messages > 0 {
+                if chunk.cursor.messages == 0 {
+                    continue;
+                }
+                if first.is_none() {
                     first = Some(t.elapsed());
+                }
+                match chunk.cursor.step {
+                    0 => last = Some(t.elapsed()),
+                    _ => second = second.or(Some(t.elapsed())),
                 }
             }
             handle.wait().await;
             if let Some(first) = first {
                 phases.add(mode, first);
+            }
+            if let (Some(last), Some(second)) = (last, second) {
+                phases.add(next, second.saturating_sub(last));
             }
             if warm {
                 // The next job's container is pre-started while a job runs; in a fleet jobs are

@@ -137,10 +137,12 @@ pub(crate) struct Job {
     /// removal never races it.
     pub prestart: Option<tokio::task::JoinHandle<()>>,
     /// The executor's standby execs, and the one waiting in the container this job claimed, for
-    /// its first step (see `standby`).
+    /// its first step that can take one (see `standby`).
     pub standbys: Arc<Standbys>,
     /// (In a mutex only to keep `Job` `Sync`: the job alone touches it, through `&mut`.)
     pub standby: std::sync::Mutex<Option<Standby>>,
+    /// The standby of a later step, started in the claimed container while a step runs.
+    pub next_standby: Option<tokio::task::JoinHandle<Option<Standby>>>,
 }
 
 /// A step found started after a restart: its container, or its record in the job's warm

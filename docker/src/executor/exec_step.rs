@@ -149,17 +149,17 @@ impl Job {
         }
     }
 
-    /// The standby exec of the job's claimed container and the request that runs the step
-    /// there, if the step can take it: as the container's user, with only variables the shell
-    /// can export (see `standby`). Taken either way: a later step cannot use it.
-    fn standby_request(
+    /// A standby for the step and the request that runs it there, if the step can take one: as
+    /// the container's user, with only variables the shell can export (see `standby`). The
+    /// claimed container's own standby first, else the one started while the step before ran; a
+    /// step that cannot take one leaves it to a later step.
+    async fn standby_request(
         &mut self,
         args: &[String; 5],
         env: &[String],
         script: Option<&[u8]>,
         user: Option<&str>,
     ) -> Option<(Standby, Vec<u8>)> {
-        let standby = self.standby.get_mut().ok()?.take()?;
         if user.is_some() {
             return None;
         }
@@ -167,7 +167,34 @@ impl Job {
         let mut args = args.clone();
         args[4].clear();
         let request = standby::request(WRAPPER, &args, env, script)?;
+        let standby = match self.standby.get_mut().ok()?.take() {
+            Some(standby) => standby,
+            None => self.next_standby.take()?.await.ok()??,
+        };
         Some((standby, request))
+    }
+
+    /// Starts the standby of the next step in the claimed container, if a later step can take
+    /// one (see `standby_request`) and none waits yet. Called once the step runs: its wrapper
+    /// begins by killing what the step before left running, which would take a standby along.
+    fn start_next_standby(&mut self, container: &str, step: u16) {
+        let waiting = self.standby.get_mut().map_or(true, |s| s.is_some());
+        if waiting
+            || self.next_standby.is_some()
+            || self.spec.container_options.user.is_some()
+            || usize::from(step) + 1 >= self.plan().len()
+            || !standby::can_export(&self.environment())
+        {
+            return;
+        }
+        let (docker, container) = (self.docker.clone(), container.to_string());
+        self.next_standby = Some(tokio::spawn(async move {
+            standby::start(&docker, &container)
+                .await
+                .inspect_err(|err| tracing::debug!(error = %err, "could not start a standby exec"))
+                .ok()
+                .flatten()
+        }));
     }
 
     /// Whether the job's files go into the claimed container by the archive API (slow on a
@@ -280,15 +307,17 @@ impl Job {
                 // The script comes in the standby's request, not on the wrapper's input. A
                 // request that did not get through runs nothing, or, if it did after all,
                 // the step's claim keeps the exec below from running it again.
-                let sent =
-                    match self.standby_request(&args, &env, stdin.as_deref(), user.as_deref()) {
-                        Some((standby, request)) => standby
-                            .run(request)
-                            .await
-                            .inspect_err(|err| tracing::debug!(error = %err, "standby exec failed"))
-                            .ok(),
-                        None => None,
-                    };
+                let sent = match self
+                    .standby_request(&args, &env, stdin.as_deref(), user.as_deref())
+                    .await
+                {
+                    Some((standby, request)) => standby
+                        .run(request)
+                        .await
+                        .inspect_err(|err| tracing::debug!(error = %err, "standby exec failed"))
+                        .ok(),
+                    None => None,
+                };
                 let output = match sent {
                     Some(output) => output,
                     None => {
@@ -342,18 +371,19 @@ impl Job {
         let mut kill_at: Option<Instant> = None;
         let mut reattaches = 0u32;
         let mut patience = Patience::default();
-        // A step that prints nothing for a while still gets the next warm container going.
-        let mut prestart_at = self
-            .prestart
-            .is_none()
-            .then(|| later(Instant::now(), PRESTART_AFTER));
+        // A step that prints nothing for a while still gets the next warm container and the
+        // next step's standby going.
+        let mut running_at = Some(later(Instant::now(), PRESTART_AFTER));
         loop {
             let mut end = None;
             loop {
                 tokio::select! {
                     item = output.next() => match item {
                         Some(Ok(LogOutput::StdOut { message })) => {
-                            self.prestart_next();
+                            if running_at.take().is_some() {
+                                self.prestart_next();
+                                self.start_next_standby(container, step);
+                            }
                             let len = message.len() as u64;
                             if offset + len > delivered {
                                 let from = delivered.saturating_sub(offset) as usize;
@@ -375,10 +405,11 @@ impl Job {
                         }
                         None => break,
                     },
-                    () = tokio::time::sleep_until(prestart_at.unwrap_or_else(Instant::now)),
-                        if prestart_at.is_some() => {
-                        prestart_at = None;
+                    () = tokio::time::sleep_until(running_at.unwrap_or_else(Instant::now)),
+                        if running_at.is_some() => {
+                        running_at = None;
                         self.prestart_next();
+                        self.start_next_standby(container, step);
                     }
                     () = tokio::time::sleep_until(deadline), if interruption.is_none() => {
                         self.kill_all(container).await?;

@@ -72,6 +72,7 @@ pub(crate) async fn run(
         prestart: None,
         standbys,
         standby: Default::default(),
+        next_standby: None,
     };
     job.binds = job.binds();
     let result = match mode {

@@ -24,7 +24,8 @@
 //! leaves running is killed before the next one. The claimed container is the job's alone and is
 //! removed with the job; the job's end starts a new one for the next job like it. Any other job
 //! takes the container-per-step path. A ready warm container also holds a **standby** exec
-//! (`standby`) that the claiming job's first step starts in with a write, not an exec.
+//! (`standby`) that the claiming job's first step starts in with a write, not an exec; while a
+//! step runs, the job starts the next step's standby.
 //!
 //! # Crash recovery
 //!

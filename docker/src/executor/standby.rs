@@ -1,5 +1,5 @@
-//! Standby execs: the shell a warm container's first step runs in, started with the container,
-//! before any job claims it, so that starting the step costs a write instead of an exec.
+//! Standby execs: the shell a step in a warm container runs in, started before the step, so that
+//! starting the step costs a write instead of an exec.
 //!
 //! Creating and starting an exec is most of a warm job's dispatch (tens of milliseconds on the
 //! engine, before the step's first byte). When [`super::warm::prestart`] has made a machine's warm
@@ -8,18 +8,28 @@
 //! claims the container takes it and writes its first step's request: the arguments, variables
 //! and script of the step, then the step wrapper of `exec_step`, as one shell program ending in
 //! [`REQUEST_END`]; closing the input starts it. From there on the step is an exec step like any
-//! other: the same wrapper, records and re-attachment.
+//! other: the same wrapper, records and re-attachment. While a step runs, the job starts the
+//! standby of its next step in the same container (`exec_step`), so every step of a warm job
+//! starts with a write.
+//!
+//! A standby says [`ACK`] on its stderr when it has read a complete request, just before it runs
+//! it. A request whose standby ends without saying so ran nothing (something killed the standby
+//! while it waited: a step's script, or the kill that ends a step that timed out), and the step
+//! starts an exec instead; if it did run after all, the step's claim keeps the exec from running it
+//! twice.
 //!
 //! A standby runs nothing until it has a complete request: a drover that stops or crashes before
 //! it wrote one closes the exec's input, and the standby exits. A standby nobody claims ends with
 //! its container. Only a step run as the container's user, with no variable that must go through
-//! the environment (names a shell cannot export), takes the standby; other steps start an exec.
+//! the environment (names a shell cannot export), takes a standby; other steps start an exec and
+//! leave it to a later step.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::FutureExt;
 use futures_util::StreamExt;
@@ -32,8 +42,16 @@ use super::script::{is_shell_name, quote};
 const STANDBY: &str = r##"f=/.drover/run/standby.$$
 cat > "$f" || exit 0
 [ "$(tail -n 1 "$f")" = "#drover-request-end" ] || { rm -f "$f"; exit 0; }
+echo drover-standby-run >&2
 . "$f"
 "##;
+
+/// What a standby says on its stderr before it runs a complete request.
+const ACK: &[u8] = b"drover-standby-run\n";
+
+/// How long a standby that was sent a request may take to say it runs it; then the step starts
+/// an exec (which its claim keeps from running the step twice).
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The last line of a complete request.
 const REQUEST_END: &str = "#drover-request-end";
@@ -64,11 +82,34 @@ impl Standby {
         self.output.next().now_or_never().is_none()
     }
 
-    /// Sends the request and closes the input: the step starts. Its output follows.
+    /// Sends the request and closes the input: the step starts. Returns its output once the
+    /// standby said it runs the request; an error if it ended (or kept silent) instead.
     pub(crate) async fn run(mut self, request: Vec<u8>) -> std::io::Result<Output> {
         self.input.write_all(&request).await?;
         self.input.shutdown().await?;
-        Ok(self.output)
+        let ack = tokio::time::timeout(ACK_WAIT, self.output.next()).await;
+        let gone = |what: &str| std::io::Error::other(format!("the standby exec {what}"));
+        match ack {
+            Err(_) => Err(gone("did not answer its request")),
+            Ok(None) => Err(gone("ended before it ran its request")),
+            Ok(Some(Err(err))) => Err(std::io::Error::other(err)),
+            Ok(Some(Ok(LogOutput::StdErr { message }))) if message.starts_with(ACK) => {
+                // Whatever came with the acknowledgement is the step's.
+                let rest = message.slice(ACK.len()..);
+                Ok(match rest.is_empty() {
+                    true => self.output,
+                    false => futures_util::stream::once(async move {
+                        Ok(LogOutput::StdErr { message: rest })
+                    })
+                    .chain(self.output)
+                    .boxed(),
+                })
+            }
+            // Never before its acknowledgement: the step's, then.
+            Ok(Some(Ok(first))) => Ok(futures_util::stream::once(async move { Ok(first) })
+                .chain(self.output)
+                .boxed()),
+        }
     }
 }
 
@@ -133,6 +174,14 @@ pub(crate) async fn start(
     })
 }
 
+/// Whether a request can carry these variables (`NAME=value`): only names a shell can export.
+pub(crate) fn can_export(exports: &[String]) -> bool {
+    exports.iter().all(|e| {
+        e.split_once('=')
+            .is_some_and(|(name, _)| is_shell_name(name))
+    })
+}
+
 /// The request that runs `wrapper` with `args` (the wrapper's `$1`…), the `exports` (variables
 /// the shell can export, `NAME=value`) and, unless it is in the container already, `script`
 /// written to the script path `args[1]`. `None` when a standby cannot carry it: a name the
@@ -149,11 +198,10 @@ pub(crate) fn request(
         text.push_str(&quote(arg));
     }
     text.push('\n');
-    for entry in exports {
-        let (name, value) = entry.split_once('=')?;
-        if !is_shell_name(name) {
-            return None;
-        }
+    if !can_export(exports) {
+        return None;
+    }
+    for (name, value) in exports.iter().filter_map(|e| e.split_once('=')) {
         text.push_str(&format!("export {name}={}\n", quote(value)));
     }
     let mut request = text.into_bytes();

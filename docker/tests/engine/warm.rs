@@ -493,7 +493,7 @@ async fn execs(docker: &Docker, id: &str) -> Vec<(bool, String)> {
 const IN_STANDBY: &str = "$(tr '\\000' ' ' < /proc/$PPID/cmdline | grep -c 'run/standb[y]')";
 
 #[tokio::test]
-async fn a_warm_jobs_first_step_runs_in_the_standby_exec_started_with_its_container() {
+async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_with_its_container() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
     let machine = format!("{}-m", &*runner);
@@ -509,9 +509,47 @@ async fn a_warm_jobs_first_step_runs_in_the_standby_exec_started_with_its_contai
     prestarted(&docker, &endpoint, &spec).await;
     let (outcome, out) = run_job(endpoint, spec).await;
     assert_eq!(outcome, Outcome::Success, "{out}");
-    // The first step's request went to the standby; after_script started an exec of its own.
+    // The first step's request went to the container's standby, after_script's to the one
+    // started while the script ran.
     assert!(out.contains("script-in-standby=1"), "{out}");
-    assert!(out.contains("after-in-standby=0"), "{out}");
+    assert!(out.contains("after-in-standby=1"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn a_step_that_kills_the_next_steps_standby_leaves_that_step_to_an_exec() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    // The script waits for after_script's standby (a second exec running the standby's program,
+    // a process whose parent is outside the container: the script's own is the first; its
+    // wrapper's subshells share that program's command line), then kills every process it can.
+    let spec = with_after_script(
+        spec(
+            &runner,
+            532,
+            &[
+                "echo waiting-for-the-next-standby",
+                r#"until [ "$(for p in /proc/[0-9]*; do grep -qs 'run/standb[y]' $p/cmdline && [ "$(cut -d' ' -f4 $p/stat 2>/dev/null)" = 0 ] && echo $p; done | wc -l)" -ge 2 ]; do sleep 0.05; done"#,
+                "kill -9 -1",
+            ],
+        ),
+        &[&format!("echo after-ran-in-standby={IN_STANDBY}")],
+    );
+    prestarted(&docker, &endpoint, &spec).await;
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: FailureReason::ScriptFailure,
+            exit_code: Some(137)
+        },
+        "{out}"
+    );
+    // The request sent to the dead standby ran nothing: after_script ran once, by exec.
+    assert_eq!(out.matches("after-ran-in-standby=").count(), 2, "{out}");
+    assert!(out.contains("after-ran-in-standby=0"), "{out}");
     remove_sandbox(&docker, &runner, &machine).await;
 }
 
