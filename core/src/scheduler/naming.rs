@@ -1,7 +1,5 @@
 //! Machine names: GitLab's `runner-<key>-` prefix and `MachineName` pattern, with a reproducible suffix.
 
-use std::fmt::Write as _;
-
 use crate::config::RunnerConfig;
 use crate::ids::MachineId;
 use crate::time::Timestamp;
@@ -15,21 +13,41 @@ pub fn machine_name(runner: &RunnerConfig, seed: u64, id: MachineId, now: Timest
     name.push_str("runner-");
     name.push_str(&runner.short_token);
     name.push('-');
-    let (before, after) = match pattern.split_once("%s") {
-        Some(parts) => parts,
+    // A byte search: `split_once` builds a substring searcher per call.
+    let (before, after) = match pattern.as_bytes().windows(2).position(|w| w == b"%s") {
+        Some(at) => (&pattern[..at], &pattern[at + 2..]),
         None => (pattern, ""),
     };
     name.push_str(before);
     if before.len() < pattern.len() {
-        let _ = write!(
-            name,
-            "{}-{:08x}",
-            now.0 / 1000,
-            splitmix64(seed ^ id.0) as u32
-        );
+        push_decimal(&mut name, now.0 / 1000);
+        name.push('-');
+        // By hand, not `write!`: formatting showed in the profile of an ephemeral pool (a name
+        // per job).
+        let hex = splitmix64(seed ^ id.0) as u32;
+        let mut digits = [0u8; 8];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[((hex >> ((7 - i) * 4)) & 0xf) as usize];
+        }
+        name.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     }
     name.push_str(after);
     name
+}
+
+/// `n` in decimal, as `{}` writes it.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -42,6 +60,21 @@ fn splitmix64(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suffixes_are_written_as_format_writes_them() {
+        let runner = RunnerConfig::pool("linux", 0, 4);
+        for (seed, id, ms) in [
+            (0, 0, 0),
+            (7, 3, 999),
+            (u64::MAX, 12, u64::MAX),
+            (1, 2, 10_000),
+        ] {
+            let name = machine_name(&runner, seed, MachineId(id), Timestamp(ms));
+            let want = format!("{}-{:08x}", ms / 1000, splitmix64(seed ^ id) as u32);
+            assert!(name.ends_with(&format!("-{want}")), "{name} {want}");
+        }
+    }
 
     #[test]
     fn names_follow_the_machine_name_pattern() {
