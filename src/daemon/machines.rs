@@ -200,6 +200,8 @@ pub enum Placement {
         name: String,
         /// The core's id of the machine, to tell it the machine is lost.
         id: MachineId,
+        /// The machine's last job (`MaxBuilds` reached): no warm container for a next one.
+        last_job: bool,
     },
     Engine(MachineEndpoint),
     /// Nowhere: the job fails with `runner_system_failure` and this message.
@@ -236,6 +238,11 @@ impl Placement {
                 message: why.clone(),
             }),
         }
+    }
+
+    /// Whether the job is its machine's last (it is removed after it).
+    pub fn last_job(&self) -> bool {
+        matches!(self, Placement::Machine { last_job: true, .. })
     }
 
     /// The core's id of the job's machine; `None` without one.
@@ -339,6 +346,7 @@ mod tests {
             provider: flaky.clone(),
             name: "runner-abcd-1".into(),
             id: MachineId(1),
+            last_job: false,
         };
         (placement, flaky)
     }

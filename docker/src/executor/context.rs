@@ -136,6 +136,9 @@ pub(crate) struct Job {
     /// first step on (not to slow its start), awaited before the outcome, so the machine's
     /// removal never races it.
     pub prestart: Option<tokio::task::JoinHandle<()>>,
+    /// Whether the machine takes another job after this one (not past its `MaxBuilds`): only
+    /// then is a warm container started for it.
+    pub prestart_next: bool,
     /// The executor's standby execs, and the one waiting in the container this job claimed, for
     /// its first step that can take one (see `standby`).
     pub standbys: Arc<Standbys>,

@@ -34,6 +34,7 @@ pub(crate) async fn run(
     sink: TraceSink,
     control: watch::Receiver<Control>,
     mode: Mode,
+    prestart_next: bool,
 ) -> Outcome {
     let Executor {
         options,
@@ -70,6 +71,7 @@ pub(crate) async fn run(
         job_status: "running",
         warm: None,
         prestart: None,
+        prestart_next,
         standbys,
         standby: Default::default(),
         next_standby: None,
@@ -236,7 +238,7 @@ impl Job {
     /// Starts a warm container for the next job like this one on the machine (once per job; in
     /// the background, awaited before the outcome).
     pub(crate) fn prestart_next(&mut self) {
-        if !self.options.warm || self.prestart.is_some() {
+        if !self.options.warm || !self.prestart_next || self.prestart.is_some() {
             return;
         }
         let (docker, endpoint, spec, standbys) = (

@@ -140,7 +140,18 @@ impl Executor {
     /// job runs (a full sink holds the job back). Containers left by an earlier attempt of the same
     /// job id are removed first. Must be called within a tokio runtime.
     pub fn start(&self, endpoint: MachineEndpoint, spec: BuildSpec, sink: TraceSink) -> JobHandle {
-        self.spawn(endpoint, spec, sink, job::Mode::Fresh)
+        self.spawn(endpoint, spec, sink, job::Mode::Fresh, true)
+    }
+
+    /// [`Executor::start`] for the last job of its machine (`MaxBuilds` reached: the machine is
+    /// removed after it): no warm container is started there for a next job.
+    pub fn start_last_on_machine(
+        &self,
+        endpoint: MachineEndpoint,
+        spec: BuildSpec,
+        sink: TraceSink,
+    ) -> JobHandle {
+        self.spawn(endpoint, spec, sink, job::Mode::Fresh, false)
     }
 
     /// Re-attaches to a job started by an earlier drover process: the output continues after
@@ -153,7 +164,7 @@ impl Executor {
         cursor: Option<LogCursor>,
         sink: TraceSink,
     ) -> JobHandle {
-        self.spawn(endpoint, spec, sink, job::Mode::Resume(cursor))
+        self.spawn(endpoint, spec, sink, job::Mode::Resume(cursor), true)
     }
 
     fn spawn(
@@ -162,6 +173,7 @@ impl Executor {
         spec: BuildSpec,
         sink: TraceSink,
         mode: job::Mode,
+        prestart_next: bool,
     ) -> JobHandle {
         let (control_tx, control_rx) = watch::channel(Control::Run);
         let job_id = spec.job_id;
@@ -172,6 +184,7 @@ impl Executor {
             sink,
             control_rx,
             mode,
+            prestart_next,
         ));
         JobHandle {
             job_id,

@@ -132,6 +132,33 @@ async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_repla
     remove_sandbox(&docker, &runner, &machine).await;
 }
 
+#[tokio::test]
+async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let spec = spec(&runner, 503, &["echo host-$(hostname)"]);
+    let warm = prestarted(&docker, &endpoint, &spec).await;
+    let (tx, rx) = mpsc::channel(64);
+    let handle = executor().start_last_on_machine(endpoint, spec, tx);
+    let (outcome, collected) = finish(handle, rx).await;
+    let out = collected.text();
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    // The job's container went with it, and none was started for a next job (a job started
+    // with `start` awaits its successor's before it ends).
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(labels::filter(&[(labels::MACHINE, Some(&machine))])),
+        ..Default::default()
+    };
+    let left = docker.list_containers(Some(options)).await.unwrap();
+    let names: Vec<_> = left.iter().map(|c| c.names.clone()).collect();
+    assert!(left.is_empty(), "{names:?}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
 fn spec_on(runner: &str, job_id: u64) -> BuildSpec {
     spec(runner, job_id, &["echo host-$(hostname)"])
 }
@@ -229,7 +256,7 @@ async fn cancel_stops_an_exec_step_and_runs_after_script() {
     );
     let warm = prestarted(&docker, &endpoint, &spec).await;
     let (tx, mut rx) = mpsc::channel(64);
-    let handle = executor().start(endpoint, spec, tx);
+    let handle = executor().start_last_on_machine(endpoint, spec, tx);
     let before = Collected {
         chunks: read_until(&mut rx, "running-1").await,
     }

@@ -136,12 +136,9 @@ impl Driver {
                 self.label(runner)
             )),
             (Some(m), _) => {
-                let name = self
-                    .ledger
-                    .core()
-                    .state()
-                    .machine(m)
-                    .map(|m| m.name.clone());
+                let state = self.ledger.core().state();
+                let name = state.machine(m).map(|m| m.name.clone());
+                let last_job = last_job(state, runner, m);
                 let provider = name
                     .as_deref()
                     .and_then(|n| self.runners.provider_of(runner, n));
@@ -150,6 +147,7 @@ impl Driver {
                         provider,
                         name,
                         id: m,
+                        last_job,
                     },
                     (_, Some(name)) => Placement::Unavailable(format!(
                         "runner {} has no machine provider for machine {name}",
@@ -159,5 +157,87 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// Whether the job the machine `m` just started is its last: the core removes it after this job
+/// (`MaxBuilds` reached; the start is counted already).
+fn last_job(state: &drover_core::State, runner: RunnerId, m: MachineId) -> bool {
+    let max_builds = state
+        .runners()
+        .get(runner.index())
+        .and_then(|r| r.config.policy())
+        .map_or(0, |p| p.max_builds);
+    state
+        .machine(m)
+        .is_some_and(|m| max_builds > 0 && m.used_count >= max_builds)
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_core::{Command, Config, Core, Event, JobId, JobInfo, RunnerConfig, Timestamp};
+
+    use super::*;
+
+    /// The machine's runs, job after job, with `MaxBuilds = max_builds`: whether each was its last.
+    fn last_jobs(max_builds: u32, jobs: u64) -> Vec<bool> {
+        let mut runner = RunnerConfig::pool("r", 0, 1);
+        if let Some(p) = runner.policy_mut() {
+            p.max_builds = max_builds;
+        }
+        let mut core = Core::new(Config::new(4).with_runner(runner), Timestamp(0));
+        let r = RunnerId(0);
+        let info = JobInfo {
+            timeout_ms: 3_600_000,
+            queued_ms: 0,
+        };
+        let mut seen = Vec::new();
+        let mut now = 1;
+        for j in 0..jobs {
+            now += 1;
+            let mut commands = core
+                .handle(
+                    Timestamp(now),
+                    Event::JobReceived {
+                        runner: r,
+                        job: JobId(j),
+                        info,
+                    },
+                )
+                .commands;
+            if let Some(machine) = commands.iter().find_map(|c| match c {
+                Command::CreateMachine { machine, .. } => Some(*machine),
+                _ => None,
+            }) {
+                commands = core
+                    .handle(Timestamp(now), Event::MachineCreated { machine })
+                    .commands;
+            }
+            for c in commands {
+                if let Command::RunJob {
+                    machine: Some(m), ..
+                } = c
+                {
+                    seen.push(last_job(core.state(), r, m));
+                }
+            }
+            let finished = Event::JobFinished {
+                job: JobId(j),
+                outcome: drover_core::Outcome::Success,
+            };
+            for c in core.handle(Timestamp(now), finished).commands {
+                if let Command::RemoveMachine { machine, .. } = c {
+                    let _ = core.handle(Timestamp(now), Event::MachineRemoved { machine });
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_job_is_its_machines_last_when_max_builds_is_reached() {
+        assert_eq!(last_jobs(1, 3), [true, true, true]);
+        assert_eq!(last_jobs(2, 4), [false, true, false, true]);
+        assert_eq!(last_jobs(0, 3), [false, false, false]);
     }
 }

@@ -212,6 +212,10 @@ async fn execute(run: &mut Run, persister: &mut Persister) -> Result<Outcome, Ev
             });
             run.shared.executor.resume(endpoint, spec, cursor, sink)
         }
+        None if run.placement.last_job() => run
+            .shared
+            .executor
+            .start_last_on_machine(endpoint, spec, sink),
         None => run.shared.executor.start(endpoint, spec, sink),
     };
     let control = handle.control();
