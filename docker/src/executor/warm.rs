@@ -15,16 +15,23 @@
 //! does, for the runner's default job, before the machine is ready) through
 //! [`crate::Executor::prestart`].
 //!
+//! A project's cache volumes (what `"/cache"` in `volumes` becomes: kept across the project's jobs
+//! on the machine) are mounts like any other: the warm container a job starts for the next one
+//! mounts that job's, so the next job of the same project runs warm, and a job of another project,
+//! whose signature differs, never claims a container holding a cache not its own.
+//!
 //! A job that does not fit (another image, an image with an entrypoint, a helper image for the
-//! sources, per-job volumes, a machine without its own network and builds volume) takes the
-//! container-per-step path, as does a job that finds no warm container.
+//! sources, a volume that lives only as long as its job, a machine without its own network and
+//! builds volume) takes the container-per-step path, as does a job that finds no warm container.
 
 use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::body_full;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, VolumeCreateOptions,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions,
     RenameContainerOptions, StartContainerOptions, UploadToContainerOptions,
@@ -96,8 +103,8 @@ fn template(endpoint: &MachineEndpoint, spec: &BuildSpec) -> Option<Template> {
     let helper_sources = spec.helper_image.is_some()
         && matches!(spec.git.strategy, GitStrategy::Fetch | GitStrategy::Clone);
     // A bare `/path` volume lives as long as its job: no container made before the job has it.
-    let per_job_volumes =
-        spec.volumes.iter().any(|v| !v.contains(':')) || !spec.kept_volumes.is_empty();
+    // (The project's kept volumes are named in `volumes`, and in the signature with them.)
+    let per_job_volumes = spec.volumes.iter().any(|v| !v.contains(':'));
     // An entrypoint override other than "none" wraps each step, which an exec cannot do.
     let entrypoint_set = spec
         .image
@@ -231,7 +238,10 @@ async fn make_ready(
     }
     let id = match created {
         Some(id) => id,
-        None => create(docker, &pending, &template, &spec.runner).await?,
+        None => {
+            create_kept_volumes(docker, &template, spec).await?;
+            create(docker, &pending, &template, &spec.runner).await?
+        }
     };
     let name_ready = name;
     let name = pending;
@@ -303,6 +313,31 @@ async fn create(
         ..Default::default()
     };
     Ok(docker.create_container(Some(options), body).await?.id)
+}
+
+/// The project's kept volumes the warm container mounts, labelled as a job labels them (no job:
+/// kept across jobs; the machine's: its removal takes them). The engine would make a missing one
+/// without labels.
+async fn create_kept_volumes(
+    docker: &Docker,
+    template: &Template,
+    spec: &BuildSpec,
+) -> Result<(), bollard::errors::Error> {
+    let labels = HashMap::from([
+        (labels::RUNNER.to_string(), spec.runner.clone()),
+        (labels::MACHINE.to_string(), template.machine.clone()),
+        (labels::ROLE.to_string(), labels::ROLE_CACHE.to_string()),
+    ]);
+    for name in &spec.kept_volumes {
+        let options = VolumeCreateOptions {
+            name: Some(name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        // Creating an existing volume returns it.
+        docker.create_volume(options).await?;
+    }
+    Ok(())
 }
 
 /// Whether `script` exits 0 in the container.
@@ -463,6 +498,21 @@ mod tests {
             template(&machine(), &privileged).unwrap().signature,
             a.signature
         );
+    }
+
+    #[test]
+    fn a_projects_cache_volume_runs_warm_and_is_part_of_the_signature() {
+        let project = |name: &str| {
+            let mut s = spec("alpine:3");
+            s.volumes = vec![format!("{name}:/cache")];
+            s.kept_volumes = vec![name.to_string()];
+            s
+        };
+        let one = template(&machine(), &project("m-runner-aaaa-cache-1")).expect("warm");
+        let again = template(&machine(), &project("m-runner-aaaa-cache-1")).expect("warm");
+        let other = template(&machine(), &project("m-runner-bbbb-cache-1")).expect("warm");
+        assert_eq!(one.signature, again.signature);
+        assert_ne!(one.signature, other.signature);
     }
 
     #[test]

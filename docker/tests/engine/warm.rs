@@ -159,6 +159,58 @@ async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
     remove_sandbox(&docker, &runner, &machine).await;
 }
 
+#[tokio::test]
+async fn a_projects_jobs_run_warm_with_its_cache_volume_and_another_projects_do_not() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    // What `"/cache"` in `volumes` becomes for a project's jobs on a machine (see the daemon's
+    // cache module): a named volume kept across them.
+    let project = |job, cache: &str, script: &[&str]| {
+        let mut s = spec(&runner, job, script);
+        s.volumes = vec![format!("{cache}:/cache")];
+        s.kept_volumes = vec![cache.to_string()];
+        s
+    };
+    let mine = format!("{machine}-runner-aaaa-cache-1");
+    let theirs = format!("{machine}-runner-bbbb-cache-1");
+    let first = project(
+        561,
+        &mine,
+        &["echo host-$(hostname)", "echo kept > /cache/f"],
+    );
+    let warm = prestarted(&docker, &endpoint, &first).await;
+    let (outcome, out) = run_job(endpoint.clone(), first).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+
+    // The warm container it started for the next job mounts the project's cache.
+    let next = next_warm(&docker, &machine, &warm).await;
+    let second = project(562, &mine, &["echo host-$(hostname)", "cat /cache/f"]);
+    let (outcome, out) = run_job(endpoint.clone(), second).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains(&format!("host-{}", &next[..12])), "{out}");
+    assert!(out.contains("\nkept"), "{out}");
+
+    // Another project's job does not claim a container holding a cache not its own.
+    let mines = next_warm(&docker, &machine, &next).await;
+    let other = project(
+        563,
+        &theirs,
+        &[
+            "echo host-$(hostname)",
+            "cat /cache/f 2>/dev/null || echo no-cache-file",
+        ],
+    );
+    let (outcome, out) = run_job(endpoint.clone(), other).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(!out.contains(&format!("host-{}", &mines[..12])), "{out}");
+    assert!(out.contains("\nno-cache-file"), "{out}");
+    // The kept volumes carry the machine's label: its removal takes them.
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
 fn spec_on(runner: &str, job_id: u64) -> BuildSpec {
     spec(runner, job_id, &["echo host-$(hostname)"])
 }
