@@ -144,8 +144,9 @@ pub(crate) struct Job {
     pub standbys: Arc<Standbys>,
     /// (In a mutex only to keep `Job` `Sync`: the job alone touches it, through `&mut`.)
     pub standby: std::sync::Mutex<Option<Standby>>,
-    /// The standby of a later step, started in the claimed container while a step runs.
-    pub next_standby: Option<tokio::task::JoinHandle<Option<Standby>>>,
+    /// The standby of a later step, started in the claimed container while a step runs, and
+    /// the user it runs as.
+    pub next_standby: Option<(Option<String>, tokio::task::JoinHandle<Option<Standby>>)>,
 }
 
 /// A step found started after a restart: its container, or its record in the job's warm

@@ -149,8 +149,8 @@ impl Job {
         }
     }
 
-    /// A standby for the step and the request that runs it there, if the step can take one: as
-    /// the container's user, with only variables the shell can export (see `standby`). The
+    /// A standby for the step and the request that runs it there, if the step can take one: one
+    /// run as the step's user, with only variables the shell can export (see `standby`). The
     /// claimed container's own standby first, else the one started while the step before ran; a
     /// step that cannot take one leaves it to a later step.
     async fn standby_request(
@@ -160,41 +160,60 @@ impl Job {
         script: Option<&[u8]>,
         user: Option<&str>,
     ) -> Option<(Standby, Vec<u8>)> {
-        if user.is_some() {
-            return None;
-        }
         // The wrapper reads no script from its input: the request writes it.
         let mut args = args.clone();
         args[4].clear();
         let request = standby::request(WRAPPER, &args, env, script)?;
-        let standby = match self.standby.get_mut().ok()?.take() {
-            Some(standby) => standby,
-            None => self.next_standby.take()?.await.ok()??,
-        };
-        Some((standby, request))
+        let first = self.standby.get_mut().ok()?;
+        if first.as_ref().is_some_and(|s| s.runs_as(user)) {
+            return Some((first.take()?, request));
+        }
+        if self
+            .next_standby
+            .as_ref()
+            .is_some_and(|(runs_as, _)| runs_as.as_deref() == user)
+        {
+            let (_, started) = self.next_standby.take()?;
+            return Some((started.await.ok()??, request));
+        }
+        None
     }
 
-    /// Starts the standby of the next step in the claimed container, if a later step can take
-    /// one (see `standby_request`) and none waits yet. Called once the step runs: its wrapper
-    /// begins by killing what the step before left running, which would take a standby along.
+    /// The user a step runs as: the job's `user` for its own steps, the container's (`None`)
+    /// for the sources.
+    fn step_user(&self, kind: Kind) -> Option<String> {
+        match kind {
+            Kind::User(_) => self.spec.container_options.user.clone(),
+            Kind::Sources => None,
+        }
+    }
+
+    /// Starts the standby of the next step in the claimed container, as that step's user, if
+    /// none waits yet and its variables can go in a request. Called once the step runs: its
+    /// wrapper begins by killing what the step before left running, which would take a standby
+    /// along.
     fn start_next_standby(&mut self, container: &str, step: u16) {
         let waiting = self.standby.get_mut().map_or(true, |s| s.is_some());
-        if waiting
-            || self.next_standby.is_some()
-            || self.spec.container_options.user.is_some()
-            || usize::from(step) + 1 >= self.plan().len()
-            || !standby::can_export(&self.environment())
-        {
+        if waiting || self.next_standby.is_some() {
             return;
         }
-        let (docker, container) = (self.docker.clone(), container.to_string());
-        self.next_standby = Some(tokio::spawn(async move {
-            standby::start(&docker, &container)
+        let Some(next) = self.plan().into_iter().find(|p| p.index > step) else {
+            return;
+        };
+        if !standby::can_export(&self.environment()) {
+            return;
+        }
+        let user = self.step_user(next.kind);
+        let (docker, container, runs_as) =
+            (self.docker.clone(), container.to_string(), user.clone());
+        let started = tokio::spawn(async move {
+            standby::start(&docker, &container, runs_as.as_deref())
                 .await
                 .inspect_err(|err| tracing::debug!(error = %err, "could not start a standby exec"))
                 .ok()
                 .flatten()
-        }));
+        });
+        self.next_standby = Some((user, started));
     }
 
     /// Whether the job's files go into the claimed container by the archive API (slow on a
@@ -284,10 +303,7 @@ impl Job {
             }
             None => {
                 self.trace.section(header(&planned, &self.spec)).await;
-                let user = match planned.kind {
-                    Kind::User(_) => self.spec.container_options.user.clone(),
-                    Kind::Sources => None,
-                };
+                let user = self.step_user(planned.kind);
                 let mut env = self.environment();
                 env.push(format!("CI_JOB_STATUS={}", self.job_status));
                 let (length, stdin) = match self.uploads_files(&self.plan()) {

@@ -20,9 +20,10 @@
 //!
 //! A standby runs nothing until it has a complete request: a drover that stops or crashes before
 //! it wrote one closes the exec's input, and the standby exits. A standby nobody claims ends with
-//! its container. Only a step run as the container's user, with no variable that must go through
-//! the environment (names a shell cannot export), takes a standby; other steps start an exec and
-//! leave it to a later step.
+//! its container. A standby runs as a user: the container's for the first, the next step's for
+//! the others (a job's `user` runs its own steps but not the sources step). Only a step run as
+//! its standby's user, with no variable that must go through the environment (names a shell
+//! cannot export), takes it; other steps start an exec and leave it to a later step.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -73,9 +74,16 @@ pub(crate) type Output = futures_util::stream::BoxStream<
 pub(crate) struct Standby {
     output: Output,
     input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The user it runs as (`None`: the container's own), as a step's `user` is given.
+    user: Option<String>,
 }
 
 impl Standby {
+    /// Whether a step run as `user` can take it.
+    pub(crate) fn runs_as(&self, user: Option<&str>) -> bool {
+        self.user.as_deref() == user
+    }
+
     /// Still waiting: it has printed nothing and its stream is open (a standby says nothing
     /// before its request; an ended or broken stream, or any output, means it is gone).
     fn waiting(&mut self) -> bool {
@@ -151,10 +159,11 @@ impl Standbys {
     }
 }
 
-/// Starts a standby in the running container `container`, as its default user.
+/// Starts a standby in the running container `container`, as `user` (`None`: its default user).
 pub(crate) async fn start(
     docker: &Docker,
     container: &str,
+    user: Option<&str>,
 ) -> Result<Option<Standby>, bollard::errors::Error> {
     let options = CreateExecOptions {
         cmd: Some(vec![
@@ -165,11 +174,16 @@ pub(crate) async fn start(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         attach_stdin: Some(true),
+        user: user.map(str::to_string),
         ..Default::default()
     };
     let exec = docker.create_exec(container, options).await?;
     Ok(match docker.start_exec(&exec.id, None).await? {
-        StartExecResults::Attached { output, input } => Some(Standby { output, input }),
+        StartExecResults::Attached { output, input } => Some(Standby {
+            output,
+            input,
+            user: user.map(str::to_string),
+        }),
         StartExecResults::Detached => None,
     })
 }

@@ -186,7 +186,7 @@ pub(crate) async fn prestart(
         && !standbys.has(&id)
     {
         // Without one the first step starts an exec of its own: a failure costs only time.
-        match standby::start(docker, &id).await {
+        match standby::start(docker, &id, None).await {
             Ok(Some(standby)) => standbys.put(id, standby),
             Ok(None) => {}
             Err(err) => tracing::debug!(error = %err, "could not start a standby exec"),

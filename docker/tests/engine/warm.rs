@@ -596,6 +596,31 @@ async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_wit
 }
 
 #[tokio::test]
+async fn a_jobs_user_runs_its_steps_in_standby_execs_started_as_that_user() {
+    let Some(docker) = engine().await else { return };
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let mut spec = with_after_script(
+        spec(
+            &runner,
+            533,
+            &[&format!("echo script-uid=$(id -u) in-standby={IN_STANDBY}")],
+        ),
+        &[&format!("echo after-uid=$(id -u) in-standby={IN_STANDBY}")],
+    );
+    // With a user, the sources step runs first (as the container's user, in the container's
+    // standby); the user's steps in standbys started as the user.
+    spec.container_options.user = Some("65534".into());
+    prestarted(&docker, &endpoint, &spec).await;
+    let (outcome, out) = run_job(endpoint, spec).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(out.contains("script-uid=65534 in-standby=1"), "{out}");
+    assert!(out.contains("after-uid=65534 in-standby=1"), "{out}");
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
 async fn a_step_that_kills_the_next_steps_standby_leaves_that_step_to_an_exec() {
     let Some(docker) = engine().await else { return };
     let runner = unique_runner();
