@@ -194,16 +194,21 @@ impl Job {
     /// along.
     fn start_next_standby(&mut self, container: &str, step: u16) {
         let waiting = self.standby.get_mut().map_or(true, |s| s.is_some());
-        if waiting || self.next_standby.is_some() {
-            return;
-        }
         let Some(next) = self.plan().into_iter().find(|p| p.index > step) else {
             return;
         };
-        if !standby::can_export(&self.environment()) {
+        let user = self.step_user(next.kind);
+        // One waiting for another user is of no use to the steps left: it is dropped (and
+        // exits: its input closes).
+        if waiting
+            || self
+                .next_standby
+                .as_ref()
+                .is_some_and(|(runs_as, _)| *runs_as == user)
+            || !standby::can_export(&self.environment())
+        {
             return;
         }
-        let user = self.step_user(next.kind);
         let (docker, container, runs_as) =
             (self.docker.clone(), container.to_string(), user.clone());
         let started = tokio::spawn(async move {
