@@ -138,7 +138,7 @@ pub(crate) struct Job {
     pub prestart: Option<tokio::task::JoinHandle<()>>,
     /// Whether the machine takes another job after this one (not past its `MaxBuilds`): only
     /// then is a warm container started for it.
-    pub prestart_next: bool,
+    pub more_jobs_on_machine: bool,
     /// The executor's standby execs, and the one waiting in the container this job claimed, for
     /// its first step that can take one (see `standby`).
     pub standbys: Arc<Standbys>,

@@ -34,7 +34,7 @@ pub(crate) async fn run(
     sink: TraceSink,
     control: watch::Receiver<Control>,
     mode: Mode,
-    prestart_next: bool,
+    more_jobs_on_machine: bool,
 ) -> Outcome {
     let Executor {
         options,
@@ -71,7 +71,7 @@ pub(crate) async fn run(
         job_status: "running",
         warm: None,
         prestart: None,
-        prestart_next,
+        more_jobs_on_machine,
         standbys,
         standby: Default::default(),
         next_standby: None,
@@ -238,7 +238,7 @@ impl Job {
     /// Starts a warm container for the next job like this one on the machine (once per job; in
     /// the background, awaited before the outcome).
     pub(crate) fn prestart_next(&mut self) {
-        if !self.options.warm || !self.prestart_next || self.prestart.is_some() {
+        if !self.options.warm || !self.more_jobs_on_machine || self.prestart.is_some() {
             return;
         }
         let (docker, endpoint, spec, standbys) = (
@@ -383,19 +383,14 @@ impl Job {
             };
             self.docker.create_volume(options).await?;
         }
-        // Kept across jobs: no job label, so the job's cleanup leaves them; creating an existing
-        // volume returns it.
-        let mut kept = self.base_labels();
-        kept.remove(labels::JOB);
-        kept.insert(labels::ROLE.to_string(), labels::ROLE_CACHE.to_string());
-        for name in &self.spec.kept_volumes {
-            let options = VolumeCreateOptions {
-                name: Some(name.clone()),
-                labels: Some(kept.clone()),
-                ..Default::default()
-            };
-            self.docker.create_volume(options).await?;
-        }
+        let machine = self.endpoint.machine.as_deref();
+        warm::create_kept_volumes(
+            &self.docker,
+            &self.spec.runner,
+            machine,
+            &self.spec.kept_volumes,
+        )
+        .await?;
         Ok(())
     }
 

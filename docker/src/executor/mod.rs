@@ -173,7 +173,7 @@ impl Executor {
         spec: BuildSpec,
         sink: TraceSink,
         mode: job::Mode,
-        prestart_next: bool,
+        more_jobs_on_machine: bool,
     ) -> JobHandle {
         let (control_tx, control_rx) = watch::channel(Control::Run);
         let job_id = spec.job_id;
@@ -184,7 +184,7 @@ impl Executor {
             sink,
             control_rx,
             mode,
-            prestart_next,
+            more_jobs_on_machine,
         ));
         JobHandle {
             job_id,

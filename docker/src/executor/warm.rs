@@ -239,7 +239,8 @@ async fn make_ready(
     let id = match created {
         Some(id) => id,
         None => {
-            create_kept_volumes(docker, &template, spec).await?;
+            let machine = Some(template.machine.as_str());
+            create_kept_volumes(docker, &spec.runner, machine, &spec.kept_volumes).await?;
             create(docker, &pending, &template, &spec.runner).await?
         }
     };
@@ -315,26 +316,29 @@ async fn create(
     Ok(docker.create_container(Some(options), body).await?.id)
 }
 
-/// The project's kept volumes the warm container mounts, labelled as a job labels them (no job:
-/// kept across jobs; the machine's: its removal takes them). The engine would make a missing one
-/// without labels.
-async fn create_kept_volumes(
+/// Creates the volumes `names` kept across jobs (a project's caches), labelled with the runner
+/// and the machine but no job: a job's cleanup leaves them, the machine's removal takes them.
+/// Creating an existing volume returns it; the engine would make a missing one without labels
+/// when a container mounts it. For a job's containers and for a warm container alike.
+pub(crate) async fn create_kept_volumes(
     docker: &Docker,
-    template: &Template,
-    spec: &BuildSpec,
+    runner: &str,
+    machine: Option<&str>,
+    names: &[String],
 ) -> Result<(), bollard::errors::Error> {
-    let labels = HashMap::from([
-        (labels::RUNNER.to_string(), spec.runner.clone()),
-        (labels::MACHINE.to_string(), template.machine.clone()),
+    let mut labels = HashMap::from([
+        (labels::RUNNER.to_string(), runner.to_string()),
         (labels::ROLE.to_string(), labels::ROLE_CACHE.to_string()),
     ]);
-    for name in &spec.kept_volumes {
+    if let Some(machine) = machine {
+        labels.insert(labels::MACHINE.to_string(), machine.to_string());
+    }
+    for name in names {
         let options = VolumeCreateOptions {
             name: Some(name.clone()),
             labels: Some(labels.clone()),
             ..Default::default()
         };
-        // Creating an existing volume returns it.
         docker.create_volume(options).await?;
     }
     Ok(())

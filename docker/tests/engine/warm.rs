@@ -44,6 +44,28 @@ async fn sandbox(docker: &Docker, runner: &str, machine: &str) -> MachineEndpoin
     }
 }
 
+/// A test's bed: the engine, a fresh runner, and a machine of it made as the `docker` provider
+/// makes one (`None` only where a missing engine may skip the test, see `engine`).
+struct Bed {
+    docker: Docker,
+    runner: TestRunner,
+    machine: String,
+    endpoint: MachineEndpoint,
+}
+
+async fn bed() -> Option<Bed> {
+    let docker = engine().await?;
+    let runner = unique_runner();
+    let machine = format!("{}-m", &*runner);
+    let endpoint = sandbox(&docker, &runner, &machine).await;
+    Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    })
+}
+
 /// The id of the machine's unclaimed warm container, if there is one.
 async fn warm_id(docker: &Docker, machine: &str) -> Option<String> {
     let name = format!("{machine}-warm");
@@ -86,10 +108,15 @@ async fn remove_sandbox(docker: &Docker, runner: &str, machine: &str) {
 
 #[tokio::test]
 async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_replaced() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = with_after_script(
         spec(
             &runner,
@@ -134,10 +161,15 @@ async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_repla
 
 #[tokio::test]
 async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = spec(&runner, 503, &["echo host-$(hostname)"]);
     let warm = prestarted(&docker, &endpoint, &spec).await;
     let (tx, rx) = mpsc::channel(64);
@@ -161,10 +193,15 @@ async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
 
 #[tokio::test]
 async fn a_projects_jobs_run_warm_with_its_cache_volume_and_another_projects_do_not() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     // What `"/cache"` in `volumes` becomes for a project's jobs on a machine (see the daemon's
     // cache module): a named volume kept across them.
     let project = |job, cache: &str, script: &[&str]| {
@@ -217,10 +254,15 @@ fn spec_on(runner: &str, job_id: u64) -> BuildSpec {
 
 #[tokio::test]
 async fn exec_steps_keep_exit_codes_and_after_script_and_leave_no_process_behind() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = with_after_script(
         spec(
             &runner,
@@ -260,10 +302,15 @@ async fn exec_steps_keep_exit_codes_and_after_script_and_leave_no_process_behind
 
 #[tokio::test]
 async fn an_exec_step_past_its_timeout_is_killed_and_after_script_still_runs() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let mut spec = with_after_script(
         spec(&runner, 521, &["echo host-$(hostname)", "sleep 300"]),
         &["echo after-timeout-$((5))"],
@@ -289,10 +336,15 @@ async fn an_exec_step_past_its_timeout_is_killed_and_after_script_still_runs() {
 
 #[tokio::test]
 async fn cancel_stops_an_exec_step_and_runs_after_script() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = with_after_script(
         spec(
             &runner,
@@ -329,10 +381,15 @@ async fn cancel_stops_an_exec_step_and_runs_after_script() {
 
 #[tokio::test]
 async fn a_job_with_another_image_takes_a_container_per_step() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let warm = prestarted(&docker, &endpoint, &spec_on(&runner, 540)).await;
     let mut other = spec(&runner, 541, &["echo host-$(hostname)", "git --version"]);
     other.image.name = GIT_IMAGE.to_string();
@@ -356,10 +413,15 @@ fn go(sync: &Path) {
 
 #[tokio::test]
 async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let sync = tempfile::tempdir().unwrap();
     let mut spec = with_after_script(
         spec(
@@ -424,10 +486,15 @@ async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
 
 #[tokio::test]
 async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let sync = tempfile::tempdir().unwrap();
     let mut spec = spec(
         &runner,
@@ -469,10 +536,15 @@ async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment(
 
 #[tokio::test]
 async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let mut spec = spec(
         &runner,
         521,
@@ -503,10 +575,15 @@ async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments(
 
 #[tokio::test]
 async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let sync = tempfile::tempdir().unwrap();
     let mut spec = spec(
         &runner,
@@ -573,10 +650,15 @@ const IN_STANDBY: &str = "$(tr '\\000' ' ' < /proc/$PPID/cmdline | grep -c 'run/
 
 #[tokio::test]
 async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_with_its_container() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = with_after_script(
         spec(
             &runner,
@@ -597,10 +679,15 @@ async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_wit
 
 #[tokio::test]
 async fn a_jobs_user_runs_its_steps_in_standby_execs_started_as_that_user() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let mut spec = with_after_script(
         spec(
             &runner,
@@ -622,10 +709,15 @@ async fn a_jobs_user_runs_its_steps_in_standby_execs_started_as_that_user() {
 
 #[tokio::test]
 async fn a_step_that_kills_the_next_steps_standby_leaves_that_step_to_an_exec() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     // The script waits for after_script's standby (a second exec running the standby's program,
     // a process whose parent is outside the container: the script's own is the first; its
     // wrapper's subshells share that program's command line), then kills every process it can.
@@ -667,10 +759,15 @@ async fn standby_runs(docker: &Docker, id: &str) -> bool {
 
 #[tokio::test]
 async fn a_standby_exec_whose_drover_went_away_runs_nothing_and_exits() {
-    let Some(docker) = engine().await else { return };
-    let runner = unique_runner();
-    let machine = format!("{}-m", &*runner);
-    let endpoint = sandbox(&docker, &runner, &machine).await;
+    let Some(Bed {
+        docker,
+        runner,
+        machine,
+        endpoint,
+    }) = bed().await
+    else {
+        return;
+    };
     let spec = spec(&runner, 541, &["echo ran-once"]);
     // Prestarted by an executor that then goes away, as a drover that stopped or crashed: its
     // standby never gets a request.
