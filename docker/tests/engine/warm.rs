@@ -45,25 +45,14 @@ async fn sandbox(docker: &Docker, runner: &str, machine: &str) -> MachineEndpoin
 }
 
 /// A test's bed: the engine, a fresh runner, and a machine of it made as the `docker` provider
-/// makes one (`None` only where a missing engine may skip the test, see `engine`).
-struct Bed {
-    docker: Docker,
-    runner: TestRunner,
-    machine: String,
-    endpoint: MachineEndpoint,
-}
-
-async fn bed() -> Option<Bed> {
+/// makes one, with its endpoint (`None` only where a missing engine may skip the test, see
+/// `engine`).
+async fn bed() -> Option<(Docker, TestRunner, String, MachineEndpoint)> {
     let docker = engine().await?;
     let runner = unique_runner();
     let machine = format!("{}-m", &*runner);
     let endpoint = sandbox(&docker, &runner, &machine).await;
-    Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    })
+    Some((docker, runner, machine, endpoint))
 }
 
 /// The id of the machine's unclaimed warm container, if there is one.
@@ -108,13 +97,7 @@ async fn remove_sandbox(docker: &Docker, runner: &str, machine: &str) {
 
 #[tokio::test]
 async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_replaced() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = with_after_script(
@@ -161,13 +144,7 @@ async fn a_job_for_the_warm_image_runs_in_the_warm_container_which_is_then_repla
 
 #[tokio::test]
 async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = spec(&runner, 503, &["echo host-$(hostname)"]);
@@ -193,13 +170,7 @@ async fn a_machines_last_job_runs_warm_and_leaves_no_warm_container_behind() {
 
 #[tokio::test]
 async fn a_projects_jobs_run_warm_with_its_cache_volume_and_another_projects_do_not() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     // What `"/cache"` in `volumes` becomes for a project's jobs on a machine (see the daemon's
@@ -254,13 +225,7 @@ fn spec_on(runner: &str, job_id: u64) -> BuildSpec {
 
 #[tokio::test]
 async fn exec_steps_keep_exit_codes_and_after_script_and_leave_no_process_behind() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = with_after_script(
@@ -302,13 +267,7 @@ async fn exec_steps_keep_exit_codes_and_after_script_and_leave_no_process_behind
 
 #[tokio::test]
 async fn an_exec_step_past_its_timeout_is_killed_and_after_script_still_runs() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let mut spec = with_after_script(
@@ -336,13 +295,7 @@ async fn an_exec_step_past_its_timeout_is_killed_and_after_script_still_runs() {
 
 #[tokio::test]
 async fn cancel_stops_an_exec_step_and_runs_after_script() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = with_after_script(
@@ -381,13 +334,7 @@ async fn cancel_stops_an_exec_step_and_runs_after_script() {
 
 #[tokio::test]
 async fn a_job_with_another_image_takes_a_container_per_step() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let warm = prestarted(&docker, &endpoint, &spec_on(&runner, 540)).await;
@@ -413,13 +360,7 @@ fn go(sync: &Path) {
 
 #[tokio::test]
 async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let sync = tempfile::tempdir().unwrap();
@@ -486,13 +427,7 @@ async fn a_crash_mid_exec_step_re_attaches_without_running_the_step_again() {
 
 #[tokio::test]
 async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let sync = tempfile::tempdir().unwrap();
@@ -536,13 +471,7 @@ async fn a_crash_while_an_exec_step_ends_reports_its_exit_code_on_re_attachment(
 
 #[tokio::test]
 async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let mut spec = spec(
@@ -575,13 +504,7 @@ async fn a_warm_steps_script_and_its_variables_are_not_in_any_process_arguments(
 
 #[tokio::test]
 async fn a_warm_steps_variables_are_not_in_its_exec_as_the_engine_shows_it() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let sync = tempfile::tempdir().unwrap();
@@ -650,13 +573,7 @@ const IN_STANDBY: &str = "$(tr '\\000' ' ' < /proc/$PPID/cmdline | grep -c 'run/
 
 #[tokio::test]
 async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_with_its_container() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = with_after_script(
@@ -679,13 +596,7 @@ async fn a_warm_jobs_steps_run_in_standby_execs_the_first_in_the_one_started_wit
 
 #[tokio::test]
 async fn a_jobs_user_runs_its_steps_in_standby_execs_started_as_that_user() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let mut spec = with_after_script(
@@ -709,13 +620,7 @@ async fn a_jobs_user_runs_its_steps_in_standby_execs_started_as_that_user() {
 
 #[tokio::test]
 async fn a_step_that_kills_the_next_steps_standby_leaves_that_step_to_an_exec() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     // The script waits for after_script's standby (a second exec running the standby's program,
@@ -759,13 +664,7 @@ async fn standby_runs(docker: &Docker, id: &str) -> bool {
 
 #[tokio::test]
 async fn a_standby_exec_whose_drover_went_away_runs_nothing_and_exits() {
-    let Some(Bed {
-        docker,
-        runner,
-        machine,
-        endpoint,
-    }) = bed().await
-    else {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let spec = spec(&runner, 541, &["echo ran-once"]);
