@@ -2,7 +2,10 @@
 
 For each scenario: runs `drover simulate` (one replication, no plan) and simpy_model.py, prints
 each one's jobs per second of CPU time (and of wall time), the ratio, and a sanity line: the two
-models' mean waits must agree within noise (|difference| < 4 combined standard errors).
+models' mean waits must agree within noise (|difference| < 4 combined standard errors). With
+`--floor` (run.sh passes drover's `floor` example), also the floor: the same random draws as
+drover's simulator through a bare first-come-first-served recursion, with no autoscaler, no
+coordinator and no event queue. No simulator whose results are drover's can beat it.
 
 Run through run.sh, which installs SimPy into a virtualenv first.
 """
@@ -18,13 +21,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name, drover config, drover workload, SimPy model arguments (the same parameters)
+# name, drover config, drover workload, SimPy model arguments (the same parameters), floor model
 SCENARIOS = [
     (
         "warm fleet M/M/12 (λ 10/min, job exp 1m)",
         "warm.config.toml",
         "warm.toml",
         ["--rate-per-min", "10", "--service-min", "1", "--limit", "12", "--idle-count", "12"],
+        "warm",
     ),
     (
         "ephemeral pool (limit 4, boot exp 2m, MaxBuilds 1, λ 1/min)",
@@ -32,6 +36,7 @@ SCENARIOS = [
         "ephemeral.toml",
         ["--rate-per-min", "1", "--service-min", "1", "--boot-min", "2", "--limit", "4",
          "--max-builds", "1"],
+        "ephemeral",
     ),
 ]
 
@@ -85,16 +90,23 @@ def run_simpy(python, jobs, model_args):
     }
 
 
+def run_floor(floor, which, jobs):
+    cpu0 = children_cpu()
+    subprocess.run([floor, which, str(jobs)], check=True, capture_output=True)
+    return children_cpu() - cpu0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--drover", default="target/release/drover")
     p.add_argument("--python", default=sys.executable, help="a Python with SimPy")
+    p.add_argument("--floor", help="drover-sim's `floor` example, to print the floor too")
     args = p.parse_args()
 
     print("jobs/s are per second of CPU time (user + system) of the whole process; wall in brackets")
     worst = math.inf
     agree = True
-    for name, config, workload, model_args in SCENARIOS:
+    for name, config, workload, model_args, floor_model in SCENARIOS:
         d = run_drover(args.drover, config, workload)
         s = run_simpy(args.python, int(d["jobs"]), model_args)
         d_rate, s_rate = d["jobs"] / d["cpu"], s["jobs"] / s["cpu"]
@@ -106,6 +118,10 @@ def main():
         print(f"  SimPy   {s_rate / 1e6:8.3f} M jobs/s  ({s['jobs'] / s['wall'] / 1e6:.3f} M/s wall)"
               f"  {s['cpu']:.2f} s CPU")
         print(f"  ratio   {ratio:8.1f}×")
+        if args.floor:
+            f_rate = d["jobs"] / run_floor(args.floor, floor_model, int(d["jobs"]))
+            print(f"  floor   {f_rate / 1e6:8.2f} M jobs/s = {f_rate / s_rate:.0f}× SimPy: the same draws, "
+                  "bare FCFS")
         # The same model twice: the means differ by sampling noise alone. drover's run is as long
         # as SimPy's, so its standard error is about the same.
         se = s["stderr"] * math.sqrt(2)

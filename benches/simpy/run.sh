@@ -1,7 +1,8 @@
 #!/bin/sh
 # drover's simulator against a SimPy model of the same autoscaler (see compare.py):
 #   sh benches/simpy/run.sh
-# Builds drover (release), installs SimPy from PyPI into a virtualenv under target/, runs both.
+# Builds drover and the floor example (release), installs SimPy from PyPI into a virtualenv
+# under target/, runs both.
 set -eu
 cd "$(dirname "$0")/../.."
 venv=target/simpy-venv
@@ -10,4 +11,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check 'simpy==4.1.2'
 cargo build --release --quiet --bin drover
-exec "$venv/bin/python" benches/simpy/compare.py --drover target/release/drover "$@"
+cargo build --release --quiet -p drover-sim --example floor
+exec "$venv/bin/python" benches/simpy/compare.py --drover target/release/drover \
+    --floor target/release/examples/floor "$@"

@@ -8,7 +8,9 @@
 //! and from the script's last byte to the first of its next step (`after_script`), on a
 //! sandbox-like machine (builds volume and network of its own), cold (a container per step) and
 //! warm (the machine's pre-started build container: each step in a standby exec started ahead of
-//! it).
+//! it), and for a `MaxBuilds 1` machine's only job with `"/cache"` in `volumes`, whose warm
+//! container is made before its project is known (for the runner's defaults, or with fresh
+//! caches).
 //!
 //! `DROVER_BENCH_N` sets the number of rounds (default 40). Figures are wall-clock times of a
 //! shared machine: rerun when it is idle for clean ones.
@@ -317,6 +319,13 @@ async fn engine_phases(docker: &Docker, machine: &str, rounds: usize) -> Res<()>
     Ok(())
 }
 
+/// What `"/cache"` in `volumes` becomes for a project's job on a machine: a kept volume.
+fn with_cache(mut spec: BuildSpec, cache: &str) -> BuildSpec {
+    spec.volumes = vec![format!("{cache}:/cache")];
+    spec.kept_volumes = vec![cache.to_string()];
+    spec
+}
+
 fn job(runner: &str, job_id: u64) -> BuildSpec {
     let mut image = ImageSpec::new(BUSYBOX_IMAGE);
     image.pull_policy = vec![PullPolicy::IfNotPresent];
@@ -366,28 +375,66 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
         ..Default::default()
     });
     let mut phases = Phases::default();
-    for (mode, next, warm) in [
+    for (mode, next, warm, last) in [
         (
             "cold: a container per step",
             "cold: a step's last byte -> the next's first",
             false,
+            None,
         ),
         (
             "warm: the pre-started container",
             "warm: a step's last byte -> the next's first",
             true,
+            None,
+        ),
+        // A `MaxBuilds 1` machine's only job, of a project with `"/cache"`: its warm container
+        // made for the runner's defaults (as the daemon makes it), or with fresh caches.
+        (
+            "last job, /cache: warm container for the defaults",
+            "last job, /cache, defaults: a step's last byte -> the next's first",
+            true,
+            Some(false),
+        ),
+        (
+            "last job, /cache: warm container with fresh caches",
+            "last job, /cache, fresh: a step's last byte -> the next's first",
+            true,
+            Some(true),
         ),
     ] {
         let executor = if warm { &warm_executor } else { &cold_executor };
-        if warm && !executor.prestart(endpoint, &job(runner, 0)).await? {
+        let machine = endpoint.machine.clone().unwrap_or_default();
+        // Each round a project new to the machine, as on a new machine.
+        let cached = |id: u64| match last {
+            Some(_) => with_cache(job(runner, id), &format!("{machine}-runner-{id}-cache-1")),
+            None => job(runner, id),
+        };
+        let offset = match last {
+            None if warm => 100_000,
+            None => 0,
+            Some(false) => 200_000,
+            Some(true) => 300_000,
+        };
+        let prestart = || async {
+            let defaults = cached(offset);
+            match last {
+                Some(true) => executor.prestart_for_last_job(endpoint, &defaults).await,
+                _ => executor.prestart(endpoint, &defaults).await,
+            }
+        };
+        if warm && !prestart().await? {
             println!("  {mode}: this job is not eligible for the warm path");
             continue;
         }
         for round in 0..rounds {
-            let spec = job(runner, 1 + round as u64 + if warm { 100_000 } else { 0 });
+            let spec = cached(1 + round as u64 + offset);
             let (tx, mut rx) = mpsc::channel(256);
             let t = Instant::now();
-            let handle = executor.start(endpoint.clone(), spec, tx);
+            let handle = match last {
+                Some(_) => executor.start_last_on_machine(endpoint.clone(), spec, tx),
+                None => executor.start(endpoint.clone(), spec, tx),
+            };
             let (mut first, mut last, mut second) = (None, None, None);
             while let Some(chunk) = rx.recv().await {
                 if chunk.cursor.messages == 0 {
@@ -409,10 +456,10 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
                 phases.add(next, second.saturating_sub(last));
             }
             if warm {
-                // The next job's container is pre-started while a job runs; in a fleet jobs are
-                // apart. Here they come back to back: wait until it is up, so the figure is the
-                // warm path's own.
-                executor.prestart(endpoint, &job(runner, 0)).await?;
+                // The next job's container is pre-started while a job runs (a last job's, when
+                // the next machine is made); in a fleet jobs are apart. Here they come back to
+                // back: wait until it is up, so the figure is the warm path's own.
+                prestart().await?;
             }
         }
     }

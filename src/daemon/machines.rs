@@ -39,12 +39,19 @@ pub struct Warmup {
     pub executor: Executor,
     /// The spec of a job with the runner's defaults; `None`: the runner's settings make none.
     pub spec: Box<dyn FnOnce() -> Option<BuildSpec> + Send>,
+    /// The machine's first job is its last (`MaxBuilds 1`): the container gets fresh caches, so
+    /// that a job of any project runs warm with `"/cache"` in `volumes`.
+    pub first_job_is_last: bool,
 }
 
 impl Warmup {
     async fn start(self, endpoint: &MachineEndpoint, label: &str) {
         let Some(spec) = (self.spec)() else { return };
-        match self.executor.prestart(endpoint, &spec).await {
+        let started = match self.first_job_is_last {
+            true => self.executor.prestart_for_last_job(endpoint, &spec).await,
+            false => self.executor.prestart(endpoint, &spec).await,
+        };
+        match started {
             Ok(started) => {
                 tracing::debug!(runner = %label, machine = ?endpoint.machine, started, "warm build container");
             }

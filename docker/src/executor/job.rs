@@ -248,7 +248,7 @@ impl Job {
             self.standbys.clone(),
         );
         self.prestart = Some(tokio::spawn(async move {
-            if let Err(err) = warm::prestart(&docker, &endpoint, &spec, &standbys).await {
+            if let Err(err) = warm::prestart(&docker, &endpoint, &spec, false, &standbys).await {
                 tracing::debug!(error = %err, "could not start a warm build container");
             }
         }));
@@ -329,20 +329,38 @@ impl Job {
             )
             .await?;
         }
+        // Whether it may take a warm container's fresh caches in place of its kept volumes.
+        let last_with_caches_absent = self.options.warm
+            && !self.more_jobs_on_machine
+            && !spec.kept_volumes.is_empty()
+            && warm::none_exist(&self.docker, &spec.kept_volumes).await?;
         self.create_volumes().await?;
         if self.endpoint.network.is_none() {
             self.create_network().await?;
         }
         services::start(self).await?;
         if self.options.warm {
-            if let Some((name, standby)) =
-                warm::claim(&self.docker, &self.endpoint, &self.spec, &self.standbys).await?
+            if let Some((name, standby)) = warm::claim(
+                &self.docker,
+                &self.endpoint,
+                &self.spec,
+                last_with_caches_absent,
+                &self.standbys,
+            )
+            .await?
             {
                 self.warm = Some(name);
                 self.standby = std::sync::Mutex::new(standby);
             }
             let plan = self.plan();
             self.upload_exec_files(&plan).await?;
+        }
+        // A container with fresh caches has them in place of the project's kept volumes, which
+        // did not exist: they are not made just to be removed with the machine.
+        if !(last_with_caches_absent && self.warm.is_some()) {
+            let machine = self.endpoint.machine.as_deref();
+            warm::create_kept_volumes(&self.docker, &spec.runner, machine, &spec.kept_volumes)
+                .await?;
         }
         Ok(())
     }
@@ -383,14 +401,6 @@ impl Job {
             };
             self.docker.create_volume(options).await?;
         }
-        let machine = self.endpoint.machine.as_deref();
-        warm::create_kept_volumes(
-            &self.docker,
-            &self.spec.runner,
-            machine,
-            &self.spec.kept_volumes,
-        )
-        .await?;
         Ok(())
     }
 

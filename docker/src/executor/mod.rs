@@ -144,7 +144,8 @@ impl Executor {
     }
 
     /// [`Executor::start`] for the last job of its machine (`MaxBuilds` reached: the machine is
-    /// removed after it): no warm container is started there for a next job.
+    /// removed after it): no warm container is started there for a next job, and the job may
+    /// take one with fresh caches ([`Executor::prestart_for_last_job`]).
     pub fn start_last_on_machine(
         &self,
         endpoint: MachineEndpoint,
@@ -202,11 +203,32 @@ impl Executor {
         endpoint: &MachineEndpoint,
         spec: &BuildSpec,
     ) -> Result<bool, ExecutorError> {
+        self.prestart_with(endpoint, spec, false).await
+    }
+
+    /// [`Executor::prestart`] for a machine whose next job is its last (a `MaxBuilds 1`
+    /// machine's only one): the container mounts new empty volumes in place of the kept ones
+    /// (`"/cache"`), so that the job of any project whose cache the machine does not hold yet
+    /// runs warm. Such a job must be started with [`Executor::start_last_on_machine`].
+    pub async fn prestart_for_last_job(
+        &self,
+        endpoint: &MachineEndpoint,
+        spec: &BuildSpec,
+    ) -> Result<bool, ExecutorError> {
+        self.prestart_with(endpoint, spec, true).await
+    }
+
+    async fn prestart_with(
+        &self,
+        endpoint: &MachineEndpoint,
+        spec: &BuildSpec,
+        fresh: bool,
+    ) -> Result<bool, ExecutorError> {
         if !self.options.warm {
             return Ok(false);
         }
         let docker = endpoint.engine.connect().await?;
-        warm::prestart(&docker, endpoint, spec, &self.standbys)
+        warm::prestart(&docker, endpoint, spec, fresh, &self.standbys)
             .await
             .map_err(|source| ExecutorError::Docker {
                 engine: endpoint.engine.describe(),

@@ -20,6 +20,13 @@
 //! mounts that job's, so the next job of the same project runs warm, and a job of another project,
 //! whose signature differs, never claims a container holding a cache not its own.
 //!
+//! A warm container for a machine's **last** job (a `MaxBuilds 1` machine's only one) can be made
+//! before its project is known: it mounts **fresh caches**, new empty volumes of its own at the
+//! kept volumes' places ([`prestart`] with `fresh`). The last job of a project whose kept volumes
+//! do not exist on the machine claims it: it would have had them made empty, and no later job on
+//! the machine looks for them, so the job cannot tell the difference. A job whose cache exists, or
+//! that is not the machine's last, does not claim such a container.
+//!
 //! A job that does not fit (another image, an image with an entrypoint, a helper image for the
 //! sources, a volume that lives only as long as its job, a machine without its own network and
 //! builds volume) takes the container-per-step path, as does a job that finds no warm container.
@@ -62,6 +69,10 @@ const HOLDER: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; 
 const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do \
                      command -v $p >/dev/null || exit 1; done";
 
+/// A fresh cache's place in a template's binds, and the start of its volume's name
+/// (`<machine>-fresh-cache-<unique>`): each warm container gets new ones.
+const FRESH_CACHE: &str = "drover-fresh-cache";
+
 /// The name of a machine's unclaimed warm container.
 fn unclaimed(machine: &str) -> String {
     format!("{machine}-warm")
@@ -96,7 +107,9 @@ struct Template {
     signature: String,
 }
 
-fn template(endpoint: &MachineEndpoint, spec: &BuildSpec) -> Option<Template> {
+/// `fresh`: with fresh caches in place of the job's kept volumes (see the module's docs); the
+/// signature then names them by place only, so it is the same for every project.
+fn template(endpoint: &MachineEndpoint, spec: &BuildSpec, fresh: bool) -> Option<Template> {
     let machine = endpoint.machine.clone()?;
     let network = endpoint.network.clone()?;
     let builds = endpoint.builds_volume.clone()?;
@@ -115,7 +128,14 @@ fn template(endpoint: &MachineEndpoint, spec: &BuildSpec) -> Option<Template> {
         return None;
     }
     let mut binds = vec![format!("{builds}:{}", spec.builds_dir)];
-    binds.extend(spec.volumes.iter().cloned());
+    for volume in &spec.volumes {
+        match volume.split_once(':') {
+            Some((source, rest)) if fresh && spec.kept_volumes.iter().any(|k| k == source) => {
+                binds.push(format!("{FRESH_CACHE}:{rest}"));
+            }
+            _ => binds.push(volume.clone()),
+        }
+    }
     let mut host_config = HostConfig {
         binds: Some(binds),
         network_mode: Some(network),
@@ -173,13 +193,15 @@ async fn usable_image(
 /// Makes sure `endpoint`'s machine has a running warm container for jobs like `spec`, replacing
 /// one made for other jobs, with a standby exec for its first step (see `standby`). `false`:
 /// such jobs cannot run warm here (nothing is started).
+/// `fresh`: for a machine's last job, with fresh caches (see the module's docs).
 pub(crate) async fn prestart(
     docker: &Docker,
     endpoint: &MachineEndpoint,
     spec: &BuildSpec,
+    fresh: bool,
     standbys: &Standbys,
 ) -> Result<bool, bollard::errors::Error> {
-    let Some(ready) = make_ready(docker, endpoint, spec).await? else {
+    let Some(ready) = make_ready(docker, endpoint, spec, fresh).await? else {
         return Ok(false);
     };
     if let Some(id) = ready
@@ -201,8 +223,9 @@ async fn make_ready(
     docker: &Docker,
     endpoint: &MachineEndpoint,
     spec: &BuildSpec,
+    fresh: bool,
 ) -> Result<Option<Option<String>>, bollard::errors::Error> {
-    let Some(template) = template(endpoint, spec) else {
+    let Some(mut template) = template(endpoint, spec, fresh) else {
         return Ok(None);
     };
     let Some(image_id) = usable_image(docker, &spec.image.name).await? else {
@@ -239,8 +262,12 @@ async fn make_ready(
     let id = match created {
         Some(id) => id,
         None => {
+            let kept = match fresh {
+                true => fresh_caches(&mut template),
+                false => spec.kept_volumes.clone(),
+            };
             let machine = Some(template.machine.as_str());
-            create_kept_volumes(docker, &spec.runner, machine, &spec.kept_volumes).await?;
+            create_kept_volumes(docker, &spec.runner, machine, &kept).await?;
             create(docker, &pending, &template, &spec.runner).await?
         }
     };
@@ -278,6 +305,47 @@ async fn make_ready(
         }
         Err(err) => Err(err),
     }
+}
+
+/// Names the fresh caches of `template`'s container, new ones on every call (a claimed
+/// container's were written to by its job); their names, to be created.
+fn fresh_caches(template: &mut Template) -> Vec<String> {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut names = Vec::new();
+    let binds = template
+        .body
+        .host_config
+        .as_mut()
+        .and_then(|h| h.binds.as_mut());
+    for bind in binds.into_iter().flatten() {
+        if let Some(rest) = bind.strip_prefix(&format!("{FRESH_CACHE}:")) {
+            let name = format!(
+                "{}-fresh-cache-{unique:x}-{}",
+                template.machine,
+                names.len()
+            );
+            *bind = format!("{name}:{rest}");
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Whether none of `names` exists on the engine.
+pub(crate) async fn none_exist(
+    docker: &Docker,
+    names: &[String],
+) -> Result<bool, bollard::errors::Error> {
+    for name in names {
+        match docker.inspect_volume(name).await {
+            Ok(_) => return Ok(false),
+            Err(err) if is_status(&err, &[404]) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(true)
 }
 
 /// Whether the warm container `found` was made from `template` and runs `image_id`.
@@ -382,13 +450,20 @@ fn run_dir_archive() -> std::io::Result<Vec<u8>> {
 /// Claims the machine's warm container for the job of `spec` if it fits (its image already
 /// checked per the job's pull policy): the name of the claimed container, and the standby exec
 /// waiting in it, if one does.
+/// `last_with_caches_absent`: the job is its machine's last and its kept volumes do not exist
+/// ([`none_exist`]), so it may take a container with fresh caches (and then makes none).
 pub(crate) async fn claim(
     docker: &Docker,
     endpoint: &MachineEndpoint,
     spec: &BuildSpec,
+    last_with_caches_absent: bool,
     standbys: &Standbys,
 ) -> Result<Option<(String, Option<Standby>)>, bollard::errors::Error> {
-    let Some(template) = template(endpoint, spec) else {
+    let fresh = last_with_caches_absent
+        .then(|| template(endpoint, spec, true))
+        .flatten()
+        .map(|t| t.signature);
+    let Some(template) = template(endpoint, spec, false) else {
         return Ok(None);
     };
     let name = unclaimed(&template.machine);
@@ -406,7 +481,8 @@ pub(crate) async fn claim(
         .and_then(|c| c.labels)
         .and_then(|l| l.get(SIGNATURE).cloned());
     let running = found.state.and_then(|s| s.status) == Some(ContainerStateStatusEnum::RUNNING);
-    if !running || signature.as_deref() != Some(template.signature.as_str()) {
+    let fits = signature.is_some_and(|s| s == template.signature || fresh.is_some_and(|f| s == f));
+    if !running || !fits {
         return Ok(None);
     }
     // The container runs the image the job's pull policy left on the engine, or it is stale.
@@ -491,15 +567,15 @@ mod tests {
 
     #[test]
     fn jobs_alike_share_a_signature_and_others_do_not() {
-        let a = template(&machine(), &spec("alpine:3")).unwrap();
-        let b = template(&machine(), &spec("alpine:3")).unwrap();
+        let a = template(&machine(), &spec("alpine:3"), false).unwrap();
+        let b = template(&machine(), &spec("alpine:3"), false).unwrap();
         assert_eq!(a.signature, b.signature);
-        let other = template(&machine(), &spec("debian:12")).unwrap();
+        let other = template(&machine(), &spec("debian:12"), false).unwrap();
         assert_ne!(a.signature, other.signature);
         let mut privileged = spec("alpine:3");
         privileged.privileged = true;
         assert_ne!(
-            template(&machine(), &privileged).unwrap().signature,
+            template(&machine(), &privileged, false).unwrap().signature,
             a.signature
         );
     }
@@ -512,11 +588,29 @@ mod tests {
             s.kept_volumes = vec![name.to_string()];
             s
         };
-        let one = template(&machine(), &project("m-runner-aaaa-cache-1")).expect("warm");
-        let again = template(&machine(), &project("m-runner-aaaa-cache-1")).expect("warm");
-        let other = template(&machine(), &project("m-runner-bbbb-cache-1")).expect("warm");
+        let one = template(&machine(), &project("m-runner-aaaa-cache-1"), false).expect("warm");
+        let again = template(&machine(), &project("m-runner-aaaa-cache-1"), false).expect("warm");
+        let other = template(&machine(), &project("m-runner-bbbb-cache-1"), false).expect("warm");
         assert_eq!(one.signature, again.signature);
         assert_ne!(one.signature, other.signature);
+
+        // With fresh caches, every project's job has the same signature, not a cached one's.
+        let fresh = |name| template(&machine(), &project(name), true).expect("warm");
+        let mut made = fresh("m-runner-aaaa-cache-1");
+        assert_eq!(made.signature, fresh("m-runner-bbbb-cache-1").signature);
+        assert_ne!(made.signature, one.signature);
+        // Each container made from it gets new volumes there, labelled as kept ones.
+        let names = fresh_caches(&mut made);
+        assert_eq!(names.len(), 1);
+        assert!(names[0].starts_with("m1-fresh-cache-"), "{names:?}");
+        let binds = made.body.host_config.and_then(|h| h.binds).unwrap();
+        assert!(binds.contains(&format!("{}:/cache", names[0])), "{binds:?}");
+        // A spec without kept volumes is the same either way.
+        let plain = spec("alpine:3");
+        assert_eq!(
+            template(&machine(), &plain, true).unwrap().signature,
+            template(&machine(), &plain, false).unwrap().signature
+        );
     }
 
     #[test]
@@ -526,21 +620,21 @@ mod tests {
             entrypoint: Some(vec!["/init".into()]),
             ..ImageSpec::new("alpine:3")
         };
-        assert!(template(&machine(), &entrypoint).is_none());
+        assert!(template(&machine(), &entrypoint, false).is_none());
         let mut cleared = spec("alpine:3");
         cleared.image.entrypoint = Some(vec![String::new()]);
-        assert!(template(&machine(), &cleared).is_some());
+        assert!(template(&machine(), &cleared, false).is_some());
         let mut anonymous = spec("alpine:3");
         anonymous.volumes = vec!["/cache".into()];
-        assert!(template(&machine(), &anonymous).is_none());
+        assert!(template(&machine(), &anonymous, false).is_none());
         let mut helper = spec("alpine:3");
         helper.helper_image = Some("helper:1".into());
         helper.git = GitSpec {
             strategy: GitStrategy::Fetch,
             ..GitSpec::none()
         };
-        assert!(template(&machine(), &helper).is_none());
+        assert!(template(&machine(), &helper, false).is_none());
         let plain = MachineEndpoint::engine_only(EngineConfig::local());
-        assert!(template(&plain, &spec("alpine:3")).is_none());
+        assert!(template(&plain, &spec("alpine:3"), false).is_none());
     }
 }

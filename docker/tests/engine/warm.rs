@@ -173,14 +173,7 @@ async fn a_projects_jobs_run_warm_with_its_cache_volume_and_another_projects_do_
     let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
-    // What `"/cache"` in `volumes` becomes for a project's jobs on a machine (see the daemon's
-    // cache module): a named volume kept across them.
-    let project = |job, cache: &str, script: &[&str]| {
-        let mut s = spec(&runner, job, script);
-        s.volumes = vec![format!("{cache}:/cache")];
-        s.kept_volumes = vec![cache.to_string()];
-        s
-    };
+    let project = |job, cache: &str, script: &[&str]| with_cache(spec(&runner, job, script), cache);
     let mine = format!("{machine}-runner-aaaa-cache-1");
     let theirs = format!("{machine}-runner-bbbb-cache-1");
     let first = project(
@@ -216,6 +209,108 @@ async fn a_projects_jobs_run_warm_with_its_cache_volume_and_another_projects_do_
     assert!(!out.contains(&format!("host-{}", &mines[..12])), "{out}");
     assert!(out.contains("\nno-cache-file"), "{out}");
     // The kept volumes carry the machine's label: its removal takes them.
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// What `"/cache"` in `volumes` becomes for a project's jobs on a machine (see the daemon's cache
+/// module): a named volume kept across them.
+fn with_cache(mut spec: BuildSpec, cache: &str) -> BuildSpec {
+    spec.volumes = vec![format!("{cache}:/cache")];
+    spec.kept_volumes = vec![cache.to_string()];
+    spec
+}
+
+/// Runs a machine's last job, as the daemon starts it once `MaxBuilds` is reached.
+async fn run_last_job(endpoint: MachineEndpoint, spec: BuildSpec) -> (Outcome, String) {
+    let (tx, rx) = mpsc::channel(64);
+    let handle = executor().start_last_on_machine(endpoint, spec, tx);
+    let (outcome, collected) = finish(handle, rx).await;
+    (outcome, collected.text())
+}
+
+#[tokio::test]
+async fn a_last_jobs_container_with_fresh_caches_runs_a_new_projects_job_warm() {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
+        return;
+    };
+    // A `MaxBuilds 1` machine's warm container, made (as the daemon makes it) for a job with
+    // the runner's defaults, before any project's job arrived.
+    let defaults = with_cache(
+        spec(&runner, 581, &["true"]),
+        &format!("{machine}-runner-0000-cache-1"),
+    );
+    assert!(
+        executor()
+            .prestart_for_last_job(&endpoint, &defaults)
+            .await
+            .unwrap()
+    );
+    let warm = warm_id(&docker, &machine).await.expect("a warm container");
+    let job = with_cache(
+        spec(
+            &runner,
+            582,
+            &[
+                "echo host-$(hostname)",
+                "echo entries-$(ls -A /cache | wc -l)",
+                "echo written > /cache/f && cat /cache/f",
+            ],
+        ),
+        &format!("{machine}-runner-aaaa-cache-1"),
+    );
+    let (outcome, out) = run_last_job(endpoint.clone(), job).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    // In the warm container, with an empty cache it can write to, as a new volume would be.
+    assert!(out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    assert!(out.contains("\nentries-0"), "{out}");
+    assert!(out.contains("\nwritten"), "{out}");
+    // Its fresh cache carries the machine's label: the machine's removal takes it.
+    remove_sandbox(&docker, &runner, &machine).await;
+}
+
+#[tokio::test]
+async fn a_job_whose_cache_exists_or_that_is_not_the_machines_last_takes_no_fresh_caches() {
+    let Some((docker, runner, machine, endpoint)) = bed().await else {
+        return;
+    };
+    let defaults = with_cache(
+        spec(&runner, 591, &["true"]),
+        &format!("{machine}-runner-0000-cache-1"),
+    );
+    let mine = format!("{machine}-runner-aaaa-cache-1");
+    let job = |id, script: &[&str]| {
+        with_cache(
+            spec(
+                &runner,
+                id,
+                &[&["echo host-$(hostname)"][..], script].concat(),
+            ),
+            &mine,
+        )
+    };
+    let fresh = |endpoint: MachineEndpoint, defaults: BuildSpec| async move {
+        assert!(
+            executor()
+                .prestart_for_last_job(&endpoint, &defaults)
+                .await
+                .unwrap()
+        );
+    };
+
+    // Not the machine's last job: a later job of its project would not find what it cached.
+    fresh(endpoint.clone(), defaults.clone()).await;
+    let warm = warm_id(&docker, &machine).await.expect("a warm container");
+    let (outcome, out) = run_job(endpoint.clone(), job(592, &["echo kept > /cache/f"])).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(!out.contains(&format!("host-{}", &warm[..12])), "{out}");
+
+    // The last job, but its project's cache is on the machine already: it gets that cache.
+    fresh(endpoint.clone(), defaults.clone()).await;
+    let warm = warm_id(&docker, &machine).await.expect("a warm container");
+    let (outcome, out) = run_last_job(endpoint.clone(), job(593, &["cat /cache/f"])).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert!(!out.contains(&format!("host-{}", &warm[..12])), "{out}");
+    assert!(out.contains("\nkept"), "{out}");
     remove_sandbox(&docker, &runner, &machine).await;
 }
 

@@ -121,8 +121,11 @@ impl Driver {
     /// made before the job has).
     fn warmup(&self, runner: RunnerId, name: &str) -> Option<Warmup> {
         let r = self.runners.get(runner)?;
-        (r.settings().executor == ExecutorKind::DockerMachine)
-            .then(|| self.jobs.warmup(r.context.clone(), name.to_string()))
+        let first_job_is_last = first_job_is_last(self.ledger.core().state(), runner);
+        (r.settings().executor == ExecutorKind::DockerMachine).then(|| {
+            self.jobs
+                .warmup(r.context.clone(), name.to_string(), first_job_is_last)
+        })
     }
 
     /// Where a job runs, resolved now: the task gets the provider that made the machine and its
@@ -163,14 +166,25 @@ impl Driver {
 /// Whether the job the machine `m` just started is its last: the core removes it after this job
 /// (`MaxBuilds` reached; the start is counted already).
 fn last_job(state: &drover_core::State, runner: RunnerId, m: MachineId) -> bool {
-    let max_builds = state
-        .runners()
-        .get(runner.index())
-        .and_then(|r| r.config.policy())
-        .map_or(0, |p| p.max_builds);
+    let max_builds = max_builds(state, runner);
     state
         .machine(m)
         .is_some_and(|m| max_builds > 0 && m.used_count >= max_builds)
+}
+
+/// Whether a new machine of the runner will take one job only (`MaxBuilds 1`), as
+/// [`last_job`] will find when it takes it.
+fn first_job_is_last(state: &drover_core::State, runner: RunnerId) -> bool {
+    max_builds(state, runner) == 1
+}
+
+/// The runner's `MaxBuilds` as the core applies it (0: no limit).
+fn max_builds(state: &drover_core::State, runner: RunnerId) -> u32 {
+    state
+        .runners()
+        .get(runner.index())
+        .and_then(|r| r.config.policy())
+        .map_or(0, |p| p.max_builds)
 }
 
 #[cfg(test)]
@@ -192,6 +206,8 @@ mod tests {
             queued_ms: 0,
         };
         let mut seen = Vec::new();
+        let mut foreseen = std::collections::BTreeMap::new();
+        let mut checked = 0;
         let mut now = 1;
         for j in 0..jobs {
             now += 1;
@@ -209,6 +225,7 @@ mod tests {
                 Command::CreateMachine { machine, .. } => Some(*machine),
                 _ => None,
             }) {
+                foreseen.insert(machine, first_job_is_last(core.state(), r));
                 commands = core
                     .handle(Timestamp(now), Event::MachineCreated { machine })
                     .commands;
@@ -218,7 +235,13 @@ mod tests {
                     machine: Some(m), ..
                 } = c
                 {
-                    seen.push(last_job(core.state(), r, m));
+                    let last = last_job(core.state(), r, m);
+                    // What the machine's warm container was made for, at its creation.
+                    if let Some(first_is_last) = foreseen.remove(&m) {
+                        assert_eq!(first_is_last, last, "job {j}, max_builds {max_builds}");
+                        checked += 1;
+                    }
+                    seen.push(last);
                 }
             }
             let finished = Event::JobFinished {
@@ -231,9 +254,12 @@ mod tests {
                 }
             }
         }
+        assert!(checked > 0, "no machine's first job was seen");
         seen
     }
 
+    /// Also: a new machine's warm container is made for a last job exactly when its first job
+    /// turns out to be its last.
     #[test]
     fn a_job_is_its_machines_last_when_max_builds_is_reached() {
         assert_eq!(last_jobs(1, 3), [true, true, true]);

@@ -99,10 +99,16 @@ impl Jobs {
     /// How a new machine of `runner` named `machine` starts its first warm build container, for
     /// jobs with the runner's defaults, before it is reported ready (see `machines.rs`). The spec
     /// is made in the machine's task: it reads files (a TLS CA, registry credentials).
-    pub fn warmup(&self, runner: Arc<RunnerContext>, machine: String) -> Warmup {
+    pub fn warmup(
+        &self,
+        runner: Arc<RunnerContext>,
+        machine: String,
+        first_job_is_last: bool,
+    ) -> Warmup {
         Warmup {
             executor: self.shared.executor.clone(),
             spec: Box::new(move || spec::default_job_spec(&runner, &machine)),
+            first_job_is_last,
         }
     }
 
