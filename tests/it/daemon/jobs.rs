@@ -336,26 +336,46 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
 /// exec too: in a MaxBuilds 1 pool, the only job a sandbox gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
+    first_job_runs_warm("jobs_first_warm", "", &[]).await;
+}
+
+/// With `"/cache"` (what `register` writes), that container has fresh caches: the job's project is
+/// not known before it comes, and the sandbox will take no other job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_builds_1_sandboxs_job_with_a_cache_volume_runs_warm_on_a_fresh_cache() {
+    first_job_runs_warm(
+        "jobs_first_warm_cache",
+        ", \"/cache\"",
+        &[
+            "echo cache-entries-$(ls -A /cache | wc -l)",
+            "touch /cache/f",
+        ],
+    )
+    .await;
+}
+
+async fn first_job_runs_warm(name: &str, more_volumes: &str, more_script: &[&str]) {
     let sync = SyncDir::new();
     let settings = Settings {
         limit: 1,
         concurrent: 1,
         max_builds: 1,
-        docker_extra: sync.volume(),
+        docker_extra: sync
+            .volume()
+            .replace("/sync\"]", &format!("/sync\"{more_volumes}]")),
         ..Settings::pool()
     };
-    let Some(mut env) = Env::new("jobs_first_warm", settings).await else {
+    let Some(mut env) = Env::new(name, settings).await else {
         return;
     };
     env.start().await;
-    let id = env.enqueue(job(
-        "first",
-        &[
-            "touch /sync/ready",
-            "while [ ! -e /sync/go ]; do sleep 0.1; done",
-            "echo first-done",
-        ],
-    ));
+    let mut script = vec![
+        "touch /sync/ready",
+        "while [ ! -e /sync/go ]; do sleep 0.1; done",
+    ];
+    script.extend(more_script);
+    script.push("echo first-done");
+    let id = env.enqueue(job("first", &script));
     sync.wait_for("ready").await;
     let warm = running_container(&env, &format!("-job-{id}-warm")).await;
     sync.signal("go");
@@ -367,5 +387,8 @@ async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
         text(&view)
     );
     assert_eq!(lines(&view, "first-done"), 1);
+    if !more_volumes.is_empty() {
+        assert_eq!(lines(&view, "cache-entries-0"), 1, "{}", text(&view));
+    }
     env.finish().await;
 }
