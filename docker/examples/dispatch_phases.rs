@@ -8,9 +8,9 @@
 //! and from the script's last byte to the first of its next step (`after_script`), on a
 //! sandbox-like machine (builds volume and network of its own), cold (a container per step) and
 //! warm (the machine's pre-started build container: each step in a standby exec started ahead of
-//! it), and for a `MaxBuilds 1` machine's only job with `"/cache"` in `volumes`, whose warm
-//! container is made before its project is known (for the runner's defaults, or with fresh
-//! caches).
+//! it), for a job with another image than the warm container's (a build container of its own),
+//! and for a `MaxBuilds 1` machine's only job with `"/cache"` in `volumes` (a warm container with
+//! fresh caches).
 //!
 //! `DROVER_BENCH_N` sets the number of rounds (default 40). Figures are wall-clock times of a
 //! shared machine: rerun when it is idle for clean ones.
@@ -26,7 +26,7 @@ use bollard::query_parameters::{
     RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, UploadToContainerOptions,
     WaitContainerOptions,
 };
-use drover_docker::testing::{BUSYBOX_IMAGE, ensure_test_images};
+use drover_docker::testing::{BUSYBOX_IMAGE, GIT_IMAGE, ensure_test_images};
 use drover_docker::{
     BuildSpec, EngineConfig, Executor, ExecutorOptions, GitSpec, ImageSpec, MachineEndpoint,
     PullPolicy, Shell, StepName, StepSpec, When, labels, remove_labelled,
@@ -319,6 +319,18 @@ async fn engine_phases(docker: &Docker, machine: &str, rounds: usize) -> Res<()>
     Ok(())
 }
 
+/// The jobs of a row of the executor's figures.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The runner's defaults, as the machine's warm container.
+    Same,
+    /// Another image than the warm container's: a build container of the job's own.
+    OtherImage,
+    /// A `MaxBuilds 1` machine's only job, of a project with `"/cache"`: the warm container
+    /// has fresh caches.
+    LastWithCache,
+}
+
 /// What `"/cache"` in `volumes` becomes for a project's job on a machine: a kept volume.
 fn with_cache(mut spec: BuildSpec, cache: &str) -> BuildSpec {
     spec.volumes = vec![format!("{cache}:/cache")];
@@ -375,52 +387,55 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
         ..Default::default()
     });
     let mut phases = Phases::default();
-    for (mode, next, warm, last) in [
+    let machine = endpoint.machine.clone().unwrap_or_default();
+    for (mode, next, warm, kind) in [
         (
             "cold: a container per step",
             "cold: a step's last byte -> the next's first",
             false,
-            None,
+            Kind::Same,
         ),
         (
             "warm: the pre-started container",
             "warm: a step's last byte -> the next's first",
             true,
-            None,
+            Kind::Same,
         ),
-        // A `MaxBuilds 1` machine's only job, of a project with `"/cache"`: its warm container
-        // made for the runner's defaults (as the daemon makes it), or with fresh caches.
         (
-            "last job, /cache: warm container for the defaults",
-            "last job, /cache, defaults: a step's last byte -> the next's first",
+            "another image: a build container of its own",
+            "another image: a step's last byte -> the next's first",
             true,
-            Some(false),
+            Kind::OtherImage,
         ),
         (
             "last job, /cache: warm container with fresh caches",
-            "last job, /cache, fresh: a step's last byte -> the next's first",
+            "last job, /cache: a step's last byte -> the next's first",
             true,
-            Some(true),
+            Kind::LastWithCache,
         ),
     ] {
         let executor = if warm { &warm_executor } else { &cold_executor };
-        let machine = endpoint.machine.clone().unwrap_or_default();
-        // Each round a project new to the machine, as on a new machine.
-        let cached = |id: u64| match last {
-            Some(_) => with_cache(job(runner, id), &format!("{machine}-runner-{id}-cache-1")),
-            None => job(runner, id),
+        let offset = 100_000 * (kind as u64 + u64::from(warm));
+        let job_for = |id: u64| match kind {
+            Kind::Same => job(runner, id),
+            Kind::OtherImage => {
+                let mut spec = job(runner, id);
+                spec.image.name = GIT_IMAGE.to_string();
+                spec
+            }
+            // Each round a project new to the machine, as on a new machine.
+            Kind::LastWithCache => {
+                with_cache(job(runner, id), &format!("{machine}-runner-{id}-cache-1"))
+            }
         };
-        let offset = match last {
-            None if warm => 100_000,
-            None => 0,
-            Some(false) => 200_000,
-            Some(true) => 300_000,
-        };
+        // The machine's warm container: for the runner's defaults (the test image).
         let prestart = || async {
-            let defaults = cached(offset);
-            match last {
-                Some(true) => executor.prestart_for_last_job(endpoint, &defaults).await,
-                _ => executor.prestart(endpoint, &defaults).await,
+            match kind {
+                Kind::LastWithCache => {
+                    let defaults = job_for(offset);
+                    executor.prestart_for_last_job(endpoint, &defaults).await
+                }
+                _ => executor.prestart(endpoint, &job(runner, offset)).await,
             }
         };
         if warm && !prestart().await? {
@@ -428,12 +443,12 @@ async fn dispatch(endpoint: &MachineEndpoint, runner: &str, rounds: usize) -> Re
             continue;
         }
         for round in 0..rounds {
-            let spec = cached(1 + round as u64 + offset);
+            let spec = job_for(1 + round as u64 + offset);
             let (tx, mut rx) = mpsc::channel(256);
             let t = Instant::now();
-            let handle = match last {
-                Some(_) => executor.start_last_on_machine(endpoint.clone(), spec, tx),
-                None => executor.start(endpoint.clone(), spec, tx),
+            let handle = match kind {
+                Kind::LastWithCache => executor.start_last_on_machine(endpoint.clone(), spec, tx),
+                _ => executor.start(endpoint.clone(), spec, tx),
             };
             let (mut first, mut last, mut second) = (None, None, None);
             while let Some(chunk) = rx.recv().await {

@@ -339,8 +339,9 @@ impl Job {
             self.create_network().await?;
         }
         services::start(self).await?;
-        if self.options.warm {
-            if let Some((name, standby)) = warm::claim(
+        let mut fresh_caches = false;
+        if self.options.warm
+            && let Some((name, standby)) = warm::claim(
                 &self.docker,
                 &self.endpoint,
                 &self.spec,
@@ -348,19 +349,33 @@ impl Job {
                 &self.standbys,
             )
             .await?
-            {
-                self.warm = Some(name);
-                self.standby = std::sync::Mutex::new(standby);
-            }
-            let plan = self.plan();
-            self.upload_exec_files(&plan).await?;
+        {
+            self.warm = Some(name);
+            self.standby = std::sync::Mutex::new(standby);
+            fresh_caches = last_with_caches_absent;
         }
         // A container with fresh caches has them in place of the project's kept volumes, which
         // did not exist: they are not made just to be removed with the machine.
-        if !(last_with_caches_absent && self.warm.is_some()) {
+        if !fresh_caches {
             let machine = self.endpoint.machine.as_deref();
             warm::create_kept_volumes(&self.docker, &spec.runner, machine, &spec.kept_volumes)
                 .await?;
+        }
+        if self.options.warm {
+            // No warm container fits: one of its own costs more than a step container (its
+            // start, a check, an exec) but spares a container per later step, so it pays from
+            // two steps on.
+            if self.warm.is_none() && self.plan().len() >= 2 {
+                self.warm = match warm::start_own(&self.docker, &self.endpoint, &spec).await {
+                    Ok(own) => own,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "no build container of its own; a container per step");
+                        None
+                    }
+                };
+            }
+            let plan = self.plan();
+            self.upload_exec_files(&plan).await?;
         }
         Ok(())
     }

@@ -27,9 +27,12 @@
 //! the machine looks for them, so the job cannot tell the difference. A job whose cache exists, or
 //! that is not the machine's last, does not claim such a container.
 //!
-//! A job that does not fit (another image, an image with an entrypoint, a helper image for the
-//! sources, a volume that lives only as long as its job, a machine without its own network and
-//! builds volume) takes the container-per-step path, as does a job that finds no warm container.
+//! A job that could run by exec but finds no warm container fitting it (another image, another
+//! project's cache) gets a build container of its own, made as a warm one is ([`start_own`]):
+//! its first step costs about a step container, each later one an exec. A job that cannot (an
+//! image with an entrypoint or without the tools, a helper image for the sources, a volume that
+//! lives only as long as its job, a machine without its own network and builds volume) takes the
+//! container-per-step path.
 
 use std::collections::HashMap;
 
@@ -72,6 +75,11 @@ const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do 
 /// A fresh cache's place in a template's binds, and the start of its volume's name
 /// (`<machine>-fresh-cache-<unique>`): each warm container gets new ones.
 const FRESH_CACHE: &str = "drover-fresh-cache";
+
+/// Image ids (content hashes: the same image on every engine) whose containers were found to
+/// have [`TOOLS`]: each image is checked once per process, not once per container.
+static HAS_TOOLS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// The name of a machine's unclaimed warm container.
 fn unclaimed(machine: &str) -> String {
@@ -271,18 +279,40 @@ async fn make_ready(
             create(docker, &pending, &template, &spec.runner).await?
         }
     };
-    let name_ready = name;
-    let name = pending;
+    if !start_checked(docker, &pending, &image_id).await? {
+        remove(docker, &pending).await?;
+        return Ok(None);
+    }
+    let options = RenameContainerOptions { name };
+    match docker.rename_container(&pending, options).await {
+        Ok(()) => Ok(Some(Some(id))),
+        // A concurrent call made it ready first.
+        Err(err) if is_status(&err, &[404]) => Ok(Some(None)),
+        Err(err) if is_status(&err, &[409]) => {
+            remove(docker, &pending).await?;
+            Ok(Some(None))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Puts the steps' run directory in the created container `name` and starts it; `false` if its
+/// image (`image_id`) lacks a program the steps by exec need.
+async fn start_checked(
+    docker: &Docker,
+    name: &str,
+    image_id: &str,
+) -> Result<bool, bollard::errors::Error> {
     let options = UploadToContainerOptions {
         path: "/".to_string(),
         ..Default::default()
     };
     let tar = run_dir_archive().map_err(|e| bollard::errors::Error::IOError { err: e })?;
     docker
-        .upload_to_container(&name, Some(options), body_full(Bytes::from(tar)))
+        .upload_to_container(name, Some(options), body_full(Bytes::from(tar)))
         .await?;
     match docker
-        .start_container(&name, None::<StartContainerOptions>)
+        .start_container(name, None::<StartContainerOptions>)
         .await
     {
         // Started already (by a concurrent call).
@@ -290,20 +320,46 @@ async fn make_ready(
         _ => {}
     }
     // The programs the steps' wrapper and their re-attachment use (`exec_step`).
-    if !succeeds(docker, &name, TOOLS).await? {
-        remove(docker, &name).await?;
-        return Ok(None);
+    let seen = |ids: &std::collections::BTreeSet<String>| ids.contains(image_id);
+    if HAS_TOOLS.lock().is_ok_and(|ids| seen(&ids)) {
+        return Ok(true);
     }
-    let options = RenameContainerOptions { name: name_ready };
-    match docker.rename_container(&name, options).await {
-        Ok(()) => Ok(Some(Some(id))),
-        // A concurrent call made it ready first.
-        Err(err) if is_status(&err, &[404]) => Ok(Some(None)),
-        Err(err) if is_status(&err, &[409]) => {
+    let has = succeeds(docker, name, TOOLS).await?;
+    if has && let Ok(mut ids) = HAS_TOOLS.lock() {
+        ids.insert(image_id.to_string());
+    }
+    Ok(has)
+}
+
+/// A build container for this job alone, for a job that fits no warm container on its machine
+/// but could run by exec (another image, another project's cache): made, started and checked
+/// as a warm container is, under the name a claim gives, so that its later steps run by exec
+/// and it goes with the job. Its first step costs about what a step container costs; each later
+/// one, an exec instead of a container. `None`: the job takes a container per step.
+pub(crate) async fn start_own(
+    docker: &Docker,
+    endpoint: &MachineEndpoint,
+    spec: &BuildSpec,
+) -> Result<Option<String>, bollard::errors::Error> {
+    let Some(template) = template(endpoint, spec, false) else {
+        return Ok(None);
+    };
+    let Some(image_id) = usable_image(docker, &spec.image.name).await? else {
+        return Ok(None);
+    };
+    let name = claimed(&spec.runner, spec.job_id);
+    create(docker, &name, &template, &spec.runner).await?;
+    // Gone again unless it runs: a job with a container under this name runs by exec there.
+    match start_checked(docker, &name, &image_id).await {
+        Ok(true) => Ok(Some(name)),
+        Ok(false) => {
             remove(docker, &name).await?;
-            Ok(Some(None))
+            Ok(None)
         }
-        Err(err) => Err(err),
+        Err(err) => {
+            remove(docker, &name).await?;
+            Err(err)
+        }
     }
 }
 

@@ -428,22 +428,55 @@ async fn cancel_stops_an_exec_step_and_runs_after_script() {
 }
 
 #[tokio::test]
-async fn a_job_with_another_image_takes_a_container_per_step() {
+async fn a_job_with_another_image_runs_by_exec_in_a_build_container_of_its_own() {
     let Some((docker, runner, machine, endpoint)) = bed().await else {
         return;
     };
     let warm = prestarted(&docker, &endpoint, &spec_on(&runner, 540)).await;
-    let mut other = spec(&runner, 541, &["echo host-$(hostname)", "git --version"]);
-    other.image.name = GIT_IMAGE.to_string();
-    let (outcome, out) = run_job(endpoint, other).await;
-    assert_eq!(outcome, Outcome::Success, "{out}");
-    assert!(out.contains("host-"), "{out}");
-    assert!(
-        !out.contains(&warm[..12]),
-        "not in the warm container: {out}"
+    let mut other = with_after_script(
+        spec(&runner, 541, &["echo host-$(hostname)", "git --version"]),
+        &["echo after-host-$(hostname)"],
     );
+    other.image.name = GIT_IMAGE.to_string();
+    let (outcome, out) = run_job(endpoint.clone(), other).await;
+    assert_eq!(outcome, Outcome::Success, "{out}");
     assert!(out.contains("git version"), "{out}");
+    // Not in the warm container, which is for another image, but both steps in one container.
+    assert_ne!(host_of(&out, "host-"), warm[..12], "{out}");
+    assert_eq!(
+        host_of(&out, "host-"),
+        host_of(&out, "after-host-"),
+        "{out}"
+    );
+
+    // Without a build container of its own (warm containers off), a container per step.
+    let cold = drover_docker::Executor::new(drover_docker::ExecutorOptions {
+        warm: false,
+        ..Default::default()
+    });
+    let mut again = with_after_script(
+        spec(&runner, 542, &["echo host-$(hostname)"]),
+        &["echo after-host-$(hostname)"],
+    );
+    again.image.name = GIT_IMAGE.to_string();
+    let (tx, rx) = mpsc::channel(64);
+    let (outcome, collected) = finish(cold.start(endpoint, again, tx), rx).await;
+    let out = collected.text();
+    assert_eq!(outcome, Outcome::Success, "{out}");
+    assert_ne!(
+        host_of(&out, "host-"),
+        host_of(&out, "after-host-"),
+        "{out}"
+    );
     remove_sandbox(&docker, &runner, &machine).await;
+}
+
+/// The rest of the job's first output line that starts with `prefix`.
+fn host_of(out: &str, prefix: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no {prefix} line: {out}"))
 }
 
 /// A command that blocks the job until the test creates `/sync/go`.
