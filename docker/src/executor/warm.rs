@@ -76,10 +76,10 @@ const TOOLS: &str = "for p in setsid tee cat mv stat cut tail head wc sleep; do 
 /// (`<machine>-fresh-cache-<unique>`): each warm container gets new ones.
 const FRESH_CACHE: &str = "drover-fresh-cache";
 
-/// Image ids (content hashes: the same image on every engine) whose containers were found to
-/// have [`TOOLS`]: each image is checked once per process, not once per container.
-static HAS_TOOLS: std::sync::Mutex<std::collections::BTreeSet<String>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// Whether the containers of an image have [`TOOLS`], by image id (a content hash: the same image
+/// on every engine): each image is checked once per process, not once per container.
+static HAS_TOOLS: std::sync::Mutex<std::collections::BTreeMap<String, bool>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// The name of a machine's unclaimed warm container.
 fn unclaimed(machine: &str) -> String {
@@ -320,13 +320,16 @@ async fn start_checked(
         _ => {}
     }
     // The programs the steps' wrapper and their re-attachment use (`exec_step`).
-    let seen = |ids: &std::collections::BTreeSet<String>| ids.contains(image_id);
-    if HAS_TOOLS.lock().is_ok_and(|ids| seen(&ids)) {
-        return Ok(true);
+    let known = HAS_TOOLS
+        .lock()
+        .ok()
+        .and_then(|ids| ids.get(image_id).copied());
+    if let Some(has) = known {
+        return Ok(has);
     }
     let has = succeeds(docker, name, TOOLS).await?;
-    if has && let Ok(mut ids) = HAS_TOOLS.lock() {
-        ids.insert(image_id.to_string());
+    if let Ok(mut ids) = HAS_TOOLS.lock() {
+        ids.insert(image_id.to_string(), has);
     }
     Ok(has)
 }
