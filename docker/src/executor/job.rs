@@ -270,6 +270,10 @@ impl Job {
                 "the job's build container {claimed} stopped while drover was not running"
             )));
         }
+        // Its mounts are the job's (its fresh caches, if it has them, in place of kept volumes).
+        if let Some(binds) = inspect.host_config.and_then(|h| h.binds) {
+            self.binds = binds;
+        }
         let existing: BTreeMap<u16, Adopted> = self
             .exec_records()
             .await?
@@ -341,7 +345,7 @@ impl Job {
         services::start(self).await?;
         let mut fresh_caches = false;
         if self.options.warm
-            && let Some((name, standby)) = warm::claim(
+            && let Some(claimed) = warm::claim(
                 &self.docker,
                 &self.endpoint,
                 &self.spec,
@@ -350,9 +354,13 @@ impl Job {
             )
             .await?
         {
-            self.warm = Some(name);
-            self.standby = std::sync::Mutex::new(standby);
-            fresh_caches = last_with_caches_absent;
+            self.warm = Some(claimed.name);
+            self.standby = std::sync::Mutex::new(claimed.standby);
+            if let Some(binds) = claimed.fresh_binds {
+                // Caches and artifacts move through containers with the same mounts.
+                self.binds = binds;
+                fresh_caches = true;
+            }
         }
         // A container with fresh caches has them in place of the project's kept volumes, which
         // did not exist: they are not made just to be removed with the machine.

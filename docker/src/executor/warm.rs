@@ -517,8 +517,8 @@ pub(crate) async fn claim(
     spec: &BuildSpec,
     last_with_caches_absent: bool,
     standbys: &Standbys,
-) -> Result<Option<(String, Option<Standby>)>, bollard::errors::Error> {
-    let fresh = last_with_caches_absent
+) -> Result<Option<Claimed>, bollard::errors::Error> {
+    let fresh_signature = last_with_caches_absent
         .then(|| template(endpoint, spec, true))
         .flatten()
         .map(|t| t.signature);
@@ -540,8 +540,9 @@ pub(crate) async fn claim(
         .and_then(|c| c.labels)
         .and_then(|l| l.get(SIGNATURE).cloned());
     let running = found.state.and_then(|s| s.status) == Some(ContainerStateStatusEnum::RUNNING);
-    let fits = signature.is_some_and(|s| s == template.signature || fresh.is_some_and(|f| s == f));
-    if !running || !fits {
+    let alike = signature.as_deref() == Some(template.signature.as_str());
+    let fresh = !alike && fresh_signature.is_some() && signature == fresh_signature;
+    if !running || !(alike || fresh) {
         return Ok(None);
     }
     // The container runs the image the job's pull policy left on the engine, or it is stale.
@@ -552,12 +553,28 @@ pub(crate) async fn claim(
     let options = RenameContainerOptions {
         name: target.clone(),
     };
+    let binds = found.host_config.and_then(|h| h.binds).unwrap_or_default();
     match docker.rename_container(&name, options).await {
-        Ok(()) => Ok(Some((target, found.id.and_then(|id| standbys.take(&id))))),
+        Ok(()) => Ok(Some(Claimed {
+            name: target,
+            standby: found.id.and_then(|id| standbys.take(&id)),
+            fresh_binds: fresh.then_some(binds),
+        })),
         // Another job claimed it first, or it went away.
         Err(err) if is_status(&err, &[404, 409]) => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+/// A warm container a job claimed.
+pub(crate) struct Claimed {
+    /// Its name now, the job's.
+    pub name: String,
+    /// The standby exec waiting in it, if one does.
+    pub standby: Option<Standby>,
+    /// Its mounts, if it has fresh caches: the job's other containers (those that move files
+    /// for caches and artifacts) mount these too, not the project's kept volumes.
+    pub fresh_binds: Option<Vec<String>>,
 }
 
 /// Removes a container by name (gone already is fine).

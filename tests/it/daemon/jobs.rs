@@ -336,26 +336,20 @@ async fn a_job_on_a_warm_sandbox_runs_by_exec_and_survives_a_kill_9_mid_step() {
 /// exec too: in a MaxBuilds 1 pool, the only job a sandbox gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sandboxs_first_job_runs_in_the_warm_container_started_with_it() {
-    first_job_runs_warm("jobs_first_warm", "", &[]).await;
+    first_job_runs_warm("jobs_first_warm", false).await;
 }
 
 /// With `"/cache"` (what `register` writes), that container has fresh caches: the job's project is
-/// not known before it comes, and the sandbox will take no other job.
+/// not known before it comes, and the sandbox will take no other job. The job's local cache is
+/// saved there, and nothing is left once the sandbox is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_max_builds_1_sandboxs_job_with_a_cache_volume_runs_warm_on_a_fresh_cache() {
-    first_job_runs_warm(
-        "jobs_first_warm_cache",
-        ", \"/cache\"",
-        &[
-            "echo cache-entries-$(ls -A /cache | wc -l)",
-            "touch /cache/f",
-        ],
-    )
-    .await;
+    first_job_runs_warm("jobs_first_warm_cache", true).await;
 }
 
-async fn first_job_runs_warm(name: &str, more_volumes: &str, more_script: &[&str]) {
+async fn first_job_runs_warm(name: &str, cache: bool) {
     let sync = SyncDir::new();
+    let more_volumes = if cache { ", \"/cache\"" } else { "" };
     let settings = Settings {
         limit: 1,
         concurrent: 1,
@@ -373,9 +367,25 @@ async fn first_job_runs_warm(name: &str, more_volumes: &str, more_script: &[&str
         "touch /sync/ready",
         "while [ ! -e /sync/go ]; do sleep 0.1; done",
     ];
-    script.extend(more_script);
+    if cache {
+        script.extend([
+            "echo cache-entries-$(ls -A /cache | wc -l)",
+            "mkdir -p deps && echo local > deps/lib.txt",
+        ]);
+    }
     script.push("echo first-done");
-    let id = env.enqueue(job("first", &script));
+    let mut template = job("first", &script);
+    if cache {
+        template.response.cache.push(drover_gitlab::api::Cache {
+            key: "deps".to_string(),
+            untracked: false,
+            paths: vec!["deps".to_string()],
+            policy: "push".to_string(),
+            when: "on_success".to_string(),
+            fallback_keys: vec![],
+        });
+    }
+    let id = env.enqueue(template);
     sync.wait_for("ready").await;
     let warm = running_container(&env, &format!("-job-{id}-warm")).await;
     sync.signal("go");
@@ -387,8 +397,11 @@ async fn first_job_runs_warm(name: &str, more_volumes: &str, more_script: &[&str
         text(&view)
     );
     assert_eq!(lines(&view, "first-done"), 1);
-    if !more_volumes.is_empty() {
+    if cache {
         assert_eq!(lines(&view, "cache-entries-0"), 1, "{}", text(&view));
+        assert!(text(&view).contains("Created cache"), "{}", text(&view));
     }
+    // Checks that nothing of the runner is left, by label and by name: no volume of the
+    // job's project was made behind the fresh cache's back.
     env.finish().await;
 }
