@@ -28,9 +28,10 @@ const TOLERANCE: f64 = 0.15;
 /// start) is then more than 15 % of it, though no planning question turns on it.
 const WAIT_FLOOR_SECONDS: f64 = 0.5;
 /// A wait also passes within this many standard deviations of the simulated days: the measured
-/// day is one draw of 60 jobs (its durations fell on its arrivals one way), the prediction the
-/// mean of replications that draw them again, and a 60-job p95 varies by most of a second from
-/// one such day to the next.
+/// day is one draw of its machines' boot and removal times and its requests' round trips, the
+/// prediction the mean of replications that draw them again from the recorded ones (each job
+/// keeps its recorded arrival and duration), and with 60 jobs a p95 moves by most of a second
+/// from one such day to the next.
 const WAIT_SDS: f64 = 2.0;
 
 /// splitmix64: a seeded, dependency-free source for the trace.
