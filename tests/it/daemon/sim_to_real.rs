@@ -185,11 +185,13 @@ async fn the_simulator_predicts_the_daemons_waits_and_machine_time_from_its_jour
             .unwrap_or_else(|| panic!("no {pointer} in {report}"))
     };
     assert_eq!(figure("/jobs/mean"), JOBS as f64, "{report}");
-    // The standard deviation of a figure across the simulated days, from its 95 % interval.
+    // The standard deviation of a figure across the simulated days, from its 95 % interval
+    // (Student's t, as the report makes it).
     let replications = figure("/replications");
+    let t = drover_sim::replicate::t975(replications as usize - 1);
     let day_sd = |at: &str| {
         let half = (figure(&format!("{at}/high")) - figure(&format!("{at}/low"))) / 2.0;
-        half / 1.96 * replications.sqrt()
+        half / t * replications.sqrt()
     };
     let wait_floor = |at: &str| {
         let sd = day_sd(at);
